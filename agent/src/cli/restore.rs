@@ -1,0 +1,175 @@
+//! `restore`, shared by `drp-agent restore` (on the host) and `drp restore`
+//! (for the on-call engineer): one library path, one behaviour.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::agent::{RepoArgs, Scope};
+use super::{Output, parse_time};
+use crate::config::units::{format_bytes, format_duration};
+use crate::restore::{self, Selector};
+use crate::source::{self, Source};
+use crate::{Error, ExitCode, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The export to restore.
+    #[arg(long, short)]
+    pub export: String,
+    /// Restore this recovery point (default: the newest).
+    #[arg(long, conflicts_with = "before")]
+    pub point: Option<String>,
+    /// Restore the newest point consistent before this time (RFC 3339 or `YYYY-MM-DD HH:MM` local).
+    #[arg(long)]
+    pub before: Option<String>,
+    /// Where to restore: a database name or a path (default: the source itself).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// When the failure happened, to state the data-loss window (default: now).
+    #[arg(long)]
+    pub failed_at: Option<String>,
+    /// Replace existing data without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Show the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Scratch folder for database dumps while they are verified (default: the system's).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
+
+pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
+    let selector = match (&args.point, &args.before) {
+        (Some(id), _) => Selector::Id(id.clone()),
+        (None, Some(t)) => Selector::Before(parse_time(t)?),
+        (None, None) => Selector::Latest,
+    };
+    let failed_at = args.failed_at.as_deref().map(parse_time).transpose()?.unwrap_or_else(Utc::now);
+    let scope = Scope::open(&args.repo, Some(&args.export), false).await?;
+    let host = scope.host_for_restore()?;
+    let source: Arc<dyn Source> = match &scope.policy {
+        Some(policy) => Arc::from(source::build(&policy.export(&args.export)?.source, &policy.base_dir)),
+        None => {
+            // Without a policy the manifest says what kind of source it was;
+            // connection settings come from the environment and `--to`.
+            let (_, m, _) = restore::find(&scope.repos, &host, &args.export, &selector).await?;
+            let Some(to) = &args.to else {
+                return Err(Error::Usage("without --policy, give the destination with --to".into()));
+            };
+            Arc::from(source::build(&bare_source(&m.kind, to)?, std::path::Path::new(".")))
+        }
+    };
+    let plan = restore::plan(&scope.repos, &host, &args.export, &selector, source.clone(), args.to.as_deref()).await?;
+    let m = &plan.manifest;
+    let window = plan.data_loss_window(failed_at);
+    if out.json {
+        if args.dry_run {
+            out.print_json(&serde_json::json!({
+                "plan": {
+                    "point": m.id, "target": plan.repository.name(), "consistency_time": m.consistency_time,
+                    "destination": plan.destination.to_string(), "replaces": plan.replaces,
+                    "data_loss_window_seconds": window.num_seconds(), "notes": plan.notes,
+                }
+            }));
+            return Ok(ExitCode::Ok);
+        }
+    } else {
+        eprintln!("Restore plan");
+        eprintln!("  recovery point   {} ({} on target `{}`)", m.id, m.kind, plan.repository.name());
+        eprintln!(
+            "  consistent at    {} ({} ago)",
+            m.consistency_time.to_rfc3339(),
+            format_duration((Utc::now() - m.consistency_time).to_std().unwrap_or_default())
+        );
+        eprintln!("  size             {} raw, {} stored", format_bytes(m.raw.size), format_bytes(m.stored.size));
+        eprintln!("  destination      {}", plan.destination);
+        match &plan.replaces {
+            Some(what) => eprintln!("  replaces         {what}"),
+            None => eprintln!("  replaces         nothing (the destination does not exist)"),
+        }
+        eprintln!(
+            "  data-loss window {} (changes after {} are not in this point)",
+            format_duration(window.to_std().unwrap_or_default()),
+            m.consistency_time.to_rfc3339()
+        );
+        for note in &plan.notes {
+            eprintln!("  note             {note}");
+        }
+        if args.dry_run {
+            return Ok(ExitCode::Ok);
+        }
+    }
+
+    let confirmed = args.yes || plan.replaces.is_none() || (!out.json && ask(&plan.destination.to_string()));
+    if !confirmed {
+        return Err(Error::NotConfirmed {
+            destination: plan.destination.to_string(),
+        });
+    }
+    let report = restore::execute(&plan, source, confirmed, args.workdir.clone(), out.progress()).await?;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "restored": report.id, "target": report.target, "destination": report.destination,
+            "raw_bytes": report.raw_bytes, "seconds": report.seconds,
+            "consistency_time": m.consistency_time, "data_loss_window_seconds": window.num_seconds(),
+            "verified": true,
+        }));
+    } else {
+        println!(
+            "restored {} to {} from `{}` in {:.1}s ({}; digests verified)",
+            report.id,
+            report.destination,
+            report.target,
+            report.seconds,
+            format_bytes(report.raw_bytes)
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Asks on the terminal; anything but `yes` declines.
+fn ask(destination: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("Replace {destination}? Type `yes` to continue: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
+}
+
+fn bare_source(kind: &str, to: &str) -> Result<crate::config::SourceConfig> {
+    use crate::config::SourceConfig;
+    use crate::source::{directory, mysql, postgres, sqlite};
+    Ok(match kind {
+        "postgres" => SourceConfig::Postgres(postgres::PostgresConfig {
+            url: None,
+            host: None,
+            port: None,
+            user: None,
+            database: Some(to.to_string()),
+            password: None,
+            bin_dir: None,
+            restore_jobs: None,
+            no_owner: false,
+        }),
+        "mysql" => SourceConfig::Mysql(mysql::MysqlConfig {
+            host: None,
+            port: None,
+            socket: None,
+            user: None,
+            password: None,
+            database: to.to_string(),
+            bin_dir: None,
+        }),
+        "sqlite" => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
+        "directory" => SourceConfig::Directory(directory::DirectoryConfig { path: to.into() }),
+        other => return Err(Error::Usage(format!("recovery point of unknown kind `{other}`"))),
+    })
+}

@@ -1,0 +1,176 @@
+//! Policies: parsed into a raw form, then validated into [`Policy`], the form
+//! the rest of the agent uses. Validation reports every problem at once, each
+//! located by file, line, column and key, with a hint.
+
+mod locate;
+mod policy;
+mod secret;
+pub mod units;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use locate::Locations;
+pub use policy::{
+    Compression, Export, Objectives, Policy, Retention, Schedule, SourceConfig, TargetConfig,
+};
+pub use secret::{Secret, SecretRef};
+pub use units::{ByteSize, HumanDuration};
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the offending key, e.g. `exports.app-db.retention.keep_daily`.
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: `{}`: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n    hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PolicyError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        write!(f, "{n} problem{} found:", if n == 1 { "" } else { "s" })?;
+        for d in &self.diagnostics {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects diagnostics for one file, locating each key path in its text.
+pub struct Diagnostics {
+    file: PathBuf,
+    locations: Locations,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new(file: &Path, text: &str) -> Self {
+        Diagnostics {
+            file: file.to_path_buf(),
+            locations: Locations::index(text),
+            items: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, key: &str, message: impl Into<String>, hint: Option<String>) {
+        let (line, column) = self.locations.find(key).unwrap_or((1, 1));
+        self.items.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    /// Records a serde error met while deserialising the node at `base`.
+    pub fn push_serde(&mut self, base: &str, err: serde_path_to_error::Error<serde_yaml_ng::Error>) {
+        let mut key = join_path(base, &err.path().to_string());
+        let inner = err.into_inner();
+        let message = inner.to_string();
+        let mut hint = None;
+        if let Some(field) = backticked(&message, "unknown field `") {
+            key = join_path(&key, &field);
+            hint = expected_hint(&message, &field);
+        } else if let Some(variant) = backticked(&message, "unknown variant `") {
+            hint = expected_hint(&message, &variant);
+        } else if let Some(field) = backticked(&message, "missing field `") {
+            hint = Some(format!("add `{field}`"));
+        }
+        self.push(&key, message, hint);
+    }
+
+    pub fn into_result(self) -> Result<(), PolicyError> {
+        if self.items.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError {
+                diagnostics: self.items,
+            })
+        }
+    }
+}
+
+/// Joins `base` and a serde path (`.`, `a.b`, `[0].c`) into one key path.
+pub fn join_path(base: &str, rest: &str) -> String {
+    let rest = rest.trim_start_matches('.');
+    if rest.is_empty() {
+        base.to_string()
+    } else if base.is_empty() {
+        rest.to_string()
+    } else if rest.starts_with('[') {
+        format!("{base}{rest}")
+    } else {
+        format!("{base}.{rest}")
+    }
+}
+
+fn backticked(message: &str, prefix: &str) -> Option<String> {
+    let start = message.find(prefix)? + prefix.len();
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// "did you mean `keep_last`?" from serde's "expected one of `a`, `b`" list.
+fn expected_hint(message: &str, got: &str) -> Option<String> {
+    let list = &message[message.find("expected")?..];
+    let candidates: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(got, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => Some(format!("did you mean `{c}`?")),
+        None if !candidates.is_empty() => Some(format!("valid here: {}", candidates.join(", "))),
+        None => None,
+    }
+}
+
+/// A path written in a policy, resolved against the policy's folder.
+pub fn resolve_relative(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Whether `name` can be used as one segment of a repository path.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}

@@ -1,0 +1,358 @@
+//! The policy file: what a host protects, where, when, for how long, and the
+//! objectives it must meet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::{Diagnostics, HumanDuration, PolicyError, is_safe_name};
+use crate::source::{directory, mysql, postgres, sqlite};
+use crate::target::{local, s3, sftp};
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Folder that relative paths in the policy are resolved against.
+    pub base_dir: PathBuf,
+    pub host: String,
+    pub objectives: Objectives,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub exports: BTreeMap<String, Export>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    pub rto: Option<HumanDuration>,
+    pub rpo: Option<HumanDuration>,
+}
+
+/// Where recovery points go. One variant per target kind, one file per kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetConfig {
+    /// A mounted path: local disk, NFS or SMB share of a NAS.
+    Local(local::LocalConfig),
+    /// A NAS reached over SFTP.
+    Sftp(sftp::SftpConfig),
+    /// AWS S3 or any S3-compatible store.
+    S3(s3::S3Config),
+}
+
+/// What an export reads. One variant per source kind, one file per kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Postgres(postgres::PostgresConfig),
+    #[serde(alias = "mariadb")]
+    Mysql(mysql::MysqlConfig),
+    Sqlite(sqlite::SqliteConfig),
+    Directory(directory::DirectoryConfig),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Sqlite(_) => "sqlite",
+            SourceConfig::Directory(_) => "directory",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub name: String,
+    pub source: SourceConfig,
+    pub schedule: Schedule,
+    pub targets: Vec<String>,
+    pub compression: Compression,
+    pub retention: Retention,
+}
+
+/// A cron schedule: standard 5-field crontab, or the 6/7-field form with seconds.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expression: String,
+    pub cron: cron::Schedule,
+}
+
+impl Schedule {
+    /// Twice a day, at 06:00 and 18:00.
+    pub const DEFAULT: &'static str = "0 6,18 * * *";
+
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let fields = expression.split_whitespace().count();
+        let normalized = match fields {
+            5 => format!("0 {expression}"),
+            6 | 7 => expression.to_string(),
+            _ => {
+                return Err(format!(
+                    "invalid schedule `{expression}`: expected 5 fields (min hour day month weekday) or 6-7 with seconds, found {fields}"
+                ));
+            }
+        };
+        let cron = cron::Schedule::from_str(&normalized)
+            .map_err(|e| format!("invalid schedule `{expression}`: {e}"))?;
+        Ok(Schedule {
+            expression: expression.to_string(),
+            cron,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    #[serde(default = "Compression::default_level")]
+    pub level: i32,
+    /// Compression threads; 0 uses every core.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+impl Compression {
+    fn default_level() -> i32 {
+        3
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            level: Compression::default_level(),
+            threads: 0,
+        }
+    }
+}
+
+/// How many recovery points to keep (grandfather-father-son).
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Never delete below this many verified recovery points.
+    pub min_verified: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExport {
+    source: SourceConfig,
+    #[serde(default)]
+    schedule: Option<String>,
+    targets: Vec<String>,
+    #[serde(default)]
+    compression: Compression,
+    #[serde(default)]
+    retention: Retention,
+}
+
+const TOP_LEVEL_KEYS: [&str; 4] = ["host", "objectives", "targets", "exports"];
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, crate::Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::io_path("cannot read policy", path, e))?;
+        Ok(Policy::parse(path, &text)?)
+    }
+
+    /// Validates policy text; `path` names it in diagnostics.
+    pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let mut diags = Diagnostics::new(path, text);
+        let root: Value = match serde_yaml_ng::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                return Err(PolicyError {
+                    diagnostics: vec![super::Diagnostic {
+                        file: path.to_path_buf(),
+                        line,
+                        column,
+                        key: String::new(),
+                        message: format!("not valid YAML: {e}"),
+                        hint: None,
+                    }],
+                });
+            }
+        };
+        let Value::Mapping(root) = root else {
+            diags.push("", "a policy must be a mapping with `host`, `targets` and `exports`", None);
+            return Err(PolicyError { diagnostics: diags.items });
+        };
+
+        let mut host = String::new();
+        let mut objectives = Objectives::default();
+        let mut target_nodes = serde_yaml_ng::Mapping::new();
+        let mut export_nodes = serde_yaml_ng::Mapping::new();
+        for (k, v) in root {
+            let key = k.as_str().unwrap_or_default().to_string();
+            match key.as_str() {
+                "host" => match v.as_str() {
+                    Some(h) if is_safe_name(h) => host = h.to_string(),
+                    _ => diags.push(
+                        "host",
+                        "`host` must be a name made of letters, digits, `-`, `_` and `.`",
+                        Some("use the host's short name, e.g. `db-1`".into()),
+                    ),
+                },
+                "objectives" => match serde_path_to_error::deserialize(v) {
+                    Ok(o) => objectives = o,
+                    Err(e) => diags.push_serde("objectives", e),
+                },
+                "targets" => match v {
+                    Value::Mapping(m) => target_nodes = m,
+                    _ => diags.push("targets", "`targets` must map target names to their settings", None),
+                },
+                "exports" => match v {
+                    Value::Mapping(m) => export_nodes = m,
+                    _ => diags.push("exports", "`exports` must map export names to their settings", None),
+                },
+                _ => {
+                    let hint = strsim_hint(&key, &TOP_LEVEL_KEYS);
+                    diags.push(&key, format!("unknown key `{key}`"), hint);
+                }
+            }
+        }
+        if !root_has(&diags, "host") && host.is_empty() {
+            diags.push("host", "missing `host`", Some("add `host: <name of this machine>`".into()));
+        }
+
+        let mut targets = BTreeMap::new();
+        for (name, node) in target_nodes {
+            let name = name.as_str().unwrap_or_default().to_string();
+            let key = format!("targets.{name}");
+            if !is_safe_name(&name) {
+                diags.push(&key, format!("target name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
+            }
+            match serde_path_to_error::deserialize::<_, TargetConfig>(node) {
+                Ok(t) => {
+                    targets.insert(name, t);
+                }
+                Err(e) => diags.push_serde(&key, e),
+            }
+        }
+        if targets.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("targets")) {
+            diags.push("targets", "no target defined", Some("add a target, e.g. `nas: {kind: local, path: /mnt/nas/drp}`".into()));
+        }
+
+        let mut exports = BTreeMap::new();
+        for (name, node) in export_nodes {
+            let name = name.as_str().unwrap_or_default().to_string();
+            let key = format!("exports.{name}");
+            if !is_safe_name(&name) {
+                diags.push(&key, format!("export name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
+            }
+            let raw: RawExport = match serde_path_to_error::deserialize(node) {
+                Ok(r) => r,
+                Err(e) => {
+                    diags.push_serde(&key, e);
+                    continue;
+                }
+            };
+            let schedule_text = raw.schedule.as_deref().unwrap_or(Schedule::DEFAULT);
+            let schedule = match Schedule::parse(schedule_text) {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    diags.push(
+                        &format!("{key}.schedule"),
+                        msg,
+                        Some("e.g. `0 6,18 * * *` for 06:00 and 18:00, `*/15 * * * *` for every 15 minutes".into()),
+                    );
+                    None
+                }
+            };
+            if raw.targets.is_empty() {
+                diags.push(&format!("{key}.targets"), "an export needs at least one target", None);
+            }
+            for (i, t) in raw.targets.iter().enumerate() {
+                let known: Vec<&str> = target_nodes_names(&targets);
+                if !targets.contains_key(t) && !diags.items.iter().any(|d| d.key == format!("targets.{t}")) {
+                    diags.push(
+                        &format!("{key}.targets[{i}]"),
+                        format!("unknown target `{t}`"),
+                        strsim_hint(t, &known).or(Some(format!("defined targets: {}", known.join(", ")))),
+                    );
+                }
+            }
+            if !(1..=19).contains(&raw.compression.level) {
+                diags.push(
+                    &format!("{key}.compression.level"),
+                    format!("zstd level {} is out of range", raw.compression.level),
+                    Some("use 1 (fastest) to 19 (smallest); 3 is a good default".into()),
+                );
+            }
+            if let Some(schedule) = schedule {
+                exports.insert(
+                    name.clone(),
+                    Export {
+                        name,
+                        source: raw.source,
+                        schedule,
+                        targets: raw.targets,
+                        compression: raw.compression,
+                        retention: raw.retention,
+                    },
+                );
+            }
+        }
+        if exports.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("exports")) {
+            diags.push("exports", "no export defined", Some("add an export with a `source` and its `targets`".into()));
+        }
+
+        diags.into_result()?;
+        let base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(Policy {
+            path: path.to_path_buf(),
+            base_dir,
+            host,
+            objectives,
+            targets,
+            exports,
+        })
+    }
+
+    pub fn export(&self, name: &str) -> Result<&Export, crate::Error> {
+        self.exports.get(name).ok_or_else(|| {
+            crate::Error::NotFound(format!(
+                "no export `{name}` in {}; defined: {}",
+                self.path.display(),
+                self.exports.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+fn target_nodes_names(targets: &BTreeMap<String, TargetConfig>) -> Vec<&str> {
+    targets.keys().map(String::as_str).collect()
+}
+
+fn root_has(diags: &Diagnostics, key: &str) -> bool {
+    diags.items.iter().any(|d| d.key == key)
+}
+
+fn strsim_hint(got: &str, candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(got, c), *c))
+        .filter(|(s, _)| *s > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}

@@ -1,0 +1,106 @@
+//! The error type of the agent library and the exit codes the binaries map it to.
+
+use crate::config::PolicyError;
+use crate::source::SourceError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Process exit codes shared by `drp-agent` and `drp`; documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    /// An operation failed (source, target, restore); nothing was committed.
+    Failed = 1,
+    /// The command line, a policy or a runbook is invalid.
+    Usage = 2,
+    /// Some targets committed the recovery point, others failed.
+    Partial = 3,
+    /// A recovery point failed verification: corruption was detected.
+    Integrity = 4,
+    /// A restore would replace data and was not confirmed.
+    NotConfirmed = 5,
+    /// No recovery point (or export, or target) matches the request.
+    NotFound = 6,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(transparent)]
+    Source(#[from] SourceError),
+
+    #[error("target `{target}`: {message}")]
+    Target { target: String, message: String },
+
+    #[error(
+        "integrity check failed for `{object}` on target `{target}`: {what} expected {expected}, found {actual}; the recovery point is corrupt and was not loaded"
+    )]
+    Integrity {
+        target: String,
+        object: String,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("restore not confirmed: nothing was changed (pass --yes to replace {destination})")]
+    NotConfirmed { destination: String },
+
+    #[error("{0}")]
+    NotFound(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("manifest `{object}` on target `{target}` is unreadable: {message}")]
+    Manifest {
+        target: String,
+        object: String,
+        message: String,
+    },
+
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Policy(_) | Error::Usage(_) => ExitCode::Usage,
+            Error::Integrity { .. } | Error::Manifest { .. } => ExitCode::Integrity,
+            Error::NotConfirmed { .. } => ExitCode::NotConfirmed,
+            Error::NotFound(_) => ExitCode::NotFound,
+            Error::Source(_) | Error::Target { .. } | Error::Io { .. } | Error::Failed(_) => {
+                ExitCode::Failed
+            }
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn io_path(action: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::io(format!("{action} {}", path.display()), source)
+    }
+
+    pub fn target(target: &str, err: impl std::fmt::Display) -> Self {
+        Error::Target {
+            target: target.to_string(),
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The manifest: the description of one recovery point, and its commit point.
+//! A recovery point exists exactly when its manifest does.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest and repository layout this build writes.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub host: String,
+    pub export: String,
+    /// Source kind: `postgres`, `mysql`, `sqlite`, `directory`.
+    pub kind: String,
+    /// Non-secret facts about the source (database name, path, dump format).
+    pub source: BTreeMap<String, String>,
+    /// The data is consistent as of this moment (never later than the truth).
+    pub consistency_time: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The stream the source produced.
+    pub raw: Digest,
+    /// What is stored on the target.
+    pub stored: StoredObject,
+    pub compression: CompressionInfo,
+    /// Versions of the tools and server involved.
+    pub tools: BTreeMap<String, String>,
+    /// The agent that wrote the point.
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Path of the data object, relative to the repository root.
+    pub object: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionInfo {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+impl Manifest {
+    /// Compression ratio raw/stored, for display.
+    pub fn ratio(&self) -> f64 {
+        if self.stored.size == 0 {
+            1.0
+        } else {
+            self.raw.size as f64 / self.stored.size as f64
+        }
+    }
+}
+
+/// A new recovery point id: sortable by time, unique across hosts.
+pub fn new_id(at: DateTime<Utc>) -> String {
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+}

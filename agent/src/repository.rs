@@ -1,0 +1,214 @@
+//! The repository: how recovery points are laid out on a target.
+//!
+//! ```text
+//! drp-repository.json                          format marker, written once
+//! <host>/<export>/data/<id>.zst                data object (zstd stream)
+//! <host>/<export>/manifests/<id>.json          manifest, written last = commit
+//! ```
+//!
+//! Everything needed to list and restore is in the repository itself, so a
+//! bare machine with the target's address and credentials can restore.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{FORMAT, Manifest};
+use crate::target::Target;
+use crate::{Error, Result};
+
+pub const MARKER: &str = "drp-repository.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+    created_at: chrono::DateTime<Utc>,
+    created_by: String,
+}
+
+pub fn data_path(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/data/{id}.zst")
+}
+
+pub fn manifest_path(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/manifests/{id}.json")
+}
+
+/// A manifest that exists but cannot be trusted: reported, never loaded.
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    pub object: String,
+    pub message: String,
+}
+
+/// What a listing found for one export on one target.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Committed points, oldest first.
+    pub points: Vec<Manifest>,
+    pub damaged: Vec<Damaged>,
+}
+
+#[derive(Clone)]
+pub struct Repository {
+    pub target: Target,
+}
+
+impl Repository {
+    pub fn new(target: Target) -> Self {
+        Repository { target }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// Checks the repository is reachable and of a format this build reads.
+    /// Creates the marker of a new repository when `create` is set.
+    pub async fn check(&self, create: bool) -> Result<()> {
+        let op = &self.target.op;
+        match op.read(MARKER).await {
+            Ok(buf) => {
+                let marker: Marker = serde_json::from_slice(&buf.to_vec()).map_err(|e| Error::Manifest {
+                    target: self.target.name.clone(),
+                    object: MARKER.into(),
+                    message: e.to_string(),
+                })?;
+                if marker.format > FORMAT {
+                    return Err(Error::target(
+                        &self.target.name,
+                        format!(
+                            "repository format {} is newer than this drp reads ({FORMAT}); upgrade drp",
+                            marker.format
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                if !create {
+                    return Err(Error::NotFound(format!(
+                        "no drp repository at {} (target `{}`)",
+                        self.target.location, self.target.name
+                    )));
+                }
+                let marker = Marker {
+                    format: FORMAT,
+                    created_at: Utc::now(),
+                    created_by: agent_id(),
+                };
+                let body = serde_json::to_vec_pretty(&marker).expect("marker serialises");
+                op.write(MARKER, body)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.target.error("cannot create the repository", e))
+            }
+            Err(e) => Err(self.target.error("cannot reach the repository", e)),
+        }
+    }
+
+    /// Lists the committed points of one export, from manifests only.
+    pub async fn list(&self, host: &str, export: &str) -> Result<Listing> {
+        let dir = format!("{host}/{export}/manifests/");
+        let entries = match self.target.op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Listing::default()),
+            Err(e) => return Err(self.target.error("cannot list recovery points", e)),
+        };
+        let mut listing = Listing::default();
+        for entry in entries {
+            let path = entry.path().to_string();
+            if !path.ends_with(".json") {
+                continue;
+            }
+            match self.read_manifest(&path).await {
+                Ok(m) => listing.points.push(m),
+                Err(Error::Manifest { object, message, .. }) => listing.damaged.push(Damaged { object, message }),
+                Err(e) => return Err(e),
+            }
+        }
+        listing.points.sort_by(|a, b| a.consistency_time.cmp(&b.consistency_time).then(a.id.cmp(&b.id)));
+        Ok(listing)
+    }
+
+    /// Every `(host, export)` pair in the repository (for use without a policy).
+    pub async fn exports(&self) -> Result<Vec<(String, String)>> {
+        let op = &self.target.op;
+        let mut out = Vec::new();
+        let hosts = op.list("").await.map_err(|e| self.target.error("cannot list the repository", e))?;
+        for h in hosts.iter().filter(|e| e.metadata().is_dir()) {
+            let host = h.name().trim_end_matches('/');
+            if host.is_empty() || host.starts_with('.') {
+                continue;
+            }
+            let exports = op
+                .list(&format!("{host}/"))
+                .await
+                .map_err(|e| self.target.error("cannot list the repository", e))?;
+            for x in exports.iter().filter(|e| e.metadata().is_dir()) {
+                let export = x.name().trim_end_matches('/');
+                if !export.is_empty() {
+                    out.push((host.to_string(), export.to_string()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn read_manifest(&self, path: &str) -> Result<Manifest> {
+        let buf = self
+            .target
+            .op
+            .read(path)
+            .await
+            .map_err(|e| self.target.error(&format!("cannot read {path}"), e))?;
+        let damaged = |message: String| Error::Manifest {
+            target: self.target.name.clone(),
+            object: path.to_string(),
+            message,
+        };
+        let m: Manifest = serde_json::from_slice(&buf.to_vec()).map_err(|e| damaged(e.to_string()))?;
+        if m.format > FORMAT {
+            return Err(damaged(format!("format {} is newer than this drp reads", m.format)));
+        }
+        let expected = manifest_path(&m.host, &m.export, &m.id);
+        if expected != path {
+            return Err(damaged(format!("it describes {expected}, not this path")));
+        }
+        if m.stored.object != data_path(&m.host, &m.export, &m.id) {
+            return Err(damaged(format!("its data object `{}` is outside its recovery point", m.stored.object)));
+        }
+        Ok(m)
+    }
+
+    /// Commits a recovery point by writing its manifest, after checking that
+    /// the data object is complete.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
+        let op = &self.target.op;
+        let meta = op
+            .stat(&manifest.stored.object)
+            .await
+            .map_err(|e| self.target.error("the data object vanished before commit", e))?;
+        if meta.content_length() != manifest.stored.size {
+            return Err(Error::target(
+                &self.target.name,
+                format!(
+                    "data object {} holds {} bytes, {} were sent; not committed",
+                    manifest.stored.object,
+                    meta.content_length(),
+                    manifest.stored.size
+                ),
+            ));
+        }
+        let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        let path = manifest_path(&manifest.host, &manifest.export, &manifest.id);
+        op.write(&path, body)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.target.error("cannot write the manifest", e))
+    }
+}
+
+pub fn agent_id() -> String {
+    format!("drp {}", env!("CARGO_PKG_VERSION"))
+}

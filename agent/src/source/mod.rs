@@ -1,0 +1,151 @@
+//! Sources: what an export reads and how a recovery point is loaded back.
+//!
+//! One trait, one implementation per file. Sources wrap the tools the
+//! database ships (`pg_dump`, `mariadb-dump`) or a library (SQLite's online
+//! backup API, tar), so their interface is blocking; callers run them on a
+//! blocking thread.
+
+pub mod directory;
+pub mod mysql;
+pub mod postgres;
+pub mod process;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::SourceConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("`{tool}` was not found: {hint}")]
+    ToolMissing { tool: String, hint: String },
+
+    #[error("`{tool}` failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SourceError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SourceError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// What the source knew once its stream ended, recorded in the manifest.
+#[derive(Debug, Clone, Default)]
+pub struct ExportInfo {
+    /// The moment the data is consistent as of; never later than the truth.
+    pub consistency_time: DateTime<Utc>,
+    /// Tool and server versions, e.g. `pg_dump` → `pg_dump (PostgreSQL) 15.18`.
+    pub tools: BTreeMap<String, String>,
+}
+
+/// The raw byte stream of one export. Reading it to the end and calling
+/// [`ExportStream::finish`] tells whether the export succeeded; dropping it
+/// early abandons the export (the tool is stopped).
+pub trait ExportStream: Read + Send {
+    fn finish(self: Box<Self>) -> Result<ExportInfo, SourceError>;
+}
+
+/// Where a restore loads a recovery point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Database(String),
+    Path(PathBuf),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Database(name) => write!(f, "database `{name}`"),
+            Destination::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A recovery point fully received but not yet applied. Dropping it discards
+/// the staged data and leaves the destination untouched.
+pub trait Staged: Send {
+    fn commit(self: Box<Self>) -> Result<(), SourceError>;
+}
+
+pub trait Source: Send + Sync {
+    /// Non-secret facts about the source, recorded in the manifest.
+    fn describe(&self) -> BTreeMap<String, String>;
+
+    /// Starts an export and returns its raw stream.
+    fn export(&self) -> Result<Box<dyn ExportStream>, SourceError>;
+
+    /// The destination a restore replaces when none is given: the source itself.
+    fn default_destination(&self) -> Destination;
+
+    /// Parses a destination given on the command line (`--to`).
+    fn destination(&self, text: &str) -> Destination;
+
+    /// What currently exists at the destination and would be replaced, if anything.
+    fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError>;
+
+    /// Receives the raw stream of a recovery point next to the destination,
+    /// without changing it. `workdir` is private scratch space.
+    fn stage(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        workdir: &Path,
+    ) -> Result<Box<dyn Staged>, SourceError>;
+}
+
+/// Builds the source an export's configuration describes.
+pub fn build(config: &SourceConfig, base_dir: &Path) -> Box<dyn Source> {
+    match config {
+        SourceConfig::Postgres(c) => Box::new(postgres::Postgres::new(c.clone(), base_dir)),
+        SourceConfig::Mysql(c) => Box::new(mysql::Mysql::new(c.clone(), base_dir)),
+        SourceConfig::Sqlite(c) => Box::new(sqlite::Sqlite::new(c.clone(), base_dir)),
+        SourceConfig::Directory(c) => Box::new(directory::Directory::new(c.clone(), base_dir)),
+    }
+}
+
+/// A staged file, loaded by a closure on commit (dump files for database tools).
+pub struct StagedFile<F: FnOnce(&Path) -> Result<(), SourceError> + Send> {
+    pub file: tempfile::NamedTempFile,
+    pub load: F,
+}
+
+impl<F: FnOnce(&Path) -> Result<(), SourceError> + Send> Staged for StagedFile<F> {
+    fn commit(self: Box<Self>) -> Result<(), SourceError> {
+        let this = *self;
+        (this.load)(this.file.path())
+    }
+}
+
+/// Copies `raw` into a new private file in `workdir`.
+pub fn stage_to_file(raw: &mut dyn Read, workdir: &Path) -> Result<tempfile::NamedTempFile, SourceError> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".drp-stage-")
+        .tempfile_in(workdir)
+        .map_err(|e| SourceError::io(format!("cannot create a staging file in {}", workdir.display()), e))?;
+    std::io::copy(raw, file.as_file_mut())
+        .map_err(|e| SourceError::io("cannot receive the recovery point", e))?;
+    Ok(file)
+}

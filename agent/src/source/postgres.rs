@@ -1,0 +1,234 @@
+//! PostgreSQL: `pg_dump` in custom format (so `pg_restore -j` can load in
+//! parallel), loaded back with `pg_restore`.
+//!
+//! Connection settings follow libpq: a URL or key=value string in `url`,
+//! the separate fields, or the usual `PG*` environment and `~/.pgpass`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::process::{self, ChildExport};
+use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged, StagedFile};
+use crate::config::{SecretRef, resolve_relative};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq connection URI (`postgresql://user@host:5432/db`) or key=value string.
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub password: Option<SecretRef>,
+    /// Folder of `pg_dump`, `pg_restore` and `psql` matching the server's major version.
+    pub bin_dir: Option<PathBuf>,
+    /// Parallel `pg_restore` jobs; defaults to the number of cores.
+    pub restore_jobs: Option<u32>,
+    /// Restore without setting object owners (when the roles do not exist on the new server).
+    #[serde(default)]
+    pub no_owner: bool,
+}
+
+pub struct Postgres {
+    config: PostgresConfig,
+    base_dir: PathBuf,
+}
+
+const HINT: &str = "install the PostgreSQL client (Debian: postgresql-client) or set `bin_dir`";
+
+impl Postgres {
+    pub fn new(config: PostgresConfig, base_dir: &Path) -> Self {
+        Postgres {
+            config,
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    fn tool(&self, name: &str) -> Result<PathBuf, SourceError> {
+        let dir = self.config.bin_dir.as_ref().map(|d| resolve_relative(&self.base_dir, d));
+        process::find_tool(dir.as_deref(), &[name], HINT)
+    }
+
+    fn database(&self) -> String {
+        if let Some(db) = &self.config.database {
+            return db.clone();
+        }
+        self.config
+            .url
+            .as_deref()
+            .and_then(url_database)
+            .unwrap_or_else(|| std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()))
+    }
+
+    /// The libpq connection string for `database`.
+    fn conninfo(&self, database: &str) -> String {
+        match &self.config.url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                match url::Url::parse(url) {
+                    Ok(mut u) => {
+                        u.set_path(&format!("/{database}"));
+                        u.to_string()
+                    }
+                    Err(_) => url.clone(),
+                }
+            }
+            Some(kv) => format!("{kv} dbname='{}'", database.replace('\'', "\\'")),
+            None => format!("dbname='{}'", database.replace('\'', "\\'")),
+        }
+    }
+
+    /// A command for a libpq tool, with connection settings in its environment.
+    fn command(&self, tool: &Path) -> Result<Command, SourceError> {
+        let mut cmd = Command::new(tool);
+        if let Some(h) = &self.config.host {
+            cmd.env("PGHOST", h);
+        }
+        if let Some(p) = self.config.port {
+            cmd.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &self.config.user {
+            cmd.env("PGUSER", u);
+        }
+        if let Some(secret) = &self.config.password {
+            let pw = secret
+                .resolve(&self.base_dir)
+                .map_err(|e| SourceError::Invalid(format!("PostgreSQL password: {e}")))?;
+            cmd.env("PGPASSWORD", pw.expose());
+        }
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            cmd.env("PGCONNECT_TIMEOUT", "15");
+        }
+        cmd.env("PGAPPNAME", "drp");
+        Ok(cmd)
+    }
+
+    /// Runs SQL through `psql` on `database`; `vars` are psql variables
+    /// (referenced as `:'name'` for literals and `:"name"` for identifiers).
+    fn psql(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<String, SourceError> {
+        let psql = self.tool("psql")?;
+        let mut cmd = self.command(&psql)?;
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.conninfo(database));
+        for (k, v) in vars {
+            cmd.arg("-v").arg(format!("{k}={v}"));
+        }
+        Ok(process::run(&mut cmd, Some(sql.as_bytes()))?.trim().to_string())
+    }
+}
+
+fn url_database(url: &str) -> Option<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let u = url::Url::parse(url).ok()?;
+        let db = u.path().trim_start_matches('/');
+        (!db.is_empty()).then(|| db.to_string())
+    } else {
+        url.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("dbname="))
+            .map(|v| v.trim_matches('\'').to_string())
+    }
+}
+
+fn url_host(url: &str) -> Option<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url::Url::parse(url).ok()?.host_str().map(str::to_string)
+    } else {
+        url.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("host="))
+            .map(str::to_string)
+    }
+}
+
+impl Source for Postgres {
+    fn describe(&self) -> BTreeMap<String, String> {
+        let mut d = BTreeMap::new();
+        d.insert("database".into(), self.database());
+        if let Some(h) = self.config.host.clone().or_else(|| self.config.url.as_deref().and_then(url_host)) {
+            d.insert("host".into(), h);
+        }
+        d.insert("format".into(), "pg_dump custom".into());
+        d
+    }
+
+    fn export(&self) -> Result<Box<dyn ExportStream>, SourceError> {
+        let db = self.database();
+        // Checks the login before anything is written, and records the server version.
+        let server = self.psql(&db, "select current_setting('server_version');", &[])?;
+        let pg_dump = self.tool("pg_dump")?;
+        let mut tools = BTreeMap::new();
+        tools.insert("pg_dump".into(), process::version(&pg_dump)?);
+        tools.insert("server".into(), format!("PostgreSQL {server}"));
+        // pg_dump takes its snapshot after this instant, so the dump holds every
+        // transaction committed before it: a safe (never late) consistency time.
+        let info = ExportInfo {
+            consistency_time: Utc::now(),
+            tools,
+        };
+        let mut cmd = self.command(&pg_dump)?;
+        cmd.args(["--format=custom", "--compress=0", "--no-password", "-d"])
+            .arg(self.conninfo(&db));
+        Ok(Box::new(ChildExport::start(&mut cmd, info, None)?))
+    }
+
+    fn default_destination(&self) -> Destination {
+        Destination::Database(self.database())
+    }
+
+    fn destination(&self, text: &str) -> Destination {
+        Destination::Database(text.to_string())
+    }
+
+    fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError> {
+        let Destination::Database(db) = dest else {
+            return Err(SourceError::Invalid("a PostgreSQL export restores into a database".into()));
+        };
+        let exists = self.psql("postgres", "select count(*) from pg_database where datname = :'db';", &[("db", db)])?;
+        if exists != "1" {
+            return Ok(None);
+        }
+        let facts = self.psql(
+            db,
+            "select count(*) || ' tables, ' || pg_size_pretty(pg_database_size(current_database())) \
+             from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema');",
+            &[],
+        )?;
+        Ok(Some(format!("PostgreSQL database `{db}` ({facts})")))
+    }
+
+    fn stage(&self, raw: &mut dyn Read, dest: &Destination, workdir: &Path) -> Result<Box<dyn Staged>, SourceError> {
+        let Destination::Database(db) = dest.clone() else {
+            return Err(SourceError::Invalid("a PostgreSQL export restores into a database".into()));
+        };
+        // pg_restore reads a seekable file to restore with several jobs.
+        let file = super::stage_to_file(raw, workdir)?;
+        let pg_restore = self.tool("pg_restore")?;
+        let jobs = self.config.restore_jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
+        });
+        let this = Postgres::new(self.config.clone(), &self.base_dir);
+        Ok(Box::new(StagedFile {
+            file,
+            load: move |path: &Path| {
+                let exists = this.psql("postgres", "select count(*) from pg_database where datname = :'db';", &[("db", &db)])?;
+                if exists != "1" {
+                    this.psql("postgres", "create database :\"db\";", &[("db", &db)])?;
+                }
+                let mut cmd = this.command(&pg_restore)?;
+                cmd.args(["--clean", "--if-exists", "--exit-on-error", "--no-password"])
+                    .arg(format!("--jobs={jobs}"))
+                    .arg("-d")
+                    .arg(this.conninfo(&db));
+                if this.config.no_owner {
+                    cmd.args(["--no-owner", "--no-privileges"]);
+                }
+                cmd.arg(path);
+                process::run(&mut cmd, None).map(|_| ())
+            },
+        }))
+    }
+}

@@ -1,0 +1,207 @@
+//! Running the external tools that sources wrap: finding them, capturing
+//! their stderr, streaming their stdout, and turning failures into errors
+//! that say what to do.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+use super::{ExportInfo, ExportStream, SourceError};
+
+/// Keeps the last part of a tool's stderr: enough to explain a failure.
+const STDERR_TAIL: usize = 4096;
+
+/// Resolves the first of `names` found in `bin_dir` (when given) or on PATH.
+pub fn find_tool(bin_dir: Option<&Path>, names: &[&str], hint: &str) -> Result<PathBuf, SourceError> {
+    for name in names {
+        if let Some(dir) = bin_dir {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+            continue;
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let p = dir.join(name);
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+        }
+    }
+    Err(SourceError::ToolMissing {
+        tool: names.join("` or `"),
+        hint: hint.to_string(),
+    })
+}
+
+fn tool_name(cmd: &Command) -> String {
+    Path::new(cmd.get_program())
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn spawn(cmd: &mut Command) -> Result<Child, SourceError> {
+    cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::ToolMissing {
+            tool: tool_name(cmd),
+            hint: "install it or set `bin_dir` in the source".into(),
+        },
+        _ => SourceError::io(format!("cannot start `{}`", tool_name(cmd)), e),
+    })
+}
+
+fn capture_stderr(child: &mut Child) -> JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 4 * STDERR_TAIL {
+                buf.drain(..buf.len() - STDERR_TAIL);
+            }
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let tail = if text.len() > STDERR_TAIL {
+            &text[text.ceil_char_boundary(text.len() - STDERR_TAIL)..]
+        } else {
+            &text
+        };
+        tail.trim().to_string()
+    })
+}
+
+fn failure(tool: String, status: std::process::ExitStatus, stderr: String) -> SourceError {
+    use std::os::unix::process::ExitStatusExt;
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    };
+    let stderr = if stderr.is_empty() {
+        "no error output".to_string()
+    } else {
+        stderr
+    };
+    SourceError::ToolFailed { tool, status, stderr }
+}
+
+/// Runs a command to completion, feeding `input` on stdin; returns stdout.
+pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceError> {
+    let tool = tool_name(cmd);
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn(cmd)?;
+    let err = capture_stderr(&mut child);
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A tool that exits early closes its stdin; its status tells why.
+        let _ = stdin.write_all(input);
+    }
+    let mut out = String::new();
+    let _ = child.stdout.take().expect("stdout is piped").read_to_string(&mut out);
+    let status = child
+        .wait()
+        .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
+    let stderr = err.join().unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(failure(tool, status, stderr))
+    }
+}
+
+/// Runs a command with a file on stdin (loading a dump).
+pub fn run_with_stdin_file(cmd: &mut Command, file: &Path) -> Result<(), SourceError> {
+    let tool = tool_name(cmd);
+    let f = std::fs::File::open(file).map_err(|e| SourceError::io(format!("opening {}", file.display()), e))?;
+    cmd.stdin(f).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = spawn(cmd)?;
+    let err = capture_stderr(&mut child);
+    let status = child
+        .wait()
+        .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
+    let stderr = err.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failure(tool, status, stderr))
+    }
+}
+
+/// First line of `tool --version`.
+pub fn version(tool: &Path) -> Result<String, SourceError> {
+    let out = run(Command::new(tool).arg("--version"), None)?;
+    Ok(out.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// A running dump tool whose stdout is the export stream.
+pub struct ChildExport {
+    tool: String,
+    child: Option<Child>,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<String>>,
+    info: ExportInfo,
+    /// Kept alive while the tool runs (e.g. a credentials file).
+    _guard: Option<Box<dyn Send>>,
+}
+
+impl ChildExport {
+    pub fn start(
+        cmd: &mut Command,
+        info: ExportInfo,
+        guard: Option<Box<dyn Send>>,
+    ) -> Result<Self, SourceError> {
+        let tool = tool_name(cmd);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn(cmd)?;
+        let stderr = Some(capture_stderr(&mut child));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(ChildExport {
+            tool,
+            child: Some(child),
+            stdout,
+            stderr,
+            info,
+            _guard: guard,
+        })
+    }
+}
+
+impl Read for ChildExport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl ExportStream for ChildExport {
+    fn finish(mut self: Box<Self>) -> Result<ExportInfo, SourceError> {
+        let mut child = self.child.take().expect("finish runs once");
+        let status = child
+            .wait()
+            .map_err(|e| SourceError::io(format!("waiting for `{}`", self.tool), e))?;
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        if status.success() {
+            Ok(std::mem::take(&mut self.info))
+        } else {
+            Err(failure(self.tool.clone(), status, stderr))
+        }
+    }
+}
+
+impl Drop for ChildExport {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! A mounted path: a local disk, or the NFS/SMB share of a NAS.
+//!
+//! Objects are written to a temporary file and renamed into place after an
+//! fsync, so a manifest is either whole or absent.
+
+use std::path::{Path, PathBuf};
+
+use opendal::{Operator, services::Fs};
+use serde::Deserialize;
+
+use super::Backend;
+use crate::config::resolve_relative;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The repository folder; relative to the policy's folder.
+    pub path: PathBuf,
+}
+
+impl Backend for LocalConfig {
+    fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
+        let root = resolve_relative(base_dir, &self.path);
+        let root = std::path::absolute(&root).map_err(|e| format!("invalid path {}: {e}", root.display()))?;
+        let tmp = root.join(".drp-tmp");
+        let builder = Fs::default()
+            .root(&root.to_string_lossy())
+            .atomic_write_dir(&tmp.to_string_lossy());
+        Operator::new(builder).map_err(|e| e.to_string())
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}

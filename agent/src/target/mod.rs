@@ -1,0 +1,134 @@
+//! Targets: where recovery points are stored. Each kind builds an OpenDAL
+//! operator (one file per kind); retries with backoff and timeouts wrap every
+//! kind the same way here, not inside the implementations.
+
+pub mod local;
+pub mod s3;
+pub mod sftp;
+
+use std::path::Path;
+use std::time::Duration;
+
+use opendal::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+
+use crate::config::TargetConfig;
+use crate::{Error, Result};
+
+/// How a kind of target likes to be written to.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteTuning {
+    /// Size of each part sent (multipart upload on S3).
+    pub chunk: Option<usize>,
+    /// Parts in flight at once.
+    pub concurrent: usize,
+}
+
+/// One kind of target.
+pub trait Backend {
+    /// Builds the operator rooted at the repository.
+    fn operator(&self, base_dir: &Path) -> std::result::Result<Operator, String>;
+    /// Where the repository is, for people (never includes a secret).
+    fn location(&self) -> String;
+    fn tuning(&self) -> WriteTuning {
+        WriteTuning {
+            chunk: None,
+            concurrent: 1,
+        }
+    }
+}
+
+impl TargetConfig {
+    pub fn backend(&self) -> &dyn Backend {
+        match self {
+            TargetConfig::Local(c) => c,
+            TargetConfig::Sftp(c) => c,
+            TargetConfig::S3(c) => c,
+        }
+    }
+
+    /// Reads a target from its address, for use without a policy:
+    /// `/mnt/nas/drp`, `file:///mnt/nas/drp`,
+    /// `s3://bucket/prefix?endpoint=https://…&region=…` (credentials from the
+    /// AWS environment), `sftp://user@host:port/path?key=/path/to/key`.
+    pub fn from_address(address: &str) -> Result<TargetConfig> {
+        if !address.contains("://") {
+            return Ok(TargetConfig::Local(local::LocalConfig { path: address.into() }));
+        }
+        let url = url::Url::parse(address).map_err(|e| Error::Usage(format!("invalid target address `{address}`: {e}")))?;
+        let query = |k: &str| url.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+        match url.scheme() {
+            "file" => Ok(TargetConfig::Local(local::LocalConfig { path: url.path().into() })),
+            "s3" => Ok(TargetConfig::S3(s3::S3Config {
+                bucket: url.host_str().unwrap_or_default().to_string(),
+                prefix: Some(url.path().trim_start_matches('/').to_string()).filter(|p| !p.is_empty()),
+                endpoint: query("endpoint"),
+                region: query("region"),
+                access_key_id: None,
+                secret_access_key: None,
+                virtual_host_style: query("virtual_host_style").as_deref() == Some("true"),
+            })),
+            "sftp" => Ok(TargetConfig::Sftp(sftp::SftpConfig {
+                host: url.host_str().unwrap_or_default().to_string(),
+                port: url.port(),
+                user: Some(url.username().to_string()).filter(|u| !u.is_empty()),
+                key: query("key").map(Into::into),
+                path: url.path().to_string(),
+                known_hosts: query("known_hosts").unwrap_or_else(|| "strict".into()),
+            })),
+            other => Err(Error::Usage(format!(
+                "unsupported target scheme `{other}` in `{address}`: use a path, file://, s3:// or sftp://"
+            ))),
+        }
+    }
+}
+
+/// An opened target: its name in the policy, its operator and how to write to it.
+#[derive(Clone)]
+pub struct Target {
+    pub name: String,
+    pub location: String,
+    pub op: Operator,
+    pub tuning: WriteTuning,
+}
+
+impl Target {
+    pub fn open(name: &str, config: &TargetConfig, base_dir: &Path) -> Result<Target> {
+        let backend = config.backend();
+        let op = backend
+            .operator(base_dir)
+            .map_err(|e| Error::target(name, format!("{e} (at {})", backend.location())))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(5)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10)),
+            );
+        Ok(Target {
+            name: name.to_string(),
+            location: backend.location(),
+            op,
+            tuning: backend.tuning(),
+        })
+    }
+
+    /// An error on this target, with what to check.
+    pub fn error(&self, action: &str, err: opendal::Error) -> Error {
+        let hint = match err.kind() {
+            opendal::ErrorKind::PermissionDenied => " (check the target's credentials and permissions)",
+            opendal::ErrorKind::NotFound => " (check the bucket or path exists)",
+            opendal::ErrorKind::ConfigInvalid => " (check the target's settings in the policy)",
+            _ => "",
+        };
+        Error::Target {
+            target: self.name.clone(),
+            message: format!("{action} at {}: {err}{hint}", self.location),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+use clap::Parser;
+use drp_agent::cli::{self as agent_cli, Output};
+use drp_coordinator::cli::{self, Cli};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Cli::parse();
+    agent_cli::init_tracing(args.verbose);
+    let out = Output {
+        json: args.json,
+        quiet: args.quiet,
+    };
+    let code = match cli::run(&args).await {
+        Ok(code) => code,
+        Err(e) => agent_cli::report_error(&out, &e),
+    };
+    agent_cli::exit(code)
+}
