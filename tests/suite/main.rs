@@ -1,1 +1,10 @@
+//! The drp test suite: every test drives the real binaries against real
+//! services (PostgreSQL, MariaDB, Garage S3, OpenSSH SFTP) started by
+//! tests/run.sh on loopback.
 
+mod harness;
+
+mod cli;
+mod faults;
+mod policy;
+mod roundtrip;

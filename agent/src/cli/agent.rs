@@ -93,19 +93,27 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub async fn open(args: &RepoArgs, export: Option<&str>, _listing: bool) -> Result<Scope> {
+    pub async fn open(args: &RepoArgs, export: Option<&str>) -> Result<Scope> {
         if let Some(path) = &args.policy {
             let policy = Policy::load(path)?;
-            let names: Vec<String> = match (&args.from, export) {
+            let mut names: Vec<String> = match (&args.from, export) {
                 (Some(t), _) => vec![t.clone()],
                 (None, Some(e)) => policy.export(e)?.targets.clone(),
-                (None, None) => policy.targets.keys().cloned().collect(),
+                (None, None) => policy.exports.values().flat_map(|e| e.targets.clone()).collect(),
             };
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
             let mut repos = Vec::new();
             let mut unreachable = Vec::new();
-            for (_, opened) in backup::open_targets(&policy, &names, false).await {
-                match opened {
-                    Ok(r) => repos.push(r),
+            for name in names {
+                let config = policy
+                    .targets
+                    .get(&name)
+                    .ok_or_else(|| Error::NotFound(format!("no target `{name}` in {}", policy.path.display())))?;
+                let repo = Repository::new(Target::open(&name, config, &policy.base_dir)?);
+                match repo.check(false).await {
+                    // No backup has reached this target yet: it holds no point.
+                    Ok(()) | Err(Error::NotFound(_)) => repos.push(repo),
                     Err(e) => unreachable.push(e),
                 }
             }
@@ -246,7 +254,7 @@ async fn run_backup(policy_path: &PathBuf, only: &[String], out: &Output) -> Res
 }
 
 async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {
-    let scope = Scope::open(args, export, true).await?;
+    let scope = Scope::open(args, export).await?;
     let now = Utc::now();
     let mut table = Table::new(&["EXPORT", "ID", "CONSISTENT AT (UTC)", "AGE", "RAW", "STORED", "TARGET"]);
     let mut json = Vec::new();
@@ -308,7 +316,7 @@ async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
 }
 
 async fn run_verify(args: &RepoArgs, export: Option<&str>, which: Which, out: &Output) -> Result<ExitCode> {
-    let scope = Scope::open(args, export, true).await?;
+    let scope = Scope::open(args, export).await?;
     let mut results = Vec::new();
     for repo in &scope.repos {
         for (host, name) in scope.pairs(repo, export).await? {

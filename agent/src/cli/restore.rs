@@ -51,7 +51,7 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         (None, None) => Selector::Latest,
     };
     let failed_at = args.failed_at.as_deref().map(parse_time).transpose()?.unwrap_or_else(Utc::now);
-    let scope = Scope::open(&args.repo, Some(&args.export), false).await?;
+    let scope = Scope::open(&args.repo, Some(&args.export)).await?;
     let host = scope.host_for_restore()?;
     let source: Arc<dyn Source> = match &scope.policy {
         Some(policy) => Arc::from(source::build(&policy.export(&args.export)?.source, &policy.base_dir)),

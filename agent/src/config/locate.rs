@@ -116,7 +116,7 @@ mod tests {
         let l = Locations::index(text);
         assert_eq!(l.find("host"), Some((1, 1)));
         assert_eq!(l.find("exports.db"), Some((3, 3)));
-        assert_eq!(l.find("exports.db.targets[1]"), Some((4, 19)));
+        assert_eq!(l.find("exports.db.targets[1]"), Some((4, 20)));
         assert_eq!(l.find("exports.db.source.kind"), Some((6, 7)));
         assert_eq!(l.find("exports.db.source.nope"), Some((5, 5)));
     }

@@ -99,7 +99,9 @@ impl Diagnostics {
         let message = inner.to_string();
         let mut hint = None;
         if let Some(field) = backticked(&message, "unknown field `") {
-            key = join_path(&key, &field);
+            if !key.ends_with(&format!(".{field}")) {
+                key = join_path(&key, &field);
+            }
             hint = expected_hint(&message, &field);
         } else if let Some(variant) = backticked(&message, "unknown variant `") {
             hint = expected_hint(&message, &variant);

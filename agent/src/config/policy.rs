@@ -147,18 +147,7 @@ pub struct Retention {
     pub min_verified: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExport {
-    source: SourceConfig,
-    #[serde(default)]
-    schedule: Option<String>,
-    targets: Vec<String>,
-    #[serde(default)]
-    compression: Compression,
-    #[serde(default)]
-    retention: Retention,
-}
+const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
 
 const TOP_LEVEL_KEYS: [&str; 4] = ["host", "objectives", "targets", "exports"];
 
@@ -231,6 +220,7 @@ impl Policy {
             diags.push("host", "missing `host`", Some("add `host: <name of this machine>`".into()));
         }
 
+        let declared: Vec<String> = target_nodes.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
         let mut targets = BTreeMap::new();
         for (name, node) in target_nodes {
             let name = name.as_str().unwrap_or_default().to_string();
@@ -256,15 +246,23 @@ impl Policy {
             if !is_safe_name(&name) {
                 diags.push(&key, format!("export name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
             }
-            let raw: RawExport = match serde_path_to_error::deserialize(node) {
-                Ok(r) => r,
-                Err(e) => {
-                    diags.push_serde(&key, e);
-                    continue;
-                }
+            let Value::Mapping(node) = node else {
+                diags.push(&key, "an export must be a mapping with `source` and `targets`", None);
+                continue;
             };
-            let schedule_text = raw.schedule.as_deref().unwrap_or(Schedule::DEFAULT);
-            let schedule = match Schedule::parse(schedule_text) {
+            for k in node.keys() {
+                let k = k.as_str().unwrap_or_default();
+                if !EXPORT_KEYS.contains(&k) {
+                    diags.push(&format!("{key}.{k}"), format!("unknown key `{k}`"), strsim_hint(k, &EXPORT_KEYS));
+                }
+            }
+            // Each key on its own, so that one mistake does not hide the next.
+            let source: Option<SourceConfig> = field(&mut diags, &node, &key, "source", true);
+            let schedule_text: Option<String> = field(&mut diags, &node, &key, "schedule", false);
+            let export_targets: Option<Vec<String>> = field(&mut diags, &node, &key, "targets", true);
+            let compression: Option<Compression> = field(&mut diags, &node, &key, "compression", false);
+            let retention: Option<Retention> = field(&mut diags, &node, &key, "retention", false);
+            let schedule = match Schedule::parse(schedule_text.as_deref().unwrap_or(Schedule::DEFAULT)) {
                 Ok(s) => Some(s),
                 Err(msg) => {
                     diags.push(
@@ -275,12 +273,13 @@ impl Policy {
                     None
                 }
             };
-            if raw.targets.is_empty() {
+            let export_targets = export_targets.unwrap_or_default();
+            if export_targets.is_empty() && node.contains_key("targets") {
                 diags.push(&format!("{key}.targets"), "an export needs at least one target", None);
             }
-            for (i, t) in raw.targets.iter().enumerate() {
-                let known: Vec<&str> = target_nodes_names(&targets);
-                if !targets.contains_key(t) && !diags.items.iter().any(|d| d.key == format!("targets.{t}")) {
+            for (i, t) in export_targets.iter().enumerate() {
+                let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+                if !declared.contains(t) {
                     diags.push(
                         &format!("{key}.targets[{i}]"),
                         format!("unknown target `{t}`"),
@@ -288,23 +287,24 @@ impl Policy {
                     );
                 }
             }
-            if !(1..=19).contains(&raw.compression.level) {
+            let compression = compression.unwrap_or_default();
+            if !(1..=19).contains(&compression.level) {
                 diags.push(
                     &format!("{key}.compression.level"),
-                    format!("zstd level {} is out of range", raw.compression.level),
+                    format!("zstd level {} is out of range", compression.level),
                     Some("use 1 (fastest) to 19 (smallest); 3 is a good default".into()),
                 );
             }
-            if let Some(schedule) = schedule {
+            if let (Some(source), Some(schedule)) = (source, schedule) {
                 exports.insert(
                     name.clone(),
                     Export {
                         name,
-                        source: raw.source,
+                        source,
                         schedule,
-                        targets: raw.targets,
-                        compression: raw.compression,
-                        retention: raw.retention,
+                        targets: export_targets,
+                        compression,
+                        retention: retention.unwrap_or_default(),
                     },
                 );
             }
@@ -340,8 +340,29 @@ impl Policy {
     }
 }
 
-fn target_nodes_names(targets: &BTreeMap<String, TargetConfig>) -> Vec<&str> {
-    targets.keys().map(String::as_str).collect()
+/// Deserialises `map[key]` on its own, recording any problem at its path.
+fn field<T: serde::de::DeserializeOwned>(
+    diags: &mut Diagnostics,
+    map: &serde_yaml_ng::Mapping,
+    base: &str,
+    key: &str,
+    required: bool,
+) -> Option<T> {
+    match map.get(key) {
+        Some(node) => match serde_path_to_error::deserialize(node.clone()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                diags.push_serde(&format!("{base}.{key}"), e);
+                None
+            }
+        },
+        None => {
+            if required {
+                diags.push(base, format!("missing field `{key}`"), Some(format!("add `{key}`")));
+            }
+            None
+        }
+    }
 }
 
 fn root_has(diags: &Diagnostics, key: &str) -> bool {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretRef {
     /// The value of an environment variable.
     Env(String),
@@ -20,6 +19,29 @@ impl fmt::Debug for SecretRef {
         match self {
             SecretRef::Env(v) => write!(f, "env:{v}"),
             SecretRef::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+        // Never echo what was written: it may be the secret itself.
+        const HOW: &str = "a secret is never written in a policy: reference it as `{env: VARIABLE}` or `{file: /path/to/file}`";
+        let value = serde_yaml_ng::Value::deserialize(d)?;
+        if !value.is_mapping() {
+            return Err(D::Error::custom(HOW));
+        }
+        match serde_yaml_ng::from_value::<Raw>(value) {
+            Ok(Raw { env: Some(v), file: None }) => Ok(SecretRef::Env(v)),
+            Ok(Raw { env: None, file: Some(p) }) => Ok(SecretRef::File(p)),
+            _ => Err(D::Error::custom(HOW)),
         }
     }
 }

@@ -70,7 +70,6 @@ impl Mysql {
                 .map_err(|e| SourceError::Invalid(format!("MariaDB password: {e}")))?;
             text += &format!("password=\"{}\"\n", pw.expose().replace('\\', "\\\\").replace('"', "\\\""));
         }
-        text += "connect-timeout=15\n";
         // NamedTempFile is created with mode 0600.
         let mut f = tempfile::Builder::new()
             .prefix("drp-my-")

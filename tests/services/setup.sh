@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, only when missing: Debian packages for
+# PostgreSQL, MariaDB, OpenSSH and SQLite, and Garage (S3) built with cargo
+# into a cache outside the clone so it is built once per machine.
+set -euo pipefail
+
+CACHE=${DRP_CACHE:-/var/cache/drp}
+GARAGE_VERSION=${DRP_GARAGE_VERSION:-2.5.0}
+mkdir -p "$CACHE"
+
+need=()
+command -v /usr/lib/postgresql/15/bin/initdb >/dev/null || need+=(postgresql)
+command -v pg_dump >/dev/null || need+=(postgresql-client)
+command -v mariadbd >/dev/null || command -v /usr/sbin/mariadbd >/dev/null || need+=(mariadb-server)
+command -v mariadb-dump >/dev/null || need+=(mariadb-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -x "$CACHE/tools/bin/garage" ]; then
+    echo "setup: building garage $GARAGE_VERSION (once per machine, about 15 minutes on 2 cores)"
+    cargo install garage --version "$GARAGE_VERSION" --locked --root "$CACHE/tools" --quiet
+fi
+echo "setup: all tools present"

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Starts the real services the suite talks to, each on loopback on a free
+# port, in a fresh folder: PostgreSQL 15, MariaDB, Garage (S3) and OpenSSH
+# (SFTP). Prints the path of an env file describing them; tests read it
+# through DRP_TEST_ENV. Stop everything with tests/services/stop.sh FOLDER.
+set -euo pipefail
+
+CACHE=${DRP_CACHE:-/var/cache/drp}
+DIR=$(mktemp -d /tmp/drp-services.XXXXXX)
+chmod 755 "$DIR"
+ENV="$DIR/env"
+log() { echo "start: $*" >&2; }
+die() { echo "start: $* (see tests/services/start.sh; logs in $DIR)" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+secret() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
+wait_for() { # seconds, command...
+    local n=$1; shift
+    for _ in $(seq 1 $((n * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    return 1
+}
+
+# --- PostgreSQL -----------------------------------------------------------
+PGBIN=/usr/lib/postgresql/15/bin
+PG_PORT=$(free_port)
+PG_PASSWORD=$(secret)
+mkdir -p "$DIR/pg"
+chown postgres: "$DIR/pg"
+echo "$PG_PASSWORD" > "$DIR/pg/pwfile"
+chown postgres: "$DIR/pg/pwfile"
+su postgres -s /bin/sh -c "$PGBIN/initdb -D '$DIR/pg/data' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$DIR/pg/pwfile' -E UTF8 --locale=C.UTF-8" > "$DIR/pg/initdb.log" 2>&1 \
+    || die "PostgreSQL initdb failed"
+su postgres -s /bin/sh -c "$PGBIN/pg_ctl -D '$DIR/pg/data' -l '$DIR/pg/log' -w -t 60 -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$DIR/pg' -c fsync=off\" start" > /dev/null \
+    || die "PostgreSQL did not start"
+log "PostgreSQL on 127.0.0.1:$PG_PORT"
+
+# --- MariaDB --------------------------------------------------------------
+MY_PORT=$(free_port)
+MY_PASSWORD=$(secret)
+mkdir -p "$DIR/my"
+mariadb-install-db --no-defaults --datadir="$DIR/my/data" --user=root --skip-test-db > "$DIR/my/install.log" 2>&1 \
+    || die "MariaDB install-db failed"
+mariadbd --no-defaults --user=root --datadir="$DIR/my/data" --port="$MY_PORT" --bind-address=127.0.0.1 \
+    --socket="$DIR/my/sock" --pid-file="$DIR/my/pid" --log-error="$DIR/my/log" --innodb-flush-log-at-trx-commit=0 &
+wait_for 60 mariadb-admin --no-defaults --socket="$DIR/my/sock" -uroot ping || die "MariaDB did not start"
+mariadb --no-defaults --socket="$DIR/my/sock" -uroot <<SQL || die "MariaDB user setup failed"
+CREATE USER 'drp'@'127.0.0.1' IDENTIFIED BY '$MY_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO 'drp'@'127.0.0.1' WITH GRANT OPTION;
+SQL
+log "MariaDB on 127.0.0.1:$MY_PORT"
+
+# --- Garage (S3) ------------------------------------------------------------
+GARAGE="$CACHE/tools/bin/garage"
+[ -x "$GARAGE" ] || die "garage is not installed: run tests/services/setup.sh"
+S3_PORT=$(free_port); RPC_PORT=$(free_port); ADMIN_PORT=$(free_port)
+mkdir -p "$DIR/garage"
+cat > "$DIR/garage/garage.toml" <<TOML
+metadata_dir = "$DIR/garage/meta"
+data_dir = "$DIR/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$S3_PORT"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$ADMIN_PORT"
+TOML
+chmod 600 "$DIR/garage/garage.toml"
+G() { "$GARAGE" -c "$DIR/garage/garage.toml" "$@"; }
+G server > "$DIR/garage/log" 2>&1 &
+echo $! > "$DIR/garage/pid"
+wait_for 60 G status || die "Garage did not start"
+NODE=$(G node id -q 2>/dev/null | cut -d@ -f1)
+G layout assign -z dc1 -c 1G "$NODE" > /dev/null || die "Garage layout assign failed"
+G layout apply --version 1 > /dev/null || die "Garage layout apply failed"
+wait_for 30 G bucket create drp-test || die "Garage bucket creation failed"
+KEY_OUT=$(G key create drp-test-key)
+S3_KEY_ID=$(echo "$KEY_OUT" | awk -F': *' '/Key ID/ {print $2; exit}')
+S3_SECRET=$(echo "$KEY_OUT" | awk -F': *' '/Secret key/ {print $2; exit}')
+[ -n "$S3_KEY_ID" ] && [ -n "$S3_SECRET" ] || die "could not read the Garage key: $KEY_OUT"
+G bucket allow --read --write --owner drp-test --key drp-test-key > /dev/null || die "Garage bucket permission failed"
+log "Garage S3 on 127.0.0.1:$S3_PORT"
+
+# --- OpenSSH (SFTP) -----------------------------------------------------------
+SFTP_PORT=$(free_port)
+mkdir -p "$DIR/ssh" "$DIR/sftp" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/client_key"
+cp "$DIR/ssh/client_key.pub" "$DIR/ssh/authorized_keys"
+cat > "$DIR/ssh/sshd_config" <<CONF
+Port $SFTP_PORT
+ListenAddress 127.0.0.1
+HostKey $DIR/ssh/host_key
+PidFile $DIR/ssh/pid
+AuthorizedKeysFile $DIR/ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+MaxStartups 100
+MaxSessions 100
+Subsystem sftp internal-sftp
+CONF
+/usr/sbin/sshd -f "$DIR/ssh/sshd_config" -E "$DIR/ssh/log"
+wait_for 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $SFTP_PORT), 1)" || die "sshd did not start"
+log "SFTP on 127.0.0.1:$SFTP_PORT"
+
+cat > "$ENV" <<VARS
+DRP_TEST_DIR=$DIR
+DRP_TEST_PG_PORT=$PG_PORT
+DRP_TEST_PG_PASSWORD=$PG_PASSWORD
+DRP_TEST_MY_PORT=$MY_PORT
+DRP_TEST_MY_PASSWORD=$MY_PASSWORD
+DRP_TEST_MY_SOCKET=$DIR/my/sock
+DRP_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+DRP_TEST_S3_BUCKET=drp-test
+DRP_TEST_S3_KEY_ID=$S3_KEY_ID
+DRP_TEST_S3_SECRET=$S3_SECRET
+DRP_TEST_GARAGE=$GARAGE
+DRP_TEST_GARAGE_CONF=$DIR/garage/garage.toml
+DRP_TEST_SFTP_PORT=$SFTP_PORT
+DRP_TEST_SFTP_KEY=$DIR/ssh/client_key
+DRP_TEST_SFTP_ROOT=$DIR/sftp
+VARS
+chmod 600 "$ENV"
+echo "$ENV"

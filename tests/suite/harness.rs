@@ -1,0 +1,259 @@
+//! Shared test plumbing: the services started by tests/run.sh, the binaries
+//! under test, scratch folders, and helpers to read databases back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Addresses and credentials of the running services.
+pub struct Services {
+    vars: HashMap<String, String>,
+}
+
+impl Services {
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the services env file written by tests/services/start.sh"))
+    }
+}
+
+/// The services, from the env file named by `DRP_TEST_ENV`.
+pub fn services() -> &'static Services {
+    static S: OnceLock<Services> = OnceLock::new();
+    S.get_or_init(|| {
+        let path = std::env::var("DRP_TEST_ENV").unwrap_or_else(|_| {
+            panic!(
+                "DRP_TEST_ENV is not set: the suite needs real PostgreSQL, MariaDB, Garage and OpenSSH servers. \
+                 Run it with tests/run.sh, which installs them (tests/services/setup.sh) and starts them (tests/services/start.sh)."
+            )
+        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}; start the services with tests/services/start.sh"));
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Services { vars }
+    })
+}
+
+fn bin(name: &str) -> PathBuf {
+    let drp = PathBuf::from(env!("CARGO_BIN_EXE_drp"));
+    let p = drp.with_file_name(name);
+    assert!(p.is_file(), "{} is not built: run `cargo build --bins` first (tests/run.sh does)", p.display());
+    p
+}
+
+/// A scratch folder for one test, with helpers to run the binaries in it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    /// Unique name for databases, prefixes and folders of this test.
+    pub id: String,
+    env: Vec<(String, String)>,
+}
+
+pub fn scratch(tag: &str) -> Scratch {
+    let id = format!("{tag}_{:08x}", rand_u32());
+    let s = services();
+    Scratch {
+        dir: tempfile::Builder::new().prefix("drp-test-").tempdir().expect("temp dir"),
+        id,
+        env: vec![
+            ("TEST_PG_PASSWORD".into(), s.get("DRP_TEST_PG_PASSWORD").into()),
+            ("TEST_MY_PASSWORD".into(), s.get("DRP_TEST_MY_PASSWORD").into()),
+            ("TEST_S3_KEY_ID".into(), s.get("DRP_TEST_S3_KEY_ID").into()),
+            ("TEST_S3_SECRET".into(), s.get("DRP_TEST_S3_SECRET").into()),
+        ],
+    }
+}
+
+pub fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+impl Scratch {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn command(&self, bin_name: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin(bin_name));
+        c.args(args).current_dir(self.dir.path()).env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn agent(&self, args: &[&str]) -> Run {
+        Run::from(self.command("drp-agent", args).output().expect("drp-agent runs"))
+    }
+
+    pub fn agent_cmd(&self, args: &[&str]) -> Command {
+        self.command("drp-agent", args)
+    }
+
+    pub fn drp(&self, args: &[&str]) -> Run {
+        Run::from(self.command("drp", args).output().expect("drp runs"))
+    }
+
+    /// Target definitions for every kind, each under this test's own prefix.
+    pub fn targets_yaml(&self) -> String {
+        let s = services();
+        format!(
+            r#"targets:
+  nas:
+    kind: local
+    path: nas
+  s3:
+    kind: s3
+    bucket: {bucket}
+    prefix: {id}
+    endpoint: {endpoint}
+    region: garage
+    access_key_id: {{env: TEST_S3_KEY_ID}}
+    secret_access_key: {{env: TEST_S3_SECRET}}
+  sftp:
+    kind: sftp
+    host: 127.0.0.1
+    port: {sftp_port}
+    user: root
+    key: {key}
+    path: {sftp_root}/{id}
+    known_hosts: accept
+"#,
+            bucket = s.get("DRP_TEST_S3_BUCKET"),
+            id = self.id,
+            endpoint = s.get("DRP_TEST_S3_ENDPOINT"),
+            sftp_port = s.get("DRP_TEST_SFTP_PORT"),
+            key = s.get("DRP_TEST_SFTP_KEY"),
+            sftp_root = s.get("DRP_TEST_SFTP_ROOT"),
+        )
+    }
+
+    pub fn pg_source_yaml(&self, database: &str) -> String {
+        format!(
+            "{{kind: postgres, host: 127.0.0.1, port: {}, user: postgres, database: {database}, password: {{env: TEST_PG_PASSWORD}}}}",
+            services().get("DRP_TEST_PG_PORT")
+        )
+    }
+
+    pub fn my_source_yaml(&self, database: &str) -> String {
+        format!(
+            "{{kind: mariadb, host: 127.0.0.1, port: {}, user: drp, database: {database}, password: {{env: TEST_MY_PASSWORD}}}}",
+            services().get("DRP_TEST_MY_PORT")
+        )
+    }
+}
+
+/// The outcome of one run of a binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(self.code, expected, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs SQL on the test PostgreSQL server and returns psql's unaligned output.
+pub fn psql(database: &str, sql: &str) -> String {
+    let s = services();
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", s.get("DRP_TEST_PG_PORT"), "-d", database, "-c", sql])
+        .env("PGPASSWORD", s.get("DRP_TEST_PG_PASSWORD"))
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs SQL on the test MariaDB server (as root over its socket).
+pub fn mariadb(database: Option<&str>, sql: &str) -> String {
+    let s = services();
+    let mut c = Command::new("mariadb");
+    c.args(["--no-defaults", "-uroot", "--batch", "--skip-column-names"])
+        .arg(format!("--socket={}", s.get("DRP_TEST_MY_SOCKET")));
+    if let Some(db) = database {
+        c.arg(db);
+    }
+    let out = c.args(["-e", sql]).output().expect("mariadb runs");
+    assert!(out.status.success(), "mariadb failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Row count and a digest of every row of a PostgreSQL table, in key order.
+pub fn pg_table_digest(database: &str, table: &str) -> String {
+    psql(database, &format!("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {table} t"))
+}
+
+/// Every file under `root` with its mode, size, mtime and content digest (or link target).
+pub fn tree_digest(root: &Path) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if meta.file_type().is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+            } else if meta.is_dir() {
+                out.push(format!("{rel}/ mode={:o}", meta.mode() & 0o7777));
+                walk(root, &p, out);
+            } else {
+                let digest = hex::encode(Sha256::digest(std::fs::read(&p).unwrap()));
+                out.push(format!("{rel} mode={:o} size={} mtime={} sha256={digest}", meta.mode() & 0o7777, meta.len(), meta.mtime()));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
