@@ -320,3 +320,37 @@ fn restore_before_a_time_picks_the_older_point() {
     let v: String = rusqlite::Connection::open(&latest).unwrap().query_row("select v from t", [], |r| r.get(0)).unwrap();
     assert_eq!(v, "second");
 }
+
+#[test]
+fn a_large_incompressible_tree_goes_to_s3_in_several_parts() {
+    let s = scratch("large");
+    let root = s.path("media");
+    std::fs::create_dir_all(&root).unwrap();
+    // 24 MiB that zstd cannot shrink: three multipart parts of 8 MiB and more.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for f in 0..3 {
+        let bytes: Vec<u8> = (0..8 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(root.join(format!("clip-{f}.bin")), bytes).unwrap();
+    }
+    let before = tree_digest(&root);
+    let policy = s.write(
+        "policy.yaml",
+        &format!("host: media-1\n{}exports:\n  media:\n    source: {{kind: directory, path: media}}\n    targets: [s3]\n    compression: {{level: 1}}\n", s.targets_yaml()),
+    );
+    let p = policy.to_str().unwrap();
+    let run = s.agent(&["--json", "backup", "--policy", p]);
+    run.ok();
+    let stored = run.json()["backups"][0]["targets"][0]["manifest"]["stored"]["size"].as_u64().unwrap();
+    assert!(stored > 24 << 20, "random data does not compress: {stored}");
+    s.agent(&["verify", "--policy", p]).ok();
+    let copy = s.path("copy");
+    s.drp(&["restore", "--policy", p, "--export", "media", "--to", copy.to_str().unwrap()]).ok();
+    assert_eq!(tree_digest(&copy), before);
+}
