@@ -50,14 +50,17 @@ impl BackupReport {
 }
 
 /// Opens the targets of an export; unreachable ones are reported, not fatal.
-pub async fn open_targets(policy: &Policy, names: &[String], create: bool) -> Vec<(String, Result<Repository>)> {
+pub async fn open_targets(
+    policy: &Policy,
+    names: &[String],
+    create: bool,
+) -> Vec<(String, Result<Repository>)> {
     let mut out = Vec::new();
     for name in names {
         let opened = async {
-            let config = policy
-                .targets
-                .get(name)
-                .ok_or_else(|| Error::NotFound(format!("no target `{name}` in {}", policy.path.display())))?;
+            let config = policy.targets.get(name).ok_or_else(|| {
+                Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
+            })?;
             let repo = Repository::new(Target::open(name, config, &policy.base_dir)?);
             repo.check(create).await?;
             Ok(repo)
@@ -88,7 +91,11 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
         match opened {
             Ok(repo) => live.push(repo),
             Err(e) => report.targets.push(TargetOutcome {
-                location: policy.targets.get(&name).map(|t| t.backend().location()).unwrap_or_default(),
+                location: policy
+                    .targets
+                    .get(&name)
+                    .map(|t| t.backend().location())
+                    .unwrap_or_default(),
                 target: name,
                 result: Err(e),
             }),
@@ -113,13 +120,19 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
 
     let data = repository::data_path(&policy.host, &export.name, &id);
     progress.event(Event::Started {
-        task: format!("{}: export to {}", export.name, live.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")),
+        task: format!(
+            "{}: export to {}",
+            export.name,
+            live.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+        ),
         total: None,
     });
     let outcome = pipeline::export(
         stream,
         export.compression,
-        live.iter().map(|r| (r.target.clone(), data.clone())).collect(),
+        live.iter()
+            .map(|r| (r.target.clone(), data.clone()))
+            .collect(),
         progress.clone(),
     )
     .await;
@@ -135,7 +148,10 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
     for (repo, written) in live.into_iter().zip(outcome.targets) {
         let result = match (&info, written) {
             (_, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::target(repo.name(), "not committed: the export failed")),
+            (None, Ok(())) => Err(Error::target(
+                repo.name(),
+                "not committed: the export failed",
+            )),
             (Some(info), Ok(())) => {
                 let m = Manifest {
                     format: manifest::FORMAT,

@@ -67,5 +67,9 @@ impl Manifest {
 
 /// A new recovery point id: sortable by time, unique across hosts.
 pub fn new_id(at: DateTime<Utc>) -> String {
-    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+    format!(
+        "{}-{:08x}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u32>()
+    )
 }

@@ -82,12 +82,15 @@ impl FanOut {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(CHUNK),
+        ));
         for slot in &mut self.senders {
-            if let Some(tx) = slot {
-                if tx.blocking_send(Msg::Data(chunk.clone())).is_err() {
-                    *slot = None; // that target failed; the others go on
-                }
+            if let Some(tx) = slot
+                && tx.blocking_send(Msg::Data(chunk.clone())).is_err()
+            {
+                *slot = None; // that target failed; the others go on
             }
         }
         if self.senders.iter().all(Option::is_none) {
@@ -137,13 +140,20 @@ pub async fn export(
         senders.push(Some(tx));
         tasks.push(tokio::spawn(drain(target, path, rx)));
     }
-    let compressor = tokio::task::spawn_blocking(move || compress(stream, compression, senders, progress));
+    let compressor =
+        tokio::task::spawn_blocking(move || compress(stream, compression, senders, progress));
     let (source, raw, stored, senders) = match compressor.await {
         Ok(r) => r,
         Err(e) => (
             Err(Error::Failed(format!("the compressor stopped: {e}"))),
-            Digest { size: 0, sha256: String::new() },
-            Digest { size: 0, sha256: String::new() },
+            Digest {
+                size: 0,
+                sha256: String::new(),
+            },
+            Digest {
+                size: 0,
+                sha256: String::new(),
+            },
             Vec::new(),
         ),
     };
@@ -176,7 +186,12 @@ fn compress(
     compression: Compression,
     senders: Vec<Option<mpsc::Sender<Msg>>>,
     progress: Reporter,
-) -> (std::result::Result<ExportInfo, Error>, Digest, Digest, Vec<Option<mpsc::Sender<Msg>>>) {
+) -> (
+    std::result::Result<ExportInfo, Error>,
+    Digest,
+    Digest,
+    Vec<Option<mpsc::Sender<Msg>>>,
+) {
     let fan = FanOut {
         senders,
         pending: Vec::with_capacity(CHUNK),
@@ -187,7 +202,9 @@ fn compress(
     let result = (|| -> io::Result<FanOut> {
         let mut enc = zstd::stream::write::Encoder::new(fan, compression.level)?;
         let threads = match compression.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
             n => n,
         };
         if threads > 1 {
@@ -211,7 +228,10 @@ fn compress(
         fan.send()?;
         Ok(fan)
     })();
-    let empty = Digest { size: 0, sha256: String::new() };
+    let empty = Digest {
+        size: 0,
+        sha256: String::new(),
+    };
     match result {
         Ok(fan) => {
             let stored = Digest {
@@ -261,7 +281,10 @@ async fn drain(target: Target, path: String, mut rx: mpsc::Receiver<Msg>) -> Res
             }
             None => {
                 let _ = w.abort().await;
-                return Err(Error::target(&target.name, "upload abandoned because the export failed"));
+                return Err(Error::target(
+                    &target.name,
+                    "upload abandoned because the export failed",
+                ));
             }
         }
     }
@@ -297,7 +320,12 @@ impl Read for ChannelReader {
 /// thread) and checks sizes and digests of both the stored and raw streams.
 /// On a mismatch the result of `consume` is dropped (so staged work is
 /// discarded) and an integrity error names the object and both digests.
-pub async fn read_verified<T, F>(target: &Target, manifest: &Manifest, progress: Reporter, consume: F) -> Result<T>
+pub async fn read_verified<T, F>(
+    target: &Target,
+    manifest: &Manifest,
+    progress: Reporter,
+    consume: F,
+) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut dyn Read) -> std::result::Result<T, Error> + Send + 'static,
@@ -331,7 +359,10 @@ where
             failed: None,
         });
         let consumed = {
-            let progress_reader = Counting { inner: &mut stored, progress: &progress };
+            let progress_reader = Counting {
+                inner: &mut stored,
+                progress: &progress,
+            };
             match zstd::stream::read::Decoder::new(progress_reader) {
                 Ok(dec) => {
                     let mut raw = Hashing::new(dec);
@@ -350,7 +381,10 @@ where
         let _ = io::copy(&mut stored, &mut io::sink());
         let stored_digest = stored.digest();
         if let Some(e) = stored.get_mut().failed.take() {
-            return Err(Error::target(&target_name, format!("reading {} failed: {e}", manifest.stored.object)));
+            return Err(Error::target(
+                &target_name,
+                format!("reading {} failed: {e}", manifest.stored.object),
+            ));
         }
         let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
             target: target_name.clone(),
@@ -360,21 +394,39 @@ where
             actual,
         };
         if stored_digest.size != manifest.stored.size {
-            return Err(integrity("size", manifest.stored.size.to_string(), stored_digest.size.to_string()));
+            return Err(integrity(
+                "size",
+                manifest.stored.size.to_string(),
+                stored_digest.size.to_string(),
+            ));
         }
         if stored_digest.sha256 != manifest.stored.sha256 {
-            return Err(integrity("SHA-256", manifest.stored.sha256.clone(), stored_digest.sha256));
+            return Err(integrity(
+                "SHA-256",
+                manifest.stored.sha256.clone(),
+                stored_digest.sha256,
+            ));
         }
         let (value, raw_digest) = consumed?;
         if raw_digest.size != manifest.raw.size {
-            return Err(integrity("raw size", manifest.raw.size.to_string(), raw_digest.size.to_string()));
+            return Err(integrity(
+                "raw size",
+                manifest.raw.size.to_string(),
+                raw_digest.size.to_string(),
+            ));
         }
         if raw_digest.sha256 != manifest.raw.sha256 {
-            return Err(integrity("raw SHA-256", manifest.raw.sha256.clone(), raw_digest.sha256));
+            return Err(integrity(
+                "raw SHA-256",
+                manifest.raw.sha256.clone(),
+                raw_digest.sha256,
+            ));
         }
         Ok(value)
     });
-    let result = work.await.map_err(|e| Error::Failed(format!("reading stopped: {e}")))?;
+    let result = work
+        .await
+        .map_err(|e| Error::Failed(format!("reading stopped: {e}")))?;
     fetch.abort();
     result
 }

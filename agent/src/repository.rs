@@ -68,11 +68,12 @@ impl Repository {
         let op = &self.target.op;
         match op.read(MARKER).await {
             Ok(buf) => {
-                let marker: Marker = serde_json::from_slice(&buf.to_vec()).map_err(|e| Error::Manifest {
-                    target: self.target.name.clone(),
-                    object: MARKER.into(),
-                    message: e.to_string(),
-                })?;
+                let marker: Marker =
+                    serde_json::from_slice(&buf.to_vec()).map_err(|e| Error::Manifest {
+                        target: self.target.name.clone(),
+                        object: MARKER.into(),
+                        message: e.to_string(),
+                    })?;
                 if marker.format > FORMAT {
                     return Err(Error::target(
                         &self.target.name,
@@ -122,11 +123,17 @@ impl Repository {
             }
             match self.read_manifest(&path).await {
                 Ok(m) => listing.points.push(m),
-                Err(Error::Manifest { object, message, .. }) => listing.damaged.push(Damaged { object, message }),
+                Err(Error::Manifest {
+                    object, message, ..
+                }) => listing.damaged.push(Damaged { object, message }),
                 Err(e) => return Err(e),
             }
         }
-        listing.points.sort_by(|a, b| a.consistency_time.cmp(&b.consistency_time).then(a.id.cmp(&b.id)));
+        listing.points.sort_by(|a, b| {
+            a.consistency_time
+                .cmp(&b.consistency_time)
+                .then(a.id.cmp(&b.id))
+        });
         Ok(listing)
     }
 
@@ -134,7 +141,10 @@ impl Repository {
     pub async fn exports(&self) -> Result<Vec<(String, String)>> {
         let op = &self.target.op;
         let mut out = Vec::new();
-        let hosts = op.list("").await.map_err(|e| self.target.error("cannot list the repository", e))?;
+        let hosts = op
+            .list("")
+            .await
+            .map_err(|e| self.target.error("cannot list the repository", e))?;
         for h in hosts.iter().filter(|e| e.metadata().is_dir()) {
             let host = h.name().trim_end_matches('/');
             if host.is_empty() || host.starts_with('.') {
@@ -167,16 +177,23 @@ impl Repository {
             object: path.to_string(),
             message,
         };
-        let m: Manifest = serde_json::from_slice(&buf.to_vec()).map_err(|e| damaged(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(&buf.to_vec()).map_err(|e| damaged(e.to_string()))?;
         if m.format > FORMAT {
-            return Err(damaged(format!("format {} is newer than this drp reads", m.format)));
+            return Err(damaged(format!(
+                "format {} is newer than this drp reads",
+                m.format
+            )));
         }
         let expected = manifest_path(&m.host, &m.export, &m.id);
         if expected != path {
             return Err(damaged(format!("it describes {expected}, not this path")));
         }
         if m.stored.object != data_path(&m.host, &m.export, &m.id) {
-            return Err(damaged(format!("its data object `{}` is outside its recovery point", m.stored.object)));
+            return Err(damaged(format!(
+                "its data object `{}` is outside its recovery point",
+                m.stored.object
+            )));
         }
         Ok(m)
     }
@@ -185,10 +202,10 @@ impl Repository {
     /// the data object is complete.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
         let op = &self.target.op;
-        let meta = op
-            .stat(&manifest.stored.object)
-            .await
-            .map_err(|e| self.target.error("the data object vanished before commit", e))?;
+        let meta = op.stat(&manifest.stored.object).await.map_err(|e| {
+            self.target
+                .error("the data object vanished before commit", e)
+        })?;
         if meta.content_length() != manifest.stored.size {
             return Err(Error::target(
                 &self.target.name,

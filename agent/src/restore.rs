@@ -74,12 +74,21 @@ pub async fn find(
             }
         };
         for d in &listing.damaged {
-            notes.push(format!("target `{}`: damaged manifest {} ignored: {}", repo.name(), d.object, d.message));
+            notes.push(format!(
+                "target `{}`: damaged manifest {} ignored: {}",
+                repo.name(),
+                d.object,
+                d.message
+            ));
         }
         let candidate = match selector {
             Selector::Latest => listing.points.last(),
             Selector::Id(id) => listing.points.iter().find(|m| &m.id == id),
-            Selector::Before(t) => listing.points.iter().rev().find(|m| m.consistency_time < *t),
+            Selector::Before(t) => listing
+                .points
+                .iter()
+                .rev()
+                .find(|m| m.consistency_time < *t),
         };
         if let Some(m) = candidate {
             let better = match &best {
@@ -97,7 +106,9 @@ pub async fn find(
             let what = match selector {
                 Selector::Latest => "no recovery point".to_string(),
                 Selector::Id(id) => format!("no recovery point `{id}`"),
-                Selector::Before(t) => format!("no recovery point consistent before {}", t.to_rfc3339()),
+                Selector::Before(t) => {
+                    format!("no recovery point consistent before {}", t.to_rfc3339())
+                }
             };
             let mut msg = format!("{what} for {host}/{export}");
             if !notes.is_empty() {
@@ -158,9 +169,12 @@ pub async fn execute(
         total: Some(plan.manifest.stored.size),
     });
     let src = source.clone();
-    let staged = pipeline::read_verified(&plan.repository.target, &plan.manifest, progress.clone(), move |raw| {
-        src.stage(raw, &destination, &workdir).map_err(Error::from)
-    })
+    let staged = pipeline::read_verified(
+        &plan.repository.target,
+        &plan.manifest,
+        progress.clone(),
+        move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
+    )
     .await;
     progress.event(Event::Finished);
     let staged = staged?;

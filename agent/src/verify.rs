@@ -38,7 +38,13 @@ pub async fn check_point(repo: &Repository, manifest: &Manifest, progress: Repor
     .await
 }
 
-pub async fn verify(repo: &Repository, host: &str, export: &str, which: Which, progress: Reporter) -> Vec<Checked> {
+pub async fn verify(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    which: Which,
+    progress: Reporter,
+) -> Vec<Checked> {
     let mut out = Vec::new();
     let listing = match repo.list(host, export).await {
         Ok(l) => l,

@@ -9,7 +9,11 @@ use drp_agent::cli::restore::RestoreArgs;
 use drp_agent::{ExitCode, Result};
 
 #[derive(Debug, Parser)]
-#[command(name = "drp", version, about = "drp coordinator: restores for on-call engineers, recovery demos")]
+#[command(
+    name = "drp",
+    version,
+    about = "drp coordinator: restores for on-call engineers, recovery demos"
+)]
 pub struct Cli {
     /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
     #[arg(long, global = true)]

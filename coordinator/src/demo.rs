@@ -39,10 +39,14 @@ exports:
 pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
     let policy_path = dir.join("policy.yaml");
-    std::fs::write(&policy_path, POLICY).map_err(|e| Error::io_path("cannot write", &policy_path, e))?;
+    std::fs::write(&policy_path, POLICY)
+        .map_err(|e| Error::io_path("cannot write", &policy_path, e))?;
     let db = dir.join("app.db");
     let rows = seed(&db)?;
-    say(out, &format!("1. demo application {} holds {rows} orders", db.display()));
+    say(
+        out,
+        &format!("1. demo application {} holds {rows} orders", db.display()),
+    );
 
     let policy = Policy::load(&policy_path)?;
     let report = backup::run(&policy, "app", out.progress()).await?;
@@ -51,13 +55,24 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
     }
     let committed: Vec<_> = report.committed().cloned().collect();
     let Some(m) = committed.first() else {
-        let why: Vec<String> = report.targets.iter().filter_map(|t| t.result.as_ref().err().map(|e| e.to_string())).collect();
+        let why: Vec<String> = report
+            .targets
+            .iter()
+            .filter_map(|t| t.result.as_ref().err().map(|e| e.to_string()))
+            .collect();
         return Err(Error::Failed(format!("backup failed: {}", why.join("; "))));
     };
-    say(out, &format!(
-        "2. backed up to {}: point {} ({} bytes raw, {} stored, sha256 {}…)",
-        dir.join("nas").display(), m.id, m.raw.size, m.stored.size, &m.stored.sha256[..16]
-    ));
+    say(
+        out,
+        &format!(
+            "2. backed up to {}: point {} ({} bytes raw, {} stored, sha256 {}…)",
+            dir.join("nas").display(),
+            m.id,
+            m.raw.size,
+            m.stored.size,
+            &m.stored.sha256[..16]
+        ),
+    );
 
     let repos: Vec<_> = backup::open_targets(&policy, &["nas".to_string()], false)
         .await
@@ -65,27 +80,62 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
         .map(|(_, r)| r)
         .collect::<Result<_>>()?;
     let listing = repos[0].list(&policy.host, "app").await?;
-    say(out, &format!("3. the NAS lists {} recovery point(s) for demo/app", listing.points.len()));
+    say(
+        out,
+        &format!(
+            "3. the NAS lists {} recovery point(s) for demo/app",
+            listing.points.len()
+        ),
+    );
 
-    let checked = verify::verify(&repos[0], &policy.host, "app", Which::Latest, out.progress()).await;
+    let checked = verify::verify(
+        &repos[0],
+        &policy.host,
+        "app",
+        Which::Latest,
+        out.progress(),
+    )
+    .await;
     if let Some(bad) = checked.iter().find_map(|c| c.result.as_ref().err()) {
         return Err(Error::Failed(format!("verify failed: {bad}")));
     }
-    say(out, "4. verify re-read the point: sizes and both SHA-256 digests match");
+    say(
+        out,
+        "4. verify re-read the point: sizes and both SHA-256 digests match",
+    );
 
     let deleted = delete_orders(&db)?;
-    say(out, &format!("5. disaster: {deleted} orders deleted from the live database"));
+    say(
+        out,
+        &format!("5. disaster: {deleted} orders deleted from the live database"),
+    );
 
-    let src: Arc<dyn source::Source> = Arc::from(source::build(&policy.export("app")?.source, &policy.base_dir));
-    let plan = restore::plan(&repos, &policy.host, "app", &Selector::Latest, src.clone(), None).await?;
+    let src: Arc<dyn source::Source> = Arc::from(source::build(
+        &policy.export("app")?.source,
+        &policy.base_dir,
+    ));
+    let plan = restore::plan(
+        &repos,
+        &policy.host,
+        "app",
+        &Selector::Latest,
+        src.clone(),
+        None,
+    )
+    .await?;
     let report = restore::execute(&plan, src, true, None, out.progress()).await?;
     let after = count_orders(&db)?;
-    say(out, &format!(
-        "6. restored {} into {} in {:.2}s: {after} orders back (expected {rows})",
-        report.id, report.destination, report.seconds
-    ));
+    say(
+        out,
+        &format!(
+            "6. restored {} into {} in {:.2}s: {after} orders back (expected {rows})",
+            report.id, report.destination, report.seconds
+        ),
+    );
     if after != rows {
-        return Err(Error::Failed(format!("restored {after} orders, expected {rows}")));
+        return Err(Error::Failed(format!(
+            "restored {after} orders, expected {rows}"
+        )));
     }
     if out.json {
         out.print_json(&serde_json::json!({
@@ -93,7 +143,11 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
             "policy": policy_path, "restore_seconds": report.seconds,
         }));
     } else {
-        println!("demo complete: the policy is {} — try `drp-agent list --policy {}`", policy_path.display(), policy_path.display());
+        println!(
+            "demo complete: the policy is {} — try `drp-agent list --policy {}`",
+            policy_path.display(),
+            policy_path.display()
+        );
     }
     Ok(ExitCode::Ok)
 }
@@ -129,10 +183,12 @@ fn seed(db: &Path) -> Result<i64> {
 
 fn count_orders(db: &Path) -> Result<i64> {
     let conn = Connection::open(db).map_err(|e| db_err(db, e))?;
-    conn.query_row("select count(*) from orders", [], |r| r.get(0)).map_err(|e| db_err(db, e))
+    conn.query_row("select count(*) from orders", [], |r| r.get(0))
+        .map_err(|e| db_err(db, e))
 }
 
 fn delete_orders(db: &Path) -> Result<usize> {
     let conn = Connection::open(db).map_err(|e| db_err(db, e))?;
-    conn.execute("delete from orders", []).map_err(|e| db_err(db, e))
+    conn.execute("delete from orders", [])
+        .map_err(|e| db_err(db, e))
 }

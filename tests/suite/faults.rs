@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{psql, scratch, Scratch};
+use crate::harness::{Scratch, psql, scratch};
 
 fn sqlite_app(s: &Scratch, rows: usize) -> std::path::PathBuf {
     let db = s.path("app.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("create table t (id integer primary key, v text);").unwrap();
+    c.execute_batch("create table t (id integer primary key, v text);")
+        .unwrap();
     for i in 0..rows {
-        c.execute("insert into t (v) values (?1)", [format!("row {i} {}", "x".repeat(i % 50))]).unwrap();
+        c.execute(
+            "insert into t (v) values (?1)",
+            [format!("row {i} {}", "x".repeat(i % 50))],
+        )
+        .unwrap();
     }
     db
 }
@@ -40,9 +45,21 @@ fn one_unreachable_target_does_not_stop_the_other() {
     let p = policy.to_str().unwrap();
     let run = s.agent(&["backup", "--policy", p]);
     run.code(3);
-    assert!(run.stdout.contains("committed") && run.stdout.contains("to `nas`"), "{}", run.stdout);
-    assert!(run.stderr.contains("target `gone` failed"), "{}", run.stderr);
-    assert!(run.stderr.contains("127.0.0.1:9"), "the message names where: {}", run.stderr);
+    assert!(
+        run.stdout.contains("committed") && run.stdout.contains("to `nas`"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("target `gone` failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("127.0.0.1:9"),
+        "the message names where: {}",
+        run.stderr
+    );
     let listed = s.agent(&["--json", "list", "--policy", p, "--from", "nas"]);
     assert_eq!(listed.json()["points"].as_array().unwrap().len(), 1);
 }
@@ -63,7 +80,11 @@ fn wrong_database_credentials_commit_nothing() {
     cmd.env("WRONG_PW", "not-the-password");
     let run = crate::harness::Run::from(cmd.output().unwrap());
     run.code(1);
-    assert!(run.stderr.contains("password authentication failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("password authentication failed"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("nothing committed"), "{}", run.stderr);
     assert!(!run.all().contains("not-the-password"));
     assert_eq!(points(&s, p), 0);
@@ -74,18 +95,25 @@ fn broken_pg_bin(s: &Scratch, script: &str) -> std::path::PathBuf {
     let bin = s.path("pgbin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["psql", "pg_restore"] {
-        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool)).unwrap();
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
+            .unwrap();
     }
     let dump = bin.join("pg_dump");
     let real = "/usr/lib/postgresql/15/bin/pg_dump";
-    std::fs::write(&dump, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\n{script}\n")).unwrap();
+    std::fs::write(
+        &dump,
+        format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\n{script}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
 }
 
 fn pg_policy(s: &Scratch, db: &str, bin: Option<&std::path::Path>) -> String {
     let svc = crate::harness::services();
-    let bin = bin.map(|b| format!(", bin_dir: {}", b.display())).unwrap_or_default();
+    let bin = bin
+        .map(|b| format!(", bin_dir: {}", b.display()))
+        .unwrap_or_default();
     let policy = s.write(
         "policy.yaml",
         &format!(
@@ -102,17 +130,31 @@ fn a_dump_tool_dying_halfway_commits_nothing_and_keeps_older_points() {
     let s = scratch("dies");
     let db = s.id.clone();
     psql("postgres", &format!("create database {db}"));
-    psql(&db, "create table t as select i, md5(i::text) from generate_series(1, 50000) i");
+    psql(
+        &db,
+        "create table t as select i, md5(i::text) from generate_series(1, 50000) i",
+    );
     let good = pg_policy(&s, &db, None);
     s.agent(&["backup", "--policy", &good]).ok();
 
-    let bin = broken_pg_bin(&s, "/usr/lib/postgresql/15/bin/pg_dump \"$@\" | head -c 100000\nexit 3");
+    let bin = broken_pg_bin(
+        &s,
+        "/usr/lib/postgresql/15/bin/pg_dump \"$@\" | head -c 100000\nexit 3",
+    );
     let bad = pg_policy(&s, &db, Some(&bin));
     let run = s.agent(&["backup", "--policy", &bad]);
     run.code(1);
-    assert!(run.stderr.contains("`pg_dump` failed (exit code 3)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`pg_dump` failed (exit code 3)"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("nothing committed"), "{}", run.stderr);
-    assert_eq!(points(&s, &bad), 2, "only the earlier point, on both targets");
+    assert_eq!(
+        points(&s, &bad),
+        2,
+        "only the earlier point, on both targets"
+    );
     s.agent(&["verify", "--policy", &bad]).ok();
     psql("postgres", &format!("drop database {db}"));
 }
@@ -122,9 +164,15 @@ fn an_agent_killed_during_upload_leaves_nothing_visible() {
     let s = scratch("killed");
     let db = s.id.clone();
     psql("postgres", &format!("create database {db}"));
-    psql(&db, "create table t as select i, md5(i::text) || md5((i * 7)::text) as v from generate_series(1, 300000) i");
+    psql(
+        &db,
+        "create table t as select i, md5(i::text) || md5((i * 7)::text) as v from generate_series(1, 300000) i",
+    );
     // The dump streams its data, then hangs: the agent is mid-upload.
-    let bin = broken_pg_bin(&s, "/usr/lib/postgresql/15/bin/pg_dump \"$@\"\nexec sleep 60");
+    let bin = broken_pg_bin(
+        &s,
+        "/usr/lib/postgresql/15/bin/pg_dump \"$@\"\nexec sleep 60",
+    );
     let p = pg_policy(&s, &db, Some(&bin));
     let mut child = s
         .agent_cmd(&["-q", "backup", "--policy", &p])
@@ -135,15 +183,24 @@ fn an_agent_killed_during_upload_leaves_nothing_visible() {
         .unwrap();
     let started = Instant::now();
     // Wait until the data has reached the NAS target (its temporary file).
-    while std::fs::read_dir(s.path("nas/.drp-tmp")).map(|d| d.count()).unwrap_or(0) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "the upload never started");
+    while std::fs::read_dir(s.path("nas/.drp-tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
     // The orphaned dump tool goes too, as systemd would stop the unit's cgroup.
-    let _ = std::process::Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", child.id())])
+        .status();
     assert_eq!(points(&s, &p), 0, "a killed backup must not be listed");
     let manifests = s.path("nas/a/db/manifests");
     assert!(!manifests.exists() || std::fs::read_dir(&manifests).unwrap().count() == 0);
@@ -176,18 +233,35 @@ fn a_corrupted_byte_is_detected_and_never_loaded() {
 
     let verify = s.agent(&["verify", "--policy", p]);
     verify.code(4);
-    assert!(verify.stdout.contains(&object), "verify names the object: {}", verify.stdout);
+    assert!(
+        verify.stdout.contains(&object),
+        "verify names the object: {}",
+        verify.stdout
+    );
     assert!(verify.stdout.contains("1 failed"), "{}", verify.stdout);
 
     // The live database changes after the backup; a refused restore must not touch it.
-    rusqlite::Connection::open(&db).unwrap().execute("delete from t where id > 10", []).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("delete from t where id > 10", [])
+        .unwrap();
     let live = file_digest(&db);
     let restore = s.drp(&["restore", "--policy", p, "--export", "app", "--yes"]);
     restore.code(4);
     assert!(restore.stderr.contains(&object), "{}", restore.stderr);
-    assert!(restore.stderr.contains(manifest["stored"]["sha256"].as_str().unwrap()), "expected digest named: {}", restore.stderr);
+    assert!(
+        restore
+            .stderr
+            .contains(manifest["stored"]["sha256"].as_str().unwrap()),
+        "expected digest named: {}",
+        restore.stderr
+    );
     assert!(restore.stderr.contains("found"), "{}", restore.stderr);
-    assert_eq!(file_digest(&db), live, "the destination was changed by a refused restore");
+    assert_eq!(
+        file_digest(&db),
+        live,
+        "the destination was changed by a refused restore"
+    );
 }
 
 #[test]
@@ -201,12 +275,19 @@ fn a_truncated_object_and_a_damaged_manifest_are_reported() {
     let p = policy.to_str().unwrap();
     s.agent(&["backup", "--policy", p]).ok();
     s.agent(&["backup", "--policy", p]).ok();
-    let manifests: Vec<_> = std::fs::read_dir(s.path("nas/a/app/manifests")).unwrap().map(|e| e.unwrap().path()).collect();
+    let manifests: Vec<_> = std::fs::read_dir(s.path("nas/a/app/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let mut sorted = manifests.clone();
     sorted.sort();
     // Truncate the newest data object, damage the oldest manifest.
-    let newest: serde_json::Value = serde_json::from_slice(&std::fs::read(&sorted[1]).unwrap()).unwrap();
-    let data = s.path(&format!("nas/{}", newest["stored"]["object"].as_str().unwrap()));
+    let newest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sorted[1]).unwrap()).unwrap();
+    let data = s.path(&format!(
+        "nas/{}",
+        newest["stored"]["object"].as_str().unwrap()
+    ));
     let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     f.set_len(f.metadata().unwrap().len() / 2).unwrap();
     std::fs::write(&sorted[0], b"{\"format\": 1, \"id\": ").unwrap();
@@ -214,7 +295,13 @@ fn a_truncated_object_and_a_damaged_manifest_are_reported() {
     let verify = s.agent(&["verify", "--policy", p]);
     verify.code(4);
     assert!(verify.stdout.contains("size expected"), "{}", verify.stdout);
-    assert!(verify.stdout.contains(&sorted[0].file_name().unwrap().to_string_lossy().to_string()), "{}", verify.stdout);
+    assert!(
+        verify
+            .stdout
+            .contains(&sorted[0].file_name().unwrap().to_string_lossy().to_string()),
+        "{}",
+        verify.stdout
+    );
     let list = s.agent(&["list", "--policy", p]);
     list.code(4);
     assert!(list.stderr.contains("damaged manifest"), "{}", list.stderr);
@@ -249,15 +336,41 @@ fn a_crafted_archive_escaping_the_destination_is_refused() {
     });
     std::fs::create_dir_all(s.path("nas/a/site/data")).unwrap();
     std::fs::create_dir_all(s.path("nas/a/site/manifests")).unwrap();
-    std::fs::write(s.path("nas/drp-repository.json"), r#"{"format":1,"created_at":"2026-01-01T00:00:00Z","created_by":"test"}"#).unwrap();
-    std::fs::File::create(s.path(&format!("nas/{object}"))).unwrap().write_all(&stored).unwrap();
-    std::fs::write(s.path(&format!("nas/a/site/manifests/{id}.json")), manifest.to_string()).unwrap();
+    std::fs::write(
+        s.path("nas/drp-repository.json"),
+        r#"{"format":1,"created_at":"2026-01-01T00:00:00Z","created_by":"test"}"#,
+    )
+    .unwrap();
+    std::fs::File::create(s.path(&format!("nas/{object}")))
+        .unwrap()
+        .write_all(&stored)
+        .unwrap();
+    std::fs::write(
+        s.path(&format!("nas/a/site/manifests/{id}.json")),
+        manifest.to_string(),
+    )
+    .unwrap();
 
     std::fs::create_dir_all(s.path("www")).unwrap();
     let dest = s.path("www/site");
-    let run = s.agent(&["restore", "--target", s.path("nas").to_str().unwrap(), "--host", "a", "--export", "site", "--to", dest.to_str().unwrap()]);
+    let run = s.agent(&[
+        "restore",
+        "--target",
+        s.path("nas").to_str().unwrap(),
+        "--host",
+        "a",
+        "--export",
+        "site",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
     run.code(1);
-    assert!(run.stderr.contains("`../escaped.txt` would be written outside the destination"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`../escaped.txt` would be written outside the destination"),
+        "{}",
+        run.stderr
+    );
     assert!(!s.path("www/escaped.txt").exists() && !s.path("escaped.txt").exists());
     assert!(!dest.exists(), "a refused restore creates nothing");
 }
@@ -272,16 +385,31 @@ fn restore_never_replaces_without_confirmation() {
     );
     let p = policy.to_str().unwrap();
     s.agent(&["backup", "--policy", p]).ok();
-    rusqlite::Connection::open(&db).unwrap().execute("insert into t (v) values ('after the backup')", []).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("insert into t (v) values ('after the backup')", [])
+        .unwrap();
     let live = file_digest(&db);
     let run = s.drp(&["restore", "--policy", p, "--export", "app"]);
     run.code(5);
-    assert!(run.stderr.contains("replaces         SQLite database"), "the plan says what is replaced: {}", run.stderr);
+    assert!(
+        run.stderr.contains("replaces         SQLite database"),
+        "the plan says what is replaced: {}",
+        run.stderr
+    );
     assert!(run.stderr.contains("data-loss window"), "{}", run.stderr);
     assert_eq!(file_digest(&db), live);
     // With --yes the row written after the backup is gone: the point was restored.
-    s.drp(&["restore", "--policy", p, "--export", "app", "--yes"]).ok();
-    let n: i64 = rusqlite::Connection::open(&db).unwrap().query_row("select count(*) from t where v = 'after the backup'", [], |r| r.get(0)).unwrap();
+    s.drp(&["restore", "--policy", p, "--export", "app", "--yes"])
+        .ok();
+    let n: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "select count(*) from t where v = 'after the backup'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -299,8 +427,25 @@ fn unknown_export_point_and_missing_repository_are_not_found() {
     s.agent(&["backup", "--policy", p]).ok();
     let run = s.drp(&["restore", "--policy", p, "--export", "nope"]);
     run.code(6);
-    assert!(run.stderr.contains("no export `nope`") && run.stderr.contains("app"), "{}", run.stderr);
-    let run = s.drp(&["restore", "--policy", p, "--export", "app", "--point", "20200101T000000Z-deadbeef"]);
+    assert!(
+        run.stderr.contains("no export `nope`") && run.stderr.contains("app"),
+        "{}",
+        run.stderr
+    );
+    let run = s.drp(&[
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "app",
+        "--point",
+        "20200101T000000Z-deadbeef",
+    ]);
     run.code(6);
-    assert!(run.stderr.contains("no recovery point `20200101T000000Z-deadbeef`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no recovery point `20200101T000000Z-deadbeef`"),
+        "{}",
+        run.stderr
+    );
 }

@@ -13,9 +13,9 @@ pub struct Services {
 
 impl Services {
     pub fn get(&self, key: &str) -> &str {
-        self.vars
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from the services env file written by tests/services/start.sh"))
+        self.vars.get(key).unwrap_or_else(|| {
+            panic!("{key} missing from the services env file written by tests/services/start.sh")
+        })
     }
 }
 
@@ -43,7 +43,11 @@ pub fn services() -> &'static Services {
 fn bin(name: &str) -> PathBuf {
     let drp = PathBuf::from(env!("CARGO_BIN_EXE_drp"));
     let p = drp.with_file_name(name);
-    assert!(p.is_file(), "{} is not built: run `cargo build --bins` first (tests/run.sh does)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --bins` first (tests/run.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -59,11 +63,20 @@ pub fn scratch(tag: &str) -> Scratch {
     let id = format!("{tag}_{:08x}", rand_u32());
     let s = services();
     Scratch {
-        dir: tempfile::Builder::new().prefix("drp-test-").tempdir().expect("temp dir"),
+        dir: tempfile::Builder::new()
+            .prefix("drp-test-")
+            .tempdir()
+            .expect("temp dir"),
         id,
         env: vec![
-            ("TEST_PG_PASSWORD".into(), s.get("DRP_TEST_PG_PASSWORD").into()),
-            ("TEST_MY_PASSWORD".into(), s.get("DRP_TEST_MY_PASSWORD").into()),
+            (
+                "TEST_PG_PASSWORD".into(),
+                s.get("DRP_TEST_PG_PASSWORD").into(),
+            ),
+            (
+                "TEST_MY_PASSWORD".into(),
+                s.get("DRP_TEST_MY_PASSWORD").into(),
+            ),
             ("TEST_S3_KEY_ID".into(), s.get("DRP_TEST_S3_KEY_ID").into()),
             ("TEST_S3_SECRET".into(), s.get("DRP_TEST_S3_SECRET").into()),
         ],
@@ -73,7 +86,12 @@ pub fn scratch(tag: &str) -> Scratch {
 pub fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     h.finish() as u32
 }
@@ -92,7 +110,9 @@ impl Scratch {
 
     fn command(&self, bin_name: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin(bin_name));
-        c.args(args).current_dir(self.dir.path()).env("RUST_LOG", "warn");
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -100,7 +120,11 @@ impl Scratch {
     }
 
     pub fn agent(&self, args: &[&str]) -> Run {
-        Run::from(self.command("drp-agent", args).output().expect("drp-agent runs"))
+        Run::from(
+            self.command("drp-agent", args)
+                .output()
+                .expect("drp-agent runs"),
+        )
     }
 
     pub fn agent_cmd(&self, args: &[&str]) -> Command {
@@ -181,18 +205,27 @@ impl From<Output> for Run {
 impl Run {
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn code(&self, expected: i32) -> &Self {
-        assert_eq!(self.code, expected, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, expected,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 
     pub fn all(&self) -> String {
@@ -204,12 +237,27 @@ impl Run {
 pub fn psql(database: &str, sql: &str) -> String {
     let s = services();
     let out = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
         .args(["-p", s.get("DRP_TEST_PG_PORT"), "-d", database, "-c", sql])
         .env("PGPASSWORD", s.get("DRP_TEST_PG_PASSWORD"))
         .output()
         .expect("psql runs");
-    assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -223,13 +271,22 @@ pub fn mariadb(database: Option<&str>, sql: &str) -> String {
         c.arg(db);
     }
     let out = c.args(["-e", sql]).output().expect("mariadb runs");
-    assert!(out.status.success(), "mariadb failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mariadb failed on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Row count and a digest of every row of a PostgreSQL table, in key order.
 pub fn pg_table_digest(database: &str, table: &str) -> String {
-    psql(database, &format!("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {table} t"))
+    psql(
+        database,
+        &format!(
+            "select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {table} t"
+        ),
+    )
 }
 
 /// Every file under `root` with its mode, size, mtime and content digest (or link target).
@@ -238,19 +295,30 @@ pub fn tree_digest(root: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             let meta = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             if meta.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
             } else if meta.is_dir() {
                 out.push(format!("{rel}/ mode={:o}", meta.mode() & 0o7777));
                 walk(root, &p, out);
             } else {
                 let digest = hex::encode(Sha256::digest(std::fs::read(&p).unwrap()));
-                out.push(format!("{rel} mode={:o} size={} mtime={} sha256={digest}", meta.mode() & 0o7777, meta.len(), meta.mtime()));
+                out.push(format!(
+                    "{rel} mode={:o} size={} mtime={} sha256={digest}",
+                    meta.mode() & 0o7777,
+                    meta.len(),
+                    meta.mtime()
+                ));
             }
         }
     }

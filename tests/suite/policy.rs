@@ -13,7 +13,11 @@ fn every_example_policy_parses_and_validates() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let policy = Policy::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(!policy.exports.is_empty(), "{} has no export", path.display());
+            assert!(
+                !policy.exports.is_empty(),
+                "{} has no export",
+                path.display()
+            );
             n += 1;
         }
     }
@@ -51,20 +55,43 @@ exports:
     let err = run.stderr.clone();
     let file = path.display().to_string();
     // The bad duration, located at its key.
-    assert!(err.contains(&format!("{file}:3:3: `objectives.rto`")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:3:3: `objectives.rto`")),
+        "{err}"
+    );
     assert!(err.contains("invalid duration `soon`"), "{err}");
     // A typo'd key inside a target, with the suggestion.
-    assert!(err.contains(&format!("{file}:8:5: `targets.nas.compresion`")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:8:5: `targets.nas.compresion`")),
+        "{err}"
+    );
     // A reference to a target that does not exist.
-    assert!(err.contains(&format!("{file}:12:20: `exports.db.targets[1]`: unknown target `offsite`")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:12:20: `exports.db.targets[1]`: unknown target `offsite`"
+        )),
+        "{err}"
+    );
     // An invalid schedule and a typo'd retention key.
-    assert!(err.contains("`exports.db.schedule`: invalid schedule"), "{err}");
-    assert!(err.contains(&format!("{file}:15:7: `exports.db.retention.kep_last`")), "{err}");
+    assert!(
+        err.contains("`exports.db.schedule`: invalid schedule"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:15:7: `exports.db.retention.kep_last`")),
+        "{err}"
+    );
     assert!(err.contains("did you mean `keep_last`?"), "{err}");
     // A wrong type.
-    assert!(err.contains("`exports.files.compression.level`: invalid type"), "{err}");
+    assert!(
+        err.contains("`exports.files.compression.level`: invalid type"),
+        "{err}"
+    );
     assert!(err.contains("6 problems found"), "{err}");
-    assert!(!s.path("nas").exists(), "nothing may be written for an invalid policy");
+    assert!(
+        !s.path("nas").exists(),
+        "nothing may be written for an invalid policy"
+    );
 }
 
 #[test]
@@ -76,20 +103,43 @@ fn unknown_kinds_and_missing_keys_are_named() {
     );
     let run = s.agent(&["backup", "--policy", path.to_str().unwrap()]);
     run.code(2);
-    assert!(run.stderr.contains(":1:1: `hots`: unknown key `hots`"), "{}", run.stderr);
-    assert!(run.stderr.contains("did you mean `host`?"), "{}", run.stderr);
-    assert!(run.stderr.contains("unknown variant `nfs`"), "{}", run.stderr);
-    assert!(run.stderr.contains("`exports.db`: missing field `source`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(":1:1: `hots`: unknown key `hots`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("did you mean `host`?"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unknown variant `nfs`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("`exports.db`: missing field `source`"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn malformed_yaml_is_located() {
     let s = scratch("policy");
-    let path = s.write("bad.yaml", "host: a\ntargets:\n  nas: {kind: local, path: /x\n");
+    let path = s.write(
+        "bad.yaml",
+        "host: a\ntargets:\n  nas: {kind: local, path: /x\n",
+    );
     let run = s.agent(&["backup", "--policy", path.to_str().unwrap()]);
     run.code(2);
     assert!(run.stderr.contains("not valid YAML"), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("{}:", path.display())), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{}:", path.display())),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -101,6 +151,15 @@ fn secrets_are_references_never_values() {
     );
     let run = s.agent(&["backup", "--policy", path.to_str().unwrap()]);
     run.code(2);
-    assert!(run.stderr.contains("`exports.db.source`: a secret is never written in a policy"), "{}", run.stderr);
-    assert!(!run.stderr.contains("hunter2"), "a secret must never be echoed: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`exports.db.source`: a secret is never written in a policy"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("hunter2"),
+        "a secret must never be echoed: {}",
+        run.stderr
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{mariadb, pg_table_digest, psql, scratch, tree_digest, Scratch};
+use crate::harness::{Scratch, mariadb, pg_table_digest, psql, scratch, tree_digest};
 
 fn pg_fixture(db: &str) {
     psql("postgres", &format!("create database {db}"));
@@ -39,8 +39,16 @@ fn pg_round_trip(target: &str) {
     let report = backup.json();
     let manifest = &report["backups"][0]["targets"][0]["manifest"];
     assert_eq!(manifest["kind"], "postgres");
-    assert!(manifest["tools"]["pg_dump"].as_str().unwrap().contains("PostgreSQL"), "{manifest}");
-    assert!(manifest["stored"]["size"].as_u64().unwrap() < manifest["raw"]["size"].as_u64().unwrap());
+    assert!(
+        manifest["tools"]["pg_dump"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL"),
+        "{manifest}"
+    );
+    assert!(
+        manifest["stored"]["size"].as_u64().unwrap() < manifest["raw"]["size"].as_u64().unwrap()
+    );
 
     let listed = s.agent(&["--json", "list", "--policy", p]);
     listed.ok();
@@ -51,7 +59,11 @@ fn pg_round_trip(target: &str) {
     psql("postgres", &format!("drop database {db}"));
     let restored = s.drp(&["restore", "--policy", p, "--export", "shop"]);
     restored.ok();
-    assert!(restored.stdout.contains("digests verified"), "{}", restored.stdout);
+    assert!(
+        restored.stdout.contains("digests verified"),
+        "{}",
+        restored.stdout
+    );
     assert_eq!(pg_table_digest(&db, "orders"), before);
     assert_eq!(psql(&db, "select order_count()"), "20000");
     assert_eq!(psql(&db, "select count(*) > 0 from big_orders"), "t");
@@ -93,8 +105,15 @@ fn one_export_to_three_targets_restores_from_each_into_a_new_database() {
     assert_eq!(run.stdout.matches("committed").count(), 3, "{}", run.stdout);
     for target in ["nas", "s3", "sftp"] {
         let copy = format!("{db}_{target}");
-        s.drp(&["restore", "--policy", p, "--export", "shop", "--from", target, "--to", &copy]).ok();
-        assert_eq!(pg_table_digest(&copy, "orders"), before, "restored from {target}");
+        s.drp(&[
+            "restore", "--policy", p, "--export", "shop", "--from", target, "--to", &copy,
+        ])
+        .ok();
+        assert_eq!(
+            pg_table_digest(&copy, "orders"),
+            before,
+            "restored from {target}"
+        );
         psql("postgres", &format!("drop database {copy}"));
     }
     psql("postgres", &format!("drop database {db}"));
@@ -115,19 +134,31 @@ fn mariadb_with_routines_and_triggers() {
          update accounts set balance = balance + 1 where id % 10 = 0;",
     );
     let digest = |db: &str| {
-        mariadb(Some(db), "select count(*), md5(group_concat(concat_ws(',', id, name, balance, updated_at) order by id separator '|')) from accounts")
+        mariadb(
+            Some(db),
+            "select count(*), md5(group_concat(concat_ws(',', id, name, balance, updated_at) order by id separator '|')) from accounts",
+        )
     };
     let before = digest(&db);
     let audit_rows = mariadb(Some(&db), "select count(*) from audit");
     assert_eq!(audit_rows, "500");
     let policy = s.write(
         "policy.yaml",
-        &format!("host: db-1\n{}exports:\n  crm:\n    source: {}\n    targets: [nas]\n", s.targets_yaml(), s.my_source_yaml(&db)),
+        &format!(
+            "host: db-1\n{}exports:\n  crm:\n    source: {}\n    targets: [nas]\n",
+            s.targets_yaml(),
+            s.my_source_yaml(&db)
+        ),
     );
     let p = policy.to_str().unwrap();
     let backup = s.agent(&["--json", "backup", "--policy", p]);
     backup.ok();
-    assert!(backup.json()["backups"][0]["targets"][0]["manifest"]["tools"]["server"].as_str().unwrap().contains("MariaDB"));
+    assert!(
+        backup.json()["backups"][0]["targets"][0]["manifest"]["tools"]["server"]
+            .as_str()
+            .unwrap()
+            .contains("MariaDB")
+    );
 
     mariadb(None, &format!("drop database {db}"));
     s.drp(&["restore", "--policy", p, "--export", "crm"]).ok();
@@ -136,7 +167,10 @@ fn mariadb_with_routines_and_triggers() {
     // The trigger and the procedure came back too.
     mariadb(Some(&db), "update accounts set balance = 0 where id = 1");
     assert_eq!(mariadb(Some(&db), "select count(*) from audit"), "501");
-    assert_eq!(mariadb(Some(&db), "call total_balance(@t); select @t is not null"), "1");
+    assert_eq!(
+        mariadb(Some(&db), "call total_balance(@t); select @t is not null"),
+        "1"
+    );
     mariadb(None, &format!("drop database {db}"));
 }
 
@@ -165,7 +199,11 @@ fn sqlite_stays_consistent_while_another_process_writes() {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let tx = c.transaction().unwrap();
-                tx.execute("insert into items (payload) values (?1)", [format!("{n:0>200}")]).unwrap();
+                tx.execute(
+                    "insert into items (payload) values (?1)",
+                    [format!("{n:0>200}")],
+                )
+                .unwrap();
                 tx.execute("update totals set n = n + 1", []).unwrap();
                 tx.commit().unwrap();
                 n += 1;
@@ -192,14 +230,31 @@ fn sqlite_stays_consistent_while_another_process_writes() {
     for point in points {
         let id = point["manifest"]["id"].as_str().unwrap();
         let copy = s.path(&format!("restored-{id}.db"));
-        s.drp(&["restore", "--policy", p, "--export", "app", "--from", "s3", "--point", id, "--to", copy.to_str().unwrap()]).ok();
+        s.drp(&[
+            "restore",
+            "--policy",
+            p,
+            "--export",
+            "app",
+            "--from",
+            "s3",
+            "--point",
+            id,
+            "--to",
+            copy.to_str().unwrap(),
+        ])
+        .ok();
         let c = rusqlite::Connection::open(&copy).unwrap();
-        let check: String = c.query_row("pragma integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = c
+            .query_row("pragma integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok");
         let (count, max, total): (i64, i64, i64) = c
-            .query_row("select count(*), coalesce(max(id), 0), (select n from totals) from items", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "select count(*), coalesce(max(id), 0), (select n from totals) from items",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
         assert_eq!(count, total, "point {id}: the copy mixes two moments");
         assert_eq!(count, max, "point {id}: rows missing inside the copy");
@@ -211,15 +266,30 @@ fn make_tree(s: &Scratch) -> std::path::PathBuf {
     let root = s.path("site");
     std::fs::create_dir_all(root.join("uploads/2026/11")).unwrap();
     std::fs::write(root.join("index.html"), "<h1>hello</h1>\n").unwrap();
-    std::fs::write(root.join("uploads/2026/11/photo.bin"), (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        root.join("uploads/2026/11/photo.bin"),
+        (0..200_000u32)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     std::fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
     std::fs::write(root.join("secret.conf"), "token=abc\n").unwrap();
-    std::fs::set_permissions(root.join("secret.conf"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        root.join("secret.conf"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("uploads/2026/11/photo.bin", root.join("latest.bin")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", root.join("hostname-link")).unwrap();
     let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-    std::fs::File::options().write(true).open(root.join("index.html")).unwrap().set_modified(old).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("index.html"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     root
 }
 
@@ -236,7 +306,16 @@ fn directory_tree_keeps_modes_links_and_times() {
     s.agent(&["backup", "--policy", p]).ok();
 
     let copy = s.path("copy");
-    s.drp(&["restore", "--policy", p, "--export", "site", "--to", copy.to_str().unwrap()]).ok();
+    s.drp(&[
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "site",
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
     assert_eq!(tree_digest(&copy), before);
 
     // Restoring over the live tree needs confirmation; with it, the tree is replaced.
@@ -244,9 +323,17 @@ fn directory_tree_keeps_modes_links_and_times() {
     std::fs::write(root.join("new-file"), "x").unwrap();
     let refused = s.drp(&["restore", "--policy", p, "--export", "site"]);
     refused.code(5);
-    assert!(refused.stderr.contains("not confirmed"), "{}", refused.stderr);
-    assert_eq!(std::fs::read_to_string(root.join("index.html")).unwrap(), "defaced");
-    s.drp(&["restore", "--policy", p, "--export", "site", "--yes"]).ok();
+    assert!(
+        refused.stderr.contains("not confirmed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("index.html")).unwrap(),
+        "defaced"
+    );
+    s.drp(&["restore", "--policy", p, "--export", "site", "--yes"])
+        .ok();
     assert_eq!(tree_digest(&root), before);
     let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
         .unwrap()
@@ -265,7 +352,8 @@ fn a_bare_machine_lists_and_restores_with_only_the_target_address() {
         "policy.yaml",
         &format!("host: web-1\n{}exports:\n  site:\n    source: {{kind: directory, path: site}}\n    targets: [s3]\n", s.targets_yaml()),
     );
-    s.agent(&["backup", "--policy", policy.to_str().unwrap()]).ok();
+    s.agent(&["backup", "--policy", policy.to_str().unwrap()])
+        .ok();
 
     let svc = crate::harness::services();
     let address = format!(
@@ -284,7 +372,17 @@ fn a_bare_machine_lists_and_restores_with_only_the_target_address() {
     assert_eq!(points[0]["manifest"]["host"], "web-1");
 
     let copy = s.path("on-new-machine");
-    let mut restore = s.agent_cmd(&["restore", "--target", &address, "--host", "web-1", "--export", "site", "--to", copy.to_str().unwrap()]);
+    let mut restore = s.agent_cmd(&[
+        "restore",
+        "--target",
+        &address,
+        "--host",
+        "web-1",
+        "--export",
+        "site",
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
     restore
         .env("AWS_ACCESS_KEY_ID", svc.get("DRP_TEST_S3_KEY_ID"))
         .env("AWS_SECRET_ACCESS_KEY", svc.get("DRP_TEST_S3_SECRET"));
@@ -297,7 +395,8 @@ fn restore_before_a_time_picks_the_older_point() {
     let s = scratch("before");
     let db = s.path("app.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("create table t (v text); insert into t values ('first');").unwrap();
+    c.execute_batch("create table t (v text); insert into t values ('first');")
+        .unwrap();
     let policy = s.write(
         "policy.yaml",
         &format!("host: a\n{}exports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n", s.targets_yaml()),
@@ -312,12 +411,38 @@ fn restore_before_a_time_picks_the_older_point() {
     drop(c);
 
     let copy = s.path("old.db");
-    s.drp(&["restore", "--policy", p, "--export", "app", "--before", &between, "--to", copy.to_str().unwrap()]).ok();
-    let v: String = rusqlite::Connection::open(&copy).unwrap().query_row("select v from t", [], |r| r.get(0)).unwrap();
+    s.drp(&[
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "app",
+        "--before",
+        &between,
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
+    let v: String = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("select v from t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, "first");
     let latest = s.path("latest.db");
-    s.drp(&["restore", "--policy", p, "--export", "app", "--to", latest.to_str().unwrap()]).ok();
-    let v: String = rusqlite::Connection::open(&latest).unwrap().query_row("select v from t", [], |r| r.get(0)).unwrap();
+    s.drp(&[
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "app",
+        "--to",
+        latest.to_str().unwrap(),
+    ])
+    .ok();
+    let v: String = rusqlite::Connection::open(&latest)
+        .unwrap()
+        .query_row("select v from t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, "second");
 }
 
@@ -347,10 +472,21 @@ fn a_large_incompressible_tree_goes_to_s3_in_several_parts() {
     let p = policy.to_str().unwrap();
     let run = s.agent(&["--json", "backup", "--policy", p]);
     run.ok();
-    let stored = run.json()["backups"][0]["targets"][0]["manifest"]["stored"]["size"].as_u64().unwrap();
+    let stored = run.json()["backups"][0]["targets"][0]["manifest"]["stored"]["size"]
+        .as_u64()
+        .unwrap();
     assert!(stored > 24 << 20, "random data does not compress: {stored}");
     s.agent(&["verify", "--policy", p]).ok();
     let copy = s.path("copy");
-    s.drp(&["restore", "--policy", p, "--export", "media", "--to", copy.to_str().unwrap()]).ok();
+    s.drp(&[
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "media",
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
     assert_eq!(tree_digest(&copy), before);
 }

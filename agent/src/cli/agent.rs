@@ -9,15 +9,19 @@ use clap::{Parser, Subcommand};
 use super::output::{Output, Table};
 use super::restore::RestoreArgs;
 use crate::backup;
-use crate::config::{Policy, TargetConfig};
 use crate::config::units::{format_bytes, format_duration};
+use crate::config::{Policy, TargetConfig};
 use crate::repository::Repository;
 use crate::target::Target;
 use crate::verify::{self, Which};
 use crate::{Error, ExitCode, Result};
 
 #[derive(Debug, Parser)]
-#[command(name = "drp-agent", version, about = "drp host agent: backups of databases and directories to NAS and S3, verified restores")]
+#[command(
+    name = "drp-agent",
+    version,
+    about = "drp host agent: backups of databases and directories to NAS and S3, verified restores"
+)]
 pub struct Cli {
     /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
     #[arg(long, global = true)]
@@ -99,17 +103,20 @@ impl Scope {
             let mut names: Vec<String> = match (&args.from, export) {
                 (Some(t), _) => vec![t.clone()],
                 (None, Some(e)) => policy.export(e)?.targets.clone(),
-                (None, None) => policy.exports.values().flat_map(|e| e.targets.clone()).collect(),
+                (None, None) => policy
+                    .exports
+                    .values()
+                    .flat_map(|e| e.targets.clone())
+                    .collect(),
             };
             let mut seen = std::collections::HashSet::new();
             names.retain(|n| seen.insert(n.clone()));
             let mut repos = Vec::new();
             let mut unreachable = Vec::new();
             for name in names {
-                let config = policy
-                    .targets
-                    .get(&name)
-                    .ok_or_else(|| Error::NotFound(format!("no target `{name}` in {}", policy.path.display())))?;
+                let config = policy.targets.get(&name).ok_or_else(|| {
+                    Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
+                })?;
                 let repo = Repository::new(Target::open(&name, config, &policy.base_dir)?);
                 match repo.check(false).await {
                     // No backup has reached this target yet: it holds no point.
@@ -117,10 +124,10 @@ impl Scope {
                     Err(e) => unreachable.push(e),
                 }
             }
-            if repos.is_empty() {
-                if let Some(e) = unreachable.pop() {
-                    return Err(e);
-                }
+            if repos.is_empty()
+                && let Some(e) = unreachable.pop()
+            {
+                return Err(e);
             }
             Ok(Scope {
                 host: Some(args.host.clone().unwrap_or_else(|| policy.host.clone())),
@@ -129,7 +136,10 @@ impl Scope {
                 unreachable,
             })
         } else {
-            let address = args.target.as_deref().ok_or_else(|| Error::Usage("give --policy or --target".into()))?;
+            let address = args
+                .target
+                .as_deref()
+                .ok_or_else(|| Error::Usage("give --policy or --target".into()))?;
             let config = TargetConfig::from_address(address)?;
             let repo = Repository::new(Target::open("target", &config, std::path::Path::new("."))?);
             repo.check(false).await?;
@@ -143,13 +153,17 @@ impl Scope {
     }
 
     pub fn host_for_restore(&self) -> Result<String> {
-        self.host
-            .clone()
-            .ok_or_else(|| Error::Usage("without --policy, say whose recovery points with --host".into()))
+        self.host.clone().ok_or_else(|| {
+            Error::Usage("without --policy, say whose recovery points with --host".into())
+        })
     }
 
     /// `(host, export)` pairs to look at in `repo`.
-    async fn pairs(&self, repo: &Repository, export: Option<&str>) -> Result<Vec<(String, String)>> {
+    async fn pairs(
+        &self,
+        repo: &Repository,
+        export: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
         match (&self.policy, &self.host) {
             (Some(policy), Some(host)) => Ok(policy
                 .exports
@@ -162,7 +176,9 @@ impl Scope {
                 .exports()
                 .await?
                 .into_iter()
-                .filter(|(h, e)| self.host.as_ref().is_none_or(|x| x == h) && export.is_none_or(|x| x == e))
+                .filter(|(h, e)| {
+                    self.host.as_ref().is_none_or(|x| x == h) && export.is_none_or(|x| x == e)
+                })
                 .collect()),
         }
     }
@@ -193,7 +209,11 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_backup(policy_path: &PathBuf, only: &[String], out: &Output) -> Result<ExitCode> {
+async fn run_backup(
+    policy_path: &std::path::Path,
+    only: &[String],
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let names: Vec<String> = if only.is_empty() {
         policy.exports.keys().cloned().collect()
@@ -256,10 +276,22 @@ async fn run_backup(policy_path: &PathBuf, only: &[String], out: &Output) -> Res
 async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {
     let scope = Scope::open(args, export).await?;
     let now = Utc::now();
-    let mut table = Table::new(&["EXPORT", "ID", "CONSISTENT AT (UTC)", "AGE", "RAW", "STORED", "TARGET"]);
+    let mut table = Table::new(&[
+        "EXPORT",
+        "ID",
+        "CONSISTENT AT (UTC)",
+        "AGE",
+        "RAW",
+        "STORED",
+        "TARGET",
+    ]);
     let mut json = Vec::new();
     let mut damaged = Vec::new();
-    let mut failed = scope.unreachable.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+    let mut failed = scope
+        .unreachable
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>();
     for repo in &scope.repos {
         let pairs = match scope.pairs(repo, export).await {
             Ok(p) => p,
@@ -278,7 +310,11 @@ async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
             };
             for m in &listing.points {
                 table.row(vec![
-                    if scope.policy.is_some() { m.export.clone() } else { format!("{}/{}", m.host, m.export) },
+                    if scope.policy.is_some() {
+                        m.export.clone()
+                    } else {
+                        format!("{}/{}", m.host, m.export)
+                    },
                     m.id.clone(),
                     m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
                     format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
@@ -288,11 +324,18 @@ async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
                 ]);
                 json.push(serde_json::json!({"target": repo.name(), "manifest": m}));
             }
-            damaged.extend(listing.damaged.into_iter().map(|d| format!("target `{}`: {}: {}", repo.name(), d.object, d.message)));
+            damaged.extend(
+                listing
+                    .damaged
+                    .into_iter()
+                    .map(|d| format!("target `{}`: {}: {}", repo.name(), d.object, d.message)),
+            );
         }
     }
     if out.json {
-        out.print_json(&serde_json::json!({"points": json, "damaged": damaged, "unreachable": failed}));
+        out.print_json(
+            &serde_json::json!({"points": json, "damaged": damaged, "unreachable": failed}),
+        );
     } else {
         if table.is_empty() {
             println!("no recovery points");
@@ -315,7 +358,12 @@ async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
     })
 }
 
-async fn run_verify(args: &RepoArgs, export: Option<&str>, which: Which, out: &Output) -> Result<ExitCode> {
+async fn run_verify(
+    args: &RepoArgs,
+    export: Option<&str>,
+    which: Which,
+    out: &Output,
+) -> Result<ExitCode> {
     let scope = Scope::open(args, export).await?;
     let mut results = Vec::new();
     for repo in &scope.repos {
@@ -350,7 +398,14 @@ async fn run_verify(args: &RepoArgs, export: Option<&str>, which: Which, out: &O
                 },
             ]);
         }
-        println!("{}", if table.is_empty() { "nothing to verify".into() } else { table.render() });
+        println!(
+            "{}",
+            if table.is_empty() {
+                "nothing to verify".into()
+            } else {
+                table.render()
+            }
+        );
         for e in &scope.unreachable {
             eprintln!("not verified: {e}");
         }

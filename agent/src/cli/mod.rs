@@ -52,11 +52,16 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, Error> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(text, fmt) {
-            if let Some(t) = Local.from_local_datetime(&naive).earliest() {
-                return Ok(t.with_timezone(&Utc));
-            }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, fmt)
+            && let Some(t) = Local.from_local_datetime(&naive).earliest()
+        {
+            return Ok(t.with_timezone(&Utc));
         }
     }
     Err(Error::Usage(format!(

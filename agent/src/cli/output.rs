@@ -29,7 +29,10 @@ impl Output {
     }
 
     pub fn print_json(&self, value: &serde_json::Value) {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON serialises")
+        );
     }
 }
 
@@ -45,12 +48,17 @@ impl Progress for Bar {
             Event::Started { task, total } => {
                 let bar = match total {
                     Some(n) => ProgressBar::new(n).with_style(
-                        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                            .expect("template")
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
                     ),
                     None => ProgressBar::new_spinner().with_style(
-                        ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}").expect("template"),
+                        ProgressStyle::with_template(
+                            "{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}",
+                        )
+                        .expect("template"),
                     ),
                 };
                 bar.set_message(task);

@@ -50,22 +50,43 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         (None, Some(t)) => Selector::Before(parse_time(t)?),
         (None, None) => Selector::Latest,
     };
-    let failed_at = args.failed_at.as_deref().map(parse_time).transpose()?.unwrap_or_else(Utc::now);
+    let failed_at = args
+        .failed_at
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or_else(Utc::now);
     let scope = Scope::open(&args.repo, Some(&args.export)).await?;
     let host = scope.host_for_restore()?;
     let source: Arc<dyn Source> = match &scope.policy {
-        Some(policy) => Arc::from(source::build(&policy.export(&args.export)?.source, &policy.base_dir)),
+        Some(policy) => Arc::from(source::build(
+            &policy.export(&args.export)?.source,
+            &policy.base_dir,
+        )),
         None => {
             // Without a policy the manifest says what kind of source it was;
             // connection settings come from the environment and `--to`.
             let (_, m, _) = restore::find(&scope.repos, &host, &args.export, &selector).await?;
             let Some(to) = &args.to else {
-                return Err(Error::Usage("without --policy, give the destination with --to".into()));
+                return Err(Error::Usage(
+                    "without --policy, give the destination with --to".into(),
+                ));
             };
-            Arc::from(source::build(&bare_source(&m.kind, to)?, std::path::Path::new(".")))
+            Arc::from(source::build(
+                &bare_source(&m.kind, to)?,
+                std::path::Path::new("."),
+            ))
         }
     };
-    let plan = restore::plan(&scope.repos, &host, &args.export, &selector, source.clone(), args.to.as_deref()).await?;
+    let plan = restore::plan(
+        &scope.repos,
+        &host,
+        &args.export,
+        &selector,
+        source.clone(),
+        args.to.as_deref(),
+    )
+    .await?;
     let m = &plan.manifest;
     let window = plan.data_loss_window(failed_at);
     if out.json {
@@ -81,13 +102,26 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         }
     } else {
         eprintln!("Restore plan");
-        eprintln!("  recovery point   {} ({} on target `{}`)", m.id, m.kind, plan.repository.name());
+        eprintln!(
+            "  recovery point   {} ({} on target `{}`)",
+            m.id,
+            m.kind,
+            plan.repository.name()
+        );
         eprintln!(
             "  consistent at    {} ({} ago)",
             m.consistency_time.to_rfc3339(),
-            format_duration((Utc::now() - m.consistency_time).to_std().unwrap_or_default())
+            format_duration(
+                (Utc::now() - m.consistency_time)
+                    .to_std()
+                    .unwrap_or_default()
+            )
         );
-        eprintln!("  size             {} raw, {} stored", format_bytes(m.raw.size), format_bytes(m.stored.size));
+        eprintln!(
+            "  size             {} raw, {} stored",
+            format_bytes(m.raw.size),
+            format_bytes(m.stored.size)
+        );
         eprintln!("  destination      {}", plan.destination);
         match &plan.replaces {
             Some(what) => eprintln!("  replaces         {what}"),
@@ -106,13 +140,21 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         }
     }
 
-    let confirmed = args.yes || plan.replaces.is_none() || (!out.json && ask(&plan.destination.to_string()));
+    let confirmed =
+        args.yes || plan.replaces.is_none() || (!out.json && ask(&plan.destination.to_string()));
     if !confirmed {
         return Err(Error::NotConfirmed {
             destination: plan.destination.to_string(),
         });
     }
-    let report = restore::execute(&plan, source, confirmed, args.workdir.clone(), out.progress()).await?;
+    let report = restore::execute(
+        &plan,
+        source,
+        confirmed,
+        args.workdir.clone(),
+        out.progress(),
+    )
+    .await?;
     if out.json {
         out.print_json(&serde_json::json!({
             "restored": report.id, "target": report.target, "destination": report.destination,
@@ -170,6 +212,10 @@ fn bare_source(kind: &str, to: &str) -> Result<crate::config::SourceConfig> {
         }),
         "sqlite" => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
         "directory" => SourceConfig::Directory(directory::DirectoryConfig { path: to.into() }),
-        other => return Err(Error::Usage(format!("recovery point of unknown kind `{other}`"))),
+        other => {
+            return Err(Error::Usage(format!(
+                "recovery point of unknown kind `{other}`"
+            )));
+        }
     })
 }

@@ -31,18 +31,21 @@ impl Locations {
             let at = (mark.line(), mark.col() + 1);
             let is_node = matches!(
                 event,
-                Event::Scalar(..) | Event::Alias(_) | Event::MappingStart(..) | Event::SequenceStart(..)
+                Event::Scalar(..)
+                    | Event::Alias(_)
+                    | Event::MappingStart(..)
+                    | Event::SequenceStart(..)
             );
             if is_node {
                 // A scalar where a mapping expects a key is the key itself.
-                if let (Event::Scalar(k, ..), Some(Frame::Map { key })) = (&event, stack.last_mut()) {
-                    if key.is_none() {
-                        path.push(k.clone());
-                        out.by_path.entry(join(&path)).or_insert(at);
-                        path.pop();
-                        *key = Some(k.clone());
-                        continue;
-                    }
+                if let (Event::Scalar(k, ..), Some(Frame::Map { key })) = (&event, stack.last_mut())
+                    && key.is_none()
+                {
+                    path.push(k.clone());
+                    out.by_path.entry(join(&path)).or_insert(at);
+                    path.pop();
+                    *key = Some(k.clone());
+                    continue;
                 }
                 // Otherwise it is a value: enter its path.
                 match stack.last_mut() {
@@ -112,7 +115,8 @@ mod tests {
 
     #[test]
     fn locates_nested_keys_and_items() {
-        let text = "host: a\nexports:\n  db:\n    targets: [nas, s3]\n    source:\n      kind: sqlite\n";
+        let text =
+            "host: a\nexports:\n  db:\n    targets: [nas, s3]\n    source:\n      kind: sqlite\n";
         let l = Locations::index(text);
         assert_eq!(l.find("host"), Some((1, 1)));
         assert_eq!(l.find("exports.db"), Some((3, 3)));

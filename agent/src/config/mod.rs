@@ -93,7 +93,11 @@ impl Diagnostics {
     }
 
     /// Records a serde error met while deserialising the node at `base`.
-    pub fn push_serde(&mut self, base: &str, err: serde_path_to_error::Error<serde_yaml_ng::Error>) {
+    pub fn push_serde(
+        &mut self,
+        base: &str,
+        err: serde_path_to_error::Error<serde_yaml_ng::Error>,
+    ) {
         let mut key = join_path(base, &err.path().to_string());
         let inner = err.into_inner();
         let message = inner.to_string();

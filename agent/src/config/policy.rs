@@ -165,7 +165,10 @@ impl Policy {
         let root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((1, 1));
                 return Err(PolicyError {
                     diagnostics: vec![super::Diagnostic {
                         file: path.to_path_buf(),
@@ -179,8 +182,14 @@ impl Policy {
             }
         };
         let Value::Mapping(root) = root else {
-            diags.push("", "a policy must be a mapping with `host`, `targets` and `exports`", None);
-            return Err(PolicyError { diagnostics: diags.items });
+            diags.push(
+                "",
+                "a policy must be a mapping with `host`, `targets` and `exports`",
+                None,
+            );
+            return Err(PolicyError {
+                diagnostics: diags.items,
+            });
         };
 
         let mut host = String::new();
@@ -204,11 +213,19 @@ impl Policy {
                 },
                 "targets" => match v {
                     Value::Mapping(m) => target_nodes = m,
-                    _ => diags.push("targets", "`targets` must map target names to their settings", None),
+                    _ => diags.push(
+                        "targets",
+                        "`targets` must map target names to their settings",
+                        None,
+                    ),
                 },
                 "exports" => match v {
                     Value::Mapping(m) => export_nodes = m,
-                    _ => diags.push("exports", "`exports` must map export names to their settings", None),
+                    _ => diags.push(
+                        "exports",
+                        "`exports` must map export names to their settings",
+                        None,
+                    ),
                 },
                 _ => {
                     let hint = strsim_hint(&key, &TOP_LEVEL_KEYS);
@@ -217,16 +234,27 @@ impl Policy {
             }
         }
         if !root_has(&diags, "host") && host.is_empty() {
-            diags.push("host", "missing `host`", Some("add `host: <name of this machine>`".into()));
+            diags.push(
+                "host",
+                "missing `host`",
+                Some("add `host: <name of this machine>`".into()),
+            );
         }
 
-        let declared: Vec<String> = target_nodes.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
+        let declared: Vec<String> = target_nodes
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
         let mut targets = BTreeMap::new();
         for (name, node) in target_nodes {
             let name = name.as_str().unwrap_or_default().to_string();
             let key = format!("targets.{name}");
             if !is_safe_name(&name) {
-                diags.push(&key, format!("target name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
+                diags.push(
+                    &key,
+                    format!("target name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                    None,
+                );
             }
             match serde_path_to_error::deserialize::<_, TargetConfig>(node) {
                 Ok(t) => {
@@ -236,7 +264,11 @@ impl Policy {
             }
         }
         if targets.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("targets")) {
-            diags.push("targets", "no target defined", Some("add a target, e.g. `nas: {kind: local, path: /mnt/nas/drp}`".into()));
+            diags.push(
+                "targets",
+                "no target defined",
+                Some("add a target, e.g. `nas: {kind: local, path: /mnt/nas/drp}`".into()),
+            );
         }
 
         let mut exports = BTreeMap::new();
@@ -244,25 +276,41 @@ impl Policy {
             let name = name.as_str().unwrap_or_default().to_string();
             let key = format!("exports.{name}");
             if !is_safe_name(&name) {
-                diags.push(&key, format!("export name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
+                diags.push(
+                    &key,
+                    format!("export name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                    None,
+                );
             }
             let Value::Mapping(node) = node else {
-                diags.push(&key, "an export must be a mapping with `source` and `targets`", None);
+                diags.push(
+                    &key,
+                    "an export must be a mapping with `source` and `targets`",
+                    None,
+                );
                 continue;
             };
             for k in node.keys() {
                 let k = k.as_str().unwrap_or_default();
                 if !EXPORT_KEYS.contains(&k) {
-                    diags.push(&format!("{key}.{k}"), format!("unknown key `{k}`"), strsim_hint(k, &EXPORT_KEYS));
+                    diags.push(
+                        &format!("{key}.{k}"),
+                        format!("unknown key `{k}`"),
+                        strsim_hint(k, &EXPORT_KEYS),
+                    );
                 }
             }
             // Each key on its own, so that one mistake does not hide the next.
             let source: Option<SourceConfig> = field(&mut diags, &node, &key, "source", true);
             let schedule_text: Option<String> = field(&mut diags, &node, &key, "schedule", false);
-            let export_targets: Option<Vec<String>> = field(&mut diags, &node, &key, "targets", true);
-            let compression: Option<Compression> = field(&mut diags, &node, &key, "compression", false);
+            let export_targets: Option<Vec<String>> =
+                field(&mut diags, &node, &key, "targets", true);
+            let compression: Option<Compression> =
+                field(&mut diags, &node, &key, "compression", false);
             let retention: Option<Retention> = field(&mut diags, &node, &key, "retention", false);
-            let schedule = match Schedule::parse(schedule_text.as_deref().unwrap_or(Schedule::DEFAULT)) {
+            let schedule = match Schedule::parse(
+                schedule_text.as_deref().unwrap_or(Schedule::DEFAULT),
+            ) {
                 Ok(s) => Some(s),
                 Err(msg) => {
                     diags.push(
@@ -275,7 +323,11 @@ impl Policy {
             };
             let export_targets = export_targets.unwrap_or_default();
             if export_targets.is_empty() && node.contains_key("targets") {
-                diags.push(&format!("{key}.targets"), "an export needs at least one target", None);
+                diags.push(
+                    &format!("{key}.targets"),
+                    "an export needs at least one target",
+                    None,
+                );
             }
             for (i, t) in export_targets.iter().enumerate() {
                 let known: Vec<&str> = declared.iter().map(String::as_str).collect();
@@ -283,7 +335,8 @@ impl Policy {
                     diags.push(
                         &format!("{key}.targets[{i}]"),
                         format!("unknown target `{t}`"),
-                        strsim_hint(t, &known).or(Some(format!("defined targets: {}", known.join(", ")))),
+                        strsim_hint(t, &known)
+                            .or(Some(format!("defined targets: {}", known.join(", ")))),
                     );
                 }
             }
@@ -310,13 +363,23 @@ impl Policy {
             }
         }
         if exports.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("exports")) {
-            diags.push("exports", "no export defined", Some("add an export with a `source` and its `targets`".into()));
+            diags.push(
+                "exports",
+                "no export defined",
+                Some("add an export with a `source` and its `targets`".into()),
+            );
         }
 
         diags.into_result()?;
         let base_dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         Ok(Policy {
@@ -358,7 +421,11 @@ fn field<T: serde::de::DeserializeOwned>(
         },
         None => {
             if required {
-                diags.push(base, format!("missing field `{key}`"), Some(format!("add `{key}`")));
+                diags.push(
+                    base,
+                    format!("missing field `{key}`"),
+                    Some(format!("add `{key}`")),
+                );
             }
             None
         }

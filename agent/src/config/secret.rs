@@ -39,8 +39,14 @@ impl<'de> Deserialize<'de> for SecretRef {
             return Err(D::Error::custom(HOW));
         }
         match serde_yaml_ng::from_value::<Raw>(value) {
-            Ok(Raw { env: Some(v), file: None }) => Ok(SecretRef::Env(v)),
-            Ok(Raw { env: None, file: Some(p) }) => Ok(SecretRef::File(p)),
+            Ok(Raw {
+                env: Some(v),
+                file: None,
+            }) => Ok(SecretRef::Env(v)),
+            Ok(Raw {
+                env: None,
+                file: Some(p),
+            }) => Ok(SecretRef::File(p)),
             _ => Err(D::Error::custom(HOW)),
         }
     }

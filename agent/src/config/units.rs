@@ -17,9 +17,11 @@ impl HumanDuration {
                 "invalid duration `{text}`: give a number and a unit, like 30s, 5m, 12h or 7d"
             ));
         }
-        humantime::parse_duration(t).map(HumanDuration).map_err(|e| {
-            format!("invalid duration `{text}` ({e}): write it like 30s, 5m, 1h30m, 12h or 7d")
-        })
+        humantime::parse_duration(t)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("invalid duration `{text}` ({e}): write it like 30s, 5m, 1h30m, 12h or 7d")
+            })
     }
 
     pub fn as_duration(self) -> Duration {
@@ -125,9 +127,18 @@ mod tests {
 
     #[test]
     fn durations_as_people_write_them() {
-        assert_eq!(HumanDuration::parse("5m").unwrap().0, Duration::from_secs(300));
-        assert_eq!(HumanDuration::parse("1h30m").unwrap().0, Duration::from_secs(5400));
-        assert_eq!(HumanDuration::parse("7d").unwrap().0, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            HumanDuration::parse("5m").unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            HumanDuration::parse("7d").unwrap().0,
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(HumanDuration::parse("30").unwrap_err().contains("unit"));
         assert!(HumanDuration::parse("5 minuts").is_err());
     }

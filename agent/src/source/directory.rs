@@ -50,8 +50,14 @@ impl ExportStream for TarExport {
         let handle = self.writer.take().expect("finish runs once");
         match handle.join() {
             Ok(Ok(())) => Ok(std::mem::take(&mut self.info)),
-            Ok(Err(e)) => Err(SourceError::io(format!("archiving {}", self.root.display()), e)),
-            Err(_) => Err(SourceError::Invalid(format!("archiving {} panicked", self.root.display()))),
+            Ok(Err(e)) => Err(SourceError::io(
+                format!("archiving {}", self.root.display()),
+                e,
+            )),
+            Err(_) => Err(SourceError::Invalid(format!(
+                "archiving {} panicked",
+                self.root.display()
+            ))),
         }
     }
 }
@@ -66,9 +72,13 @@ impl Source for Directory {
 
     fn export(&self) -> Result<Box<dyn ExportStream>, SourceError> {
         if !self.path.is_dir() {
-            return Err(SourceError::Invalid(format!("{} is not a directory", self.path.display())));
+            return Err(SourceError::Invalid(format!(
+                "{} is not a directory",
+                self.path.display()
+            )));
         }
-        let (reader, writer) = std::io::pipe().map_err(|e| SourceError::io("cannot create a pipe", e))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| SourceError::io("cannot create a pipe", e))?;
         let root = self.path.clone();
         let consistency_time = Utc::now();
         let handle = std::thread::spawn(move || {
@@ -84,7 +94,10 @@ impl Source for Directory {
             writer: Some(handle),
             info: ExportInfo {
                 consistency_time,
-                tools: BTreeMap::from([("archiver".to_string(), format!("drp tar {}", env!("CARGO_PKG_VERSION")))]),
+                tools: BTreeMap::from([(
+                    "archiver".to_string(),
+                    format!("drp tar {}", env!("CARGO_PKG_VERSION")),
+                )]),
             },
             root: self.path.clone(),
         }))
@@ -100,25 +113,47 @@ impl Source for Directory {
 
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError> {
         let Destination::Path(p) = dest else {
-            return Err(SourceError::Invalid("a directory export restores into a directory".into()));
+            return Err(SourceError::Invalid(
+                "a directory export restores into a directory".into(),
+            ));
         };
         match std::fs::read_dir(p) {
-            Ok(entries) => Ok(Some(format!("directory {} ({} entries at its top)", p.display(), entries.count()))),
+            Ok(entries) => Ok(Some(format!(
+                "directory {} ({} entries at its top)",
+                p.display(),
+                entries.count()
+            ))),
             Err(_) if !p.exists() => Ok(None),
             Err(e) => Err(SourceError::io(format!("cannot read {}", p.display()), e)),
         }
     }
 
-    fn stage(&self, raw: &mut dyn Read, dest: &Destination, _workdir: &Path) -> Result<Box<dyn Staged>, SourceError> {
+    fn stage(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        _workdir: &Path,
+    ) -> Result<Box<dyn Staged>, SourceError> {
         let Destination::Path(path) = dest.clone() else {
-            return Err(SourceError::Invalid("a directory export restores into a directory".into()));
+            return Err(SourceError::Invalid(
+                "a directory export restores into a directory".into(),
+            ));
         };
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| SourceError::io(format!("cannot create {}", parent.display()), e))?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .map_err(|e| SourceError::io(format!("cannot create {}", parent.display()), e))?;
         let staging = tempfile::Builder::new()
             .prefix(".drp-restore-")
             .tempdir_in(parent)
-            .map_err(|e| SourceError::io(format!("cannot create a staging folder in {}", parent.display()), e))?;
+            .map_err(|e| {
+                SourceError::io(
+                    format!("cannot create a staging folder in {}", parent.display()),
+                    e,
+                )
+            })?;
         extract(raw, staging.path())?;
         Ok(Box::new(StagedTree { staging, path }))
     }
@@ -131,27 +166,38 @@ pub fn extract(raw: &mut dyn Read, into: &Path) -> Result<(), SourceError> {
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
-    let entries = archive.entries().map_err(|e| SourceError::io("reading the archive", e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| SourceError::io("reading the archive", e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| SourceError::io("reading the archive", e))?;
-        let name = entry.path().map_err(|e| SourceError::io("reading an entry name", e))?.into_owned();
-        let escapes = name
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)));
+        let name = entry
+            .path()
+            .map_err(|e| SourceError::io("reading an entry name", e))?
+            .into_owned();
+        let escapes = name.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        });
         if escapes {
             return Err(SourceError::Invalid(format!(
                 "archive entry `{}` would be written outside the destination; the restore was refused",
                 name.display()
             )));
         }
-        if let Some(target) = entry.link_name().ok().flatten() {
-            if entry.header().entry_type().is_hard_link() && target.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir)) {
-                return Err(SourceError::Invalid(format!(
-                    "archive entry `{}` is a hard link to `{}` outside the destination; the restore was refused",
-                    name.display(),
-                    target.display()
-                )));
-            }
+        if let Some(target) = entry.link_name().ok().flatten()
+            && entry.header().entry_type().is_hard_link()
+            && target
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
+        {
+            return Err(SourceError::Invalid(format!(
+                "archive entry `{}` is a hard link to `{}` outside the destination; the restore was refused",
+                name.display(),
+                target.display()
+            )));
         }
         let inside = entry
             .unpack_in(into)
@@ -176,25 +222,43 @@ impl Staged for StagedTree {
         let staged = self.staging.keep();
         // Keep the restored tree's root permissions as archived ("." entry).
         if !self.path.exists() {
-            return std::fs::rename(&staged, &self.path)
-                .map_err(|e| SourceError::io(format!("cannot move the restored tree to {}", self.path.display()), e));
+            return std::fs::rename(&staged, &self.path).map_err(|e| {
+                SourceError::io(
+                    format!("cannot move the restored tree to {}", self.path.display()),
+                    e,
+                )
+            });
         }
         let aside = sibling(&self.path, ".drp-replaced-");
-        std::fs::rename(&self.path, &aside)
-            .map_err(|e| SourceError::io(format!("cannot move {} aside", self.path.display()), e))?;
+        std::fs::rename(&self.path, &aside).map_err(|e| {
+            SourceError::io(format!("cannot move {} aside", self.path.display()), e)
+        })?;
         if let Err(e) = std::fs::rename(&staged, &self.path) {
             // Put the original back: the destination must never be left missing.
             let _ = std::fs::rename(&aside, &self.path);
             let _ = std::fs::remove_dir_all(&staged);
-            return Err(SourceError::io(format!("cannot move the restored tree to {}", self.path.display()), e));
+            return Err(SourceError::io(
+                format!("cannot move the restored tree to {}", self.path.display()),
+                e,
+            ));
         }
-        std::fs::remove_dir_all(&aside)
-            .map_err(|e| SourceError::io(format!("restored, but cannot remove the replaced tree at {}", aside.display()), e))
+        std::fs::remove_dir_all(&aside).map_err(|e| {
+            SourceError::io(
+                format!(
+                    "restored, but cannot remove the replaced tree at {}",
+                    aside.display()
+                ),
+                e,
+            )
+        })
     }
 }
 
 fn sibling(path: &Path, prefix: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.f");
     path.with_file_name(format!("{prefix}{name}-{stamp}"))
 }

@@ -140,11 +140,19 @@ impl<F: FnOnce(&Path) -> Result<(), SourceError> + Send> Staged for StagedFile<F
 }
 
 /// Copies `raw` into a new private file in `workdir`.
-pub fn stage_to_file(raw: &mut dyn Read, workdir: &Path) -> Result<tempfile::NamedTempFile, SourceError> {
+pub fn stage_to_file(
+    raw: &mut dyn Read,
+    workdir: &Path,
+) -> Result<tempfile::NamedTempFile, SourceError> {
     let mut file = tempfile::Builder::new()
         .prefix(".drp-stage-")
         .tempfile_in(workdir)
-        .map_err(|e| SourceError::io(format!("cannot create a staging file in {}", workdir.display()), e))?;
+        .map_err(|e| {
+            SourceError::io(
+                format!("cannot create a staging file in {}", workdir.display()),
+                e,
+            )
+        })?;
     std::io::copy(raw, file.as_file_mut())
         .map_err(|e| SourceError::io("cannot receive the recovery point", e))?;
     Ok(file)

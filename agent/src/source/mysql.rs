@@ -45,7 +45,11 @@ impl Mysql {
     }
 
     fn tool(&self, names: &[&str]) -> Result<PathBuf, SourceError> {
-        let dir = self.config.bin_dir.as_ref().map(|d| resolve_relative(&self.base_dir, d));
+        let dir = self
+            .config
+            .bin_dir
+            .as_ref()
+            .map(|d| resolve_relative(&self.base_dir, d));
         process::find_tool(dir.as_deref(), names, HINT)
     }
 
@@ -68,7 +72,10 @@ impl Mysql {
             let pw = secret
                 .resolve(&self.base_dir)
                 .map_err(|e| SourceError::Invalid(format!("MariaDB password: {e}")))?;
-            text += &format!("password=\"{}\"\n", pw.expose().replace('\\', "\\\\").replace('"', "\\\""));
+            text += &format!(
+                "password=\"{}\"\n",
+                pw.expose().replace('\\', "\\\\").replace('"', "\\\"")
+            );
         }
         // NamedTempFile is created with mode 0600.
         let mut f = tempfile::Builder::new()
@@ -83,7 +90,10 @@ impl Mysql {
     fn command(&self, tool: &Path, options: &tempfile::NamedTempFile) -> Command {
         let mut cmd = Command::new(tool);
         // Must be the first argument.
-        cmd.arg(format!("--defaults-extra-file={}", options.path().display()));
+        cmd.arg(format!(
+            "--defaults-extra-file={}",
+            options.path().display()
+        ));
         cmd
     }
 
@@ -95,13 +105,19 @@ impl Mysql {
         if let Some(db) = database {
             cmd.arg(db);
         }
-        Ok(process::run(&mut cmd, Some(sql.as_bytes()))?.trim().to_string())
+        Ok(process::run(&mut cmd, Some(sql.as_bytes()))?
+            .trim()
+            .to_string())
     }
 }
 
 /// Database names are restricted so they can be quoted safely in SQL.
 fn check_name(db: &str) -> Result<(), SourceError> {
-    if !db.is_empty() && db.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-')) {
+    if !db.is_empty()
+        && db
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-'))
+    {
         Ok(())
     } else {
         Err(SourceError::Invalid(format!(
@@ -145,7 +161,11 @@ impl Source for Mysql {
             "--skip-dump-date",
         ])
         .arg(&self.config.database);
-        Ok(Box::new(ChildExport::start(&mut cmd, info, Some(Box::new(options)))?))
+        Ok(Box::new(ChildExport::start(
+            &mut cmd,
+            info,
+            Some(Box::new(options)),
+        )?))
     }
 
     fn default_destination(&self) -> Destination {
@@ -158,7 +178,9 @@ impl Source for Mysql {
 
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError> {
         let Destination::Database(db) = dest else {
-            return Err(SourceError::Invalid("a MariaDB export restores into a database".into()));
+            return Err(SourceError::Invalid(
+                "a MariaDB export restores into a database".into(),
+            ));
         };
         check_name(db)?;
         let out = self.query(
@@ -169,7 +191,12 @@ impl Source for Mysql {
             ),
         )?;
         let mut lines = out.lines();
-        let tables = lines.next().unwrap_or_default().split('\t').map(str::to_string).collect::<Vec<_>>();
+        let tables = lines
+            .next()
+            .unwrap_or_default()
+            .split('\t')
+            .map(str::to_string)
+            .collect::<Vec<_>>();
         let exists = lines.next().map(str::trim) == Some("1");
         if !exists {
             return Ok(None);
@@ -182,9 +209,16 @@ impl Source for Mysql {
         )))
     }
 
-    fn stage(&self, raw: &mut dyn Read, dest: &Destination, workdir: &Path) -> Result<Box<dyn Staged>, SourceError> {
+    fn stage(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        workdir: &Path,
+    ) -> Result<Box<dyn Staged>, SourceError> {
         let Destination::Database(db) = dest.clone() else {
-            return Err(SourceError::Invalid("a MariaDB export restores into a database".into()));
+            return Err(SourceError::Invalid(
+                "a MariaDB export restores into a database".into(),
+            ));
         };
         check_name(&db)?;
         let file = super::stage_to_file(raw, workdir)?;

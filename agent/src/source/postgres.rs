@@ -51,7 +51,11 @@ impl Postgres {
     }
 
     fn tool(&self, name: &str) -> Result<PathBuf, SourceError> {
-        let dir = self.config.bin_dir.as_ref().map(|d| resolve_relative(&self.base_dir, d));
+        let dir = self
+            .config
+            .bin_dir
+            .as_ref()
+            .map(|d| resolve_relative(&self.base_dir, d));
         process::find_tool(dir.as_deref(), &[name], HINT)
     }
 
@@ -110,7 +114,12 @@ impl Postgres {
 
     /// Runs SQL through `psql` on `database`; `vars` are psql variables
     /// (referenced as `:'name'` for literals and `:"name"` for identifiers).
-    fn psql(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<String, SourceError> {
+    fn psql(
+        &self,
+        database: &str,
+        sql: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<String, SourceError> {
         let psql = self.tool("psql")?;
         let mut cmd = self.command(&psql)?;
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
@@ -118,7 +127,9 @@ impl Postgres {
         for (k, v) in vars {
             cmd.arg("-v").arg(format!("{k}={v}"));
         }
-        Ok(process::run(&mut cmd, Some(sql.as_bytes()))?.trim().to_string())
+        Ok(process::run(&mut cmd, Some(sql.as_bytes()))?
+            .trim()
+            .to_string())
     }
 }
 
@@ -148,7 +159,12 @@ impl Source for Postgres {
     fn describe(&self) -> BTreeMap<String, String> {
         let mut d = BTreeMap::new();
         d.insert("database".into(), self.database());
-        if let Some(h) = self.config.host.clone().or_else(|| self.config.url.as_deref().and_then(url_host)) {
+        if let Some(h) = self
+            .config
+            .host
+            .clone()
+            .or_else(|| self.config.url.as_deref().and_then(url_host))
+        {
             d.insert("host".into(), h);
         }
         d.insert("format".into(), "pg_dump custom".into());
@@ -185,9 +201,15 @@ impl Source for Postgres {
 
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError> {
         let Destination::Database(db) = dest else {
-            return Err(SourceError::Invalid("a PostgreSQL export restores into a database".into()));
+            return Err(SourceError::Invalid(
+                "a PostgreSQL export restores into a database".into(),
+            ));
         };
-        let exists = self.psql("postgres", "select count(*) from pg_database where datname = :'db';", &[("db", db)])?;
+        let exists = self.psql(
+            "postgres",
+            "select count(*) from pg_database where datname = :'db';",
+            &[("db", db)],
+        )?;
         if exists != "1" {
             return Ok(None);
         }
@@ -200,21 +222,34 @@ impl Source for Postgres {
         Ok(Some(format!("PostgreSQL database `{db}` ({facts})")))
     }
 
-    fn stage(&self, raw: &mut dyn Read, dest: &Destination, workdir: &Path) -> Result<Box<dyn Staged>, SourceError> {
+    fn stage(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        workdir: &Path,
+    ) -> Result<Box<dyn Staged>, SourceError> {
         let Destination::Database(db) = dest.clone() else {
-            return Err(SourceError::Invalid("a PostgreSQL export restores into a database".into()));
+            return Err(SourceError::Invalid(
+                "a PostgreSQL export restores into a database".into(),
+            ));
         };
         // pg_restore reads a seekable file to restore with several jobs.
         let file = super::stage_to_file(raw, workdir)?;
         let pg_restore = self.tool("pg_restore")?;
         let jobs = self.config.restore_jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
         });
         let this = Postgres::new(self.config.clone(), &self.base_dir);
         Ok(Box::new(StagedFile {
             file,
             load: move |path: &Path| {
-                let exists = this.psql("postgres", "select count(*) from pg_database where datname = :'db';", &[("db", &db)])?;
+                let exists = this.psql(
+                    "postgres",
+                    "select count(*) from pg_database where datname = :'db';",
+                    &[("db", &db)],
+                )?;
                 if exists != "1" {
                     this.psql("postgres", "create database :\"db\";", &[("db", &db)])?;
                 }

@@ -13,7 +13,11 @@ use super::{ExportInfo, ExportStream, SourceError};
 const STDERR_TAIL: usize = 4096;
 
 /// Resolves the first of `names` found in `bin_dir` (when given) or on PATH.
-pub fn find_tool(bin_dir: Option<&Path>, names: &[&str], hint: &str) -> Result<PathBuf, SourceError> {
+pub fn find_tool(
+    bin_dir: Option<&Path>,
+    names: &[&str],
+    hint: &str,
+) -> Result<PathBuf, SourceError> {
     for name in names {
         if let Some(dir) = bin_dir {
             let p = dir.join(name);
@@ -90,15 +94,23 @@ fn failure(tool: String, status: std::process::ExitStatus, stderr: String) -> So
     } else {
         stderr
     };
-    SourceError::ToolFailed { tool, status, stderr }
+    SourceError::ToolFailed {
+        tool,
+        status,
+        stderr,
+    }
 }
 
 /// Runs a command to completion, feeding `input` on stdin; returns stdout.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceError> {
     let tool = tool_name(cmd);
-    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = spawn(cmd)?;
     let err = capture_stderr(&mut child);
     if let Some(input) = input {
@@ -107,7 +119,11 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceErro
         let _ = stdin.write_all(input);
     }
     let mut out = String::new();
-    let _ = child.stdout.take().expect("stdout is piped").read_to_string(&mut out);
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut out);
     let status = child
         .wait()
         .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
@@ -122,7 +138,8 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceErro
 /// Runs a command with a file on stdin (loading a dump).
 pub fn run_with_stdin_file(cmd: &mut Command, file: &Path) -> Result<(), SourceError> {
     let tool = tool_name(cmd);
-    let f = std::fs::File::open(file).map_err(|e| SourceError::io(format!("opening {}", file.display()), e))?;
+    let f = std::fs::File::open(file)
+        .map_err(|e| SourceError::io(format!("opening {}", file.display()), e))?;
     cmd.stdin(f).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = spawn(cmd)?;
     let err = capture_stderr(&mut child);
@@ -161,7 +178,9 @@ impl ChildExport {
         guard: Option<Box<dyn Send>>,
     ) -> Result<Self, SourceError> {
         let tool = tool_name(cmd);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = spawn(cmd)?;
         let stderr = Some(capture_stderr(&mut child));
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -188,7 +207,11 @@ impl ExportStream for ChildExport {
         let status = child
             .wait()
             .map_err(|e| SourceError::io(format!("waiting for `{}`", self.tool), e))?;
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         if status.success() {
             Ok(std::mem::take(&mut self.info))
         } else {

@@ -47,7 +47,8 @@ fn sql_err(context: &str, path: &Path, e: rusqlite::Error) -> SourceError {
 
 /// Copies `src` into `dst` in one backup step, waiting out busy writers.
 fn copy_all(src: &Connection, dst: &mut Connection, path: &Path) -> Result<(), SourceError> {
-    let backup = Backup::new(src, dst).map_err(|e| sql_err("cannot start the backup of", path, e))?;
+    let backup =
+        Backup::new(src, dst).map_err(|e| sql_err("cannot start the backup of", path, e))?;
     let started = Instant::now();
     loop {
         match backup.step(-1).map_err(|e| sql_err("backup of", path, e))? {
@@ -99,7 +100,8 @@ impl Source for Sqlite {
         }
         let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql_err("cannot open", &self.path, e))?;
-        src.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_err("cannot open", &self.path, e))?;
+        src.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err("cannot open", &self.path, e))?;
         let temp = tempfile::Builder::new()
             .prefix("drp-sqlite-")
             .tempfile()
@@ -111,13 +113,17 @@ impl Source for Sqlite {
         let consistency_time = Utc::now();
         copy_all(&src, &mut dst, &self.path)?;
         drop(dst);
-        let file = File::open(&temp).map_err(|e| SourceError::io("cannot read the SQLite copy", e))?;
+        let file =
+            File::open(&temp).map_err(|e| SourceError::io("cannot read the SQLite copy", e))?;
         Ok(Box::new(FileExport {
             file,
             _temp: temp,
             info: ExportInfo {
                 consistency_time,
-                tools: BTreeMap::from([("sqlite".to_string(), format!("SQLite {}", rusqlite::version()))]),
+                tools: BTreeMap::from([(
+                    "sqlite".to_string(),
+                    format!("SQLite {}", rusqlite::version()),
+                )]),
             },
         }))
     }
@@ -132,7 +138,9 @@ impl Source for Sqlite {
 
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError> {
         let Destination::Path(p) = dest else {
-            return Err(SourceError::Invalid("an SQLite export restores into a file".into()));
+            return Err(SourceError::Invalid(
+                "an SQLite export restores into a file".into(),
+            ));
         };
         Ok(std::fs::metadata(p).ok().map(|m| {
             format!(
@@ -143,13 +151,24 @@ impl Source for Sqlite {
         }))
     }
 
-    fn stage(&self, raw: &mut dyn Read, dest: &Destination, _workdir: &Path) -> Result<Box<dyn Staged>, SourceError> {
+    fn stage(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        _workdir: &Path,
+    ) -> Result<Box<dyn Staged>, SourceError> {
         let Destination::Path(path) = dest.clone() else {
-            return Err(SourceError::Invalid("an SQLite export restores into a file".into()));
+            return Err(SourceError::Invalid(
+                "an SQLite export restores into a file".into(),
+            ));
         };
         // Staged next to the destination, so that a new file is renamed into place.
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| SourceError::io(format!("cannot create {}", dir.display()), e))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SourceError::io(format!("cannot create {}", dir.display()), e))?;
         let file = super::stage_to_file(raw, dir)?;
         Ok(Box::new(StagedSqlite { file, path }))
     }
@@ -167,21 +186,27 @@ impl Staged for StagedSqlite {
             .and_then(|c| c.query_row("pragma quick_check", [], |r| r.get::<_, String>(0)))
             .map_err(|e| sql_err("the restored copy failed its check:", staged, e))?;
         if check != "ok" {
-            return Err(SourceError::Invalid(format!("the restored copy failed its check: {check}")));
+            return Err(SourceError::Invalid(format!(
+                "the restored copy failed its check: {check}"
+            )));
         }
         if self.path.exists() {
             // Replace the content in one step under SQLite's own locking, so
             // connections that have the file open see the old or the new data.
             let src = Connection::open_with_flags(staged, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| sql_err("cannot open", staged, e))?;
-            let mut dst = Connection::open(&self.path).map_err(|e| sql_err("cannot open", &self.path, e))?;
-            dst.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_err("cannot open", &self.path, e))?;
+            let mut dst =
+                Connection::open(&self.path).map_err(|e| sql_err("cannot open", &self.path, e))?;
+            dst.busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| sql_err("cannot open", &self.path, e))?;
             copy_all(&src, &mut dst, &self.path)
         } else {
-            self.file
-                .persist(&self.path)
-                .map(|_| ())
-                .map_err(|e| SourceError::io(format!("cannot move the restored file to {}", self.path.display()), e.error))
+            self.file.persist(&self.path).map(|_| ()).map_err(|e| {
+                SourceError::io(
+                    format!("cannot move the restored file to {}", self.path.display()),
+                    e.error,
+                )
+            })
         }
     }
 }

@@ -21,7 +21,8 @@ pub struct LocalConfig {
 impl Backend for LocalConfig {
     fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
         let root = resolve_relative(base_dir, &self.path);
-        let root = std::path::absolute(&root).map_err(|e| format!("invalid path {}: {e}", root.display()))?;
+        let root = std::path::absolute(&root)
+            .map_err(|e| format!("invalid path {}: {e}", root.display()))?;
         let tmp = root.join(".drp-tmp");
         let builder = Fs::default()
             .root(&root.to_string_lossy())

@@ -53,15 +53,25 @@ impl TargetConfig {
     /// AWS environment), `sftp://user@host:port/path?key=/path/to/key`.
     pub fn from_address(address: &str) -> Result<TargetConfig> {
         if !address.contains("://") {
-            return Ok(TargetConfig::Local(local::LocalConfig { path: address.into() }));
+            return Ok(TargetConfig::Local(local::LocalConfig {
+                path: address.into(),
+            }));
         }
-        let url = url::Url::parse(address).map_err(|e| Error::Usage(format!("invalid target address `{address}`: {e}")))?;
-        let query = |k: &str| url.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+        let url = url::Url::parse(address)
+            .map_err(|e| Error::Usage(format!("invalid target address `{address}`: {e}")))?;
+        let query = |k: &str| {
+            url.query_pairs()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.into_owned())
+        };
         match url.scheme() {
-            "file" => Ok(TargetConfig::Local(local::LocalConfig { path: url.path().into() })),
+            "file" => Ok(TargetConfig::Local(local::LocalConfig {
+                path: url.path().into(),
+            })),
             "s3" => Ok(TargetConfig::S3(s3::S3Config {
                 bucket: url.host_str().unwrap_or_default().to_string(),
-                prefix: Some(url.path().trim_start_matches('/').to_string()).filter(|p| !p.is_empty()),
+                prefix: Some(url.path().trim_start_matches('/').to_string())
+                    .filter(|p| !p.is_empty()),
                 endpoint: query("endpoint"),
                 region: query("region"),
                 access_key_id: None,
@@ -121,7 +131,9 @@ impl Target {
     /// An error on this target, with what to check.
     pub fn error(&self, action: &str, err: opendal::Error) -> Error {
         let hint = match err.kind() {
-            opendal::ErrorKind::PermissionDenied => " (check the target's credentials and permissions)",
+            opendal::ErrorKind::PermissionDenied => {
+                " (check the target's credentials and permissions)"
+            }
             opendal::ErrorKind::NotFound => " (check the bucket or path exists)",
             opendal::ErrorKind::ConfigInvalid => " (check the target's settings in the policy)",
             _ => "",

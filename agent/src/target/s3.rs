@@ -34,16 +34,27 @@ impl Backend for S3Config {
     fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
         let mut b = S3::default()
             .bucket(&self.bucket)
-            .root(&format!("/{}", self.prefix.as_deref().unwrap_or("").trim_matches('/')))
+            .root(&format!(
+                "/{}",
+                self.prefix.as_deref().unwrap_or("").trim_matches('/')
+            ))
             .region(self.region.as_deref().unwrap_or("us-east-1"));
         if let Some(e) = &self.endpoint {
             b = b.endpoint(e);
         }
         if let Some(k) = &self.access_key_id {
-            b = b.access_key_id(k.resolve(base_dir).map_err(|e| format!("access_key_id: {e}"))?.expose());
+            b = b.access_key_id(
+                k.resolve(base_dir)
+                    .map_err(|e| format!("access_key_id: {e}"))?
+                    .expose(),
+            );
         }
         if let Some(k) = &self.secret_access_key {
-            b = b.secret_access_key(k.resolve(base_dir).map_err(|e| format!("secret_access_key: {e}"))?.expose());
+            b = b.secret_access_key(
+                k.resolve(base_dir)
+                    .map_err(|e| format!("secret_access_key: {e}"))?
+                    .expose(),
+            );
         }
         if self.virtual_host_style {
             b = b.enable_virtual_host_style();
@@ -52,7 +63,11 @@ impl Backend for S3Config {
     }
 
     fn location(&self) -> String {
-        let prefix = self.prefix.as_deref().map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
+        let prefix = self
+            .prefix
+            .as_deref()
+            .map(|p| format!("/{}", p.trim_matches('/')))
+            .unwrap_or_default();
         match &self.endpoint {
             Some(e) => format!("s3://{}{prefix} at {e}", self.bucket),
             None => format!("s3://{}{prefix}", self.bucket),

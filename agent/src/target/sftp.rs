@@ -34,7 +34,11 @@ impl Backend for SftpConfig {
             "strict" => "Strict",
             "add" => "Add",
             "accept" => "Accept",
-            other => return Err(format!("unknown known_hosts `{other}`: use strict, add or accept")),
+            other => {
+                return Err(format!(
+                    "unknown known_hosts `{other}`: use strict, add or accept"
+                ));
+            }
         };
         let endpoint = match (&self.user, self.port) {
             (Some(u), Some(p)) => format!("ssh://{u}@{}:{p}", self.host),
@@ -56,7 +60,11 @@ impl Backend for SftpConfig {
     }
 
     fn location(&self) -> String {
-        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         format!("sftp://{user}{}{port}{}", self.host, self.path)
     }
