@@ -24,10 +24,7 @@ impl Locations {
         let mut parser = Parser::new_from_str(text);
         let mut stack: Vec<Frame> = Vec::new();
         let mut path: Vec<String> = Vec::new();
-        loop {
-            let Ok((event, mark)) = parser.next_token() else {
-                break;
-            };
+        while let Ok((event, mark)) = parser.next_token() {
             let at = (mark.line(), mark.col() + 1);
             let is_node = matches!(
                 event,
