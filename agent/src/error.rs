@@ -22,6 +22,10 @@ pub enum ExitCode {
     NotConfirmed = 5,
     /// No recovery point (or export, or target) matches the request.
     NotFound = 6,
+    /// The export is already running (its lock is held).
+    Busy = 7,
+    /// The objectives cannot be met (posture check) or were missed (drill).
+    ObjectivesMissed = 8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,9 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    #[error("{0}")]
+    Busy(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -80,6 +87,7 @@ impl Error {
             Error::Integrity { .. } | Error::Manifest { .. } => ExitCode::Integrity,
             Error::NotConfirmed { .. } => ExitCode::NotConfirmed,
             Error::NotFound(_) => ExitCode::NotFound,
+            Error::Busy(_) => ExitCode::Busy,
             Error::Source(_) | Error::Target { .. } | Error::Io { .. } | Error::Failed(_) => {
                 ExitCode::Failed
             }

@@ -39,6 +39,12 @@ pub enum Command {
         #[arg(long, short)]
         export: Option<String>,
     },
+    /// Validate policies and say which objectives their schedules can meet.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the whole job on an embedded default: a demo SQLite application
     /// backed up to a local folder acting as the NAS, listed, verified and restored.
     Demo {
@@ -68,5 +74,6 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             drp_agent::cli::agent::run(&agent_cli).await
         }
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
+        Command::Check { files } => crate::check::run(files, &out),
     }
 }

@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use super::output::{Output, Table};
 use super::restore::RestoreArgs;
-use crate::backup;
+use crate::{prune, runner, state};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Policy, TargetConfig};
 use crate::repository::Repository;
@@ -45,6 +47,56 @@ pub enum Command {
         /// Only these exports (default: all).
         #[arg(long, short)]
         export: Vec<String>,
+        /// Wait this long for a running backup of the same export (default: exit at once).
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        wait: Duration,
+    },
+    /// Run what the schedules say: with --due, what is due now (for cron or a
+    /// systemd timer), then exit; without, as a daemon keeping the schedule.
+    Run {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Run the exports that are due (and those missed while down, once), then exit.
+        #[arg(long)]
+        due: bool,
+        /// Pretend it is this time when deciding what is due (RFC 3339).
+        #[arg(long, hide = true)]
+        now: Option<String>,
+        /// Wait this long for a running backup of the same export.
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        wait: Duration,
+        /// Daemon: how long SIGTERM waits for a running backup before abandoning it.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        stop_timeout: Duration,
+    },
+    /// Apply retention: keep what the rules say, delete the rest and orphans of killed runs.
+    Prune {
+        #[arg(long, short)]
+        policy: PathBuf,
+        #[arg(long, short)]
+        export: Vec<String>,
+        /// Show what would be kept and deleted, and why; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Pretend it is this time (RFC 3339) for the orphans' grace period.
+        #[arg(long, hide = true)]
+        now: Option<String>,
+    },
+    /// Per export: last run, next run, RPO exposure against the objective, target health.
+    Status {
+        #[arg(long, short)]
+        policy: PathBuf,
+    },
+    /// Write a systemd service and timer for this policy, and print the crontab lines.
+    Units {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Folder to write the unit files into (default: print them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Path of drp-agent in the units (default: this binary).
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// List committed recovery points.
     List {
@@ -190,7 +242,28 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         quiet: cli.quiet,
     };
     match &cli.command {
-        Command::Backup { policy, export } => run_backup(policy, export, &out).await,
+        Command::Backup { policy, export, wait } => run_backup(policy, export, *wait, &out).await,
+        Command::Run {
+            policy,
+            due,
+            now,
+            wait,
+            stop_timeout,
+        } => {
+            if *due {
+                run_due(policy, now.as_deref(), *wait, &out).await
+            } else {
+                run_daemon(policy, *wait, *stop_timeout, &out).await
+            }
+        }
+        Command::Prune {
+            policy,
+            export,
+            dry_run,
+            now,
+        } => run_prune(policy, export, *dry_run, now.as_deref(), &out).await,
+        Command::Status { policy } => run_status(policy, &out).await,
+        Command::Units { policy, out: dir, bin } => run_units(policy, dir.as_deref(), bin.as_deref(), &out),
         Command::List { repo, export } => run_list(repo, export.as_deref(), &out).await,
         Command::Verify {
             repo,
@@ -209,11 +282,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_backup(
-    policy_path: &std::path::Path,
-    only: &[String],
-    out: &Output,
-) -> Result<ExitCode> {
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    crate::config::HumanDuration::parse(text).map(|d| d.as_duration())
+}
+
+fn now_or(text: Option<&str>) -> Result<DateTime<Utc>> {
+    text.map(super::parse_time).transpose().map(|t| t.unwrap_or_else(Utc::now))
+}
+
+async fn run_backup(policy_path: &std::path::Path, only: &[String], wait: Duration, out: &Output) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let names: Vec<String> = if only.is_empty() {
         policy.exports.keys().cloned().collect()
@@ -223,14 +300,27 @@ async fn run_backup(
         }
         only.to_vec()
     };
+    run_exports(&policy, &names, wait, Utc::now(), out).await
+}
+
+/// Runs exports one after the other and reports each; the exit code is the worst.
+async fn run_exports(policy: &Policy, names: &[String], wait: Duration, now: DateTime<Utc>, out: &Output) -> Result<ExitCode> {
     let mut worst = ExitCode::Ok;
-    let mut reports = Vec::new();
-    for name in &names {
-        let report = backup::run(&policy, name, out.progress()).await?;
-        let code = report.exit_code();
-        if code as u8 > worst as u8 {
-            worst = code;
-        }
+    let mut json = Vec::new();
+    for name in names {
+        let outcome = match runner::run_export(policy, name, wait, now, out.progress()).await {
+            Ok(o) => o,
+            Err(e) if names.len() > 1 => {
+                // One export's failure (e.g. its lock is held) does not stop the others.
+                eprintln!("{name}: {e}");
+                worst = worse(worst, e.exit_code());
+                json.push(serde_json::json!({"export": name, "exit_code": e.exit_code() as u8, "error": e.to_string()}));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let report = &outcome.report;
+        worst = worse(worst, report.exit_code());
         if !out.json {
             if let Some(e) = &report.source_error {
                 eprintln!("{}: export failed, nothing committed: {e}", report.export);
@@ -250,27 +340,260 @@ async fn run_backup(
                     Err(e) => eprintln!("{}: target `{}` failed: {e}", report.export, t.target),
                 }
             }
+            for e in &outcome.notify_errors {
+                eprintln!("{}: {e}", report.export);
+            }
         }
-        reports.push(report);
+        json.push(serde_json::json!({
+            "export": report.export, "id": report.id, "seconds": report.seconds,
+            "exit_code": report.exit_code() as u8,
+            "source_error": report.source_error.as_ref().map(|e| e.to_string()),
+            "targets": report.targets.iter().map(|t| match &t.result {
+                Ok(m) => serde_json::json!({"target": t.target, "committed": true, "manifest": m}),
+                Err(e) => serde_json::json!({"target": t.target, "committed": false, "error": e.to_string()}),
+            }).collect::<Vec<_>>(),
+            "notify_errors": outcome.notify_errors,
+        }));
     }
     if out.json {
-        let body: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "export": r.export, "id": r.id, "seconds": r.seconds,
-                    "exit_code": r.exit_code() as u8,
-                    "source_error": r.source_error.as_ref().map(|e| e.to_string()),
-                    "targets": r.targets.iter().map(|t| match &t.result {
-                        Ok(m) => serde_json::json!({"target": t.target, "committed": true, "manifest": m}),
-                        Err(e) => serde_json::json!({"target": t.target, "committed": false, "error": e.to_string()}),
-                    }).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        out.print_json(&serde_json::json!({ "backups": body }));
+        out.print_json(&serde_json::json!({ "backups": json }));
     }
     Ok(worst)
+}
+
+fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
+    if b as u8 > a as u8 { b } else { a }
+}
+
+async fn run_due(policy_path: &std::path::Path, now: Option<&str>, wait: Duration, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let now = now_or(now)?;
+    let due = runner::due_exports(&policy, now);
+    if due.is_empty() {
+        if out.json {
+            out.print_json(&serde_json::json!({"backups": [], "due": []}));
+        } else if !out.quiet {
+            println!("nothing due");
+        }
+        return Ok(ExitCode::Ok);
+    }
+    if !out.json && !out.quiet {
+        for (name, slot) in &due {
+            println!("{name}: due (slot {})", slot.to_rfc3339());
+        }
+    }
+    let names: Vec<String> = due.into_iter().map(|(n, _)| n).collect();
+    run_exports(&policy, &names, wait, now, out).await
+}
+
+async fn run_daemon(policy_path: &std::path::Path, wait: Duration, stop_timeout: Duration, out: &Output) -> Result<ExitCode> {
+    let options = runner::DaemonOptions {
+        stop_timeout,
+        lock_wait: wait,
+    };
+    let json = out.json;
+    runner::daemon(policy_path.to_path_buf(), options, out.progress(), move |result, export| match result {
+        Ok(o) => {
+            let r = &o.report;
+            if json {
+                println!("{}", serde_json::json!({"export": export, "id": r.id, "exit_code": r.exit_code() as u8}));
+            } else {
+                println!("{export}: {} ({:?}, {} of {} targets committed)", r.id, r.exit_code(), r.committed().count(), r.targets.len());
+            }
+        }
+        Err(e) => eprintln!("{export}: {e}"),
+    })
+    .await?;
+    Ok(ExitCode::Ok)
+}
+
+async fn run_prune(policy_path: &std::path::Path, only: &[String], dry_run: bool, now: Option<&str>, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let now = now_or(now)?;
+    let names: Vec<String> = if only.is_empty() { policy.exports.keys().cloned().collect() } else { only.to_vec() };
+    let mut code = ExitCode::Ok;
+    let mut json = Vec::new();
+    for name in &names {
+        policy.export(name)?;
+        // A backup of this export running on this host holds the lock.
+        let (dir, host, n) = (policy.state_dir.clone(), policy.host.clone(), name.clone());
+        let lock = tokio::task::spawn_blocking(move || crate::lock::ExportLock::acquire(&dir, &host, &n, Duration::from_secs(0)))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))??;
+        let results = prune::prune_export(&policy, name, now, dry_run).await?;
+        drop(lock);
+        for result in results {
+            let t = match result {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{name}: not pruned: {e}");
+                    code = worse(code, ExitCode::Failed);
+                    continue;
+                }
+            };
+            if !t.errors.is_empty() {
+                code = worse(code, ExitCode::Failed);
+            }
+            if out.json {
+                json.push(serde_json::json!({
+                    "export": name, "target": t.target, "dry_run": dry_run,
+                    "points": t.points.iter().map(|p| serde_json::json!({
+                        "id": p.decision.id, "consistency_time": p.decision.consistency_time,
+                        "keep": p.decision.keep(), "reasons": p.decision.reasons,
+                        "verified": p.verified, "deleted": p.deleted,
+                    })).collect::<Vec<_>>(),
+                    "orphans": t.orphans, "young_orphans": t.young_orphans, "errors": t.errors,
+                }));
+                continue;
+            }
+            let mut table = Table::new(&["EXPORT", "TARGET", "ID", "CONSISTENT AT (UTC)", "ACTION", "WHY"]);
+            for p in &t.points {
+                let action = match (p.decision.keep(), p.deleted, dry_run) {
+                    (true, _, _) => "keep",
+                    (false, true, _) => "deleted",
+                    (false, false, true) => "would delete",
+                    (false, false, false) => "DELETE FAILED",
+                };
+                table.row(vec![
+                    name.clone(),
+                    t.target.clone(),
+                    p.decision.id.clone(),
+                    p.decision.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    action.into(),
+                    p.decision.reasons.join(", "),
+                ]);
+            }
+            if !table.is_empty() {
+                println!("{}", table.render());
+            }
+            for o in &t.orphans {
+                println!("{name} on `{}`: {} orphan {o}", t.target, if dry_run { "would remove" } else { "removed" });
+            }
+            for o in &t.young_orphans {
+                println!("{name} on `{}`: kept {o} (younger than the grace period: maybe a backup in progress)", t.target);
+            }
+            for e in &t.errors {
+                eprintln!("{name} on `{}`: {e}", t.target);
+            }
+        }
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({"prune": json}));
+    }
+    Ok(code)
+}
+
+async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let now = Utc::now();
+    let rpo = policy.objectives.rpo.map(|d| d.as_duration());
+    let mut rows = Vec::new();
+    let mut health = Vec::new();
+    for (name, config) in &policy.targets {
+        let status = match Target::open(name, config, &policy.base_dir) {
+            Ok(t) => match Repository::new(t).check(false).await {
+                Ok(()) => "ok".to_string(),
+                Err(Error::NotFound(_)) => "reachable, empty".to_string(),
+                Err(e) => format!("unreachable: {e}"),
+            },
+            Err(e) => format!("invalid: {e}"),
+        };
+        health.push((name.clone(), status));
+    }
+    let mut over = false;
+    for e in policy.exports.values() {
+        let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
+        runner::refresh_points(&policy, &e.name, &mut st).await;
+        let exposure = st.newest_consistency.map(|t| (now - t).to_std().unwrap_or_default());
+        let within = match (exposure, rpo) {
+            (Some(x), Some(r)) => Some(x <= r),
+            (None, Some(_)) => Some(false),
+            _ => None,
+        };
+        if within == Some(false) {
+            over = true;
+        }
+        rows.push((e, st, exposure, within));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "host": policy.host,
+            "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
+            "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
+                "export": e.name, "schedule": e.schedule.expression,
+                "last_attempt": st.last_attempt, "last_result": st.last_result, "last_error": st.last_error,
+                "last_success": st.last_success, "next_run": e.schedule.next(now),
+                "points": st.points, "newest_consistency": st.newest_consistency,
+                "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
+            })).collect::<Vec<_>>(),
+            "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut table = Table::new(&["EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO"]);
+        for (e, st, exposure, within) in &rows {
+            let ago = |t: Option<DateTime<Utc>>| {
+                t.map(|t| format!("{} ago", format_duration((now - t).to_std().unwrap_or_default())))
+                    .unwrap_or_else(|| "never".into())
+            };
+            table.row(vec![
+                e.name.clone(),
+                ago(st.last_attempt),
+                st.last_result.clone().unwrap_or_else(|| "-".into()),
+                e.schedule
+                    .next(now)
+                    .map(|t| format!("in {}", format_duration((t - now).to_std().unwrap_or_default())))
+                    .unwrap_or_else(|| "-".into()),
+                st.points.values().sum::<usize>().to_string(),
+                exposure.map(format_duration).unwrap_or_else(|| "no point".into()),
+                match (within, rpo) {
+                    (Some(true), Some(r)) => format!("ok (objective {})", format_duration(r)),
+                    (Some(false), Some(r)) => format!("OVER objective {}", format_duration(r)),
+                    _ => "no objective".into(),
+                },
+            ]);
+        }
+        println!("{}", table.render());
+        for (n, s) in &health {
+            println!("target `{n}`: {s}");
+        }
+    }
+    Ok(if over { ExitCode::ObjectivesMissed } else { ExitCode::Ok })
+}
+
+fn run_units(policy_path: &std::path::Path, dir: Option<&std::path::Path>, bin: Option<&std::path::Path>, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let this = std::env::current_exe().unwrap_or_else(|_| "drp-agent".into());
+    let units = crate::units::render(&policy, policy_path, bin.unwrap_or(&this));
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
+            for (ext, body) in [("service", &units.service), ("timer", &units.timer)] {
+                let p = dir.join(format!("{}.{ext}", units.service_name));
+                std::fs::write(&p, body).map_err(|e| Error::io_path("cannot write", &p, e))?;
+                if !out.json {
+                    println!("wrote {}", p.display());
+                }
+            }
+            if !out.json {
+                println!("enable with: systemctl daemon-reload && systemctl enable --now {}.timer", units.service_name);
+                println!("\nor, with cron:\n{}", units.crontab);
+            }
+        }
+        None if !out.json => println!(
+            "# {name}.service\n{}\n# {name}.timer\n{}\n{}",
+            units.service,
+            units.timer,
+            units.crontab,
+            name = units.service_name
+        ),
+        None => {}
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "name": units.service_name, "service": units.service, "timer": units.timer, "crontab": units.crontab,
+        }));
+    }
+    Ok(ExitCode::Ok)
 }
 
 async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {

@@ -23,6 +23,70 @@ pub struct Policy {
     pub objectives: Objectives,
     pub targets: BTreeMap<String, TargetConfig>,
     pub exports: BTreeMap<String, Export>,
+    /// Time zone of schedules and retention buckets.
+    pub timezone: chrono_tz::Tz,
+    /// Where the agent keeps its run state and locks.
+    pub state_dir: PathBuf,
+    pub metrics: Metrics,
+    pub notify: Notify,
+    pub prune: PruneSettings,
+}
+
+/// Where the agent publishes Prometheus metrics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// A node-exporter textfile-collector file, rewritten after each run.
+    pub textfile: Option<PathBuf>,
+    /// Address the daemon serves `/metrics` on (default 127.0.0.1:9464).
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Who hears about runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// When to notify: `failure` (default) and/or `success`.
+    #[serde(default = "Notify::default_on")]
+    pub on: Vec<NotifyWhen>,
+    pub webhook: Option<crate::notify::webhook::WebhookConfig>,
+    pub email: Option<crate::notify::email::EmailConfig>,
+}
+
+impl Notify {
+    fn default_on() -> Vec<NotifyWhen> {
+        vec![NotifyWhen::Failure]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyWhen {
+    Failure,
+    Success,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSettings {
+    /// Data objects without a manifest younger than this are left alone:
+    /// they may belong to a backup still running on another host.
+    #[serde(default = "PruneSettings::default_grace")]
+    pub grace: HumanDuration,
+}
+
+impl PruneSettings {
+    fn default_grace() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_secs(24 * 3600))
+    }
+}
+
+impl Default for PruneSettings {
+    fn default() -> Self {
+        PruneSettings {
+            grace: PruneSettings::default_grace(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -76,18 +140,20 @@ pub struct Export {
     pub retention: Retention,
 }
 
-/// A cron schedule: standard 5-field crontab, or the 6/7-field form with seconds.
+/// A cron schedule: standard 5-field crontab, or the 6/7-field form with
+/// seconds, evaluated in the policy's time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub expression: String,
     pub cron: cron::Schedule,
+    pub timezone: chrono_tz::Tz,
 }
 
 impl Schedule {
     /// Twice a day, at 06:00 and 18:00.
     pub const DEFAULT: &'static str = "0 6,18 * * *";
 
-    pub fn parse(expression: &str) -> Result<Self, String> {
+    pub fn parse(expression: &str, timezone: chrono_tz::Tz) -> Result<Self, String> {
         let fields = expression.split_whitespace().count();
         let normalized = match fields {
             5 => format!("0 {expression}"),
@@ -103,6 +169,7 @@ impl Schedule {
         Ok(Schedule {
             expression: expression.to_string(),
             cron,
+            timezone,
         })
     }
 }
@@ -149,7 +216,17 @@ pub struct Retention {
 
 const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["host", "objectives", "targets", "exports"];
+const TOP_LEVEL_KEYS: [&str; 9] = [
+    "host",
+    "objectives",
+    "targets",
+    "exports",
+    "timezone",
+    "state_dir",
+    "metrics",
+    "notify",
+    "prune",
+];
 
 impl Policy {
     /// Reads and validates a policy file.
@@ -196,6 +273,11 @@ impl Policy {
         let mut objectives = Objectives::default();
         let mut target_nodes = serde_yaml_ng::Mapping::new();
         let mut export_nodes = serde_yaml_ng::Mapping::new();
+        let mut timezone = chrono_tz::UTC;
+        let mut state_dir = None;
+        let mut metrics = Metrics::default();
+        let mut notify = Notify::default();
+        let mut prune = PruneSettings::default();
         for (k, v) in root {
             let key = k.as_str().unwrap_or_default().to_string();
             match key.as_str() {
@@ -226,6 +308,30 @@ impl Policy {
                         "`exports` must map export names to their settings",
                         None,
                     ),
+                },
+                "timezone" => match v.as_str().map(str::parse::<chrono_tz::Tz>) {
+                    Some(Ok(tz)) => timezone = tz,
+                    _ => diags.push(
+                        "timezone",
+                        format!("unknown time zone `{}`", v.as_str().unwrap_or("?")),
+                        Some("use an IANA name such as `Europe/Paris` or `UTC`".into()),
+                    ),
+                },
+                "state_dir" => match serde_path_to_error::deserialize::<_, PathBuf>(v) {
+                    Ok(p) => state_dir = Some(p),
+                    Err(e) => diags.push_serde("state_dir", e),
+                },
+                "metrics" => match serde_path_to_error::deserialize(v) {
+                    Ok(m) => metrics = m,
+                    Err(e) => diags.push_serde("metrics", e),
+                },
+                "notify" => match serde_path_to_error::deserialize(v) {
+                    Ok(n) => notify = n,
+                    Err(e) => diags.push_serde("notify", e),
+                },
+                "prune" => match serde_path_to_error::deserialize(v) {
+                    Ok(p) => prune = p,
+                    Err(e) => diags.push_serde("prune", e),
                 },
                 _ => {
                     let hint = strsim_hint(&key, &TOP_LEVEL_KEYS);
@@ -310,6 +416,7 @@ impl Policy {
             let retention: Option<Retention> = field(&mut diags, &node, &key, "retention", false);
             let schedule = match Schedule::parse(
                 schedule_text.as_deref().unwrap_or(Schedule::DEFAULT),
+                timezone,
             ) {
                 Ok(s) => Some(s),
                 Err(msg) => {
@@ -382,6 +489,10 @@ impl Policy {
             })
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        let state_dir = match state_dir {
+            Some(p) => super::resolve_relative(&base_dir, &p),
+            None => default_state_dir(),
+        };
         Ok(Policy {
             path: path.to_path_buf(),
             base_dir,
@@ -389,6 +500,11 @@ impl Policy {
             objectives,
             targets,
             exports,
+            timezone,
+            state_dir,
+            metrics,
+            notify,
+            prune,
         })
     }
 
@@ -401,6 +517,22 @@ impl Policy {
             ))
         })
     }
+}
+
+/// `/var/lib/drp` for root, `$XDG_STATE_HOME/drp` (or `~/.local/state/drp`) otherwise.
+fn default_state_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("DRP_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/drp");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("drp")
 }
 
 /// Deserialises `map[key]` on its own, recording any problem at its path.

@@ -1,0 +1,156 @@
+//! Prometheus metrics in the text exposition format: written as a
+//! textfile-collector file after each one-shot run, served on `/metrics` by
+//! the daemon. Built from the agent's state, so both say the same.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Policy;
+use crate::state::{self, ExportState};
+use crate::Result;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders every export of `policy` as of `now`.
+pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
+    let states: Vec<(&str, ExportState)> = policy
+        .exports
+        .keys()
+        .map(|name| (name.as_str(), state::load(&policy.state_dir, &policy.host, name)))
+        .collect();
+    render_states(&policy.host, policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64()), &states, now)
+}
+
+pub fn render_states(host: &str, rpo_objective: Option<f64>, states: &[(&str, ExportState)], now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let host = escape(host);
+    let host = host.as_str();
+    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let per_export = |f: &dyn Fn(&ExportState) -> Option<f64>| -> Vec<(String, f64)> {
+        states
+            .iter()
+            .filter_map(|(e, s)| f(s).map(|v| (format!("host=\"{host}\",export=\"{}\"", escape(e)), v)))
+            .collect()
+    };
+    let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0);
+    family(
+        "drp_export_last_success_timestamp_seconds",
+        "Unix time of the last backup committed to every target.",
+        "gauge",
+        per_export(&|s| ts(s.last_success)),
+    );
+    family(
+        "drp_export_last_attempt_timestamp_seconds",
+        "Unix time of the last backup attempt.",
+        "gauge",
+        per_export(&|s| ts(s.last_attempt)),
+    );
+    family(
+        "drp_export_last_result",
+        "Result of the last attempt: 1 committed everywhere, 0.5 partial, 0 failed.",
+        "gauge",
+        per_export(&|s| {
+            s.last_result.as_deref().map(|r| match r {
+                "ok" => 1.0,
+                "partial" => 0.5,
+                _ => 0.0,
+            })
+        }),
+    );
+    family(
+        "drp_export_last_duration_seconds",
+        "Duration of the last attempt.",
+        "gauge",
+        per_export(&|s| s.last_duration_seconds),
+    );
+    family(
+        "drp_export_last_raw_bytes",
+        "Size of the last export as produced by the source.",
+        "gauge",
+        per_export(&|s| s.last_raw_bytes.map(|b| b as f64)),
+    );
+    family(
+        "drp_export_last_stored_bytes",
+        "Size of the last export as stored (compressed).",
+        "gauge",
+        per_export(&|s| s.last_stored_bytes.map(|b| b as f64)),
+    );
+    let counts: Vec<(String, f64)> = states
+        .iter()
+        .flat_map(|(e, s)| {
+            s.points
+                .iter()
+                .map(move |(t, n)| (format!("host=\"{host}\",export=\"{}\",target=\"{}\"", escape(e), escape(t)), *n as f64))
+        })
+        .collect();
+    family("drp_export_recovery_points", "Committed recovery points per target.", "gauge", counts);
+    family(
+        "drp_export_rpo_exposure_seconds",
+        "Live RPO exposure: now minus the consistency time of the newest committed point.",
+        "gauge",
+        per_export(&|s| s.newest_consistency.map(|t| (now - t).num_milliseconds() as f64 / 1000.0)),
+    );
+    if let Some(rpo) = rpo_objective {
+        family(
+            "drp_rpo_objective_seconds",
+            "The recovery-point objective of the host's policy.",
+            "gauge",
+            vec![(format!("host=\"{host}\""), rpo)],
+        );
+    }
+    out
+}
+
+/// Rewrites the textfile-collector file, if the policy names one.
+pub fn write_textfile(policy: &Policy, now: DateTime<Utc>) -> Result<()> {
+    if let Some(path) = &policy.metrics.textfile {
+        let path = crate::config::resolve_relative(&policy.base_dir, path);
+        state::write_atomically(&path, render(policy, now).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr` until the task is dropped. `policy` is read at
+/// each request, so a reloaded policy shows at once.
+pub async fn serve(addr: SocketAddr, policy: Arc<tokio::sync::RwLock<Policy>>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = if path == "/metrics" {
+                let p = policy.read().await;
+                ("200 OK", render(&p, Utc::now()))
+            } else {
+                ("404 Not Found", "not found: try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(response.as_bytes()).await;
+        });
+    }
+}

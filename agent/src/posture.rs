@@ -1,0 +1,103 @@
+//! The static posture: what RPO each export's schedule can guarantee, against
+//! the policy's objective, said before any disaster. A twice-daily export
+//! leaves up to 12 hours of writes unprotected; it cannot meet 30 minutes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Policy;
+use crate::config::units::format_duration;
+use crate::state;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportPosture {
+    pub export: String,
+    pub schedule: String,
+    /// Longest gap between two scheduled runs plus the last run's duration.
+    pub worst_case_rpo_seconds: u64,
+    pub rpo_objective_seconds: Option<u64>,
+    /// `None` when the policy sets no RPO objective.
+    pub meets_rpo: Option<bool>,
+    pub advice: Vec<String>,
+}
+
+pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
+    let rpo = policy.objectives.rpo.map(|d| d.as_duration());
+    policy
+        .exports
+        .values()
+        .map(|e| {
+            let gap = e.schedule.longest_gap(now).unwrap_or(Duration::MAX);
+            let run_time = state::load(&policy.state_dir, &policy.host, &e.name)
+                .last_duration_seconds
+                .map(Duration::from_secs_f64)
+                .unwrap_or_default();
+            let worst = gap.saturating_add(run_time);
+            let meets = rpo.map(|r| worst <= r);
+            let mut advice = Vec::new();
+            if let (Some(false), Some(r)) = (meets, rpo) {
+                let budget = r.saturating_sub(run_time);
+                match every(budget) {
+                    Some((expr, label)) => advice.push(format!(
+                        "export every {label} (`schedule: \"{expr}\"`) to bound the loss to {}",
+                        format_duration(r)
+                    )),
+                    None => advice.push("the objective is shorter than one export takes: exports alone cannot meet it".into()),
+                }
+                advice.push("take a snapshot before every planned change, so changes never widen the loss".into());
+                let continuous = match e.source.kind() {
+                    "postgres" => "continuous WAL archiving (e.g. pgBackRest or WAL-G next to drp)",
+                    "mysql" => "continuous binary-log shipping (e.g. mariadb-binlog --read-from-remote-server --raw --stop-never)",
+                    "sqlite" => "continuous WAL replication (e.g. Litestream)",
+                    _ => "a replicated or snapshotting filesystem",
+                };
+                advice.push(format!("for seconds of loss, add {continuous}: drp does not archive logs itself"));
+            }
+            ExportPosture {
+                export: e.name.clone(),
+                schedule: e.schedule.expression.clone(),
+                worst_case_rpo_seconds: worst.as_secs(),
+                rpo_objective_seconds: rpo.map(|r| r.as_secs()),
+                meets_rpo: meets,
+                advice,
+            }
+        })
+        .collect()
+}
+
+/// The cron expression for the widest regular schedule that fits `budget`.
+fn every(budget: Duration) -> Option<(String, String)> {
+    let minutes = budget.as_secs() / 60;
+    const STEPS: [u64; 10] = [720, 360, 240, 180, 120, 60, 30, 20, 15, 10];
+    for step in STEPS {
+        if step <= minutes {
+            return Some(if step >= 60 {
+                (format!("0 */{} * * *", step / 60), format!("{} hours", step / 60).replace("1 hours", "hour"))
+            } else {
+                (format!("*/{step} * * * *"), format!("{step} minutes"))
+            });
+        }
+    }
+    for step in [5u64, 2, 1] {
+        if step <= minutes {
+            return Some((format!("*/{step} * * * *"), format!("{step} minutes").replace("1 minutes", "minute")));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widest_schedule_inside_the_budget() {
+        assert_eq!(every(Duration::from_secs(30 * 60)).unwrap().0, "*/30 * * * *");
+        assert_eq!(every(Duration::from_secs(29 * 60)).unwrap().0, "*/20 * * * *");
+        assert_eq!(every(Duration::from_secs(3 * 3600)).unwrap().0, "0 */3 * * *");
+        assert_eq!(every(Duration::from_secs(90)).unwrap().0, "*/1 * * * *");
+        assert!(every(Duration::from_secs(30)).is_none());
+    }
+}

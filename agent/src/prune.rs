@@ -1,0 +1,175 @@
+//! Prune: apply an export's retention to each of its targets, and remove what
+//! never got a manifest (uploads of killed runs) once it is older than the
+//! grace period.
+//!
+//! Deleting a point removes its manifest first — the point disappears at once
+//! — then its data object. A crash in between leaves an orphan that the next
+//! prune removes. A backup still running on another host is protected by the
+//! grace period; one running on this host, by the export lock.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Export, Policy};
+use crate::manifest::Manifest;
+use crate::repository::{self, Repository};
+use crate::retention::{self, Decision};
+use crate::{Error, Result};
+
+#[derive(Debug)]
+pub struct PointVerdict {
+    pub decision: Decision,
+    /// The data object is present with the size its manifest records.
+    pub verified: bool,
+    pub deleted: bool,
+}
+
+#[derive(Debug)]
+pub struct TargetPrune {
+    pub target: String,
+    pub points: Vec<PointVerdict>,
+    /// Data objects and temporary files without a manifest, removed (or, in a
+    /// dry run, to remove).
+    pub orphans: Vec<String>,
+    /// Younger orphans left for the grace period.
+    pub young_orphans: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Parses the start time encoded in a point id (`20261121T060001Z-…`).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+}
+
+pub async fn prune_target(
+    policy: &Policy,
+    export: &Export,
+    repo: &Repository,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<TargetPrune> {
+    let host = &policy.host;
+    let listing = repo.list(host, &export.name).await?;
+    let op = &repo.target.op;
+    let mut out = TargetPrune {
+        target: repo.name().to_string(),
+        points: Vec::new(),
+        orphans: Vec::new(),
+        young_orphans: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    let points: Vec<(String, DateTime<Utc>)> =
+        listing.points.iter().map(|m| (m.id.clone(), m.consistency_time)).collect();
+    let mut decisions = retention::apply(&export.retention, &points, policy.timezone);
+    let by_id: std::collections::HashMap<&str, &Manifest> = listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut verified = Vec::with_capacity(decisions.len());
+    for d in &decisions {
+        let m = by_id[d.id.as_str()];
+        let ok = matches!(op.stat(&m.stored.object).await, Ok(meta) if meta.content_length() == m.stored.size);
+        verified.push(ok);
+    }
+    // Never fall below the minimum of verified points: keep the next
+    // newest verified ones if the rules would.
+    if let Some(min) = export.retention.min_verified {
+        let mut have = decisions.iter().zip(&verified).filter(|(d, v)| d.keep() && **v).count();
+        for (d, v) in decisions.iter_mut().zip(&verified) {
+            if have >= min as usize {
+                break;
+            }
+            if *v && !d.keep() {
+                d.reasons.push(format!("min_verified {min}"));
+                have += 1;
+            }
+        }
+    }
+    for (decision, verified) in decisions.into_iter().zip(verified) {
+        let mut deleted = false;
+        if !decision.keep() && !dry_run {
+            let m = by_id[decision.id.as_str()];
+            let manifest = repository::manifest_path(host, &export.name, &m.id);
+            match op.delete(&manifest).await {
+                Ok(()) => {
+                    deleted = true;
+                    if let Err(e) = op.delete(&m.stored.object).await {
+                        out.errors.push(format!("{}: {e} (removed by the next prune)", m.stored.object));
+                    }
+                }
+                Err(e) => out.errors.push(repo.target.error(&format!("cannot delete {manifest}"), e).to_string()),
+            }
+        }
+        out.points.push(PointVerdict {
+            decision,
+            verified,
+            deleted,
+        });
+    }
+
+    // Orphans: data objects whose manifest is absent (damaged manifests are
+    // reported by list and verify, and their data is left for inspection).
+    let grace = chrono::Duration::from_std(policy.prune.grace.as_duration()).unwrap_or(chrono::Duration::days(1));
+    let damaged: Vec<String> = listing.damaged.iter().map(|d| d.object.clone()).collect();
+    let known: std::collections::HashSet<&str> = listing.points.iter().map(|m| m.id.as_str()).collect();
+    let data_dir = format!("{host}/{}/data/", export.name);
+    let objects = match op.list(&data_dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(repo.target.error("cannot list data objects", e)),
+    };
+    for entry in objects {
+        let name = entry.name();
+        let Some(id) = name.strip_suffix(".zst") else { continue };
+        if known.contains(id) || damaged.iter().any(|d| d.contains(id)) {
+            continue;
+        }
+        let path = entry.path().to_string();
+        match id_time(id) {
+            Some(t) if now - t > grace => out.orphans.push(path),
+            _ => out.young_orphans.push(path),
+        }
+    }
+    // Temporary files of interrupted writes on local targets.
+    if let Ok(entries) = op.list(".drp-tmp/").await {
+        for entry in entries.into_iter().filter(|e| e.metadata().is_file()) {
+            let path = entry.path().to_string();
+            let modified = op.stat(&path).await.ok().and_then(|m| m.last_modified());
+            let old = modified.is_some_and(|t| {
+                let t: DateTime<Utc> = DateTime::from_timestamp_millis(t.into_inner().as_millisecond()).unwrap_or(now);
+                now - t > grace
+            });
+            if old {
+                out.orphans.push(path);
+            } else {
+                out.young_orphans.push(path);
+            }
+        }
+    }
+    if !dry_run {
+        for path in &out.orphans {
+            if let Err(e) = op.delete(path).await {
+                out.errors.push(format!("{path}: {e}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prunes one export on all of its reachable targets.
+pub async fn prune_export(policy: &Policy, export_name: &str, now: DateTime<Utc>, dry_run: bool) -> Result<Vec<Result<TargetPrune>>> {
+    let export = policy.export(export_name)?;
+    let mut out = Vec::new();
+    for (name, opened) in crate::backup::open_targets(policy, &export.targets, false).await {
+        out.push(match opened {
+            Ok(repo) => prune_target(policy, export, &repo, now, dry_run).await,
+            Err(Error::NotFound(_)) => Ok(TargetPrune {
+                target: name,
+                points: Vec::new(),
+                orphans: Vec::new(),
+                young_orphans: Vec::new(),
+                errors: Vec::new(),
+            }),
+            Err(e) => Err(e),
+        });
+    }
+    Ok(out)
+}

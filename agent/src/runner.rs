@@ -1,0 +1,195 @@
+//! Running exports the way production needs: one at a time per export (the
+//! lock), with the run recorded in the state, metrics refreshed and people
+//! notified; on demand, when due (cron/systemd one-shot), or as a daemon
+//! keeping its own schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::backup::{self, BackupReport};
+use crate::config::Policy;
+use crate::lock::ExportLock;
+use crate::notify;
+use crate::progress::Reporter;
+use crate::{metrics, state, Error, ExitCode, Result};
+
+/// A run of one export and what followed it.
+pub struct RunOutcome {
+    pub report: BackupReport,
+    /// Notification channels that failed (the backup's result stands).
+    pub notify_errors: Vec<String>,
+}
+
+impl RunOutcome {
+    pub fn exit_code(&self) -> ExitCode {
+        self.report.exit_code()
+    }
+}
+
+/// Runs one export under its lock, then records, publishes and notifies.
+pub async fn run_export(
+    policy: &Policy,
+    export: &str,
+    lock_wait: Duration,
+    now: DateTime<Utc>,
+    progress: Reporter,
+) -> Result<RunOutcome> {
+    policy.export(export)?;
+    let (state_dir, host, name) = (policy.state_dir.clone(), policy.host.clone(), export.to_string());
+    let lock = tokio::task::spawn_blocking(move || ExportLock::acquire(&state_dir, &host, &name, lock_wait))
+        .await
+        .map_err(|e| Error::Failed(format!("lock task stopped: {e}")))??;
+    let attempt = now;
+    let report = backup::run(policy, export, progress).await?;
+    let mut st = state::load(&policy.state_dir, &policy.host, export);
+    st.last_attempt = Some(attempt);
+    st.last_duration_seconds = Some(report.seconds);
+    let result = match report.exit_code() {
+        ExitCode::Ok => "ok",
+        ExitCode::Partial => "partial",
+        _ => "failed",
+    };
+    st.last_result = Some(result.to_string());
+    let errors: Vec<String> = report
+        .source_error
+        .iter()
+        .map(|e| e.to_string())
+        .chain(report.targets.iter().filter_map(|t| t.result.as_ref().err().map(|e| e.to_string())))
+        .collect();
+    st.last_error = errors.first().cloned();
+    if let Some(m) = report.committed().next() {
+        st.last_raw_bytes = Some(m.raw.size);
+        st.last_stored_bytes = Some(m.stored.size);
+        if result == "ok" {
+            st.last_success = Some(m.finished_at);
+        }
+    }
+    refresh_points(policy, export, &mut st).await;
+    state::save(&policy.state_dir, &policy.host, export, &st)?;
+    drop(lock);
+    if let Err(e) = metrics::write_textfile(policy, Utc::now()) {
+        tracing::warn!(error = %e, "metrics textfile not written");
+    }
+    let message = notify::Message {
+        host: policy.host.clone(),
+        export: export.to_string(),
+        result: result.to_string(),
+        point: report.committed().next().map(|m| m.id.clone()),
+        committed: report.targets.iter().filter(|t| t.result.is_ok()).map(|t| t.target.clone()).collect(),
+        failed: report.targets.iter().filter(|t| t.result.is_err()).map(|t| t.target.clone()).collect(),
+        errors,
+        seconds: report.seconds,
+        at: Utc::now(),
+    };
+    let notify_errors = notify::send(&policy.notify, &policy.base_dir, &message).await;
+    Ok(RunOutcome { report, notify_errors })
+}
+
+/// Lists the export on each target to record point counts and the newest point.
+pub async fn refresh_points(policy: &Policy, export: &str, st: &mut state::ExportState) {
+    let Ok(e) = policy.export(export) else { return };
+    for (name, opened) in backup::open_targets(policy, &e.targets, false).await {
+        if let Ok(repo) = opened {
+            if let Ok(listing) = repo.list(&policy.host, export).await {
+                st.points.insert(name, listing.points.len());
+                if let Some(newest) = listing.points.last() {
+                    if st.newest_consistency.is_none_or(|t| t < newest.consistency_time) {
+                        st.newest_consistency = Some(newest.consistency_time);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The exports due at `now`, with the slot that made each due.
+pub fn due_exports(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    policy
+        .exports
+        .values()
+        .filter_map(|e| {
+            let st = state::load(&policy.state_dir, &policy.host, &e.name);
+            e.schedule.due(st.last_attempt, now).map(|slot| (e.name.clone(), slot))
+        })
+        .collect()
+}
+
+/// How the daemon stops.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonOptions {
+    /// How long SIGTERM waits for a running backup before abandoning it.
+    pub stop_timeout: Duration,
+    pub lock_wait: Duration,
+}
+
+/// Keeps the policy's schedule until SIGTERM/SIGINT. SIGHUP reloads the
+/// policy (an invalid one is reported and the old one kept). Each pass runs
+/// what is due; a backup running at SIGTERM gets `stop_timeout` to finish,
+/// then is abandoned cleanly (its tool stopped, nothing committed).
+pub async fn daemon(
+    policy_path: std::path::PathBuf,
+    options: DaemonOptions,
+    progress: Reporter,
+    on_run: impl Fn(&std::result::Result<RunOutcome, Error>, &str) + Send + Sync,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let policy = Arc::new(tokio::sync::RwLock::new(Policy::load(&policy_path)?));
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch SIGHUP", e))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch SIGTERM", e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch SIGINT", e))?;
+    let listen = policy.read().await.metrics.listen.unwrap_or_else(|| "127.0.0.1:9464".parse().expect("address"));
+    let server = tokio::spawn(metrics::serve(listen, policy.clone()));
+    tracing::info!(%listen, "serving /metrics");
+    loop {
+        let current = policy.read().await.clone();
+        for (export, slot) in due_exports(&current, Utc::now()) {
+            tracing::info!(export, %slot, "running due export");
+            let run = run_export(&current, &export, options.lock_wait, Utc::now(), progress.clone());
+            tokio::pin!(run);
+            let result = tokio::select! {
+                r = &mut run => r,
+                _ = term.recv() => return stop(run, options, &on_run, &export, server).await,
+                _ = int.recv() => return stop(run, options, &on_run, &export, server).await,
+            };
+            on_run(&result, &export);
+        }
+        let now = Utc::now();
+        let next = current.exports.values().filter_map(|e| e.schedule.next(now)).min();
+        let sleep = next
+            .map(|t| (t - now).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = hup.recv() => match Policy::load(&policy_path) {
+                Ok(p) => {
+                    tracing::info!("policy reloaded");
+                    *policy.write().await = p;
+                }
+                Err(e) => tracing::error!(error = %e, "policy not reloaded, keeping the previous one"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn stop<F: std::future::Future<Output = Result<RunOutcome>>>(
+    run: std::pin::Pin<&mut F>,
+    options: DaemonOptions,
+    on_run: &(impl Fn(&std::result::Result<RunOutcome, Error>, &str) + Send + Sync),
+    export: &str,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<()> {
+    tracing::info!(export, "stopping: waiting for the running backup");
+    match tokio::time::timeout(options.stop_timeout, run).await {
+        Ok(result) => on_run(&result, export),
+        Err(_) => tracing::warn!(export, "backup abandoned at shutdown: nothing was committed"),
+    }
+    server.abort();
+    Ok(())
+}

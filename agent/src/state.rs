@@ -1,0 +1,62 @@
+//! What the agent remembers between runs, per export: the last attempt and
+//! its result, the last success, sizes, and what the targets held. Kept in
+//! the state folder as small JSON files written atomically. Losing it only
+//! makes every export due once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExportState {
+    pub last_attempt: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// `ok`, `partial` or `failed`.
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub last_duration_seconds: Option<f64>,
+    pub last_raw_bytes: Option<u64>,
+    pub last_stored_bytes: Option<u64>,
+    /// Committed points per target, as last listed.
+    #[serde(default)]
+    pub points: BTreeMap<String, usize>,
+    /// Consistency time of the newest committed point on any target.
+    pub newest_consistency: Option<DateTime<Utc>>,
+}
+
+fn path(state_dir: &Path, host: &str, export: &str) -> PathBuf {
+    state_dir.join(host).join("exports").join(format!("{export}.json"))
+}
+
+pub fn load(state_dir: &Path, host: &str, export: &str) -> ExportState {
+    std::fs::read(path(state_dir, host, export))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn save(state_dir: &Path, host: &str, export: &str, state: &ExportState) -> Result<()> {
+    let p = path(state_dir, host, export);
+    let body = serde_json::to_vec_pretty(state).expect("state serialises");
+    write_atomically(&p, &body)
+}
+
+/// Writes `body` to `path` through a temporary file and a rename, with mode 0640.
+pub fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".drp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io_path("cannot write in", dir, e))?;
+    tmp.write_all(body).map_err(|e| Error::io_path("cannot write", path, e))?;
+    let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o640));
+    tmp.persist(path).map_err(|e| Error::io_path("cannot write", path, e.error))?;
+    Ok(())
+}
