@@ -17,9 +17,15 @@ pub struct ExportLock {
 
 impl ExportLock {
     /// Takes the lock of `export`, waiting up to `wait` for a running holder.
-    pub fn acquire(state_dir: &Path, host: &str, export: &str, wait: Duration) -> Result<ExportLock> {
+    pub fn acquire(
+        state_dir: &Path,
+        host: &str,
+        export: &str,
+        wait: Duration,
+    ) -> Result<ExportLock> {
         let dir = state_dir.join(host).join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create the lock folder", &dir, e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io_path("cannot create the lock folder", &dir, e))?;
         let path = dir.join(format!("{export}.lock"));
         let mut file = OpenOptions::new()
             .read(true)
@@ -43,13 +49,20 @@ impl ExportLock {
                         holder.trim()
                     )));
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io_path("cannot lock", &path, e)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io_path("cannot lock", &path, e));
+                }
             }
         }
         // A previous holder killed mid-run left its line here: replace it.
         let _ = file.set_len(0);
         let _ = file.rewind();
-        let _ = writeln!(file, "pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
+        let _ = writeln!(
+            file,
+            "pid {} since {}",
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339()
+        );
         Ok(ExportLock { file, path })
     }
 

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::Result;
 use crate::config::Policy;
 use crate::state::{self, ExportState};
-use crate::Result;
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders every export of `policy` as of `now`.
@@ -22,12 +24,27 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     let states: Vec<(&str, ExportState)> = policy
         .exports
         .keys()
-        .map(|name| (name.as_str(), state::load(&policy.state_dir, &policy.host, name)))
+        .map(|name| {
+            (
+                name.as_str(),
+                state::load(&policy.state_dir, &policy.host, name),
+            )
+        })
         .collect();
-    render_states(&policy.host, policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64()), &states, now)
+    render_states(
+        &policy.host,
+        policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64()),
+        &states,
+        now,
+    )
 }
 
-pub fn render_states(host: &str, rpo_objective: Option<f64>, states: &[(&str, ExportState)], now: DateTime<Utc>) -> String {
+pub fn render_states(
+    host: &str,
+    rpo_objective: Option<f64>,
+    states: &[(&str, ExportState)],
+    now: DateTime<Utc>,
+) -> String {
     let mut out = String::new();
     let host = escape(host);
     let host = host.as_str();
@@ -44,7 +61,9 @@ pub fn render_states(host: &str, rpo_objective: Option<f64>, states: &[(&str, Ex
     let per_export = |f: &dyn Fn(&ExportState) -> Option<f64>| -> Vec<(String, f64)> {
         states
             .iter()
-            .filter_map(|(e, s)| f(s).map(|v| (format!("host=\"{host}\",export=\"{}\"", escape(e)), v)))
+            .filter_map(|(e, s)| {
+                f(s).map(|v| (format!("host=\"{host}\",export=\"{}\"", escape(e)), v))
+            })
             .collect()
     };
     let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0);
@@ -93,17 +112,32 @@ pub fn render_states(host: &str, rpo_objective: Option<f64>, states: &[(&str, Ex
     let counts: Vec<(String, f64)> = states
         .iter()
         .flat_map(|(e, s)| {
-            s.points
-                .iter()
-                .map(move |(t, n)| (format!("host=\"{host}\",export=\"{}\",target=\"{}\"", escape(e), escape(t)), *n as f64))
+            s.points.iter().map(move |(t, n)| {
+                (
+                    format!(
+                        "host=\"{host}\",export=\"{}\",target=\"{}\"",
+                        escape(e),
+                        escape(t)
+                    ),
+                    *n as f64,
+                )
+            })
         })
         .collect();
-    family("drp_export_recovery_points", "Committed recovery points per target.", "gauge", counts);
+    family(
+        "drp_export_recovery_points",
+        "Committed recovery points per target.",
+        "gauge",
+        counts,
+    );
     family(
         "drp_export_rpo_exposure_seconds",
         "Live RPO exposure: now minus the consistency time of the newest committed point.",
         "gauge",
-        per_export(&|s| s.newest_consistency.map(|t| (now - t).num_milliseconds() as f64 / 1000.0)),
+        per_export(&|s| {
+            s.newest_consistency
+                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
+        }),
     );
     if let Some(rpo) = rpo_objective {
         family(
@@ -127,18 +161,26 @@ pub fn write_textfile(policy: &Policy, now: DateTime<Utc>) -> Result<()> {
 
 /// Serves `/metrics` on `addr` until the task is dropped. `policy` is read at
 /// each request, so a reloaded policy shows at once.
-pub async fn serve(addr: SocketAddr, policy: Arc<tokio::sync::RwLock<Policy>>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    policy: Arc<tokio::sync::RwLock<Policy>>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     loop {
         let (mut sock, _) = listener.accept().await?;
         let policy = policy.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read the request head (bounded in size and time).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = if path == "/metrics" {
                 let p = policy.read().await;

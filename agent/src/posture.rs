@@ -74,7 +74,10 @@ fn every(budget: Duration) -> Option<(String, String)> {
     for step in STEPS {
         if step <= minutes {
             return Some(if step >= 60 {
-                (format!("0 */{} * * *", step / 60), format!("{} hours", step / 60).replace("1 hours", "hour"))
+                (
+                    format!("0 */{} * * *", step / 60),
+                    format!("{} hours", step / 60).replace("1 hours", "hour"),
+                )
             } else {
                 (format!("*/{step} * * * *"), format!("{step} minutes"))
             });
@@ -82,7 +85,10 @@ fn every(budget: Duration) -> Option<(String, String)> {
     }
     for step in [5u64, 2, 1] {
         if step <= minutes {
-            return Some((format!("*/{step} * * * *"), format!("{step} minutes").replace("1 minutes", "minute")));
+            return Some((
+                format!("*/{step} * * * *"),
+                format!("{step} minutes").replace("1 minutes", "minute"),
+            ));
         }
     }
     None
@@ -94,9 +100,18 @@ mod tests {
 
     #[test]
     fn widest_schedule_inside_the_budget() {
-        assert_eq!(every(Duration::from_secs(30 * 60)).unwrap().0, "*/30 * * * *");
-        assert_eq!(every(Duration::from_secs(29 * 60)).unwrap().0, "*/20 * * * *");
-        assert_eq!(every(Duration::from_secs(3 * 3600)).unwrap().0, "0 */3 * * *");
+        assert_eq!(
+            every(Duration::from_secs(30 * 60)).unwrap().0,
+            "*/30 * * * *"
+        );
+        assert_eq!(
+            every(Duration::from_secs(29 * 60)).unwrap().0,
+            "*/20 * * * *"
+        );
+        assert_eq!(
+            every(Duration::from_secs(3 * 3600)).unwrap().0,
+            "0 */3 * * *"
+        );
         assert_eq!(every(Duration::from_secs(90)).unwrap().0, "*/1 * * * *");
         assert!(every(Duration::from_secs(30)).is_none());
     }

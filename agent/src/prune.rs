@@ -38,7 +38,9 @@ pub struct TargetPrune {
 /// Parses the start time encoded in a point id (`20261121T060001Z-…`).
 pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
     let stamp = id.split('-').next()?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 pub async fn prune_target(
@@ -59,10 +61,14 @@ pub async fn prune_target(
         errors: Vec::new(),
     };
 
-    let points: Vec<(String, DateTime<Utc>)> =
-        listing.points.iter().map(|m| (m.id.clone(), m.consistency_time)).collect();
+    let points: Vec<(String, DateTime<Utc>)> = listing
+        .points
+        .iter()
+        .map(|m| (m.id.clone(), m.consistency_time))
+        .collect();
     let mut decisions = retention::apply(&export.retention, &points, policy.timezone);
-    let by_id: std::collections::HashMap<&str, &Manifest> = listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
+    let by_id: std::collections::HashMap<&str, &Manifest> =
+        listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
     let mut verified = Vec::with_capacity(decisions.len());
     for d in &decisions {
         let m = by_id[d.id.as_str()];
@@ -72,7 +78,11 @@ pub async fn prune_target(
     // Never fall below the minimum of verified points: keep the next
     // newest verified ones if the rules would.
     if let Some(min) = export.retention.min_verified {
-        let mut have = decisions.iter().zip(&verified).filter(|(d, v)| d.keep() && **v).count();
+        let mut have = decisions
+            .iter()
+            .zip(&verified)
+            .filter(|(d, v)| d.keep() && **v)
+            .count();
         for (d, v) in decisions.iter_mut().zip(&verified) {
             if have >= min as usize {
                 break;
@@ -92,10 +102,17 @@ pub async fn prune_target(
                 Ok(()) => {
                     deleted = true;
                     if let Err(e) = op.delete(&m.stored.object).await {
-                        out.errors.push(format!("{}: {e} (removed by the next prune)", m.stored.object));
+                        out.errors.push(format!(
+                            "{}: {e} (removed by the next prune)",
+                            m.stored.object
+                        ));
                     }
                 }
-                Err(e) => out.errors.push(repo.target.error(&format!("cannot delete {manifest}"), e).to_string()),
+                Err(e) => out.errors.push(
+                    repo.target
+                        .error(&format!("cannot delete {manifest}"), e)
+                        .to_string(),
+                ),
             }
         }
         out.points.push(PointVerdict {
@@ -107,9 +124,11 @@ pub async fn prune_target(
 
     // Orphans: data objects whose manifest is absent (damaged manifests are
     // reported by list and verify, and their data is left for inspection).
-    let grace = chrono::Duration::from_std(policy.prune.grace.as_duration()).unwrap_or(chrono::Duration::days(1));
+    let grace = chrono::Duration::from_std(policy.prune.grace.as_duration())
+        .unwrap_or(chrono::Duration::days(1));
     let damaged: Vec<String> = listing.damaged.iter().map(|d| d.object.clone()).collect();
-    let known: std::collections::HashSet<&str> = listing.points.iter().map(|m| m.id.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        listing.points.iter().map(|m| m.id.as_str()).collect();
     let data_dir = format!("{host}/{}/data/", export.name);
     let objects = match op.list(&data_dir).await {
         Ok(entries) => entries,
@@ -118,7 +137,9 @@ pub async fn prune_target(
     };
     for entry in objects {
         let name = entry.name();
-        let Some(id) = name.strip_suffix(".zst") else { continue };
+        let Some(id) = name.strip_suffix(".zst") else {
+            continue;
+        };
         if known.contains(id) || damaged.iter().any(|d| d.contains(id)) {
             continue;
         }
@@ -134,7 +155,8 @@ pub async fn prune_target(
             let path = entry.path().to_string();
             let modified = op.stat(&path).await.ok().and_then(|m| m.last_modified());
             let old = modified.is_some_and(|t| {
-                let t: DateTime<Utc> = DateTime::from_timestamp_millis(t.into_inner().as_millisecond()).unwrap_or(now);
+                let t: DateTime<Utc> =
+                    DateTime::from_timestamp_millis(t.into_inner().as_millisecond()).unwrap_or(now);
                 now - t > grace
             });
             if old {
@@ -155,7 +177,12 @@ pub async fn prune_target(
 }
 
 /// Prunes one export on all of its reachable targets.
-pub async fn prune_export(policy: &Policy, export_name: &str, now: DateTime<Utc>, dry_run: bool) -> Result<Vec<Result<TargetPrune>>> {
+pub async fn prune_export(
+    policy: &Policy,
+    export_name: &str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Result<TargetPrune>>> {
     let export = policy.export(export_name)?;
     let mut out = Vec::new();
     for (name, opened) in crate::backup::open_targets(policy, &export.targets, false).await {

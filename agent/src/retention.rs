@@ -27,15 +27,26 @@ impl Decision {
 
 impl Retention {
     pub fn is_empty(&self) -> bool {
-        [self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly]
-            .iter()
-            .all(Option::is_none)
+        [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .all(Option::is_none)
     }
 }
 
 /// Decides for `points` (`(id, consistency_time)`, any order); returns the
 /// decisions newest first.
-pub fn apply(rules: &Retention, points: &[(String, DateTime<Utc>)], tz: chrono_tz::Tz) -> Vec<Decision> {
+pub fn apply(
+    rules: &Retention,
+    points: &[(String, DateTime<Utc>)],
+    tz: chrono_tz::Tz,
+) -> Vec<Decision> {
     let mut sorted: Vec<_> = points.to_vec();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
     let mut decisions: Vec<Decision> = sorted
@@ -59,13 +70,19 @@ pub fn apply(rules: &Retention, points: &[(String, DateTime<Utc>)], tz: chrono_t
     }
     type Bucket = fn(DateTime<chrono_tz::Tz>) -> String;
     let rules: [(&str, Option<u32>, Bucket); 5] = [
-        ("hourly", rules.keep_hourly, |t| t.format("%Y-%m-%d %H:00").to_string()),
-        ("daily", rules.keep_daily, |t| t.format("%Y-%m-%d").to_string()),
+        ("hourly", rules.keep_hourly, |t| {
+            t.format("%Y-%m-%d %H:00").to_string()
+        }),
+        ("daily", rules.keep_daily, |t| {
+            t.format("%Y-%m-%d").to_string()
+        }),
         ("weekly", rules.keep_weekly, |t| {
             let w = t.iso_week();
             format!("{}-W{:02}", w.year(), w.week())
         }),
-        ("monthly", rules.keep_monthly, |t| t.format("%Y-%m").to_string()),
+        ("monthly", rules.keep_monthly, |t| {
+            t.format("%Y-%m").to_string()
+        }),
         ("yearly", rules.keep_yearly, |t| t.format("%Y").to_string()),
     ];
     for (name, count, bucket) in rules {
@@ -109,7 +126,11 @@ mod tests {
     }
 
     fn kept(decisions: &[Decision]) -> Vec<String> {
-        let mut v: Vec<_> = decisions.iter().filter(|d| d.keep()).map(|d| d.id.clone()).collect();
+        let mut v: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.keep())
+            .map(|d| d.id.clone())
+            .collect();
         v.sort();
         v
     }
@@ -117,7 +138,9 @@ mod tests {
     #[test]
     fn exact_keep_set_over_a_year_of_twice_daily_exports() {
         // 730 points: 06:00 and 18:00 every day of 2025 (UTC).
-        let start = DateTime::parse_from_rfc3339("2025-01-01T06:00:00Z").unwrap().with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339("2025-01-01T06:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let points = history(730, start, 12);
         let rules = Retention {
             keep_last: Some(3),
@@ -150,15 +173,40 @@ mod tests {
         assert_eq!(kept(&d), expected);
         assert_eq!(summary(&d)["delete"], 730 - expected.len());
         let newest = &d[0];
-        assert_eq!(newest.reasons, vec!["last", "daily 2025-12-31", "weekly 2026-W01", "monthly 2025-12", "yearly 2025"]);
+        assert_eq!(
+            newest.reasons,
+            vec![
+                "last",
+                "daily 2025-12-31",
+                "weekly 2026-W01",
+                "monthly 2025-12",
+                "yearly 2025"
+            ]
+        );
     }
 
     #[test]
     fn hourly_buckets_keep_the_newest_of_each_hour() {
-        let start = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         // Every 15 minutes for 10 hours: 40 points.
-        let points: Vec<_> = (0..40).map(|i| (format!("q{i:02}"), start + chrono::Duration::minutes(15 * i))).collect();
-        let d = apply(&Retention { keep_hourly: Some(3), ..Default::default() }, &points, chrono_tz::UTC);
+        let points: Vec<_> = (0..40)
+            .map(|i| {
+                (
+                    format!("q{i:02}"),
+                    start + chrono::Duration::minutes(15 * i),
+                )
+            })
+            .collect();
+        let d = apply(
+            &Retention {
+                keep_hourly: Some(3),
+                ..Default::default()
+            },
+            &points,
+            chrono_tz::UTC,
+        );
         assert_eq!(kept(&d), vec!["q31", "q35", "q39"]);
     }
 
@@ -166,12 +214,28 @@ mod tests {
     fn buckets_follow_the_time_zone() {
         // 23:30 UTC on Mar 1 is already Mar 2 in Paris.
         let points = vec![
-            ("a".to_string(), DateTime::parse_from_rfc3339("2026-03-01T22:30:00Z").unwrap().with_timezone(&Utc)),
-            ("b".to_string(), DateTime::parse_from_rfc3339("2026-03-01T23:30:00Z").unwrap().with_timezone(&Utc)),
+            (
+                "a".to_string(),
+                DateTime::parse_from_rfc3339("2026-03-01T22:30:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+            (
+                "b".to_string(),
+                DateTime::parse_from_rfc3339("2026-03-01T23:30:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
         ];
-        let rules = Retention { keep_daily: Some(2), ..Default::default() };
+        let rules = Retention {
+            keep_daily: Some(2),
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&rules, &points, chrono_tz::UTC)), vec!["b"]);
-        assert_eq!(kept(&apply(&rules, &points, "Europe/Paris".parse().unwrap())), vec!["a", "b"]);
+        assert_eq!(
+            kept(&apply(&rules, &points, "Europe/Paris".parse().unwrap())),
+            vec!["a", "b"]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::config::Policy;
 use crate::lock::ExportLock;
 use crate::notify;
 use crate::progress::Reporter;
-use crate::{metrics, state, Error, ExitCode, Result};
+use crate::{Error, ExitCode, Result, metrics, state};
 
 /// A run of one export and what followed it.
 pub struct RunOutcome {
@@ -37,10 +37,16 @@ pub async fn run_export(
     progress: Reporter,
 ) -> Result<RunOutcome> {
     policy.export(export)?;
-    let (state_dir, host, name) = (policy.state_dir.clone(), policy.host.clone(), export.to_string());
-    let lock = tokio::task::spawn_blocking(move || ExportLock::acquire(&state_dir, &host, &name, lock_wait))
-        .await
-        .map_err(|e| Error::Failed(format!("lock task stopped: {e}")))??;
+    let (state_dir, host, name) = (
+        policy.state_dir.clone(),
+        policy.host.clone(),
+        export.to_string(),
+    );
+    let lock = tokio::task::spawn_blocking(move || {
+        ExportLock::acquire(&state_dir, &host, &name, lock_wait)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("lock task stopped: {e}")))??;
     let attempt = now;
     let report = backup::run(policy, export, progress).await?;
     let mut st = state::load(&policy.state_dir, &policy.host, export);
@@ -56,7 +62,12 @@ pub async fn run_export(
         .source_error
         .iter()
         .map(|e| e.to_string())
-        .chain(report.targets.iter().filter_map(|t| t.result.as_ref().err().map(|e| e.to_string())))
+        .chain(
+            report
+                .targets
+                .iter()
+                .filter_map(|t| t.result.as_ref().err().map(|e| e.to_string())),
+        )
         .collect();
     st.last_error = errors.first().cloned();
     if let Some(m) = report.committed().next() {
@@ -77,28 +88,43 @@ pub async fn run_export(
         export: export.to_string(),
         result: result.to_string(),
         point: report.committed().next().map(|m| m.id.clone()),
-        committed: report.targets.iter().filter(|t| t.result.is_ok()).map(|t| t.target.clone()).collect(),
-        failed: report.targets.iter().filter(|t| t.result.is_err()).map(|t| t.target.clone()).collect(),
+        committed: report
+            .targets
+            .iter()
+            .filter(|t| t.result.is_ok())
+            .map(|t| t.target.clone())
+            .collect(),
+        failed: report
+            .targets
+            .iter()
+            .filter(|t| t.result.is_err())
+            .map(|t| t.target.clone())
+            .collect(),
         errors,
         seconds: report.seconds,
         at: Utc::now(),
     };
     let notify_errors = notify::send(&policy.notify, &policy.base_dir, &message).await;
-    Ok(RunOutcome { report, notify_errors })
+    Ok(RunOutcome {
+        report,
+        notify_errors,
+    })
 }
 
 /// Lists the export on each target to record point counts and the newest point.
 pub async fn refresh_points(policy: &Policy, export: &str, st: &mut state::ExportState) {
     let Ok(e) = policy.export(export) else { return };
     for (name, opened) in backup::open_targets(policy, &e.targets, false).await {
-        if let Ok(repo) = opened {
-            if let Ok(listing) = repo.list(&policy.host, export).await {
-                st.points.insert(name, listing.points.len());
-                if let Some(newest) = listing.points.last() {
-                    if st.newest_consistency.is_none_or(|t| t < newest.consistency_time) {
-                        st.newest_consistency = Some(newest.consistency_time);
-                    }
-                }
+        if let Ok(repo) = opened
+            && let Ok(listing) = repo.list(&policy.host, export).await
+        {
+            st.points.insert(name, listing.points.len());
+            if let Some(newest) = listing.points.last()
+                && st
+                    .newest_consistency
+                    .is_none_or(|t| t < newest.consistency_time)
+            {
+                st.newest_consistency = Some(newest.consistency_time);
             }
         }
     }
@@ -111,7 +137,9 @@ pub fn due_exports(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, DateTime
         .values()
         .filter_map(|e| {
             let st = state::load(&policy.state_dir, &policy.host, &e.name);
-            e.schedule.due(st.last_attempt, now).map(|slot| (e.name.clone(), slot))
+            e.schedule
+                .due(st.last_attempt, now)
+                .map(|slot| (e.name.clone(), slot))
         })
         .collect()
 }
@@ -134,19 +162,32 @@ pub async fn daemon(
     progress: Reporter,
     on_run: impl Fn(&std::result::Result<RunOutcome, Error>, &str) + Send + Sync,
 ) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let policy = Arc::new(tokio::sync::RwLock::new(Policy::load(&policy_path)?));
     let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch SIGHUP", e))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch SIGTERM", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch SIGINT", e))?;
-    let listen = policy.read().await.metrics.listen.unwrap_or_else(|| "127.0.0.1:9464".parse().expect("address"));
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch SIGTERM", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot watch SIGINT", e))?;
+    let listen = policy
+        .read()
+        .await
+        .metrics
+        .listen
+        .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("address"));
     let server = tokio::spawn(metrics::serve(listen, policy.clone()));
     tracing::info!(%listen, "serving /metrics");
     loop {
         let current = policy.read().await.clone();
         for (export, slot) in due_exports(&current, Utc::now()) {
             tracing::info!(export, %slot, "running due export");
-            let run = run_export(&current, &export, options.lock_wait, Utc::now(), progress.clone());
+            let run = run_export(
+                &current,
+                &export,
+                options.lock_wait,
+                Utc::now(),
+                progress.clone(),
+            );
             tokio::pin!(run);
             let result = tokio::select! {
                 r = &mut run => r,
@@ -156,7 +197,11 @@ pub async fn daemon(
             on_run(&result, &export);
         }
         let now = Utc::now();
-        let next = current.exports.values().filter_map(|e| e.schedule.next(now)).min();
+        let next = current
+            .exports
+            .values()
+            .filter_map(|e| e.schedule.next(now))
+            .min();
         let sleep = next
             .map(|t| (t - now).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(3600))
@@ -188,7 +233,10 @@ async fn stop<F: std::future::Future<Output = Result<RunOutcome>>>(
     tracing::info!(export, "stopping: waiting for the running backup");
     match tokio::time::timeout(options.stop_timeout, run).await {
         Ok(result) => on_run(&result, export),
-        Err(_) => tracing::warn!(export, "backup abandoned at shutdown: nothing was committed"),
+        Err(_) => tracing::warn!(
+            export,
+            "backup abandoned at shutdown: nothing was committed"
+        ),
     }
     server.abort();
     Ok(())

@@ -15,18 +15,28 @@ impl Schedule {
         // `after` excludes its starting instant; start one second later so a
         // slot exactly at `now` counts as passed.
         let probe = local + chrono::Duration::seconds(1);
-        self.cron.after(&probe).next_back().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .after(&probe)
+            .next_back()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The first scheduled slot strictly after `now`.
     pub fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.after(&now.with_timezone(&self.timezone)).next().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .after(&now.with_timezone(&self.timezone))
+            .next()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The slot that makes an export due: the newest slot at or before `now`
     /// that came after its last attempt. Never attempted means due now.
     /// Several missed slots give one run.
-    pub fn due(&self, last_attempt: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn due(
+        &self,
+        last_attempt: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         match last_attempt {
             None => Some(self.previous(now).unwrap_or(now)),
             Some(last) => self.previous(now).filter(|slot| *slot > last),
@@ -45,7 +55,7 @@ impl Schedule {
             if slot.with_timezone(&Utc) > horizon {
                 break;
             }
-            longest = longest.max(slot.clone() - prev.clone());
+            longest = longest.max(slot - prev);
             prev = slot;
         }
         longest.to_std().ok()
@@ -69,8 +79,14 @@ mod tests {
         let s = twice_a_day();
         let last = t("2026-11-21T06:00:05Z");
         assert_eq!(s.due(Some(last), t("2026-11-21T12:00:00Z")), None);
-        assert_eq!(s.due(Some(last), t("2026-11-21T18:00:00Z")), Some(t("2026-11-21T18:00:00Z")));
-        assert_eq!(s.due(Some(t("2026-11-21T18:00:01Z")), t("2026-11-21T18:30:00Z")), None);
+        assert_eq!(
+            s.due(Some(last), t("2026-11-21T18:00:00Z")),
+            Some(t("2026-11-21T18:00:00Z"))
+        );
+        assert_eq!(
+            s.due(Some(t("2026-11-21T18:00:01Z")), t("2026-11-21T18:30:00Z")),
+            None
+        );
     }
 
     #[test]
@@ -92,15 +108,27 @@ mod tests {
     fn time_zones_move_slots() {
         let paris = Schedule::parse("0 6 * * *", "Europe/Paris".parse().unwrap()).unwrap();
         // 06:00 in Paris in November is 05:00 UTC.
-        assert_eq!(paris.next(t("2026-11-21T00:00:00Z")), Some(t("2026-11-21T05:00:00Z")));
+        assert_eq!(
+            paris.next(t("2026-11-21T00:00:00Z")),
+            Some(t("2026-11-21T05:00:00Z"))
+        );
     }
 
     #[test]
     fn seconds_form_and_gaps() {
         let every_15 = Schedule::parse("0 */15 * * * *", chrono_tz::UTC).unwrap();
-        assert_eq!(every_15.longest_gap(t("2026-11-21T00:00:00Z")), Some(Duration::from_secs(900)));
-        assert_eq!(twice_a_day().longest_gap(t("2026-11-21T00:00:00Z")), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            every_15.longest_gap(t("2026-11-21T00:00:00Z")),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(
+            twice_a_day().longest_gap(t("2026-11-21T00:00:00Z")),
+            Some(Duration::from_secs(12 * 3600))
+        );
         let weekdays = Schedule::parse("0 2 * * Mon-Fri", chrono_tz::UTC).unwrap();
-        assert_eq!(weekdays.longest_gap(t("2026-11-21T00:00:00Z")), Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(
+            weekdays.longest_gap(t("2026-11-21T00:00:00Z")),
+            Some(Duration::from_secs(3 * 86_400))
+        );
     }
 }

@@ -29,7 +29,10 @@ pub struct ExportState {
 }
 
 fn path(state_dir: &Path, host: &str, export: &str) -> PathBuf {
-    state_dir.join(host).join("exports").join(format!("{export}.json"))
+    state_dir
+        .join(host)
+        .join("exports")
+        .join(format!("{export}.json"))
 }
 
 pub fn load(state_dir: &Path, host: &str, export: &str) -> ExportState {
@@ -55,8 +58,12 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
         .prefix(".drp-")
         .tempfile_in(dir)
         .map_err(|e| Error::io_path("cannot write in", dir, e))?;
-    tmp.write_all(body).map_err(|e| Error::io_path("cannot write", path, e))?;
-    let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o640));
-    tmp.persist(path).map_err(|e| Error::io_path("cannot write", path, e.error))?;
+    tmp.write_all(body)
+        .map_err(|e| Error::io_path("cannot write", path, e))?;
+    let _ = tmp
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o640));
+    tmp.persist(path)
+        .map_err(|e| Error::io_path("cannot write", path, e.error))?;
     Ok(())
 }

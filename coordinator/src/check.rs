@@ -15,7 +15,14 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     let mut invalid = false;
     let mut missed = false;
     let mut json = Vec::new();
-    let mut table = Table::new(&["POLICY", "EXPORT", "SCHEDULE", "WORST-CASE RPO", "OBJECTIVE", "VERDICT"]);
+    let mut table = Table::new(&[
+        "POLICY",
+        "EXPORT",
+        "SCHEDULE",
+        "WORST-CASE RPO",
+        "OBJECTIVE",
+        "VERDICT",
+    ]);
     let mut advice = Vec::new();
     for file in files {
         let policy = match Policy::load(file) {
@@ -23,7 +30,9 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             Err(e) => {
                 invalid = true;
                 if out.json {
-                    json.push(serde_json::json!({"file": file, "valid": false, "error": e.to_string()}));
+                    json.push(
+                        serde_json::json!({"file": file, "valid": false, "error": e.to_string()}),
+                    );
                 } else {
                     eprintln!("{}: {e}", file.display());
                 }
@@ -57,7 +66,9 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         json.push(serde_json::json!({"file": file, "valid": true, "host": policy.host, "exports": assessed}));
     }
     if out.json {
-        out.print_json(&serde_json::json!({"policies": json, "all_objectives_reachable": !missed && !invalid}));
+        out.print_json(
+            &serde_json::json!({"policies": json, "all_objectives_reachable": !missed && !invalid}),
+        );
     } else {
         if !table.is_empty() {
             println!("{}", table.render());

@@ -112,7 +112,8 @@ impl Scratch {
         let mut c = Command::new(bin(bin_name));
         c.args(args)
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env("DRP_STATE_DIR", self.dir.path().join("state"));
         for (k, v) in &self.env {
             c.env(k, v);
         }

@@ -3,8 +3,10 @@
 //! tests/run.sh on loopback.
 
 mod harness;
+mod receivers;
 
 mod cli;
 mod faults;
 mod policy;
+mod production;
 mod roundtrip;

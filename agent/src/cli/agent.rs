@@ -10,13 +10,13 @@ use clap::{Parser, Subcommand};
 
 use super::output::{Output, Table};
 use super::restore::RestoreArgs;
-use crate::{prune, runner, state};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Policy, TargetConfig};
 use crate::repository::Repository;
 use crate::target::Target;
 use crate::verify::{self, Which};
 use crate::{Error, ExitCode, Result};
+use crate::{prune, runner, state};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -242,7 +242,11 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         quiet: cli.quiet,
     };
     match &cli.command {
-        Command::Backup { policy, export, wait } => run_backup(policy, export, *wait, &out).await,
+        Command::Backup {
+            policy,
+            export,
+            wait,
+        } => run_backup(policy, export, *wait, &out).await,
         Command::Run {
             policy,
             due,
@@ -263,7 +267,11 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             now,
         } => run_prune(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => run_status(policy, &out).await,
-        Command::Units { policy, out: dir, bin } => run_units(policy, dir.as_deref(), bin.as_deref(), &out),
+        Command::Units {
+            policy,
+            out: dir,
+            bin,
+        } => run_units(policy, dir.as_deref(), bin.as_deref(), &out),
         Command::List { repo, export } => run_list(repo, export.as_deref(), &out).await,
         Command::Verify {
             repo,
@@ -287,10 +295,17 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 }
 
 fn now_or(text: Option<&str>) -> Result<DateTime<Utc>> {
-    text.map(super::parse_time).transpose().map(|t| t.unwrap_or_else(Utc::now))
+    text.map(super::parse_time)
+        .transpose()
+        .map(|t| t.unwrap_or_else(Utc::now))
 }
 
-async fn run_backup(policy_path: &std::path::Path, only: &[String], wait: Duration, out: &Output) -> Result<ExitCode> {
+async fn run_backup(
+    policy_path: &std::path::Path,
+    only: &[String],
+    wait: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let names: Vec<String> = if only.is_empty() {
         policy.exports.keys().cloned().collect()
@@ -304,7 +319,13 @@ async fn run_backup(policy_path: &std::path::Path, only: &[String], wait: Durati
 }
 
 /// Runs exports one after the other and reports each; the exit code is the worst.
-async fn run_exports(policy: &Policy, names: &[String], wait: Duration, now: DateTime<Utc>, out: &Output) -> Result<ExitCode> {
+async fn run_exports(
+    policy: &Policy,
+    names: &[String],
+    wait: Duration,
+    now: DateTime<Utc>,
+    out: &Output,
+) -> Result<ExitCode> {
     let mut worst = ExitCode::Ok;
     let mut json = Vec::new();
     for name in names {
@@ -365,7 +386,12 @@ fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
     if b as u8 > a as u8 { b } else { a }
 }
 
-async fn run_due(policy_path: &std::path::Path, now: Option<&str>, wait: Duration, out: &Output) -> Result<ExitCode> {
+async fn run_due(
+    policy_path: &std::path::Path,
+    now: Option<&str>,
+    wait: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
     let due = runner::due_exports(&policy, now);
@@ -386,7 +412,12 @@ async fn run_due(policy_path: &std::path::Path, now: Option<&str>, wait: Duratio
     run_exports(&policy, &names, wait, now, out).await
 }
 
-async fn run_daemon(policy_path: &std::path::Path, wait: Duration, stop_timeout: Duration, out: &Output) -> Result<ExitCode> {
+async fn run_daemon(
+    policy_path: &std::path::Path,
+    wait: Duration,
+    stop_timeout: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
     let options = runner::DaemonOptions {
         stop_timeout,
         lock_wait: wait,
@@ -407,19 +438,31 @@ async fn run_daemon(policy_path: &std::path::Path, wait: Duration, stop_timeout:
     Ok(ExitCode::Ok)
 }
 
-async fn run_prune(policy_path: &std::path::Path, only: &[String], dry_run: bool, now: Option<&str>, out: &Output) -> Result<ExitCode> {
+async fn run_prune(
+    policy_path: &std::path::Path,
+    only: &[String],
+    dry_run: bool,
+    now: Option<&str>,
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
-    let names: Vec<String> = if only.is_empty() { policy.exports.keys().cloned().collect() } else { only.to_vec() };
+    let names: Vec<String> = if only.is_empty() {
+        policy.exports.keys().cloned().collect()
+    } else {
+        only.to_vec()
+    };
     let mut code = ExitCode::Ok;
     let mut json = Vec::new();
     for name in &names {
         policy.export(name)?;
         // A backup of this export running on this host holds the lock.
         let (dir, host, n) = (policy.state_dir.clone(), policy.host.clone(), name.clone());
-        let lock = tokio::task::spawn_blocking(move || crate::lock::ExportLock::acquire(&dir, &host, &n, Duration::from_secs(0)))
-            .await
-            .map_err(|e| Error::Failed(e.to_string()))??;
+        let lock = tokio::task::spawn_blocking(move || {
+            crate::lock::ExportLock::acquire(&dir, &host, &n, Duration::from_secs(0))
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))??;
         let results = prune::prune_export(&policy, name, now, dry_run).await?;
         drop(lock);
         for result in results {
@@ -446,7 +489,14 @@ async fn run_prune(policy_path: &std::path::Path, only: &[String], dry_run: bool
                 }));
                 continue;
             }
-            let mut table = Table::new(&["EXPORT", "TARGET", "ID", "CONSISTENT AT (UTC)", "ACTION", "WHY"]);
+            let mut table = Table::new(&[
+                "EXPORT",
+                "TARGET",
+                "ID",
+                "CONSISTENT AT (UTC)",
+                "ACTION",
+                "WHY",
+            ]);
             for p in &t.points {
                 let action = match (p.decision.keep(), p.deleted, dry_run) {
                     (true, _, _) => "keep",
@@ -458,7 +508,10 @@ async fn run_prune(policy_path: &std::path::Path, only: &[String], dry_run: bool
                     name.clone(),
                     t.target.clone(),
                     p.decision.id.clone(),
-                    p.decision.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    p.decision
+                        .consistency_time
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string(),
                     action.into(),
                     p.decision.reasons.join(", "),
                 ]);
@@ -467,10 +520,17 @@ async fn run_prune(policy_path: &std::path::Path, only: &[String], dry_run: bool
                 println!("{}", table.render());
             }
             for o in &t.orphans {
-                println!("{name} on `{}`: {} orphan {o}", t.target, if dry_run { "would remove" } else { "removed" });
+                println!(
+                    "{name} on `{}`: {} orphan {o}",
+                    t.target,
+                    if dry_run { "would remove" } else { "removed" }
+                );
             }
             for o in &t.young_orphans {
-                println!("{name} on `{}`: kept {o} (younger than the grace period: maybe a backup in progress)", t.target);
+                println!(
+                    "{name} on `{}`: kept {o} (younger than the grace period: maybe a backup in progress)",
+                    t.target
+                );
             }
             for e in &t.errors {
                 eprintln!("{name} on `{}`: {e}", t.target);
@@ -504,7 +564,9 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
     for e in policy.exports.values() {
         let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
         runner::refresh_points(&policy, &e.name, &mut st).await;
-        let exposure = st.newest_consistency.map(|t| (now - t).to_std().unwrap_or_default());
+        let exposure = st
+            .newest_consistency
+            .map(|t| (now - t).to_std().unwrap_or_default());
         let within = match (exposure, rpo) {
             (Some(x), Some(r)) => Some(x <= r),
             (None, Some(_)) => Some(false),
@@ -529,11 +591,18 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
         }));
     } else {
-        let mut table = Table::new(&["EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO"]);
+        let mut table = Table::new(&[
+            "EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO",
+        ]);
         for (e, st, exposure, within) in &rows {
             let ago = |t: Option<DateTime<Utc>>| {
-                t.map(|t| format!("{} ago", format_duration((now - t).to_std().unwrap_or_default())))
-                    .unwrap_or_else(|| "never".into())
+                t.map(|t| {
+                    format!(
+                        "{} ago",
+                        format_duration((now - t).to_std().unwrap_or_default())
+                    )
+                })
+                .unwrap_or_else(|| "never".into())
             };
             table.row(vec![
                 e.name.clone(),
@@ -541,10 +610,17 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
                 st.last_result.clone().unwrap_or_else(|| "-".into()),
                 e.schedule
                     .next(now)
-                    .map(|t| format!("in {}", format_duration((t - now).to_std().unwrap_or_default())))
+                    .map(|t| {
+                        format!(
+                            "in {}",
+                            format_duration((t - now).to_std().unwrap_or_default())
+                        )
+                    })
                     .unwrap_or_else(|| "-".into()),
                 st.points.values().sum::<usize>().to_string(),
-                exposure.map(format_duration).unwrap_or_else(|| "no point".into()),
+                exposure
+                    .map(format_duration)
+                    .unwrap_or_else(|| "no point".into()),
                 match (within, rpo) {
                     (Some(true), Some(r)) => format!("ok (objective {})", format_duration(r)),
                     (Some(false), Some(r)) => format!("OVER objective {}", format_duration(r)),
@@ -557,10 +633,19 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
             println!("target `{n}`: {s}");
         }
     }
-    Ok(if over { ExitCode::ObjectivesMissed } else { ExitCode::Ok })
+    Ok(if over {
+        ExitCode::ObjectivesMissed
+    } else {
+        ExitCode::Ok
+    })
 }
 
-fn run_units(policy_path: &std::path::Path, dir: Option<&std::path::Path>, bin: Option<&std::path::Path>, out: &Output) -> Result<ExitCode> {
+fn run_units(
+    policy_path: &std::path::Path,
+    dir: Option<&std::path::Path>,
+    bin: Option<&std::path::Path>,
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let this = std::env::current_exe().unwrap_or_else(|_| "drp-agent".into());
     let units = crate::units::render(&policy, policy_path, bin.unwrap_or(&this));
@@ -575,7 +660,10 @@ fn run_units(policy_path: &std::path::Path, dir: Option<&std::path::Path>, bin: 
                 }
             }
             if !out.json {
-                println!("enable with: systemctl daemon-reload && systemctl enable --now {}.timer", units.service_name);
+                println!(
+                    "enable with: systemctl daemon-reload && systemctl enable --now {}.timer",
+                    units.service_name
+                );
                 println!("\nor, with cron:\n{}", units.crontab);
             }
         }

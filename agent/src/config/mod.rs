@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use locate::Locations;
 pub use policy::{
-    Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings, Retention, Schedule,
-    SourceConfig, TargetConfig,
+    Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings, Retention,
+    Schedule, SourceConfig, TargetConfig,
 };
 pub use secret::{Secret, SecretRef};
 pub use units::{ByteSize, HumanDuration};

@@ -524,7 +524,9 @@ fn default_state_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("DRP_STATE_DIR") {
         return PathBuf::from(dir);
     }
-    let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/drp");
     }

@@ -63,13 +63,18 @@ impl Email {
         let c = &self.config;
         let mut b = match c.security {
             Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.server),
-            Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.server).map_err(|e| e.to_string())?,
-            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.server).map_err(|e| e.to_string())?,
+            Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.server)
+                .map_err(|e| e.to_string())?,
+            Security::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.server).map_err(|e| e.to_string())?
+            }
         }
         .port(c.port)
         .timeout(Some(c.timeout.as_duration()));
         if let (Some(user), Some(secret)) = (&c.username, &c.password) {
-            let pw = secret.resolve(&self.base_dir).map_err(|e| format!("SMTP password: {e}"))?;
+            let pw = secret
+                .resolve(&self.base_dir)
+                .map_err(|e| format!("SMTP password: {e}"))?;
             b = b.credentials(Credentials::new(user.clone(), pw.expose().to_string()));
         }
         Ok(b.build())
@@ -81,20 +86,36 @@ impl Notifier for Email {
         "email"
     }
 
-    fn send<'a>(&'a self, message: &'a Message) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| format!("invalid address `{a}`: {e}"));
-            let mut mail = Mail::builder().from(parse(&self.config.from)?).subject(message.subject());
+            let parse = |a: &str| {
+                a.parse::<Mailbox>()
+                    .map_err(|e| format!("invalid address `{a}`: {e}"))
+            };
+            let mut mail = Mail::builder()
+                .from(parse(&self.config.from)?)
+                .subject(message.subject());
             for to in &self.config.to {
                 mail = mail.to(parse(to)?);
             }
             let mail = mail.body(message.text()).map_err(|e| e.to_string())?;
             let transport = self.transport()?;
             // Bound the whole exchange too: a server that accepts and then stalls.
-            match tokio::time::timeout(self.config.timeout.as_duration() * 2, transport.send(mail)).await {
+            match tokio::time::timeout(self.config.timeout.as_duration() * 2, transport.send(mail))
+                .await
+            {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("SMTP to {}:{} failed: {e}", self.config.server, self.config.port)),
-                Err(_) => Err(format!("SMTP to {}:{} timed out", self.config.server, self.config.port)),
+                Ok(Err(e)) => Err(format!(
+                    "SMTP to {}:{} failed: {e}",
+                    self.config.server, self.config.port
+                )),
+                Err(_) => Err(format!(
+                    "SMTP to {}:{} timed out",
+                    self.config.server, self.config.port
+                )),
             }
         })
     }

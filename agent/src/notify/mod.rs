@@ -35,13 +35,24 @@ impl Message {
     pub fn subject(&self) -> String {
         match self.result.as_str() {
             "ok" => format!("drp: backup of {}/{} succeeded", self.host, self.export),
-            "partial" => format!("drp: backup of {}/{} PARTIALLY failed", self.host, self.export),
+            "partial" => format!(
+                "drp: backup of {}/{} PARTIALLY failed",
+                self.host, self.export
+            ),
             _ => format!("drp: backup of {}/{} FAILED", self.host, self.export),
         }
     }
 
     pub fn text(&self) -> String {
-        let mut t = format!("{}\n\nhost: {}\nexport: {}\nresult: {}\nduration: {:.1}s\nat: {}\n", self.subject(), self.host, self.export, self.result, self.seconds, self.at.to_rfc3339());
+        let mut t = format!(
+            "{}\n\nhost: {}\nexport: {}\nresult: {}\nduration: {:.1}s\nat: {}\n",
+            self.subject(),
+            self.host,
+            self.export,
+            self.result,
+            self.seconds,
+            self.at.to_rfc3339()
+        );
         if let Some(p) = &self.point {
             t += &format!("recovery point: {p}\n");
         }
@@ -60,7 +71,10 @@ impl Message {
 
 pub trait Notifier: Send + Sync {
     fn name(&self) -> &'static str;
-    fn send<'a>(&'a self, message: &'a Message) -> futures::future::BoxFuture<'a, Result<(), String>>;
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// The channels a policy configures.

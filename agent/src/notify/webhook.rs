@@ -45,7 +45,10 @@ impl Notifier for Webhook {
         "webhook"
     }
 
-    fn send<'a>(&'a self, message: &'a Message) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let client = reqwest::Client::builder()
                 .timeout(self.config.timeout.as_duration())
@@ -78,5 +81,5 @@ fn without_url(e: &reqwest::Error) -> String {
     } else {
         "request error"
     };
-    format!("{kind}")
+    kind.to_string()
 }
