@@ -26,6 +26,9 @@ pub enum ExitCode {
     Busy = 7,
     /// The objectives cannot be met (posture check) or were missed (drill).
     ObjectivesMissed = 8,
+    /// The run succeeded but its report could not be stored on every target
+    /// (it was kept locally).
+    ReportNotStored = 9,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -103,6 +103,7 @@ pub async fn run_export(
         errors,
         seconds: report.seconds,
         at: Utc::now(),
+        title: None,
     };
     let notify_errors = notify::send(&policy.notify, &policy.base_dir, &message).await;
     Ok(RunOutcome {

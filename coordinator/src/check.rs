@@ -25,6 +25,63 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     ]);
     let mut advice = Vec::new();
     for file in files {
+        let is_runbook = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("steps:")));
+        if is_runbook {
+            match crate::runbook::Runbook::load(file) {
+                Ok(rb) => {
+                    let budget = rb.worst_case_duration();
+                    let fits = budget <= rb.rto;
+                    if !fits {
+                        missed = true;
+                        advice.push(format!(
+                            "{}: the steps' timeouts and retries add up to {}, more than the RTO {}: a failing step may hold the recovery past the objective",
+                            file.display(),
+                            format_duration(budget),
+                            format_duration(rb.rto)
+                        ));
+                    }
+                    // The posture of the exports it restores, against the runbook's RPO.
+                    for p in posture::assess(&rb.policy, now) {
+                        let restores = rb.steps.iter().any(|s| matches!(&s.action, crate::action::ActionConfig::RestoreBackup(r) if r.export == p.export));
+                        if restores && p.worst_case_rpo_seconds > rb.rpo.as_secs() {
+                            missed = true;
+                            advice.push(format!(
+                                "{}: restores `{}`, whose schedule `{}` allows {} of loss, more than the runbook's RPO {}",
+                                file.display(),
+                                p.export,
+                                p.schedule,
+                                format_duration(std::time::Duration::from_secs(p.worst_case_rpo_seconds)),
+                                format_duration(rb.rpo)
+                            ));
+                        }
+                    }
+                    json.push(serde_json::json!({
+                        "file": file, "valid": true, "runbook": rb.name, "steps": rb.steps.len(),
+                        "worst_case_seconds": budget.as_secs(), "rto_seconds": rb.rto.as_secs(), "timeouts_fit_rto": fits,
+                    }));
+                    if !out.json {
+                        println!(
+                            "runbook {} ({}): {} steps, worst case {} against RTO {}{}",
+                            rb.name,
+                            file.display(),
+                            rb.steps.len(),
+                            format_duration(budget),
+                            format_duration(rb.rto),
+                            if fits { "" } else { " — TOO LONG" }
+                        );
+                    }
+                }
+                Err(e) => {
+                    invalid = true;
+                    if out.json {
+                        json.push(serde_json::json!({"file": file, "valid": false, "error": e.to_string()}));
+                    } else {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                }
+            }
+            continue;
+        }
         let policy = match Policy::load(file) {
             Ok(p) => p,
             Err(e) => {
@@ -60,7 +117,7 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 verdict,
             ]);
             for a in &p.advice {
-                advice.push(format!("{} / {}: {a}", file.display(), p.export));
+                advice.push(format!("{} / {}: to meet the RPO, {a}", file.display(), p.export));
             }
         }
         json.push(serde_json::json!({"file": file, "valid": true, "host": policy.host, "exports": assessed}));
@@ -74,7 +131,7 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             println!("{}", table.render());
         }
         for a in &advice {
-            println!("  to meet the RPO, {a}");
+            println!("  {a}");
         }
     }
     Ok(if invalid {

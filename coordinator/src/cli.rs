@@ -39,9 +39,41 @@ pub enum Command {
         #[arg(long, short)]
         export: Option<String>,
     },
-    /// Validate policies and say which objectives their schedules can meet.
+    /// Run a runbook for a real incident: plan, confirmation, steps, RTO so far.
+    Run {
+        runbook: PathBuf,
+        /// When the failure happened (default: now), for the RTO and the data-loss window.
+        #[arg(long)]
+        failed_at: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run a runbook as a drill: preflight, inject the failure, recover, judge.
+    Drill {
+        runbook: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Compliance over a period: every drill against the objectives, trend, exposure.
+    Report {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// A period back from now, e.g. 90d (default).
+        #[arg(long, conflicts_with = "quarter")]
+        since: Option<String>,
+        /// A calendar quarter, e.g. 2026Q4.
+        #[arg(long)]
+        quarter: Option<String>,
+        /// Folder of runbooks, to list those not drilled in the period.
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
+        /// Also write the report as a self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Validate policies and runbooks; say which objectives they can meet.
     Check {
-        /// Policy files.
+        /// Policy and runbook files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -52,6 +84,19 @@ pub enum Command {
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Do not ask before changing anything.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Also write the report (JSON, Markdown, HTML, JUnit) into this folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Scratch folder for database dumps during restores.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -75,5 +120,137 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out),
+        Command::Run { runbook, failed_at, run } => {
+            let failed_at = failed_at.as_deref().map(drp_agent::cli::parse_time).transpose()?;
+            run_runbook(runbook, crate::report::Kind::Incident, failed_at, run, &out).await
+        }
+        Command::Drill { runbook, run } => run_runbook(runbook, crate::report::Kind::Drill, None, run, &out).await,
+        Command::Report {
+            policy,
+            since,
+            quarter,
+            runbooks,
+            html,
+        } => {
+            let policy = drp_agent::config::Policy::load(policy)?;
+            let (from, to, label) = crate::compliance::period(since.as_deref(), quarter.as_deref(), chrono::Utc::now())?;
+            let c = crate::compliance::build(&policy, runbooks.as_deref(), from, to, label).await?;
+            if let Some(path) = html {
+                std::fs::write(path, crate::compliance::html(&c)).map_err(|e| drp_agent::Error::io_path("cannot write", path, e))?;
+            }
+            if out.json {
+                out.print_json(&serde_json::to_value(&c).expect("serialises"));
+            } else {
+                println!("{}", crate::compliance::markdown(&c));
+            }
+            let bad = c.drills.iter().any(|d| !d.passed()) || c.exposure.iter().any(|e| e.within == Some(false)) || !c.not_drilled.is_empty();
+            Ok(if bad { ExitCode::ObjectivesMissed } else { ExitCode::Ok })
+        }
     }
+}
+
+async fn run_runbook(
+    path: &std::path::Path,
+    kind: crate::report::Kind,
+    failed_at: Option<chrono::DateTime<chrono::Utc>>,
+    args: &RunArgs,
+    out: &Output,
+) -> Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let runbook = crate::runbook::Runbook::load(path)?;
+    let yes = args.yes;
+    let interactive = !out.json && std::io::stdin().is_terminal();
+    let confirm = Box::new(move |what: &str| {
+        if yes {
+            return true;
+        }
+        if !interactive {
+            eprintln!("{what} Not confirmed: pass --yes to proceed without a terminal.");
+            return false;
+        }
+        eprint!("{what} Type `yes` to proceed: ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
+    });
+    if !out.json {
+        eprintln!("{} `{}` on {} (RTO {}, RPO {})", match kind {
+            crate::report::Kind::Drill => "Drill of",
+            crate::report::Kind::Incident => "Recovery with",
+        }, runbook.name, runbook.policy.host,
+            drp_agent::config::units::format_duration(runbook.rto), drp_agent::config::units::format_duration(runbook.rpo));
+        for s in &runbook.steps {
+            eprintln!("  {:<8} {} — {}", s.phase.map(|p| p.name()).unwrap_or("-"), s.name, s.action.action().describe());
+        }
+    }
+    let quiet = out.json || out.quiet;
+    let observe = move |e: crate::engine::Event| {
+        if quiet {
+            return;
+        }
+        match e {
+            crate::engine::Event::Started { section, step } => eprintln!("-> {section}: {}", step.name),
+            crate::engine::Event::Finished(r) => eprintln!("   {}", crate::drill::summary_line(r)),
+        }
+    };
+    let options = crate::drill::Options { kind, failed_at, confirm, workdir: args.workdir.clone() };
+    let (report, not_stored) = crate::drill::execute(&runbook, options, &observe).await?;
+    // Kept locally when asked, and always when a store could not take it.
+    let local_dir = match (&args.out, not_stored.is_empty()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, false) => Some(PathBuf::from("drp-reports")),
+        (None, true) => None,
+    };
+    let html = match &local_dir {
+        Some(d) => Some(crate::report::write_local(&report, d)?),
+        None => None,
+    };
+    if out.json {
+        let mut v = serde_json::to_value(&report).expect("serialises");
+        v["not_stored"] = serde_json::json!(not_stored);
+        v["html"] = serde_json::json!(html);
+        out.print_json(&v);
+    } else {
+        let f = crate::report::markdown::fmt_secs;
+        println!("{} {}: {}", match kind { crate::report::Kind::Drill => "drill", crate::report::Kind::Incident => "recovery" }, runbook.name, report.shown_status().to_uppercase());
+        if let Some(rto) = &report.rto {
+            match rto.measured_seconds {
+                Some(m) => println!("RTO {} against {} ({})", f(m), f(report.objectives.rto_seconds), if rto.met { "met" } else { "MISSED" }),
+                None => println!("RTO: not recovered (objective {})", f(report.objectives.rto_seconds)),
+            }
+            let phases: Vec<String> = ["detect", "restore", "restart", "verify"].iter().filter_map(|p| rto.phases.get(*p).map(|s| format!("{p} {}", f(*s)))).collect();
+            if !phases.is_empty() {
+                println!("  phases: {}", phases.join(", "));
+            }
+        }
+        if let Some(rpo) = &report.rpo {
+            match rpo.measured_seconds {
+                Some(m) => println!("RPO {} against {} ({})", f(m), f(report.objectives.rpo_seconds), if rpo.met { "met" } else { "MISSED" }),
+                None => println!("RPO: nothing was restored"),
+            }
+            if let Some(hb) = rpo.heartbeat_seconds {
+                println!("  from the data (newest heartbeat): {}", f(hb));
+            }
+        }
+        if let Some(why) = &report.failure {
+            println!("why: {why}");
+        }
+        if let Some(h) = &html {
+            println!("report: {}", h.display());
+        }
+        for n in &not_stored {
+            eprintln!("report not stored on {n}; kept locally");
+        }
+    }
+    Ok(if !report.passed() {
+        if report.failure.as_deref().is_some_and(|f| f.starts_with("RTO objective") || f.starts_with("RPO objective")) {
+            ExitCode::ObjectivesMissed
+        } else {
+            ExitCode::Failed
+        }
+    } else if !not_stored.is_empty() {
+        ExitCode::ReportNotStored
+    } else {
+        ExitCode::Ok
+    })
 }

@@ -163,6 +163,46 @@ fn expected_hint(message: &str, got: &str) -> Option<String> {
     }
 }
 
+/// Expands `${NAME}` and `${NAME:-default}` from the environment in policy
+/// and runbook text, so one file serves several machines. Line and column
+/// positions of keys are unchanged (values stay on their lines). An unset
+/// variable without a default is an error naming it.
+pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        // Comments are left alone.
+        let (body, comment) = match rest.find(" #").or(if rest.trim_start().starts_with('#') { Some(0) } else { None }) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        rest = body;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start..].find('}') else {
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let inner = &rest[start + 2..start + len];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => missing.push((i + 1, name.to_string())),
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    if missing.is_empty() { Ok(out) } else { Err(missing) }
+}
+
 /// A path written in a policy, resolved against the policy's folder.
 pub fn resolve_relative(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {

@@ -238,6 +238,24 @@ impl Policy {
 
     /// Validates policy text; `path` names it in diagnostics.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let text = &match super::expand_env(text) {
+            Ok(t) => t,
+            Err(missing) => {
+                return Err(PolicyError {
+                    diagnostics: missing
+                        .into_iter()
+                        .map(|(line, name)| super::Diagnostic {
+                            file: path.to_path_buf(),
+                            line,
+                            column: 1,
+                            key: format!("${{{name}}}"),
+                            message: format!("environment variable `{name}` is not set"),
+                            hint: Some(format!("set it, or give a default: `${{{name}:-value}}`")),
+                        })
+                        .collect(),
+                });
+            }
+        };
         let mut diags = Diagnostics::new(path, text);
         let root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,

@@ -25,6 +25,9 @@ pub struct Message {
     pub errors: Vec<String>,
     pub seconds: f64,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// A subject of its own (runbook notifications), instead of the backup's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 impl Message {
@@ -33,6 +36,9 @@ impl Message {
     }
 
     pub fn subject(&self) -> String {
+        if let Some(t) = &self.title {
+            return t.clone();
+        }
         match self.result.as_str() {
             "ok" => format!("drp: backup of {}/{} succeeded", self.host, self.export),
             "partial" => format!(

@@ -106,6 +106,19 @@ pub trait Source: Send + Sync {
     /// What currently exists at the destination and would be replaced, if anything.
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError>;
 
+    /// Runs SQL on the source's database (or `database` on the same server)
+    /// and returns the rows, each as its columns' text. Directory sources have
+    /// no SQL.
+    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
+        let _ = (database, sql);
+        Err(SourceError::Invalid("this source has no SQL".into()))
+    }
+
+    /// Checks the tools a restore needs are installed; returns their versions.
+    fn check_tools(&self) -> Result<Vec<String>, SourceError> {
+        Ok(Vec::new())
+    }
+
     /// Receives the raw stream of a recovery point next to the destination,
     /// without changing it. `workdir` is private scratch space.
     fn stage(

@@ -172,6 +172,18 @@ impl Source for Mysql {
         Destination::Database(self.config.database.clone())
     }
 
+    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
+        let db = database.unwrap_or(&self.config.database);
+        check_name(db)?;
+        Ok(super::postgres::rows(&self.query(Some(db), sql)?))
+    }
+
+    fn check_tools(&self) -> Result<Vec<String>, SourceError> {
+        let client = self.tool(&["mariadb", "mysql"])?;
+        let dump = self.tool(&["mariadb-dump", "mysqldump"])?;
+        Ok(vec![process::version(&client)?, process::version(&dump)?])
+    }
+
     fn destination(&self, text: &str) -> Destination {
         Destination::Database(text.to_string())
     }

@@ -1,0 +1,52 @@
+//! HTTP check: a status code and, optionally, text in the body.
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Action, Context, Poll};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    pub body_contains: Option<String>,
+    #[serde(flatten)]
+    pub poll: Poll,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+impl HttpCheck {
+    async fn once(&self) -> Result<String, String> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client.get(&self.url).send().await.map_err(|e| format!("GET {}: {e}", self.url))?;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        if status != self.status {
+            return Err(format!("GET {} answered {status}, expected {}", self.url, self.status));
+        }
+        if let Some(want) = &self.body_contains {
+            if !body.contains(want.as_str()) {
+                return Err(format!("GET {}: the body does not contain `{want}`", self.url));
+            }
+        }
+        Ok(format!("GET {} answered {status}", self.url))
+    }
+}
+
+impl Action for HttpCheck {
+    fn describe(&self) -> String {
+        format!("GET {} expecting {}", self.url, self.status)
+    }
+
+    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(super::poll(self.poll, move || self.once()))
+    }
+}

@@ -1,0 +1,101 @@
+//! Restore an export's recovery point through the agent library: the same
+//! path as `drp restore`, digests verified before anything is replaced.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Action, Context, RestoredPoint};
+use drp_agent::config::Policy;
+use drp_agent::restore::{self, Selector};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    pub export: String,
+    /// `before_failure` (default: the newest point consistent before the
+    /// failure), `latest`, or a point id.
+    #[serde(default = "default_point")]
+    pub point: String,
+    /// A database name or path instead of the source itself.
+    pub to: Option<String>,
+    /// Only this target.
+    pub from: Option<String>,
+}
+
+fn default_point() -> String {
+    "before_failure".into()
+}
+
+impl Action for RestoreBackup {
+    fn describe(&self) -> String {
+        let to = self.to.as_deref().map(|t| format!(" into {t}")).unwrap_or_default();
+        format!("restore `{}` ({}){to}", self.export, self.point)
+    }
+
+    fn destructive(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        let Some(e) = policy.exports.get(&self.export) else {
+            return Err(format!(
+                "unknown export `{}`; the policy defines: {}",
+                self.export,
+                policy.exports.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        if let Some(t) = &self.from {
+            if !e.targets.contains(t) {
+                return Err(format!("export `{}` is not stored on target `{t}`", self.export));
+            }
+        }
+        Ok(())
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let policy = &ctx.policy;
+            let export = policy.export(&self.export).map_err(|e| e.to_string())?;
+            let names = match &self.from {
+                Some(t) => vec![t.clone()],
+                None => export.targets.clone(),
+            };
+            let repos: Vec<_> = drp_agent::backup::open_targets(policy, &names, false)
+                .await
+                .into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .collect();
+            if repos.is_empty() {
+                return Err(format!("no target of `{}` is reachable", self.export));
+            }
+            let selector = match self.point.as_str() {
+                "before_failure" => Selector::Before(ctx.t_fail),
+                "latest" => Selector::Latest,
+                id => Selector::Id(id.to_string()),
+            };
+            let source: Arc<dyn drp_agent::source::Source> = Arc::from(drp_agent::source::build(&export.source, &policy.base_dir));
+            let plan = restore::plan(&repos, &policy.host, &self.export, &selector, source.clone(), self.to.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let report = restore::execute(&plan, source, true, ctx.workdir.clone(), drp_agent::progress::silent())
+                .await
+                .map_err(|e| e.to_string())?;
+            ctx.restored.lock().expect("restored lock").push(RestoredPoint {
+                export: self.export.clone(),
+                id: plan.manifest.id.clone(),
+                target: report.target.clone(),
+                consistency_time: plan.manifest.consistency_time,
+            });
+            Ok(format!(
+                "restored {} (consistent at {}) from `{}` into {} in {:.1}s",
+                report.id,
+                plan.manifest.consistency_time.to_rfc3339(),
+                report.target,
+                report.destination,
+                report.seconds
+            ))
+        })
+    }
+}

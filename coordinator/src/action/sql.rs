@@ -1,0 +1,101 @@
+//! SQL check on an export's database (PostgreSQL, MariaDB, SQLite), with an
+//! expectation on the result; also runs plain statements (drill injections).
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Action, Context, Poll};
+use drp_agent::config::Policy;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheck {
+    /// The export whose connection settings are used.
+    pub export: String,
+    /// Another database on the same server (or another SQLite file).
+    pub database: Option<String>,
+    pub query: String,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default)]
+    pub destructive: bool,
+    #[serde(flatten)]
+    pub poll: Poll,
+}
+
+/// What the result must be; every condition given must hold. The value is
+/// the first column of the first row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub rows: Option<usize>,
+    pub value: Option<String>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl SqlCheck {
+    async fn once(&self, ctx: &Context) -> Result<String, String> {
+        let export = ctx.policy.export(&self.export).map_err(|e| e.to_string())?;
+        let source = drp_agent::source::build(&export.source, &ctx.policy.base_dir);
+        let (db, query) = (self.database.clone(), self.query.clone());
+        let rows = tokio::task::spawn_blocking(move || source.sql(db.as_deref(), &query))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let first = rows.first().and_then(|r| r.first()).cloned();
+        let e = &self.expect;
+        if let Some(n) = e.rows {
+            if rows.len() != n {
+                return Err(format!("{} rows, expected {n}", rows.len()));
+            }
+        }
+        if let Some(v) = &e.value {
+            if first.as_deref() != Some(v.as_str()) {
+                return Err(format!("value {:?}, expected `{v}`", first.unwrap_or_default()));
+            }
+        }
+        if e.min.is_some() || e.max.is_some() {
+            let n: f64 = first
+                .as_deref()
+                .and_then(|f| f.trim().parse().ok())
+                .ok_or_else(|| format!("value {:?} is not a number", first.clone().unwrap_or_default()))?;
+            if let Some(min) = e.min.filter(|m| n < *m) {
+                return Err(format!("value {n} is below the minimum {min}"));
+            }
+            if let Some(max) = e.max.filter(|m| n > *m) {
+                return Err(format!("value {n} is above the maximum {max}"));
+            }
+        }
+        Ok(match first {
+            Some(v) => format!("{} row(s), value {v}", rows.len()),
+            None => format!("{} row(s)", rows.len()),
+        })
+    }
+}
+
+impl Action for SqlCheck {
+    fn describe(&self) -> String {
+        format!("SQL on `{}`: {}", self.export, self.query.trim())
+    }
+
+    fn destructive(&self) -> bool {
+        self.destructive
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        match policy.exports.get(&self.export) {
+            None => Err(format!(
+                "unknown export `{}`; the policy defines: {}",
+                self.export,
+                policy.exports.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Some(e) if e.source.kind() == "directory" => Err(format!("export `{}` is a directory: it has no SQL", self.export)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(super::poll(self.poll, move || self.once(ctx)))
+    }
+}

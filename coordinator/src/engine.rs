@@ -1,0 +1,168 @@
+//! Executes runbook steps: timeouts, retries with exponential backoff,
+//! on-failure choices (abort, continue, fallbacks), and the record of every
+//! attempt that measurements and reports are built from.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::action::Context;
+use crate::runbook::{OnFailure, Phase, Runbook, Step};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    TimedOut,
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// `inject`, `main`, `fallback` or `cleanup`.
+    pub section: String,
+    pub name: String,
+    pub phase: Option<Phase>,
+    pub action: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub seconds: f64,
+    pub attempts: u32,
+    pub status: StepStatus,
+    pub message: String,
+}
+
+impl StepRecord {
+    pub fn passed(&self) -> bool {
+        self.status == StepStatus::Passed
+    }
+}
+
+/// What the engine tells the CLI as it goes.
+pub enum Event<'a> {
+    Started { section: &'a str, step: &'a Step },
+    Finished(&'a StepRecord),
+}
+
+pub type Observer<'a> = &'a (dyn Fn(Event) + Send + Sync);
+
+/// Runs one step: attempts until one passes or retries run out.
+pub async fn run_step(section: &str, step: &Step, phase: Option<Phase>, ctx: &Context, observe: Observer<'_>) -> StepRecord {
+    observe(Event::Started { section, step });
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let action = step.action.action();
+    let mut attempts = 0;
+    let (status, message) = loop {
+        attempts += 1;
+        let (status, message) = match tokio::time::timeout(step.timeout, action.run(ctx)).await {
+            Ok(Ok(msg)) => (StepStatus::Passed, msg),
+            Ok(Err(why)) => (StepStatus::Failed, why),
+            Err(_) => (StepStatus::TimedOut, format!("timed out after {}", drp_agent::config::units::format_duration(step.timeout))),
+        };
+        if status == StepStatus::Passed || attempts > step.retries {
+            break (status, message);
+        }
+        let delay = step.backoff.saturating_mul(1 << (attempts - 1).min(6));
+        tracing::info!(step = step.name, attempts, ?delay, %message, "retrying");
+        tokio::time::sleep(delay).await;
+    };
+    let record = StepRecord {
+        section: section.to_string(),
+        name: step.name.clone(),
+        phase,
+        action: action.describe(),
+        started_at,
+        ended_at: Utc::now(),
+        seconds: clock.elapsed().as_secs_f64(),
+        attempts,
+        status,
+        message,
+    };
+    observe(Event::Finished(&record));
+    record
+}
+
+/// The outcome of a list of steps.
+pub struct Outcome {
+    pub records: Vec<StepRecord>,
+    /// Why the procedure stopped early, if it did.
+    pub aborted: Option<String>,
+}
+
+/// Runs steps in order, applying each one's on-failure choice.
+pub async fn run_steps(section: &str, steps: &[Step], runbook: &Runbook, ctx: &Context, observe: Observer<'_>) -> Outcome {
+    let mut records = Vec::new();
+    for step in steps {
+        let record = run_step(section, step, step.phase, ctx, observe).await;
+        let failed = !record.passed();
+        let why = format!("step `{}` {}: {}", record.name, status_word(record.status), record.message);
+        records.push(record);
+        if !failed {
+            continue;
+        }
+        match &step.on_failure {
+            OnFailure::Continue => {}
+            OnFailure::Abort => return Outcome { records, aborted: Some(why) },
+            OnFailure::Fallback(names) => {
+                for name in names {
+                    let fb = &runbook.fallbacks[name];
+                    let r = run_step("fallback", fb, step.phase, ctx, observe).await;
+                    let ok = r.passed();
+                    let fb_why = format!("{why}; fallback `{}` {}: {}", r.name, status_word(r.status), r.message);
+                    records.push(r);
+                    if !ok {
+                        return Outcome { records, aborted: Some(fb_why) };
+                    }
+                }
+            }
+        }
+    }
+    Outcome { records, aborted: None }
+}
+
+/// Runs steps that must all be attempted whatever happens (cleanup).
+pub async fn run_all(section: &str, steps: &[Step], ctx: &Context, observe: Observer<'_>) -> Vec<StepRecord> {
+    let mut out = Vec::new();
+    for step in steps {
+        out.push(run_step(section, step, None, ctx, observe).await);
+    }
+    out
+}
+
+pub fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Passed => "passed",
+        StepStatus::Failed => "failed",
+        StepStatus::TimedOut => "timed out",
+    }
+}
+
+/// RTO as the SPEC measures it: from the failure to the end of the last
+/// verify step, when every verify step passed; with the time of each phase
+/// as consecutive segments (detect ends when the last detect step ends, …).
+pub fn measure_rto(t_fail: DateTime<Utc>, main: &[StepRecord]) -> (Option<f64>, Vec<(Phase, f64)>) {
+    let mut phases = Vec::new();
+    let mut prev = t_fail;
+    for phase in Phase::ALL {
+        let end = main.iter().filter(|r| r.phase == Some(phase)).map(|r| r.ended_at).max();
+        if let Some(end) = end {
+            phases.push((phase, secs(end - prev)));
+            prev = end;
+        }
+    }
+    let verify: Vec<_> = main.iter().filter(|r| r.phase == Some(Phase::Verify) && r.section == "main").collect();
+    let recovered = !verify.is_empty() && verify.iter().all(|r| r.passed());
+    let rto = recovered.then(|| secs(verify.iter().map(|r| r.ended_at).max().expect("non-empty") - t_fail));
+    (rto, phases)
+}
+
+pub fn secs(d: chrono::Duration) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+pub fn duration_secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

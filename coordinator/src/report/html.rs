@@ -1,0 +1,130 @@
+//! The report as one self-contained HTML page (no external assets), with an
+//! inline SVG timeline of the phases against the RTO objective.
+
+use super::markdown::{fmt_secs, verdict};
+use super::Report;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const COLORS: [(&str, &str); 4] = [("detect", "#f0ad4e"), ("restore", "#5b8def"), ("restart", "#9b59b6"), ("verify", "#2eaa6a")];
+
+/// The timeline: phases as consecutive bars from T_fail, the objective as a line.
+pub fn timeline(r: &Report) -> String {
+    let (w, h, left, right) = (900.0, 150.0, 20.0, 20.0);
+    let rto_goal = r.objectives.rto_seconds;
+    let phases = r.rto.as_ref().map(|x| x.phases.clone()).unwrap_or_default();
+    let total: f64 = phases.values().sum();
+    let span = rto_goal.max(total).max(1.0) * 1.1;
+    let x = |t: f64| left + (w - left - right) * t / span;
+    let mut svg = format!(
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="Recovery timeline">"#
+    );
+    svg += &format!(r##"<rect x="0" y="0" width="{w}" height="{h}" fill="#fafafa"/>"##);
+    let mut t = 0.0;
+    for (name, color) in COLORS {
+        if let Some(d) = phases.get(name) {
+            let (x0, x1) = (x(t), x(t + d));
+            svg += &format!(
+                r#"<rect class="phase" data-phase="{name}" x="{x0:.1}" y="40" width="{:.1}" height="40" fill="{color}"><title>{name}: {}</title></rect>"#,
+                (x1 - x0).max(1.0),
+                fmt_secs(*d)
+            );
+            if x1 - x0 > 50.0 {
+                svg += &format!(r#"<text x="{:.1}" y="65" font-size="12" fill="white" text-anchor="middle">{name}</text>"#, (x0 + x1) / 2.0);
+            }
+            t += d;
+        }
+    }
+    let gx = x(rto_goal);
+    svg += &format!(r##"<line id="rto-objective" x1="{gx:.1}" y1="25" x2="{gx:.1}" y2="100" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/>"##);
+    svg += &format!(r##"<text x="{gx:.1}" y="18" font-size="12" fill="#d9534f" text-anchor="middle">RTO objective {}</text>"##, fmt_secs(rto_goal));
+    svg += &format!(r##"<text x="{left}" y="120" font-size="12" fill="#333">T_fail</text>"##);
+    if total > 0.0 {
+        svg += &format!(r##"<text x="{:.1}" y="120" font-size="12" fill="#333" text-anchor="middle">recovered after {}</text>"##, x(total), fmt_secs(total));
+    }
+    svg += "</svg>";
+    svg
+}
+
+pub fn render(r: &Report) -> String {
+    let status = r.shown_status();
+    let color = if r.passed() { "#2eaa6a" } else { "#d9534f" };
+    let mut rows = String::new();
+    for s in &r.steps {
+        rows += &format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            crate::engine::status_word(s.status).replace(' ', "-"),
+            esc(&s.section),
+            s.phase.map(|p| p.name()).unwrap_or("-"),
+            esc(&s.name),
+            crate::engine::status_word(s.status),
+            s.attempts,
+            fmt_secs(s.seconds),
+            esc(&s.message)
+        );
+    }
+    let mut objectives = String::new();
+    if let Some(rto) = &r.rto {
+        objectives += &format!(
+            "<tr><th>RTO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            fmt_secs(r.objectives.rto_seconds),
+            rto.measured_seconds.map(fmt_secs).unwrap_or_else(|| "not recovered".into()),
+            rto.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            verdict(rto.met).to_lowercase(),
+            verdict(rto.met)
+        );
+    }
+    if let Some(rpo) = &r.rpo {
+        objectives += &format!(
+            "<tr><th>RPO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            fmt_secs(r.objectives.rpo_seconds),
+            rpo.measured_seconds.map(fmt_secs).unwrap_or_else(|| "nothing restored".into()),
+            rpo.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            verdict(rpo.met).to_lowercase(),
+            verdict(rpo.met)
+        );
+        if let Some(hb) = rpo.heartbeat_seconds {
+            objectives += &format!("<tr><th>RPO from the data (heartbeat)</th><td></td><td>{}</td><td></td><td></td></tr>", fmt_secs(hb));
+        }
+    }
+    let failure = r.failure.as_deref().map(|f| format!("<p class=\"why\"><strong>Why it failed:</strong> {}</p>", esc(f))).unwrap_or_default();
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>drp {kind}: {runbook} — {status}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+h1 .status {{ color: {color}; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: left; font-size: 14px; }}
+.met {{ color: #2eaa6a; font-weight: bold; }} .missed {{ color: #d9534f; font-weight: bold; }}
+tr.failed td, tr.timed-out td {{ background: #fdecea; }}
+.why {{ background: #fdecea; padding: 8px; }}
+</style></head>
+<body>
+<h1>drp {kind} of <code>{runbook}</code> on {host}: <span class="status">{status_upper}</span></h1>
+<p>Report {id} · started {started} · failure (T_fail) {tfail}</p>
+{failure}
+<h2>Objectives</h2>
+<table><tr><th></th><th>objective</th><th>measured</th><th>margin</th><th>verdict</th></tr>{objectives}</table>
+<h2>Timeline</h2>
+{timeline}
+<h2>Steps</h2>
+<table><tr><th>section</th><th>phase</th><th>step</th><th>result</th><th>attempts</th><th>time</th><th>detail</th></tr>
+{rows}</table>
+</body></html>
+"#,
+        kind = match r.kind {
+            super::Kind::Drill => "drill",
+            super::Kind::Incident => "recovery",
+        },
+        runbook = esc(&r.runbook),
+        host = esc(&r.host),
+        status_upper = status.to_uppercase(),
+        id = esc(&r.id),
+        started = r.started_at.to_rfc3339(),
+        tfail = r.t_fail.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+        timeline = timeline(r),
+    )
+}

@@ -1,0 +1,52 @@
+//! The report as JUnit XML, so a drill run from CI shows as tests: one test
+//! case per step, plus one for each objective.
+
+use super::Report;
+use super::markdown::fmt_secs;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn render(r: &Report) -> String {
+    let mut cases = String::new();
+    let mut failures = 0;
+    let mut case = |name: &str, seconds: f64, failure: Option<String>| {
+        cases += &format!("    <testcase classname=\"drp.{}\" name=\"{}\" time=\"{seconds:.3}\"", esc(&r.runbook), esc(name));
+        match failure {
+            Some(f) => {
+                failures += 1;
+                cases += &format!(">\n      <failure message=\"{}\"/>\n    </testcase>\n", esc(&f));
+            }
+            None => cases += "/>\n",
+        }
+    };
+    for s in &r.steps {
+        let failure = (!s.passed()).then(|| s.message.clone());
+        case(&format!("{}: {}", s.section, s.name), s.seconds, failure);
+    }
+    if let Some(rto) = &r.rto {
+        let f = (!rto.met).then(|| match rto.measured_seconds {
+            Some(m) => format!("RTO {} exceeds the objective {}", fmt_secs(m), fmt_secs(r.objectives.rto_seconds)),
+            None => "not recovered".to_string(),
+        });
+        case("RTO objective", rto.measured_seconds.unwrap_or(0.0), f);
+    }
+    if let Some(rpo) = &r.rpo {
+        let f = (!rpo.met).then(|| format!("RPO {} exceeds the objective {}", rpo.measured_seconds.map(fmt_secs).unwrap_or_default(), fmt_secs(r.objectives.rpo_seconds)));
+        case("RPO objective", 0.0, f);
+    }
+    if r.status == super::Status::Running {
+        case("completed", 0.0, Some("the run was interrupted".into()));
+    }
+    let tests = cases.matches("<testcase").count();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"drp {} {}\" tests=\"{tests}\" failures=\"{failures}\" timestamp=\"{}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        match r.kind {
+            super::Kind::Drill => "drill",
+            super::Kind::Incident => "recovery",
+        },
+        esc(&r.runbook),
+        r.started_at.to_rfc3339()
+    )
+}

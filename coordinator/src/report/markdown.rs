@@ -1,0 +1,100 @@
+//! The report as Markdown, for a ticket or a wiki page.
+
+use super::Report;
+
+pub fn fmt_secs(s: f64) -> String {
+    if s.abs() < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        let total = s.abs().round() as u64;
+        let sign = if s < 0.0 { "-" } else { "" };
+        if total >= 3600 {
+            format!("{sign}{}h {}m {}s", total / 3600, total / 60 % 60, total % 60)
+        } else {
+            format!("{sign}{}m {}s", total / 60, total % 60)
+        }
+    }
+}
+
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut s = format!(
+        "# {} of `{}` on {}: {}\n\n",
+        match r.kind {
+            super::Kind::Drill => "Drill",
+            super::Kind::Incident => "Recovery",
+        },
+        r.runbook,
+        r.host,
+        r.shown_status().to_uppercase()
+    );
+    s += &format!("- Report: `{}` (runbook file `{}`)\n", r.id, r.runbook_file);
+    s += &format!("- Started: {}\n", r.started_at.to_rfc3339());
+    if let Some(t) = r.t_fail {
+        s += &format!("- Failure at (T_fail): {}\n", t.to_rfc3339());
+    }
+    if let Some(e) = r.ended_at {
+        s += &format!("- Ended: {}\n", e.to_rfc3339());
+    }
+    if let Some(f) = &r.failure {
+        s += &format!("- **Why it failed:** {f}\n");
+    }
+    s += "\n| objective | target | measured | margin | verdict |\n| --- | --- | --- | --- | --- |\n";
+    if let Some(rto) = &r.rto {
+        s += &format!(
+            "| RTO | {} | {} | {} | {} |\n",
+            fmt_secs(r.objectives.rto_seconds),
+            rto.measured_seconds.map(fmt_secs).unwrap_or_else(|| "not recovered".into()),
+            rto.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            verdict(rto.met)
+        );
+    }
+    if let Some(rpo) = &r.rpo {
+        s += &format!(
+            "| RPO | {} | {} | {} | {} |\n",
+            fmt_secs(r.objectives.rpo_seconds),
+            rpo.measured_seconds.map(fmt_secs).unwrap_or_else(|| "nothing restored".into()),
+            rpo.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            verdict(rpo.met)
+        );
+        if let Some(hb) = rpo.heartbeat_seconds {
+            s += &format!("| RPO (heartbeat, from the data) | {} | {} | | |\n", fmt_secs(r.objectives.rpo_seconds), fmt_secs(hb));
+        }
+    }
+    if let Some(rto) = &r.rto {
+        s += "\n## Phases\n\n| phase | time |\n| --- | --- |\n";
+        for p in ["detect", "restore", "restart", "verify"] {
+            if let Some(v) = rto.phases.get(p) {
+                s += &format!("| {p} | {} |\n", fmt_secs(*v));
+            }
+        }
+    }
+    s += "\n## Steps\n\n| section | phase | step | result | attempts | time | detail |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+    for st in &r.steps {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            st.section,
+            st.phase.map(|p| p.name()).unwrap_or("-"),
+            st.name,
+            crate::engine::status_word(st.status),
+            st.attempts,
+            fmt_secs(st.seconds),
+            st.message.replace('|', "\\|").replace('\n', " ")
+        );
+    }
+    if let Some(rpo) = &r.rpo {
+        if !rpo.restored.is_empty() {
+            s += "\n## Restored recovery points\n\n";
+            for p in &rpo.restored {
+                s += &format!("- `{}` of export `{}` from target `{}`, consistent at {}\n", p.id, p.export, p.target, p.consistency_time.to_rfc3339());
+            }
+        }
+    }
+    for n in &r.notes {
+        s += &format!("\n> {n}\n");
+    }
+    s
+}

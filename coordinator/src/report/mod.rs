@@ -1,0 +1,202 @@
+//! Reports of runs and drills: a stable JSON record (stored in the
+//! repositories of the policy's targets, so the history survives the loss of
+//! any host), rendered as Markdown, a self-contained HTML page with a
+//! timeline, and JUnit XML for CI.
+
+pub mod html;
+pub mod junit;
+pub mod markdown;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::action::RestoredPoint;
+use crate::engine::StepRecord;
+use drp_agent::Error;
+use drp_agent::repository::Repository;
+
+pub const SCHEMA: &str = "drp.run-report/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A failure injected on purpose.
+    Drill,
+    /// A real incident, run by the on-call engineer.
+    Incident,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Started and not finished: if nothing is running, it was interrupted.
+    Running,
+    Passed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Objectives {
+    pub rto_seconds: f64,
+    pub rpo_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RtoMeasure {
+    /// From the failure to the last passed verify step; `None` when the
+    /// service was not recovered.
+    pub measured_seconds: Option<f64>,
+    pub met: bool,
+    /// Objective minus measured (negative: missed by that much).
+    pub margin_seconds: Option<f64>,
+    /// Consecutive segments: detect, restore, restart, verify.
+    pub phases: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RpoMeasure {
+    /// Failure time minus the consistency time of the restored point (the
+    /// oldest, when several were restored); `None` when nothing was restored.
+    pub measured_seconds: Option<f64>,
+    /// Failure time minus the newest heartbeat found after the restore.
+    pub heartbeat_seconds: Option<f64>,
+    pub newest_heartbeat: Option<DateTime<Utc>>,
+    pub met: bool,
+    pub margin_seconds: Option<f64>,
+    pub restored: Vec<RestoredPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub schema: String,
+    pub id: String,
+    pub kind: Kind,
+    pub runbook: String,
+    pub runbook_file: String,
+    pub host: String,
+    pub status: Status,
+    pub started_at: DateTime<Utc>,
+    pub t_fail: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub objectives: Objectives,
+    pub rto: Option<RtoMeasure>,
+    pub rpo: Option<RpoMeasure>,
+    pub steps: Vec<StepRecord>,
+    /// Why it failed: the step and its message, or the missed objective.
+    pub failure: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.status == Status::Passed
+    }
+
+    /// The status a reader should see: a record left `running` by a
+    /// coordinator that died is an interrupted run, not a pass.
+    pub fn shown_status(&self) -> &'static str {
+        match self.status {
+            Status::Running => "interrupted",
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn object(&self) -> String {
+        format!("reports/{}/{}.json", self.runbook, self.id)
+    }
+}
+
+/// Where reports are kept: every repository of the policy's targets.
+pub struct Store {
+    pub repos: Vec<Repository>,
+    /// Targets that could not be opened.
+    pub unreachable: Vec<String>,
+}
+
+impl Store {
+    pub async fn open(policy: &drp_agent::config::Policy) -> Store {
+        let names: Vec<String> = policy.targets.keys().cloned().collect();
+        let mut repos = Vec::new();
+        let mut unreachable = Vec::new();
+        for (name, opened) in drp_agent::backup::open_targets(policy, &names, true).await {
+            match opened {
+                Ok(r) => repos.push(r),
+                Err(e) => unreachable.push(format!("{name}: {e}")),
+            }
+        }
+        Store { repos, unreachable }
+    }
+
+    /// Saves the record (JSON and its HTML page) on every repository;
+    /// returns the targets where it could not be saved.
+    pub async fn save(&self, report: &Report) -> Vec<String> {
+        let mut failed = self.unreachable.clone();
+        let json = serde_json::to_vec_pretty(report).expect("report serialises");
+        let html = html::render(report);
+        for repo in &self.repos {
+            let op = &repo.target.op;
+            let r = op.write(&report.object(), json.clone()).await;
+            let r = match r {
+                Ok(_) => op.write(&report.object().replace(".json", ".html"), html.clone().into_bytes()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                failed.push(format!("{}: {e}", repo.name()));
+            }
+        }
+        if self.repos.is_empty() && failed.is_empty() {
+            failed.push("no target".into());
+        }
+        failed
+    }
+
+    /// Every stored report, deduplicated by id (the copy on the first target wins).
+    pub async fn load_all(&self) -> Result<Vec<Report>, Error> {
+        let mut by_id: BTreeMap<String, Report> = BTreeMap::new();
+        for repo in &self.repos {
+            let op = &repo.target.op;
+            let runbooks = match op.list("reports/").await {
+                Ok(e) => e,
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+                Err(e) => return Err(repo.target.error("cannot list reports", e)),
+            };
+            for rb in runbooks.iter().filter(|e| e.metadata().is_dir() && e.path() != "reports/") {
+                let files = op.list(rb.path()).await.map_err(|e| repo.target.error("cannot list reports", e))?;
+                for f in files.iter().filter(|f| f.name().ends_with(".json")) {
+                    let Ok(buf) = op.read(f.path()).await else { continue };
+                    match serde_json::from_slice::<Report>(&buf.to_vec()) {
+                        Ok(r) => {
+                            by_id.entry(r.id.clone()).or_insert(r);
+                        }
+                        Err(e) => tracing::warn!(object = f.path(), error = %e, "unreadable report ignored"),
+                    }
+                }
+            }
+        }
+        let mut v: Vec<Report> = by_id.into_values().collect();
+        v.sort_by_key(|r| r.started_at);
+        Ok(v)
+    }
+}
+
+/// Writes the JSON, Markdown, HTML and JUnit renderings into `dir`; returns
+/// the HTML page's path.
+pub fn write_local(report: &Report, dir: &Path) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
+    let stem = format!("{}-{}", report.runbook, report.id);
+    let files = [
+        ("json", serde_json::to_string_pretty(report).expect("report serialises")),
+        ("md", markdown::render(report)),
+        ("html", html::render(report)),
+        ("junit.xml", junit::render(report)),
+    ];
+    for (ext, body) in &files {
+        let p = dir.join(format!("{stem}.{ext}"));
+        std::fs::write(&p, body).map_err(|e| Error::io_path("cannot write", &p, e))?;
+    }
+    Ok(dir.join(format!("{stem}.html")))
+}
