@@ -25,7 +25,8 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     ]);
     let mut advice = Vec::new();
     for file in files {
-        let is_runbook = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("steps:")));
+        let is_runbook =
+            std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("steps:")));
         if is_runbook {
             match crate::runbook::Runbook::load(file) {
                 Ok(rb) => {
@@ -117,7 +118,11 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 verdict,
             ]);
             for a in &p.advice {
-                advice.push(format!("{} / {}: to meet the RPO, {a}", file.display(), p.export));
+                advice.push(format!(
+                    "{} / {}: to meet the RPO, {a}",
+                    file.display(),
+                    p.export
+                ));
             }
         }
         json.push(serde_json::json!({"file": file, "valid": true, "host": policy.host, "exports": assessed}));

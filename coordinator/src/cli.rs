@@ -120,11 +120,20 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out),
-        Command::Run { runbook, failed_at, run } => {
-            let failed_at = failed_at.as_deref().map(drp_agent::cli::parse_time).transpose()?;
+        Command::Run {
+            runbook,
+            failed_at,
+            run,
+        } => {
+            let failed_at = failed_at
+                .as_deref()
+                .map(drp_agent::cli::parse_time)
+                .transpose()?;
             run_runbook(runbook, crate::report::Kind::Incident, failed_at, run, &out).await
         }
-        Command::Drill { runbook, run } => run_runbook(runbook, crate::report::Kind::Drill, None, run, &out).await,
+        Command::Drill { runbook, run } => {
+            run_runbook(runbook, crate::report::Kind::Drill, None, run, &out).await
+        }
         Command::Report {
             policy,
             since,
@@ -133,18 +142,29 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             html,
         } => {
             let policy = drp_agent::config::Policy::load(policy)?;
-            let (from, to, label) = crate::compliance::period(since.as_deref(), quarter.as_deref(), chrono::Utc::now())?;
+            let (from, to, label) = crate::compliance::period(
+                since.as_deref(),
+                quarter.as_deref(),
+                chrono::Utc::now(),
+            )?;
             let c = crate::compliance::build(&policy, runbooks.as_deref(), from, to, label).await?;
             if let Some(path) = html {
-                std::fs::write(path, crate::compliance::html(&c)).map_err(|e| drp_agent::Error::io_path("cannot write", path, e))?;
+                std::fs::write(path, crate::compliance::html(&c))
+                    .map_err(|e| drp_agent::Error::io_path("cannot write", path, e))?;
             }
             if out.json {
                 out.print_json(&serde_json::to_value(&c).expect("serialises"));
             } else {
                 println!("{}", crate::compliance::markdown(&c));
             }
-            let bad = c.drills.iter().any(|d| !d.passed()) || c.exposure.iter().any(|e| e.within == Some(false)) || !c.not_drilled.is_empty();
-            Ok(if bad { ExitCode::ObjectivesMissed } else { ExitCode::Ok })
+            let bad = c.drills.iter().any(|d| !d.passed())
+                || c.exposure.iter().any(|e| e.within == Some(false))
+                || !c.not_drilled.is_empty();
+            Ok(if bad {
+                ExitCode::ObjectivesMissed
+            } else {
+                ExitCode::Ok
+            })
         }
     }
 }
@@ -174,13 +194,24 @@ async fn run_runbook(
         std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
     });
     if !out.json {
-        eprintln!("{} `{}` on {} (RTO {}, RPO {})", match kind {
-            crate::report::Kind::Drill => "Drill of",
-            crate::report::Kind::Incident => "Recovery with",
-        }, runbook.name, runbook.policy.host,
-            drp_agent::config::units::format_duration(runbook.rto), drp_agent::config::units::format_duration(runbook.rpo));
+        eprintln!(
+            "{} `{}` on {} (RTO {}, RPO {})",
+            match kind {
+                crate::report::Kind::Drill => "Drill of",
+                crate::report::Kind::Incident => "Recovery with",
+            },
+            runbook.name,
+            runbook.policy.host,
+            drp_agent::config::units::format_duration(runbook.rto),
+            drp_agent::config::units::format_duration(runbook.rpo)
+        );
         for s in &runbook.steps {
-            eprintln!("  {:<8} {} — {}", s.phase.map(|p| p.name()).unwrap_or("-"), s.name, s.action.action().describe());
+            eprintln!(
+                "  {:<8} {} — {}",
+                s.phase.map(|p| p.name()).unwrap_or("-"),
+                s.name,
+                s.action.action().describe()
+            );
         }
     }
     let quiet = out.json || out.quiet;
@@ -189,11 +220,18 @@ async fn run_runbook(
             return;
         }
         match e {
-            crate::engine::Event::Started { section, step } => eprintln!("-> {section}: {}", step.name),
+            crate::engine::Event::Started { section, step } => {
+                eprintln!("-> {section}: {}", step.name)
+            }
             crate::engine::Event::Finished(r) => eprintln!("   {}", crate::drill::summary_line(r)),
         }
     };
-    let options = crate::drill::Options { kind, failed_at, confirm, workdir: args.workdir.clone() };
+    let options = crate::drill::Options {
+        kind,
+        failed_at,
+        confirm,
+        workdir: args.workdir.clone(),
+    };
     let (report, not_stored) = crate::drill::execute(&runbook, options, &observe).await?;
     // Kept locally when asked, and always when a store could not take it.
     let local_dir = match (&args.out, not_stored.is_empty()) {
@@ -212,20 +250,44 @@ async fn run_runbook(
         out.print_json(&v);
     } else {
         let f = crate::report::markdown::fmt_secs;
-        println!("{} {}: {}", match kind { crate::report::Kind::Drill => "drill", crate::report::Kind::Incident => "recovery" }, runbook.name, report.shown_status().to_uppercase());
+        println!(
+            "{} {}: {}",
+            match kind {
+                crate::report::Kind::Drill => "drill",
+                crate::report::Kind::Incident => "recovery",
+            },
+            runbook.name,
+            report.shown_status().to_uppercase()
+        );
         if let Some(rto) = &report.rto {
             match rto.measured_seconds {
-                Some(m) => println!("RTO {} against {} ({})", f(m), f(report.objectives.rto_seconds), if rto.met { "met" } else { "MISSED" }),
-                None => println!("RTO: not recovered (objective {})", f(report.objectives.rto_seconds)),
+                Some(m) => println!(
+                    "RTO {} against {} ({})",
+                    f(m),
+                    f(report.objectives.rto_seconds),
+                    if rto.met { "met" } else { "MISSED" }
+                ),
+                None => println!(
+                    "RTO: not recovered (objective {})",
+                    f(report.objectives.rto_seconds)
+                ),
             }
-            let phases: Vec<String> = ["detect", "restore", "restart", "verify"].iter().filter_map(|p| rto.phases.get(*p).map(|s| format!("{p} {}", f(*s)))).collect();
+            let phases: Vec<String> = ["detect", "restore", "restart", "verify"]
+                .iter()
+                .filter_map(|p| rto.phases.get(*p).map(|s| format!("{p} {}", f(*s))))
+                .collect();
             if !phases.is_empty() {
                 println!("  phases: {}", phases.join(", "));
             }
         }
         if let Some(rpo) = &report.rpo {
             match rpo.measured_seconds {
-                Some(m) => println!("RPO {} against {} ({})", f(m), f(report.objectives.rpo_seconds), if rpo.met { "met" } else { "MISSED" }),
+                Some(m) => println!(
+                    "RPO {} against {} ({})",
+                    f(m),
+                    f(report.objectives.rpo_seconds),
+                    if rpo.met { "met" } else { "MISSED" }
+                ),
                 None => println!("RPO: nothing was restored"),
             }
             if let Some(hb) = rpo.heartbeat_seconds {
@@ -243,7 +305,11 @@ async fn run_runbook(
         }
     }
     Ok(if !report.passed() {
-        if report.failure.as_deref().is_some_and(|f| f.starts_with("RTO objective") || f.starts_with("RPO objective")) {
+        if report
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("RTO objective") || f.starts_with("RPO objective"))
+        {
             ExitCode::ObjectivesMissed
         } else {
             ExitCode::Failed

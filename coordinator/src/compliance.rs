@@ -14,7 +14,11 @@ use drp_agent::config::Policy;
 use drp_agent::{Error, Result};
 
 /// A period: `--since 90d` or `--quarter 2026Q4`.
-pub fn period(since: Option<&str>, quarter: Option<&str>, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>, String)> {
+pub fn period(
+    since: Option<&str>,
+    quarter: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>, String)> {
     if let Some(q) = quarter {
         let bad = || Error::Usage(format!("invalid quarter `{q}`: write it like 2026Q4"));
         let (y, n) = q.split_once(['Q', 'q']).ok_or_else(bad)?;
@@ -23,13 +27,19 @@ pub fn period(since: Option<&str>, quarter: Option<&str>, now: DateTime<Utc>) ->
             return Err(bad());
         }
         let start = NaiveDate::from_ymd_opt(y, (n - 1) * 3 + 1, 1).ok_or_else(bad)?;
-        let end = if n == 4 { NaiveDate::from_ymd_opt(y + 1, 1, 1) } else { NaiveDate::from_ymd_opt(y, n * 3 + 1, 1) }.ok_or_else(bad)?;
+        let end = if n == 4 {
+            NaiveDate::from_ymd_opt(y + 1, 1, 1)
+        } else {
+            NaiveDate::from_ymd_opt(y, n * 3 + 1, 1)
+        }
+        .ok_or_else(bad)?;
         let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"));
         return Ok((at(start), at(end), format!("{y}Q{n}")));
     }
     let since = since.unwrap_or("90d");
     let d = drp_agent::config::HumanDuration::parse(since).map_err(Error::Usage)?;
-    let start = now - chrono::Duration::from_std(d.as_duration()).map_err(|e| Error::Usage(e.to_string()))?;
+    let start = now
+        - chrono::Duration::from_std(d.as_duration()).map_err(|e| Error::Usage(e.to_string()))?;
     Ok((start, now, format!("last {since}")))
 }
 
@@ -85,16 +95,30 @@ fn trend(rtos: &[f64]) -> String {
     }
 }
 
-pub async fn build(policy: &Policy, runbooks_dir: Option<&Path>, from: DateTime<Utc>, to: DateTime<Utc>, label: String) -> Result<Compliance> {
+pub async fn build(
+    policy: &Policy,
+    runbooks_dir: Option<&Path>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    label: String,
+) -> Result<Compliance> {
     let store = Store::open(policy).await;
     if store.repos.is_empty() {
-        return Err(Error::Failed(format!("no report store reachable: {}", store.unreachable.join("; "))));
+        return Err(Error::Failed(format!(
+            "no report store reachable: {}",
+            store.unreachable.join("; ")
+        )));
     }
     let drills: Vec<Report> = store
         .load_all()
         .await?
         .into_iter()
-        .filter(|r| r.kind == Kind::Drill && r.host == policy.host && r.started_at >= from && r.started_at < to)
+        .filter(|r| {
+            r.kind == Kind::Drill
+                && r.host == policy.host
+                && r.started_at >= from
+                && r.started_at < to
+        })
         .collect();
     let mut by_runbook: BTreeMap<String, Vec<&Report>> = BTreeMap::new();
     for r in &drills {
@@ -103,16 +127,25 @@ pub async fn build(policy: &Policy, runbooks_dir: Option<&Path>, from: DateTime<
     let runbooks = by_runbook
         .iter()
         .map(|(name, rs)| {
-            let rtos: Vec<f64> = rs.iter().filter_map(|r| r.rto.as_ref().and_then(|x| x.measured_seconds)).collect();
+            let rtos: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| r.rto.as_ref().and_then(|x| x.measured_seconds))
+                .collect();
             RunbookSummary {
                 runbook: name.clone(),
                 drills: rs.len(),
                 passed: rs.iter().filter(|r| r.shown_status() == "passed").count(),
                 failed: rs.iter().filter(|r| r.shown_status() == "failed").count(),
-                interrupted: rs.iter().filter(|r| r.shown_status() == "interrupted").count(),
+                interrupted: rs
+                    .iter()
+                    .filter(|r| r.shown_status() == "interrupted")
+                    .count(),
                 best_rto_seconds: rtos.iter().copied().reduce(f64::min),
                 worst_rto_seconds: rtos.iter().copied().reduce(f64::max),
-                worst_rpo_seconds: rs.iter().filter_map(|r| r.rpo.as_ref().and_then(|x| x.measured_seconds)).reduce(f64::max),
+                worst_rpo_seconds: rs
+                    .iter()
+                    .filter_map(|r| r.rpo.as_ref().and_then(|x| x.measured_seconds))
+                    .reduce(f64::max),
                 trend: trend(&rtos),
             }
         })
@@ -120,10 +153,11 @@ pub async fn build(policy: &Policy, runbooks_dir: Option<&Path>, from: DateTime<
     let mut not_drilled = Vec::new();
     if let Some(dir) = runbooks_dir {
         for file in runbook_files(dir)? {
-            if let Ok(rb) = crate::runbook::Runbook::load(&file) {
-                if rb.policy.host == policy.host && !by_runbook.contains_key(&rb.name) {
-                    not_drilled.push(rb.name);
-                }
+            if let Ok(rb) = crate::runbook::Runbook::load(&file)
+                && rb.policy.host == policy.host
+                && !by_runbook.contains_key(&rb.name)
+            {
+                not_drilled.push(rb.name);
             }
         }
     }
@@ -131,11 +165,15 @@ pub async fn build(policy: &Policy, runbooks_dir: Option<&Path>, from: DateTime<
     let mut exposure = Vec::new();
     for e in policy.exports.values() {
         let mut newest: Option<DateTime<Utc>> = None;
-        for repo in store.repos.iter().filter(|r| e.targets.iter().any(|t| t == r.name())) {
-            if let Ok(l) = repo.list(&policy.host, &e.name).await {
-                if let Some(m) = l.points.last() {
-                    newest = newest.max(Some(m.consistency_time));
-                }
+        for repo in store
+            .repos
+            .iter()
+            .filter(|r| e.targets.iter().any(|t| t == r.name()))
+        {
+            if let Ok(l) = repo.list(&policy.host, &e.name).await
+                && let Some(m) = l.points.last()
+            {
+                newest = newest.max(Some(m.consistency_time));
             }
         }
         let x = newest.map(|t| crate::engine::secs(now - t));
@@ -148,7 +186,16 @@ pub async fn build(policy: &Policy, runbooks_dir: Option<&Path>, from: DateTime<
             within: goal.map(|g| x.is_some_and(|x| x <= g)),
         });
     }
-    Ok(Compliance { host: policy.host.clone(), period: label, from, to, drills, runbooks, not_drilled, exposure })
+    Ok(Compliance {
+        host: policy.host.clone(),
+        period: label,
+        from,
+        to,
+        drills,
+        runbooks,
+        not_drilled,
+        exposure,
+    })
 }
 
 pub fn runbook_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -163,28 +210,49 @@ pub fn runbook_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 pub fn markdown(c: &Compliance) -> String {
     let mut s = format!("# Recovery compliance of {} — {}\n\n", c.host, c.period);
-    s += &format!("From {} to {}.\n\n", c.from.format("%Y-%m-%d"), c.to.format("%Y-%m-%d"));
+    s += &format!(
+        "From {} to {}.\n\n",
+        c.from.format("%Y-%m-%d"),
+        c.to.format("%Y-%m-%d")
+    );
     s += "| runbook | drills | passed | failed | interrupted | best RTO | worst RTO | worst RPO | trend |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for r in &c.runbooks {
         let f = |v: Option<f64>| v.map(fmt_secs).unwrap_or_else(|| "-".into());
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.runbook, r.drills, r.passed, r.failed, r.interrupted, f(r.best_rto_seconds), f(r.worst_rto_seconds), f(r.worst_rpo_seconds), r.trend
+            r.runbook,
+            r.drills,
+            r.passed,
+            r.failed,
+            r.interrupted,
+            f(r.best_rto_seconds),
+            f(r.worst_rto_seconds),
+            f(r.worst_rpo_seconds),
+            r.trend
         );
     }
     if !c.not_drilled.is_empty() {
-        s += &format!("\n**Not drilled in the period:** {}\n", c.not_drilled.join(", "));
+        s += &format!(
+            "\n**Not drilled in the period:** {}\n",
+            c.not_drilled.join(", ")
+        );
     }
     s += "\n## Drills\n\n| date | runbook | result | RTO (margin) | RPO (margin) | why |\n| --- | --- | --- | --- | --- | --- |\n";
     for d in &c.drills {
-        let rto = d.rto.as_ref().map(|r| match (r.measured_seconds, r.margin_seconds) {
-            (Some(m), Some(x)) => format!("{} ({})", fmt_secs(m), fmt_secs(x)),
-            _ => "not recovered".into(),
-        });
-        let rpo = d.rpo.as_ref().map(|r| match (r.measured_seconds, r.margin_seconds) {
-            (Some(m), Some(x)) => format!("{} ({})", fmt_secs(m), fmt_secs(x)),
-            _ => "-".into(),
-        });
+        let rto = d
+            .rto
+            .as_ref()
+            .map(|r| match (r.measured_seconds, r.margin_seconds) {
+                (Some(m), Some(x)) => format!("{} ({})", fmt_secs(m), fmt_secs(x)),
+                _ => "not recovered".into(),
+            });
+        let rpo = d
+            .rpo
+            .as_ref()
+            .map(|r| match (r.measured_seconds, r.margin_seconds) {
+                (Some(m), Some(x)) => format!("{} ({})", fmt_secs(m), fmt_secs(x)),
+                _ => "-".into(),
+            });
         s += &format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             d.started_at.format("%Y-%m-%d %H:%M"),
@@ -200,9 +268,15 @@ pub fn markdown(c: &Compliance) -> String {
         s += &format!(
             "| {} | {} | {} | {} | {} |\n",
             e.export,
-            e.newest_point.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
-            e.exposure_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
-            e.rpo_objective_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            e.newest_point
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "none".into()),
+            e.exposure_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
+            e.rpo_objective_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             match e.within {
                 Some(true) => "ok",
                 Some(false) => "OVER",
@@ -218,7 +292,10 @@ pub fn html(c: &Compliance) -> String {
     let mut body = String::new();
     let mut in_table = false;
     for line in md.lines() {
-        let esc = line.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let esc = line
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         if line.starts_with('|') {
             if line.starts_with("| ---") {
                 continue;
@@ -228,7 +305,13 @@ pub fn html(c: &Compliance) -> String {
                 in_table = true;
             }
             let cells: Vec<&str> = esc.trim_matches('|').split(" | ").collect();
-            body += &format!("<tr>{}</tr>", cells.iter().map(|c| format!("<td>{}</td>", c.trim())).collect::<String>());
+            body += &format!(
+                "<tr>{}</tr>",
+                cells
+                    .iter()
+                    .map(|c| format!("<td>{}</td>", c.trim()))
+                    .collect::<String>()
+            );
             continue;
         }
         if in_table {

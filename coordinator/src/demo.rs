@@ -68,11 +68,21 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
     let policy_path = dir.join("policy.yaml");
     let runbook_path = dir.join("runbook.yaml");
-    std::fs::write(&policy_path, POLICY).map_err(|e| Error::io_path("cannot write", &policy_path, e))?;
-    std::fs::write(&runbook_path, RUNBOOK).map_err(|e| Error::io_path("cannot write", &runbook_path, e))?;
+    std::fs::write(&policy_path, POLICY)
+        .map_err(|e| Error::io_path("cannot write", &policy_path, e))?;
+    std::fs::write(&runbook_path, RUNBOOK)
+        .map_err(|e| Error::io_path("cannot write", &runbook_path, e))?;
     let db = dir.join("app.db");
     let rows = seed(&db)?;
-    say(out, &format!("demo application {} holds {rows} orders; policy {}, runbook {}", db.display(), policy_path.display(), runbook_path.display()));
+    say(
+        out,
+        &format!(
+            "demo application {} holds {rows} orders; policy {}, runbook {}",
+            db.display(),
+            policy_path.display(),
+            runbook_path.display()
+        ),
+    );
 
     let runbook = crate::runbook::Runbook::load(&runbook_path)?;
     let options = crate::drill::Options {
@@ -95,11 +105,17 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
         v["html"] = serde_json::json!(html);
         out.print_json(&v);
     } else {
-        println!("drill {}: {}", report.runbook, report.shown_status().to_uppercase());
+        println!(
+            "drill {}: {}",
+            report.runbook,
+            report.shown_status().to_uppercase()
+        );
         if let (Some(rto), Some(rpo)) = (&report.rto, &report.rpo) {
             println!(
                 "RTO {} against {} ({}); RPO {} against {} ({}); RPO from the heartbeat {}",
-                rto.measured_seconds.map(f).unwrap_or_else(|| "not recovered".into()),
+                rto.measured_seconds
+                    .map(f)
+                    .unwrap_or_else(|| "not recovered".into()),
                 f(report.objectives.rto_seconds),
                 if rto.met { "met" } else { "MISSED" },
                 rpo.measured_seconds.map(f).unwrap_or_else(|| "-".into()),
@@ -112,16 +128,26 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
             println!("why: {why}");
         }
         println!("HTML report: {}", html.display());
-        println!("next: `drp-agent list --policy {}`, `drp report --policy {}`", policy_path.display(), policy_path.display());
+        println!(
+            "next: `drp-agent list --policy {}`, `drp report --policy {}`",
+            policy_path.display(),
+            policy_path.display()
+        );
     }
     for n in &not_stored {
         eprintln!("report not stored on {n}");
     }
     let after = count_orders(&db)?;
     if report.passed() && after != rows {
-        return Err(Error::Failed(format!("restored {after} orders, expected {rows}")));
+        return Err(Error::Failed(format!(
+            "restored {after} orders, expected {rows}"
+        )));
     }
-    Ok(if report.passed() { ExitCode::Ok } else { ExitCode::Failed })
+    Ok(if report.passed() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }
 
 fn say(out: &Output, line: &str) {
@@ -153,5 +179,6 @@ fn seed(db: &Path) -> Result<i64> {
 
 fn count_orders(db: &Path) -> Result<i64> {
     let conn = Connection::open(db).map_err(|e| db_err(db, e))?;
-    conn.query_row("select count(*) from orders", [], |r| r.get(0)).map_err(|e| db_err(db, e))
+    conn.query_row("select count(*) from orders", [], |r| r.get(0))
+        .map_err(|e| db_err(db, e))
 }

@@ -37,11 +37,38 @@ pub struct Preflight {
 pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> {
     let policy = &runbook.policy;
     let mut out = Vec::new();
-    for (name, opened) in drp_agent::backup::open_targets(policy, &policy.targets.keys().cloned().collect::<Vec<_>>(), false).await {
+    let mut needed: Vec<String> = runbook
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            crate::action::ActionConfig::RestoreBackup(r) => {
+                policy.exports.get(&r.export).map(|e| e.targets.clone())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    needed.sort();
+    needed.dedup();
+    // Only the targets a restore reads from must be reachable; the others
+    // only keep copies of the report (a failure there is said at the end).
+    for (name, opened) in drp_agent::backup::open_targets(policy, &needed, false).await {
         out.push(match opened {
-            Ok(_) => Preflight { check: format!("target `{name}` reachable"), ok: true, detail: "ok".into() },
-            Err(drp_agent::Error::NotFound(m)) => Preflight { check: format!("target `{name}` reachable"), ok: true, detail: m },
-            Err(e) => Preflight { check: format!("target `{name}` reachable"), ok: false, detail: e.to_string() },
+            Ok(_) => Preflight {
+                check: format!("target `{name}` reachable"),
+                ok: true,
+                detail: "ok".into(),
+            },
+            Err(drp_agent::Error::NotFound(m)) => Preflight {
+                check: format!("target `{name}` reachable"),
+                ok: true,
+                detail: m,
+            },
+            Err(e) => Preflight {
+                check: format!("target `{name}` reachable"),
+                ok: false,
+                detail: e.to_string(),
+            },
         });
     }
     let mut exports: Vec<String> = runbook
@@ -58,22 +85,57 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
         let source = drp_agent::source::build(&e.source, &policy.base_dir);
         let tools = tokio::task::spawn_blocking(move || source.check_tools()).await;
         out.push(match tools {
-            Ok(Ok(v)) => Preflight { check: format!("tools for `{export}`"), ok: true, detail: if v.is_empty() { "built in".into() } else { v.join("; ") } },
-            Ok(Err(err)) => Preflight { check: format!("tools for `{export}`"), ok: false, detail: err.to_string() },
-            Err(err) => Preflight { check: format!("tools for `{export}`"), ok: false, detail: err.to_string() },
+            Ok(Ok(v)) => Preflight {
+                check: format!("tools for `{export}`"),
+                ok: true,
+                detail: if v.is_empty() {
+                    "built in".into()
+                } else {
+                    v.join("; ")
+                },
+            },
+            Ok(Err(err)) => Preflight {
+                check: format!("tools for `{export}`"),
+                ok: false,
+                detail: err.to_string(),
+            },
+            Err(err) => Preflight {
+                check: format!("tools for `{export}`"),
+                ok: false,
+                detail: err.to_string(),
+            },
         });
         if backup_first {
             continue;
         }
-        let repos: Vec<_> = drp_agent::backup::open_targets(policy, &e.targets, false).await.into_iter().filter_map(|(_, r)| r.ok()).collect();
-        let found = drp_agent::restore::find(&repos, &policy.host, export, &drp_agent::restore::Selector::Latest).await;
+        let repos: Vec<_> = drp_agent::backup::open_targets(policy, &e.targets, false)
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect();
+        let found = drp_agent::restore::find(
+            &repos,
+            &policy.host,
+            export,
+            &drp_agent::restore::Selector::Latest,
+        )
+        .await;
         out.push(match found {
             Ok((repo, m, _)) => Preflight {
                 check: format!("recovery point of `{export}`"),
                 ok: true,
-                detail: format!("{} on `{}`, consistent at {}", m.id, repo.name(), m.consistency_time.to_rfc3339()),
+                detail: format!(
+                    "{} on `{}`, consistent at {}",
+                    m.id,
+                    repo.name(),
+                    m.consistency_time.to_rfc3339()
+                ),
             },
-            Err(err) => Preflight { check: format!("recovery point of `{export}`"), ok: false, detail: err.to_string() },
+            Err(err) => Preflight {
+                check: format!("recovery point of `{export}`"),
+                ok: false,
+                detail: err.to_string(),
+            },
         });
     }
     out
@@ -109,7 +171,13 @@ fn start_heartbeat(runbook: &Runbook, hb: &Heartbeat) -> Result<HeartbeatWriter>
         let mut last = None;
         while !flag.load(Ordering::SeqCst) {
             let at = Utc::now();
-            match source.sql(None, &format!("insert into {table} (beat_at) values ('{}')", beat_stamp(at))) {
+            match source.sql(
+                None,
+                &format!(
+                    "insert into {table} (beat_at) values ('{}')",
+                    beat_stamp(at)
+                ),
+            ) {
                 Ok(_) => last = Some(at),
                 Err(e) => tracing::warn!(error = %e, "heartbeat not written"),
             }
@@ -124,21 +192,37 @@ fn start_heartbeat(runbook: &Runbook, hb: &Heartbeat) -> Result<HeartbeatWriter>
 }
 
 /// The newest heartbeat in the (restored) database.
-async fn newest_heartbeat(runbook: &Runbook, hb: &Heartbeat) -> std::result::Result<Option<DateTime<Utc>>, String> {
+async fn newest_heartbeat(
+    runbook: &Runbook,
+    hb: &Heartbeat,
+) -> std::result::Result<Option<DateTime<Utc>>, String> {
     let policy = &runbook.policy;
     let export = policy.export(&hb.export).map_err(|e| e.to_string())?;
     let source = drp_agent::source::build(&export.source, &policy.base_dir);
     let sql = format!("select max(beat_at) from {}", hb.table);
-    let rows = tokio::task::spawn_blocking(move || source.sql(None, &sql)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let v = rows.first().and_then(|r| r.first()).cloned().unwrap_or_default();
+    let rows = tokio::task::spawn_blocking(move || source.sql(None, &sql))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let v = rows
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .unwrap_or_default();
     if v.is_empty() || v == "NULL" {
         return Ok(None);
     }
-    DateTime::parse_from_rfc3339(&v).map(|t| Some(t.with_timezone(&Utc))).map_err(|e| format!("heartbeat `{v}`: {e}"))
+    DateTime::parse_from_rfc3339(&v)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| format!("heartbeat `{v}`: {e}"))
 }
 
 /// Runs the runbook and returns its report (stored, or with a note saying where it could not be).
-pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>) -> Result<(Report, Vec<String>)> {
+pub async fn execute(
+    runbook: &Runbook,
+    options: Options,
+    observe: Observer<'_>,
+) -> Result<(Report, Vec<String>)> {
     let started_at = Utc::now();
     let id = format!("{}-{:04x}", started_at.format("%Y%m%dT%H%M%SZ"), rand_u16());
     let mut report = Report {
@@ -163,15 +247,29 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
         notes: Vec::new(),
     };
     let store = Store::open(&runbook.policy).await;
-    let drill = runbook.drill.clone().filter(|_| options.kind == Kind::Drill);
+    let drill = runbook
+        .drill
+        .clone()
+        .filter(|_| options.kind == Kind::Drill);
     if options.kind == Kind::Drill && drill.is_none() {
-        return Err(drp_agent::Error::Usage(format!("runbook `{}` has no `drill` section: nothing to inject", runbook.name)));
+        return Err(drp_agent::Error::Usage(format!(
+            "runbook `{}` has no `drill` section: nothing to inject",
+            runbook.name
+        )));
     }
 
     if options.kind == Kind::Drill {
         let checks = preflight(runbook, drill.as_ref().is_some_and(|d| d.backup_first)).await;
-        let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.check, c.detail)).collect();
-        report.notes.extend(checks.iter().map(|c| format!("preflight {}: {}", c.check, c.detail)));
+        let failed: Vec<_> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.check, c.detail))
+            .collect();
+        report.notes.extend(
+            checks
+                .iter()
+                .map(|c| format!("preflight {}: {}", c.check, c.detail)),
+        );
         if !failed.is_empty() {
             report.status = Status::Failed;
             report.failure = Some(format!("preflight failed: {}", failed.join("; ")));
@@ -179,8 +277,13 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
             let not_stored = store.save(&report).await;
             return Ok((report, not_stored));
         }
-        if !(options.confirm)(&format!("Drill `{}` will inject a failure into {} and recover it.", runbook.name, runbook.policy.host)) {
-            return Err(drp_agent::Error::NotConfirmed { destination: format!("the systems of runbook `{}`", runbook.name) });
+        if !(options.confirm)(&format!(
+            "Drill `{}` will inject a failure into {} and recover it.",
+            runbook.name, runbook.policy.host
+        )) {
+            return Err(drp_agent::Error::NotConfirmed {
+                destination: format!("the systems of runbook `{}`", runbook.name),
+            });
         }
     }
     // Recorded before anything changes: a coordinator killed from here on
@@ -197,6 +300,7 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
     };
     let mut ctx = ctx;
 
+    let mut last_written = None;
     if let Some(drill) = &drill {
         let heartbeat = match &runbook.heartbeat {
             Some(hb) => Some(start_heartbeat(runbook, hb)?),
@@ -214,16 +318,28 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
             exports.dedup();
             tokio::time::sleep(Duration::from_millis(500)).await;
             for e in exports {
-                let outcome = drp_agent::runner::run_export(&runbook.policy, &e, Duration::from_secs(60), Utc::now(), drp_agent::progress::silent()).await?;
+                let outcome = drp_agent::runner::run_export(
+                    &runbook.policy,
+                    &e,
+                    Duration::from_secs(60),
+                    Utc::now(),
+                    drp_agent::progress::silent(),
+                )
+                .await?;
                 let r = &outcome.report;
-                report.notes.push(format!("drill backup of `{e}`: {} ({} of {} targets)", r.id, r.committed().count(), r.targets.len()));
+                report.notes.push(format!(
+                    "drill backup of `{e}`: {} ({} of {} targets)",
+                    r.id,
+                    r.committed().count(),
+                    r.targets.len()
+                ));
             }
         }
         tokio::time::sleep(drill.settle).await;
         if let Some(hb) = heartbeat {
             hb.stop.store(true, Ordering::SeqCst);
             if let Ok(Some(last)) = hb.task.await {
-                report.notes.push(format!("last heartbeat written before the failure: {}", last.to_rfc3339()));
+                last_written = Some(last);
             }
         }
         let t_fail = Utc::now();
@@ -236,15 +352,27 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
         }
     } else {
         report.t_fail = Some(ctx.t_fail);
-        let first_destructive = runbook.steps.iter().find(|s| s.action.action().destructive() || matches!(s.phase, Some(crate::runbook::Phase::Restore | crate::runbook::Phase::Restart)));
-        if let Some(step) = first_destructive {
-            if !(options.confirm)(&format!("Step `{}` will {}.", step.name, step.action.action().describe())) {
-                report.status = Status::Failed;
-                report.failure = Some("not confirmed: nothing was changed".into());
-                report.ended_at = Some(Utc::now());
-                let _ = store.save(&report).await;
-                return Err(drp_agent::Error::NotConfirmed { destination: format!("the systems of runbook `{}`", runbook.name) });
-            }
+        let first_destructive = runbook.steps.iter().find(|s| {
+            s.action.action().destructive()
+                || matches!(
+                    s.phase,
+                    Some(crate::runbook::Phase::Restore | crate::runbook::Phase::Restart)
+                )
+        });
+        if let Some(step) = first_destructive
+            && !(options.confirm)(&format!(
+                "Step `{}` will {}.",
+                step.name,
+                step.action.action().describe()
+            ))
+        {
+            report.status = Status::Failed;
+            report.failure = Some("not confirmed: nothing was changed".into());
+            report.ended_at = Some(Utc::now());
+            let _ = store.save(&report).await;
+            return Err(drp_agent::Error::NotConfirmed {
+                destination: format!("the systems of runbook `{}`", runbook.name),
+            });
         }
     }
 
@@ -267,12 +395,18 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
                 newest = Some(t);
                 heartbeat_seconds = Some(engine::secs(t_fail - t));
             }
-            Ok(None) => report.notes.push("no heartbeat found in the restored data".into()),
-            Err(e) => report.notes.push(format!("heartbeat not read after the restore: {e}")),
+            Ok(None) => report
+                .notes
+                .push("no heartbeat found in the restored data".into()),
+            Err(e) => report
+                .notes
+                .push(format!("heartbeat not read after the restore: {e}")),
         }
     }
     report.steps.extend(main);
-    report.steps.extend(engine::run_all("cleanup", &runbook.cleanup, &ctx, observe).await);
+    report
+        .steps
+        .extend(engine::run_all("cleanup", &runbook.cleanup, &ctx, observe).await);
 
     let rto_goal = runbook.rto.as_secs_f64();
     let rpo_goal = runbook.rpo.as_secs_f64();
@@ -280,13 +414,20 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
         measured_seconds: rto,
         met: rto.is_some_and(|m| m <= rto_goal),
         margin_seconds: rto.map(|m| rto_goal - m),
-        phases: phases.into_iter().map(|(p, s)| (p.name().to_string(), s)).collect(),
+        phases: phases
+            .into_iter()
+            .map(|(p, s)| (p.name().to_string(), s))
+            .collect(),
     });
-    let rpo = restored.iter().map(|p| engine::secs(t_fail - p.consistency_time)).reduce(f64::max);
+    let rpo = restored
+        .iter()
+        .map(|p| engine::secs(t_fail - p.consistency_time))
+        .reduce(f64::max);
     report.rpo = Some(RpoMeasure {
         measured_seconds: rpo,
         heartbeat_seconds,
         newest_heartbeat: newest,
+        last_heartbeat_written: last_written,
         met: rpo.is_none_or(|m| m <= rpo_goal),
         margin_seconds: rpo.map(|m| rpo_goal - m),
         restored,
@@ -296,7 +437,8 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
     let rpo_m = report.rpo.as_ref().expect("set");
     if report.failure.is_none() {
         if rto.is_none() {
-            report.failure = Some("the service was not recovered: a verify step did not pass".into());
+            report.failure =
+                Some("the service was not recovered: a verify step did not pass".into());
         } else if !rto_m.met {
             report.failure = Some(format!(
                 "RTO objective missed: recovered after {}, objective {}",
@@ -311,7 +453,11 @@ pub async fn execute(runbook: &Runbook, options: Options, observe: Observer<'_>)
             ));
         }
     }
-    report.status = if report.failure.is_none() { Status::Passed } else { Status::Failed };
+    report.status = if report.failure.is_none() {
+        Status::Passed
+    } else {
+        Status::Failed
+    };
     let not_stored = store.save(&report).await;
     Ok((report, not_stored))
 }

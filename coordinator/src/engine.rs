@@ -49,7 +49,13 @@ pub enum Event<'a> {
 pub type Observer<'a> = &'a (dyn Fn(Event) + Send + Sync);
 
 /// Runs one step: attempts until one passes or retries run out.
-pub async fn run_step(section: &str, step: &Step, phase: Option<Phase>, ctx: &Context, observe: Observer<'_>) -> StepRecord {
+pub async fn run_step(
+    section: &str,
+    step: &Step,
+    phase: Option<Phase>,
+    ctx: &Context,
+    observe: Observer<'_>,
+) -> StepRecord {
     observe(Event::Started { section, step });
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -60,7 +66,13 @@ pub async fn run_step(section: &str, step: &Step, phase: Option<Phase>, ctx: &Co
         let (status, message) = match tokio::time::timeout(step.timeout, action.run(ctx)).await {
             Ok(Ok(msg)) => (StepStatus::Passed, msg),
             Ok(Err(why)) => (StepStatus::Failed, why),
-            Err(_) => (StepStatus::TimedOut, format!("timed out after {}", drp_agent::config::units::format_duration(step.timeout))),
+            Err(_) => (
+                StepStatus::TimedOut,
+                format!(
+                    "no result within {}",
+                    drp_agent::config::units::format_duration(step.timeout)
+                ),
+            ),
         };
         if status == StepStatus::Passed || attempts > step.retries {
             break (status, message);
@@ -93,38 +105,70 @@ pub struct Outcome {
 }
 
 /// Runs steps in order, applying each one's on-failure choice.
-pub async fn run_steps(section: &str, steps: &[Step], runbook: &Runbook, ctx: &Context, observe: Observer<'_>) -> Outcome {
+pub async fn run_steps(
+    section: &str,
+    steps: &[Step],
+    runbook: &Runbook,
+    ctx: &Context,
+    observe: Observer<'_>,
+) -> Outcome {
     let mut records = Vec::new();
     for step in steps {
         let record = run_step(section, step, step.phase, ctx, observe).await;
         let failed = !record.passed();
-        let why = format!("step `{}` {}: {}", record.name, status_word(record.status), record.message);
+        let why = format!(
+            "step `{}` {}: {}",
+            record.name,
+            status_word(record.status),
+            record.message
+        );
         records.push(record);
         if !failed {
             continue;
         }
         match &step.on_failure {
             OnFailure::Continue => {}
-            OnFailure::Abort => return Outcome { records, aborted: Some(why) },
+            OnFailure::Abort => {
+                return Outcome {
+                    records,
+                    aborted: Some(why),
+                };
+            }
             OnFailure::Fallback(names) => {
                 for name in names {
                     let fb = &runbook.fallbacks[name];
                     let r = run_step("fallback", fb, step.phase, ctx, observe).await;
                     let ok = r.passed();
-                    let fb_why = format!("{why}; fallback `{}` {}: {}", r.name, status_word(r.status), r.message);
+                    let fb_why = format!(
+                        "{why}; fallback `{}` {}: {}",
+                        r.name,
+                        status_word(r.status),
+                        r.message
+                    );
                     records.push(r);
                     if !ok {
-                        return Outcome { records, aborted: Some(fb_why) };
+                        return Outcome {
+                            records,
+                            aborted: Some(fb_why),
+                        };
                     }
                 }
             }
         }
     }
-    Outcome { records, aborted: None }
+    Outcome {
+        records,
+        aborted: None,
+    }
 }
 
 /// Runs steps that must all be attempted whatever happens (cleanup).
-pub async fn run_all(section: &str, steps: &[Step], ctx: &Context, observe: Observer<'_>) -> Vec<StepRecord> {
+pub async fn run_all(
+    section: &str,
+    steps: &[Step],
+    ctx: &Context,
+    observe: Observer<'_>,
+) -> Vec<StepRecord> {
     let mut out = Vec::new();
     for step in steps {
         out.push(run_step(section, step, None, ctx, observe).await);
@@ -147,15 +191,23 @@ pub fn measure_rto(t_fail: DateTime<Utc>, main: &[StepRecord]) -> (Option<f64>, 
     let mut phases = Vec::new();
     let mut prev = t_fail;
     for phase in Phase::ALL {
-        let end = main.iter().filter(|r| r.phase == Some(phase)).map(|r| r.ended_at).max();
+        let end = main
+            .iter()
+            .filter(|r| r.phase == Some(phase))
+            .map(|r| r.ended_at)
+            .max();
         if let Some(end) = end {
             phases.push((phase, secs(end - prev)));
             prev = end;
         }
     }
-    let verify: Vec<_> = main.iter().filter(|r| r.phase == Some(Phase::Verify) && r.section == "main").collect();
+    let verify: Vec<_> = main
+        .iter()
+        .filter(|r| r.phase == Some(Phase::Verify) && r.section == "main")
+        .collect();
     let recovered = !verify.is_empty() && verify.iter().all(|r| r.passed());
-    let rto = recovered.then(|| secs(verify.iter().map(|r| r.ended_at).max().expect("non-empty") - t_fail));
+    let rto = recovered
+        .then(|| secs(verify.iter().map(|r| r.ended_at).max().expect("non-empty") - t_fail));
     (rto, phases)
 }
 

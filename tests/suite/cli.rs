@@ -8,10 +8,26 @@ fn the_demo_backs_up_verifies_and_restores_the_embedded_default() {
     let run = s.drp(&["demo", "--dir", "demo"]);
     run.ok();
     assert!(
-        run.stdout.contains("5000 orders back (expected 5000)"),
+        run.stdout.contains("drill demo-app: PASSED"),
         "{}",
         run.stdout
     );
+    assert!(
+        run.stdout.contains("against 5m 0s (met); RPO"),
+        "{}",
+        run.stdout
+    );
+    let html = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("HTML report: "))
+        .expect("the report path is printed");
+    assert!(s.path(html).is_file(), "{html}");
+    let n: i64 = rusqlite::Connection::open(s.path("demo/app.db"))
+        .unwrap()
+        .query_row("select count(*) from orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 5000, "the orders the drill deleted are back");
     // The demo leaves a working policy behind.
     let listed = s.agent(&["--json", "list", "--policy", "demo/policy.yaml"]);
     listed.ok();

@@ -97,6 +97,55 @@ pub fn rand_u32() -> u32 {
 }
 
 impl Scratch {
+    /// An environment variable for every command this scratch runs.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The environment the example `policies/shop.yaml` and `runbooks/` read,
+    /// pointed at this test's services, databases and folders.
+    pub fn shop_env(&mut self) {
+        let s = services();
+        let dir = self.dir.path().to_path_buf();
+        let id = self.id.clone();
+        let vars = [
+            ("DRP_NAS", dir.join("nas").display().to_string()),
+            ("DRP_S3_BUCKET", s.get("DRP_TEST_S3_BUCKET").to_string()),
+            ("DRP_S3_PREFIX", id.clone()),
+            ("DRP_S3_ENDPOINT", s.get("DRP_TEST_S3_ENDPOINT").to_string()),
+            ("DRP_S3_REGION", "garage".to_string()),
+            (
+                "DRP_S3_ACCESS_KEY_ID",
+                s.get("DRP_TEST_S3_KEY_ID").to_string(),
+            ),
+            (
+                "DRP_S3_SECRET_ACCESS_KEY",
+                s.get("DRP_TEST_S3_SECRET").to_string(),
+            ),
+            ("SHOP_PG_PORT", s.get("DRP_TEST_PG_PORT").to_string()),
+            ("SHOP_PG_USER", "postgres".to_string()),
+            ("SHOP_PG_DB", id.clone()),
+            (
+                "SHOP_PG_PASSWORD",
+                s.get("DRP_TEST_PG_PASSWORD").to_string(),
+            ),
+            ("SHOP_MY_PORT", s.get("DRP_TEST_MY_PORT").to_string()),
+            ("SHOP_MY_USER", "drp".to_string()),
+            ("SHOP_MY_DB", id.clone()),
+            (
+                "SHOP_MY_PASSWORD",
+                s.get("DRP_TEST_MY_PASSWORD").to_string(),
+            ),
+            ("SHOP_APP_DB", dir.join("app.db").display().to_string()),
+            ("SHOP_UPLOADS", dir.join("uploads").display().to_string()),
+            ("SHOP_RESTART", "true".to_string()),
+            ("SHOP_APP_CHECK", "true".to_string()),
+        ];
+        for (k, v) in vars {
+            self.set_env(k, &v);
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -130,6 +179,10 @@ impl Scratch {
 
     pub fn agent_cmd(&self, args: &[&str]) -> Command {
         self.command("drp-agent", args)
+    }
+
+    pub fn drp_cmd(&self, args: &[&str]) -> Command {
+        self.command("drp", args)
     }
 
     pub fn drp(&self, args: &[&str]) -> Run {

@@ -6,6 +6,7 @@ mod harness;
 mod receivers;
 
 mod cli;
+mod drills;
 mod faults;
 mod policy;
 mod production;

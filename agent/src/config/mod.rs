@@ -173,7 +173,11 @@ pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
         // Comments are left alone.
-        let (body, comment) = match rest.find(" #").or(if rest.trim_start().starts_with('#') { Some(0) } else { None }) {
+        let (body, comment) = match rest.find(" #").or(if rest.trim_start().starts_with('#') {
+            Some(0)
+        } else {
+            None
+        }) {
             Some(at) => rest.split_at(at),
             None => (rest, ""),
         };
@@ -200,7 +204,11 @@ pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
         out.push_str(rest);
         out.push_str(comment);
     }
-    if missing.is_empty() { Ok(out) } else { Err(missing) }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
 }
 
 /// A path written in a policy, resolved against the policy's folder.

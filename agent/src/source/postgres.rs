@@ -135,7 +135,10 @@ impl Postgres {
 
 /// Tab-separated lines into rows of columns.
 pub fn rows(out: &str) -> Vec<Vec<String>> {
-    out.lines().filter(|l| !l.is_empty()).map(|l| l.split('\t').map(str::to_string).collect()).collect()
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 fn url_database(url: &str) -> Option<String> {
@@ -201,16 +204,32 @@ impl Source for Postgres {
     }
 
     fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        let db = database.map(str::to_string).unwrap_or_else(|| self.database());
+        let db = database
+            .map(str::to_string)
+            .unwrap_or_else(|| self.database());
         let psql = self.tool("psql")?;
         let mut cmd = self.command(&psql)?;
-        cmd.args(["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(self.conninfo(&db));
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+        ])
+        .arg(self.conninfo(&db));
         let out = process::run(&mut cmd, Some(sql.as_bytes()))?;
         Ok(rows(&out))
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
-        ["psql", "pg_dump", "pg_restore"].iter().map(|t| process::version(&self.tool(t)?)).collect()
+        ["psql", "pg_dump", "pg_restore"]
+            .iter()
+            .map(|t| process::version(&self.tool(t)?))
+            .collect()
     }
 
     fn destination(&self, text: &str) -> Destination {

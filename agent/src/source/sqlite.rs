@@ -133,20 +133,26 @@ impl Source for Sqlite {
     }
 
     fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        let path = database.map(PathBuf::from).unwrap_or_else(|| self.path.clone());
+        let path = database
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.path.clone());
         let conn = Connection::open(&path).map_err(|e| sql_err("cannot open", &path, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_err("cannot open", &path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err("cannot open", &path, e))?;
         let mut out = Vec::new();
         // Runs every statement; returns the rows of the last one that has any.
         let mut batch = rusqlite::Batch::new(&conn, sql);
-        while let Some(mut stmt) = fallible_iterator::FallibleIterator::next(&mut batch).map_err(|e| sql_err("SQL on", &path, e))? {
+        while let Some(mut stmt) = fallible_iterator::FallibleIterator::next(&mut batch)
+            .map_err(|e| sql_err("SQL on", &path, e))?
+        {
             let n = stmt.column_count();
             let mut rows = stmt.raw_query();
             let mut these = Vec::new();
             while let Some(row) = rows.next().map_err(|e| sql_err("SQL on", &path, e))? {
                 let mut cols = Vec::with_capacity(n);
                 for i in 0..n {
-                    let v: rusqlite::types::Value = row.get(i).map_err(|e| sql_err("SQL on", &path, e))?;
+                    let v: rusqlite::types::Value =
+                        row.get(i).map_err(|e| sql_err("SQL on", &path, e))?;
                     cols.push(match v {
                         rusqlite::types::Value::Null => String::new(),
                         rusqlite::types::Value::Integer(i) => i.to_string(),

@@ -40,14 +40,28 @@ pub async fn shell(run: &str, ctx: &Context) -> Result<(i32, String), String> {
 impl CommandAction {
     async fn once(&self, ctx: &Context) -> Result<String, String> {
         let (code, output) = shell(&self.run, ctx).await?;
-        let tail: String = output.trim().chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = output
+            .trim()
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         if code != self.expect_exit {
-            return Err(format!("`{}` exited {code}, expected {}: {tail}", self.run, self.expect_exit));
+            return Err(format!(
+                "`{}` exited {code}, expected {}: {tail}",
+                self.run, self.expect_exit
+            ));
         }
-        if let Some(want) = &self.output_contains {
-            if !output.contains(want.as_str()) {
-                return Err(format!("`{}`: output does not contain `{want}`: {tail}", self.run));
-            }
+        if let Some(want) = &self.output_contains
+            && !output.contains(want.as_str())
+        {
+            return Err(format!(
+                "`{}`: output does not contain `{want}`: {tail}",
+                self.run
+            ));
         }
         Ok(format!("`{}` exited {code}", self.run))
     }

@@ -26,16 +26,26 @@ impl HttpCheck {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| e.to_string())?;
-        let r = client.get(&self.url).send().await.map_err(|e| format!("GET {}: {e}", self.url))?;
+        let r = client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {}: {e}", self.url))?;
         let status = r.status().as_u16();
         let body = r.text().await.unwrap_or_default();
         if status != self.status {
-            return Err(format!("GET {} answered {status}, expected {}", self.url, self.status));
+            return Err(format!(
+                "GET {} answered {status}, expected {}",
+                self.url, self.status
+            ));
         }
-        if let Some(want) = &self.body_contains {
-            if !body.contains(want.as_str()) {
-                return Err(format!("GET {}: the body does not contain `{want}`", self.url));
-            }
+        if let Some(want) = &self.body_contains
+            && !body.contains(want.as_str())
+        {
+            return Err(format!(
+                "GET {}: the body does not contain `{want}`",
+                self.url
+            ));
         }
         Ok(format!("GET {} answered {status}", self.url))
     }

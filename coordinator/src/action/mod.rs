@@ -84,7 +84,10 @@ impl Action for RestoreSnapshot {
         true
     }
     fn validate(&self, _: &Policy) -> Result<(), String> {
-        Err("`restore_snapshot` needs snapshot sets, which this version of drp does not take yet".into())
+        Err(
+            "`restore_snapshot` needs snapshot sets, which this version of drp does not take yet"
+                .into(),
+        )
     }
     fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async { Err("snapshot sets are not available in this version".to_string()) })
@@ -139,7 +142,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let interval = poll.interval.map(|i| i.as_duration()).unwrap_or(Duration::from_secs(1));
+    let interval = poll
+        .interval
+        .map(|i| i.as_duration())
+        .unwrap_or(Duration::from_secs(1));
     match poll.until {
         Until::Once => check().await,
         Until::Passes => loop {

@@ -29,7 +29,10 @@ impl Action for NotifyAction {
                 errors: Vec::new(),
                 seconds: 0.0,
                 at: chrono::Utc::now(),
-                title: Some(format!("drp: runbook {} on {}: {}", ctx.runbook, policy.host, self.message)),
+                title: Some(format!(
+                    "drp: runbook {} on {}: {}",
+                    ctx.runbook, policy.host, self.message
+                )),
             };
             let channels = drp_agent::notify::channels(&policy.notify, &policy.base_dir);
             if channels.is_empty() {
@@ -41,7 +44,11 @@ impl Action for NotifyAction {
                     errors.push(format!("{}: {e}", c.name()));
                 }
             }
-            if errors.is_empty() { Ok("notified".into()) } else { Err(errors.join("; ")) }
+            if errors.is_empty() {
+                Ok("notified".into())
+            } else {
+                Err(errors.join("; "))
+            }
         })
     }
 }

@@ -30,7 +30,11 @@ fn default_point() -> String {
 
 impl Action for RestoreBackup {
     fn describe(&self) -> String {
-        let to = self.to.as_deref().map(|t| format!(" into {t}")).unwrap_or_default();
+        let to = self
+            .to
+            .as_deref()
+            .map(|t| format!(" into {t}"))
+            .unwrap_or_default();
         format!("restore `{}` ({}){to}", self.export, self.point)
     }
 
@@ -43,13 +47,21 @@ impl Action for RestoreBackup {
             return Err(format!(
                 "unknown export `{}`; the policy defines: {}",
                 self.export,
-                policy.exports.keys().cloned().collect::<Vec<_>>().join(", ")
+                policy
+                    .exports
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         };
-        if let Some(t) = &self.from {
-            if !e.targets.contains(t) {
-                return Err(format!("export `{}` is not stored on target `{t}`", self.export));
-            }
+        if let Some(t) = &self.from
+            && !e.targets.contains(t)
+        {
+            return Err(format!(
+                "export `{}` is not stored on target `{t}`",
+                self.export
+            ));
         }
         Ok(())
     }
@@ -75,19 +87,36 @@ impl Action for RestoreBackup {
                 "latest" => Selector::Latest,
                 id => Selector::Id(id.to_string()),
             };
-            let source: Arc<dyn drp_agent::source::Source> = Arc::from(drp_agent::source::build(&export.source, &policy.base_dir));
-            let plan = restore::plan(&repos, &policy.host, &self.export, &selector, source.clone(), self.to.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            let report = restore::execute(&plan, source, true, ctx.workdir.clone(), drp_agent::progress::silent())
-                .await
-                .map_err(|e| e.to_string())?;
-            ctx.restored.lock().expect("restored lock").push(RestoredPoint {
-                export: self.export.clone(),
-                id: plan.manifest.id.clone(),
-                target: report.target.clone(),
-                consistency_time: plan.manifest.consistency_time,
-            });
+            let source: Arc<dyn drp_agent::source::Source> =
+                Arc::from(drp_agent::source::build(&export.source, &policy.base_dir));
+            let plan = restore::plan(
+                &repos,
+                &policy.host,
+                &self.export,
+                &selector,
+                source.clone(),
+                self.to.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let report = restore::execute(
+                &plan,
+                source,
+                true,
+                ctx.workdir.clone(),
+                drp_agent::progress::silent(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            ctx.restored
+                .lock()
+                .expect("restored lock")
+                .push(RestoredPoint {
+                    export: self.export.clone(),
+                    id: plan.manifest.id.clone(),
+                    target: report.target.clone(),
+                    consistency_time: plan.manifest.consistency_time,
+                });
             Ok(format!(
                 "restored {} (consistent at {}) from `{}` into {} in {:.1}s",
                 report.id,

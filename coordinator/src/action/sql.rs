@@ -45,21 +45,29 @@ impl SqlCheck {
             .map_err(|e| e.to_string())?;
         let first = rows.first().and_then(|r| r.first()).cloned();
         let e = &self.expect;
-        if let Some(n) = e.rows {
-            if rows.len() != n {
-                return Err(format!("{} rows, expected {n}", rows.len()));
-            }
+        if let Some(n) = e.rows
+            && rows.len() != n
+        {
+            return Err(format!("{} rows, expected {n}", rows.len()));
         }
-        if let Some(v) = &e.value {
-            if first.as_deref() != Some(v.as_str()) {
-                return Err(format!("value {:?}, expected `{v}`", first.unwrap_or_default()));
-            }
+        if let Some(v) = &e.value
+            && first.as_deref() != Some(v.as_str())
+        {
+            return Err(format!(
+                "value {:?}, expected `{v}`",
+                first.unwrap_or_default()
+            ));
         }
         if e.min.is_some() || e.max.is_some() {
             let n: f64 = first
                 .as_deref()
                 .and_then(|f| f.trim().parse().ok())
-                .ok_or_else(|| format!("value {:?} is not a number", first.clone().unwrap_or_default()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "value {:?} is not a number",
+                        first.clone().unwrap_or_default()
+                    )
+                })?;
             if let Some(min) = e.min.filter(|m| n < *m) {
                 return Err(format!("value {n} is below the minimum {min}"));
             }
@@ -88,9 +96,17 @@ impl Action for SqlCheck {
             None => Err(format!(
                 "unknown export `{}`; the policy defines: {}",
                 self.export,
-                policy.exports.keys().cloned().collect::<Vec<_>>().join(", ")
+                policy
+                    .exports
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
-            Some(e) if e.source.kind() == "directory" => Err(format!("export `{}` is a directory: it has no SQL", self.export)),
+            Some(e) if e.source.kind() == "directory" => Err(format!(
+                "export `{}` is a directory: it has no SQL",
+                self.export
+            )),
             Some(_) => Ok(()),
         }
     }

@@ -16,7 +16,12 @@ pub struct TcpCheck {
 
 impl TcpCheck {
     async fn once(&self) -> Result<String, String> {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(&self.address)).await {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&self.address),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(format!("{} accepts connections", self.address)),
             Ok(Err(e)) => Err(format!("{}: {e}", self.address)),
             Err(_) => Err(format!("{}: connection timed out", self.address)),

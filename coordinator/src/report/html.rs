@@ -1,18 +1,26 @@
 //! The report as one self-contained HTML page (no external assets), with an
 //! inline SVG timeline of the phases against the RTO objective.
 
-use super::markdown::{fmt_secs, verdict};
 use super::Report;
+use super::markdown::{fmt_secs, verdict};
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-const COLORS: [(&str, &str); 4] = [("detect", "#f0ad4e"), ("restore", "#5b8def"), ("restart", "#9b59b6"), ("verify", "#2eaa6a")];
+const COLORS: [(&str, &str); 4] = [
+    ("detect", "#f0ad4e"),
+    ("restore", "#5b8def"),
+    ("restart", "#9b59b6"),
+    ("verify", "#2eaa6a"),
+];
 
 /// The timeline: phases as consecutive bars from T_fail, the objective as a line.
 pub fn timeline(r: &Report) -> String {
-    let (w, h, left, right) = (900.0, 150.0, 20.0, 20.0);
+    let (w, h, left, right) = (900.0, 170.0, 20.0, 20.0);
     let rto_goal = r.objectives.rto_seconds;
     let phases = r.rto.as_ref().map(|x| x.phases.clone()).unwrap_or_default();
     let total: f64 = phases.values().sum();
@@ -32,17 +40,46 @@ pub fn timeline(r: &Report) -> String {
                 fmt_secs(*d)
             );
             if x1 - x0 > 50.0 {
-                svg += &format!(r#"<text x="{:.1}" y="65" font-size="12" fill="white" text-anchor="middle">{name}</text>"#, (x0 + x1) / 2.0);
+                svg += &format!(
+                    r#"<text x="{:.1}" y="65" font-size="12" fill="white" text-anchor="middle">{name}</text>"#,
+                    (x0 + x1) / 2.0
+                );
             }
             t += d;
         }
     }
     let gx = x(rto_goal);
-    svg += &format!(r##"<line id="rto-objective" x1="{gx:.1}" y1="25" x2="{gx:.1}" y2="100" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/>"##);
-    svg += &format!(r##"<text x="{gx:.1}" y="18" font-size="12" fill="#d9534f" text-anchor="middle">RTO objective {}</text>"##, fmt_secs(rto_goal));
-    svg += &format!(r##"<text x="{left}" y="120" font-size="12" fill="#333">T_fail</text>"##);
+    svg += &format!(
+        r##"<line id="rto-objective" x1="{gx:.1}" y1="25" x2="{gx:.1}" y2="100" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/>"##
+    );
+    svg += &format!(
+        r##"<text x="{gx:.1}" y="18" font-size="12" fill="#d9534f" text-anchor="middle">RTO objective {}</text>"##,
+        fmt_secs(rto_goal)
+    );
+    svg += &format!(r##"<text x="{left}" y="98" font-size="12" fill="#333">T_fail</text>"##);
     if total > 0.0 {
-        svg += &format!(r##"<text x="{:.1}" y="120" font-size="12" fill="#333" text-anchor="middle">recovered after {}</text>"##, x(total), fmt_secs(total));
+        svg += &format!(
+            r##"<line x1="{0:.1}" y1="35" x2="{0:.1}" y2="85" stroke="#333" stroke-width="1"/>"##,
+            x(total)
+        );
+        svg += &format!(
+            r##"<text x="{:.1}" y="118" font-size="12" fill="#333">recovered after {}</text>"##,
+            x(total).max(left + 50.0),
+            fmt_secs(total)
+        );
+    }
+    // Legend: each phase with its time.
+    let mut lx = left;
+    for (name, color) in COLORS {
+        if let Some(d) = phases.get(name) {
+            svg += &format!(r#"<rect x="{lx:.1}" y="140" width="12" height="12" fill="{color}"/>"#);
+            svg += &format!(
+                r##"<text x="{:.1}" y="151" font-size="12" fill="#333">{name} {}</text>"##,
+                lx + 16.0,
+                fmt_secs(*d)
+            );
+            lx += 150.0;
+        }
     }
     svg += "</svg>";
     svg
@@ -70,8 +107,12 @@ pub fn render(r: &Report) -> String {
         objectives += &format!(
             "<tr><th>RTO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             fmt_secs(r.objectives.rto_seconds),
-            rto.measured_seconds.map(fmt_secs).unwrap_or_else(|| "not recovered".into()),
-            rto.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            rto.measured_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "not recovered".into()),
+            rto.margin_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             verdict(rto.met).to_lowercase(),
             verdict(rto.met)
         );
@@ -80,16 +121,32 @@ pub fn render(r: &Report) -> String {
         objectives += &format!(
             "<tr><th>RPO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             fmt_secs(r.objectives.rpo_seconds),
-            rpo.measured_seconds.map(fmt_secs).unwrap_or_else(|| "nothing restored".into()),
-            rpo.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            rpo.measured_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "nothing restored".into()),
+            rpo.margin_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             verdict(rpo.met).to_lowercase(),
             verdict(rpo.met)
         );
         if let Some(hb) = rpo.heartbeat_seconds {
-            objectives += &format!("<tr><th>RPO from the data (heartbeat)</th><td></td><td>{}</td><td></td><td></td></tr>", fmt_secs(hb));
+            objectives += &format!(
+                "<tr><th>RPO from the data (heartbeat)</th><td></td><td>{}</td><td></td><td></td></tr>",
+                fmt_secs(hb)
+            );
         }
     }
-    let failure = r.failure.as_deref().map(|f| format!("<p class=\"why\"><strong>Why it failed:</strong> {}</p>", esc(f))).unwrap_or_default();
+    let failure = r
+        .failure
+        .as_deref()
+        .map(|f| {
+            format!(
+                "<p class=\"why\"><strong>Why it failed:</strong> {}</p>",
+                esc(f)
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>drp {kind}: {runbook} — {status}</title>
@@ -124,7 +181,10 @@ tr.failed td, tr.timed-out td {{ background: #fdecea; }}
         status_upper = status.to_uppercase(),
         id = esc(&r.id),
         started = r.started_at.to_rfc3339(),
-        tfail = r.t_fail.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+        tfail = r
+            .t_fail
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into()),
         timeline = timeline(r),
     )
 }

@@ -5,18 +5,28 @@ use super::Report;
 use super::markdown::fmt_secs;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn render(r: &Report) -> String {
     let mut cases = String::new();
     let mut failures = 0;
     let mut case = |name: &str, seconds: f64, failure: Option<String>| {
-        cases += &format!("    <testcase classname=\"drp.{}\" name=\"{}\" time=\"{seconds:.3}\"", esc(&r.runbook), esc(name));
+        cases += &format!(
+            "    <testcase classname=\"drp.{}\" name=\"{}\" time=\"{seconds:.3}\"",
+            esc(&r.runbook),
+            esc(name)
+        );
         match failure {
             Some(f) => {
                 failures += 1;
-                cases += &format!(">\n      <failure message=\"{}\"/>\n    </testcase>\n", esc(&f));
+                cases += &format!(
+                    ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                    esc(&f)
+                );
             }
             None => cases += "/>\n",
         }
@@ -27,13 +37,23 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(rto) = &r.rto {
         let f = (!rto.met).then(|| match rto.measured_seconds {
-            Some(m) => format!("RTO {} exceeds the objective {}", fmt_secs(m), fmt_secs(r.objectives.rto_seconds)),
+            Some(m) => format!(
+                "RTO {} exceeds the objective {}",
+                fmt_secs(m),
+                fmt_secs(r.objectives.rto_seconds)
+            ),
             None => "not recovered".to_string(),
         });
         case("RTO objective", rto.measured_seconds.unwrap_or(0.0), f);
     }
     if let Some(rpo) = &r.rpo {
-        let f = (!rpo.met).then(|| format!("RPO {} exceeds the objective {}", rpo.measured_seconds.map(fmt_secs).unwrap_or_default(), fmt_secs(r.objectives.rpo_seconds)));
+        let f = (!rpo.met).then(|| {
+            format!(
+                "RPO {} exceeds the objective {}",
+                rpo.measured_seconds.map(fmt_secs).unwrap_or_default(),
+                fmt_secs(r.objectives.rpo_seconds)
+            )
+        });
         case("RPO objective", 0.0, f);
     }
     if r.status == super::Status::Running {

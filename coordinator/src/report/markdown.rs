@@ -3,13 +3,20 @@
 use super::Report;
 
 pub fn fmt_secs(s: f64) -> String {
-    if s.abs() < 60.0 {
+    if s.abs() < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s.abs() < 60.0 {
         format!("{s:.1}s")
     } else {
         let total = s.abs().round() as u64;
         let sign = if s < 0.0 { "-" } else { "" };
         if total >= 3600 {
-            format!("{sign}{}h {}m {}s", total / 3600, total / 60 % 60, total % 60)
+            format!(
+                "{sign}{}h {}m {}s",
+                total / 3600,
+                total / 60 % 60,
+                total % 60
+            )
         } else {
             format!("{sign}{}m {}s", total / 60, total % 60)
         }
@@ -42,13 +49,18 @@ pub fn render(r: &Report) -> String {
     if let Some(f) = &r.failure {
         s += &format!("- **Why it failed:** {f}\n");
     }
-    s += "\n| objective | target | measured | margin | verdict |\n| --- | --- | --- | --- | --- |\n";
+    s +=
+        "\n| objective | target | measured | margin | verdict |\n| --- | --- | --- | --- | --- |\n";
     if let Some(rto) = &r.rto {
         s += &format!(
             "| RTO | {} | {} | {} | {} |\n",
             fmt_secs(r.objectives.rto_seconds),
-            rto.measured_seconds.map(fmt_secs).unwrap_or_else(|| "not recovered".into()),
-            rto.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            rto.measured_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "not recovered".into()),
+            rto.margin_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             verdict(rto.met)
         );
     }
@@ -56,12 +68,20 @@ pub fn render(r: &Report) -> String {
         s += &format!(
             "| RPO | {} | {} | {} | {} |\n",
             fmt_secs(r.objectives.rpo_seconds),
-            rpo.measured_seconds.map(fmt_secs).unwrap_or_else(|| "nothing restored".into()),
-            rpo.margin_seconds.map(fmt_secs).unwrap_or_else(|| "-".into()),
+            rpo.measured_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "nothing restored".into()),
+            rpo.margin_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             verdict(rpo.met)
         );
         if let Some(hb) = rpo.heartbeat_seconds {
-            s += &format!("| RPO (heartbeat, from the data) | {} | {} | | |\n", fmt_secs(r.objectives.rpo_seconds), fmt_secs(hb));
+            s += &format!(
+                "| RPO (heartbeat, from the data) | {} | {} | | |\n",
+                fmt_secs(r.objectives.rpo_seconds),
+                fmt_secs(hb)
+            );
         }
     }
     if let Some(rto) = &r.rto {
@@ -85,12 +105,18 @@ pub fn render(r: &Report) -> String {
             st.message.replace('|', "\\|").replace('\n', " ")
         );
     }
-    if let Some(rpo) = &r.rpo {
-        if !rpo.restored.is_empty() {
-            s += "\n## Restored recovery points\n\n";
-            for p in &rpo.restored {
-                s += &format!("- `{}` of export `{}` from target `{}`, consistent at {}\n", p.id, p.export, p.target, p.consistency_time.to_rfc3339());
-            }
+    if let Some(rpo) = &r.rpo
+        && !rpo.restored.is_empty()
+    {
+        s += "\n## Restored recovery points\n\n";
+        for p in &rpo.restored {
+            s += &format!(
+                "- `{}` of export `{}` from target `{}`, consistent at {}\n",
+                p.id,
+                p.export,
+                p.target,
+                p.consistency_time.to_rfc3339()
+            );
         }
     }
     for n in &r.notes {

@@ -64,6 +64,8 @@ pub struct RpoMeasure {
     /// Failure time minus the newest heartbeat found after the restore.
     pub heartbeat_seconds: Option<f64>,
     pub newest_heartbeat: Option<DateTime<Utc>>,
+    /// The last heartbeat the drill wrote before the failure.
+    pub last_heartbeat_written: Option<DateTime<Utc>>,
     pub met: bool,
     pub margin_seconds: Option<f64>,
     pub restored: Vec<RestoredPoint>,
@@ -141,7 +143,13 @@ impl Store {
             let op = &repo.target.op;
             let r = op.write(&report.object(), json.clone()).await;
             let r = match r {
-                Ok(_) => op.write(&report.object().replace(".json", ".html"), html.clone().into_bytes()).await,
+                Ok(_) => {
+                    op.write(
+                        &report.object().replace(".json", ".html"),
+                        html.clone().into_bytes(),
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = r {
@@ -164,15 +172,25 @@ impl Store {
                 Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
                 Err(e) => return Err(repo.target.error("cannot list reports", e)),
             };
-            for rb in runbooks.iter().filter(|e| e.metadata().is_dir() && e.path() != "reports/") {
-                let files = op.list(rb.path()).await.map_err(|e| repo.target.error("cannot list reports", e))?;
+            for rb in runbooks
+                .iter()
+                .filter(|e| e.metadata().is_dir() && e.path() != "reports/")
+            {
+                let files = op
+                    .list(rb.path())
+                    .await
+                    .map_err(|e| repo.target.error("cannot list reports", e))?;
                 for f in files.iter().filter(|f| f.name().ends_with(".json")) {
-                    let Ok(buf) = op.read(f.path()).await else { continue };
+                    let Ok(buf) = op.read(f.path()).await else {
+                        continue;
+                    };
                     match serde_json::from_slice::<Report>(&buf.to_vec()) {
                         Ok(r) => {
                             by_id.entry(r.id.clone()).or_insert(r);
                         }
-                        Err(e) => tracing::warn!(object = f.path(), error = %e, "unreadable report ignored"),
+                        Err(e) => {
+                            tracing::warn!(object = f.path(), error = %e, "unreadable report ignored")
+                        }
                     }
                 }
             }
@@ -189,7 +207,10 @@ pub fn write_local(report: &Report, dir: &Path) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
     let stem = format!("{}-{}", report.runbook, report.id);
     let files = [
-        ("json", serde_json::to_string_pretty(report).expect("report serialises")),
+        (
+            "json",
+            serde_json::to_string_pretty(report).expect("report serialises"),
+        ),
         ("md", markdown::render(report)),
         ("html", html::render(report)),
         ("junit.xml", junit::render(report)),

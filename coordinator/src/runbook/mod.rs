@@ -15,7 +15,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use crate::action::ActionConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Detect,
@@ -38,7 +40,7 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "RawOnFailure")]
 pub enum OnFailure {
     /// Stop the procedure (cleanup still runs).
     Abort,
@@ -46,6 +48,29 @@ pub enum OnFailure {
     Continue,
     /// Run these steps from `fallbacks`; go on if they pass, stop if not.
     Fallback(Vec<String>),
+}
+
+/// `abort`, `continue`, or `{fallback: [step, …]}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOnFailure {
+    Word(String),
+    Fallback { fallback: Vec<String> },
+}
+
+impl TryFrom<RawOnFailure> for OnFailure {
+    type Error = String;
+
+    fn try_from(raw: RawOnFailure) -> Result<Self, String> {
+        match raw {
+            RawOnFailure::Word(w) if w == "abort" => Ok(OnFailure::Abort),
+            RawOnFailure::Word(w) if w == "continue" => Ok(OnFailure::Continue),
+            RawOnFailure::Word(w) => Err(format!(
+                "unknown on_failure `{w}`: use abort, continue or {{fallback: [step names]}}"
+            )),
+            RawOnFailure::Fallback { fallback } => Ok(OnFailure::Fallback(fallback)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,11 +160,22 @@ pub struct Runbook {
     pub cleanup: Vec<Step>,
 }
 
-const KEYS: [&str; 9] = ["name", "description", "policy", "objectives", "heartbeat", "drill", "steps", "fallbacks", "cleanup"];
+const KEYS: [&str; 9] = [
+    "name",
+    "description",
+    "policy",
+    "objectives",
+    "heartbeat",
+    "drill",
+    "steps",
+    "fallbacks",
+    "cleanup",
+];
 
 impl Runbook {
     pub fn load(path: &Path) -> Result<Runbook, drp_agent::Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| drp_agent::Error::io_path("cannot read runbook", path, e))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| drp_agent::Error::io_path("cannot read runbook", path, e))?;
         Runbook::parse(path, &text)
     }
 
@@ -160,7 +196,12 @@ impl Runbook {
             Ok(t) => t,
             Err(missing) => {
                 let (line, name) = missing[0].clone();
-                return Err(fail(line, &format!("${{{name}}}"), format!("environment variable `{name}` is not set"), None));
+                return Err(fail(
+                    line,
+                    &format!("${{{name}}}"),
+                    format!("environment variable `{name}` is not set"),
+                    None,
+                ));
             }
         };
         let root: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
@@ -169,7 +210,12 @@ impl Runbook {
         })?;
         let mut d = Diagnostics::new(path, &text);
         let Value::Mapping(root) = root else {
-            return Err(fail(1, "", "a runbook must be a mapping with `name`, `policy` and `steps`".into(), None));
+            return Err(fail(
+                1,
+                "",
+                "a runbook must be a mapping with `name`, `policy` and `steps`".into(),
+                None,
+            ));
         };
         for k in root.keys().filter_map(Value::as_str) {
             if !KEYS.contains(&k) {
@@ -185,9 +231,13 @@ impl Runbook {
         let name: Option<String> = field(&mut d, &root, "", "name", true);
         let description: Option<String> = field(&mut d, &root, "", "description", false);
         let policy_path: Option<PathBuf> = field(&mut d, &root, "", "policy", true);
-        let objectives: Option<drp_agent::config::Objectives> = field(&mut d, &root, "", "objectives", false);
+        let objectives: Option<drp_agent::config::Objectives> =
+            field(&mut d, &root, "", "objectives", false);
         let heartbeat: Option<Heartbeat> = field(&mut d, &root, "", "heartbeat", false);
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let policy = match &policy_path {
             Some(p) => match Policy::load(&drp_agent::config::resolve_relative(base, p)) {
                 Ok(p) => Some(p),
@@ -200,7 +250,10 @@ impl Runbook {
         };
         let steps = steps(&mut d, &root, "steps", true);
         let cleanup = steps_of(&mut d, &root, "cleanup");
-        let fallbacks: BTreeMap<String, Step> = steps_of(&mut d, &root, "fallbacks").into_iter().map(|s| (s.name.clone(), s)).collect();
+        let fallbacks: BTreeMap<String, Step> = steps_of(&mut d, &root, "fallbacks")
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
         let drill = match root.get("drill") {
             None => None,
             Some(node) => match serde_path_to_error::deserialize::<_, RawDrill>(node.clone()) {
@@ -210,7 +263,10 @@ impl Runbook {
                     let inject = parse_steps(&mut d, &m, "drill.inject", false);
                     Some(Drill {
                         backup_first: raw.backup_first,
-                        settle: raw.settle.map(|s| s.as_duration()).unwrap_or(Duration::from_secs(2)),
+                        settle: raw
+                            .settle
+                            .map(|s| s.as_duration())
+                            .unwrap_or(Duration::from_secs(2)),
                         inject,
                     })
                 }
@@ -226,10 +282,18 @@ impl Runbook {
         for (i, s) in steps.iter().enumerate() {
             let key = format!("steps[{i}].phase");
             match s.phase {
-                None => d.push(&format!("steps[{i}]"), "a step needs a `phase`", Some("one of detect, restore, restart, verify".into())),
+                None => d.push(
+                    &format!("steps[{i}]"),
+                    "a step needs a `phase`",
+                    Some("one of detect, restore, restart, verify".into()),
+                ),
                 Some(p) if last.is_some_and(|l| p < l) => d.push(
                     &key,
-                    format!("phase `{}` comes after `{}`", p.name(), last.unwrap().name()),
+                    format!(
+                        "phase `{}` comes after `{}`",
+                        p.name(),
+                        last.unwrap().name()
+                    ),
                     Some("order steps detect → restore → restart → verify".into()),
                 ),
                 Some(p) => last = Some(p),
@@ -237,13 +301,21 @@ impl Runbook {
             if let OnFailure::Fallback(names) = &s.on_failure {
                 for n in names {
                     if !fallbacks.contains_key(n) {
-                        d.push(&format!("steps[{i}].on_failure"), format!("no fallback step named `{n}`"), Some("define it under `fallbacks`".into()));
+                        d.push(
+                            &format!("steps[{i}].on_failure"),
+                            format!("no fallback step named `{n}`"),
+                            Some("define it under `fallbacks`".into()),
+                        );
                     }
                 }
             }
         }
         if !steps.iter().any(|s| s.phase == Some(Phase::Verify)) && !steps.is_empty() {
-            d.push("steps", "no verify step: the RTO ends when every verify step passes", Some("add a step with `phase: verify`".into()));
+            d.push(
+                "steps",
+                "no verify step: the RTO ends when every verify step passes",
+                Some("add a step with `phase: verify`".into()),
+            );
         }
         if let Some(policy) = &policy {
             let all = steps
@@ -251,7 +323,11 @@ impl Runbook {
                 .map(|s| ("steps", s))
                 .chain(cleanup.iter().map(|s| ("cleanup", s)))
                 .chain(fallbacks.values().map(|s| ("fallbacks", s)))
-                .chain(drill.iter().flat_map(|dr| dr.inject.iter().map(|s| ("drill.inject", s))));
+                .chain(
+                    drill
+                        .iter()
+                        .flat_map(|dr| dr.inject.iter().map(|s| ("drill.inject", s))),
+                );
             let mut by_section: BTreeMap<&str, usize> = BTreeMap::new();
             for (section, s) in all {
                 let i = by_section.entry(section).or_default();
@@ -262,22 +338,45 @@ impl Runbook {
             }
             if let Some(hb) = &heartbeat {
                 match policy.exports.get(&hb.export) {
-                    None => d.push("heartbeat.export", format!("unknown export `{}`", hb.export), None),
-                    Some(e) if e.source.kind() == "directory" => d.push("heartbeat.export", "a heartbeat needs a database export", None),
+                    None => d.push(
+                        "heartbeat.export",
+                        format!("unknown export `{}`", hb.export),
+                        None,
+                    ),
+                    Some(e) if e.source.kind() == "directory" => d.push(
+                        "heartbeat.export",
+                        "a heartbeat needs a database export",
+                        None,
+                    ),
                     _ => {}
                 }
-                if !hb.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if !hb
+                    .table
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     d.push("heartbeat.table", "use letters, digits and `_`", None);
                 }
             }
         }
-        let rto = objectives.and_then(|o| o.rto).or(policy.as_ref().and_then(|p| p.objectives.rto));
-        let rpo = objectives.and_then(|o| o.rpo).or(policy.as_ref().and_then(|p| p.objectives.rpo));
+        let rto = objectives
+            .and_then(|o| o.rto)
+            .or(policy.as_ref().and_then(|p| p.objectives.rto));
+        let rpo = objectives
+            .and_then(|o| o.rpo)
+            .or(policy.as_ref().and_then(|p| p.objectives.rpo));
         if policy.is_some() && (rto.is_none() || rpo.is_none()) {
-            d.push("objectives", "no RTO/RPO objective here or in the policy", Some("add `objectives: {rto: 5m, rpo: 30m}`".into()));
+            d.push(
+                "objectives",
+                "no RTO/RPO objective here or in the policy",
+                Some("add `objectives: {rto: 5m, rpo: 30m}`".into()),
+            );
         }
         if let Some(rto) = rto {
-            let budget: Duration = steps.iter().map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries).sum();
+            let budget: Duration = steps
+                .iter()
+                .map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries)
+                .sum();
             if budget > rto.as_duration() {
                 // Said, not refused: steps usually end well before their timeouts.
                 tracing::info!(?budget, "step timeouts add up to more than the RTO");
@@ -302,12 +401,25 @@ impl Runbook {
     /// The sum of the step timeouts, retries included: the longest the
     /// procedure may take before it gives up.
     pub fn worst_case_duration(&self) -> Duration {
-        self.steps.iter().map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries).sum()
+        self.steps
+            .iter()
+            .map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries)
+            .sum()
     }
 }
 
-fn field<T: serde::de::DeserializeOwned>(d: &mut Diagnostics, map: &Mapping, base: &str, key: &str, required: bool) -> Option<T> {
-    let path = if base.is_empty() { key.to_string() } else { format!("{base}.{key}") };
+fn field<T: serde::de::DeserializeOwned>(
+    d: &mut Diagnostics,
+    map: &Mapping,
+    base: &str,
+    key: &str,
+    required: bool,
+) -> Option<T> {
+    let path = if base.is_empty() {
+        key.to_string()
+    } else {
+        format!("{base}.{key}")
+    };
     match map.get(key) {
         Some(node) => match serde_path_to_error::deserialize(node.clone()) {
             Ok(v) => Some(v),
@@ -318,7 +430,11 @@ fn field<T: serde::de::DeserializeOwned>(d: &mut Diagnostics, map: &Mapping, bas
         },
         None => {
             if required {
-                d.push(base, format!("missing `{key}`"), Some(format!("add `{key}`")));
+                d.push(
+                    base,
+                    format!("missing `{key}`"),
+                    Some(format!("add `{key}`")),
+                );
             }
             None
         }
@@ -328,7 +444,11 @@ fn field<T: serde::de::DeserializeOwned>(d: &mut Diagnostics, map: &Mapping, bas
 fn steps(d: &mut Diagnostics, root: &Mapping, key: &str, required: bool) -> Vec<Step> {
     if root.get(key).is_none() {
         if required {
-            d.push("", format!("missing `{key}`"), Some("list the recovery steps".into()));
+            d.push(
+                "",
+                format!("missing `{key}`"),
+                Some("list the recovery steps".into()),
+            );
         }
         return Vec::new();
     }
@@ -348,14 +468,22 @@ fn parse_steps(d: &mut Diagnostics, root: &Mapping, key: &str, main: bool) -> Ve
         d.push(key, format!("`{key}` must be a list of steps"), None);
         return Vec::new();
     };
-    let base = if key.starts_with("drill.") { key.to_string() } else { section.to_string() };
+    let base = if key.starts_with("drill.") {
+        key.to_string()
+    } else {
+        section.to_string()
+    };
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let at = format!("{base}[{i}]");
         match serde_path_to_error::deserialize::<_, RawStep>(item.clone()) {
             Ok(raw) => {
-                if let Some(h) = raw.host.as_deref().filter(|h| !matches!(*h, "local" | "localhost")) {
+                if let Some(h) = raw
+                    .host
+                    .as_deref()
+                    .filter(|h| !matches!(*h, "local" | "localhost"))
+                {
                     d.push(
                         &format!("{at}.host"),
                         format!("step on host `{h}`: only the local host is supported"),
@@ -363,18 +491,32 @@ fn parse_steps(d: &mut Diagnostics, root: &Mapping, key: &str, main: bool) -> Ve
                     );
                 }
                 if !names.insert(raw.name.clone()) {
-                    d.push(&format!("{at}.name"), format!("two steps are named `{}`", raw.name), None);
+                    d.push(
+                        &format!("{at}.name"),
+                        format!("two steps are named `{}`", raw.name),
+                        None,
+                    );
                 }
                 if !main && raw.phase.is_some() && key != "fallbacks" {
-                    d.push(&format!("{at}.phase"), "only main steps and fallbacks have a phase", None);
+                    d.push(
+                        &format!("{at}.phase"),
+                        "only main steps and fallbacks have a phase",
+                        None,
+                    );
                 }
                 out.push(Step {
                     name: raw.name,
                     phase: raw.phase,
                     action: raw.action,
-                    timeout: raw.timeout.map(|t| t.as_duration()).unwrap_or(Duration::from_secs(60)),
+                    timeout: raw
+                        .timeout
+                        .map(|t| t.as_duration())
+                        .unwrap_or(Duration::from_secs(60)),
                     retries: raw.retries,
-                    backoff: raw.backoff.map(|t| t.as_duration()).unwrap_or(Duration::from_secs(1)),
+                    backoff: raw
+                        .backoff
+                        .map(|t| t.as_duration())
+                        .unwrap_or(Duration::from_secs(1)),
                     on_failure: raw.on_failure,
                 });
             }
