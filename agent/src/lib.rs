@@ -22,6 +22,7 @@ pub mod restore;
 pub mod retention;
 pub mod runner;
 pub mod scheduler;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod target;

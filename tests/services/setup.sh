@@ -18,11 +18,20 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v qemu-io >/dev/null || need+=(qemu-utils)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The EC2/RDS API emulator (no AWS account is reachable from tests).
+if ! python3 -c 'import moto.server' 2>/dev/null; then
+    echo "setup: installing moto[server] from PyPI"
+    python3 -m pip install --quiet 'moto[server]'
 fi
 
 if [ ! -x "$CACHE/tools/bin/garage" ]; then

@@ -111,6 +111,21 @@ CONF
 wait_for 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $SFTP_PORT), 1)" || die "sshd did not start"
 log "SFTP on 127.0.0.1:$SFTP_PORT"
 
+# --- btrfs on a loop device --------------------------------------------------
+truncate -s 512M "$DIR/btrfs.img"
+mkfs.btrfs -q "$DIR/btrfs.img" > "$DIR/mkfs.log" 2>&1 || die "mkfs.btrfs failed"
+mkdir -p "$DIR/btrfs"
+mount -o loop "$DIR/btrfs.img" "$DIR/btrfs" || die "cannot mount the btrfs image on a loop device"
+log "btrfs on $DIR/btrfs"
+
+# --- moto (EC2 and RDS API emulator) -------------------------------------------
+MOTO_PORT=$(free_port)
+MOTO=$(command -v moto_server || echo "python3 -m moto.server")
+$MOTO -H 127.0.0.1 -p "$MOTO_PORT" > "$DIR/moto.log" 2>&1 &
+echo $! > "$DIR/moto.pid"
+wait_for 60 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" || die "moto did not start"
+log "EC2/RDS emulator on 127.0.0.1:$MOTO_PORT"
+
 cat > "$ENV" <<VARS
 DRP_TEST_DIR=$DIR
 DRP_TEST_PG_PORT=$PG_PORT
@@ -127,6 +142,8 @@ DRP_TEST_GARAGE_CONF=$DIR/garage/garage.toml
 DRP_TEST_SFTP_PORT=$SFTP_PORT
 DRP_TEST_SFTP_KEY=$DIR/ssh/client_key
 DRP_TEST_SFTP_ROOT=$DIR/sftp
+DRP_TEST_BTRFS=$DIR/btrfs
+DRP_TEST_AWS_ENDPOINT=http://127.0.0.1:$MOTO_PORT
 VARS
 chmod 600 "$ENV"
 echo "$ENV"

@@ -4,7 +4,8 @@ set -uo pipefail
 DIR=${1:?usage: tests/services/stop.sh FOLDER}
 [ -d "$DIR" ] || exit 0
 su postgres -s /bin/sh -c "/usr/lib/postgresql/15/bin/pg_ctl -D '$DIR/pg/data' -m immediate stop" >/dev/null 2>&1
-for pidfile in "$DIR/my/pid" "$DIR/garage/pid" "$DIR/ssh/pid"; do
+umount "$DIR/btrfs" 2>/dev/null
+for pidfile in "$DIR/my/pid" "$DIR/garage/pid" "$DIR/ssh/pid" "$DIR/moto.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
 done
 sleep 0.5

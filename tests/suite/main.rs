@@ -11,3 +11,4 @@ mod faults;
 mod policy;
 mod production;
 mod roundtrip;
+mod snapshots;

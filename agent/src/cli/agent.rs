@@ -87,6 +87,26 @@ pub enum Command {
         #[arg(long, short)]
         policy: PathBuf,
     },
+    /// Snapshot sets tied to changes: create, list, rollback, expire.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
+    /// Snapshot, run a change, and roll back if it fails.
+    Guard {
+        #[arg(long, short)]
+        policy: PathBuf,
+        #[arg(long)]
+        change: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        only: Vec<String>,
+        /// Ask before rolling back a failed change.
+        #[arg(long)]
+        ask: bool,
+        /// The change, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Write a systemd service and timer for this policy, and print the crontab lines.
     Units {
         #[arg(long, short)]
@@ -267,6 +287,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             now,
         } => run_prune(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => run_status(policy, &out).await,
+        Command::Snapshot(cmd) => super::snapshot::run(cmd, &out).await,
+        Command::Guard {
+            policy,
+            change,
+            reason,
+            only,
+            ask,
+            command,
+        } => super::snapshot::guard(policy, change, reason, only, *ask, command, &out).await,
         Command::Units {
             policy,
             out: dir,

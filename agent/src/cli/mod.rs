@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod output;
 pub mod restore;
+pub mod snapshot;
 
 use std::io::IsTerminal;
 

@@ -30,6 +30,10 @@ pub struct Policy {
     pub metrics: Metrics,
     pub notify: Notify,
     pub prune: PruneSettings,
+    /// Snapshots taken before changes, by name.
+    pub snapshots: BTreeMap<String, crate::snapshot::SnapshotConfig>,
+    /// How many snapshot sets to keep (same rules as exports).
+    pub snapshot_retention: Retention,
 }
 
 /// Where the agent publishes Prometheus metrics.
@@ -216,7 +220,9 @@ pub struct Retention {
 
 const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
 
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "snapshots",
+    "snapshot_retention",
     "host",
     "objectives",
     "targets",
@@ -296,6 +302,8 @@ impl Policy {
         let mut metrics = Metrics::default();
         let mut notify = Notify::default();
         let mut prune = PruneSettings::default();
+        let mut snapshots = BTreeMap::new();
+        let mut snapshot_retention = Retention::default();
         for (k, v) in root {
             let key = k.as_str().unwrap_or_default().to_string();
             match key.as_str() {
@@ -350,6 +358,36 @@ impl Policy {
                 "prune" => match serde_path_to_error::deserialize(v) {
                     Ok(p) => prune = p,
                     Err(e) => diags.push_serde("prune", e),
+                },
+                "snapshot_retention" => match serde_path_to_error::deserialize(v) {
+                    Ok(r) => snapshot_retention = r,
+                    Err(e) => diags.push_serde("snapshot_retention", e),
+                },
+                "snapshots" => match v {
+                    Value::Mapping(m) => {
+                        for (name, node) in m {
+                            let name = name.as_str().unwrap_or_default().to_string();
+                            let key = format!("snapshots.{name}");
+                            if !is_safe_name(&name) {
+                                diags.push(&key, format!("snapshot name `{name}` must be letters, digits, `-`, `_` or `.`"), None);
+                            }
+                            match serde_path_to_error::deserialize::<
+                                _,
+                                crate::snapshot::SnapshotConfig,
+                            >(node)
+                            {
+                                Ok(c) => {
+                                    snapshots.insert(name, c);
+                                }
+                                Err(e) => diags.push_serde(&key, e),
+                            }
+                        }
+                    }
+                    _ => diags.push(
+                        "snapshots",
+                        "`snapshots` must map snapshot names to their settings",
+                        None,
+                    ),
                 },
                 _ => {
                     let hint = strsim_hint(&key, &TOP_LEVEL_KEYS);
@@ -487,7 +525,10 @@ impl Policy {
                 );
             }
         }
-        if exports.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("exports")) {
+        if exports.is_empty()
+            && snapshots.is_empty()
+            && !diags.items.iter().any(|d| d.key.starts_with("exports"))
+        {
             diags.push(
                 "exports",
                 "no export defined",
@@ -523,6 +564,8 @@ impl Policy {
             metrics,
             notify,
             prune,
+            snapshots,
+            snapshot_retention,
         })
     }
 

@@ -64,12 +64,67 @@ pub enum ActionConfig {
     Sql(sql::SqlCheck),
     RestoreBackup(restore_backup::RestoreBackup),
     RestoreSnapshot(RestoreSnapshot),
+    Snapshot(TakeSnapshot),
     Restart(restart::Restart),
     Wait(wait::Wait),
     Notify(notify::NotifyAction),
 }
 
-/// Restoring a change's snapshot set: parsed, refused until snapshot sets exist.
+/// Taking a snapshot set for a change (the step before a change).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeSnapshot {
+    pub change: String,
+    pub reason: String,
+    #[serde(default)]
+    pub only: Vec<String>,
+}
+
+impl Action for TakeSnapshot {
+    fn describe(&self) -> String {
+        format!("snapshot before change `{}`", self.change)
+    }
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if policy.snapshots.is_empty() {
+            return Err("the policy declares no `snapshots`".into());
+        }
+        match self
+            .only
+            .iter()
+            .find(|n| !policy.snapshots.contains_key(*n))
+        {
+            Some(n) => Err(format!("no snapshot `{n}` in the policy")),
+            None => Ok(()),
+        }
+    }
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let set =
+                drp_agent::snapshot::create(&ctx.policy, &self.change, &self.reason, &self.only)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if set.status != drp_agent::snapshot::SetStatus::Complete {
+                let why: Vec<String> = set
+                    .members
+                    .iter()
+                    .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.name)))
+                    .collect();
+                return Err(format!(
+                    "snapshot set {} incomplete: {}",
+                    set.id,
+                    why.join("; ")
+                ));
+            }
+            Ok(format!(
+                "snapshot set {} taken ({} snapshots)",
+                set.id,
+                set.members.len()
+            ))
+        })
+    }
+}
+
+/// Rolling back to a change's snapshot set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreSnapshot {
@@ -83,14 +138,33 @@ impl Action for RestoreSnapshot {
     fn destructive(&self) -> bool {
         true
     }
-    fn validate(&self, _: &Policy) -> Result<(), String> {
-        Err(
-            "`restore_snapshot` needs snapshot sets, which this version of drp does not take yet"
-                .into(),
-        )
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if policy.snapshots.is_empty() {
+            return Err("the policy declares no `snapshots` to roll back".into());
+        }
+        Ok(())
     }
-    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async { Err("snapshot sets are not available in this version".to_string()) })
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let mut set = drp_agent::snapshot::find(&ctx.policy, &self.change)
+                .await
+                .map_err(|e| e.to_string())?;
+            let results = drp_agent::snapshot::rollback(&ctx.policy, &mut set)
+                .await
+                .map_err(|e| e.to_string())?;
+            let failed: Vec<String> = results
+                .iter()
+                .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+                .collect();
+            if failed.is_empty() {
+                Ok(format!(
+                    "rolled back to snapshot set {} of change `{}`",
+                    set.id, self.change
+                ))
+            } else {
+                Err(failed.join("; "))
+            }
+        })
     }
 }
 
@@ -103,6 +177,7 @@ impl ActionConfig {
             ActionConfig::Sql(a) => a,
             ActionConfig::RestoreBackup(a) => a,
             ActionConfig::RestoreSnapshot(a) => a,
+            ActionConfig::Snapshot(a) => a,
             ActionConfig::Restart(a) => a,
             ActionConfig::Wait(a) => a,
             ActionConfig::Notify(a) => a,

@@ -1,0 +1,157 @@
+//! btrfs: a read-only snapshot of a subvolume, next to it. Rollback puts a
+//! writable copy of the snapshot in the subvolume's place and keeps the
+//! replaced state aside (nothing is deleted without the operator).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Member, SnapContext, SnapError, SnapshotProvider, run};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtrfsConfig {
+    /// The subvolume to snapshot.
+    pub subvolume: PathBuf,
+    /// Where snapshots go (same filesystem); default `.drp-snapshots` beside the subvolume.
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+pub struct Btrfs {
+    subvolume: PathBuf,
+    snapshot_dir: PathBuf,
+}
+
+impl Btrfs {
+    pub fn new(c: &BtrfsConfig, base: &Path) -> Self {
+        let subvolume = super::resolve(base, &c.subvolume);
+        let snapshot_dir = c
+            .snapshot_dir
+            .as_ref()
+            .map(|d| super::resolve(base, d))
+            .unwrap_or_else(|| {
+                subvolume
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join(".drp-snapshots")
+            });
+        Btrfs {
+            subvolume,
+            snapshot_dir,
+        }
+    }
+
+    async fn check_subvolume(&self) -> Result<(), SnapError> {
+        let p = self.subvolume.to_string_lossy();
+        run("btrfs", &["subvolume", "show", &p])
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                SnapError(format!(
+                    "{p} is not a btrfs subvolume (or btrfs-progs is missing): {}",
+                    e.0
+                ))
+            })
+    }
+}
+
+impl SnapshotProvider for Btrfs {
+    fn create<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+        Box::pin(async move {
+            self.check_subvolume().await?;
+            std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| {
+                SnapError(format!(
+                    "cannot create {}: {e}",
+                    self.snapshot_dir.display()
+                ))
+            })?;
+            let name = self
+                .subvolume
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| ctx.name.to_string());
+            let snap = self.snapshot_dir.join(format!("{name}@{}", ctx.set_id));
+            run(
+                "btrfs",
+                &[
+                    "subvolume",
+                    "snapshot",
+                    "-r",
+                    &self.subvolume.to_string_lossy(),
+                    &snap.to_string_lossy(),
+                ],
+            )
+            .await?;
+            Ok((
+                snap.display().to_string(),
+                BTreeMap::from([(
+                    "subvolume".to_string(),
+                    self.subvolume.display().to_string(),
+                )]),
+            ))
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<String, SnapError>> {
+        Box::pin(async move {
+            let snap = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no path".into()))?;
+            run("btrfs", &["subvolume", "show", snap])
+                .await
+                .map_err(|e| SnapError(format!("snapshot {snap} is gone: {}", e.0)))?;
+            let sub = self.subvolume.to_string_lossy().into_owned();
+            let fresh = format!("{sub}.drp-rollback-{}", ctx.set_id);
+            let aside = format!(
+                "{sub}.drp-replaced-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            );
+            // A writable copy of the snapshot, then two renames.
+            run("btrfs", &["subvolume", "snapshot", snap, &fresh]).await?;
+            if let Err(e) = std::fs::rename(&sub, &aside) {
+                let _ = run("btrfs", &["subvolume", "delete", &fresh]).await;
+                return Err(SnapError(format!(
+                    "cannot move {sub} aside ({e}); if it is a mount point, unmount it and roll back again"
+                )));
+            }
+            if let Err(e) = std::fs::rename(&fresh, &sub) {
+                let _ = std::fs::rename(&aside, &sub);
+                return Err(SnapError(format!(
+                    "cannot put the snapshot in place of {sub}: {e}"
+                )));
+            }
+            Ok(format!(
+                "{sub} restored from {snap}; the replaced state is kept at {aside}"
+            ))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let snap = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no path".into()))?;
+            if !Path::new(snap).exists() {
+                return Ok(());
+            }
+            run("btrfs", &["subvolume", "delete", snap])
+                .await
+                .map(|_| ())
+        })
+    }
+}

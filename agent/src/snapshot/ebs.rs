@@ -1,0 +1,270 @@
+//! EBS volumes through the EC2 API: CreateSnapshot tagged with the host,
+//! change and reason, waited until completed. Rollback creates a volume from
+//! the snapshot in the volume's zone and, when the volume is attached, swaps
+//! it in at the same device. A root volume can only be swapped while its
+//! instance is stopped: drp refuses otherwise and says so.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification, VolumeState};
+use futures::future::BoxFuture;
+
+use super::{AwsConfig, EbsTarget, Member, SnapContext, SnapError, SnapshotProvider};
+
+pub struct Ebs {
+    config: AwsConfig<EbsTarget>,
+}
+
+impl Ebs {
+    pub fn new(config: AwsConfig<EbsTarget>) -> Self {
+        Ebs { config }
+    }
+
+    async fn client(&self) -> Client {
+        Client::new(&sdk_config(&self.config.region, self.config.endpoint.as_deref()).await)
+    }
+
+    async fn wait_volume(
+        &self,
+        client: &Client,
+        id: &str,
+        want: VolumeState,
+    ) -> Result<aws_sdk_ec2::types::Volume, SnapError> {
+        let deadline = Instant::now() + self.config.wait_timeout.as_duration();
+        loop {
+            let out = client
+                .describe_volumes()
+                .volume_ids(id)
+                .send()
+                .await
+                .map_err(|e| api("DescribeVolumes", e))?;
+            if let Some(v) = out.volumes().first()
+                && v.state() == Some(&want)
+            {
+                return Ok(v.clone());
+            }
+            if Instant::now() > deadline {
+                return Err(SnapError(format!(
+                    "volume {id} is not {} after {}",
+                    want.as_str(),
+                    self.config.wait_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// The SDK configured as for AWS: region, the default credential chain,
+/// standard retries (throttling included), and an optional endpoint.
+pub async fn sdk_config(region: &str, endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+/// An API error with its code and message, never the request's credentials.
+pub fn api<E: std::error::Error + 'static>(
+    op: &str,
+    e: aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+) -> SnapError {
+    use std::error::Error as _;
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    SnapError(format!("{op} failed: {msg}"))
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+impl SnapshotProvider for Ebs {
+    fn create<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+        Box::pin(async move {
+            let client = self.client().await;
+            let volume = &self.config.resource.volume_id;
+            let tags = TagSpecification::builder()
+                .resource_type(ResourceType::Snapshot)
+                .tags(tag("drp:host", &ctx.policy.host))
+                .tags(tag("drp:change", ctx.change))
+                .tags(tag("drp:reason", ctx.reason))
+                .tags(tag("drp:set", ctx.set_id))
+                .build();
+            let out = client
+                .create_snapshot()
+                .volume_id(volume)
+                .description(format!(
+                    "drp {} before change {}: {}",
+                    ctx.policy.host, ctx.change, ctx.reason
+                ))
+                .tag_specifications(tags)
+                .send()
+                .await
+                .map_err(|e| api("CreateSnapshot", e))?;
+            let id = out
+                .snapshot_id()
+                .ok_or_else(|| SnapError("CreateSnapshot returned no id".into()))?
+                .to_string();
+            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
+            loop {
+                let d = client
+                    .describe_snapshots()
+                    .snapshot_ids(&id)
+                    .send()
+                    .await
+                    .map_err(|e| api("DescribeSnapshots", e))?;
+                match d.snapshots().first().and_then(|s| s.state()) {
+                    Some(SnapshotState::Completed) => break,
+                    Some(SnapshotState::Error) => {
+                        return Err(SnapError(format!("snapshot {id} of {volume} failed")));
+                    }
+                    _ if Instant::now() > deadline => {
+                        return Err(SnapError(format!(
+                            "snapshot {id} of {volume} not completed after {}",
+                            self.config.wait_timeout
+                        )));
+                    }
+                    _ => tokio::time::sleep(Duration::from_secs(2)).await,
+                }
+            }
+            Ok((
+                id,
+                BTreeMap::from([("volume_id".to_string(), volume.clone())]),
+            ))
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<String, SnapError>> {
+        Box::pin(async move {
+            let snapshot = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no id".into()))?;
+            let client = self.client().await;
+            let old_id = &self.config.resource.volume_id;
+            let old = client
+                .describe_volumes()
+                .volume_ids(old_id)
+                .send()
+                .await
+                .map_err(|e| api("DescribeVolumes", e))?;
+            let old = old
+                .volumes()
+                .first()
+                .ok_or_else(|| SnapError(format!("volume {old_id} not found")))?
+                .clone();
+            let zone = old.availability_zone().unwrap_or_default().to_string();
+            let attachment = old.attachments().first().cloned();
+            // Refuse a running instance's root volume before changing anything.
+            if let Some(a) = &attachment {
+                let instance = a.instance_id().unwrap_or_default();
+                let d = client
+                    .describe_instances()
+                    .instance_ids(instance)
+                    .send()
+                    .await
+                    .map_err(|e| api("DescribeInstances", e))?;
+                if let Some(i) = d.reservations().first().and_then(|r| r.instances().first()) {
+                    let root = i.root_device_name() == a.device();
+                    let running = i
+                        .state()
+                        .and_then(|s| s.name())
+                        .is_some_and(|n| n.as_str() != "stopped");
+                    if root && running {
+                        return Err(SnapError(format!(
+                            "{old_id} is the root volume of running instance {instance}: stop the instance, roll back again, then start it"
+                        )));
+                    }
+                }
+            }
+            let created = client
+                .create_volume()
+                .snapshot_id(snapshot)
+                .availability_zone(&zone)
+                .set_volume_type(old.volume_type().cloned())
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Volume)
+                        .tags(tag("drp:restored-from", snapshot))
+                        .tags(tag("drp:replaces", old_id))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| api("CreateVolume", e))?;
+            let new_id = created
+                .volume_id()
+                .ok_or_else(|| SnapError("CreateVolume returned no id".into()))?
+                .to_string();
+            self.wait_volume(&client, &new_id, VolumeState::Available)
+                .await?;
+            let Some(a) = attachment else {
+                return Ok(format!(
+                    "volume {new_id} created from {snapshot} in {zone}; {old_id} was not attached and is kept"
+                ));
+            };
+            let instance = a.instance_id().unwrap_or_default().to_string();
+            let device = a.device().unwrap_or_default().to_string();
+            client
+                .detach_volume()
+                .volume_id(old_id)
+                .instance_id(&instance)
+                .send()
+                .await
+                .map_err(|e| api("DetachVolume", e))?;
+            self.wait_volume(&client, old_id, VolumeState::Available)
+                .await?;
+            client
+                .attach_volume()
+                .volume_id(&new_id)
+                .instance_id(&instance)
+                .device(&device)
+                .send()
+                .await
+                .map_err(|e| api("AttachVolume", e))?;
+            self.wait_volume(&client, &new_id, VolumeState::InUse)
+                .await?;
+            Ok(format!(
+                "volume {new_id} (from {snapshot}) attached to {instance} at {device} in place of {old_id}, which is kept detached; \
+                 update `volume_id` in the policy to {new_id}"
+            ))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let Some(id) = member.reference.as_deref() else {
+                return Ok(());
+            };
+            let client = self.client().await;
+            client
+                .delete_snapshot()
+                .snapshot_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("DeleteSnapshot", e))
+        })
+    }
+}

@@ -1,0 +1,535 @@
+//! Pre-change snapshots: point-in-time copies taken in place before a change,
+//! grouped in a snapshot set tied to the change, so that rolling the change
+//! back is one command.
+//!
+//! One trait, one provider per file. Sets are recorded in the repository of
+//! every target of the policy (`<host>/snapshot-sets/<set id>.json`), next to
+//! the exports, so they outlive the host that took them.
+
+pub mod btrfs;
+pub mod directory;
+#[cfg(feature = "aws")]
+pub mod ebs;
+pub mod qcow2;
+#[cfg(feature = "aws")]
+pub mod rds;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HumanDuration, Policy};
+use crate::repository::Repository;
+use crate::{Error, Result};
+
+/// What the policy declares under `snapshots:`. One variant per provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SnapshotConfig {
+    /// A btrfs subvolume: read-only snapshots in place.
+    Btrfs(btrfs::BtrfsConfig),
+    /// A qcow2 disk image: internal snapshots with `qemu-img`.
+    Qcow2(qcow2::Qcow2Config),
+    /// A directory archived to the policy's targets (any filesystem).
+    Directory(directory::DirectorySnapConfig),
+    /// An EBS volume (EC2 API).
+    Ebs(AwsConfig<EbsTarget>),
+    /// An RDS instance (RDS API).
+    Rds(AwsConfig<RdsTarget>),
+}
+
+/// Settings shared by the AWS providers: as for AWS itself (region,
+/// credentials from the environment or profile), with an optional endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AwsConfig<T> {
+    #[serde(flatten)]
+    pub resource: T,
+    pub region: String,
+    /// An endpoint other than AWS's (a test emulator, a private endpoint).
+    pub endpoint: Option<String>,
+    /// How long to wait for the snapshot or restore to complete.
+    #[serde(default = "default_wait")]
+    pub wait_timeout: HumanDuration,
+}
+
+fn default_wait() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30 * 60))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbsTarget {
+    pub volume_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsTarget {
+    pub instance: String,
+}
+
+impl SnapshotConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SnapshotConfig::Btrfs(_) => "btrfs",
+            SnapshotConfig::Qcow2(_) => "qcow2",
+            SnapshotConfig::Directory(_) => "directory",
+            SnapshotConfig::Ebs(_) => "ebs",
+            SnapshotConfig::Rds(_) => "rds",
+        }
+    }
+}
+
+/// One snapshot of a set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub kind: String,
+    /// How the provider finds it again: a path, a tag, a snapshot id, a point id.
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub ok: bool,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetStatus {
+    /// Every member was taken.
+    Complete,
+    /// At least one member failed: never to be rolled back to as a whole.
+    Failed,
+    /// Rolled back to (it stays usable).
+    RolledBack,
+}
+
+/// What `guard` recorded about the change it ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GuardOutcome {
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub rolled_back: bool,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rollback {
+    pub at: DateTime<Utc>,
+    pub results: Vec<(String, std::result::Result<String, String>)>,
+}
+
+/// A snapshot set: every snapshot taken for one change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotSet {
+    pub format: u32,
+    pub id: String,
+    pub host: String,
+    pub change: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    pub status: SetStatus,
+    pub members: Vec<Member>,
+    pub guard: Option<GuardOutcome>,
+    #[serde(default)]
+    pub rollbacks: Vec<Rollback>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SnapError(pub String);
+
+/// Context for a provider call.
+pub struct SnapContext<'a> {
+    pub policy: &'a Policy,
+    pub name: &'a str,
+    pub set_id: &'a str,
+    pub change: &'a str,
+    pub reason: &'a str,
+}
+
+/// A snapshot's reference and the details recorded with it.
+pub type Created = (String, BTreeMap<String, String>);
+
+pub trait SnapshotProvider: Send + Sync {
+    /// Takes the snapshot; returns its reference and details.
+    fn create<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, std::result::Result<Created, SnapError>>;
+    /// Puts the snapshotted state back; says what was done (and where the
+    /// replaced state was kept, if it was).
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, std::result::Result<String, SnapError>>;
+    /// Deletes the snapshot (expiry).
+    fn delete<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, std::result::Result<(), SnapError>>;
+}
+
+pub fn provider(config: &SnapshotConfig, base_dir: &std::path::Path) -> Box<dyn SnapshotProvider> {
+    match config {
+        SnapshotConfig::Btrfs(c) => Box::new(btrfs::Btrfs::new(c, base_dir)),
+        SnapshotConfig::Qcow2(c) => Box::new(qcow2::Qcow2::new(c, base_dir)),
+        SnapshotConfig::Directory(c) => Box::new(directory::DirectorySnap::new(c)),
+        #[cfg(feature = "aws")]
+        SnapshotConfig::Ebs(c) => Box::new(ebs::Ebs::new(c.clone())),
+        #[cfg(feature = "aws")]
+        SnapshotConfig::Rds(c) => Box::new(rds::Rds::new(c.clone())),
+        #[cfg(not(feature = "aws"))]
+        SnapshotConfig::Ebs(_) | SnapshotConfig::Rds(_) => Box::new(Unavailable),
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+struct Unavailable;
+
+#[cfg(not(feature = "aws"))]
+impl SnapshotProvider for Unavailable {
+    fn create<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, std::result::Result<Created, SnapError>> {
+        Box::pin(async {
+            Err(SnapError(
+                "this drp-agent was built without the `aws` feature".into(),
+            ))
+        })
+    }
+    fn rollback<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        _: &'a Member,
+    ) -> BoxFuture<'a, std::result::Result<String, SnapError>> {
+        Box::pin(async {
+            Err(SnapError(
+                "this drp-agent was built without the `aws` feature".into(),
+            ))
+        })
+    }
+    fn delete<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        _: &'a Member,
+    ) -> BoxFuture<'a, std::result::Result<(), SnapError>> {
+        Box::pin(async {
+            Err(SnapError(
+                "this drp-agent was built without the `aws` feature".into(),
+            ))
+        })
+    }
+}
+
+/// Runs a command to completion; its stderr explains a failure.
+pub async fn run(program: &str, args: &[&str]) -> std::result::Result<String, SnapError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| SnapError(format!("cannot run `{program}`: {e} (is it installed?)")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(SnapError(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A set id: sortable by time, naming the change.
+fn set_id(at: DateTime<Utc>, change: &str) -> String {
+    let change: String = change
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!("{}-{change}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
+fn set_path(host: &str, id: &str) -> String {
+    format!("{host}/snapshot-sets/{id}.json")
+}
+
+/// Where sets are recorded: every target of the policy.
+pub async fn stores(policy: &Policy) -> (Vec<Repository>, Vec<String>) {
+    let names: Vec<String> = policy.targets.keys().cloned().collect();
+    let mut repos = Vec::new();
+    let mut failed = Vec::new();
+    for (name, opened) in crate::backup::open_targets(policy, &names, true).await {
+        match opened {
+            Ok(r) => repos.push(r),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    (repos, failed)
+}
+
+/// Records `set` on every reachable target; fails if none took it.
+pub async fn save(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
+    let (repos, mut failed) = stores(policy).await;
+    let body = serde_json::to_vec_pretty(set).expect("set serialises");
+    let mut saved = 0;
+    for repo in &repos {
+        match repo
+            .target
+            .op
+            .write(&set_path(&set.host, &set.id), body.clone())
+            .await
+        {
+            Ok(_) => saved += 1,
+            Err(e) => failed.push(
+                repo.target
+                    .error("cannot record the snapshot set", e)
+                    .to_string(),
+            ),
+        }
+    }
+    if saved == 0 {
+        return Err(Error::Failed(format!(
+            "the snapshot set {} could not be recorded anywhere: {}",
+            set.id,
+            failed.join("; ")
+        )));
+    }
+    Ok(failed)
+}
+
+/// Every recorded set of the policy's host, oldest first.
+pub async fn list(policy: &Policy) -> Result<Vec<SnapshotSet>> {
+    let (repos, failed) = stores(policy).await;
+    if repos.is_empty() {
+        return Err(Error::Failed(format!(
+            "no target reachable: {}",
+            failed.join("; ")
+        )));
+    }
+    let mut by_id: BTreeMap<String, SnapshotSet> = BTreeMap::new();
+    for repo in &repos {
+        let dir = format!("{}/snapshot-sets/", policy.host);
+        let entries = match repo.target.op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+            Err(e) => return Err(repo.target.error("cannot list snapshot sets", e)),
+        };
+        for e in entries.iter().filter(|e| e.name().ends_with(".json")) {
+            let Ok(buf) = repo.target.op.read(e.path()).await else {
+                continue;
+            };
+            if let Ok(set) = serde_json::from_slice::<SnapshotSet>(&buf.to_vec()) {
+                by_id.entry(set.id.clone()).or_insert(set);
+            }
+        }
+    }
+    let mut v: Vec<_> = by_id.into_values().collect();
+    v.sort_by_key(|s| s.created_at);
+    Ok(v)
+}
+
+/// Takes a snapshot set for `change`: every declared snapshot (or `only`
+/// those), in parallel. A set with a failed member is recorded as failed.
+pub async fn create(
+    policy: &Policy,
+    change: &str,
+    reason: &str,
+    only: &[String],
+) -> Result<SnapshotSet> {
+    if policy.snapshots.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} declares no `snapshots`",
+            policy.path.display()
+        )));
+    }
+    for n in only {
+        if !policy.snapshots.contains_key(n) {
+            return Err(Error::NotFound(format!(
+                "no snapshot `{n}` in {}; declared: {}",
+                policy.path.display(),
+                policy
+                    .snapshots
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let created_at = Utc::now();
+    let id = set_id(created_at, change);
+    let chosen: Vec<(&String, &SnapshotConfig)> = policy
+        .snapshots
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.contains(n))
+        .collect();
+    let futures = chosen.iter().map(|(name, config)| {
+        let id = id.clone();
+        async move {
+            let ctx = SnapContext {
+                policy,
+                name,
+                set_id: &id,
+                change,
+                reason,
+            };
+            let p = provider(config, &policy.base_dir);
+            let result = p.create(&ctx).await;
+            let (reference, details, error) = match result {
+                Ok((r, d)) => (Some(r), d, None),
+                Err(e) => (None, BTreeMap::new(), Some(e.0)),
+            };
+            Member {
+                name: name.to_string(),
+                kind: config.kind().to_string(),
+                ok: error.is_none(),
+                reference,
+                created_at: Utc::now(),
+                error,
+                details,
+            }
+        }
+    });
+    let members = futures::future::join_all(futures).await;
+    let status = if members.iter().all(|m| m.ok) {
+        SetStatus::Complete
+    } else {
+        SetStatus::Failed
+    };
+    let set = SnapshotSet {
+        format: 1,
+        id,
+        host: policy.host.clone(),
+        change: change.to_string(),
+        reason: reason.to_string(),
+        created_at,
+        status,
+        members,
+        guard: None,
+        rollbacks: Vec::new(),
+    };
+    save(policy, &set).await?;
+    Ok(set)
+}
+
+/// The newest usable set of `change`.
+pub async fn find(policy: &Policy, change: &str) -> Result<SnapshotSet> {
+    let sets = list(policy).await?;
+    let of_change: Vec<_> = sets.iter().filter(|s| s.change == change).collect();
+    match of_change
+        .iter()
+        .rev()
+        .find(|s| s.status != SetStatus::Failed)
+    {
+        Some(s) => Ok((*s).clone()),
+        None if !of_change.is_empty() => Err(Error::Failed(format!(
+            "the snapshot sets of change `{change}` are incomplete (a snapshot failed): nothing to roll back to as a whole"
+        ))),
+        None => Err(Error::NotFound(format!(
+            "no snapshot set for change `{change}` on {}",
+            policy.host
+        ))),
+    }
+}
+
+/// Rolls every member of `set` back, in order; records the rollback.
+pub async fn rollback(
+    policy: &Policy,
+    set: &mut SnapshotSet,
+) -> Result<Vec<(String, std::result::Result<String, String>)>> {
+    let mut results = Vec::new();
+    for m in &set.members {
+        let Some(config) = policy.snapshots.get(&m.name) else {
+            results.push((
+                m.name.clone(),
+                Err(format!(
+                    "snapshot `{}` is no longer declared in the policy",
+                    m.name
+                )),
+            ));
+            continue;
+        };
+        let ctx = SnapContext {
+            policy,
+            name: &m.name,
+            set_id: &set.id,
+            change: &set.change,
+            reason: &set.reason,
+        };
+        let r = provider(config, &policy.base_dir)
+            .rollback(&ctx, m)
+            .await
+            .map_err(|e| e.0);
+        results.push((m.name.clone(), r));
+    }
+    set.rollbacks.push(Rollback {
+        at: Utc::now(),
+        results: results.clone(),
+    });
+    if results.iter().all(|(_, r)| r.is_ok()) {
+        set.status = SetStatus::RolledBack;
+    }
+    save(policy, set).await?;
+    Ok(results)
+}
+
+/// Sets to expire by the policy's `snapshot_retention`, oldest first.
+pub fn to_expire(policy: &Policy, sets: &[SnapshotSet]) -> Vec<String> {
+    let points: Vec<(String, DateTime<Utc>)> =
+        sets.iter().map(|s| (s.id.clone(), s.created_at)).collect();
+    let decisions = crate::retention::apply(&policy.snapshot_retention, &points, policy.timezone);
+    let mut v: Vec<String> = decisions
+        .into_iter()
+        .filter(|d| !d.keep())
+        .map(|d| d.id)
+        .collect();
+    v.reverse();
+    v
+}
+
+/// Deletes a set's snapshots, then its record.
+pub async fn expire(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
+    let mut errors = Vec::new();
+    for m in set.members.iter().filter(|m| m.ok) {
+        if let Some(config) = policy.snapshots.get(&m.name) {
+            let ctx = SnapContext {
+                policy,
+                name: &m.name,
+                set_id: &set.id,
+                change: &set.change,
+                reason: &set.reason,
+            };
+            if let Err(e) = provider(config, &policy.base_dir).delete(&ctx, m).await {
+                errors.push(format!("{}: {e}", m.name));
+            }
+        }
+    }
+    if errors.is_empty() {
+        let (repos, _) = stores(policy).await;
+        for repo in repos {
+            let _ = repo.target.op.delete(&set_path(&set.host, &set.id)).await;
+        }
+    }
+    Ok(errors)
+}
+
+pub fn resolve(base: &std::path::Path, p: &std::path::Path) -> PathBuf {
+    crate::config::resolve_relative(base, p)
+}

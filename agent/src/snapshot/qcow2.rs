@@ -1,0 +1,97 @@
+//! qcow2 images: internal snapshots with `qemu-img`. qemu's image locking
+//! makes every operation refuse an image a running VM has open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{Member, SnapContext, SnapError, SnapshotProvider, run};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qcow2Config {
+    pub image: PathBuf,
+}
+
+pub struct Qcow2 {
+    image: PathBuf,
+}
+
+impl Qcow2 {
+    pub fn new(c: &Qcow2Config, base: &Path) -> Self {
+        Qcow2 {
+            image: super::resolve(base, &c.image),
+        }
+    }
+
+    async fn qemu_img(&self, args: &[&str]) -> Result<String, SnapError> {
+        let image = self.image.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(&image);
+        run("qemu-img", &all).await.map_err(|e| {
+            if e.0.contains("lock") {
+                SnapError(format!(
+                    "image {image} is in use (a running VM holds its lock): stop the VM, or snapshot it through libvirt; nothing was changed"
+                ))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl SnapshotProvider for Qcow2 {
+    fn create<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+        Box::pin(async move {
+            let tag = format!("drp-{}", ctx.set_id);
+            self.qemu_img(&["snapshot", "-c", &tag]).await?;
+            let listed = self.qemu_img(&["snapshot", "-l"]).await?;
+            if !listed.contains(&tag) {
+                return Err(SnapError(format!(
+                    "qemu-img did not list the new snapshot {tag}"
+                )));
+            }
+            Ok((
+                tag,
+                BTreeMap::from([("image".to_string(), self.image.display().to_string())]),
+            ))
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<String, SnapError>> {
+        Box::pin(async move {
+            let tag = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no tag".into()))?;
+            self.qemu_img(&["snapshot", "-a", tag]).await?;
+            Ok(format!(
+                "{} reverted to snapshot {tag}",
+                self.image.display()
+            ))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let tag = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no tag".into()))?;
+            self.qemu_img(&["snapshot", "-d", tag]).await.map(|_| ())
+        })
+    }
+}

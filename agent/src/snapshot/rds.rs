@@ -1,0 +1,192 @@
+//! RDS instances: CreateDBSnapshot, waited until available. Rollback restores
+//! a new instance from the snapshot (RDS cannot restore in place) and reports
+//! the endpoint to switch the application to.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_rds::Client;
+use aws_sdk_rds::types::Tag;
+use futures::future::BoxFuture;
+
+use super::{AwsConfig, Member, RdsTarget, SnapContext, SnapError, SnapshotProvider};
+
+pub struct Rds {
+    config: AwsConfig<RdsTarget>,
+}
+
+fn api<E: std::error::Error + 'static>(
+    op: &str,
+    e: aws_sdk_rds::error::SdkError<E, aws_sdk_rds::config::http::HttpResponse>,
+) -> SnapError {
+    use std::error::Error as _;
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    SnapError(format!("{op} failed: {msg}"))
+}
+
+/// RDS identifiers: letters, digits and hyphens, starting with a letter.
+fn identifier(parts: &[&str]) -> String {
+    let raw = parts.join("-");
+    let mut id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while id.contains("--") {
+        id = id.replace("--", "-");
+    }
+    id.trim_matches('-')
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+impl Rds {
+    pub fn new(config: AwsConfig<RdsTarget>) -> Self {
+        Rds { config }
+    }
+
+    async fn client(&self) -> Client {
+        Client::new(
+            &super::ebs::sdk_config(&self.config.region, self.config.endpoint.as_deref()).await,
+        )
+    }
+}
+
+impl SnapshotProvider for Rds {
+    fn create<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+        Box::pin(async move {
+            let client = self.client().await;
+            let instance = &self.config.resource.instance;
+            let id = identifier(&["drp", instance, ctx.set_id]);
+            client
+                .create_db_snapshot()
+                .db_instance_identifier(instance)
+                .db_snapshot_identifier(&id)
+                .tags(
+                    Tag::builder()
+                        .key("drp:host")
+                        .value(&ctx.policy.host)
+                        .build(),
+                )
+                .tags(Tag::builder().key("drp:change").value(ctx.change).build())
+                .tags(Tag::builder().key("drp:reason").value(ctx.reason).build())
+                .send()
+                .await
+                .map_err(|e| api("CreateDBSnapshot", e))?;
+            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
+            loop {
+                let d = client
+                    .describe_db_snapshots()
+                    .db_snapshot_identifier(&id)
+                    .send()
+                    .await
+                    .map_err(|e| api("DescribeDBSnapshots", e))?;
+                match d.db_snapshots().first().and_then(|s| s.status()) {
+                    Some("available") => break,
+                    Some("failed") => return Err(SnapError(format!("DB snapshot {id} failed"))),
+                    _ if Instant::now() > deadline => {
+                        return Err(SnapError(format!(
+                            "DB snapshot {id} not available after {}",
+                            self.config.wait_timeout
+                        )));
+                    }
+                    _ => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+            }
+            Ok((
+                id,
+                BTreeMap::from([("instance".to_string(), instance.clone())]),
+            ))
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<String, SnapError>> {
+        Box::pin(async move {
+            let snapshot = member
+                .reference
+                .as_deref()
+                .ok_or_else(|| SnapError("the snapshot has no id".into()))?;
+            let client = self.client().await;
+            let instance = &self.config.resource.instance;
+            let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+            let new_id = identifier(&[instance, "rb", &stamp]);
+            client
+                .restore_db_instance_from_db_snapshot()
+                .db_instance_identifier(&new_id)
+                .db_snapshot_identifier(snapshot)
+                .tags(Tag::builder().key("drp:change").value(ctx.change).build())
+                .send()
+                .await
+                .map_err(|e| api("RestoreDBInstanceFromDBSnapshot", e))?;
+            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
+            loop {
+                let d = client
+                    .describe_db_instances()
+                    .db_instance_identifier(&new_id)
+                    .send()
+                    .await
+                    .map_err(|e| api("DescribeDBInstances", e))?;
+                if let Some(i) = d.db_instances().first()
+                    && i.db_instance_status() == Some("available")
+                {
+                    let ep = i
+                        .endpoint()
+                        .map(|e| {
+                            format!("{}:{}", e.address().unwrap_or("?"), e.port().unwrap_or(0))
+                        })
+                        .unwrap_or_else(|| "(no endpoint yet)".into());
+                    return Ok(format!(
+                        "instance {new_id} restored from {snapshot}: switch the application to {ep}; {instance} is left as it was"
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(SnapError(format!(
+                        "instance {new_id} not available after {}",
+                        self.config.wait_timeout
+                    )));
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _: &'a SnapContext<'a>,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let Some(id) = member.reference.as_deref() else {
+                return Ok(());
+            };
+            let client = self.client().await;
+            client
+                .delete_db_snapshot()
+                .db_snapshot_identifier(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("DeleteDBSnapshot", e))
+        })
+    }
+}
