@@ -188,8 +188,9 @@ fn an_agent_killed_during_upload_leaves_nothing_visible() {
         .unwrap_or(0)
         == 0
     {
+        // Generous: the whole suite shares two cores.
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(120),
             "the upload never started"
         );
         std::thread::sleep(Duration::from_millis(50));
