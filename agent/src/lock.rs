@@ -17,12 +17,18 @@ pub struct ExportLock {
 
 impl ExportLock {
     /// Takes the lock of `export`, waiting up to `wait` for a running holder.
-    pub fn acquire(
-        state_dir: &Path,
-        host: &str,
-        export: &str,
-        wait: Duration,
-    ) -> Result<ExportLock> {
+    pub fn acquire(state_dir: &Path, host: &str, export: &str, wait: Duration) -> Result<ExportLock> {
+        let busy = format!("export `{export}` is already running");
+        Self::take(state_dir, host, export, wait, &busy)
+    }
+
+    /// The lock one daemon holds on its policy's host for its whole life.
+    pub fn daemon(state_dir: &Path, host: &str) -> Result<ExportLock> {
+        let busy = format!("a drp-agent daemon already keeps the schedule of {host}");
+        Self::take(state_dir, host, ".daemon", Duration::ZERO, &busy)
+    }
+
+    fn take(state_dir: &Path, host: &str, export: &str, wait: Duration, busy: &str) -> Result<ExportLock> {
         let dir = state_dir.join(host).join("locks");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io_path("cannot create the lock folder", &dir, e))?;
@@ -45,7 +51,7 @@ impl ExportLock {
                     let mut holder = String::new();
                     let _ = file.read_to_string(&mut holder);
                     return Err(Error::Busy(format!(
-                        "export `{export}` is already running ({}); not starting a second run alongside it",
+                        "{busy} ({}); not starting a second one alongside it",
                         holder.trim()
                     )));
                 }

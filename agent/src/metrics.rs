@@ -3,7 +3,6 @@
 //! the daemon. Built from the agent's state, so both say the same.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -159,13 +158,12 @@ pub fn write_textfile(policy: &Policy, now: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
-/// Serves `/metrics` on `addr` until the task is dropped. `policy` is read at
-/// each request, so a reloaded policy shows at once.
+/// Serves `/metrics` on `listener` until the task is dropped. `policy` is
+/// read at each request, so a reloaded policy shows at once.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     policy: Arc<tokio::sync::RwLock<Policy>>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     loop {
         let (mut sock, _) = listener.accept().await?;
         let policy = policy.clone();

@@ -165,6 +165,11 @@ pub async fn daemon(
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let policy = Arc::new(tokio::sync::RwLock::new(Policy::load(&policy_path)?));
+    let (state_dir, host) = {
+        let p = policy.read().await;
+        (p.state_dir.clone(), p.host.clone())
+    };
+    let _daemon = ExportLock::daemon(&state_dir, &host)?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch SIGHUP", e))?;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -176,7 +181,11 @@ pub async fn daemon(
         .metrics
         .listen
         .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("address"));
-    let server = tokio::spawn(metrics::serve(listen, policy.clone()));
+    // Bound before the loop, so a taken address is an error at start, not later.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot serve /metrics on {listen} (set `metrics.listen`)"), e))?;
+    let server = tokio::spawn(metrics::serve(listener, policy.clone()));
     tracing::info!(%listen, "serving /metrics");
     loop {
         let current = policy.read().await.clone();

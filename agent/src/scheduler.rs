@@ -100,6 +100,17 @@ mod tests {
     }
 
     #[test]
+    fn clock_jumps_neither_repeat_nor_lose_a_run() {
+        let s = twice_a_day();
+        let last = t("2026-11-21T18:00:02Z");
+        // The clock is set back an hour: the 18:00 run is not repeated.
+        assert_eq!(s.due(Some(last), t("2026-11-21T17:10:00Z")), None);
+        assert_eq!(s.due(Some(last), t("2026-11-21T18:00:01Z")), None);
+        // The clock jumps forward past the next slot: one run, at once.
+        assert_eq!(s.due(Some(last), t("2026-11-22T09:00:00Z")), Some(t("2026-11-22T06:00:00Z")));
+    }
+
+    #[test]
     fn never_run_is_due() {
         assert!(twice_a_day().due(None, t("2026-11-21T07:00:00Z")).is_some());
     }

@@ -650,6 +650,10 @@ fn the_daemon_keeps_its_schedule_reloads_on_sighup_and_stops_on_sigterm() {
         }
     };
     wait_for("two scheduled runs", &|| count_points(&s, &p, "nas") >= 2);
+    // A second daemon on the same policy refuses to start.
+    let second = s.agent(&["run", "--policy", &p]);
+    second.code(7);
+    assert!(second.stderr.contains("a drp-agent daemon already keeps the schedule of a"), "{}", second.stderr);
     let metrics = http_get(port, "/metrics");
     assert!(
         metrics.contains("drp_export_last_success_timestamp_seconds{host=\"a\",export=\"app\"}"),
