@@ -101,6 +101,15 @@ fn btrfs_snapshot_rollback_and_a_path_that_is_not_a_subvolume() {
     ]);
     assert_eq!(listed.json()["sets"][0]["status"], "rolled_back");
 
+    // Expiry keeps the newest set and deletes the older snapshot.
+    let p3 = policy(&s, &format!("  data: {{kind: btrfs, subvolume: {}}}\n", sub.display()), "snapshot_retention: {keep_last: 1}\n");
+    s.agent(&["snapshot", "create", "--policy", &p3, "--change", "CHG-3", "--reason", "later"]).ok();
+    s.agent(&["snapshot", "expire", "--policy", &p3]).ok();
+    assert!(!std::path::Path::new(&snap).exists(), "the expired snapshot is deleted");
+    let sets = s.agent(&["--json", "snapshot", "list", "--policy", &p3]).json()["sets"].as_array().unwrap().clone();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["change"], "CHG-3");
+
     // A plain directory is not a subvolume: the set is failed, and says why.
     let plain = s.path("plain");
     std::fs::create_dir_all(&plain).unwrap();
@@ -173,6 +182,15 @@ fn qcow2_snapshot_rollback_and_an_image_in_use() {
     // The image content is the one from before the change.
     let check = sh(&format!("qemu-io -c 'read -P 0xaa 0 1M' {}", img.display()));
     assert!(check.contains("read 1048576/1048576"), "{check}");
+
+    // Expiry deletes the older internal snapshot.
+    let first_tag = sh(&format!("qemu-img snapshot -l {}", img.display()));
+    let p = policy(&s, &format!("  disk: {{kind: qcow2, image: {}}}\n", img.display()), "snapshot_retention: {keep_last: 1}\n");
+    s.agent(&["snapshot", "create", "--policy", &p, "--change", "KERNEL-5b", "--reason", "again"]).ok();
+    s.agent(&["snapshot", "expire", "--policy", &p]).ok();
+    let tags = sh(&format!("qemu-img snapshot -l {}", img.display()));
+    assert_eq!(tags.matches("drp-").count(), 1, "{first_tag} -> {tags}");
+    assert!(tags.contains("KERNEL-5b"), "{tags}");
 
     // An image held open (as by a running VM) is refused, untouched.
     let sock = s.path("nbd.sock");
@@ -333,6 +351,10 @@ fn aws(s: &Scratch, args: &[&str]) -> serde_json::Value {
                     "tags": v.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect::<std::collections::BTreeMap<_, _>>(),
                 })
             }
+            ["snapshot-exists", id] => {
+                let c = aws_sdk_ec2::Client::new(&conf);
+                serde_json::json!(c.describe_snapshots().snapshot_ids(*id).send().await.is_ok_and(|o| !o.snapshots().is_empty()))
+            }
             ["snapshot", id] => {
                 let c = aws_sdk_ec2::Client::new(&conf);
                 let v = c.describe_snapshots().snapshot_ids(*id).send().await.unwrap();
@@ -437,6 +459,12 @@ fn ebs_snapshot_tagged_with_the_change_and_rolled_back_to_a_new_volume() {
         "the new volume comes from the snapshot: {v}"
     );
     assert_eq!(v["tags"]["drp:replaces"], vol.as_str());
+
+    // Expiry deletes the older EBS snapshot through the API.
+    let p = aws_policy(&s, &format!("  data-volume: {{kind: ebs, volume_id: {vol}, region: us-east-1, endpoint: ENDPOINT, wait_timeout: 1m}}\nsnapshot_retention: {{keep_last: 1}}\n"));
+    agent_aws(&s, &["snapshot", "create", "--policy", &p, "--change", "CHG-77b", "--reason", "again"]).ok();
+    agent_aws(&s, &["snapshot", "expire", "--policy", &p]).ok();
+    assert_eq!(aws(&s, &["snapshot-exists", &snap]), false, "the expired snapshot is gone from EC2");
 
     // An API error (an unknown volume) is a clear failure, not a complete set.
     let p2 = aws_policy(
