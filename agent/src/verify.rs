@@ -38,11 +38,15 @@ pub async fn check_point(repo: &Repository, manifest: &Manifest, progress: Repor
     .await
 }
 
+/// Verifies the points of one export, and reports data objects that no
+/// manifest commits once they are older than `grace` (younger ones may be
+/// uploads in progress).
 pub async fn verify(
     repo: &Repository,
     host: &str,
     export: &str,
     which: Which,
+    grace: chrono::Duration,
     progress: Reporter,
 ) -> Vec<Checked> {
     let mut out = Vec::new();
@@ -73,6 +77,28 @@ pub async fn verify(
                 message: d.message,
             }),
         });
+    }
+    let known: std::collections::HashSet<String> = listing.points.iter().map(|m| m.id.clone()).collect();
+    if let Ok(entries) = repo.target.op.list(&format!("{host}/{export}/data/")).await {
+        let now = chrono::Utc::now();
+        for e in entries.iter().filter(|e| e.metadata().is_file()) {
+            let Some(id) = e.name().strip_suffix(".zst") else { continue };
+            let old = crate::prune::id_time(id).is_none_or(|t| now - t > grace);
+            if !known.contains(id) && old {
+                out.push(Checked {
+                    target: repo.name().to_string(),
+                    host: host.to_string(),
+                    export: export.to_string(),
+                    id: Some(id.to_string()),
+                    object: e.path().to_string(),
+                    result: Err(Error::Manifest {
+                        target: repo.name().to_string(),
+                        object: e.path().to_string(),
+                        message: "no manifest commits this data object (the upload of a killed run, or a lost manifest); it is never restored, and `prune` removes it".into(),
+                    }),
+                });
+            }
+        }
     }
     let mut points = listing.points;
     match which {

@@ -4,6 +4,9 @@ use drp_coordinator::cli::{self, Cli};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Recovery points hold whole databases: nothing drp writes is readable
+    // by other users (files 0600, folders 0700).
+    drp_agent::cli::private_umask();
     let args = Cli::parse();
     agent_cli::init_tracing(args.verbose);
     let out = Output {

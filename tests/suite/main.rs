@@ -4,6 +4,7 @@
 
 mod harness;
 mod receivers;
+mod reliability;
 
 mod cli;
 mod drills;

@@ -808,7 +808,13 @@ async fn run_verify(
     let mut results = Vec::new();
     for repo in &scope.repos {
         for (host, name) in scope.pairs(repo, export).await? {
-            results.extend(verify::verify(repo, &host, &name, which, out.progress()).await);
+            let grace = scope
+                .policy
+                .as_ref()
+                .map(|p| p.prune.grace.as_duration())
+                .unwrap_or(std::time::Duration::from_secs(86_400));
+            let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+            results.extend(verify::verify(repo, &host, &name, which, grace, out.progress()).await);
         }
     }
     let bad = results.iter().filter(|c| c.result.is_err()).count();

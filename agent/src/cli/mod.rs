@@ -12,6 +12,14 @@ pub use output::{Output, Table};
 
 use crate::{Error, ExitCode};
 
+/// Makes every file and folder the process creates private to its user.
+pub fn private_umask() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Sets up logging to stderr; `RUST_LOG` overrides the verbosity flags.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {

@@ -211,7 +211,10 @@ fn bare_source(kind: &str, to: &str) -> Result<crate::config::SourceConfig> {
             bin_dir: None,
         }),
         "sqlite" => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
-        "directory" => SourceConfig::Directory(directory::DirectoryConfig { path: to.into() }),
+        "directory" => SourceConfig::Directory(directory::DirectoryConfig {
+            path: to.into(),
+            allow_external_symlinks: false,
+        }),
         other => {
             return Err(Error::Usage(format!(
                 "recovery point of unknown kind `{other}`"

@@ -229,3 +229,87 @@ pub fn is_safe_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Hostile input: mutated policies never panic the parser, and every
+    //! error it reports is located inside the file. `DRP_FUZZ_CASES` raises
+    //! the number of cases for long runs.
+    use proptest::prelude::*;
+
+    use super::Policy;
+
+    const SEED: &str = include_str!("../../../policies/db-server.yaml");
+
+    fn cases() -> u32 {
+        std::env::var("DRP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Delete(usize, usize),
+        Insert(usize, String),
+        SwapLines(usize, usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (any::<usize>(), 1usize..12).prop_map(|(a, n)| Edit::Delete(a, n)),
+            (any::<usize>(), prop::sample::select(vec![":", " ", "\n", "-", "{", "}", "[", "]", "'", "\"", "&a", "*a", "!!x", "#", "\t", "kep_last: 3", "ü", "\u{0}", "~", "5 minutes", "${X}"]))
+                .prop_map(|(a, s)| Edit::Insert(a, s.to_string())),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+        ]
+    }
+
+    fn apply(text: &str, edits: &[Edit]) -> String {
+        let mut t: Vec<char> = text.chars().collect();
+        for e in edits {
+            match e {
+                Edit::Delete(at, n) if !t.is_empty() => {
+                    let at = at % t.len();
+                    let end = (at + n).min(t.len());
+                    t.drain(at..end);
+                }
+                Edit::Insert(at, s) => {
+                    let at = at % (t.len() + 1);
+                    for (i, c) in s.chars().enumerate() {
+                        t.insert(at + i, c);
+                    }
+                }
+                Edit::SwapLines(a, b) => {
+                    let s: String = t.iter().collect();
+                    let mut lines: Vec<&str> = s.lines().collect();
+                    if !lines.is_empty() {
+                        let (a, b) = (a % lines.len(), b % lines.len());
+                        lines.swap(a, b);
+                    }
+                    t = lines.join("\n").chars().collect();
+                }
+                _ => {}
+            }
+        }
+        t.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #[test]
+        fn mutated_policies_never_panic_and_errors_are_located(edits in prop::collection::vec(edit(), 1..6)) {
+            let text = apply(SEED, &edits);
+            if let Err(e) = Policy::parse(std::path::Path::new("fuzz.yaml"), &text) {
+                let lines = text.lines().count().max(1) + 1;
+                prop_assert!(!e.diagnostics.is_empty());
+                for d in &e.diagnostics {
+                    prop_assert!(d.line >= 1 && d.line <= lines, "line {} of {lines}: {d}", d.line);
+                    prop_assert!(d.column >= 1);
+                    prop_assert!(!d.message.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_as_a_manifest_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = serde_json::from_slice::<crate::manifest::Manifest>(&bytes);
+        }
+    }
+}

@@ -46,6 +46,7 @@ impl DirectorySnap {
                 name: name.clone(),
                 source: SourceConfig::Directory(DirectoryConfig {
                     path: self.config.path.clone(),
+                    allow_external_symlinks: true,
                 }),
                 schedule: Schedule::parse("0 0 1 1 *", policy.timezone).expect("a valid schedule"),
                 targets,

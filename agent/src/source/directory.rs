@@ -18,16 +18,22 @@ use crate::config::resolve_relative;
 pub struct DirectoryConfig {
     /// The tree to archive; relative to the policy's folder.
     pub path: PathBuf,
+    /// Restore symbolic links that point outside the tree (absolute or
+    /// climbing out with `..`), as trees like `/etc` have. Refused otherwise.
+    #[serde(default)]
+    pub allow_external_symlinks: bool,
 }
 
 pub struct Directory {
     path: PathBuf,
+    allow_external_symlinks: bool,
 }
 
 impl Directory {
     pub fn new(config: DirectoryConfig, base_dir: &Path) -> Self {
         Directory {
             path: resolve_relative(base_dir, &config.path),
+            allow_external_symlinks: config.allow_external_symlinks,
         }
     }
 }
@@ -154,13 +160,32 @@ impl Source for Directory {
                     e,
                 )
             })?;
-        extract(raw, staging.path())?;
+        extract(raw, staging.path(), self.allow_external_symlinks)?;
         Ok(Box::new(StagedTree { staging, path }))
     }
 }
 
+/// Whether a link target, placed at `entry`, resolves outside the tree.
+fn escapes(entry: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return true;
+    }
+    let mut depth: i64 = entry.components().filter(|c| matches!(c, Component::Normal(_))).count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
 /// Extracts a tar stream into `into`, refusing any entry that would escape it.
-pub fn extract(raw: &mut dyn Read, into: &Path) -> Result<(), SourceError> {
+pub fn extract(raw: &mut dyn Read, into: &Path, allow_external_symlinks: bool) -> Result<(), SourceError> {
     let mut archive = tar::Archive::new(raw);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
@@ -175,16 +200,28 @@ pub fn extract(raw: &mut dyn Read, into: &Path) -> Result<(), SourceError> {
             .path()
             .map_err(|e| SourceError::io("reading an entry name", e))?
             .into_owned();
-        let escapes = name.components().any(|c| {
+        let outside = name.components().any(|c| {
             matches!(
                 c,
                 Component::ParentDir | Component::RootDir | Component::Prefix(_)
             )
         });
-        if escapes {
+        if outside {
             return Err(SourceError::Invalid(format!(
                 "archive entry `{}` would be written outside the destination; the restore was refused",
                 name.display()
+            )));
+        }
+        if let Some(target) = entry.link_name().ok().flatten()
+            && entry.header().entry_type().is_symlink()
+            && !allow_external_symlinks
+            && escapes(&name, &target)
+        {
+            return Err(SourceError::Invalid(format!(
+                "archive entry `{}` is a symbolic link to `{}`, outside the destination; the restore was refused \
+                 (set `allow_external_symlinks: true` on the source if the tree really has such links)",
+                name.display(),
+                target.display()
             )));
         }
         if let Some(target) = entry.link_name().ok().flatten()

@@ -525,3 +525,35 @@ fn parse_steps(d: &mut Diagnostics, root: &Mapping, key: &str, main: bool) -> Ve
     }
     out
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Mutated runbooks never panic the parser; its errors are located.
+    use proptest::prelude::*;
+
+    use super::Runbook;
+
+    fn cases() -> u32 {
+        std::env::var("DRP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #[test]
+        fn mutated_runbooks_never_panic(cut in any::<usize>(), len in 0usize..40, insert in prop::sample::select(vec!["", ":", "\n  - ", "{", "phase: verify", "kind: nope", "on_failure: {fallback: [x]}", "timeout: 0s", "retries: -1", "\t"])) {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+            let path = dir.join("postgres-lost.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut chars: Vec<char> = text.chars().collect();
+            let at = cut % chars.len();
+            let end = (at + len).min(chars.len());
+            chars.splice(at..end, insert.chars());
+            let mutated: String = chars.into_iter().collect();
+            if let Err(drp_agent::Error::Policy(e)) = Runbook::parse(&path, &mutated) {
+                for d in &e.diagnostics {
+                    prop_assert!(d.line >= 1 && !d.message.is_empty());
+                }
+            }
+        }
+    }
+}
