@@ -17,7 +17,12 @@ pub struct ExportLock {
 
 impl ExportLock {
     /// Takes the lock of `export`, waiting up to `wait` for a running holder.
-    pub fn acquire(state_dir: &Path, host: &str, export: &str, wait: Duration) -> Result<ExportLock> {
+    pub fn acquire(
+        state_dir: &Path,
+        host: &str,
+        export: &str,
+        wait: Duration,
+    ) -> Result<ExportLock> {
         let busy = format!("export `{export}` is already running");
         Self::take(state_dir, host, export, wait, &busy)
     }
@@ -28,7 +33,13 @@ impl ExportLock {
         Self::take(state_dir, host, ".daemon", Duration::ZERO, &busy)
     }
 
-    fn take(state_dir: &Path, host: &str, export: &str, wait: Duration, busy: &str) -> Result<ExportLock> {
+    fn take(
+        state_dir: &Path,
+        host: &str,
+        export: &str,
+        wait: Duration,
+        busy: &str,
+    ) -> Result<ExportLock> {
         let dir = state_dir.join(host).join("locks");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io_path("cannot create the lock folder", &dir, e))?;

@@ -22,7 +22,13 @@ use crate::target::Target;
 use crate::{Error, Result};
 
 /// Size of the pieces handed from the compressor to the targets.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 512 << 10;
+/// Size of each read from the source.
+const READ: usize = 256 << 10;
+/// zstd's job size in multi-threaded mode: small enough to keep memory
+/// bounded (two workers hold a job in and a job out each), large enough that
+/// compression ratio and speed do not suffer.
+const JOB: u32 = 4 << 20;
 /// Chunks queued per target before the compressor waits for it.
 const QUEUE: usize = 4;
 
@@ -209,9 +215,10 @@ fn compress(
         };
         if threads > 1 {
             enc.multithread(threads)?;
+            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB))?;
         }
         enc.include_checksum(true)?;
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; READ];
         loop {
             let n = match stream.read(&mut buf) {
                 Ok(0) => break,

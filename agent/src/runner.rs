@@ -182,9 +182,12 @@ pub async fn daemon(
         .listen
         .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("address"));
     // Bound before the loop, so a taken address is an error at start, not later.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot serve /metrics on {listen} (set `metrics.listen`)"), e))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::io(
+            format!("cannot serve /metrics on {listen} (set `metrics.listen`)"),
+            e,
+        )
+    })?;
     let server = tokio::spawn(metrics::serve(listener, policy.clone()));
     tracing::info!(%listen, "serving /metrics");
     loop {

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(s.due(Some(last), t("2026-11-21T17:10:00Z")), None);
         assert_eq!(s.due(Some(last), t("2026-11-21T18:00:01Z")), None);
         // The clock jumps forward past the next slot: one run, at once.
-        assert_eq!(s.due(Some(last), t("2026-11-22T09:00:00Z")), Some(t("2026-11-22T06:00:00Z")));
+        assert_eq!(
+            s.due(Some(last), t("2026-11-22T09:00:00Z")),
+            Some(t("2026-11-22T06:00:00Z"))
+        );
     }
 
     #[test]

@@ -78,11 +78,14 @@ pub async fn verify(
             }),
         });
     }
-    let known: std::collections::HashSet<String> = listing.points.iter().map(|m| m.id.clone()).collect();
+    let known: std::collections::HashSet<String> =
+        listing.points.iter().map(|m| m.id.clone()).collect();
     if let Ok(entries) = repo.target.op.list(&format!("{host}/{export}/data/")).await {
         let now = chrono::Utc::now();
         for e in entries.iter().filter(|e| e.metadata().is_file()) {
-            let Some(id) = e.name().strip_suffix(".zst") else { continue };
+            let Some(id) = e.name().strip_suffix(".zst") else {
+                continue;
+            };
             let old = crate::prune::id_time(id).is_none_or(|t| now - t > grace);
             if !known.contains(id) && old {
                 out.push(Checked {

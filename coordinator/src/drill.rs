@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::action::Context;
-use crate::engine::{self, Event, Observer, StepRecord};
+use crate::engine::{self, Observer, StepRecord};
 use crate::report::{self, Kind, Objectives, Report, RpoMeasure, RtoMeasure, Status, Store};
 use crate::runbook::{Heartbeat, Runbook};
 use drp_agent::Result;
@@ -481,6 +481,3 @@ pub fn summary_line(r: &StepRecord) -> String {
         r.message
     )
 }
-
-/// Prints nothing; for library callers.
-pub fn quiet(_: Event) {}

@@ -2,7 +2,7 @@
 //! on-failure choices (abort, continue, fallbacks), and the record of every
 //! attempt that measurements and reports are built from.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -213,8 +213,4 @@ pub fn measure_rto(t_fail: DateTime<Utc>, main: &[StepRecord]) -> (Option<f64>, 
 
 pub fn secs(d: chrono::Duration) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
-}
-
-pub fn duration_secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }

@@ -551,3 +551,70 @@ fn compliance_report_counts_drills_and_shows_the_trend() {
         "no drill in 2020"
     );
 }
+
+#[test]
+fn an_incident_run_with_http_tcp_restart_and_notify_steps() {
+    let s = scratch("incident");
+    sqlite_app(&s);
+    let hook = crate::receivers::http_sink(false);
+    let addr = hook
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    s.write(
+        "policy.yaml",
+        &format!(
+            "host: i\nobjectives: {{rto: 5m, rpo: 30m}}\nnotify: {{webhook: {{url: \"{}\"}}}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n",
+            hook.url
+        ),
+    );
+    let rb = s.write(
+        "runbook.yaml",
+        &format!(
+            "name: incident\npolicy: policy.yaml\nsteps:\n  - name: the app port answers\n    phase: detect\n    action: {{kind: tcp, address: \"{addr}\"}}\n  - name: restore\n    phase: restore\n    action: {{kind: restore_backup, export: app, point: latest}}\n  - name: restart the app\n    phase: restart\n    action: {{kind: restart, command: \"touch restarted\", until: {{kind: http, url: \"{url}\", body_contains: ok}}}}\n    timeout: 20s\n  - name: health page\n    phase: verify\n    action: {{kind: http, url: \"{url}\", status: 200, body_contains: ok}}\ncleanup:\n  - name: tell the team\n    action: {{kind: notify, message: \"shop restored\"}}\n",
+            url = hook.url
+        ),
+    );
+    s.agent(&["backup", "--policy", "policy.yaml"]).ok();
+    rusqlite::Connection::open(s.path("app.db"))
+        .unwrap()
+        .execute("delete from orders", [])
+        .unwrap();
+    let failed_at = (chrono::Utc::now() - chrono::Duration::seconds(90)).to_rfc3339();
+    // Without --yes and without a terminal, nothing is changed.
+    let refused = s.drp(&["run", rb.to_str().unwrap(), "--failed-at", &failed_at]);
+    refused.code(5);
+    let n: i64 = rusqlite::Connection::open(s.path("app.db"))
+        .unwrap()
+        .query_row("select count(*) from orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0, "a refused run restores nothing");
+    let r = s.drp(&[
+        "--json",
+        "run",
+        rb.to_str().unwrap(),
+        "--failed-at",
+        &failed_at,
+        "--yes",
+    ]);
+    r.ok();
+    let report = r.json();
+    assert_eq!(report["kind"], "incident");
+    assert_eq!(report["status"], "passed", "{report:#}");
+    // The RTO of an incident counts from the given failure time.
+    assert!(report["rto"]["measured_seconds"].as_f64().unwrap() >= 90.0);
+    assert!(s.path("restarted").exists());
+    let n: i64 = rusqlite::Connection::open(s.path("app.db"))
+        .unwrap()
+        .query_row("select count(*) from orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1000);
+    let bodies = hook.bodies.lock().unwrap().clone();
+    assert!(
+        bodies.iter().any(|b| b.contains("shop restored")),
+        "{bodies:?}"
+    );
+}

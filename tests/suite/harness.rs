@@ -379,3 +379,19 @@ pub fn tree_digest(root: &Path) -> Vec<String> {
     walk(root, root, &mut out);
     out
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: PathBuf) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -437,28 +437,13 @@ fn failures_are_notified_by_webhook_and_email_without_secrets() {
     {
         assert!(!text.contains(secret), "the password leaked: {text}");
     }
-    for entry in walk(s.path("state")) {
+    for entry in crate::harness::walk(s.path("state")) {
         assert!(
             !std::fs::read_to_string(&entry)
                 .unwrap_or_default()
                 .contains(secret)
         );
     }
-}
-
-fn walk(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -653,7 +638,13 @@ fn the_daemon_keeps_its_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     // A second daemon on the same policy refuses to start.
     let second = s.agent(&["run", "--policy", &p]);
     second.code(7);
-    assert!(second.stderr.contains("a drp-agent daemon already keeps the schedule of a"), "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("a drp-agent daemon already keeps the schedule of a"),
+        "{}",
+        second.stderr
+    );
     let metrics = http_get(port, "/metrics");
     assert!(
         metrics.contains("drp_export_last_success_timestamp_seconds{host=\"a\",export=\"app\"}"),

@@ -7,25 +7,34 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{psql, scratch, services, tree_digest, Run, Scratch};
+use crate::harness::{Run, Scratch, psql, scratch, services, tree_digest};
 
 /// A small, seeded random generator: the same seed kills at the same moments.
 struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
 
 fn seed() -> u64 {
-    std::env::var("DRP_RELIABILITY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121)
+    std::env::var("DRP_RELIABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261121)
 }
 
 /// How many kills per target (CI: 34 × 3 targets = 102).
 fn kills() -> usize {
-    std::env::var("DRP_RELIABILITY_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(34)
+    std::env::var("DRP_RELIABILITY_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(34)
 }
 
 fn media_tree(s: &Scratch, mib: usize) {
@@ -33,7 +42,15 @@ fn media_tree(s: &Scratch, mib: usize) {
     std::fs::create_dir_all(&root).unwrap();
     let mut r = Lcg(7);
     for f in 0..mib {
-        let bytes: Vec<u8> = (0..1 << 20).map(|i| if i % 3 == 0 { (r.next() & 0xff) as u8 } else { (i % 251) as u8 }).collect();
+        let bytes: Vec<u8> = (0..1 << 20)
+            .map(|i| {
+                if i % 3 == 0 {
+                    (r.next() & 0xff) as u8
+                } else {
+                    (i % 251) as u8
+                }
+            })
+            .collect();
         std::fs::write(root.join(format!("f{f:03}.bin")), bytes).unwrap();
     }
 }
@@ -72,23 +89,49 @@ fn kill_loop(target: &str) {
         // Never a damaged or half point in the listing.
         let listed = s.agent(&["--json", "list", "--policy", &p]);
         listed.ok();
-        assert!(listed.json()["damaged"].as_array().unwrap().is_empty(), "{}", listed.stdout);
+        assert!(
+            listed.json()["damaged"].as_array().unwrap().is_empty(),
+            "{}",
+            listed.stdout
+        );
     }
-    assert!(killed_mid_run >= kills() / 2, "only {killed_mid_run} kills landed mid-run: the window is off");
+    assert!(
+        killed_mid_run >= kills() / 2,
+        "only {killed_mid_run} kills landed mid-run: the window is off"
+    );
     // Every listed point restores and verifies; the next backup succeeds.
     s.agent(&["-q", "backup", "--policy", &p]).ok();
     let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
-    s.agent(&["-q", "prune", "--policy", &p, "--now", &later]).ok();
+    s.agent(&["-q", "prune", "--policy", &p, "--now", &later])
+        .ok();
     let verify = s.agent(&["verify", "--policy", &p]);
     verify.ok();
     let listed = s.agent(&["--json", "list", "--policy", &p]).json();
     let points = listed["points"].as_array().unwrap();
     assert!(points.len() >= 2);
-    let newest = points.last().unwrap()["manifest"]["id"].as_str().unwrap().to_string();
+    let newest = points.last().unwrap()["manifest"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let copy = s.path("copy");
-    s.drp(&["restore", "--policy", &p, "--export", "media", "--point", &newest, "--to", copy.to_str().unwrap()]).ok();
+    s.drp(&[
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "media",
+        "--point",
+        &newest,
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
     assert_eq!(tree_digest(&copy), before);
-    eprintln!("{target}: {} kills ({killed_mid_run} mid-run), {} points listed, all verified", kills(), points.len());
+    eprintln!(
+        "{target}: {} kills ({killed_mid_run} mid-run), {} points listed, all verified",
+        kills(),
+        points.len()
+    );
 }
 
 #[test]
@@ -109,7 +152,9 @@ fn killed_at_random_moments_to_s3() {
 fn target_op(s: &Scratch, target: &str) -> opendal::Operator {
     let svc = services();
     let config = match target {
-        "nas" => drp_agent::config::TargetConfig::from_address(s.path("nas").to_str().unwrap()).unwrap(),
+        "nas" => {
+            drp_agent::config::TargetConfig::from_address(s.path("nas").to_str().unwrap()).unwrap()
+        }
         "s3" => {
             let mut c = match drp_agent::config::TargetConfig::from_address(&format!(
                 "s3://{}/{}?endpoint={}&region=garage",
@@ -140,16 +185,23 @@ fn target_op(s: &Scratch, target: &str) -> opendal::Operator {
         .unwrap(),
         other => panic!("{other}"),
     };
-    drp_agent::target::Target::open(target, &config, std::path::Path::new(".")).unwrap().op
+    drp_agent::target::Target::open(target, &config, std::path::Path::new("."))
+        .unwrap()
+        .op
 }
 
 fn corruption_matrix(target: &str) {
     let s = scratch(&format!("corrupt_{target}"));
     let db = s.path("app.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("create table t (id integer primary key, v text);").unwrap();
+    c.execute_batch("create table t (id integer primary key, v text);")
+        .unwrap();
     for i in 0..3000 {
-        c.execute("insert into t (v) values (?1)", [format!("value {i} {}", i * 7919 % 1000)]).unwrap();
+        c.execute(
+            "insert into t (v) values (?1)",
+            [format!("value {i} {}", i * 7919 % 1000)],
+        )
+        .unwrap();
     }
     drop(c);
     let p = s
@@ -213,19 +265,36 @@ fn corruption_matrix(target: &str) {
                 if m.is_null() {
                     op.delete(&manifest_path).await.unwrap();
                 } else {
-                    op.write(&manifest_path, serde_json::to_vec(&m).unwrap()).await.unwrap();
+                    op.write(&manifest_path, serde_json::to_vec(&m).unwrap())
+                        .await
+                        .unwrap();
                 }
             }
         });
         let verify = s.agent(&["verify", "--policy", &p]);
-        assert_eq!(verify.code, 4, "{target} / {name}: verify must fail\n{}", verify.all());
-        assert!(verify.stdout.contains(&id), "{target} / {name}: verify names the point\n{}", verify.stdout);
+        assert_eq!(
+            verify.code,
+            4,
+            "{target} / {name}: verify must fail\n{}",
+            verify.all()
+        );
+        assert!(
+            verify.stdout.contains(&id),
+            "{target} / {name}: verify names the point\n{}",
+            verify.stdout
+        );
         detected += 1;
         // Restore refuses and leaves the live database alone.
         let live = hex::encode(Sha256::digest(std::fs::read(&db).unwrap()));
-        let restore = s.drp(&["restore", "--policy", &p, "--export", "app", "--point", &id, "--yes"]);
+        let restore = s.drp(&[
+            "restore", "--policy", &p, "--export", "app", "--point", &id, "--yes",
+        ]);
         assert_ne!(restore.code, 0, "{target} / {name}: restore must refuse");
-        assert_eq!(hex::encode(Sha256::digest(std::fs::read(&db).unwrap())), live, "{target} / {name}: the destination changed");
+        assert_eq!(
+            hex::encode(Sha256::digest(std::fs::read(&db).unwrap())),
+            live,
+            "{target} / {name}: the destination changed"
+        );
         // Clean the repository for the next case.
         rt.block_on(async {
             let _ = op.delete(&data_path).await;
@@ -257,10 +326,22 @@ fn a_nas_that_fills_up_commits_nothing_and_keeps_older_points() {
     let img = s.path("nas.img");
     std::fs::create_dir_all(&nas).unwrap();
     let sh = |c: &str| {
-        let o = std::process::Command::new("sh").arg("-c").arg(c).output().unwrap();
-        assert!(o.status.success(), "{c}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
-    sh(&format!("truncate -s 12M {0} && mkfs.ext4 -q -F {0} && mount -o loop {0} {1}", img.display(), nas.display()));
+    sh(&format!(
+        "truncate -s 12M {0} && mkfs.ext4 -q -F {0} && mount -o loop {0} {1}",
+        img.display(),
+        nas.display()
+    ));
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -281,9 +362,18 @@ fn a_nas_that_fills_up_commits_nothing_and_keeps_older_points() {
     std::fs::write(s.path("media/big.bin"), big).unwrap();
     let run = s.agent(&["backup", "--policy", &p]);
     run.code(1);
-    assert!(run.stderr.contains("target `nas` failed") && run.stderr.to_lowercase().contains("no space"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("target `nas` failed")
+            && run.stderr.to_lowercase().contains("no space"),
+        "{}",
+        run.stderr
+    );
     let listed = s.agent(&["--json", "list", "--policy", &p]);
-    assert_eq!(listed.json()["points"].as_array().unwrap().len(), 1, "only the earlier point");
+    assert_eq!(
+        listed.json()["points"].as_array().unwrap().len(),
+        1,
+        "only the earlier point"
+    );
     s.agent(&["verify", "--policy", &p]).ok();
 }
 
@@ -292,7 +382,10 @@ fn a_database_going_down_mid_dump_fails_cleanly_with_metric_and_notification() {
     let s = scratch("dbdown");
     let db = s.id.clone();
     psql("postgres", &format!("create database {db}"));
-    psql(&db, "create table t as select i, md5(i::text) as a, md5((i*3)::text) as b from generate_series(1, 400000) i");
+    psql(
+        &db,
+        "create table t as select i, md5(i::text) as a, md5((i*3)::text) as b from generate_series(1, 400000) i",
+    );
     let hook = crate::receivers::http_sink(false);
     let svc = services();
     let p = s
@@ -310,11 +403,21 @@ fn a_database_going_down_mid_dump_fails_cleanly_with_metric_and_notification() {
     s.agent(&["-q", "backup", "--policy", &p]).ok();
     let mut killed = false;
     for _attempt in 0..5 {
-        let child = s.agent_cmd(&["backup", "--policy", &p]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let child = s
+            .agent_cmd(&["backup", "--policy", &p])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         // Terminate the dump's session as soon as it is copying data.
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
-            let n = psql("postgres", &format!("select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = '{db}' and query ilike 'copy %'"));
+            let n = psql(
+                "postgres",
+                &format!(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = '{db}' and query ilike 'copy %'"
+                ),
+            );
             if n != "0" {
                 killed = true;
                 break;
@@ -332,11 +435,23 @@ fn a_database_going_down_mid_dump_fails_cleanly_with_metric_and_notification() {
     }
     assert!(killed, "the dump was never caught mid-run");
     let listed = s.agent(&["--json", "list", "--policy", &p]);
-    assert_eq!(listed.json()["points"].as_array().unwrap().len(), 1, "only the earlier point");
+    assert_eq!(
+        listed.json()["points"].as_array().unwrap().len(),
+        1,
+        "only the earlier point"
+    );
     let prom = std::fs::read_to_string(s.path("drp.prom")).unwrap();
-    assert!(prom.contains("drp_export_last_result{host=\"d\",export=\"db\"} 0"), "{prom}");
+    assert!(
+        prom.contains("drp_export_last_result{host=\"d\",export=\"db\"} 0"),
+        "{prom}"
+    );
     let bodies = hook.bodies.lock().unwrap().clone();
-    assert!(bodies.iter().any(|b| b.contains("\"result\":\"failed\"") && b.contains("pg_dump")), "{bodies:?}");
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\"result\":\"failed\"") && b.contains("pg_dump")),
+        "{bodies:?}"
+    );
     psql("postgres", &format!("drop database {db} with (force)"));
 }
 
@@ -350,23 +465,63 @@ fn a_restore_during_a_backup_gets_the_committed_point_whole() {
         .display()
         .to_string();
     s.agent(&["-q", "backup", "--policy", &p]).ok();
-    let first = s.agent(&["--json", "list", "--policy", &p]).json()["points"][0]["manifest"]["id"].as_str().unwrap().to_string();
+    let first = s.agent(&["--json", "list", "--policy", &p]).json()["points"][0]["manifest"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The tree changes and a new backup runs while the first point is restored.
     std::fs::write(s.path("media/new.txt"), "after the first point").unwrap();
-    let mut backup = s.agent_cmd(&["-q", "backup", "--policy", &p]).spawn().unwrap();
+    let mut backup = s
+        .agent_cmd(&["-q", "backup", "--policy", &p])
+        .spawn()
+        .unwrap();
     let copy = s.path("copy");
-    s.drp(&["-q", "restore", "--policy", &p, "--export", "media", "--point", &first, "--to", copy.to_str().unwrap()]).ok();
+    s.drp(&[
+        "-q",
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "media",
+        "--point",
+        &first,
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
     assert!(backup.wait().unwrap().success());
-    assert_eq!(tree_digest(&copy), before, "the restore got the first point, not a mix");
+    assert_eq!(
+        tree_digest(&copy),
+        before,
+        "the restore got the first point, not a mix"
+    );
     // And a prune racing a backup on this host waits for nothing: it is refused.
     // Whichever takes the export's lock first runs; the other says so.
-    let slow = s.agent_cmd(&["-q", "backup", "--policy", &p]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let slow = s
+        .agent_cmd(&["-q", "backup", "--policy", &p])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let prune = s.agent(&["prune", "--policy", &p]);
     let slow = Run::from(slow.wait_with_output().unwrap());
-    assert!(prune.code == 0 || (prune.code == 7 && prune.stderr.contains("already running")), "{}", prune.all());
-    assert!(slow.code == 0 || (slow.code == 7 && slow.stderr.contains("already running")), "{}", slow.all());
+    assert!(
+        prune.code == 0 || (prune.code == 7 && prune.stderr.contains("already running")),
+        "{}",
+        prune.all()
+    );
+    assert!(
+        slow.code == 0 || (slow.code == 7 && slow.stderr.contains("already running")),
+        "{}",
+        slow.all()
+    );
     let expected = if slow.code == 0 { 3 } else { 2 };
-    assert_eq!(s.agent(&["--json", "list", "--policy", &p]).json()["points"].as_array().unwrap().len(), expected);
+    assert_eq!(
+        s.agent(&["--json", "list", "--policy", &p]).json()["points"]
+            .as_array()
+            .unwrap()
+            .len(),
+        expected
+    );
     s.agent(&["verify", "--policy", &p]).ok();
 }
 
@@ -378,7 +533,11 @@ fn crafted_archive(s: &Scratch, entries: &[(&str, tar::EntryType, Option<&str>)]
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(*kind);
             h.set_mode(0o644);
-            let body: &[u8] = if *kind == tar::EntryType::Regular { b"evil" } else { b"" };
+            let body: &[u8] = if *kind == tar::EntryType::Regular {
+                b"evil"
+            } else {
+                b""
+            };
             h.set_size(body.len() as u64);
             let raw = name.as_bytes();
             h.as_gnu_mut().unwrap().name[..raw.len()].copy_from_slice(raw);
@@ -402,31 +561,71 @@ fn crafted_archive(s: &Scratch, entries: &[(&str, tar::EntryType, Option<&str>)]
     });
     std::fs::create_dir_all(s.path("nas/a/site/data")).unwrap();
     std::fs::create_dir_all(s.path("nas/a/site/manifests")).unwrap();
-    std::fs::write(s.path("nas/drp-repository.json"), r#"{"format":1,"created_at":"2026-01-01T00:00:00Z","created_by":"test"}"#).unwrap();
+    std::fs::write(
+        s.path("nas/drp-repository.json"),
+        r#"{"format":1,"created_at":"2026-01-01T00:00:00Z","created_by":"test"}"#,
+    )
+    .unwrap();
     std::fs::write(s.path(&format!("nas/{object}")), &stored).unwrap();
-    std::fs::write(s.path(&format!("nas/a/site/manifests/{id}.json")), manifest.to_string()).unwrap();
+    std::fs::write(
+        s.path(&format!("nas/a/site/manifests/{id}.json")),
+        manifest.to_string(),
+    )
+    .unwrap();
     id
 }
 
 #[test]
 fn hostile_archives_are_refused_whole() {
     use tar::EntryType::{Regular, Symlink};
-    let cases: [(&str, Vec<(&str, tar::EntryType, Option<&str>)>, &str); 4] = [
-        ("climbs out", vec![("ok.txt", Regular, None), ("../escaped.txt", Regular, None)], "`../escaped.txt` would be written outside"),
-        ("absolute", vec![("/tmp/drp-absolute-escape.txt", Regular, None)], "would be written outside"),
-        ("absolute link", vec![("passwd", Symlink, Some("/etc/passwd"))], "symbolic link to `/etc/passwd`, outside"),
-        ("link climbing out", vec![("sub", Symlink, Some("../../outside"))], "symbolic link to `../../outside`, outside"),
+    type Entries<'a> = Vec<(&'a str, tar::EntryType, Option<&'a str>)>;
+    let cases: [(&str, Entries, &str); 4] = [
+        (
+            "climbs out",
+            vec![("ok.txt", Regular, None), ("../escaped.txt", Regular, None)],
+            "`../escaped.txt` would be written outside",
+        ),
+        (
+            "absolute",
+            vec![("/tmp/drp-absolute-escape.txt", Regular, None)],
+            "would be written outside",
+        ),
+        (
+            "absolute link",
+            vec![("passwd", Symlink, Some("/etc/passwd"))],
+            "symbolic link to `/etc/passwd`, outside",
+        ),
+        (
+            "link climbing out",
+            vec![("sub", Symlink, Some("../../outside"))],
+            "symbolic link to `../../outside`, outside",
+        ),
     ];
     for (name, entries, expected) in cases {
         let s = scratch("hostile");
         let id = crafted_archive(&s, &entries);
         std::fs::create_dir_all(s.path("www")).unwrap();
         let dest = s.path("www/site");
-        let run = s.agent(&["restore", "--target", s.path("nas").to_str().unwrap(), "--host", "a", "--export", "site", "--point", &id, "--to", dest.to_str().unwrap()]);
+        let run = s.agent(&[
+            "restore",
+            "--target",
+            s.path("nas").to_str().unwrap(),
+            "--host",
+            "a",
+            "--export",
+            "site",
+            "--point",
+            &id,
+            "--to",
+            dest.to_str().unwrap(),
+        ]);
         assert_eq!(run.code, 1, "{name}: {}", run.all());
         assert!(run.stderr.contains(expected), "{name}: {}", run.stderr);
         assert!(!dest.exists(), "{name}: a refused restore creates nothing");
-        assert!(!s.path("www/escaped.txt").exists() && !std::path::Path::new("/tmp/drp-absolute-escape.txt").exists());
+        assert!(
+            !s.path("www/escaped.txt").exists()
+                && !std::path::Path::new("/tmp/drp-absolute-escape.txt").exists()
+        );
         let leftovers: Vec<_> = std::fs::read_dir(s.path("www")).unwrap().collect();
         assert!(leftovers.is_empty(), "{name}: staging left behind");
     }
@@ -437,9 +636,15 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
     let s = scratch("secrets");
     let hook = crate::receivers::http_sink(false);
     let db = s.path("app.db");
-    rusqlite::Connection::open(&db).unwrap().execute_batch("create table t (v); insert into t values (1);").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("create table t (v); insert into t values (1);")
+        .unwrap();
     let svc = services();
-    let pw_file = s.write("pg-password", &format!("{}\n", svc.get("DRP_TEST_PG_PASSWORD")));
+    let pw_file = s.write(
+        "pg-password",
+        &format!("{}\n", svc.get("DRP_TEST_PG_PASSWORD")),
+    );
     let dbname = s.id.clone();
     psql("postgres", &format!("create database {dbname}"));
     let p = s
@@ -455,7 +660,10 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
         )
         .display()
         .to_string();
-    let secrets = [svc.get("DRP_TEST_PG_PASSWORD"), svc.get("DRP_TEST_S3_SECRET")];
+    let secrets = [
+        svc.get("DRP_TEST_PG_PASSWORD"),
+        svc.get("DRP_TEST_S3_SECRET"),
+    ];
     let mut outputs: Vec<String> = Vec::new();
     for args in [
         vec!["-vv", "backup", "--policy", &p],
@@ -466,17 +674,35 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
         let r = s.agent(&args);
         outputs.push(r.all());
     }
-    let r = s.drp(&["-vv", "restore", "--policy", &p, "--export", "db", "--to", &format!("{dbname}_copy")]);
+    let r = s.drp(&[
+        "-vv",
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "db",
+        "--to",
+        &format!("{dbname}_copy"),
+    ]);
     r.ok();
     outputs.push(r.all());
     outputs.extend(hook.bodies.lock().unwrap().iter().cloned());
-    for f in walk(s.path("nas")).into_iter().chain(walk(s.path("state"))).chain(walk(s.path("out"))) {
+    for f in crate::harness::walk(s.path("nas"))
+        .into_iter()
+        .chain(crate::harness::walk(s.path("state")))
+        .chain(crate::harness::walk(s.path("out")))
+    {
         if let Ok(text) = std::fs::read_to_string(&f) {
             outputs.push(text);
         }
         // Nothing drp wrote is readable or writable by other users.
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
-        assert_eq!(mode & 0o007, 0, "{} is open to other users: {mode:o}", f.display());
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{} is open to other users: {mode:o}",
+            f.display()
+        );
     }
     for out in &outputs {
         for secret in secrets {
@@ -487,21 +713,6 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
     psql("postgres", &format!("drop database {dbname}_copy"));
 }
 
-fn walk(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn s3_over_tls_verifies_certificates_by_default() {
     let s = scratch("tls");
@@ -509,7 +720,17 @@ fn s3_over_tls_verifies_certificates_by_default() {
     let key = s.path("key.pem");
     let cert = s.path("cert.pem");
     let o = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -517,15 +738,26 @@ fn s3_over_tls_verifies_certificates_by_default() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let script = format!(
         "import http.server, ssl\nsrv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nsrv.socket = ctx.wrap_socket(srv.socket, server_side=True)\nsrv.serve_forever()\n",
         cert.display(),
         key.display()
     );
-    let mut server = std::process::Command::new("python3").arg("-c").arg(script).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut server = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && started.elapsed() < Duration::from_secs(10) {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && started.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::write(s.path("a.txt"), "x").unwrap();
@@ -540,5 +772,11 @@ fn s3_over_tls_verifies_certificates_by_default() {
     let _ = server.kill();
     let _ = server.wait();
     run.code(1);
-    assert!(run.stderr.to_lowercase().contains("certificate") || run.stderr.contains("UnknownIssuer") || run.stderr.contains("invalid peer certificate"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate")
+            || run.stderr.contains("UnknownIssuer")
+            || run.stderr.contains("invalid peer certificate"),
+        "{}",
+        run.stderr
+    );
 }

@@ -102,11 +102,26 @@ fn btrfs_snapshot_rollback_and_a_path_that_is_not_a_subvolume() {
     assert_eq!(listed.json()["sets"][0]["status"], "rolled_back");
 
     // Expiry keeps the newest set and deletes the older snapshot.
-    let p3 = policy(&s, &format!("  data: {{kind: btrfs, subvolume: {}}}\n", sub.display()), "snapshot_retention: {keep_last: 1}\n");
-    s.agent(&["snapshot", "create", "--policy", &p3, "--change", "CHG-3", "--reason", "later"]).ok();
+    let p3 = policy(
+        &s,
+        &format!("  data: {{kind: btrfs, subvolume: {}}}\n", sub.display()),
+        "snapshot_retention: {keep_last: 1}\n",
+    );
+    s.agent(&[
+        "snapshot", "create", "--policy", &p3, "--change", "CHG-3", "--reason", "later",
+    ])
+    .ok();
     s.agent(&["snapshot", "expire", "--policy", &p3]).ok();
-    assert!(!std::path::Path::new(&snap).exists(), "the expired snapshot is deleted");
-    let sets = s.agent(&["--json", "snapshot", "list", "--policy", &p3]).json()["sets"].as_array().unwrap().clone();
+    assert!(
+        !std::path::Path::new(&snap).exists(),
+        "the expired snapshot is deleted"
+    );
+    let sets = s
+        .agent(&["--json", "snapshot", "list", "--policy", &p3])
+        .json()["sets"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["change"], "CHG-3");
 
@@ -185,8 +200,22 @@ fn qcow2_snapshot_rollback_and_an_image_in_use() {
 
     // Expiry deletes the older internal snapshot.
     let first_tag = sh(&format!("qemu-img snapshot -l {}", img.display()));
-    let p = policy(&s, &format!("  disk: {{kind: qcow2, image: {}}}\n", img.display()), "snapshot_retention: {keep_last: 1}\n");
-    s.agent(&["snapshot", "create", "--policy", &p, "--change", "KERNEL-5b", "--reason", "again"]).ok();
+    let p = policy(
+        &s,
+        &format!("  disk: {{kind: qcow2, image: {}}}\n", img.display()),
+        "snapshot_retention: {keep_last: 1}\n",
+    );
+    s.agent(&[
+        "snapshot",
+        "create",
+        "--policy",
+        &p,
+        "--change",
+        "KERNEL-5b",
+        "--reason",
+        "again",
+    ])
+    .ok();
     s.agent(&["snapshot", "expire", "--policy", &p]).ok();
     let tags = sh(&format!("qemu-img snapshot -l {}", img.display()));
     assert_eq!(tags.matches("drp-").count(), 1, "{first_tag} -> {tags}");
@@ -461,10 +490,25 @@ fn ebs_snapshot_tagged_with_the_change_and_rolled_back_to_a_new_volume() {
     assert_eq!(v["tags"]["drp:replaces"], vol.as_str());
 
     // Expiry deletes the older EBS snapshot through the API.
-    let p = aws_policy(&s, &format!("  data-volume: {{kind: ebs, volume_id: {vol}, region: us-east-1, endpoint: ENDPOINT, wait_timeout: 1m}}\nsnapshot_retention: {{keep_last: 1}}\n"));
-    agent_aws(&s, &["snapshot", "create", "--policy", &p, "--change", "CHG-77b", "--reason", "again"]).ok();
+    let p = aws_policy(
+        &s,
+        &format!(
+            "  data-volume: {{kind: ebs, volume_id: {vol}, region: us-east-1, endpoint: ENDPOINT, wait_timeout: 1m}}\nsnapshot_retention: {{keep_last: 1}}\n"
+        ),
+    );
+    agent_aws(
+        &s,
+        &[
+            "snapshot", "create", "--policy", &p, "--change", "CHG-77b", "--reason", "again",
+        ],
+    )
+    .ok();
     agent_aws(&s, &["snapshot", "expire", "--policy", &p]).ok();
-    assert_eq!(aws(&s, &["snapshot-exists", &snap]), false, "the expired snapshot is gone from EC2");
+    assert_eq!(
+        aws(&s, &["snapshot-exists", &snap]),
+        false,
+        "the expired snapshot is gone from EC2"
+    );
 
     // An API error (an unknown volume) is a clear failure, not a complete set.
     let p2 = aws_policy(

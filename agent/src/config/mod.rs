@@ -242,7 +242,10 @@ mod fuzz {
     const SEED: &str = include_str!("../../../policies/db-server.yaml");
 
     fn cases() -> u32 {
-        std::env::var("DRP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+        std::env::var("DRP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
     }
 
     #[derive(Debug, Clone)]
@@ -255,7 +258,32 @@ mod fuzz {
     fn edit() -> impl Strategy<Value = Edit> {
         prop_oneof![
             (any::<usize>(), 1usize..12).prop_map(|(a, n)| Edit::Delete(a, n)),
-            (any::<usize>(), prop::sample::select(vec![":", " ", "\n", "-", "{", "}", "[", "]", "'", "\"", "&a", "*a", "!!x", "#", "\t", "kep_last: 3", "ü", "\u{0}", "~", "5 minutes", "${X}"]))
+            (
+                any::<usize>(),
+                prop::sample::select(vec![
+                    ":",
+                    " ",
+                    "\n",
+                    "-",
+                    "{",
+                    "}",
+                    "[",
+                    "]",
+                    "'",
+                    "\"",
+                    "&a",
+                    "*a",
+                    "!!x",
+                    "#",
+                    "\t",
+                    "kep_last: 3",
+                    "ü",
+                    "\u{0}",
+                    "~",
+                    "5 minutes",
+                    "${X}"
+                ])
+            )
                 .prop_map(|(a, s)| Edit::Insert(a, s.to_string())),
             (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
         ]

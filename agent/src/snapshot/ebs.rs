@@ -39,7 +39,7 @@ impl Ebs {
                 .volume_ids(id)
                 .send()
                 .await
-                .map_err(|e| api("DescribeVolumes", e))?;
+                .map_err(|e| super::api_error("DescribeVolumes", &e))?;
             if let Some(v) = out.volumes().first()
                 && v.state() == Some(&want)
             {
@@ -67,21 +67,6 @@ pub async fn sdk_config(region: &str, endpoint: Option<&str>) -> aws_config::Sdk
         loader = loader.endpoint_url(e);
     }
     loader.load().await
-}
-
-/// An API error with its code and message, never the request's credentials.
-pub fn api<E: std::error::Error + 'static>(
-    op: &str,
-    e: aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
-) -> SnapError {
-    use std::error::Error as _;
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    SnapError(format!("{op} failed: {msg}"))
 }
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -113,7 +98,7 @@ impl SnapshotProvider for Ebs {
                 .tag_specifications(tags)
                 .send()
                 .await
-                .map_err(|e| api("CreateSnapshot", e))?;
+                .map_err(|e| super::api_error("CreateSnapshot", &e))?;
             let id = out
                 .snapshot_id()
                 .ok_or_else(|| SnapError("CreateSnapshot returned no id".into()))?
@@ -125,7 +110,7 @@ impl SnapshotProvider for Ebs {
                     .snapshot_ids(&id)
                     .send()
                     .await
-                    .map_err(|e| api("DescribeSnapshots", e))?;
+                    .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
                 match d.snapshots().first().and_then(|s| s.state()) {
                     Some(SnapshotState::Completed) => break,
                     Some(SnapshotState::Error) => {
@@ -164,7 +149,7 @@ impl SnapshotProvider for Ebs {
                 .volume_ids(old_id)
                 .send()
                 .await
-                .map_err(|e| api("DescribeVolumes", e))?;
+                .map_err(|e| super::api_error("DescribeVolumes", &e))?;
             let old = old
                 .volumes()
                 .first()
@@ -180,7 +165,7 @@ impl SnapshotProvider for Ebs {
                     .instance_ids(instance)
                     .send()
                     .await
-                    .map_err(|e| api("DescribeInstances", e))?;
+                    .map_err(|e| super::api_error("DescribeInstances", &e))?;
                 if let Some(i) = d.reservations().first().and_then(|r| r.instances().first()) {
                     let root = i.root_device_name() == a.device();
                     let running = i
@@ -208,7 +193,7 @@ impl SnapshotProvider for Ebs {
                 )
                 .send()
                 .await
-                .map_err(|e| api("CreateVolume", e))?;
+                .map_err(|e| super::api_error("CreateVolume", &e))?;
             let new_id = created
                 .volume_id()
                 .ok_or_else(|| SnapError("CreateVolume returned no id".into()))?
@@ -228,7 +213,7 @@ impl SnapshotProvider for Ebs {
                 .instance_id(&instance)
                 .send()
                 .await
-                .map_err(|e| api("DetachVolume", e))?;
+                .map_err(|e| super::api_error("DetachVolume", &e))?;
             self.wait_volume(&client, old_id, VolumeState::Available)
                 .await?;
             client
@@ -238,7 +223,7 @@ impl SnapshotProvider for Ebs {
                 .device(&device)
                 .send()
                 .await
-                .map_err(|e| api("AttachVolume", e))?;
+                .map_err(|e| super::api_error("AttachVolume", &e))?;
             self.wait_volume(&client, &new_id, VolumeState::InUse)
                 .await?;
             Ok(format!(
@@ -264,7 +249,7 @@ impl SnapshotProvider for Ebs {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| api("DeleteSnapshot", e))
+                .map_err(|e| super::api_error("DeleteSnapshot", &e))
         })
     }
 }

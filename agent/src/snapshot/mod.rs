@@ -230,6 +230,19 @@ impl SnapshotProvider for Unavailable {
     }
 }
 
+/// An AWS API error with its whole chain of causes (codes and messages;
+/// requests' credentials are never part of them).
+#[cfg(feature = "aws")]
+pub fn api_error(op: &str, e: &(dyn std::error::Error + 'static)) -> SnapError {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    SnapError(format!("{op} failed: {msg}"))
+}
+
 /// Runs a command to completion; its stderr explains a failure.
 pub async fn run(program: &str, args: &[&str]) -> std::result::Result<String, SnapError> {
     let out = tokio::process::Command::new(program)

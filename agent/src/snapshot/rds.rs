@@ -15,20 +15,6 @@ pub struct Rds {
     config: AwsConfig<RdsTarget>,
 }
 
-fn api<E: std::error::Error + 'static>(
-    op: &str,
-    e: aws_sdk_rds::error::SdkError<E, aws_sdk_rds::config::http::HttpResponse>,
-) -> SnapError {
-    use std::error::Error as _;
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    SnapError(format!("{op} failed: {msg}"))
-}
-
 /// RDS identifiers: letters, digits and hyphens, starting with a letter.
 fn identifier(parts: &[&str]) -> String {
     let raw = parts.join("-");
@@ -88,7 +74,7 @@ impl SnapshotProvider for Rds {
                 .tags(Tag::builder().key("drp:reason").value(ctx.reason).build())
                 .send()
                 .await
-                .map_err(|e| api("CreateDBSnapshot", e))?;
+                .map_err(|e| super::api_error("CreateDBSnapshot", &e))?;
             let deadline = Instant::now() + self.config.wait_timeout.as_duration();
             loop {
                 let d = client
@@ -96,7 +82,7 @@ impl SnapshotProvider for Rds {
                     .db_snapshot_identifier(&id)
                     .send()
                     .await
-                    .map_err(|e| api("DescribeDBSnapshots", e))?;
+                    .map_err(|e| super::api_error("DescribeDBSnapshots", &e))?;
                 match d.db_snapshots().first().and_then(|s| s.status()) {
                     Some("available") => break,
                     Some("failed") => return Err(SnapError(format!("DB snapshot {id} failed"))),
@@ -137,7 +123,7 @@ impl SnapshotProvider for Rds {
                 .tags(Tag::builder().key("drp:change").value(ctx.change).build())
                 .send()
                 .await
-                .map_err(|e| api("RestoreDBInstanceFromDBSnapshot", e))?;
+                .map_err(|e| super::api_error("RestoreDBInstanceFromDBSnapshot", &e))?;
             let deadline = Instant::now() + self.config.wait_timeout.as_duration();
             loop {
                 let d = client
@@ -145,7 +131,7 @@ impl SnapshotProvider for Rds {
                     .db_instance_identifier(&new_id)
                     .send()
                     .await
-                    .map_err(|e| api("DescribeDBInstances", e))?;
+                    .map_err(|e| super::api_error("DescribeDBInstances", &e))?;
                 if let Some(i) = d.db_instances().first()
                     && i.db_instance_status() == Some("available")
                 {
@@ -186,7 +172,7 @@ impl SnapshotProvider for Rds {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| api("DeleteDBSnapshot", e))
+                .map_err(|e| super::api_error("DeleteDBSnapshot", &e))
         })
     }
 }

@@ -170,7 +170,11 @@ fn escapes(entry: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return true;
     }
-    let mut depth: i64 = entry.components().filter(|c| matches!(c, Component::Normal(_))).count() as i64 - 1;
+    let mut depth: i64 = entry
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count() as i64
+        - 1;
     for c in target.components() {
         match c {
             Component::ParentDir => depth -= 1,
@@ -185,7 +189,11 @@ fn escapes(entry: &Path, target: &Path) -> bool {
 }
 
 /// Extracts a tar stream into `into`, refusing any entry that would escape it.
-pub fn extract(raw: &mut dyn Read, into: &Path, allow_external_symlinks: bool) -> Result<(), SourceError> {
+pub fn extract(
+    raw: &mut dyn Read,
+    into: &Path,
+    allow_external_symlinks: bool,
+) -> Result<(), SourceError> {
     let mut archive = tar::Archive::new(raw);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);

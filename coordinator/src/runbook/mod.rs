@@ -534,7 +534,10 @@ mod fuzz {
     use super::Runbook;
 
     fn cases() -> u32 {
-        std::env::var("DRP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        std::env::var("DRP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
     }
 
     proptest! {
