@@ -30,12 +30,27 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             )
         })
         .collect();
-    render_states(
+    let mut text = render_states(
         &policy.host,
         policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64()),
         &states,
         now,
-    )
+    );
+    let newest = crate::snapshot::newest(policy);
+    if !newest.by_name.is_empty() {
+        let host = escape(&policy.host);
+        text += "# HELP drp_snapshot_last_success_timestamp_seconds Unix time of the newest complete snapshot of each declared snapshot.\n";
+        text += "# TYPE drp_snapshot_last_success_timestamp_seconds gauge\n";
+        for (name, n) in &newest.by_name {
+            text += &format!(
+                "drp_snapshot_last_success_timestamp_seconds{{host=\"{host}\",snapshot=\"{}\",kind=\"{}\"}} {}\n",
+                escape(name),
+                escape(&n.kind),
+                n.taken_at.timestamp_millis() as f64 / 1000.0
+            );
+        }
+    }
+    text
 }
 
 pub fn render_states(

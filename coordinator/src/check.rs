@@ -98,6 +98,18 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             }
         };
         let assessed = posture::assess(&policy, now);
+        if !policy.snapshots.is_empty() && !out.json {
+            let names: Vec<String> = policy
+                .snapshots
+                .iter()
+                .map(|(n, c)| format!("{n} ({})", c.kind()))
+                .collect();
+            println!(
+                "{}: snapshots before changes: {} — they bound what a planned change can lose, not the loss between exports",
+                file.display(),
+                names.join(", ")
+            );
+        }
         for p in &assessed {
             let verdict = match p.meets_rpo {
                 Some(true) => "ok".to_string(),

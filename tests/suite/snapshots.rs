@@ -76,9 +76,8 @@ fn btrfs_snapshot_rollback_and_a_path_that_is_not_a_subvolume() {
         "the plan names what it rolls back: {}",
         refused.stderr
     );
-    let r = s.agent(&[
-        "snapshot", "rollback", "--policy", &p, "--change", "CHG-1", "--yes",
-    ]);
+    // `drp restore --change` is the on-call engineer's way to the same rollback.
+    let r = s.drp(&["restore", "--policy", &p, "--change", "CHG-1", "--yes"]);
     r.ok();
     assert!(
         r.stdout.contains("the replaced state is kept at"),
@@ -100,6 +99,24 @@ fn btrfs_snapshot_rollback_and_a_path_that_is_not_a_subvolume() {
         "btrfs",
     ]);
     assert_eq!(listed.json()["sets"][0]["status"], "rolled_back");
+
+    // Status and metrics say when each declared snapshot was last taken.
+    let status = s.agent(&["--json", "status", "--policy", &p]);
+    let snap_status = &status.json()["snapshots"][0];
+    assert_eq!(snap_status["snapshot"], "data");
+    assert_eq!(snap_status["change"], "CHG-1");
+    assert!(snap_status["age_seconds"].as_i64().unwrap() < 300);
+    let p_metrics = policy(
+        &s,
+        &format!("  data: {{kind: btrfs, subvolume: {}}}\n", sub.display()),
+        "metrics: {textfile: drp.prom}\n",
+    );
+    s.agent(&[
+        "snapshot", "create", "--policy", &p_metrics, "--change", "CHG-2b", "--reason", "metrics",
+    ])
+    .ok();
+    let prom_text = std::fs::read_to_string(s.path("drp.prom")).unwrap();
+    assert!(prom_text.contains("drp_snapshot_last_success_timestamp_seconds{host=\"web-1\",snapshot=\"data\",kind=\"btrfs\"}"), "{prom_text}");
 
     // Expiry keeps the newest set and deletes the older snapshot.
     let p3 = policy(
@@ -380,6 +397,47 @@ fn aws(s: &Scratch, args: &[&str]) -> serde_json::Value {
                     "tags": v.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect::<std::collections::BTreeMap<_, _>>(),
                 })
             }
+            ["run-instance"] => {
+                let c = aws_sdk_ec2::Client::new(&conf);
+                let r = c
+                    .run_instances()
+                    .image_id("ami-12c6146b")
+                    .min_count(1)
+                    .max_count(1)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
+                    .placement(aws_sdk_ec2::types::Placement::builder().availability_zone("us-east-1a").build())
+                    .send()
+                    .await
+                    .unwrap();
+                let id = r.instances()[0].instance_id().unwrap().to_string();
+                let d = c.describe_instances().instance_ids(&id).send().await.unwrap();
+                let i = &d.reservations()[0].instances()[0];
+                let root = i
+                    .block_device_mappings()
+                    .iter()
+                    .find(|m| m.device_name() == i.root_device_name())
+                    .and_then(|m| m.ebs())
+                    .and_then(|e| e.volume_id())
+                    .unwrap()
+                    .to_string();
+                serde_json::json!({"instance_id": id, "root_volume_id": root})
+            }
+            ["attach", vol, inst, dev] => {
+                let c = aws_sdk_ec2::Client::new(&conf);
+                c.attach_volume().volume_id(*vol).instance_id(*inst).device(*dev).send().await.unwrap();
+                serde_json::json!({})
+            }
+            ["attachment", vol] => {
+                let c = aws_sdk_ec2::Client::new(&conf);
+                let v = c.describe_volumes().volume_ids(*vol).send().await.unwrap();
+                let v = &v.volumes()[0];
+                let a = v.attachments().first();
+                serde_json::json!({
+                    "state": v.state().map(|s| s.as_str().to_string()),
+                    "instance_id": a.and_then(|a| a.instance_id()),
+                    "device": a.and_then(|a| a.device()),
+                })
+            }
             ["snapshot-exists", id] => {
                 let c = aws_sdk_ec2::Client::new(&conf);
                 serde_json::json!(c.describe_snapshots().snapshot_ids(*id).send().await.is_ok_and(|o| !o.snapshots().is_empty()))
@@ -601,4 +659,69 @@ fn drill_change_rollback_through_its_snapshot() {
         std::fs::read_to_string(s.path("uploads/index.html")).unwrap(),
         "<h1>shop</h1>"
     );
+}
+
+#[test]
+fn ebs_rollback_swaps_an_attached_volume_and_refuses_a_running_root_volume() {
+    let s = scratch("ebs_attached");
+    let inst = aws(&s, &["run-instance"]);
+    let instance = inst["instance_id"].as_str().unwrap().to_string();
+    let root = inst["root_volume_id"].as_str().unwrap().to_string();
+    let data = aws(&s, &["create-volume"])["volume_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    aws(&s, &["attach", &data, &instance, "/dev/sdf"]);
+    let p = aws_policy(
+        &s,
+        &format!(
+            "  data: {{kind: ebs, volume_id: {data}, region: us-east-1, endpoint: ENDPOINT, wait_timeout: 1m}}\n  root: {{kind: ebs, volume_id: {root}, region: us-east-1, endpoint: ENDPOINT, wait_timeout: 1m}}\n"
+        ),
+    );
+    agent_aws(
+        &s,
+        &[
+            "snapshot",
+            "create",
+            "--policy",
+            &p,
+            "--change",
+            "OS-9",
+            "--reason",
+            "os upgrade",
+        ],
+    )
+    .ok();
+    let rb = agent_aws(
+        &s,
+        &[
+            "--json", "snapshot", "rollback", "--policy", &p, "--change", "OS-9", "--yes",
+        ],
+    );
+    rb.code(1);
+    let results = rb.json()["results"].as_array().unwrap().clone();
+    let data_r = results.iter().find(|r| r["snapshot"] == "data").unwrap();
+    let root_r = results.iter().find(|r| r["snapshot"] == "root").unwrap();
+    // The root volume of a running instance is refused, and says what to do.
+    assert_eq!(root_r["ok"], false);
+    assert!(
+        root_r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stop the instance"),
+        "{root_r}"
+    );
+    // The data volume is swapped: the new one at the same device, the old one detached and kept.
+    assert_eq!(data_r["ok"], true, "{data_r}");
+    let new_vol = data_r["detail"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let new_att = aws(&s, &["attachment", &new_vol]);
+    assert_eq!(new_att["instance_id"], instance.as_str());
+    assert_eq!(new_att["device"], "/dev/sdf");
+    assert_eq!(aws(&s, &["attachment", &data])["state"], "available");
 }

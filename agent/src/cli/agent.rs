@@ -618,6 +618,7 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
                 "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
             })).collect::<Vec<_>>(),
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
+            "snapshots": snapshots_status(&policy, now),
         }));
     } else {
         let mut table = Table::new(&[
@@ -661,12 +662,48 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
         for (n, s) in &health {
             println!("target `{n}`: {s}");
         }
+        for v in snapshots_status(&policy, now) {
+            match v["taken_at"].as_str() {
+                Some(_) => println!(
+                    "snapshot `{}` ({}): newest {} ago, for change `{}`",
+                    v["snapshot"].as_str().unwrap_or_default(),
+                    v["kind"].as_str().unwrap_or_default(),
+                    format_duration(std::time::Duration::from_secs(
+                        v["age_seconds"].as_u64().unwrap_or(0)
+                    )),
+                    v["change"].as_str().unwrap_or_default()
+                ),
+                None => {
+                    println!(
+                        "snapshot `{}` ({}): none taken yet",
+                        v["snapshot"].as_str().unwrap_or_default(),
+                        v["kind"].as_str().unwrap_or_default()
+                    )
+                }
+            }
+        }
     }
     Ok(if over {
         ExitCode::ObjectivesMissed
     } else {
         ExitCode::Ok
     })
+}
+
+/// The newest snapshot of every declared snapshot, as recorded by this host.
+fn snapshots_status(policy: &Policy, now: DateTime<Utc>) -> Vec<serde_json::Value> {
+    let newest = crate::snapshot::newest(policy);
+    policy
+        .snapshots
+        .iter()
+        .map(|(name, config)| match newest.by_name.get(name) {
+            Some(n) => serde_json::json!({
+                "snapshot": name, "kind": config.kind(), "set": n.set, "change": n.change,
+                "taken_at": n.taken_at, "age_seconds": (now - n.taken_at).num_seconds().max(0),
+            }),
+            None => serde_json::json!({"snapshot": name, "kind": config.kind(), "taken_at": null}),
+        })
+        .collect()
 }
 
 fn run_units(

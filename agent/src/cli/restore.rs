@@ -19,8 +19,11 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// The export to restore.
-    #[arg(long, short)]
+    #[arg(long, short, required_unless_present = "change", default_value = "")]
     pub export: String,
+    /// Instead of an export: roll back to the snapshot set taken before this change.
+    #[arg(long, conflicts_with_all = ["point", "before", "to"])]
+    pub change: Option<String>,
     /// Restore this recovery point (default: the newest).
     #[arg(long, conflicts_with = "before")]
     pub point: Option<String>,
@@ -45,6 +48,22 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
+    if let Some(change) = &args.change {
+        let Some(policy) = &args.repo.policy else {
+            return Err(Error::Usage(
+                "rolling back a change's snapshots needs --policy".into(),
+            ));
+        };
+        return super::snapshot::run(
+            &super::snapshot::SnapshotCommand::Rollback {
+                policy: policy.clone(),
+                change: change.clone(),
+                yes: args.yes,
+            },
+            out,
+        )
+        .await;
+    }
     let selector = match (&args.point, &args.before) {
         (Some(id), _) => Selector::Id(id.clone()),
         (None, Some(t)) => Selector::Before(parse_time(t)?),

@@ -439,7 +439,56 @@ pub async fn create(
         rollbacks: Vec::new(),
     };
     save(policy, &set).await?;
+    record_newest(policy, &set);
+    if let Err(e) = crate::metrics::write_textfile(policy, Utc::now()) {
+        tracing::warn!(error = %e, "metrics textfile not written");
+    }
     Ok(set)
+}
+
+/// The newest complete snapshot of each name, kept in the state for
+/// `status` and the metrics (the repository stays the truth).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Newest {
+    pub by_name: BTreeMap<String, NewestSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewestSnapshot {
+    pub kind: String,
+    pub set: String,
+    pub change: String,
+    pub taken_at: DateTime<Utc>,
+}
+
+fn newest_path(policy: &Policy) -> PathBuf {
+    policy.state_dir.join(&policy.host).join("snapshots.json")
+}
+
+pub fn newest(policy: &Policy) -> Newest {
+    std::fs::read(newest_path(policy))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn record_newest(policy: &Policy, set: &SnapshotSet) {
+    let mut n = newest(policy);
+    for m in set.members.iter().filter(|m| m.ok) {
+        n.by_name.insert(
+            m.name.clone(),
+            NewestSnapshot {
+                kind: m.kind.clone(),
+                set: set.id.clone(),
+                change: set.change.clone(),
+                taken_at: m.created_at,
+            },
+        );
+    }
+    let body = serde_json::to_vec_pretty(&n).expect("serialises");
+    if let Err(e) = crate::state::write_atomically(&newest_path(policy), &body) {
+        tracing::warn!(error = %e, "snapshot state not recorded");
+    }
 }
 
 /// The newest usable set of `change`.
