@@ -5,7 +5,7 @@
 //! instance is stopped: drp refuses otherwise and says so.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification, VolumeState};
@@ -32,28 +32,26 @@ impl Ebs {
         id: &str,
         want: VolumeState,
     ) -> Result<aws_sdk_ec2::types::Volume, SnapError> {
-        let deadline = Instant::now() + self.config.wait_timeout.as_duration();
-        loop {
-            let out = client
-                .describe_volumes()
-                .volume_ids(id)
-                .send()
-                .await
-                .map_err(|e| super::api_error("DescribeVolumes", &e))?;
-            if let Some(v) = out.volumes().first()
-                && v.state() == Some(&want)
-            {
-                return Ok(v.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(SnapError(format!(
-                    "volume {id} is not {} after {}",
-                    want.as_str(),
-                    self.config.wait_timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        let what = format!("volume {id} is not {}", want.as_str());
+        super::wait_until(
+            &what,
+            self.config.wait_timeout.as_duration(),
+            Duration::from_secs(2),
+            || async {
+                let out = client
+                    .describe_volumes()
+                    .volume_ids(id)
+                    .send()
+                    .await
+                    .map_err(|e| super::api_error("DescribeVolumes", &e))?;
+                Ok(out
+                    .volumes()
+                    .first()
+                    .filter(|v| v.state() == Some(&want))
+                    .cloned())
+            },
+        )
+        .await
     }
 }
 
@@ -103,28 +101,28 @@ impl SnapshotProvider for Ebs {
                 .snapshot_id()
                 .ok_or_else(|| SnapError("CreateSnapshot returned no id".into()))?
                 .to_string();
-            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
-            loop {
-                let d = client
-                    .describe_snapshots()
-                    .snapshot_ids(&id)
-                    .send()
-                    .await
-                    .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
-                match d.snapshots().first().and_then(|s| s.state()) {
-                    Some(SnapshotState::Completed) => break,
-                    Some(SnapshotState::Error) => {
-                        return Err(SnapError(format!("snapshot {id} of {volume} failed")));
+            let what = format!("snapshot {id} of {volume} not completed");
+            super::wait_until(
+                &what,
+                self.config.wait_timeout.as_duration(),
+                Duration::from_secs(2),
+                || async {
+                    let d = client
+                        .describe_snapshots()
+                        .snapshot_ids(&id)
+                        .send()
+                        .await
+                        .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
+                    match d.snapshots().first().and_then(|s| s.state()) {
+                        Some(SnapshotState::Completed) => Ok(Some(())),
+                        Some(SnapshotState::Error) => {
+                            Err(SnapError(format!("snapshot {id} of {volume} failed")))
+                        }
+                        _ => Ok(None),
                     }
-                    _ if Instant::now() > deadline => {
-                        return Err(SnapError(format!(
-                            "snapshot {id} of {volume} not completed after {}",
-                            self.config.wait_timeout
-                        )));
-                    }
-                    _ => tokio::time::sleep(Duration::from_secs(2)).await,
-                }
-            }
+                },
+            )
+            .await?;
             Ok((
                 id,
                 BTreeMap::from([("volume_id".to_string(), volume.clone())]),

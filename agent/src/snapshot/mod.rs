@@ -243,6 +243,33 @@ pub fn api_error(op: &str, e: &(dyn std::error::Error + 'static)) -> SnapError {
     SnapError(format!("{op} failed: {msg}"))
 }
 
+/// Polls `check` every `interval` until it gives a value or fails, or until
+/// `timeout` has passed: then the error says `{what} after {timeout}`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+    mut check: F,
+) -> std::result::Result<T, SnapError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Option<T>, SnapError>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SnapError(format!(
+                "{what} after {}",
+                crate::config::units::format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// Runs a command to completion; its stderr explains a failure.
 pub async fn run(program: &str, args: &[&str]) -> std::result::Result<String, SnapError> {
     let out = tokio::process::Command::new(program)
@@ -594,4 +621,51 @@ pub async fn expire(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
 
 pub fn resolve(base: &std::path::Path, p: &std::path::Path) -> PathBuf {
     crate::config::resolve_relative(base, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::wait_until;
+
+    #[tokio::test]
+    async fn a_snapshot_that_never_completes_times_out_with_a_clear_error() {
+        let err = wait_until::<(), _, _>(
+            "snapshot snap-1 of vol-1 not completed",
+            Duration::from_millis(300),
+            Duration::from_millis(50),
+            || async { Ok(None) },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.0, "snapshot snap-1 of vol-1 not completed after 300ms");
+    }
+
+    #[tokio::test]
+    async fn waiting_stops_at_the_first_answer_or_failure() {
+        let mut n = 0;
+        let v = wait_until(
+            "x",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                let done = n >= 3;
+                async move { Ok(done.then_some(n)) }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+        let e = wait_until::<(), _, _>(
+            "x",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || async { Err(super::SnapError("snapshot failed".into())) },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.0, "snapshot failed");
+    }
 }

@@ -3,7 +3,7 @@
 //! the endpoint to switch the application to.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_rds::Client;
 use aws_sdk_rds::types::Tag;
@@ -75,26 +75,26 @@ impl SnapshotProvider for Rds {
                 .send()
                 .await
                 .map_err(|e| super::api_error("CreateDBSnapshot", &e))?;
-            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
-            loop {
-                let d = client
-                    .describe_db_snapshots()
-                    .db_snapshot_identifier(&id)
-                    .send()
-                    .await
-                    .map_err(|e| super::api_error("DescribeDBSnapshots", &e))?;
-                match d.db_snapshots().first().and_then(|s| s.status()) {
-                    Some("available") => break,
-                    Some("failed") => return Err(SnapError(format!("DB snapshot {id} failed"))),
-                    _ if Instant::now() > deadline => {
-                        return Err(SnapError(format!(
-                            "DB snapshot {id} not available after {}",
-                            self.config.wait_timeout
-                        )));
+            let what = format!("DB snapshot {id} not available");
+            super::wait_until(
+                &what,
+                self.config.wait_timeout.as_duration(),
+                Duration::from_secs(5),
+                || async {
+                    let d = client
+                        .describe_db_snapshots()
+                        .db_snapshot_identifier(&id)
+                        .send()
+                        .await
+                        .map_err(|e| super::api_error("DescribeDBSnapshots", &e))?;
+                    match d.db_snapshots().first().and_then(|s| s.status()) {
+                        Some("available") => Ok(Some(())),
+                        Some("failed") => Err(SnapError(format!("DB snapshot {id} failed"))),
+                        _ => Ok(None),
                     }
-                    _ => tokio::time::sleep(Duration::from_secs(5)).await,
-                }
-            }
+                },
+            )
+            .await?;
             Ok((
                 id,
                 BTreeMap::from([("instance".to_string(), instance.clone())]),
@@ -124,35 +124,38 @@ impl SnapshotProvider for Rds {
                 .send()
                 .await
                 .map_err(|e| super::api_error("RestoreDBInstanceFromDBSnapshot", &e))?;
-            let deadline = Instant::now() + self.config.wait_timeout.as_duration();
-            loop {
-                let d = client
-                    .describe_db_instances()
-                    .db_instance_identifier(&new_id)
-                    .send()
-                    .await
-                    .map_err(|e| super::api_error("DescribeDBInstances", &e))?;
-                if let Some(i) = d.db_instances().first()
-                    && i.db_instance_status() == Some("available")
-                {
-                    let ep = i
-                        .endpoint()
-                        .map(|e| {
-                            format!("{}:{}", e.address().unwrap_or("?"), e.port().unwrap_or(0))
-                        })
-                        .unwrap_or_else(|| "(no endpoint yet)".into());
-                    return Ok(format!(
-                        "instance {new_id} restored from {snapshot}: switch the application to {ep}; {instance} is left as it was"
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(SnapError(format!(
-                        "instance {new_id} not available after {}",
-                        self.config.wait_timeout
-                    )));
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
+            let what = format!("instance {new_id} not available");
+            let ep = super::wait_until(
+                &what,
+                self.config.wait_timeout.as_duration(),
+                Duration::from_secs(5),
+                || async {
+                    let d = client
+                        .describe_db_instances()
+                        .db_instance_identifier(&new_id)
+                        .send()
+                        .await
+                        .map_err(|e| super::api_error("DescribeDBInstances", &e))?;
+                    Ok(d.db_instances()
+                        .first()
+                        .filter(|i| i.db_instance_status() == Some("available"))
+                        .map(|i| {
+                            i.endpoint()
+                                .map(|e| {
+                                    format!(
+                                        "{}:{}",
+                                        e.address().unwrap_or("?"),
+                                        e.port().unwrap_or(0)
+                                    )
+                                })
+                                .unwrap_or_else(|| "(no endpoint yet)".into())
+                        }))
+                },
+            )
+            .await?;
+            Ok(format!(
+                "instance {new_id} restored from {snapshot}: switch the application to {ep}; {instance} is left as it was"
+            ))
         })
     }
 
