@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Size of the pieces handed from the compressor to the targets.
 const CHUNK: usize = 512 << 10;
+const ALL_TARGETS_FAILED: &str = "every target failed";
+
 /// Size of each read from the source.
 const READ: usize = 256 << 10;
 /// zstd's job size in multi-threaded mode: small enough to keep memory
@@ -100,7 +102,7 @@ impl FanOut {
             }
         }
         if self.senders.iter().all(Option::is_none) {
-            return Err(io::Error::other("every target failed"));
+            return Err(io::Error::other(ALL_TARGETS_FAILED));
         }
         Ok(())
     }
@@ -247,6 +249,12 @@ fn compress(
             };
             let source = stream.finish().map_err(Error::from);
             (source, raw.digest(), stored, fan.senders)
+        }
+        Err(e) if e.to_string() == ALL_TARGETS_FAILED => {
+            // The targets say why; the source was only stopped.
+            drop(stream);
+            let why = Error::Failed("the export was stopped because every target failed".into());
+            (Err(why), raw.digest(), empty, Vec::new())
         }
         Err(e) => {
             // Stop the tool first; its status then explains the failure better

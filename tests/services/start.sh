@@ -49,42 +49,8 @@ SQL
 log "MariaDB on 127.0.0.1:$MY_PORT"
 
 # --- Garage (S3) ------------------------------------------------------------
-GARAGE="$CACHE/tools/bin/garage"
-[ -x "$GARAGE" ] || die "garage is not installed: run tests/services/setup.sh"
-S3_PORT=$(free_port); RPC_PORT=$(free_port); ADMIN_PORT=$(free_port)
-mkdir -p "$DIR/garage"
-cat > "$DIR/garage/garage.toml" <<TOML
-metadata_dir = "$DIR/garage/meta"
-data_dir = "$DIR/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPC_PORT"
-rpc_public_addr = "127.0.0.1:$RPC_PORT"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3_PORT"
-root_domain = ".s3.garage.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:$ADMIN_PORT"
-TOML
-chmod 600 "$DIR/garage/garage.toml"
-G() { "$GARAGE" -c "$DIR/garage/garage.toml" "$@"; }
-G server > "$DIR/garage/log" 2>&1 &
-echo $! > "$DIR/garage/pid"
-wait_for 60 G status || die "Garage did not start"
-NODE=$(G node id -q 2>/dev/null | cut -d@ -f1)
-G layout assign -z dc1 -c 1G "$NODE" > /dev/null || die "Garage layout assign failed"
-G layout apply --version 1 > /dev/null || die "Garage layout apply failed"
-wait_for 30 G bucket create drp-test || die "Garage bucket creation failed"
-KEY_OUT=$(G key create drp-test-key)
-S3_KEY_ID=$(echo "$KEY_OUT" | awk -F': *' '/Key ID/ {print $2; exit}')
-S3_SECRET=$(echo "$KEY_OUT" | awk -F': *' '/Secret key/ {print $2; exit}')
-[ -n "$S3_KEY_ID" ] && [ -n "$S3_SECRET" ] || die "could not read the Garage key: $KEY_OUT"
-G bucket allow --read --write --owner drp-test --key drp-test-key > /dev/null || die "Garage bucket permission failed"
-log "Garage S3 on 127.0.0.1:$S3_PORT"
+eval "$(bash "$(dirname "$0")/garage.sh" "$DIR/garage")" || die "Garage did not start"
+log "Garage S3 on 127.0.0.1:${S3_PORT}"
 
 # --- OpenSSH (SFTP) -----------------------------------------------------------
 SFTP_PORT=$(free_port)
@@ -137,7 +103,7 @@ DRP_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 DRP_TEST_S3_BUCKET=drp-test
 DRP_TEST_S3_KEY_ID=$S3_KEY_ID
 DRP_TEST_S3_SECRET=$S3_SECRET
-DRP_TEST_GARAGE=$GARAGE
+DRP_TEST_GARAGE=$CACHE/tools/bin/garage
 DRP_TEST_GARAGE_CONF=$DIR/garage/garage.toml
 DRP_TEST_SFTP_PORT=$SFTP_PORT
 DRP_TEST_SFTP_KEY=$DIR/ssh/client_key

@@ -8,5 +8,7 @@ umount "$DIR/btrfs" 2>/dev/null
 for pidfile in "$DIR/my/pid" "$DIR/garage/pid" "$DIR/ssh/pid" "$DIR/moto.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
 done
+# Anything still running from this folder (a server started by a test itself).
+pkill -f -- "$DIR/" 2>/dev/null
 sleep 0.5
 rm -rf "$DIR"

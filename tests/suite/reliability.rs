@@ -780,3 +780,213 @@ fn s3_over_tls_verifies_certificates_by_default() {
         run.stderr
     );
 }
+
+/// Starts (or restarts, on its data) a private Garage in `dir`.
+fn private_garage(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/services/garage.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tests/services/garage.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_s3_server_stopped_mid_upload_fails_cleanly_and_recovers() {
+    let mut s = scratch("s3down");
+    let garage = private_garage(&s.path("garage"));
+    s.set_env("G_KEY", &garage["S3_KEY_ID"]);
+    s.set_env("G_SECRET", &garage["S3_SECRET"]);
+    let hook = crate::receivers::http_sink(false);
+    media_tree(&s, 24);
+    let p = s
+        .write(
+            "policy.yaml",
+            &format!(
+                "host: o\nmetrics: {{textfile: drp.prom}}\nnotify: {{webhook: {{url: \"{}\"}}}}\ntargets:\n  s3:\n    kind: s3\n    bucket: drp-test\n    endpoint: http://127.0.0.1:{}\n    region: garage\n    access_key_id: {{env: G_KEY}}\n    secret_access_key: {{env: G_SECRET}}\nexports:\n  media:\n    source: {{kind: directory, path: media}}\n    targets: [s3]\n    compression: {{level: 12}}\n",
+                hook.url, garage["S3_PORT"]
+            ),
+        )
+        .display()
+        .to_string();
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    std::fs::write(s.path("media/changed.txt"), "after the first point").unwrap();
+    let child = s
+        .agent_cmd(&["backup", "--policy", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // The server dies mid-upload and stays down longer than the retries last.
+    std::process::Command::new("kill")
+        .args(["-9", &garage["GARAGE_PID"]])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let run = Run::from(child.wait_with_output().unwrap());
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("target `s3` failed"), "{}", run.stderr);
+    assert!(
+        took < Duration::from_secs(120),
+        "retries are bounded: {took:?}"
+    );
+    let prom = std::fs::read_to_string(s.path("drp.prom")).unwrap();
+    assert!(
+        prom.contains("drp_export_last_result{host=\"o\",export=\"media\"} 0"),
+        "{prom}"
+    );
+    assert!(
+        hook.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("\"result\":\"failed\""))
+    );
+    // Back up again: nothing of the failed run is visible, the first point is intact.
+    private_garage(&s.path("garage"));
+    let listed = s.agent(&["--json", "list", "--policy", &p]);
+    assert_eq!(
+        listed.json()["points"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.stdout
+    );
+    s.agent(&["verify", "--policy", &p]).ok();
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    let pid = std::fs::read_to_string(s.path("garage/pid")).unwrap();
+    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+}
+
+/// Kills a process and all its descendants (an sshd and its sessions).
+fn kill_tree(pid: u32) {
+    let mut pids = vec![pid];
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) && !pids.contains(&child) {
+                pids.push(child);
+            }
+        }
+        i += 1;
+    }
+    for p in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.to_string()])
+            .status();
+    }
+}
+
+/// A private sshd on a free port, with the suite's keys.
+fn private_sshd(s: &Scratch, port: u16) -> std::process::Child {
+    let svc = services();
+    let shared = std::path::Path::new(svc.get("DRP_TEST_SFTP_KEY"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let conf = std::fs::read_to_string(shared.join("sshd_config"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("Port ") && !l.starts_with("PidFile "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = s.write(
+        "sshd_config",
+        &format!(
+            "Port {port}\nPidFile {}\n{conf}\n",
+            s.path("sshd.pid").display()
+        ),
+    );
+    let child = std::process::Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-f")
+        .arg(&path)
+        .arg("-E")
+        .arg(s.path("sshd.log"))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the private sshd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn an_sftp_connection_cut_mid_upload_fails_cleanly_and_recovers() {
+    let s = scratch("sftpcut");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sshd = private_sshd(&s, port);
+    let svc = services();
+    media_tree(&s, 24);
+    let p = s
+        .write(
+            "policy.yaml",
+            &format!(
+                "host: o\ntargets:\n  nas:\n    kind: sftp\n    host: 127.0.0.1\n    port: {port}\n    user: root\n    key: {}\n    path: {}/repo\n    known_hosts: accept\nexports:\n  media:\n    source: {{kind: directory, path: media}}\n    targets: [nas]\n    compression: {{level: 12}}\n",
+                svc.get("DRP_TEST_SFTP_KEY"),
+                s.path("sftp").display()
+            ),
+        )
+        .display()
+        .to_string();
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    std::fs::write(s.path("media/changed.txt"), "after the first point").unwrap();
+    let child = s
+        .agent_cmd(&["backup", "--policy", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // The NAS's SSH server and every session it holds go away mid-upload.
+    kill_tree(sshd.id());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("target `nas` failed"), "{}", run.stderr);
+    // The server comes back: the failed run left nothing visible, the first point is whole.
+    let mut sshd = private_sshd(&s, port);
+    let listed = s.agent(&["--json", "list", "--policy", &p]);
+    assert_eq!(
+        listed.json()["points"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.stdout
+    );
+    s.agent(&["verify", "--policy", &p]).ok();
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    kill_tree(sshd.id());
+    let _ = sshd.wait();
+}
