@@ -948,7 +948,7 @@ fn an_sftp_connection_cut_mid_upload_fails_cleanly_and_recovers() {
         .local_addr()
         .unwrap()
         .port();
-    let sshd = private_sshd(&s, port);
+    let mut sshd = private_sshd(&s, port);
     let svc = services();
     media_tree(&s, 24);
     let p = s
@@ -973,11 +973,12 @@ fn an_sftp_connection_cut_mid_upload_fails_cleanly_and_recovers() {
     std::thread::sleep(Duration::from_millis(400));
     // The NAS's SSH server and every session it holds go away mid-upload.
     kill_tree(sshd.id());
+    let _ = sshd.wait();
     let run = Run::from(child.wait_with_output().unwrap());
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("target `nas` failed"), "{}", run.stderr);
     // The server comes back: the failed run left nothing visible, the first point is whole.
-    let mut sshd = private_sshd(&s, port);
+    sshd = private_sshd(&s, port);
     let listed = s.agent(&["--json", "list", "--policy", &p]);
     assert_eq!(
         listed.json()["points"].as_array().unwrap().len(),
