@@ -111,6 +111,9 @@ for peer in ["pg_dump -Fc -Z0 | zstd -T0 -3 > file", "restic backup --stdin", "b
 small, full = get("memory: drp pipeline, 100 MB"), get("memory: drp pipeline, full stream")
 if small and full:
     p(f"| peak RSS, 100 MB stream → full stream | {small[3]/1024:.0f} MiB → {full[3]/1024:.0f} MiB | ≤ 64 MiB, flat | {'met' if full[3] <= 64*1024 and full[3] <= small[3]*1.25 else 'MISSED'} |")
+sh_, dr = get("ten trivial commands from a shell"), get("drp drill of ten trivial steps")
+if sh_ and dr:
+    p(f"| drill of ten trivial steps ÷ the same commands from a shell | {dr[0]/sh_[0]:.1f}× ({(dr[0]-sh_[0])*1000:.0f} ms added) | — | orchestration, preflight and report storage |")
 p("")
 
 p("## Restore throughput and the 5-minute RTO\n")

@@ -28,8 +28,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 bash tests/services/setup.sh >/dev/null
 # The agent as shipped, without the AWS SDKs (they play no part in these paths).
-cargo build --release --locked -q -p drp-agent --no-default-features
+cargo build --release --locked -q -p drp-agent -p drp-coordinator --no-default-features
 AGENT=$CARGO_TARGET_DIR/release/drp-agent
+DRP=$CARGO_TARGET_DIR/release/drp
 
 ENV_FILE=$(bash tests/services/start.sh 2>/dev/null)
 SVC=$(dirname "$ENV_FILE")
@@ -166,6 +167,24 @@ for rep in $(seq 1 "$REPS"); do
     measure "drp-agent restore (-j2) from local NAS" "psql -q -c 'drop database if exists r2' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-nas --to r2 --yes --workdir '$WORK'"
     measure "drp-agent restore (-j2) from S3" "psql -q -c 'drop database if exists r3' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-s3 --to r3 --yes --workdir '$WORK'"
     measure "restic restore (dump file only)" "rm -rf '$WORK/rr' && restic -q --repo '$WORK/restic' restore latest --target '$WORK/rr'"
+done
+
+# Drill overhead: a runbook of ten trivial steps, against running the ten
+# commands in a row from a shell.
+cat > "$WORK/trivial.yaml" <<YAML
+name: trivial
+policy: policy.yaml
+objectives: {rto: 5m, rpo: 30m}
+drill:
+  inject:
+    - {name: inject, action: {kind: command, run: "true"}}
+steps:
+$(for i in 1 2 3 4 5 6 7 8 9; do echo "  - {name: step-$i, phase: restore, action: {kind: command, run: \"true\"}}"; done)
+  - {name: verify, phase: verify, action: {kind: command, run: "true"}}
+YAML
+for rep in $(seq 1 "$REPS"); do
+    measure "ten trivial commands from a shell" "for i in 1 2 3 4 5 6 7 8 9 10 11; do sh -c true; done"
+    measure "drp drill of ten trivial steps" "cd '$WORK' && '$DRP' -q drill trivial.yaml --yes"
 done
 
 # Memory: a 100 MB slice of the stream against the whole stream.
