@@ -5,14 +5,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
 pub struct ExportLock {
     file: File,
-    path: PathBuf,
 }
 
 impl ExportLock {
@@ -80,11 +79,7 @@ impl ExportLock {
             std::process::id(),
             chrono::Utc::now().to_rfc3339()
         );
-        Ok(ExportLock { file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(ExportLock { file })
     }
 }
 

@@ -4,8 +4,6 @@
 //! first, until the rule's count is reached; `keep_last` keeps the newest N.
 //! A point kept by any rule is kept. No rule at all keeps everything.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Datelike, Utc};
 
 use crate::config::Retention;
@@ -104,14 +102,6 @@ pub fn apply(
     decisions
 }
 
-/// Counts of kept points per rule, for the summary line.
-pub fn summary(decisions: &[Decision]) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    m.insert("keep", decisions.iter().filter(|d| d.keep()).count());
-    m.insert("delete", decisions.iter().filter(|d| !d.keep()).count());
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +161,7 @@ mod tests {
         expected.sort();
         expected.dedup();
         assert_eq!(kept(&d), expected);
-        assert_eq!(summary(&d)["delete"], 730 - expected.len());
+        assert_eq!(d.iter().filter(|x| !x.keep()).count(), 730 - expected.len());
         let newest = &d[0];
         assert_eq!(
             newest.reasons,

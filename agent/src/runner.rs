@@ -22,12 +22,6 @@ pub struct RunOutcome {
     pub notify_errors: Vec<String>,
 }
 
-impl RunOutcome {
-    pub fn exit_code(&self) -> ExitCode {
-        self.report.exit_code()
-    }
-}
-
 /// Runs one export under its lock, then records, publishes and notifies.
 pub async fn run_export(
     policy: &Policy,
