@@ -21,6 +21,9 @@ command -v python3 >/dev/null || need+=(python3)
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v qemu-io >/dev/null || need+=(qemu-utils)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v openssl >/dev/null || need+=(openssl)
+command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
