@@ -80,7 +80,10 @@ enum Msg {
 /// Splits the compressed stream into chunks and hands each to every live target.
 struct FanOut {
     senders: Vec<Option<mpsc::Sender<Msg>>>,
-    pending: Vec<u8>,
+    /// Compressed bytes not yet handed out. Chunks are split off this one
+    /// buffer, whose memory is reused once every target has written them:
+    /// no fresh allocation (and page faults) per chunk.
+    pending: bytes::BytesMut,
     hasher: Sha256,
     bytes: u64,
 }
@@ -90,10 +93,7 @@ impl FanOut {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(CHUNK),
-        ));
+        let chunk = self.pending.split().freeze();
         for slot in &mut self.senders {
             if let Some(tx) = slot
                 && tx.blocking_send(Msg::Data(chunk.clone())).is_err()
@@ -112,6 +112,10 @@ impl Write for FanOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.hasher.update(buf);
         self.bytes += buf.len() as u64;
+        if self.pending.capacity() - self.pending.len() < buf.len() {
+            // Reclaims the space of chunks the targets have finished with.
+            self.pending.reserve(CHUNK * 2);
+        }
         self.pending.extend_from_slice(buf);
         if self.pending.len() >= CHUNK {
             self.send()?;
@@ -202,7 +206,7 @@ fn compress(
 ) {
     let fan = FanOut {
         senders,
-        pending: Vec::with_capacity(CHUNK),
+        pending: bytes::BytesMut::with_capacity(CHUNK * 2),
         hasher: Sha256::new(),
         bytes: 0,
     };
