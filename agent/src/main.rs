@@ -1,5 +1,5 @@
 use clap::Parser;
-use drp_agent::cli::{self, Output, agent::Cli};
+use drp_agent::cli::{self, agent::Cli};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -7,11 +7,8 @@ async fn main() -> std::process::ExitCode {
     // by other users (files 0600, folders 0700).
     drp_agent::cli::private_umask();
     let args = Cli::parse();
-    cli::init_tracing(args.verbose);
-    let out = Output {
-        json: args.json,
-        quiet: args.quiet,
-    };
+    cli::init_tracing(args.global.verbose);
+    let out = args.global.output();
     let code = match cli::agent::run(&args).await {
         Ok(code) => code,
         Err(e) => cli::report_error(&out, &e),

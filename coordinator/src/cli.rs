@@ -12,18 +12,11 @@ use drp_agent::{ExitCode, Result};
 #[command(
     name = "drp",
     version,
-    about = "drp coordinator: restores for on-call engineers, recovery demos"
+    about = "drp coordinator: restores, runbooks, drills and RTO/RPO compliance reports"
 )]
 pub struct Cli {
-    /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short, global = true)]
-    pub quiet: bool,
-    /// More logging (-v, -vv).
-    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub global: drp_agent::cli::Global,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,8 +70,8 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Run the whole job on an embedded default: a demo SQLite application
-    /// backed up to a local folder acting as the NAS, listed, verified and restored.
+    /// Run the whole job on an embedded default: a drill of a demo SQLite
+    /// application backed up to a local folder acting as the NAS.
     Demo {
         /// Folder for the demo application, policy and NAS.
         #[arg(long, default_value = "demo")]
@@ -100,23 +93,11 @@ pub struct RunArgs {
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
-    let out = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let out = cli.global.output();
     match &cli.command {
         Command::Restore(args) => drp_agent::cli::restore::run(args, &out).await,
         Command::List { repo, export } => {
-            let agent_cli = drp_agent::cli::agent::Cli {
-                json: cli.json,
-                quiet: cli.quiet,
-                verbose: cli.verbose,
-                command: drp_agent::cli::agent::Command::List {
-                    repo: repo.clone(),
-                    export: export.clone(),
-                },
-            };
-            drp_agent::cli::agent::run(&agent_cli).await
+            drp_agent::cli::agent::run_list(repo, export.as_deref(), &out).await
         }
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out),

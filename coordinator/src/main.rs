@@ -1,5 +1,5 @@
 use clap::Parser;
-use drp_agent::cli::{self as agent_cli, Output};
+use drp_agent::cli as agent_cli;
 use drp_coordinator::cli::{self, Cli};
 
 #[tokio::main]
@@ -8,11 +8,8 @@ async fn main() -> std::process::ExitCode {
     // by other users (files 0600, folders 0700).
     drp_agent::cli::private_umask();
     let args = Cli::parse();
-    agent_cli::init_tracing(args.verbose);
-    let out = Output {
-        json: args.json,
-        quiet: args.quiet,
-    };
+    agent_cli::init_tracing(args.global.verbose);
+    let out = args.global.output();
     let code = match cli::run(&args).await {
         Ok(code) => code,
         Err(e) => agent_cli::report_error(&out, &e),

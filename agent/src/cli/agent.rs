@@ -25,15 +25,8 @@ use crate::{prune, runner, state};
     about = "drp host agent: backups of databases and directories to NAS and S3, verified restores"
 )]
 pub struct Cli {
-    /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short, global = true)]
-    pub quiet: bool,
-    /// More logging (-v, -vv).
-    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub global: super::Global,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -257,10 +250,7 @@ impl Scope {
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
-    let out = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let out = cli.global.output();
     match &cli.command {
         Command::Backup {
             policy,
@@ -750,7 +740,7 @@ fn run_units(
     Ok(ExitCode::Ok)
 }
 
-async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {
+pub async fn run_list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {
     let scope = Scope::open(args, export).await?;
     let now = Utc::now();
     let mut table = Table::new(&[

@@ -12,6 +12,29 @@ pub use output::{Output, Table};
 
 use crate::{Error, ExitCode};
 
+/// The flags both binaries take on every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More logging (-v, -vv).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Global {
+    pub fn output(&self) -> Output {
+        Output {
+            json: self.json,
+            quiet: self.quiet,
+        }
+    }
+}
+
 /// Makes every file and folder the process creates private to its user.
 pub fn private_umask() {
     // SAFETY: umask only changes this process's file-creation mask.

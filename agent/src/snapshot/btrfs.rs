@@ -103,10 +103,7 @@ impl SnapshotProvider for Btrfs {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<String, SnapError>> {
         Box::pin(async move {
-            let snap = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no path".into()))?;
+            let snap = member.snapshot_ref()?;
             run("btrfs", &["subvolume", "show", snap])
                 .await
                 .map_err(|e| SnapError(format!("snapshot {snap} is gone: {}", e.0)))?;
@@ -142,10 +139,7 @@ impl SnapshotProvider for Btrfs {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<(), SnapError>> {
         Box::pin(async move {
-            let snap = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no path".into()))?;
+            let snap = member.snapshot_ref()?;
             if !Path::new(snap).exists() {
                 return Ok(());
             }

@@ -109,10 +109,7 @@ impl SnapshotProvider for DirectorySnap {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<String, SnapError>> {
         Box::pin(async move {
-            let id = member
-                .reference
-                .clone()
-                .ok_or_else(|| SnapError("the snapshot has no recovery point".into()))?;
+            let id = member.snapshot_ref()?.to_string();
             let (policy, export) = self.policy_with_export(ctx);
             let e = policy
                 .export(&export)

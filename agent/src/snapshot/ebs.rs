@@ -136,10 +136,7 @@ impl SnapshotProvider for Ebs {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<String, SnapError>> {
         Box::pin(async move {
-            let snapshot = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no id".into()))?;
+            let snapshot = member.snapshot_ref()?;
             let client = self.client().await;
             let old_id = &self.config.resource.volume_id;
             let old = client

@@ -97,6 +97,18 @@ pub struct Member {
     pub details: BTreeMap<String, String>,
 }
 
+impl Member {
+    /// The provider's reference to the snapshot, which rollback needs.
+    pub fn snapshot_ref(&self) -> std::result::Result<&str, SnapError> {
+        self.reference.as_deref().ok_or_else(|| {
+            SnapError(format!(
+                "snapshot `{}` has no reference: it was never taken",
+                self.name
+            ))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SetStatus {

@@ -69,10 +69,7 @@ impl SnapshotProvider for Qcow2 {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<String, SnapError>> {
         Box::pin(async move {
-            let tag = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no tag".into()))?;
+            let tag = member.snapshot_ref()?;
             self.qemu_img(&["snapshot", "-a", tag]).await?;
             Ok(format!(
                 "{} reverted to snapshot {tag}",
@@ -87,10 +84,7 @@ impl SnapshotProvider for Qcow2 {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<(), SnapError>> {
         Box::pin(async move {
-            let tag = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no tag".into()))?;
+            let tag = member.snapshot_ref()?;
             self.qemu_img(&["snapshot", "-d", tag]).await.map(|_| ())
         })
     }

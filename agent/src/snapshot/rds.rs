@@ -108,10 +108,7 @@ impl SnapshotProvider for Rds {
         member: &'a Member,
     ) -> BoxFuture<'a, Result<String, SnapError>> {
         Box::pin(async move {
-            let snapshot = member
-                .reference
-                .as_deref()
-                .ok_or_else(|| SnapError("the snapshot has no id".into()))?;
+            let snapshot = member.snapshot_ref()?;
             let client = self.client().await;
             let instance = &self.config.resource.instance;
             let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
