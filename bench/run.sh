@@ -7,13 +7,15 @@
 #
 # Starts its own services with tests/services/start.sh, installs the peers
 # (restic, borg, pgBackRest) from Debian when missing. Timings are wall, user
-# and system seconds and peak RSS from /usr/bin/time; each tool runs
-# DRP_BENCH_REPS times (default 2), interleaved, and the best run is kept.
+# and system seconds and peak RSS from /usr/bin/time, plus the CPU time the
+# PostgreSQL server spent meanwhile. Each round runs every tool once, in the
+# same order; there are DRP_BENCH_REPS rounds (default 5), and every ratio is
+# the median of the ratios within a round (paired runs, minutes apart at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MB=${DRP_BENCH_MB:-1024}
-REPS=${DRP_BENCH_REPS:-2}
+REPS=${DRP_BENCH_REPS:-5}
 LEVEL=3
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/drp/target}
 
@@ -34,26 +36,39 @@ DRP=$CARGO_TARGET_DIR/release/drp
 
 ENV_FILE=$(bash tests/services/start.sh 2>/dev/null)
 SVC=$(dirname "$ENV_FILE")
-trap 'bash tests/services/stop.sh "$SVC"' EXIT
+WORK=$(mktemp -d /var/tmp/drp-bench.XXXXXX)
+trap 'bash tests/services/stop.sh "$SVC"; rm -rf "$WORK"' EXIT
 # shellcheck disable=SC1090
 set -a; . "$ENV_FILE"; set +a
-WORK=$(mktemp -d /var/tmp/drp-bench.XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 export PGHOST=127.0.0.1 PGPORT=$DRP_TEST_PG_PORT PGUSER=postgres PGPASSWORD=$DRP_TEST_PG_PASSWORD
 PGBIN=/usr/lib/postgresql/15/bin
 
+PGDATA=$SVC/pg/data
+# CPU seconds of the PostgreSQL server's finished backends (the postmaster's
+# reaped children): read before and after a run, the server's share of it.
+server_cpu() {
+    local pid
+    pid=$(head -1 "$PGDATA/postmaster.pid")
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($14 + $15) / hz }' "/proc/$pid/stat"
+}
+
 # measure NAME COMMAND: one timed run, appended to the results.
 measure() {
     local name=$1; shift
+    local before after
+    before=$(server_cpu)
     if ! /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" bash -c "$*" > /dev/null 2> "$WORK/err"; then
         echo "  $name: FAILED: $(tail -3 "$WORK/err" | tr '\n' ' ')" >&2
         echo -e "$name\tFAILED $(tail -1 "$WORK/err" | tr '\t' ' ')" >> "$RESULTS"
         return 0
     fi
+    sleep 0.3 # lets the postmaster reap the run's backends
+    after=$(server_cpu)
     local t
-    t=$(tail -1 "$WORK/time")
+    t="$(tail -1 "$WORK/time") $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')"
     echo -e "$name\t$t" >> "$RESULTS"
     echo "  $name: $t" >&2
 }
@@ -106,11 +121,11 @@ targets:
     secret_access_key: {env: DRP_TEST_S3_SECRET}
 exports:
   db-nas:
-    source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, restore_jobs: 2}
+    source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
     targets: [nas]
     compression: {level: $LEVEL}
   db-s3:
-    source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}}
+    source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
     targets: [s3]
     compression: {level: $LEVEL}
   stream:
@@ -119,12 +134,9 @@ exports:
     compression: {level: $LEVEL}
 YAML
 
-# Peers' repositories.
+# Peers' repositories (restic and borg get a fresh one every round, below).
 export RESTIC_PASSWORD=bench-only BORG_PASSPHRASE=bench-only BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-restic init -q --repo "$WORK/restic" >/dev/null
-borg init --encryption=none "$WORK/borg" 2>/dev/null
 mkdir -p "$WORK/pgbackrest" && chown postgres: "$WORK/pgbackrest"
-PGDATA=$SVC/pg/data
 cat > "$WORK/pgbackrest.conf" <<CONF
 [global]
 repo1-path=$WORK/pgbackrest
@@ -149,6 +161,11 @@ $PGBIN/pg_dump -Fc -Z0 -d bench > /dev/null
 
 for rep in $(seq 1 "$REPS"); do
     echo "bench: round $rep of $REPS" >&2
+    # restic and borg deduplicate: a fresh repository each round makes them
+    # store the dump in full, as drp does, instead of finding it there.
+    rm -rf "$WORK/restic" "$WORK/borg"
+    restic init -q --repo "$WORK/restic" >/dev/null
+    borg init --encryption=none "$WORK/borg" 2>/dev/null
     # The pipeline on the same bytes.
     measure "zstd -T0 -$LEVEL (bound)" "zstd -q -T0 -$LEVEL -c '$DUMP' > /dev/null"
     measure "zstd -T0 -$LEVEL | sha256sum" "zstd -q -T0 -$LEVEL -c '$DUMP' | sha256sum"
@@ -160,13 +177,15 @@ for rep in $(seq 1 "$REPS"); do
     measure "drp-agent backup to local NAS" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-nas"
     measure "drp-agent backup to S3 (Garage)" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-s3"
     measure "restic backup --stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | restic -q --repo '$WORK/restic' backup --stdin --stdin-filename bench.dump --compression auto"
-    measure "borg create (zstd,$LEVEL) from stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | borg create --compression zstd,$LEVEL '$WORK/borg::r$rep-\$(date +%s%N)' -"
+    measure "borg create (zstd,$LEVEL) from stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | borg create --compression zstd,$LEVEL '$WORK/borg::r$rep' -"
     measure "pgBackRest full backup (physical)" "$PGBR --type=full backup'"
     # Restores of the same database.
     measure "pg_restore -j2 from a local file" "psql -q -c 'drop database if exists r1' -c 'create database r1' && $PGBIN/pg_restore -j2 -d r1 '$DUMP'"
     measure "drp-agent restore (-j2) from local NAS" "psql -q -c 'drop database if exists r2' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-nas --to r2 --yes --workdir '$WORK'"
     measure "drp-agent restore (-j2) from S3" "psql -q -c 'drop database if exists r3' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-s3 --to r3 --yes --workdir '$WORK'"
-    measure "restic restore (dump file only)" "rm -rf '$WORK/rr' && restic -q --repo '$WORK/restic' restore latest --target '$WORK/rr'"
+    measure "restic restore, then pg_restore -j2" "rm -rf '$WORK/rr' && restic -q --repo '$WORK/restic' restore latest --target '$WORK/rr' && psql -q -c 'drop database if exists r4' -c 'create database r4' && $PGBIN/pg_restore -j2 -d r4 '$WORK/rr/bench.dump'"
+    measure "pgBackRest restore (data directory only)" "rm -rf '$WORK/pgbr-restore' && install -d -o postgres -m 700 '$WORK/pgbr-restore' && $PGBR --pg1-path=$WORK/pgbr-restore restore'"
+    rm -rf "$WORK/rr" "$WORK/pgbr-restore" "$WORK/plain.dump.zst"
 done
 
 # Drill overhead: a runbook of ten trivial steps, against running the ten
@@ -176,6 +195,7 @@ name: trivial
 policy: policy.yaml
 objectives: {rto: 5m, rpo: 30m}
 drill:
+  settle: 0s
   inject:
     - {name: inject, action: {kind: command, run: "true"}}
 steps:
@@ -187,13 +207,30 @@ for rep in $(seq 1 "$REPS"); do
     measure "drp drill of ten trivial steps" "cd '$WORK' && '$DRP' -q drill trivial.yaml --yes"
 done
 
-# Memory: a 100 MB slice of the stream against the whole stream.
-mkdir -p "$WORK/small"
+# Memory: a 100 MB slice of the stream against four times the whole stream.
+mkdir -p "$WORK/small" "$WORK/big"
 head -c 100000000 "$DUMP" > "$WORK/small/part.bin"
+cat "$DUMP" "$DUMP" "$DUMP" "$DUMP" > "$WORK/big/part.bin"
+BIG_MB=$(( $(stat -c %s "$WORK/big/part.bin") / 1000000 ))
 sed -e "s#path: $WORK/stream#path: $WORK/small#" "$WORK/policy.yaml" > "$WORK/policy-small.yaml"
+sed -e "s#path: $WORK/stream#path: $WORK/big#" "$WORK/policy.yaml" > "$WORK/policy-big.yaml"
 measure "memory: drp pipeline, 100 MB" "'$AGENT' -q backup --policy '$WORK/policy-small.yaml' --export stream"
-measure "memory: drp pipeline, full stream" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export stream"
+measure "memory: drp pipeline, $BIG_MB MB" "'$AGENT' -q backup --policy '$WORK/policy-big.yaml' --export stream"
+rm -rf "$WORK/big"
+
+# Where the pipeline's CPU goes: a sampled profile of one run, by function and by thread.
+PROFILE=$WORK/profile.txt
+if command -v perf >/dev/null; then
+    perf record -q -F 999 -o "$WORK/perf.data" "$AGENT" -q backup --policy "$WORK/policy.yaml" --export stream >/dev/null 2>&1
+    { perf report -i "$WORK/perf.data" --stdio --no-children --sort sym -g none 2>/dev/null | grep '%' | grep -v '^#'
+      echo "--- threads"
+      perf report -i "$WORK/perf.data" --stdio --no-children --sort tid -g none 2>/dev/null | grep '%' | grep -v '^#'
+    } > "$PROFILE" || true
+else
+    echo "perf is not installed: no profile" > "$PROFILE"
+fi
 
 cp "$RESULTS" bench/last-run.tsv
-python3 bench/report.py "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" > BENCHMARKS.md
-echo "bench: wrote BENCHMARKS.md (raw figures in $RESULTS)" >&2
+python3 bench/report.py "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" "$PROFILE" > BENCHMARKS.md
+cp "$PROFILE" bench/last-profile.txt
+echo "bench: wrote BENCHMARKS.md (raw figures in bench/last-run.tsv)" >&2

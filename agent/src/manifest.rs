@@ -34,7 +34,7 @@ pub struct Manifest {
     pub agent: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     pub size: u64,
     pub sha256: String,

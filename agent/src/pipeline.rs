@@ -7,7 +7,7 @@
 //! the size of the stream: nothing is buffered whole.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -33,41 +33,52 @@ const READ: usize = 256 << 10;
 const JOB: u32 = 4 << 20;
 /// Chunks queued per target before the compressor waits for it.
 const QUEUE: usize = 4;
+/// Chunks queued for a hashing thread (it runs several times faster than
+/// zstd, so this only absorbs scheduling delays).
+const HASH_QUEUE: usize = 8;
 
-/// A reader or writer that hashes and counts what passes through it.
-pub struct Hashing<T> {
-    inner: T,
-    hasher: Sha256,
-    bytes: u64,
+/// SHA-256 and size of a stream, computed on a thread of its own from the
+/// chunks handed to it, so that hashing runs beside compression instead of
+/// in front of it.
+struct HashThread {
+    tx: Option<SyncSender<Bytes>>,
+    handle: std::thread::JoinHandle<Digest>,
 }
 
-impl<T> Hashing<T> {
-    pub fn new(inner: T) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
+impl HashThread {
+    fn spawn() -> Self {
+        let (tx, rx) = sync_channel::<Bytes>(HASH_QUEUE);
+        let work = move || {
+            let (mut hasher, mut size) = (Sha256::new(), 0u64);
+            for chunk in rx {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            Digest {
+                size,
+                sha256: hex::encode(hasher.finalize()),
+            }
+        };
+        let handle = std::thread::Builder::new()
+            .name("drp-sha256".into())
+            .spawn(work)
+            .expect("cannot start a hashing thread");
+        HashThread {
+            tx: Some(tx),
+            handle,
         }
     }
 
-    pub fn digest(&self) -> Digest {
-        Digest {
-            size: self.bytes,
-            sha256: hex::encode(self.hasher.clone().finalize()),
+    fn update(&self, chunk: Bytes) {
+        if let Some(tx) = &self.tx {
+            // The thread only stops when the sender is dropped.
+            let _ = tx.send(chunk);
         }
     }
 
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.inner
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+    fn finish(mut self) -> Digest {
+        self.tx = None;
+        self.handle.join().unwrap_or_default()
     }
 }
 
@@ -84,8 +95,7 @@ struct FanOut {
     /// buffer, whose memory is reused once every target has written them:
     /// no fresh allocation (and page faults) per chunk.
     pending: bytes::BytesMut,
-    hasher: Sha256,
-    bytes: u64,
+    hasher: HashThread,
 }
 
 impl FanOut {
@@ -94,6 +104,7 @@ impl FanOut {
             return Ok(());
         }
         let chunk = self.pending.split().freeze();
+        self.hasher.update(chunk.clone());
         for slot in &mut self.senders {
             if let Some(tx) = slot
                 && tx.blocking_send(Msg::Data(chunk.clone())).is_err()
@@ -110,8 +121,6 @@ impl FanOut {
 
 impl Write for FanOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hasher.update(buf);
-        self.bytes += buf.len() as u64;
         if self.pending.capacity() - self.pending.len() < buf.len() {
             // Reclaims the space of chunks the targets have finished with.
             self.pending.reserve(CHUNK * 2);
@@ -152,20 +161,24 @@ pub async fn export(
         senders.push(Some(tx));
         tasks.push(tokio::spawn(drain(target, path, rx)));
     }
-    let compressor =
-        tokio::task::spawn_blocking(move || compress(stream, compression, senders, progress));
-    let (source, raw, stored, senders) = match compressor.await {
+    // A named thread (zstd's workers inherit the name): profiles then show
+    // where the compressor's time goes.
+    let (done, compressor) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("drp-compress".into())
+        .spawn(move || {
+            let _ = done.send(compress(stream, compression, senders, progress));
+        });
+    let outcome = match spawned {
+        Ok(_) => compressor.await.map_err(|_| "it panicked".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (source, raw, stored, senders) = match outcome {
         Ok(r) => r,
         Err(e) => (
             Err(Error::Failed(format!("the compressor stopped: {e}"))),
-            Digest {
-                size: 0,
-                sha256: String::new(),
-            },
-            Digest {
-                size: 0,
-                sha256: String::new(),
-            },
+            Digest::default(),
+            Digest::default(),
             Vec::new(),
         ),
     };
@@ -207,10 +220,9 @@ fn compress(
     let fan = FanOut {
         senders,
         pending: bytes::BytesMut::with_capacity(CHUNK * 2),
-        hasher: Sha256::new(),
-        bytes: 0,
+        hasher: HashThread::spawn(),
     };
-    let mut raw = Hashing::new(());
+    let raw = HashThread::spawn();
     let result = (|| -> io::Result<FanOut> {
         let mut enc = zstd::stream::write::Encoder::new(fan, compression.level)?;
         let threads = match compression.threads {
@@ -224,41 +236,43 @@ fn compress(
             enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB))?;
         }
         enc.include_checksum(true)?;
-        let mut buf = vec![0u8; READ];
+        // Reads land in one reused buffer; each piece read is shared with the
+        // hashing thread without a copy.
+        let mut buf = bytes::BytesMut::new();
         loop {
+            if buf.len() < READ / 4 {
+                buf.clear();
+                buf.reserve(READ);
+                buf.resize(READ, 0);
+            }
             let n = match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            raw.hasher.update(&buf[..n]);
-            raw.bytes += n as u64;
-            enc.write_all(&buf[..n])?;
+            let chunk = buf.split_to(n).freeze();
+            raw.update(chunk.clone());
+            enc.write_all(&chunk)?;
             progress.event(Event::Advanced { bytes: n as u64 });
         }
         let mut fan = enc.finish()?;
         fan.send()?;
         Ok(fan)
     })();
-    let empty = Digest {
-        size: 0,
-        sha256: String::new(),
-    };
+    let raw = raw.finish();
+    let empty = Digest::default();
     match result {
         Ok(fan) => {
-            let stored = Digest {
-                size: fan.bytes,
-                sha256: hex::encode(fan.hasher.finalize()),
-            };
+            let stored = fan.hasher.finish();
             let source = stream.finish().map_err(Error::from);
-            (source, raw.digest(), stored, fan.senders)
+            (source, raw, stored, fan.senders)
         }
         Err(e) if e.to_string() == ALL_TARGETS_FAILED => {
             // The targets say why; the source was only stopped.
             drop(stream);
             let why = Error::Failed("the export was stopped because every target failed".into());
-            (Err(why), raw.digest(), empty, Vec::new())
+            (Err(why), raw, empty, Vec::new())
         }
         Err(e) => {
             // Stop the tool first; its status then explains the failure better
@@ -267,7 +281,7 @@ fn compress(
                 Err(tool) => Err(Error::from(tool)),
                 Ok(_) => Err(Error::Source(SourceError::io("streaming the export", e))),
             };
-            (source, raw.digest(), empty, Vec::new())
+            (source, raw, empty, Vec::new())
         }
     }
 }
@@ -309,29 +323,134 @@ async fn drain(target: Target, path: String, mut rx: mpsc::Receiver<Msg>) -> Res
     }
 }
 
-/// A blocking reader over chunks received from an async task.
-struct ChannelReader {
-    rx: Receiver<io::Result<Bytes>>,
+/// A blocking reader over chunks received from another task or thread.
+pub(crate) struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
-    /// Set when the target failed mid-read, to tell it apart from corruption.
+    /// Hashes every chunk received, on its own thread.
+    tap: Option<HashThread>,
+    /// Set when the sender failed mid-read, to tell it apart from corruption.
     failed: Option<String>,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+            tap: None,
+            failed: None,
+        }
+    }
+
+    fn hashed(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            tap: Some(HashThread::spawn()),
+            ..ChannelReader::new(rx)
+        }
+    }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(b)) => self.current = b,
-                Ok(Err(e)) => {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    if let Some(tap) = &self.tap {
+                        tap.update(b.clone());
+                    }
+                    self.current = b;
+                }
+                Some(Err(e)) => {
                     self.failed = Some(e.to_string());
                     return Err(e);
                 }
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+/// Size of the chunks a [`ChunkWriter`] hands over.
+const SOURCE_CHUNK: usize = 1 << 20;
+
+/// The writing end of a [`ChannelReader`]: collects what is written into
+/// large chunks, and can fill a chunk straight from a file (one read per
+/// chunk, no intermediate buffer).
+pub(crate) struct ChunkWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    /// Either empty or `SOURCE_CHUNK` long, of which `len` bytes are filled.
+    buf: bytes::BytesMut,
+    len: usize,
+}
+
+impl ChunkWriter {
+    pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChunkWriter {
+            tx,
+            buf: bytes::BytesMut::new(),
+            len: 0,
+        }
+    }
+
+    fn room(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            // Reuses the memory of chunks the reader is done with.
+            self.buf.reserve(SOURCE_CHUNK);
+            self.buf.resize(SOURCE_CHUNK, 0);
+        }
+        &mut self.buf[self.len..]
+    }
+
+    fn filled(&mut self, n: usize) -> io::Result<()> {
+        self.len += n;
+        if self.len == SOURCE_CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let chunk = self.buf.split_to(self.len).freeze();
+        self.buf.clear();
+        self.len = 0;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the export was abandoned"))
+    }
+
+    /// Reads at most `limit` bytes of `src` into the stream; 0 at its end.
+    pub(crate) fn read_from(&mut self, src: &mut impl Read, limit: u64) -> io::Result<usize> {
+        let room = self.room();
+        let want = room.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+        let n = loop {
+            match src.read(&mut room[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.filled(n)?;
+        Ok(n)
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.room();
+        let n = room.len().min(data.len());
+        room[..n].copy_from_slice(&data[..n]);
+        self.filled(n)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }
 
@@ -360,94 +479,152 @@ where
         .into_bytes_stream(..)
         .await
         .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
-    let (tx, rx): (SyncSender<io::Result<Bytes>>, _) = sync_channel(QUEUE);
+    let (tx, rx) = mpsc::channel(QUEUE);
     let fetch = tokio::spawn(async move {
         while let Some(item) = stream.next().await {
             let stop = item.is_err();
-            if tx.send(item).is_err() || stop {
+            if tx.send(item).await.is_err() || stop {
                 break;
             }
         }
     });
-    let manifest = manifest.clone();
-    let target_name = target.name.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let mut stored = Hashing::new(ChannelReader {
-            rx,
-            current: Bytes::new(),
-            failed: None,
-        });
-        let consumed = {
-            let progress_reader = Counting {
-                inner: &mut stored,
-                progress: &progress,
-            };
-            match zstd::stream::read::Decoder::new(progress_reader) {
-                Ok(dec) => {
-                    let mut raw = Hashing::new(dec);
-                    let consumed = consume(&mut raw);
-                    // Read what the consumer left (e.g. tar padding) so the digest covers all.
-                    let drained = io::copy(&mut raw, &mut io::sink());
-                    let raw_digest = raw.digest();
-                    consumed.and_then(|v| {
-                        drained.map_err(|e| Error::io("reading the recovery point", e))?;
-                        Ok((v, raw_digest))
-                    })
-                }
-                Err(e) => Err(Error::io("starting decompression", e)),
-            }
-        };
-        let _ = io::copy(&mut stored, &mut io::sink());
-        let stored_digest = stored.digest();
-        if let Some(e) = stored.get_mut().failed.take() {
-            return Err(Error::target(
-                &target_name,
-                format!("reading {} failed: {e}", manifest.stored.object),
-            ));
-        }
-        let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
-            target: target_name.clone(),
-            object: manifest.stored.object.clone(),
-            what,
-            expected,
-            actual,
-        };
-        if stored_digest.size != manifest.stored.size {
-            return Err(integrity(
-                "size",
-                manifest.stored.size.to_string(),
-                stored_digest.size.to_string(),
-            ));
-        }
-        if stored_digest.sha256 != manifest.stored.sha256 {
-            return Err(integrity(
-                "SHA-256",
-                manifest.stored.sha256.clone(),
-                stored_digest.sha256,
-            ));
-        }
-        let (value, raw_digest) = consumed?;
-        if raw_digest.size != manifest.raw.size {
-            return Err(integrity(
-                "raw size",
-                manifest.raw.size.to_string(),
-                raw_digest.size.to_string(),
-            ));
-        }
-        if raw_digest.sha256 != manifest.raw.sha256 {
-            return Err(integrity(
-                "raw SHA-256",
-                manifest.raw.sha256.clone(),
-                raw_digest.sha256,
-            ));
-        }
-        Ok(value)
-    });
-    let result = work
+    // Decompression, the consumer and each digest run on threads of their
+    // own, so the slowest of them sets the pace, not their sum.
+    let (raw_tx, raw_rx) = mpsc::channel(QUEUE);
+    let decoder = tokio::task::spawn_blocking(move || decode(rx, raw_tx, progress));
+    let consumer = tokio::task::spawn_blocking(move || consume(&mut ChannelReader::new(raw_rx)));
+    let consumed = consumer
+        .await
+        .map_err(|e| Error::Failed(format!("loading stopped: {e}")));
+    let decoded = decoder
         .await
         .map_err(|e| Error::Failed(format!("reading stopped: {e}")))?;
     fetch.abort();
-    result
+    let consumed = consumed?;
+    if let Some(e) = decoded.failed {
+        return Err(Error::target(
+            &target.name,
+            format!("reading {} failed: {e}", manifest.stored.object),
+        ));
+    }
+    let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
+        target: target.name.clone(),
+        object: manifest.stored.object.clone(),
+        what,
+        expected,
+        actual,
+    };
+    let (stored, raw) = (decoded.stored, decoded.raw);
+    if stored.size != manifest.stored.size {
+        return Err(integrity(
+            "size",
+            manifest.stored.size.to_string(),
+            stored.size.to_string(),
+        ));
+    }
+    if stored.sha256 != manifest.stored.sha256 {
+        return Err(integrity(
+            "SHA-256",
+            manifest.stored.sha256.clone(),
+            stored.sha256,
+        ));
+    }
+    if let Some(e) = decoded.error {
+        return Err(integrity(
+            "zstd frame",
+            "a complete frame with a matching checksum".into(),
+            e.to_string(),
+        ));
+    }
+    let value = consumed?;
+    if raw.size != manifest.raw.size {
+        return Err(integrity(
+            "raw size",
+            manifest.raw.size.to_string(),
+            raw.size.to_string(),
+        ));
+    }
+    if raw.sha256 != manifest.raw.sha256 {
+        return Err(integrity(
+            "raw SHA-256",
+            manifest.raw.sha256.clone(),
+            raw.sha256,
+        ));
+    }
+    Ok(value)
+}
+
+/// What the decoding thread found.
+struct Decoded {
+    stored: Digest,
+    raw: Digest,
+    /// The target failed mid-read.
+    failed: Option<String>,
+    /// The stored stream is not valid zstd.
+    error: Option<io::Error>,
+}
+
+/// Size of the raw pieces handed from the decompressor to the consumer.
+const RAW_CHUNK: usize = 1 << 20;
+
+/// Decompresses the stored stream to `out` while both digests are computed,
+/// and always reads both streams to their end, so that the digests cover
+/// everything, whether or not the consumer wanted all of it.
+fn decode(
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    out: mpsc::Sender<io::Result<Bytes>>,
+    progress: Reporter,
+) -> Decoded {
+    let mut stored = ChannelReader::hashed(rx);
+    let raw = HashThread::spawn();
+    let mut error = None;
+    let counting = Counting {
+        inner: &mut stored,
+        progress: &progress,
+    };
+    match zstd::stream::read::Decoder::new(counting) {
+        Ok(mut dec) => {
+            let mut consumer = Some(out);
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                if buf.len() < RAW_CHUNK / 4 {
+                    buf.clear();
+                    buf.reserve(RAW_CHUNK);
+                    buf.resize(RAW_CHUNK, 0);
+                }
+                let n = match dec.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if let Some(tx) = consumer.take() {
+                            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+                        }
+                        error = Some(e);
+                        break;
+                    }
+                };
+                let chunk = buf.split_to(n).freeze();
+                raw.update(chunk.clone());
+                // A consumer that stopped early no longer gets chunks.
+                if let Some(tx) = &consumer
+                    && tx.blocking_send(Ok(chunk)).is_err()
+                {
+                    consumer = None;
+                }
+            }
+        }
+        Err(e) => error = Some(e),
+    }
+    let _ = io::copy(&mut stored, &mut io::sink());
+    let failed = stored.failed.take();
+    let stored = stored.tap.take().map(HashThread::finish);
+    Decoded {
+        stored: stored.unwrap_or_default(),
+        raw: raw.finish(),
+        failed,
+        error,
+    }
 }
 
 struct Counting<'a, R> {

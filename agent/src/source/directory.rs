@@ -3,7 +3,9 @@
 //! it in; entries that would land outside the destination are refused.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -12,6 +14,10 @@ use serde::Deserialize;
 
 use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged};
 use crate::config::resolve_relative;
+use crate::pipeline::{ChannelReader, ChunkWriter};
+
+/// Archive chunks queued between the archiver and the compressor.
+const CHUNKS_QUEUED: usize = 4;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +45,7 @@ impl Directory {
 }
 
 struct TarExport {
-    reader: std::io::PipeReader,
+    reader: ChannelReader,
     writer: Option<JoinHandle<std::io::Result<()>>>,
     info: ExportInfo,
     root: PathBuf,
@@ -83,20 +89,21 @@ impl Source for Directory {
                 self.path.display()
             )));
         }
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| SourceError::io("cannot create a pipe", e))?;
+        // The archive is handed over in memory, in large chunks: no pipe,
+        // and one read per chunk of each file.
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_QUEUED);
         let root = self.path.clone();
         let consistency_time = Utc::now();
-        let handle = std::thread::spawn(move || {
-            let mut tar = tar::Builder::new(writer);
-            tar.follow_symlinks(false);
-            tar.mode(tar::HeaderMode::Complete);
-            tar.append_dir_all(".", &root)?;
-            tar.into_inner()?;
-            Ok(())
-        });
+        let handle = std::thread::Builder::new()
+            .name("drp-tar".into())
+            .spawn(move || {
+                let mut out = ChunkWriter::new(tx);
+                archive_tree(&root, &mut out)?;
+                out.flush()
+            })
+            .map_err(|e| SourceError::io("cannot start the archiver", e))?;
         Ok(Box::new(TarExport {
-            reader,
+            reader: ChannelReader::new(rx),
             writer: Some(handle),
             info: ExportInfo {
                 consistency_time,
@@ -163,6 +170,115 @@ impl Source for Directory {
         extract(raw, staging.path(), self.allow_external_symlinks)?;
         Ok(Box::new(StagedTree { staging, path }))
     }
+}
+
+/// Writes the tree at `root` as a tar stream with entries `.`, `./a`,
+/// `./a/b`…, keeping modes, owners, times and symbolic links (not followed).
+/// Entries are in name order, so the same tree gives the same archive.
+///
+/// A file's data is exactly the size its header announces, even when the
+/// file changes while it is read: one that grew is cut at that size, one
+/// that shrank is padded with zeros (as GNU tar does), and both are logged.
+/// Sockets cannot be archived and stop the export.
+fn archive_tree(root: &Path, out: &mut ChunkWriter) -> io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Complete);
+    tar.follow_symlinks(false);
+    let mut stack = vec![(PathBuf::new(), true)];
+    while let Some((rel, is_dir)) = stack.pop() {
+        let src = root.join(&rel);
+        let name = Path::new(".").join(&rel);
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", src.display()));
+        if is_dir {
+            let mut children = Vec::new();
+            for entry in fs::read_dir(&src).map_err(context)? {
+                let entry = entry.map_err(context)?;
+                children.push((
+                    entry.file_name(),
+                    entry.file_type().map_err(context)?.is_dir(),
+                ));
+            }
+            // Popped last first: push in reverse name order.
+            children.sort_by(|a, b| b.0.cmp(&a.0));
+            stack.extend(children.into_iter().map(|(n, d)| (rel.join(n), d)));
+            tar.append_dir(&name, &src).map_err(context)?;
+            continue;
+        }
+        let stat = fs::symlink_metadata(&src).map_err(context)?;
+        let kind = stat.file_type();
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&stat, tar::HeaderMode::Complete);
+        if kind.is_symlink() {
+            let target = fs::read_link(&src).map_err(context)?;
+            header.set_size(0);
+            tar.append_link(&mut header, &name, &target)
+                .map_err(context)?;
+        } else if kind.is_file() {
+            let mut file = File::open(&src).map_err(context)?;
+            // The size and times of the file as opened.
+            let stat = file.metadata().map_err(context)?;
+            header.set_metadata_in_mode(&stat, tar::HeaderMode::Complete);
+            tar.append_data(&mut header, &name, io::empty())
+                .map_err(context)?;
+            append_file_data(tar.get_mut(), &mut file, stat.len(), &src)?;
+        } else {
+            let entry_type = if kind.is_fifo() {
+                tar::EntryType::Fifo
+            } else if kind.is_char_device() {
+                tar::EntryType::Char
+            } else if kind.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                return Err(io::Error::other(format!(
+                    "{}: a socket cannot be archived",
+                    src.display()
+                )));
+            };
+            let dev = stat.rdev();
+            header.set_entry_type(entry_type);
+            header.set_size(0);
+            header.set_device_major(libc::major(dev))?;
+            header.set_device_minor(libc::minor(dev))?;
+            tar.append_data(&mut header, &name, io::empty())
+                .map_err(context)?;
+        }
+    }
+    tar.into_inner()?;
+    Ok(())
+}
+
+/// Streams exactly `size` bytes of `file`, then the padding to a tar block.
+fn append_file_data(
+    out: &mut ChunkWriter,
+    file: &mut File,
+    size: u64,
+    path: &Path,
+) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let n = out
+            .read_from(file, left)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+        if n == 0 {
+            tracing::warn!(
+                "{} shrank from {size} to {} bytes while it was archived; the rest is zeros",
+                path.display(),
+                size - left
+            );
+            io::copy(&mut io::repeat(0).take(left), out)?;
+            break;
+        }
+        left -= n as u64;
+    }
+    if left == 0 && file.metadata().is_ok_and(|m| m.len() > size) {
+        tracing::warn!(
+            "{} grew while it was archived; its first {size} bytes were kept",
+            path.display()
+        );
+    }
+    let pad = (512 - size % 512) % 512;
+    io::copy(&mut io::repeat(0).take(pad), out)?;
+    Ok(())
 }
 
 /// Whether a link target, placed at `entry`, resolves outside the tree.
@@ -306,4 +422,127 @@ fn sibling(path: &Path, prefix: &str) -> PathBuf {
         .unwrap_or_default();
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.f");
     path.with_file_name(format!("{prefix}{name}-{stamp}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Archives `root` through the same path as an export, returning the bytes.
+    fn archive(root: &Path) -> Vec<u8> {
+        let mut export = Directory {
+            path: root.to_path_buf(),
+            allow_external_symlinks: false,
+        }
+        .export()
+        .unwrap();
+        let mut bytes = Vec::new();
+        export.read_to_end(&mut bytes).unwrap();
+        export.finish().unwrap();
+        bytes
+    }
+
+    /// `append_file_data` with a size announced in the header other than the
+    /// file's: returns the stream and the file's entry data as extracted.
+    fn entry_with_announced_size(actual: usize, announced: u64) -> (Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.log");
+        let content: Vec<u8> = (0..actual).map(|i| (i % 251) as u8 + 1).collect();
+        fs::write(&path, &content).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_QUEUED);
+        let writer = std::thread::spawn(move || {
+            let mut out = ChunkWriter::new(tx);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(announced);
+            header.set_mode(0o644);
+            header.set_cksum();
+            {
+                let mut tar = tar::Builder::new(&mut out);
+                tar.append_data(&mut header, "./live.log", io::empty())
+                    .unwrap();
+                let mut file = File::open(&path).unwrap();
+                append_file_data(tar.get_mut(), &mut file, announced, &path).unwrap();
+                tar.into_inner().unwrap();
+            }
+            out.flush().unwrap();
+        });
+        let mut stream = Vec::new();
+        ChannelReader::new(rx).read_to_end(&mut stream).unwrap();
+        writer.join().unwrap();
+        let mut archive = tar::Archive::new(&stream[..]);
+        let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        (stream, data)
+    }
+
+    #[test]
+    fn a_file_that_grew_while_read_is_cut_at_its_announced_size() {
+        let (stream, data) = entry_with_announced_size(3000, 1000);
+        assert_eq!(data.len(), 1000);
+        assert_eq!(data[999], (999 % 251) as u8 + 1);
+        // Header, data padded to a block, and the two end-of-archive blocks.
+        assert_eq!(stream.len(), 512 + 1024 + 1024);
+    }
+
+    #[test]
+    fn a_file_that_shrank_while_read_is_padded_with_zeros() {
+        let (stream, data) = entry_with_announced_size(1000, 3000);
+        assert_eq!(data.len(), 3000);
+        assert_eq!(data[999], (999 % 251) as u8 + 1);
+        assert!(data[1000..].iter().all(|b| *b == 0));
+        assert_eq!(stream.len(), 512 + 3072 + 1024);
+    }
+
+    #[test]
+    fn the_same_tree_gives_the_same_archive_with_every_kind_of_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("b/deep")).unwrap();
+        // Larger than a chunk, so that it spans several.
+        let big: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i % 253) as u8).collect();
+        fs::write(root.join("b/deep/big.bin"), &big).unwrap();
+        fs::write(root.join("a.txt"), b"alpha").unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        let long = "n".repeat(150);
+        fs::write(root.join("b").join(&long), b"long name").unwrap();
+        let first = archive(root);
+        assert_eq!(first, archive(root), "archiving twice gives other bytes");
+
+        let out = tempfile::tempdir().unwrap();
+        extract(&mut &first[..], out.path(), false).unwrap();
+        assert_eq!(fs::read(out.path().join("b/deep/big.bin")).unwrap(), big);
+        assert_eq!(fs::read(out.path().join("a.txt")).unwrap(), b"alpha");
+        assert_eq!(
+            fs::read_link(out.path().join("link")).unwrap(),
+            Path::new("a.txt")
+        );
+        assert_eq!(
+            fs::read(out.path().join("b").join(&long)).unwrap(),
+            b"long name"
+        );
+        let names: Vec<String> = tar::Archive::new(&first[..])
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path().unwrap().into_owned();
+                let normal = path.components().filter(|c| *c != Component::CurDir);
+                normal.collect::<PathBuf>().display().to_string()
+            })
+            .collect();
+        let long_path = format!("b/{long}");
+        let expected = [
+            "",
+            "a.txt",
+            "b",
+            "b/deep",
+            "b/deep/big.bin",
+            &long_path,
+            "link",
+        ];
+        assert_eq!(
+            names, expected,
+            "entries in name order, each directory before what it holds"
+        );
+    }
 }

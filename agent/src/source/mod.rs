@@ -13,7 +13,7 @@ pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -166,7 +166,18 @@ pub fn stage_to_file(
                 e,
             )
         })?;
-    std::io::copy(raw, file.as_file_mut())
-        .map_err(|e| SourceError::io("cannot receive the recovery point", e))?;
+    // Large pieces: one write per megabyte rather than per 8 KiB.
+    let mut buf = vec![0u8; 1 << 20];
+    let out = file.as_file_mut();
+    loop {
+        let n = match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SourceError::io("cannot receive the recovery point", e)),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| SourceError::io("cannot write the staging file", e))?;
+    }
     Ok(file)
 }

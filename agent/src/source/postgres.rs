@@ -282,14 +282,13 @@ impl Source for Postgres {
         Ok(Box::new(StagedFile {
             file,
             load: move |path: &Path| {
-                let exists = this.psql(
+                // Creates the database when missing, in one round trip.
+                this.psql(
                     "postgres",
-                    "select count(*) from pg_database where datname = :'db';",
+                    "select format('create database %I', :'db') \
+                     where not exists (select from pg_database where datname = :'db') \\gexec",
                     &[("db", &db)],
                 )?;
-                if exists != "1" {
-                    this.psql("postgres", "create database :\"db\";", &[("db", &db)])?;
-                }
                 let mut cmd = this.command(&pg_restore)?;
                 cmd.args(["--clean", "--if-exists", "--exit-on-error", "--no-password"])
                     .arg(format!("--jobs={jobs}"))

@@ -184,6 +184,7 @@ impl ChildExport {
         let mut child = spawn(cmd)?;
         let stderr = Some(capture_stderr(&mut child));
         let stdout = child.stdout.take().expect("stdout is piped");
+        widen_pipe(&stdout);
         Ok(ChildExport {
             tool,
             child: Some(child),
@@ -192,6 +193,19 @@ impl ChildExport {
             info,
             _guard: guard,
         })
+    }
+}
+
+/// Pipe capacity asked for a dump tool's output: the default 64 KiB makes
+/// the tool and the compressor take turns every few kilobytes.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Enlarges a pipe's buffer; the system's limit (`fs.pipe-max-size`) may
+/// refuse, and the default size then stays: slower, not wrong.
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ only resizes the kernel buffer of a pipe we own.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
     }
 }
 
