@@ -3,6 +3,11 @@
 //! zstd → SHA-256 (raw) → consumer, with both digests checked against the
 //! manifest before the consumer's work is kept.
 //!
+//! Threads: a backup reads, hashes and feeds zstd on one thread (named
+//! `drp-compress`; zstd's workers take its name), and the targets write from
+//! async tasks. A restore decompresses on one thread, computes each digest on
+//! a thread of its own and hands the raw stream to the consumer on another.
+//!
 //! Memory is bounded by a few chunks per target plus zstd's window, whatever
 //! the size of the stream: nothing is buffered whole.
 
@@ -33,13 +38,35 @@ const READ: usize = 256 << 10;
 const JOB: u32 = 4 << 20;
 /// Chunks queued per target before the compressor waits for it.
 const QUEUE: usize = 4;
-/// Chunks queued for a hashing thread (it runs several times faster than
-/// zstd, so this only absorbs scheduling delays).
+/// Chunks queued for a hashing thread (it runs faster than zstd decompresses,
+/// so this only absorbs scheduling delays).
 const HASH_QUEUE: usize = 8;
 
-/// SHA-256 and size of a stream, computed on a thread of its own from the
-/// chunks handed to it, so that hashing runs beside compression instead of
-/// in front of it.
+/// SHA-256 and size of a stream.
+#[derive(Default)]
+struct Sum {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Sum {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    fn digest(self) -> Digest {
+        Digest {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        }
+    }
+}
+
+/// A [`Sum`] computed on a thread of its own from the chunks handed to it.
+/// Restores use it: decompression runs on one core and the digests beside
+/// it. (Backups hash inline: there the cores are busy compressing and the
+/// database server producing, and more threads only take turns with them.)
 struct HashThread {
     tx: Option<SyncSender<Bytes>>,
     handle: std::thread::JoinHandle<Digest>,
@@ -49,15 +76,11 @@ impl HashThread {
     fn spawn() -> Self {
         let (tx, rx) = sync_channel::<Bytes>(HASH_QUEUE);
         let work = move || {
-            let (mut hasher, mut size) = (Sha256::new(), 0u64);
+            let mut sum = Sum::default();
             for chunk in rx {
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
+                sum.update(&chunk);
             }
-            Digest {
-                size,
-                sha256: hex::encode(hasher.finalize()),
-            }
+            sum.digest()
         };
         let handle = std::thread::Builder::new()
             .name("drp-sha256".into())
@@ -95,7 +118,7 @@ struct FanOut {
     /// buffer, whose memory is reused once every target has written them:
     /// no fresh allocation (and page faults) per chunk.
     pending: bytes::BytesMut,
-    hasher: HashThread,
+    stored: Sum,
 }
 
 impl FanOut {
@@ -104,7 +127,6 @@ impl FanOut {
             return Ok(());
         }
         let chunk = self.pending.split().freeze();
-        self.hasher.update(chunk.clone());
         for slot in &mut self.senders {
             if let Some(tx) = slot
                 && tx.blocking_send(Msg::Data(chunk.clone())).is_err()
@@ -121,6 +143,7 @@ impl FanOut {
 
 impl Write for FanOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stored.update(buf);
         if self.pending.capacity() - self.pending.len() < buf.len() {
             // Reclaims the space of chunks the targets have finished with.
             self.pending.reserve(CHUNK * 2);
@@ -220,9 +243,9 @@ fn compress(
     let fan = FanOut {
         senders,
         pending: bytes::BytesMut::with_capacity(CHUNK * 2),
-        hasher: HashThread::spawn(),
+        stored: Sum::default(),
     };
-    let raw = HashThread::spawn();
+    let mut raw = Sum::default();
     let result = (|| -> io::Result<FanOut> {
         let mut enc = zstd::stream::write::Encoder::new(fan, compression.level)?;
         let threads = match compression.threads {
@@ -236,35 +259,27 @@ fn compress(
             enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB))?;
         }
         enc.include_checksum(true)?;
-        // Reads land in one reused buffer; each piece read is shared with the
-        // hashing thread without a copy.
-        let mut buf = bytes::BytesMut::new();
+        let mut buf = vec![0u8; READ];
         loop {
-            if buf.len() < READ / 4 {
-                buf.clear();
-                buf.reserve(READ);
-                buf.resize(READ, 0);
-            }
             let n = match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let chunk = buf.split_to(n).freeze();
-            raw.update(chunk.clone());
-            enc.write_all(&chunk)?;
+            raw.update(&buf[..n]);
+            enc.write_all(&buf[..n])?;
             progress.event(Event::Advanced { bytes: n as u64 });
         }
         let mut fan = enc.finish()?;
         fan.send()?;
         Ok(fan)
     })();
-    let raw = raw.finish();
+    let raw = raw.digest();
     let empty = Digest::default();
     match result {
         Ok(fan) => {
-            let stored = fan.hasher.finish();
+            let stored = fan.stored.digest();
             let source = stream.finish().map_err(Error::from);
             (source, raw, stored, fan.senders)
         }
