@@ -172,9 +172,10 @@ impl Source for Directory {
     }
 }
 
-/// Writes the tree at `root` as a tar stream with entries `.`, `./a`,
-/// `./a/b`…, keeping modes, owners, times and symbolic links (not followed).
-/// Entries are in name order, so the same tree gives the same archive.
+/// Writes the tree at `root` as a tar stream (the root as `./`, then every
+/// entry by its path inside the tree), keeping modes, owners, times and
+/// symbolic links (not followed). Entries are in name order, so the same
+/// tree gives the same archive.
 ///
 /// A file's data is exactly the size its header announces, even when the
 /// file changes while it is read: one that grew is cut at that size, one
@@ -204,8 +205,15 @@ fn archive_tree(root: &Path, out: &mut ChunkWriter) -> io::Result<()> {
             tar.append_dir(&name, &src).map_err(context)?;
             continue;
         }
-        let stat = fs::symlink_metadata(&src).map_err(context)?;
+        let mut stat = fs::symlink_metadata(&src).map_err(context)?;
         let kind = stat.file_type();
+        let mut file = None;
+        if kind.is_file() {
+            let opened = File::open(&src).map_err(context)?;
+            // The size and times of the file as opened.
+            stat = opened.metadata().map_err(context)?;
+            file = Some(opened);
+        }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&stat, tar::HeaderMode::Complete);
         if kind.is_symlink() {
@@ -213,11 +221,7 @@ fn archive_tree(root: &Path, out: &mut ChunkWriter) -> io::Result<()> {
             header.set_size(0);
             tar.append_link(&mut header, &name, &target)
                 .map_err(context)?;
-        } else if kind.is_file() {
-            let mut file = File::open(&src).map_err(context)?;
-            // The size and times of the file as opened.
-            let stat = file.metadata().map_err(context)?;
-            header.set_metadata_in_mode(&stat, tar::HeaderMode::Complete);
+        } else if let Some(mut file) = file {
             tar.append_data(&mut header, &name, io::empty())
                 .map_err(context)?;
             append_file_data(tar.get_mut(), &mut file, stat.len(), &src)?;
@@ -228,9 +232,14 @@ fn archive_tree(root: &Path, out: &mut ChunkWriter) -> io::Result<()> {
                 tar::EntryType::Char
             } else if kind.is_block_device() {
                 tar::EntryType::Block
-            } else {
+            } else if kind.is_socket() {
                 return Err(io::Error::other(format!(
                     "{}: a socket cannot be archived",
+                    src.display()
+                )));
+            } else {
+                return Err(io::Error::other(format!(
+                    "{}: became a directory while the tree was archived",
                     src.display()
                 )));
             };
