@@ -263,6 +263,9 @@ if ok(DRP_NAS) and ok(PG_DUMP) and ok(PG_ZSTD):
     p("  again where the database has cores of its own (4 cores, or the server on another host), where")
     p("  compression stops competing with the producer; and offer `pg_dump -j` (directory format, one")
     p("  backend per table) for databases whose size is spread over several large tables.")
+    if ok(DRP_S3):
+        p(f"  To S3 ({verdicts.get('s3', (0,))[0]:.2f}×) the S3 server (Garage) runs on the same two cores and takes its share of")
+        p("  them for every part it receives; its CPU is not in these figures.")
 if ok(PIPE) and ok(ZSTD):
     z_c, d_c, z_w, d_w = med(ZSTD, "cpu"), med(PIPE, "cpu"), med(ZSTD), med(PIPE)
     hashed = stream_bytes * (1 + zstd_bytes / dump_bytes)
