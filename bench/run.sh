@@ -128,6 +128,14 @@ targets:
     region: garage
     access_key_id: {env: DRP_TEST_S3_KEY_ID}
     secret_access_key: {env: DRP_TEST_S3_SECRET}
+  sftp:
+    kind: sftp
+    host: 127.0.0.1
+    port: $DRP_TEST_SFTP_PORT
+    user: root
+    key: $DRP_TEST_SFTP_KEY
+    path: $DRP_TEST_SFTP_ROOT/bench
+    known_hosts: accept
 exports:
   db-nas:
     source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
@@ -136,6 +144,10 @@ exports:
   db-s3:
     source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
     targets: [s3]
+    compression: {level: $LEVEL}
+  db-sftp:
+    source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
+    targets: [sftp]
     compression: {level: $LEVEL}
   stream:
     source: {kind: directory, path: $WORK/stream}
@@ -187,6 +199,7 @@ for rep in $(seq 1 "$REPS"); do
     measure "pg_dump -Fc -Z0 | zstd -T0 -$LEVEL > file" "$PGBIN/pg_dump -Fc -Z0 -d bench | zstd -q -T0 -$LEVEL > '$WORK/plain.dump.zst'"
     measure "drp-agent backup to local NAS" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-nas"
     measure "drp-agent backup to S3 (Garage)" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-s3"
+    measure "drp-agent backup to SFTP (OpenSSH)" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-sftp"
     measure "restic backup --stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | restic -q --repo '$WORK/restic' backup --stdin --stdin-filename bench.dump --compression auto"
     measure "borg create (zstd,$LEVEL) from stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | borg create --compression zstd,$LEVEL '$WORK/borg::r$rep' -"
     measure "pgBackRest full backup (physical)" "$PGBR --type=full backup'"
@@ -195,10 +208,11 @@ for rep in $(seq 1 "$REPS"); do
     measure "pg_restore -j2 from a local file" "psql -q -c 'drop database if exists r1' -c 'create database r1' && $PGBIN/pg_restore -j2 -d r1 '$DUMP'"
     measure "drp-agent restore (-j2) from local NAS" "psql -q -c 'drop database if exists r2' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-nas --to r2 --yes --workdir '$WORK'"
     measure "drp-agent restore (-j2) from S3" "psql -q -c 'drop database if exists r3' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-s3 --to r3 --yes --workdir '$WORK'"
+    measure "drp-agent restore (-j2) from SFTP" "psql -q -c 'drop database if exists r5' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-sftp --to r5 --yes --workdir '$WORK'"
     measure "restic restore, then pg_restore -j2" "rm -rf '$WORK/rr' && restic -q --repo '$WORK/restic' restore latest --target '$WORK/rr' && psql -q -c 'drop database if exists r4' -c 'create database r4' && $PGBIN/pg_restore -j2 -d r4 '$WORK/rr/bench.dump'"
     measure "pgBackRest restore (data directory only)" "rm -rf '$WORK/pgbr-restore' && install -d -o postgres -m 700 '$WORK/pgbr-restore' && $PGBR --pg1-path=$WORK/pgbr-restore restore'"
     # The restored copies go, so every round backs up the same cluster.
-    for db in r1 r2 r3 r4; do psql -q -c "drop database if exists $db"; done
+    for db in r1 r2 r3 r4 r5; do psql -q -c "drop database if exists $db"; done
     rm -rf "$WORK/rr" "$WORK/pgbr-restore" "$WORK/plain.dump.zst"
 done
 
