@@ -274,9 +274,9 @@ if ok(PIPE) and ok(ZSTD):
     z_c, d_c, z_w, d_w = med(ZSTD, "cpu"), med(PIPE, "cpu"), med(ZSTD), med(PIPE)
     hashed = stream_bytes * (1 + zstd_bytes / dump_bytes)
     sha = hashed / 1.7e9
-    p(f"- **Pipeline vs `zstd -T0` alone** ({verdicts.get('pipe', (0,))[0]:.2f}×). drp spends {d_c:.2f} CPU-s against zstd's {z_c:.2f}; the")
-    p("  two SHA-256 digests the SPEC requires, of the raw and of the stored stream, are most of the")
-    p(f"  difference: {hashed / 1e9:.1f} GB at the SHA extensions' speed (about 1.7 GB/s here) is {sha:.2f} CPU-s. zstd -3 runs only about")
+    p(f"- **Pipeline vs `zstd -T0` alone** ({verdicts.get('pipe', (0,))[0]:.2f}×). drp spends {d_c:.2f} CPU-s against zstd's {z_c:.2f}, {d_c - z_c:.2f} more.")
+    p("  The two SHA-256 digests the SPEC requires, of the raw and of the stored stream, account for it:")
+    p(f"  {hashed / 1e9:.1f} GB at the SHA extensions' speed (about 1.7 GB/s here) is about {sha:.2f} CPU-s. zstd -3 runs only about")
     p("  eight times slower than SHA-256 per core, so the digests are not negligible next to it: with both")
     p(f"  cores busy all the time, drp could reach {z_w / ((z_c + sha) / cores):.2f}× zstd alone at best. It keeps them")
     p(f"  {d_c / (cores * d_w):.0%} busy against zstd's {z_c / (cores * z_w):.0%}; against `zstd | sha256sum`, which hashes one")
