@@ -802,6 +802,35 @@ fn private_garage(dir: &std::path::Path) -> std::collections::HashMap<String, St
         .collect()
 }
 
+/// Takes a first point of `media`, changes it, and starts a second backup
+/// that is uploading by the time this returns.
+fn second_backup_under_way(s: &Scratch, p: &str) -> std::process::Child {
+    s.agent(&["-q", "backup", "--policy", p]).ok();
+    std::fs::write(s.path("media/changed.txt"), "after the first point").unwrap();
+    let child = s
+        .agent_cmd(&["backup", "--policy", p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    child
+}
+
+/// Once the target is back: the failed run left nothing visible, the first
+/// point verifies, and a new backup succeeds.
+fn only_the_first_point_then_a_new_one(s: &Scratch, p: &str) {
+    let listed = s.agent(&["--json", "list", "--policy", p]);
+    assert_eq!(
+        listed.json()["points"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.stdout
+    );
+    s.agent(&["verify", "--policy", p]).ok();
+    s.agent(&["-q", "backup", "--policy", p]).ok();
+}
+
 #[test]
 fn an_s3_server_stopped_mid_upload_fails_cleanly_and_recovers() {
     let mut s = scratch("s3down");
@@ -820,15 +849,7 @@ fn an_s3_server_stopped_mid_upload_fails_cleanly_and_recovers() {
         )
         .display()
         .to_string();
-    s.agent(&["-q", "backup", "--policy", &p]).ok();
-    std::fs::write(s.path("media/changed.txt"), "after the first point").unwrap();
-    let child = s
-        .agent_cmd(&["backup", "--policy", &p])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let child = second_backup_under_way(&s, &p);
     // The server dies mid-upload and stays down longer than the retries last.
     std::process::Command::new("kill")
         .args(["-9", &garage["GARAGE_PID"]])
@@ -857,15 +878,7 @@ fn an_s3_server_stopped_mid_upload_fails_cleanly_and_recovers() {
     );
     // Back up again: nothing of the failed run is visible, the first point is intact.
     private_garage(&s.path("garage"));
-    let listed = s.agent(&["--json", "list", "--policy", &p]);
-    assert_eq!(
-        listed.json()["points"].as_array().unwrap().len(),
-        1,
-        "{}",
-        listed.stdout
-    );
-    s.agent(&["verify", "--policy", &p]).ok();
-    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    only_the_first_point_then_a_new_one(&s, &p);
     let pid = std::fs::read_to_string(s.path("garage/pid")).unwrap();
     let _ = std::process::Command::new("kill").arg(pid.trim()).status();
 }
@@ -962,15 +975,7 @@ fn an_sftp_connection_cut_mid_upload_fails_cleanly_and_recovers() {
         )
         .display()
         .to_string();
-    s.agent(&["-q", "backup", "--policy", &p]).ok();
-    std::fs::write(s.path("media/changed.txt"), "after the first point").unwrap();
-    let child = s
-        .agent_cmd(&["backup", "--policy", &p])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let child = second_backup_under_way(&s, &p);
     // The NAS's SSH server and every session it holds go away mid-upload.
     kill_tree(sshd.id());
     let _ = sshd.wait();
@@ -979,15 +984,7 @@ fn an_sftp_connection_cut_mid_upload_fails_cleanly_and_recovers() {
     assert!(run.stderr.contains("target `nas` failed"), "{}", run.stderr);
     // The server comes back: the failed run left nothing visible, the first point is whole.
     sshd = private_sshd(&s, port);
-    let listed = s.agent(&["--json", "list", "--policy", &p]);
-    assert_eq!(
-        listed.json()["points"].as_array().unwrap().len(),
-        1,
-        "{}",
-        listed.stdout
-    );
-    s.agent(&["verify", "--policy", &p]).ok();
-    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    only_the_first_point_then_a_new_one(&s, &p);
     kill_tree(sshd.id());
     let _ = sshd.wait();
 }
