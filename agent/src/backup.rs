@@ -11,7 +11,6 @@ use crate::pipeline;
 use crate::progress::{Event, Reporter};
 use crate::repository::{self, Repository};
 use crate::source;
-use crate::target::Target;
 use crate::{Error, ExitCode, Result};
 
 /// What happened on one target.
@@ -39,7 +38,14 @@ impl BackupReport {
 
     pub fn exit_code(&self) -> ExitCode {
         let ok = self.committed().count();
-        if self.source_error.is_some() || ok == 0 {
+        let no_repository = !self.targets.is_empty()
+            && self
+                .targets
+                .iter()
+                .all(|t| matches!(t.result, Err(Error::NotFound(_))));
+        if ok == 0 && no_repository {
+            ExitCode::NotFound
+        } else if self.source_error.is_some() || ok == 0 {
             ExitCode::Failed
         } else if ok < self.targets.len() {
             ExitCode::Partial
@@ -50,20 +56,14 @@ impl BackupReport {
 }
 
 /// Opens the targets of an export; unreachable ones are reported, not fatal.
-pub async fn open_targets(
-    policy: &Policy,
-    names: &[String],
-    create: bool,
-) -> Vec<(String, Result<Repository>)> {
+pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Result<Repository>)> {
     let mut out = Vec::new();
     for name in names {
         let opened = async {
             let config = policy.targets.get(name).ok_or_else(|| {
                 Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
             })?;
-            let repo = Repository::new(Target::open(name, config, &policy.base_dir)?);
-            repo.check(create).await?;
-            Ok(repo)
+            Repository::open(name, config, &policy.base_dir).await
         }
         .await;
         out.push((name.clone(), opened));
@@ -87,7 +87,7 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
     };
 
     let mut live = Vec::new();
-    for (name, opened) in open_targets(policy, &export.targets, true).await {
+    for (name, opened) in open_targets(policy, &export.targets).await {
         match opened {
             Ok(repo) => live.push(repo),
             Err(e) => report.targets.push(TargetOutcome {

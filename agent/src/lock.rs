@@ -26,6 +26,13 @@ impl ExportLock {
         Self::take(state_dir, host, export, wait, &busy)
     }
 
+    /// The lock of one restore destination (`key` names it), waiting up to
+    /// `wait` for another restore of it to end.
+    pub fn restore(state_dir: &Path, key: &str, what: &str, wait: Duration) -> Result<ExportLock> {
+        let busy = format!("another restore of {what} is running");
+        Self::take(state_dir, ".restores", key, wait, &busy)
+    }
+
     /// The lock one daemon holds on its policy's host for its whole life.
     pub fn daemon(state_dir: &Path, host: &str) -> Result<ExportLock> {
         let busy = format!("a drp-agent daemon already keeps the schedule of {host}");

@@ -185,7 +185,7 @@ pub async fn prune_export(
 ) -> Result<Vec<Result<TargetPrune>>> {
     let export = policy.export(export_name)?;
     let mut out = Vec::new();
-    for (name, opened) in crate::backup::open_targets(policy, &export.targets, false).await {
+    for (name, opened) in crate::backup::open_targets(policy, &export.targets).await {
         out.push(match opened {
             Ok(repo) => prune_target(policy, export, &repo, now, dry_run).await,
             Err(Error::NotFound(_)) => Ok(TargetPrune {

@@ -13,6 +13,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{FORMAT, Manifest};
+use std::path::Path;
+
+use crate::config::TargetConfig;
 use crate::target::Target;
 use crate::{Error, Result};
 
@@ -31,6 +34,13 @@ pub fn data_path(host: &str, export: &str, id: &str) -> String {
 
 pub fn manifest_path(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/manifests/{id}.json")
+}
+
+/// What `init` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initialised {
+    Created,
+    Existing,
 }
 
 /// A manifest that exists but cannot be trusted: reported, never loaded.
@@ -62,11 +72,61 @@ impl Repository {
         &self.target.name
     }
 
+    /// Opens the repository on a target and checks it is reachable and of a
+    /// format this build reads. A target without one is an error, never a
+    /// reason to start one: a share that is not mounted looks exactly like
+    /// that.
+    pub async fn open(name: &str, config: &TargetConfig, base_dir: &Path) -> Result<Repository> {
+        let backend = config.backend();
+        if backend.has_object(base_dir, MARKER) == Some(false) {
+            return Err(missing(name, &backend.location()));
+        }
+        let repo = Repository::new(Target::open(name, config, base_dir)?);
+        repo.check().await?;
+        Ok(repo)
+    }
+
+    /// Opens a target to create its repository there (`init`).
+    pub async fn create(
+        name: &str,
+        config: &TargetConfig,
+        base_dir: &Path,
+    ) -> Result<(Repository, Initialised)> {
+        let repo = Repository::new(Target::open(name, config, base_dir)?);
+        let done = repo.init().await?;
+        Ok((repo, done))
+    }
+
     /// Checks the repository is reachable and of a format this build reads.
-    /// Creates the marker of a new repository when `create` is set.
-    pub async fn check(&self, create: bool) -> Result<()> {
-        let op = &self.target.op;
-        match op.read(MARKER).await {
+    pub async fn check(&self) -> Result<()> {
+        match self.read_marker().await? {
+            Some(_) => Ok(()),
+            None => Err(missing(&self.target.name, &self.target.location)),
+        }
+    }
+
+    /// Creates the repository (its marker) unless there is one already;
+    /// tells which.
+    async fn init(&self) -> Result<Initialised> {
+        if self.read_marker().await?.is_some() {
+            return Ok(Initialised::Existing);
+        }
+        let marker = Marker {
+            format: FORMAT,
+            created_at: Utc::now(),
+            created_by: agent_id(),
+        };
+        let body = serde_json::to_vec_pretty(&marker).expect("marker serialises");
+        self.target
+            .op
+            .write(MARKER, body)
+            .await
+            .map_err(|e| self.target.error("cannot create the repository", e))?;
+        Ok(Initialised::Created)
+    }
+
+    async fn read_marker(&self) -> Result<Option<Marker>> {
+        match self.target.op.read(MARKER).await {
             Ok(buf) => {
                 let marker: Marker =
                     serde_json::from_slice(&buf.to_vec()).map_err(|e| Error::Manifest {
@@ -83,26 +143,9 @@ impl Repository {
                         ),
                     ));
                 }
-                Ok(())
+                Ok(Some(marker))
             }
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                if !create {
-                    return Err(Error::NotFound(format!(
-                        "no drp repository at {} (target `{}`)",
-                        self.target.location, self.target.name
-                    )));
-                }
-                let marker = Marker {
-                    format: FORMAT,
-                    created_at: Utc::now(),
-                    created_by: agent_id(),
-                };
-                let body = serde_json::to_vec_pretty(&marker).expect("marker serialises");
-                op.write(MARKER, body)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.target.error("cannot create the repository", e))
-            }
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.target.error("cannot reach the repository", e)),
         }
     }
@@ -224,6 +267,13 @@ impl Repository {
             .map(|_| ())
             .map_err(|e| self.target.error("cannot write the manifest", e))
     }
+}
+
+fn missing(name: &str, location: &str) -> Error {
+    Error::NotFound(format!(
+        "no drp repository at {location} (target `{name}`): if it is a mounted share, it may not be mounted; \
+         to start a new repository there, run `drp-agent init --policy FILE --target {name}`"
+    ))
 }
 
 pub fn agent_id() -> String {

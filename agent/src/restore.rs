@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use crate::lock::ExportLock;
 use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
 use crate::repository::Repository;
-use crate::source::{Destination, Source};
+use crate::source::{Cancel, CommitOptions, Committed, Destination, Source};
 use crate::{Error, Result};
 
 /// Which recovery point to restore.
@@ -36,6 +37,8 @@ pub struct Plan {
     pub destination: Destination,
     /// What exists at the destination and would be replaced.
     pub replaces: Option<String>,
+    /// Where what is replaced will be kept (when something is replaced).
+    pub kept_as: Option<String>,
     /// Targets that could not be searched, damaged manifests: said, not hidden.
     pub notes: Vec<String>,
 }
@@ -54,6 +57,35 @@ pub struct Report {
     pub destination: String,
     pub raw_bytes: u64,
     pub seconds: f64,
+    /// What became of the data the restore replaced.
+    pub replaced: Committed,
+}
+
+/// How a plan is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Existing data may be replaced (the user said yes).
+    pub confirmed: bool,
+    /// Scratch space for staged dumps (default: the system's temporary folder).
+    pub workdir: Option<PathBuf>,
+    /// Drop what was replaced once the restore has succeeded (kept by default).
+    pub drop_replaced: bool,
+    /// Where the per-destination restore locks live (the policy's state folder).
+    pub lock_dir: Option<PathBuf>,
+}
+
+/// How long a restore waits for another restore of the same destination
+/// (an abandoned one stopping its tools and removing its copy) to end.
+const DESTINATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sets the cancel flag when dropped: a restore whose future is dropped (a
+/// step's timeout) stops its tools instead of running on beside a retry.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Finds the point `selector` designates, searching the repositories in order.
@@ -136,6 +168,7 @@ pub async fn plan(
     let replaces = tokio::task::spawn_blocking(move || src.existing(&dest))
         .await
         .map_err(|e| Error::Failed(format!("inspecting the destination stopped: {e}")))??;
+    let kept_as = replaces.as_ref().map(|_| source.kept_as(&destination));
     Ok(Plan {
         host: host.to_string(),
         export: export.to_string(),
@@ -143,26 +176,37 @@ pub async fn plan(
         repository,
         destination,
         replaces,
+        kept_as,
         notes,
     })
 }
 
-/// Applies a plan. Existing data is replaced only when `confirmed`; the point
-/// is fully received and verified before the destination is touched.
+/// Applies a plan. Existing data is replaced only when confirmed; the point
+/// is fully received and verified before the destination is touched, one
+/// restore of a destination runs at a time, and dropping the returned future
+/// stops the restore (its tools are killed and its staged copy removed).
 pub async fn execute(
     plan: &Plan,
     source: Arc<dyn Source>,
-    confirmed: bool,
-    workdir: Option<PathBuf>,
+    options: Options,
     progress: Reporter,
 ) -> Result<Report> {
-    if plan.replaces.is_some() && !confirmed {
+    if plan.replaces.is_some() && !options.confirmed {
         return Err(Error::NotConfirmed {
             destination: plan.destination.to_string(),
         });
     }
     let started = Instant::now();
-    let workdir = workdir.unwrap_or_else(std::env::temp_dir);
+    let cancel = CancelOnDrop(Cancel::default());
+    let lock_dir = options.lock_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let key = destination_key(&source, &plan.destination);
+    let what = plan.destination.to_string();
+    let lock = tokio::task::spawn_blocking(move || {
+        ExportLock::restore(&lock_dir, &key, &what, DESTINATION_WAIT)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("locking the destination stopped: {e}")))??;
+    let workdir = options.workdir.clone().unwrap_or_else(std::env::temp_dir);
     let destination = plan.destination.clone();
     progress.event(Event::Started {
         task: format!("restore {} to {}", plan.manifest.id, plan.destination),
@@ -178,14 +222,46 @@ pub async fn execute(
     .await;
     progress.event(Event::Finished);
     let staged = staged?;
-    tokio::task::spawn_blocking(move || staged.commit())
-        .await
-        .map_err(|e| Error::Failed(format!("loading stopped: {e}")))??;
+    let commit = CommitOptions {
+        drop_replaced: options.drop_replaced,
+        cancel: cancel.0.clone(),
+    };
+    let replaced = tokio::task::spawn_blocking(move || {
+        // The lock is released when the load has really ended, even when
+        // this restore was abandoned while it ran.
+        let _lock = lock;
+        staged.commit(&commit)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("loading stopped: {e}")))??;
     Ok(Report {
         id: plan.manifest.id.clone(),
         target: plan.repository.name().to_string(),
         destination: plan.destination.to_string(),
         raw_bytes: plan.manifest.raw.size,
         seconds: started.elapsed().as_secs_f64(),
+        replaced,
     })
+}
+
+/// The lock name of a destination: the same database on the same server,
+/// or the same path, gives the same name.
+fn destination_key(source: &Arc<dyn Source>, destination: &Destination) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let facts = source.describe();
+    for key in ["host", "port"] {
+        if let Some(v) = facts.get(key) {
+            h.update(v.as_bytes());
+        }
+        h.update([0]);
+    }
+    match destination {
+        Destination::Database(db) => h.update(format!("db:{db}")),
+        Destination::Path(p) => h.update(format!(
+            "path:{}",
+            std::path::absolute(p).unwrap_or_else(|_| p.clone()).display()
+        )),
+    }
+    format!("restore-{}", &hex::encode(h.finalize())[..16])
 }

@@ -109,7 +109,7 @@ pub async fn run_export(
 /// Lists the export on each target to record point counts and the newest point.
 pub async fn refresh_points(policy: &Policy, export: &str, st: &mut state::ExportState) {
     let Ok(e) = policy.export(export) else { return };
-    for (name, opened) in backup::open_targets(policy, &e.targets, false).await {
+    for (name, opened) in backup::open_targets(policy, &e.targets).await {
         if let Ok(repo) = opened
             && let Ok(listing) = repo.list(&policy.host, export).await
         {

@@ -84,6 +84,21 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
         ),
     );
 
+    // What `drp-agent init --policy policy.yaml` does: repositories are only
+    // ever created on purpose.
+    let policy = drp_agent::config::Policy::load(&policy_path)?;
+    for (name, config) in &policy.targets {
+        drp_agent::repository::Repository::create(name, config, &policy.base_dir).await?;
+        say(
+            out,
+            &format!(
+                "repository ready on target `{name}` ({}), as `drp-agent init --policy {}` makes it",
+                config.backend().location(),
+                policy_path.display()
+            ),
+        );
+    }
+
     let runbook = crate::runbook::Runbook::load(&runbook_path)?;
     let options = crate::drill::Options {
         kind: Kind::Drill,

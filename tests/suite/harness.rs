@@ -57,6 +57,9 @@ pub struct Scratch {
     /// Unique name for databases, prefixes and folders of this test.
     pub id: String,
     env: Vec<(String, String)>,
+    /// Policies whose repositories were created (`drp-agent init`) before
+    /// the first command that uses them; `None` once a test turns it off.
+    initialised: Option<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 pub fn scratch(tag: &str) -> Scratch {
@@ -80,6 +83,7 @@ pub fn scratch(tag: &str) -> Scratch {
             ("TEST_S3_KEY_ID".into(), s.get("DRP_TEST_S3_KEY_ID").into()),
             ("TEST_S3_SECRET".into(), s.get("DRP_TEST_S3_SECRET").into()),
         ],
+        initialised: Some(Default::default()),
     }
 }
 
@@ -157,7 +161,59 @@ impl Scratch {
         p
     }
 
+    /// Stops creating repositories before commands: for tests of what
+    /// happens without one.
+    pub fn no_auto_init(&mut self) {
+        self.initialised = None;
+    }
+
+    /// The policy a command works on: `--policy FILE`, or the `policy:` of
+    /// the runbook a `drp run`/`drp drill` is given.
+    fn policy_of(&self, bin_name: &str, args: &[&str]) -> Option<PathBuf> {
+        if let Some(at) = args.iter().position(|a| *a == "--policy" || *a == "-p") {
+            return args.get(at + 1).map(|p| self.dir.path().join(p));
+        }
+        let sub = args.iter().position(|a| *a == "drill" || *a == "run")?;
+        if bin_name != "drp" {
+            return None;
+        }
+        let runbook = self.dir.path().join(args.get(sub + 1)?);
+        let text = std::fs::read_to_string(&runbook).ok()?;
+        let rel = text.lines().find_map(|l| l.strip_prefix("policy: "))?.trim();
+        Some(runbook.parent()?.join(rel))
+    }
+
+    /// Creates the repositories of the policy a command uses, once, as a
+    /// user runs `drp-agent init` after writing a policy.
+    fn init_for(&self, bin_name: &str, args: &[&str]) {
+        let Some(done) = &self.initialised else {
+            return;
+        };
+        if args.contains(&"init") {
+            return;
+        }
+        let Some(policy) = self.policy_of(bin_name, args) else {
+            return;
+        };
+        if !policy.is_file() || !done.lock().unwrap().insert(policy.clone()) {
+            return;
+        }
+        let mut c = Command::new(bin("drp-agent"));
+        c.arg("init")
+            .arg("--policy")
+            .arg(&policy)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .env("DRP_STATE_DIR", self.dir.path().join("state"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        // A target a test makes unreachable stays without one: that test's point.
+        let _ = c.output();
+    }
+
     fn command(&self, bin_name: &str, args: &[&str]) -> Command {
+        self.init_for(bin_name, args);
         let mut c = Command::new(bin(bin_name));
         c.args(args)
             .current_dir(self.dir.path())

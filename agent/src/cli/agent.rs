@@ -13,7 +13,6 @@ use super::restore::RestoreArgs;
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Policy, TargetConfig};
 use crate::repository::Repository;
-use crate::target::Target;
 use crate::verify::{self, Which};
 use crate::{Error, ExitCode, Result};
 use crate::{prune, runner, state};
@@ -33,6 +32,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create the repository on the policy's targets (all, or --target). A
+    /// target without one is otherwise an error: the share may not be mounted.
+    Init {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Only this target.
+        #[arg(long)]
+        target: Vec<String>,
+    },
     /// Export sources to their targets now.
     Backup {
         #[arg(long, short)]
@@ -182,10 +190,8 @@ impl Scope {
                 let config = policy.targets.get(&name).ok_or_else(|| {
                     Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
                 })?;
-                let repo = Repository::new(Target::open(&name, config, &policy.base_dir)?);
-                match repo.check(false).await {
-                    // No backup has reached this target yet: it holds no point.
-                    Ok(()) | Err(Error::NotFound(_)) => repos.push(repo),
+                match Repository::open(&name, config, &policy.base_dir).await {
+                    Ok(repo) => repos.push(repo),
                     Err(e) => unreachable.push(e),
                 }
             }
@@ -206,8 +212,7 @@ impl Scope {
                 .as_deref()
                 .ok_or_else(|| Error::Usage("give --policy or --target".into()))?;
             let config = TargetConfig::from_address(address)?;
-            let repo = Repository::new(Target::open("target", &config, std::path::Path::new("."))?);
-            repo.check(false).await?;
+            let repo = Repository::open("target", &config, std::path::Path::new(".")).await?;
             Ok(Scope {
                 policy: None,
                 host: args.host.clone(),
@@ -252,6 +257,7 @@ impl Scope {
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let out = cli.global.output();
     match &cli.command {
+        Command::Init { policy, target } => run_init(policy, target, &out).await,
         Command::Backup {
             policy,
             export,
@@ -307,6 +313,53 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Restore(args) => super::restore::run(args, &out).await,
     }
+}
+
+async fn run_init(policy_path: &std::path::Path, only: &[String], out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    for name in only {
+        if !policy.targets.contains_key(name) {
+            return Err(Error::NotFound(format!(
+                "no target `{name}` in {}; it defines: {}",
+                policy.path.display(),
+                policy.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let mut code = ExitCode::Ok;
+    let mut json = Vec::new();
+    for (name, config) in &policy.targets {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let result = Repository::create(name, config, &policy.base_dir)
+            .await
+            .map(|(_, done)| done);
+        let location = config.backend().location();
+        match &result {
+            Ok(done) if !out.json => println!(
+                "target `{name}`: {} at {location}",
+                match done {
+                    crate::repository::Initialised::Created => "repository created",
+                    crate::repository::Initialised::Existing => "repository already there",
+                }
+            ),
+            Err(e) if !out.json => eprintln!("target `{name}`: {e}"),
+            _ => {}
+        }
+        if let Err(e) = &result {
+            code = worse(code, e.exit_code());
+        }
+        json.push(serde_json::json!({
+            "target": name, "location": location,
+            "created": matches!(result, Ok(crate::repository::Initialised::Created)),
+            "error": result.as_ref().err().map(|e| e.to_string()),
+        }));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({ "init": json }));
+    }
+    Ok(code)
 }
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -569,13 +622,12 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
     let mut rows = Vec::new();
     let mut health = Vec::new();
     for (name, config) in &policy.targets {
-        let status = match Target::open(name, config, &policy.base_dir) {
-            Ok(t) => match Repository::new(t).check(false).await {
-                Ok(()) => "ok".to_string(),
-                Err(Error::NotFound(_)) => "reachable, empty".to_string(),
-                Err(e) => format!("unreachable: {e}"),
-            },
-            Err(e) => format!("invalid: {e}"),
+        let status = match Repository::open(name, config, &policy.base_dir).await {
+            Ok(_) => "ok".to_string(),
+            Err(Error::NotFound(_)) => {
+                "no repository (not initialised, or the share is not mounted)".to_string()
+            }
+            Err(e) => format!("unreachable: {e}"),
         };
         health.push((name.clone(), status));
     }

@@ -114,7 +114,7 @@ impl SnapshotProvider for DirectorySnap {
             let e = policy
                 .export(&export)
                 .map_err(|e| SnapError(e.to_string()))?;
-            let repos: Vec<_> = crate::backup::open_targets(&policy, &e.targets, false)
+            let repos: Vec<_> = crate::backup::open_targets(&policy, &e.targets)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
@@ -131,10 +131,15 @@ impl SnapshotProvider for DirectorySnap {
             )
             .await
             .map_err(|e| SnapError(e.to_string()))?;
-            let report =
-                crate::restore::execute(&plan, source, true, None, crate::progress::silent())
-                    .await
-                    .map_err(|e| SnapError(e.to_string()))?;
+            let options = crate::restore::Options {
+                confirmed: true,
+                drop_replaced: policy.restore.drop_replaced,
+                lock_dir: Some(policy.state_dir.clone()),
+                ..Default::default()
+            };
+            let report = crate::restore::execute(&plan, source, options, crate::progress::silent())
+                .await
+                .map_err(|e| SnapError(e.to_string()))?;
             Ok(format!(
                 "{} restored from recovery point {id} (target `{}`)",
                 self.config.path.display(),
@@ -156,7 +161,7 @@ impl SnapshotProvider for DirectorySnap {
             let e = policy
                 .export(&export)
                 .map_err(|e| SnapError(e.to_string()))?;
-            for (_, repo) in crate::backup::open_targets(&policy, &e.targets, false).await {
+            for (_, repo) in crate::backup::open_targets(&policy, &e.targets).await {
                 let Ok(repo) = repo else { continue };
                 let op = &repo.target.op;
                 op.delete(&crate::repository::manifest_path(&policy.host, &export, id))

@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged};
+use super::{
+    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
+};
 use crate::config::resolve_relative;
 use crate::pipeline::{ChannelReader, ChunkWriter};
 
@@ -138,6 +140,16 @@ impl Source for Directory {
             ))),
             Err(_) if !p.exists() => Ok(None),
             Err(e) => Err(SourceError::io(format!("cannot read {}", p.display()), e)),
+        }
+    }
+
+    fn kept_as(&self, dest: &Destination) -> String {
+        match dest {
+            Destination::Path(p) => format!(
+                "the replaced tree is kept, moved to `{}`",
+                replaced_path(p).display()
+            ),
+            Destination::Database(_) => String::new(),
         }
     }
 
@@ -313,17 +325,61 @@ fn escapes(entry: &Path, target: &Path) -> bool {
     false
 }
 
-/// Extracts a tar stream into `into`, refusing any entry that would escape it.
+/// Whether this process can give files back their owners (as GNU tar does
+/// when run as root).
+fn can_restore_owners() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The mode an entry is given: as archived, without the setuid and setgid
+/// bits when its owner and group are not restored too (a user's setuid tool
+/// must not become the restoring user's, or root's, setuid tool).
+fn safe_mode(header: &tar::Header, owners_restored: bool) -> Option<u32> {
+    let mode = header.mode().ok()? & 0o7777;
+    if owners_restored || mode & 0o6000 == 0 {
+        return Some(mode);
+    }
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let same_owner = header.uid().ok() == Some(uid as u64);
+    let same_group = header.gid().ok() == Some(gid as u64);
+    let mut mode = mode;
+    if !same_owner {
+        mode &= !0o4000;
+    }
+    if !same_group {
+        mode &= !0o2000;
+    }
+    Some(mode)
+}
+
+/// Extracts a tar stream into `into`, refusing any entry that would escape
+/// it. Owners and groups come back when running as root; modes always, the
+/// tree's root included (`.` entry), and setuid/setgid bits only with their
+/// owner.
 pub fn extract(
     raw: &mut dyn Read,
     into: &Path,
     allow_external_symlinks: bool,
 ) -> Result<(), SourceError> {
+    extract_as(raw, into, allow_external_symlinks, can_restore_owners())
+}
+
+fn extract_as(
+    raw: &mut dyn Read,
+    into: &Path,
+    allow_external_symlinks: bool,
+    owners: bool,
+) -> Result<(), SourceError> {
+    use std::os::unix::fs::PermissionsExt;
     let mut archive = tar::Archive::new(raw);
     archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(owners);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
+    let mut root: Option<tar::Header> = None;
     let entries = archive
         .entries()
         .map_err(|e| SourceError::io("reading the archive", e))?;
@@ -369,6 +425,11 @@ pub fn extract(
                 target.display()
             )));
         }
+        if name.components().all(|c| c == Component::CurDir) {
+            // The tree's root: applied to the destination once it is filled.
+            root = Some(entry.header().clone());
+            continue;
+        }
         let inside = entry
             .unpack_in(into)
             .map_err(|e| SourceError::io(format!("extracting `{}`", name.display()), e))?;
@@ -377,6 +438,36 @@ pub fn extract(
                 "archive entry `{}` would be written outside the destination; the restore was refused",
                 name.display()
             )));
+        }
+        let header = entry.header();
+        if header.entry_type().is_file()
+            && let Some(mode) = safe_mode(header, owners)
+            && Some(mode) != header.mode().ok().map(|m| m & 0o7777)
+        {
+            let path = into.join(&name);
+            tracing::warn!(
+                "{}: setuid/setgid bit dropped, its owner could not be restored",
+                name.display()
+            );
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| SourceError::io(format!("setting the mode of `{}`", name.display()), e))?;
+        }
+    }
+    if let Some(header) = root {
+        let context = |e| SourceError::io(format!("restoring the root of {}", into.display()), e);
+        if owners
+            && let (Ok(uid), Ok(gid)) = (header.uid(), header.gid())
+        {
+            std::os::unix::fs::chown(into, Some(uid as u32), Some(gid as u32)).map_err(context)?;
+        }
+        if let Some(mode) = safe_mode(&header, owners) {
+            fs::set_permissions(into, fs::Permissions::from_mode(mode)).map_err(context)?;
+        }
+        if let Ok(mtime) = header.mtime() {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+            File::open(into)
+                .and_then(|d| d.set_modified(when))
+                .map_err(context)?;
         }
     }
     Ok(())
@@ -388,19 +479,22 @@ struct StagedTree {
 }
 
 impl Staged for StagedTree {
-    fn commit(self: Box<Self>) -> Result<(), SourceError> {
+    fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
+        options.cancel.check()?;
         let staged = self.staging.keep();
-        // Keep the restored tree's root permissions as archived ("." entry).
         if !self.path.exists() {
-            return std::fs::rename(&staged, &self.path).map_err(|e| {
-                SourceError::io(
-                    format!("cannot move the restored tree to {}", self.path.display()),
-                    e,
-                )
-            });
+            return std::fs::rename(&staged, &self.path)
+                .map(|_| Committed::default())
+                .map_err(|e| {
+                    SourceError::io(
+                        format!("cannot move the restored tree to {}", self.path.display()),
+                        e,
+                    )
+                });
         }
-        let aside = sibling(&self.path, ".drp-replaced-");
+        let aside = replaced_path(&self.path);
         std::fs::rename(&self.path, &aside).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staged);
             SourceError::io(format!("cannot move {} aside", self.path.display()), e)
         })?;
         if let Err(e) = std::fs::rename(&staged, &self.path) {
@@ -412,25 +506,34 @@ impl Staged for StagedTree {
                 e,
             ));
         }
+        let what = aside.display().to_string();
+        if !options.drop_replaced {
+            return Ok(Committed {
+                kept: Some(what),
+                dropped: None,
+            });
+        }
         std::fs::remove_dir_all(&aside).map_err(|e| {
             SourceError::io(
-                format!(
-                    "restored, but cannot remove the replaced tree at {}",
-                    aside.display()
-                ),
+                format!("restored, but cannot remove the replaced tree at {what}"),
                 e,
             )
+        })?;
+        Ok(Committed {
+            kept: None,
+            dropped: Some(what),
         })
     }
 }
 
-fn sibling(path: &Path, prefix: &str) -> PathBuf {
+/// `<name>.drp-replaced-<UTC time>` beside `path`.
+fn replaced_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.f");
-    path.with_file_name(format!("{prefix}{name}-{stamp}"))
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.fZ");
+    path.with_file_name(format!("{name}.drp-replaced-{stamp}"))
 }
 
 #[cfg(test)]
@@ -483,6 +586,49 @@ mod tests {
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
         (stream, data)
+    }
+
+    /// An archive with one file of `uid`, `gid` and `mode`, and the root.
+    fn archive_with_file(uid: u64, gid: u64, mode: u32) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut root = tar::Header::new_gnu();
+        root.set_entry_type(tar::EntryType::Directory);
+        root.set_mode(0o750);
+        root.set_size(0);
+        root.set_mtime(1_700_000_000);
+        tar.append_data(&mut root, "./", io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_size(4);
+        tar.append_data(&mut h, "./tool", &b"tool"[..]).unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    #[test]
+    fn setuid_is_dropped_when_the_owner_is_not_restored_and_the_root_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let bytes = archive_with_file(65534, 65534, 0o4755);
+        let out = tempfile::tempdir().unwrap();
+        extract_as(&mut &bytes[..], out.path(), false, false).unwrap();
+        let mode = fs::metadata(out.path().join("tool")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755, "setuid kept on a file of another owner");
+        let root = fs::metadata(out.path()).unwrap();
+        assert_eq!(root.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(root.mtime(), 1_700_000_000);
+    }
+
+    #[test]
+    fn a_setuid_file_of_the_restoring_user_keeps_its_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let bytes = archive_with_file(uid as u64, gid as u64, 0o6755);
+        let out = tempfile::tempdir().unwrap();
+        extract_as(&mut &bytes[..], out.path(), false, false).unwrap();
+        let mode = fs::metadata(out.path().join("tool")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o6755);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum SourceError {
 
     #[error("{0}")]
     Invalid(String),
+
+    #[error("the restore was abandoned: its tools were stopped and the staged copy removed; the destination was not changed")]
+    Cancelled,
 }
 
 impl SourceError {
@@ -84,10 +87,74 @@ impl fmt::Display for Destination {
     }
 }
 
+/// How a staged point is applied.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// Drop the data the restore replaced once it has succeeded; by default
+    /// it is kept beside the destination.
+    pub drop_replaced: bool,
+    /// Set when the restore is abandoned (a timeout, a signal): tools are
+    /// stopped and the staged copy removed, the destination left as it was.
+    pub cancel: Cancel,
+}
+
+/// What applying a point did to the data it replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Where the replaced data was kept (a database or path), if any was.
+    pub kept: Option<String>,
+    /// The replaced data, dropped on request.
+    pub dropped: Option<String>,
+}
+
 /// A recovery point fully received but not yet applied. Dropping it discards
 /// the staged data and leaves the destination untouched.
+///
+/// `commit` loads the new copy beside the live data and swaps it in only
+/// once it has fully loaded; the replaced data is kept (renamed) unless
+/// `drop_replaced` is set. A commit that fails leaves the destination as it
+/// was.
 pub trait Staged: Send {
-    fn commit(self: Box<Self>) -> Result<(), SourceError>;
+    fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError>;
+}
+
+/// A flag shared between a restore and whoever may abandon it. Cloning
+/// shares the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// An error when cancelled, to stop between steps.
+    pub fn check(&self) -> Result<(), SourceError> {
+        if self.is_cancelled() {
+            Err(SourceError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The name a restore gives the data it replaces, or the copy it loads:
+/// `<name>_drp_<what>_<UTC time>`, cut to `max` bytes by shortening `name`.
+pub fn sibling_name(name: &str, what: &str, max: usize) -> String {
+    let suffix = format!("_drp_{what}_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let mut base = name;
+    while base.len() + suffix.len() > max {
+        let mut end = base.len() - 1;
+        while !base.is_char_boundary(end) {
+            end -= 1;
+        }
+        base = &base[..end];
+    }
+    format!("{base}{suffix}")
 }
 
 pub trait Source: Send + Sync {
@@ -105,6 +172,9 @@ pub trait Source: Send + Sync {
 
     /// What currently exists at the destination and would be replaced, if anything.
     fn existing(&self, dest: &Destination) -> Result<Option<String>, SourceError>;
+
+    /// Where a restore keeps what it replaces at `dest`, for the plan.
+    fn kept_as(&self, dest: &Destination) -> String;
 
     /// Runs SQL on the source's database (or `database` on the same server)
     /// and returns the rows, each as its columns' text. Directory sources have
@@ -140,15 +210,21 @@ pub fn build(config: &SourceConfig, base_dir: &Path) -> Box<dyn Source> {
 }
 
 /// A staged file, loaded by a closure on commit (dump files for database tools).
-pub struct StagedFile<F: FnOnce(&Path) -> Result<(), SourceError> + Send> {
+pub struct StagedFile<F>
+where
+    F: FnOnce(&Path, &CommitOptions) -> Result<Committed, SourceError> + Send,
+{
     pub file: tempfile::NamedTempFile,
     pub load: F,
 }
 
-impl<F: FnOnce(&Path) -> Result<(), SourceError> + Send> Staged for StagedFile<F> {
-    fn commit(self: Box<Self>) -> Result<(), SourceError> {
+impl<F> Staged for StagedFile<F>
+where
+    F: FnOnce(&Path, &CommitOptions) -> Result<Committed, SourceError> + Send,
+{
+    fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
         let this = *self;
-        (this.load)(this.file.path())
+        (this.load)(this.file.path(), options)
     }
 }
 

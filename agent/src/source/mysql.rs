@@ -12,7 +12,10 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::process::{self, ChildExport};
-use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged, StagedFile};
+use super::{
+    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
+    StagedFile, sibling_name,
+};
 use crate::config::{SecretRef, resolve_relative};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,13 +100,214 @@ impl Mysql {
         cmd
     }
 
+    /// Loads a dump into a new database beside `live`, and only once it has
+    /// fully loaded moves `live`'s objects aside (into `<live>_drp_replaced_…`)
+    /// and the new ones into `live`.
+    ///
+    /// MariaDB cannot rename a database; tables move between databases with
+    /// one atomic `RENAME TABLE`, but tables with triggers and views cannot,
+    /// so triggers, views, routines and events are taken out as definitions
+    /// (by `mariadb-dump`), dropped, and recreated on the other side.
+    fn load(
+        &self,
+        dump: &Path,
+        live: &str,
+        options: &CommitOptions,
+    ) -> Result<Committed, SourceError> {
+        let staged = sibling_name(live, "restore", NAME_MAX);
+        let exists = |db: &str| -> Result<bool, SourceError> {
+            Ok(self.query(
+                None,
+                &format!(
+                    "select count(*) from information_schema.schemata where schema_name = '{db}';"
+                ),
+            )? == "1")
+        };
+        let live_exists = exists(live)?;
+        let charset = if live_exists {
+            self.query(
+                None,
+                &format!(
+                    "select concat('character set ', default_character_set_name, ' collate ', default_collation_name) \
+                     from information_schema.schemata where schema_name = '{live}';"
+                ),
+            )?
+        } else {
+            String::new()
+        };
+        self.query(
+            None,
+            &format!("create database {} {charset};", quoted(&staged)),
+        )?;
+        let loaded = (|| {
+            let client = self.tool(&["mariadb", "mysql"])?;
+            let opts = self.option_file()?;
+            let mut cmd = self.command(&client, &opts);
+            cmd.arg("--").arg(&staged);
+            process::run_with_stdin_file(&mut cmd, dump, &options.cancel)?;
+            options.cancel.check()
+        })();
+        if let Err(e) = loaded {
+            let _ = self.query(None, &format!("drop database if exists {};", quoted(&staged)));
+            return Err(match e {
+                SourceError::Cancelled => e,
+                e => SourceError::Invalid(format!(
+                    "the point did not load, so database `{live}` was not touched (the partial copy `{staged}` was dropped): {e}"
+                )),
+            });
+        }
+        if !live_exists {
+            self.query(None, &format!("create database {};", quoted(live)))?;
+            self.move_objects(&staged, live)?;
+            self.query(None, &format!("drop database {};", quoted(&staged)))?;
+            return Ok(Committed::default());
+        }
+        let replaced = sibling_name(live, "replaced", NAME_MAX);
+        self.query(
+            None,
+            &format!("create database {} {charset};", quoted(&replaced)),
+        )?;
+        if let Err(e) = self.move_objects(live, &replaced) {
+            let _ = self.query(None, &format!("drop database if exists {};", quoted(&staged)));
+            return Err(SourceError::Invalid(format!(
+                "the point loaded, but the objects of `{live}` could not be moved aside to `{replaced}`; check both: {e}"
+            )));
+        }
+        if let Err(e) = self.move_objects(&staged, live) {
+            // Put the live objects back where they were.
+            let back = self.move_objects(&replaced, live);
+            return Err(SourceError::Invalid(format!(
+                "the loaded copy `{staged}` could not be moved into `{live}` ({e}); {}",
+                match back {
+                    Ok(()) => format!("`{live}` was put back as it was"),
+                    Err(b) => format!("putting `{live}` back failed too ({b}): its objects are in `{replaced}`"),
+                }
+            )));
+        }
+        self.query(None, &format!("drop database {};", quoted(&staged)))?;
+        if options.drop_replaced {
+            self.query(None, &format!("drop database {};", quoted(&replaced)))?;
+            return Ok(Committed {
+                kept: None,
+                dropped: Some(format!("database `{replaced}`")),
+            });
+        }
+        Ok(Committed {
+            kept: Some(format!("database `{replaced}`")),
+            dropped: None,
+        })
+    }
+
+    /// Moves every table of `from` into `to` in one atomic `RENAME TABLE`,
+    /// with its triggers, and recreates `from`'s views, routines and events
+    /// in `to`. On failure before the tables moved, `from` is left as it was.
+    fn move_objects(&self, from: &str, to: &str) -> Result<(), SourceError> {
+        let list = |sql: String| -> Result<Vec<Vec<String>>, SourceError> {
+            Ok(super::postgres::rows(&self.query(None, &sql)?))
+        };
+        let tables = list(format!(
+            "select table_name from information_schema.tables where table_schema = '{from}' and table_type in ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') order by table_name;"
+        ))?;
+        let views = list(format!(
+            "select table_name from information_schema.views where table_schema = '{from}' order by table_name;"
+        ))?;
+        let dump = self.tool(&["mariadb-dump", "mysqldump"])?;
+        let opts = self.option_file()?;
+        let definitions = |args: &[&str], names: &[String]| -> Result<String, SourceError> {
+            let mut cmd = self.command(&dump, &opts);
+            cmd.args([
+                "--no-data",
+                "--single-transaction",
+                "--skip-dump-date",
+                "--default-character-set=utf8mb4",
+            ])
+            .args(args)
+            .arg("--")
+            .arg(from)
+            .args(names);
+            process::run(&mut cmd, None)
+        };
+        // Triggers, routines and events; views on their own (a view can
+        // only be created once the tables it reads are in place).
+        let code = definitions(
+            &["--no-create-info", "--triggers", "--routines", "--events"],
+            &[],
+        )?;
+        let view_names: Vec<String> = views.iter().filter_map(|r| r.first().cloned()).collect();
+        let view_sql = if view_names.is_empty() {
+            String::new()
+        } else {
+            definitions(&["--skip-triggers"], &view_names)?
+        };
+        let mut drops = String::new();
+        for r in list(format!(
+            "select trigger_name from information_schema.triggers where trigger_schema = '{from}';"
+        ))? {
+            drops += &format!("drop trigger {}.{};\n", quoted(from), quoted(&r[0]));
+        }
+        for name in &view_names {
+            drops += &format!("drop view {}.{};\n", quoted(from), quoted(name));
+        }
+        for r in list(format!(
+            "select routine_type, routine_name from information_schema.routines where routine_schema = '{from}';"
+        ))? {
+            drops += &format!("drop {} {}.{};\n", r[0], quoted(from), quoted(&r[1]));
+        }
+        for r in list(format!(
+            "select event_name from information_schema.events where event_schema = '{from}';"
+        ))? {
+            drops += &format!("drop event {}.{};\n", quoted(from), quoted(&r[0]));
+        }
+        let client = self.tool(&["mariadb", "mysql"])?;
+        let replay = |db: &str, sql: &str| -> Result<(), SourceError> {
+            if sql.trim().is_empty() {
+                return Ok(());
+            }
+            let mut cmd = self.command(&client, &opts);
+            cmd.arg("--").arg(db);
+            process::run(&mut cmd, Some(sql.as_bytes())).map(|_| ())
+        };
+        if !drops.is_empty() {
+            self.query(None, &drops)?;
+        }
+        if !tables.is_empty() {
+            let renames: Vec<String> = tables
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}.{} to {}.{}",
+                        quoted(from),
+                        quoted(&r[0]),
+                        quoted(to),
+                        quoted(&r[0])
+                    )
+                })
+                .collect();
+            let moved = self.query(
+                None,
+                &format!(
+                    "set foreign_key_checks = 0; rename table {};",
+                    renames.join(", ")
+                ),
+            );
+            if let Err(e) = moved {
+                // The tables stayed: give `from` its definitions back.
+                let _ = replay(from, &view_sql);
+                let _ = replay(from, &code);
+                return Err(e);
+            }
+        }
+        replay(to, &view_sql)?;
+        replay(to, &code)
+    }
+
     fn query(&self, database: Option<&str>, sql: &str) -> Result<String, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let options = self.option_file()?;
         let mut cmd = self.command(&client, &options);
         cmd.args(["--batch", "--skip-column-names"]);
         if let Some(db) = database {
-            cmd.arg(db);
+            cmd.arg("--").arg(db);
         }
         Ok(process::run(&mut cmd, Some(sql.as_bytes()))?
             .trim()
@@ -111,9 +315,15 @@ impl Mysql {
     }
 }
 
-/// Database names are restricted so they can be quoted safely in SQL.
+/// MariaDB's longest identifier, in characters.
+const NAME_MAX: usize = 64;
+
+/// Database names are restricted so they can be quoted safely in SQL, and
+/// may not start with `-`, which the client tools would read as an option.
 fn check_name(db: &str) -> Result<(), SourceError> {
     if !db.is_empty()
+        && !db.starts_with('-')
+        && db.len() <= NAME_MAX
         && db
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-'))
@@ -121,9 +331,14 @@ fn check_name(db: &str) -> Result<(), SourceError> {
         Ok(())
     } else {
         Err(SourceError::Invalid(format!(
-            "database name `{db}`: use letters, digits, `_`, `$` or `-`"
+            "database name `{db}`: use letters, digits, `_`, `$` or `-` (not first), at most {NAME_MAX}"
         )))
     }
+}
+
+/// A name quoted as a MariaDB identifier.
+fn quoted(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
 }
 
 impl Source for Mysql {
@@ -160,6 +375,7 @@ impl Source for Mysql {
             "--default-character-set=utf8mb4",
             "--skip-dump-date",
         ])
+        .arg("--")
         .arg(&self.config.database);
         Ok(Box::new(ChildExport::start(
             &mut cmd,
@@ -221,6 +437,16 @@ impl Source for Mysql {
         )))
     }
 
+    fn kept_as(&self, dest: &Destination) -> String {
+        match dest {
+            Destination::Database(db) => format!(
+                "the replaced database is kept: its tables are moved to `{}`",
+                sibling_name(db, "replaced", NAME_MAX)
+            ),
+            Destination::Path(_) => String::new(),
+        }
+    }
+
     fn stage(
         &self,
         raw: &mut dyn Read,
@@ -234,17 +460,10 @@ impl Source for Mysql {
         };
         check_name(&db)?;
         let file = super::stage_to_file(raw, workdir)?;
-        let client = self.tool(&["mariadb", "mysql"])?;
         let this = Mysql::new(self.config.clone(), &self.base_dir);
         Ok(Box::new(StagedFile {
             file,
-            load: move |path: &Path| {
-                this.query(None, &format!("create database if not exists `{db}`;"))?;
-                let options = this.option_file()?;
-                let mut cmd = this.command(&client, &options);
-                cmd.arg(&db);
-                process::run_with_stdin_file(&mut cmd, path)
-            },
+            load: move |path: &Path, options: &CommitOptions| this.load(path, &db, options),
         }))
     }
 }

@@ -13,7 +13,10 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::process::{self, ChildExport};
-use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged, StagedFile};
+use super::{
+    CommitOptions, Destination, ExportInfo, ExportStream, Source, SourceError, Staged, StagedFile,
+    sibling_name,
+};
 use crate::config::{SecretRef, resolve_relative};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +36,29 @@ pub struct PostgresConfig {
     /// Restore without setting object owners (when the roles do not exist on the new server).
     #[serde(default)]
     pub no_owner: bool,
+    /// Carry the roles' password hashes in each point's globals (needs a
+    /// superuser login). Off by default: restored roles then have no password.
+    #[serde(default)]
+    pub include_role_passwords: bool,
+}
+
+mod framing;
+mod load;
+
+use framing::FRAMING_NAME;
+
+/// PostgreSQL's longest identifier, in bytes.
+const NAME_MAX: usize = 63;
+
+/// Database names a restore accepts: not empty, not starting with `-` (it
+/// would read as an option), no NUL, at most 63 bytes.
+fn check_database_name(db: &str) -> Result<(), SourceError> {
+    if db.is_empty() || db.starts_with('-') || db.contains('\0') || db.len() > NAME_MAX {
+        return Err(SourceError::Invalid(format!(
+            "database name `{db}`: it must be 1 to {NAME_MAX} bytes and not start with `-`"
+        )));
+    }
+    Ok(())
 }
 
 pub struct Postgres {
@@ -70,20 +96,60 @@ impl Postgres {
             .unwrap_or_else(|| std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()))
     }
 
-    /// The libpq connection string for `database`.
+    /// The libpq connection string for `database`, without any password
+    /// (a password written in `url` goes to the tool's environment instead,
+    /// so it never shows in the process list).
     fn conninfo(&self, database: &str) -> String {
         match &self.config.url {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                match url::Url::parse(url) {
-                    Ok(mut u) => {
-                        u.set_path(&format!("/{database}"));
-                        u.to_string()
+            Some(url) if is_uri(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    u.set_path(&format!("/{}", urlencode(database)));
+                    let _ = u.set_password(None);
+                    let pairs: Vec<(String, String)> = u
+                        .query_pairs()
+                        .filter(|(k, _)| k != "password")
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    u.set_query(None);
+                    if !pairs.is_empty() {
+                        u.query_pairs_mut().extend_pairs(pairs);
                     }
-                    Err(_) => url.clone(),
+                    u.to_string()
                 }
+                Err(_) => url.clone(),
+            },
+            Some(kv) => {
+                let kept: Vec<&str> = kv
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("password=") && !w.starts_with("dbname="))
+                    .collect();
+                format!("{} dbname='{}'", kept.join(" "), quote_kv(database))
             }
-            Some(kv) => format!("{kv} dbname='{}'", database.replace('\'', "\\'")),
-            None => format!("dbname='{}'", database.replace('\'', "\\'")),
+            None => format!("dbname='{}'", quote_kv(database)),
+        }
+    }
+
+    /// A password written inside `url`, if any.
+    fn url_password(&self) -> Option<String> {
+        let url = self.config.url.as_deref()?;
+        if is_uri(url) {
+            let u = url::Url::parse(url).ok()?;
+            u.password()
+                .map(|p| {
+                    url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                })
+                .or_else(|| {
+                    u.query_pairs()
+                        .find(|(k, _)| k == "password")
+                        .map(|(_, v)| v.into_owned())
+                })
+        } else {
+            url.split_whitespace()
+                .find_map(|w| w.strip_prefix("password="))
+                .map(|v| v.trim_matches('\'').to_string())
         }
     }
 
@@ -98,6 +164,9 @@ impl Postgres {
         }
         if let Some(u) = &self.config.user {
             cmd.env("PGUSER", u);
+        }
+        if let Some(pw) = self.url_password() {
+            cmd.env("PGPASSWORD", pw);
         }
         if let Some(secret) = &self.config.password {
             let pw = secret
@@ -133,6 +202,21 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The cluster's globals, as `pg_dumpall --globals-only` writes them.
+    fn globals(&self) -> Result<String, SourceError> {
+        let pg_dumpall = self.tool("pg_dumpall")?;
+        let mut cmd = self.command(&pg_dumpall)?;
+        let db = self.database();
+        cmd.args(["--globals-only", "--no-password"]);
+        if !self.config.include_role_passwords {
+            cmd.arg("--no-role-passwords");
+        }
+        cmd.arg("-l").arg(&db).arg("-d").arg(self.conninfo(&db));
+        process::run(&mut cmd, None)
+    }
+}
+
 /// Tab-separated lines into rows of columns.
 pub fn rows(out: &str) -> Vec<Vec<String>> {
     out.lines()
@@ -141,8 +225,21 @@ pub fn rows(out: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+fn is_uri(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A value inside single quotes in a libpq key=value string.
+fn quote_kv(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
 fn url_database(url: &str) -> Option<String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_uri(url) {
         let u = url::Url::parse(url).ok()?;
         let db = u.path().trim_start_matches('/');
         (!db.is_empty()).then(|| db.to_string())
@@ -154,7 +251,7 @@ fn url_database(url: &str) -> Option<String> {
 }
 
 fn url_host(url: &str) -> Option<String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_uri(url) {
         url::Url::parse(url).ok()?.host_str().map(str::to_string)
     } else {
         url.split_whitespace()
@@ -175,7 +272,7 @@ impl Source for Postgres {
         {
             d.insert("host".into(), h);
         }
-        d.insert("format".into(), "pg_dump custom".into());
+        d.insert("format".into(), format!("{FRAMING_NAME} (globals, then pg_dump custom)"));
         d
     }
 
@@ -193,10 +290,12 @@ impl Source for Postgres {
             consistency_time: Utc::now(),
             tools,
         };
+        let globals = self.globals()?;
         let mut cmd = self.command(&pg_dump)?;
         cmd.args(["--format=custom", "--compress=0", "--no-password", "-d"])
             .arg(self.conninfo(&db));
-        Ok(Box::new(ChildExport::start(&mut cmd, info, None)?))
+        let dump = ChildExport::start(&mut cmd, info, None)?;
+        Ok(Box::new(framing::Framed::new(globals, dump)))
     }
 
     fn default_destination(&self) -> Destination {
@@ -226,7 +325,7 @@ impl Source for Postgres {
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
-        ["psql", "pg_dump", "pg_restore"]
+        ["psql", "pg_dump", "pg_dumpall", "pg_restore"]
             .iter()
             .map(|t| process::version(&self.tool(t)?))
             .collect()
@@ -259,6 +358,16 @@ impl Source for Postgres {
         Ok(Some(format!("PostgreSQL database `{db}` ({facts})")))
     }
 
+    fn kept_as(&self, dest: &Destination) -> String {
+        match dest {
+            Destination::Database(db) => format!(
+                "the replaced database is kept, renamed to `{}`",
+                sibling_name(db, "replaced", NAME_MAX)
+            ),
+            Destination::Path(_) => String::new(),
+        }
+    }
+
     fn stage(
         &self,
         raw: &mut dyn Read,
@@ -270,35 +379,22 @@ impl Source for Postgres {
                 "a PostgreSQL export restores into a database".into(),
             ));
         };
+        check_database_name(&db)?;
+        let (globals, mut dump) = framing::read_globals(raw)?;
         // pg_restore reads a seekable file to restore with several jobs.
-        let file = super::stage_to_file(raw, workdir)?;
-        let pg_restore = self.tool("pg_restore")?;
-        let jobs = self.config.restore_jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(2)
-        });
+        let file = super::stage_to_file(&mut dump, workdir)?;
         let this = Postgres::new(self.config.clone(), &self.base_dir);
         Ok(Box::new(StagedFile {
             file,
-            load: move |path: &Path| {
-                // Creates the database when missing, in one round trip.
-                this.psql(
-                    "postgres",
-                    "select format('create database %I', :'db') \
-                     where not exists (select from pg_database where datname = :'db') \\gexec",
-                    &[("db", &db)],
-                )?;
-                let mut cmd = this.command(&pg_restore)?;
-                cmd.args(["--clean", "--if-exists", "--exit-on-error", "--no-password"])
-                    .arg(format!("--jobs={jobs}"))
-                    .arg("-d")
-                    .arg(this.conninfo(&db));
-                if this.config.no_owner {
-                    cmd.args(["--no-owner", "--no-privileges"]);
+            load: move |path: &Path, options: &CommitOptions| {
+                load::Load {
+                    pg: &this,
+                    dump: path,
+                    globals: globals.as_deref(),
+                    live: &db,
+                    options,
                 }
-                cmd.arg(path);
-                process::run(&mut cmd, None).map(|_| ())
+                .run()
             },
         }))
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
-use super::{ExportInfo, ExportStream, SourceError};
+use super::{Cancel, ExportInfo, ExportStream, SourceError};
 
 /// Keeps the last part of a tool's stderr: enough to explain a failure.
 const STDERR_TAIL: usize = 4096;
@@ -103,30 +103,81 @@ fn failure(tool: String, status: std::process::ExitStatus, stderr: String) -> So
 
 /// Runs a command to completion, feeding `input` on stdin; returns stdout.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceError> {
+    run_cancellable(cmd, Input::Bytes(input.unwrap_or_default()), &Cancel::default())
+}
+
+/// Runs a command with a file on stdin (loading a dump).
+pub fn run_with_stdin_file(
+    cmd: &mut Command,
+    file: &Path,
+    cancel: &Cancel,
+) -> Result<(), SourceError> {
+    run_cancellable(cmd, Input::File(file), cancel).map(|_| ())
+}
+
+/// What a tool reads on stdin.
+pub enum Input<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// Runs a command to completion; returns stdout. The tool runs in a process
+/// group of its own, and the whole group is killed when `cancel` is set
+/// (`pg_restore -j` forks workers).
+pub fn run_cancellable(
+    cmd: &mut Command,
+    input: Input<'_>,
+    cancel: &Cancel,
+) -> Result<String, SourceError> {
+    use std::os::unix::process::CommandExt;
     let tool = tool_name(cmd);
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    match input {
+        Input::Bytes(b) if b.is_empty() => cmd.stdin(Stdio::null()),
+        Input::Bytes(_) => cmd.stdin(Stdio::piped()),
+        Input::File(path) => cmd.stdin(
+            std::fs::File::open(path)
+                .map_err(|e| SourceError::io(format!("opening {}", path.display()), e))?,
+        ),
+    };
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cancel.check()?;
     let mut child = spawn(cmd)?;
     let err = capture_stderr(&mut child);
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        // A tool that exits early closes its stdin; its status tells why.
-        let _ = stdin.write_all(input);
+    let feeder = match (input, child.stdin.take()) {
+        (Input::Bytes(b), Some(mut stdin)) => {
+            let bytes = b.to_vec();
+            // A tool that exits early closes its stdin; its status tells why.
+            Some(std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            }))
+        }
+        _ => None,
+    };
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if cancel.is_cancelled() => {
+                kill_group(&mut child);
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(SourceError::Cancelled);
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(SourceError::io(format!("waiting for `{tool}`"), e)),
+        }
+    };
+    if let Some(f) = feeder {
+        let _ = f.join();
     }
-    let mut out = String::new();
-    let _ = child
-        .stdout
-        .take()
-        .expect("stdout is piped")
-        .read_to_string(&mut out);
-    let status = child
-        .wait()
-        .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
+    let out = reader.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     if status.success() {
         Ok(out)
@@ -135,23 +186,13 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceErro
     }
 }
 
-/// Runs a command with a file on stdin (loading a dump).
-pub fn run_with_stdin_file(cmd: &mut Command, file: &Path) -> Result<(), SourceError> {
-    let tool = tool_name(cmd);
-    let f = std::fs::File::open(file)
-        .map_err(|e| SourceError::io(format!("opening {}", file.display()), e))?;
-    cmd.stdin(f).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = spawn(cmd)?;
-    let err = capture_stderr(&mut child);
-    let status = child
-        .wait()
-        .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
-    let stderr = err.join().unwrap_or_default();
-    if status.success() {
-        Ok(())
-    } else {
-        Err(failure(tool, status, stderr))
+/// Kills a tool started in its own process group, with everything it forked.
+fn kill_group(child: &mut Child) {
+    // SAFETY: signals the process group this child leads; nothing else.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
     }
+    let _ = child.kill();
 }
 
 /// First line of `tool --version`.

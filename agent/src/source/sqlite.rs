@@ -16,7 +16,9 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
-use super::{Destination, ExportInfo, ExportStream, Source, SourceError, Staged};
+use super::{
+    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
+};
 use crate::config::resolve_relative;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +191,16 @@ impl Source for Sqlite {
         }))
     }
 
+    fn kept_as(&self, dest: &Destination) -> String {
+        match dest {
+            Destination::Path(p) => format!(
+                "a copy of the replaced file is kept as `{}`",
+                replaced_path(p).display()
+            ),
+            Destination::Database(_) => String::new(),
+        }
+    }
+
     fn stage(
         &self,
         raw: &mut dyn Read,
@@ -212,13 +224,25 @@ impl Source for Sqlite {
     }
 }
 
+/// `<file>.drp-replaced-<UTC time>` beside `path`.
+fn replaced_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{name}.drp-replaced-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    ))
+}
+
 struct StagedSqlite {
     file: tempfile::NamedTempFile,
     path: PathBuf,
 }
 
 impl Staged for StagedSqlite {
-    fn commit(self: Box<Self>) -> Result<(), SourceError> {
+    fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
         let staged = self.file.path();
         let check = Connection::open_with_flags(staged, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("pragma quick_check", [], |r| r.get::<_, String>(0)))
@@ -228,23 +252,50 @@ impl Staged for StagedSqlite {
                 "the restored copy failed its check: {check}"
             )));
         }
-        if self.path.exists() {
-            // Replace the content in one step under SQLite's own locking, so
-            // connections that have the file open see the old or the new data.
-            let src = Connection::open_with_flags(staged, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| sql_err("cannot open", staged, e))?;
-            let mut dst =
-                Connection::open(&self.path).map_err(|e| sql_err("cannot open", &self.path, e))?;
-            dst.busy_timeout(BUSY_TIMEOUT)
-                .map_err(|e| sql_err("cannot open", &self.path, e))?;
-            copy_all(&src, &mut dst, &self.path)
-        } else {
-            self.file.persist(&self.path).map(|_| ()).map_err(|e| {
-                SourceError::io(
-                    format!("cannot move the restored file to {}", self.path.display()),
-                    e.error,
-                )
-            })
+        options.cancel.check()?;
+        if !self.path.exists() {
+            return self
+                .file
+                .persist(&self.path)
+                .map(|_| Committed::default())
+                .map_err(|e| {
+                    SourceError::io(
+                        format!("cannot move the restored file to {}", self.path.display()),
+                        e.error,
+                    )
+                });
         }
+        // Keep a consistent copy of what is replaced, beside it.
+        let kept = replaced_path(&self.path);
+        {
+            let live = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| sql_err("cannot open", &self.path, e))?;
+            live.busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| sql_err("cannot open", &self.path, e))?;
+            let mut copy = Connection::open(&kept).map_err(|e| sql_err("cannot create", &kept, e))?;
+            copy_all(&live, &mut copy, &self.path)?;
+        }
+        // Replace the content in one step under SQLite's own locking, so
+        // connections that have the file open see the old or the new data.
+        let src = Connection::open_with_flags(staged, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err("cannot open", staged, e))?;
+        let mut dst =
+            Connection::open(&self.path).map_err(|e| sql_err("cannot open", &self.path, e))?;
+        dst.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err("cannot open", &self.path, e))?;
+        copy_all(&src, &mut dst, &self.path)?;
+        let what = kept.display().to_string();
+        if options.drop_replaced {
+            std::fs::remove_file(&kept)
+                .map_err(|e| SourceError::io(format!("restored, but cannot remove {what}"), e))?;
+            return Ok(Committed {
+                kept: None,
+                dropped: Some(what),
+            });
+        }
+        Ok(Committed {
+            kept: Some(what),
+            dropped: None,
+        })
     }
 }

@@ -30,6 +30,10 @@ impl Backend for LocalConfig {
         Operator::new(builder).map_err(|e| e.to_string())
     }
 
+    fn has_object(&self, base_dir: &Path, object: &str) -> Option<bool> {
+        Some(resolve_relative(base_dir, &self.path).join(object).exists())
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }

@@ -30,6 +30,13 @@ pub trait Backend {
     fn operator(&self, base_dir: &Path) -> std::result::Result<Operator, String>;
     /// Where the repository is, for people (never includes a secret).
     fn location(&self) -> String;
+    /// Whether `object` exists, when this kind can tell without touching
+    /// the target (opening a local path creates its folder, so a share that
+    /// is not mounted must be noticed first).
+    fn has_object(&self, base_dir: &Path, object: &str) -> Option<bool> {
+        let _ = (base_dir, object);
+        None
+    }
     fn tuning(&self) -> WriteTuning {
         WriteTuning {
             chunk: None,

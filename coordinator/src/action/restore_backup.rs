@@ -74,7 +74,7 @@ impl Action for RestoreBackup {
                 Some(t) => vec![t.clone()],
                 None => export.targets.clone(),
             };
-            let repos: Vec<_> = drp_agent::backup::open_targets(policy, &names, false)
+            let repos: Vec<_> = drp_agent::backup::open_targets(policy, &names)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
@@ -99,14 +99,14 @@ impl Action for RestoreBackup {
             )
             .await
             .map_err(|e| e.to_string())?;
-            let report = restore::execute(
-                &plan,
-                source,
-                true,
-                ctx.workdir.clone(),
-                drp_agent::progress::silent(),
-            )
-            .await
+            let options = restore::Options {
+                confirmed: true,
+                workdir: ctx.workdir.clone(),
+                drop_replaced: policy.restore.drop_replaced,
+                lock_dir: Some(policy.state_dir.clone()),
+            };
+            let report = restore::execute(&plan, source, options, drp_agent::progress::silent())
+                .await
             .map_err(|e| e.to_string())?;
             ctx.restored
                 .lock()

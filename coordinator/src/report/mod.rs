@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::RestoredPoint;
 use crate::engine::StepRecord;
-use drp_agent::Error;
+use drp_agent::{Error, ExitCode};
 use drp_agent::repository::Repository;
 
 pub const SCHEMA: &str = "drp.run-report/1";
@@ -36,6 +36,47 @@ pub enum Status {
     Running,
     Passed,
     Failed,
+}
+
+/// Why a run did not pass. Decided once, when the run ends; the exit code
+/// follows from it (see [`Report::exit_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A check before the drill failed: nothing was touched.
+    Preflight,
+    /// A destructive step was not confirmed: nothing was changed.
+    NotConfirmed,
+    /// The run stopped before its steps (heartbeat, fresh backup).
+    Setup,
+    /// The drill's failure could not be injected.
+    Injection,
+    /// A step failed and the procedure stopped.
+    StepFailed,
+    /// Every step ran but a verify step did not pass (or there is none).
+    NotRecovered,
+    /// Recovered, later than the RTO objective (the RPO may be missed too).
+    RtoMissed,
+    /// Recovered in time, with more data lost than the RPO objective allows.
+    RpoMissed,
+    /// Recovered in time, but no recovery point was restored: the RPO
+    /// objective was not shown to be met.
+    NothingRestored,
+}
+
+impl FailureKind {
+    /// The objectives were missed, as opposed to the run failing.
+    pub fn objective_missed(self) -> bool {
+        match self {
+            FailureKind::RtoMissed | FailureKind::RpoMissed | FailureKind::NothingRestored => true,
+            FailureKind::Preflight
+            | FailureKind::NotConfirmed
+            | FailureKind::Setup
+            | FailureKind::Injection
+            | FailureKind::StepFailed
+            | FailureKind::NotRecovered => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,6 +130,10 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     /// Why it failed: the step and its message, or the missed objective.
     pub failure: Option<String>,
+    /// What kind of failure `failure` describes; `None` while running, on a
+    /// pass, and in records written before kinds were recorded.
+    #[serde(default)]
+    pub failure_kind: Option<FailureKind>,
     pub notes: Vec<String>,
 }
 
@@ -104,6 +149,18 @@ impl Report {
             Status::Running => "interrupted",
             Status::Passed => "passed",
             Status::Failed => "failed",
+        }
+    }
+
+    /// The exit code of `drp run` and `drp drill` for this report.
+    /// `stored`: the report reached every target of the policy.
+    pub fn exit_code(&self, stored: bool) -> ExitCode {
+        match (self.status, self.failure_kind) {
+            (Status::Passed, _) if stored => ExitCode::Ok,
+            (Status::Passed, _) => ExitCode::ReportNotStored,
+            (Status::Failed, Some(kind)) if kind.objective_missed() => ExitCode::ObjectivesMissed,
+            (Status::Failed, Some(FailureKind::NotConfirmed)) => ExitCode::NotConfirmed,
+            (Status::Failed, _) | (Status::Running, _) => ExitCode::Failed,
         }
     }
 
@@ -124,7 +181,7 @@ impl Store {
         let names: Vec<String> = policy.targets.keys().cloned().collect();
         let mut repos = Vec::new();
         let mut unreachable = Vec::new();
-        for (name, opened) in drp_agent::backup::open_targets(policy, &names, true).await {
+        for (name, opened) in drp_agent::backup::open_targets(policy, &names).await {
             match opened {
                 Ok(r) => repos.push(r),
                 Err(e) => unreachable.push(format!("{name}: {e}")),
