@@ -13,7 +13,7 @@ use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::repository::{self, Repository};
 use crate::retention::{self, Decision};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug)]
 pub struct PointVerdict {
@@ -185,16 +185,9 @@ pub async fn prune_export(
 ) -> Result<Vec<Result<TargetPrune>>> {
     let export = policy.export(export_name)?;
     let mut out = Vec::new();
-    for (name, opened) in crate::backup::open_targets(policy, &export.targets).await {
+    for (_, opened) in crate::backup::open_targets(policy, &export.targets).await {
         out.push(match opened {
             Ok(repo) => prune_target(policy, export, &repo, now, dry_run).await,
-            Err(Error::NotFound(_)) => Ok(TargetPrune {
-                target: name,
-                points: Vec::new(),
-                orphans: Vec::new(),
-                young_orphans: Vec::new(),
-                errors: Vec::new(),
-            }),
             Err(e) => Err(e),
         });
     }

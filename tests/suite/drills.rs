@@ -448,7 +448,8 @@ fn an_unreachable_report_store_keeps_the_report_locally_and_says_so() {
 
 #[test]
 fn a_runbook_referencing_a_missing_export_is_refused_before_anything_runs() {
-    let s = scratch("badrb");
+    let mut s = scratch("badrb");
+    s.no_auto_init();
     sqlite_app(&s);
     s.write("policy.yaml", "host: f\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n");
     let rb = s.write(

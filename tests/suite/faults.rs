@@ -93,7 +93,7 @@ fn wrong_database_credentials_commit_nothing() {
 fn broken_pg_bin(s: &Scratch, script: &str) -> std::path::PathBuf {
     let bin = s.path("pgbin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["psql", "pg_restore"] {
+    for tool in ["psql", "pg_dumpall", "pg_restore"] {
         std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
             .unwrap();
     }

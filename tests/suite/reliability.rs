@@ -66,6 +66,7 @@ fn kill_loop(target: &str) {
         )
         .display()
         .to_string();
+    s.agent(&["init", "--policy", &p]).ok();
     // How long one backup takes here, to kill inside that window.
     let started = Instant::now();
     s.agent(&["-q", "backup", "--policy", &p]).ok();

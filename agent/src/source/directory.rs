@@ -354,6 +354,29 @@ fn safe_mode(header: &tar::Header, owners_restored: bool) -> Option<u32> {
     Some(mode)
 }
 
+/// Gives an extracted entry its archived owner and group (when `owners`
+/// and the archive records them), then its mode without any setuid/setgid
+/// bit whose owner was not restored. Run after the owner change, which
+/// clears those bits.
+fn restore_owner_and_mode(path: &Path, header: &tar::Header, owners: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let ids = match (header.uid(), header.gid()) {
+        (Ok(uid), Ok(gid)) if owners => Some((uid as u32, gid as u32)),
+        _ => None,
+    };
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    let kind = header.entry_type();
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Ok(());
+    }
+    match safe_mode(header, ids.is_some()) {
+        Some(mode) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        None => Ok(()),
+    }
+}
+
 /// Extracts a tar stream into `into`, refusing any entry that would escape
 /// it. Owners and groups come back when running as root; modes always, the
 /// tree's root included (`.` entry), and setuid/setgid bits only with their
@@ -372,10 +395,8 @@ fn extract_as(
     allow_external_symlinks: bool,
     owners: bool,
 ) -> Result<(), SourceError> {
-    use std::os::unix::fs::PermissionsExt;
     let mut archive = tar::Archive::new(raw);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(owners);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
@@ -439,30 +460,12 @@ fn extract_as(
                 name.display()
             )));
         }
-        let header = entry.header();
-        if header.entry_type().is_file()
-            && let Some(mode) = safe_mode(header, owners)
-            && Some(mode) != header.mode().ok().map(|m| m & 0o7777)
-        {
-            let path = into.join(&name);
-            tracing::warn!(
-                "{}: setuid/setgid bit dropped, its owner could not be restored",
-                name.display()
-            );
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| SourceError::io(format!("setting the mode of `{}`", name.display()), e))?;
-        }
+        restore_owner_and_mode(&into.join(&name), entry.header(), owners)
+            .map_err(|e| SourceError::io(format!("restoring the owner of `{}`", name.display()), e))?;
     }
     if let Some(header) = root {
         let context = |e| SourceError::io(format!("restoring the root of {}", into.display()), e);
-        if owners
-            && let (Ok(uid), Ok(gid)) = (header.uid(), header.gid())
-        {
-            std::os::unix::fs::chown(into, Some(uid as u32), Some(gid as u32)).map_err(context)?;
-        }
-        if let Some(mode) = safe_mode(&header, owners) {
-            fs::set_permissions(into, fs::Permissions::from_mode(mode)).map_err(context)?;
-        }
+        restore_owner_and_mode(into, &header, owners).map_err(context)?;
         if let Ok(mtime) = header.mtime() {
             let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
             File::open(into)
