@@ -379,3 +379,56 @@ fn a_restore_step_that_times_out_stops_its_load_and_changes_nothing() {
     assert_eq!(loading, "0", "a load still runs on the server");
     drop_pg(&db);
 }
+
+#[test]
+fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_subvolume() {
+    let s = scratch("tamper");
+    let root = std::path::PathBuf::from(crate::harness::services().get("DRP_TEST_BTRFS")).join(&s.id);
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |cmd: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let data = root.join("data");
+    let victim = root.join("victim");
+    run(&format!("btrfs subvolume create {}", data.display()));
+    run(&format!("btrfs subvolume create {}", victim.display()));
+    std::fs::write(victim.join("live.db"), "another service's data").unwrap();
+    let p = s
+        .write(
+            "policy.yaml",
+            &format!(
+                "host: web-1\ntargets:\n  nas: {{kind: local, path: nas}}\nsnapshots:\n  data: {{kind: btrfs, subvolume: {}}}\nsnapshot_retention: {{keep_last: 1}}\n",
+                data.display()
+            ),
+        )
+        .display()
+        .to_string();
+    for change in ["CHG-1", "CHG-2"] {
+        s.agent(&["snapshot", "create", "--policy", &p, "--change", change, "--reason", "r"])
+            .ok();
+    }
+    // Someone with write access to the repository points the older record
+    // at a subvolume the policy does not declare.
+    let sets = s.path("nas/web-1/snapshot-sets");
+    for entry in std::fs::read_dir(&sets).unwrap() {
+        let path = entry.unwrap().path();
+        let mut set: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if set["change"] == "CHG-1" {
+            set["members"][0]["reference"] = victim.display().to_string().into();
+            std::fs::write(&path, serde_json::to_vec(&set).unwrap()).unwrap();
+        }
+    }
+    let rollback = s.agent(&["snapshot", "rollback", "--policy", &p, "--change", "CHG-1", "--yes"]);
+    assert_ne!(rollback.code, 0, "{}", rollback.all());
+    assert!(rollback.all().contains("refused"), "{}", rollback.all());
+    let expire = s.agent(&["snapshot", "expire", "--policy", &p]);
+    assert!(expire.all().contains("refused"), "{}", expire.all());
+    assert_eq!(
+        std::fs::read_to_string(victim.join("live.db")).unwrap(),
+        "another service's data",
+        "the undeclared subvolume was touched"
+    );
+    assert!(!data.join("live.db").exists(), "the victim was rolled into the declared subvolume");
+}

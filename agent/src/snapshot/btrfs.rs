@@ -43,6 +43,16 @@ impl Btrfs {
         }
     }
 
+    /// Where the snapshot of a set goes: `<snapshot_dir>/<subvolume>@<set id>`.
+    fn snapshot_path(&self, ctx: &SnapContext<'_>) -> PathBuf {
+        let name = self
+            .subvolume
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| ctx.name.to_string());
+        self.snapshot_dir.join(format!("{name}@{}", ctx.set_id))
+    }
+
     async fn check_subvolume(&self) -> Result<(), SnapError> {
         let p = self.subvolume.to_string_lossy();
         run("btrfs", &["subvolume", "show", &p])
@@ -70,12 +80,7 @@ impl SnapshotProvider for Btrfs {
                     self.snapshot_dir.display()
                 ))
             })?;
-            let name = self
-                .subvolume
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| ctx.name.to_string());
-            let snap = self.snapshot_dir.join(format!("{name}@{}", ctx.set_id));
+            let snap = self.snapshot_path(ctx);
             run(
                 "btrfs",
                 &[
@@ -146,6 +151,25 @@ impl SnapshotProvider for Btrfs {
             run("btrfs", &["subvolume", "delete", snap])
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn owns<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let expected = self.snapshot_path(ctx);
+            if Path::new(reference) == expected {
+                Ok(())
+            } else {
+                Err(SnapError(format!(
+                    "this set's snapshot of {} is {}, not that path",
+                    self.subvolume.display(),
+                    expected.display()
+                )))
+            }
         })
     }
 }

@@ -247,4 +247,40 @@ impl SnapshotProvider for Ebs {
                 .map_err(|e| super::api_error("DeleteSnapshot", &e))
         })
     }
+
+    fn owns<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let volume = &self.config.resource.volume_id;
+            let d = self
+                .client()
+                .await
+                .describe_snapshots()
+                .snapshot_ids(reference)
+                .send()
+                .await
+                .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
+            let Some(snap) = d.snapshots().first() else {
+                return Err(SnapError("no such snapshot".into()));
+            };
+            let tagged = |k: &str, v: &str| {
+                snap.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(k) && t.value() == Some(v))
+            };
+            if snap.volume_id() == Some(volume.as_str())
+                && tagged("drp:set", ctx.set_id)
+                && tagged("drp:host", &ctx.policy.host)
+            {
+                Ok(())
+            } else {
+                Err(SnapError(format!(
+                    "it is not a snapshot of {volume} tagged with this set and host"
+                )))
+            }
+        })
+    }
 }

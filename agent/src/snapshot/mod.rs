@@ -187,6 +187,65 @@ pub trait SnapshotProvider: Send + Sync {
         ctx: &'a SnapContext<'a>,
         member: &'a Member,
     ) -> BoxFuture<'a, std::result::Result<(), SnapError>>;
+    /// Checks that `reference`, read from a set record in a repository,
+    /// names a snapshot this provider took of the resource the policy
+    /// declares, for this set. A record is data: rollback and expiry act
+    /// only on what passes.
+    fn owns<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        reference: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), SnapError>>;
+}
+
+/// Checks a set's member against the policy before a provider acts on it:
+/// the set is this host's, the snapshot is declared with the same kind, and
+/// the provider recognises the reference as its own.
+async fn checked<'a>(
+    policy: &'a Policy,
+    set: &'a SnapshotSet,
+    member: &'a Member,
+) -> std::result::Result<(Box<dyn SnapshotProvider>, SnapContext<'a>), String> {
+    let refused = |why: String| {
+        format!(
+            "record of set `{}` refused: {why}; a repository record never makes this host act on a resource its policy does not declare",
+            set.id
+        )
+    };
+    if set.host != policy.host {
+        return Err(refused(format!(
+            "it belongs to host `{}`, not `{}`",
+            set.host, policy.host
+        )));
+    }
+    let Some(config) = policy.snapshots.get(&member.name) else {
+        return Err(format!(
+            "snapshot `{}` is no longer declared in the policy",
+            member.name
+        ));
+    };
+    if config.kind() != member.kind {
+        return Err(refused(format!(
+            "snapshot `{}` is a {} in the policy, the record says {}",
+            member.name,
+            config.kind(),
+            member.kind
+        )));
+    }
+    let ctx = SnapContext {
+        policy,
+        name: &member.name,
+        set_id: &set.id,
+        change: &set.change,
+        reason: &set.reason,
+    };
+    let p = provider(config, &policy.base_dir);
+    if let Some(reference) = member.reference.as_deref() {
+        p.owns(&ctx, reference)
+            .await
+            .map_err(|e| refused(format!("`{reference}`: {}", e.0)))?;
+    }
+    Ok((p, ctx))
 }
 
 pub fn provider(config: &SnapshotConfig, base_dir: &std::path::Path) -> Box<dyn SnapshotProvider> {
@@ -557,27 +616,10 @@ pub async fn rollback(
 ) -> Result<Vec<(String, std::result::Result<String, String>)>> {
     let mut results = Vec::new();
     for m in &set.members {
-        let Some(config) = policy.snapshots.get(&m.name) else {
-            results.push((
-                m.name.clone(),
-                Err(format!(
-                    "snapshot `{}` is no longer declared in the policy",
-                    m.name
-                )),
-            ));
-            continue;
+        let r = match checked(policy, set, m).await {
+            Ok((p, ctx)) => p.rollback(&ctx, m).await.map_err(|e| e.0),
+            Err(why) => Err(why),
         };
-        let ctx = SnapContext {
-            policy,
-            name: &m.name,
-            set_id: &set.id,
-            change: &set.change,
-            reason: &set.reason,
-        };
-        let r = provider(config, &policy.base_dir)
-            .rollback(&ctx, m)
-            .await
-            .map_err(|e| e.0);
         results.push((m.name.clone(), r));
     }
     set.rollbacks.push(Rollback {
@@ -609,17 +651,16 @@ pub fn to_expire(policy: &Policy, sets: &[SnapshotSet]) -> Vec<String> {
 pub async fn expire(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
     let mut errors = Vec::new();
     for m in set.members.iter().filter(|m| m.ok) {
-        if let Some(config) = policy.snapshots.get(&m.name) {
-            let ctx = SnapContext {
-                policy,
-                name: &m.name,
-                set_id: &set.id,
-                change: &set.change,
-                reason: &set.reason,
-            };
-            if let Err(e) = provider(config, &policy.base_dir).delete(&ctx, m).await {
-                errors.push(format!("{}: {e}", m.name));
+        if !policy.snapshots.contains_key(&m.name) {
+            continue;
+        }
+        match checked(policy, set, m).await {
+            Ok((p, ctx)) => {
+                if let Err(e) = p.delete(&ctx, m).await {
+                    errors.push(format!("{}: {e}", m.name));
+                }
             }
+            Err(why) => errors.push(format!("{}: {why}", m.name)),
         }
     }
     if errors.is_empty() {

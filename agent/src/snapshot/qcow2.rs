@@ -42,13 +42,18 @@ impl Qcow2 {
     }
 }
 
+/// The tag of a set's snapshot in the image.
+fn tag(ctx: &SnapContext<'_>) -> String {
+    format!("drp-{}", ctx.set_id)
+}
+
 impl SnapshotProvider for Qcow2 {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
     ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
         Box::pin(async move {
-            let tag = format!("drp-{}", ctx.set_id);
+            let tag = tag(ctx);
             self.qemu_img(&["snapshot", "-c", &tag]).await?;
             let listed = self.qemu_img(&["snapshot", "-l"]).await?;
             if !listed.contains(&tag) {
@@ -86,6 +91,24 @@ impl SnapshotProvider for Qcow2 {
         Box::pin(async move {
             let tag = member.snapshot_ref()?;
             self.qemu_img(&["snapshot", "-d", tag]).await.map(|_| ())
+        })
+    }
+
+    fn owns<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let expected = tag(ctx);
+            if reference == expected {
+                Ok(())
+            } else {
+                Err(SnapError(format!(
+                    "this set's snapshot of {} is tagged `{expected}`",
+                    self.image.display()
+                )))
+            }
         })
     }
 }

@@ -175,4 +175,22 @@ impl SnapshotProvider for Rds {
                 .map_err(|e| super::api_error("DeleteDBSnapshot", &e))
         })
     }
+
+    fn owns<'a>(
+        &'a self,
+        ctx: &'a SnapContext<'a>,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), SnapError>> {
+        Box::pin(async move {
+            let instance = &self.config.resource.instance;
+            let expected = identifier(&["drp", instance, ctx.set_id]);
+            if reference == expected {
+                Ok(())
+            } else {
+                Err(SnapError(format!(
+                    "this set's DB snapshot of {instance} is `{expected}`"
+                )))
+            }
+        })
+    }
 }
