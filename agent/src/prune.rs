@@ -18,7 +18,7 @@ use crate::Result;
 #[derive(Debug)]
 pub struct PointVerdict {
     pub decision: Decision,
-    /// The data object is present with the size its manifest records.
+    /// Its digests were checked by reading it back (`verify`, a restore).
     pub verified: bool,
     pub deleted: bool,
 }
@@ -69,29 +69,37 @@ pub async fn prune_target(
     let mut decisions = retention::apply(&export.retention, &points, policy.timezone);
     let by_id: std::collections::HashMap<&str, &Manifest> =
         listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
-    let mut verified = Vec::with_capacity(decisions.len());
-    for d in &decisions {
-        let m = by_id[d.id.as_str()];
-        let ok = matches!(op.stat(&m.stored.object).await, Ok(meta) if meta.content_length() == m.stored.size);
-        verified.push(ok);
-    }
+    let checked = repo.verified(&listing.points).await;
+    let verified: Vec<bool> = decisions
+        .iter()
+        .map(|d| checked.contains(&d.id))
+        .collect();
     // Never fall below the minimum of verified points: keep the next
-    // newest verified ones if the rules would.
-    if let Some(min) = export.retention.min_verified {
-        let mut have = decisions
-            .iter()
-            .zip(&verified)
-            .filter(|(d, v)| d.keep() && **v)
-            .count();
-        for (d, v) in decisions.iter_mut().zip(&verified) {
-            if have >= min as usize {
-                break;
-            }
-            if *v && !d.keep() {
-                d.reasons.push(format!("min_verified {min}"));
-                have += 1;
-            }
+    // newest verified ones if the rules would not. When there are not
+    // enough verified points at all, delete no point.
+    let min = export.retention.min_verified.unwrap_or(1) as usize;
+    let mut have = decisions
+        .iter()
+        .zip(&verified)
+        .filter(|(d, v)| d.keep() && **v)
+        .count();
+    for (d, v) in decisions.iter_mut().zip(&verified) {
+        if have >= min {
+            break;
         }
+        if *v && !d.keep() {
+            d.reasons.push(format!("min_verified {min}"));
+            have += 1;
+        }
+    }
+    if have < min {
+        let shortfall = format!("only {have} verified (min_verified {min})");
+        for d in decisions.iter_mut().filter(|d| !d.keep()) {
+            d.reasons.push(shortfall.clone());
+        }
+        out.errors.push(format!(
+            "no point deleted: {shortfall}; run `drp-agent verify --policy FILE --latest` to check the newest point"
+        ));
     }
     for (decision, verified) in decisions.into_iter().zip(verified) {
         let mut deleted = false;
@@ -101,6 +109,9 @@ pub async fn prune_target(
             match op.delete(&manifest).await {
                 Ok(()) => {
                     deleted = true;
+                    let _ = op
+                        .delete(&repository::verified_path(host, &export.name, &m.id))
+                        .await;
                     if let Err(e) = op.delete(&m.stored.object).await {
                         out.errors.push(format!(
                             "{}: {e} (removed by the next prune)",

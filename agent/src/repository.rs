@@ -36,6 +36,24 @@ pub fn manifest_path(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/manifests/{id}.json")
 }
 
+pub fn verified_path(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/verified/{id}.json")
+}
+
+/// A record that a point's digests were checked by reading it back in full
+/// (by `verify` or a restore). Retention's `min_verified` counts these,
+/// never a size. It only ever makes prune keep more.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verified {
+    pub id: String,
+    pub at: chrono::DateTime<Utc>,
+    /// `verify` or `restore`.
+    pub by: String,
+    pub raw_sha256: String,
+    pub stored_sha256: String,
+    pub agent: String,
+}
+
 /// What `init` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initialised {
@@ -239,6 +257,45 @@ impl Repository {
             )));
         }
         Ok(m)
+    }
+
+    /// Records that `manifest`'s point was read back and both digests matched.
+    pub async fn record_verified(&self, manifest: &Manifest, by: &str) -> Result<()> {
+        let record = Verified {
+            id: manifest.id.clone(),
+            at: Utc::now(),
+            by: by.to_string(),
+            raw_sha256: manifest.raw.sha256.clone(),
+            stored_sha256: manifest.stored.sha256.clone(),
+            agent: agent_id(),
+        };
+        let body = serde_json::to_vec_pretty(&record).expect("record serialises");
+        self.target
+            .op
+            .write(&verified_path(&manifest.host, &manifest.export, &manifest.id), body)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.target.error("cannot record the verification", e))
+    }
+
+    /// The points of `points` with a verification record matching their
+    /// manifest's digests.
+    pub async fn verified(&self, points: &[Manifest]) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        for m in points {
+            let path = verified_path(&m.host, &m.export, &m.id);
+            let Ok(buf) = self.target.op.read(&path).await else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_slice::<Verified>(&buf.to_vec())
+                && v.id == m.id
+                && v.raw_sha256 == m.raw.sha256
+                && v.stored_sha256 == m.stored.sha256
+            {
+                out.insert(m.id.clone());
+            }
+        }
+        out
     }
 
     /// Commits a recovery point by writing its manifest, after checking that

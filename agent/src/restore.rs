@@ -222,6 +222,9 @@ pub async fn execute(
     .await;
     progress.event(Event::Finished);
     let staged = staged?;
+    if let Err(e) = plan.repository.record_verified(&plan.manifest, "restore").await {
+        tracing::warn!(error = %e, "the verification of {} is not recorded", plan.manifest.id);
+    }
     let commit = CommitOptions {
         drop_replaced: options.drop_replaced,
         cancel: cancel.0.clone(),

@@ -22,12 +22,23 @@ pub struct RunOutcome {
     pub notify_errors: Vec<String>,
 }
 
+/// What follows a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upkeep {
+    /// The backup only (`backup`, a drill's fresh point).
+    None,
+    /// Scheduled runs: once the backup committed, read its point back and
+    /// apply retention (prune), still under the export's lock.
+    VerifyAndPrune,
+}
+
 /// Runs one export under its lock, then records, publishes and notifies.
 pub async fn run_export(
     policy: &Policy,
     export: &str,
     lock_wait: Duration,
     now: DateTime<Utc>,
+    upkeep: Upkeep,
     progress: Reporter,
 ) -> Result<RunOutcome> {
     policy.export(export)?;
@@ -42,7 +53,7 @@ pub async fn run_export(
     .await
     .map_err(|e| Error::Failed(format!("lock task stopped: {e}")))??;
     let attempt = now;
-    let report = backup::run(policy, export, progress).await?;
+    let report = backup::run(policy, export, progress.clone()).await?;
     let mut st = state::load(&policy.state_dir, &policy.host, export);
     st.last_attempt = Some(attempt);
     st.last_duration_seconds = Some(report.seconds);
@@ -70,6 +81,9 @@ pub async fn run_export(
         if result == "ok" {
             st.last_success = Some(m.finished_at);
         }
+    }
+    if upkeep == Upkeep::VerifyAndPrune && report.committed().next().is_some() {
+        st.last_maintenance = Some(maintain(policy, export, &report, now, progress.clone()).await);
     }
     refresh_points(policy, export, &mut st).await;
     state::save(&policy.state_dir, &policy.host, export, &st)?;
@@ -104,6 +118,55 @@ pub async fn run_export(
         report,
         notify_errors,
     })
+}
+
+/// Reads the new point back on every target that took it (recording the
+/// verification `min_verified` counts), then applies retention.
+async fn maintain(
+    policy: &Policy,
+    export: &str,
+    report: &BackupReport,
+    now: DateTime<Utc>,
+    progress: Reporter,
+) -> state::Maintenance {
+    let mut done = state::Maintenance {
+        at: Some(Utc::now()),
+        ..Default::default()
+    };
+    for t in &report.targets {
+        let Ok(manifest) = &t.result else { continue };
+        let checked = match policy.targets.get(&t.target) {
+            Some(config) => match crate::repository::Repository::open(&t.target, config, &policy.base_dir).await {
+                Ok(repo) => crate::verify::check_point(&repo, manifest, progress.clone()).await,
+                Err(e) => Err(e),
+            },
+            None => continue,
+        };
+        match checked {
+            Ok(()) => done.verified.push(t.target.clone()),
+            Err(e) => done.errors.push(format!("verify on `{}`: {e}", t.target)),
+        }
+    }
+    match crate::prune::prune_export(policy, export, now, false).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(t) => {
+                        done.deleted += t.points.iter().filter(|p| p.deleted).count();
+                        done.kept += t.points.iter().filter(|p| p.decision.keep()).count();
+                        done.orphans_removed += t.orphans.len();
+                        done.errors.extend(t.errors.into_iter().map(|e| format!("prune on `{}`: {e}", t.target)));
+                    }
+                    Err(e) => done.errors.push(format!("prune: {e}")),
+                }
+            }
+        }
+        Err(e) => done.errors.push(format!("prune: {e}")),
+    }
+    for e in &done.errors {
+        tracing::warn!(export, "{e}");
+    }
+    done
 }
 
 /// Lists the export on each target to record point counts and the newest point.
@@ -193,6 +256,7 @@ pub async fn daemon(
                 &export,
                 options.lock_wait,
                 Utc::now(),
+                Upkeep::VerifyAndPrune,
                 progress.clone(),
             );
             tokio::pin!(run);
@@ -203,6 +267,7 @@ pub async fn daemon(
             };
             on_run(&result, &export);
         }
+        expire_snapshots(&current).await;
         let now = Utc::now();
         let next = current
             .exports
@@ -228,6 +293,23 @@ pub async fn daemon(
     }
     server.abort();
     Ok(())
+}
+
+/// Expires the snapshot sets retention no longer keeps; errors are logged
+/// (the next pass tries again).
+pub async fn expire_snapshots(policy: &Policy) {
+    match crate::snapshot::expire_due(policy).await {
+        Ok(sets) => {
+            for (id, errors) in sets {
+                if errors.is_empty() {
+                    tracing::info!(set = id, "snapshot set expired");
+                } else {
+                    tracing::warn!(set = id, "snapshot set not expired: {}", errors.join("; "));
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "snapshot sets not expired"),
+    }
 }
 
 async fn stop<F: std::future::Future<Output = Result<RunOutcome>>>(

@@ -26,6 +26,25 @@ pub struct ExportState {
     pub points: BTreeMap<String, usize>,
     /// Consistency time of the newest committed point on any target.
     pub newest_consistency: Option<DateTime<Utc>>,
+    /// What the last scheduled run did after its backup: the newest point
+    /// read back, retention applied.
+    #[serde(default)]
+    pub last_maintenance: Option<Maintenance>,
+}
+
+/// Upkeep after a scheduled backup (`run --due`, the daemon).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Maintenance {
+    pub at: Option<DateTime<Utc>>,
+    /// Targets whose newest point was read back and matched its digests.
+    pub verified: Vec<String>,
+    /// Points retention deleted, over every target.
+    pub deleted: usize,
+    /// Points kept.
+    pub kept: usize,
+    /// Orphans (uploads of killed runs) removed.
+    pub orphans_removed: usize,
+    pub errors: Vec<String>,
 }
 
 fn path(state_dir: &Path, host: &str, export: &str) -> PathBuf {

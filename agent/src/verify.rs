@@ -28,14 +28,18 @@ pub struct Checked {
     pub result: Result<()>,
 }
 
-/// Checks one point by reading it back in full.
+/// Checks one point by reading it back in full, and records that it passed.
 pub async fn check_point(repo: &Repository, manifest: &Manifest, progress: Reporter) -> Result<()> {
     pipeline::read_verified(&repo.target, manifest, progress, |raw| {
         std::io::copy(raw, &mut std::io::sink())
             .map(|_| ())
             .map_err(|e| Error::io("reading the recovery point", e))
     })
-    .await
+    .await?;
+    if let Err(e) = repo.record_verified(manifest, "verify").await {
+        tracing::warn!(error = %e, "the verification of {} is not recorded", manifest.id);
+    }
+    Ok(())
 }
 
 /// Verifies the points of one export, and reports data objects that no

@@ -432,3 +432,59 @@ fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_
     );
     assert!(!data.join("live.db").exists(), "the victim was rolled into the declared subvolume");
 }
+
+fn sqlite_app_policy(s: &Scratch, export_extra: &str) -> String {
+    let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
+    c.execute_batch("create table if not exists t (v text); insert into t values ('x');")
+        .unwrap();
+    s.write(
+        "policy.yaml",
+        &format!(
+            "host: a\nprune: {{grace: 1m}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n{export_extra}"
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+fn points(s: &Scratch, p: &str) -> usize {
+    s.agent(&["--json", "list", "--policy", p]).json()["points"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn scheduled_runs_read_their_point_back_and_apply_retention() {
+    let s = scratch("upkeep");
+    let p = sqlite_app_policy(&s, "    schedule: \"*/10 * * * *\"\n    retention: {keep_last: 2}\n");
+    for minute in ["00", "10", "20", "30"] {
+        s.agent(&["run", "--due", "--policy", &p, "--now", &format!("2026-11-21T07:{minute}:01Z")])
+            .ok();
+    }
+    assert_eq!(points(&s, &p), 2, "retention was not applied after the runs");
+    let status = s.agent(&["--json", "status", "--policy", &p]);
+    let m = &status.json()["exports"][0]["last_maintenance"];
+    assert_eq!(m["verified"], serde_json::json!(["nas"]), "{m}");
+    assert_eq!(m["kept"], 2, "{m}");
+    assert_eq!(m["errors"], serde_json::json!([]), "{m}");
+    // The two left are the newest, and they restore.
+    s.drp(&["restore", "--policy", &p, "--export", "app", "--to", "copy.db"]).ok();
+}
+
+#[test]
+fn prune_deletes_nothing_until_a_point_has_been_read_back() {
+    let s = scratch("minverified");
+    let p = sqlite_app_policy(&s, "    retention: {keep_last: 1}\n");
+    for _ in 0..3 {
+        s.agent(&["backup", "--policy", &p]).ok();
+    }
+    // Sizes are right, but no digest was ever checked: nothing goes.
+    let r = s.agent(&["prune", "--policy", &p]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("only 0 verified (min_verified 1)"), "{}", r.all());
+    assert_eq!(points(&s, &p), 3);
+    s.agent(&["verify", "--policy", &p, "--latest"]).ok();
+    s.agent(&["prune", "--policy", &p]).ok();
+    assert_eq!(points(&s, &p), 1);
+}

@@ -387,7 +387,7 @@ async fn run_backup(
         }
         only.to_vec()
     };
-    run_exports(&policy, &names, wait, Utc::now(), out).await
+    run_exports(&policy, &names, wait, Utc::now(), runner::Upkeep::None, out).await
 }
 
 /// Runs exports one after the other and reports each; the exit code is the worst.
@@ -396,12 +396,13 @@ async fn run_exports(
     names: &[String],
     wait: Duration,
     now: DateTime<Utc>,
+    upkeep: runner::Upkeep,
     out: &Output,
 ) -> Result<ExitCode> {
     let mut worst = ExitCode::Ok;
     let mut json = Vec::new();
     for name in names {
-        let outcome = match runner::run_export(policy, name, wait, now, out.progress()).await {
+        let outcome = match runner::run_export(policy, name, wait, now, upkeep, out.progress()).await {
             Ok(o) => o,
             Err(e) if names.len() > 1 => {
                 // One export's failure (e.g. its lock is held) does not stop the others.
@@ -481,7 +482,9 @@ async fn run_due(
         }
     }
     let names: Vec<String> = due.into_iter().map(|(n, _)| n).collect();
-    run_exports(&policy, &names, wait, now, out).await
+    let code = run_exports(&policy, &names, wait, now, runner::Upkeep::VerifyAndPrune, out).await;
+    runner::expire_snapshots(&policy).await;
+    code
 }
 
 async fn run_daemon(
@@ -658,6 +661,7 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
                 "last_success": st.last_success, "next_run": e.schedule.next(now),
                 "points": st.points, "newest_consistency": st.newest_consistency,
                 "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
+                "last_maintenance": st.last_maintenance,
             })).collect::<Vec<_>>(),
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
             "snapshots": snapshots_status(&policy, now),
@@ -701,6 +705,24 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
             ]);
         }
         println!("{}", table.render());
+        for (e, st, _, _) in &rows {
+            match &st.last_maintenance {
+                Some(m) => println!(
+                    "{}: after the last scheduled run{}: newest point read back on {}, retention kept {} and deleted {} points, {} orphans removed{}",
+                    e.name,
+                    m.at.map(|t| format!(" ({} ago)", format_duration((now - t).to_std().unwrap_or_default()))).unwrap_or_default(),
+                    if m.verified.is_empty() { "no target".to_string() } else { m.verified.join(", ") },
+                    m.kept,
+                    m.deleted,
+                    m.orphans_removed,
+                    if m.errors.is_empty() { String::new() } else { format!("; problems: {}", m.errors.join("; ")) }
+                ),
+                None => println!(
+                    "{}: retention not applied yet (`run --due` and the daemon apply it after each backup; or `prune`)",
+                    e.name
+                ),
+            }
+        }
         for (n, s) in &health {
             println!("target `{n}`: {s}");
         }

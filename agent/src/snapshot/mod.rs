@@ -633,18 +633,44 @@ pub async fn rollback(
     Ok(results)
 }
 
-/// Sets to expire by the policy's `snapshot_retention`, oldest first.
+/// Sets to expire by the policy's `snapshot_retention`, oldest first. The
+/// rules count complete sets only: a failed set never takes the place of one
+/// that can be rolled back to, and is expired itself.
 pub fn to_expire(policy: &Policy, sets: &[SnapshotSet]) -> Vec<String> {
-    let points: Vec<(String, DateTime<Utc>)> =
-        sets.iter().map(|s| (s.id.clone(), s.created_at)).collect();
+    let points: Vec<(String, DateTime<Utc>)> = sets
+        .iter()
+        .filter(|s| s.status != SetStatus::Failed)
+        .map(|s| (s.id.clone(), s.created_at))
+        .collect();
     let decisions = crate::retention::apply(&policy.snapshot_retention, &points, policy.timezone);
-    let mut v: Vec<String> = decisions
+    let kept: std::collections::HashSet<String> = decisions
         .into_iter()
-        .filter(|d| !d.keep())
+        .filter(|d| d.keep())
         .map(|d| d.id)
         .collect();
-    v.reverse();
-    v
+    let mut v: Vec<(DateTime<Utc>, String)> = sets
+        .iter()
+        .filter(|s| !kept.contains(&s.id))
+        .map(|s| (s.created_at, s.id.clone()))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Expires what `snapshot_retention` no longer keeps (after scheduled runs
+/// and by `snapshot expire`); returns each expired set's id and the errors
+/// that kept it (empty when it went).
+pub async fn expire_due(policy: &Policy) -> Result<Vec<(String, Vec<String>)>> {
+    if policy.snapshots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sets = list(policy).await?;
+    let mut out = Vec::new();
+    for id in to_expire(policy, &sets) {
+        let set = sets.iter().find(|s| s.id == id).expect("listed");
+        out.push((id.clone(), expire(policy, set).await?));
+    }
+    Ok(out)
 }
 
 /// Deletes a set's snapshots, then its record.
