@@ -488,3 +488,65 @@ fn prune_deletes_nothing_until_a_point_has_been_read_back() {
     s.agent(&["prune", "--policy", &p]).ok();
     assert_eq!(points(&s, &p), 1);
 }
+
+#[test]
+fn a_password_in_the_postgres_url_never_shows_in_the_process_list() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = scratch("argv");
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    psql(&db, "create table t (v text); insert into t values ('x')");
+    let svc = crate::harness::services();
+    let password = svc.get("DRP_TEST_PG_PASSWORD");
+    // A pg_dump that waits before dumping, so the tools' argv can be read.
+    let bin = s.path("pgbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["psql", "pg_dumpall", "pg_restore"] {
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
+            .unwrap();
+    }
+    let real = "/usr/lib/postgresql/15/bin/pg_dump";
+    std::fs::write(
+        bin.join("pg_dump"),
+        format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\nsleep 2\nexec {real} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = s
+        .write(
+            "policy.yaml",
+            &format!(
+                "host: db-1\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  shop:\n    source: {{kind: postgres, url: \"postgresql://postgres:{password}@127.0.0.1:{}/{db}\", bin_dir: {}}}\n    targets: [nas]\n",
+                svc.get("DRP_TEST_PG_PORT"),
+                bin.display()
+            ),
+        )
+        .display()
+        .to_string();
+    s.agent(&["init", "--policy", &p]).ok();
+    let mut child = s
+        .agent_cmd(&["backup", "--policy", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut scans = 0;
+    while child.try_wait().unwrap().is_none() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if text.contains("127.0.0.1") || text.contains("pg_dump") {
+                    seen.push(text.clone());
+                }
+                assert!(!text.contains(password), "the password is in argv: {text}");
+            }
+        }
+        scans += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(scans > 10 && seen.iter().any(|c| c.contains("sleep") || c.contains("pg_dump")), "{seen:?}");
+    drop_pg(&db);
+}
