@@ -92,7 +92,7 @@ pub async fn prune_target(
             have += 1;
         }
     }
-    if have < min {
+    if have < min && decisions.iter().any(|d| !d.keep()) {
         let shortfall = format!("only {have} verified (min_verified {min})");
         for d in decisions.iter_mut().filter(|d| !d.keep()) {
             d.reasons.push(shortfall.clone());

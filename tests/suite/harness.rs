@@ -189,13 +189,10 @@ impl Scratch {
         let Some(done) = &self.initialised else {
             return;
         };
-        if args.contains(&"init") {
-            return;
-        }
         let Some(policy) = self.policy_of(bin_name, args) else {
             return;
         };
-        if !policy.is_file() || !done.lock().unwrap().insert(policy.clone()) {
+        if !policy.is_file() || !done.lock().unwrap().insert(policy.clone()) || args.contains(&"init") {
             return;
         }
         let mut c = Command::new(bin("drp-agent"));

@@ -73,6 +73,7 @@ fn kill_loop(target: &str) {
     let window = started.elapsed().as_millis() as u64 + 50;
     let mut rng = Lcg(seed() ^ target.len() as u64);
     let mut killed_mid_run = 0;
+    let mut listed_before: Vec<String> = Vec::new();
     for _ in 0..kills() {
         let delay = rng.next() % window;
         let mut child = s
@@ -95,6 +96,17 @@ fn kill_loop(target: &str) {
             "{}",
             listed.stdout
         );
+        // A kill never takes away a point that was there before it.
+        let ids: Vec<String> = listed.json()["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["manifest"]["id"].as_str().unwrap().to_string())
+            .collect();
+        for id in &listed_before {
+            assert!(ids.contains(id), "point {id} vanished after a kill");
+        }
+        listed_before = ids;
     }
     assert!(
         killed_mid_run >= kills() / 2,
