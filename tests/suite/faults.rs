@@ -381,3 +381,48 @@ fn unknown_export_point_and_missing_repository_are_not_found() {
         run.stderr
     );
 }
+
+/// Runs a backup of a small SQLite app to the one target `yaml` defines.
+fn backup_to(s: &Scratch, target_yaml: &str) -> crate::harness::Run {
+    let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
+    c.execute_batch("create table if not exists t (v text); insert into t values ('x');")
+        .unwrap();
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: a\ntargets:\n  off: {target_yaml}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [off]\n"
+        ),
+    );
+    s.agent(&["backup", "--policy", p.to_str().unwrap()])
+}
+
+#[test]
+fn wrong_s3_credentials_are_named_and_commit_nothing() {
+    let mut s = scratch("s3creds");
+    s.set_env("BAD_SECRET", "definitely-not-the-secret");
+    let svc = crate::harness::services();
+    let run = backup_to(
+        &s,
+        &format!(
+            "{{kind: s3, bucket: {}, prefix: {}, endpoint: {}, region: garage, access_key_id: {{env: TEST_S3_KEY_ID}}, secret_access_key: {{env: BAD_SECRET}}}}",
+            svc.get("DRP_TEST_S3_BUCKET"),
+            s.id,
+            svc.get("DRP_TEST_S3_ENDPOINT")
+        ),
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("target `off`"), "{}", run.stderr);
+    assert!(run.stderr.contains("credentials"), "{}", run.stderr);
+    assert!(!run.all().contains("definitely-not-the-secret"));
+}
+
+#[test]
+fn a_missing_secret_variable_is_named_and_nothing_runs() {
+    let s = scratch("nosecret");
+    let run = backup_to(
+        &s,
+        "{kind: s3, bucket: b, endpoint: \"http://127.0.0.1:1\", region: r, access_key_id: {env: DRP_NO_SUCH_KEY_ID}, secret_access_key: {env: DRP_NO_SUCH_SECRET}}",
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("DRP_NO_SUCH_KEY_ID"), "{}", run.stderr);
+}
