@@ -34,6 +34,9 @@ pub struct Plan {
     pub export: String,
     pub manifest: Manifest,
     pub repository: Repository,
+    /// Other targets holding the same point (same digests): a copy found
+    /// corrupt or missing on one is fetched from the next.
+    pub copies: Vec<Repository>,
     pub destination: Destination,
     /// What exists at the destination and would be replaced.
     pub replaces: Option<String>,
@@ -151,6 +154,22 @@ pub async fn find(
     }
 }
 
+/// The repositories other than `chosen` that hold `manifest`'s point with
+/// the same digests.
+async fn copies(repos: &[Repository], chosen: &Repository, manifest: &Manifest) -> Vec<Repository> {
+    let path = crate::repository::manifest_path(&manifest.host, &manifest.export, &manifest.id);
+    let mut out = Vec::new();
+    for repo in repos.iter().filter(|r| r.name() != chosen.name()) {
+        if let Ok(m) = repo.read_manifest(&path).await
+            && m.stored.sha256 == manifest.stored.sha256
+            && m.raw.sha256 == manifest.raw.sha256
+        {
+            out.push(repo.clone());
+        }
+    }
+    out
+}
+
 pub async fn plan(
     repos: &[Repository],
     host: &str,
@@ -169,11 +188,13 @@ pub async fn plan(
         .await
         .map_err(|e| Error::Failed(format!("inspecting the destination stopped: {e}")))??;
     let kept_as = replaces.as_ref().map(|_| source.kept_as(&destination));
+    let copies = copies(repos, &repository, &manifest).await;
     Ok(Plan {
         host: host.to_string(),
         export: export.to_string(),
         manifest,
         repository,
+        copies,
         destination,
         replaces,
         kept_as,
@@ -207,24 +228,48 @@ pub async fn execute(
     .await
     .map_err(|e| Error::Failed(format!("locking the destination stopped: {e}")))??;
     let workdir = options.workdir.clone().unwrap_or_else(std::env::temp_dir);
-    let destination = plan.destination.clone();
-    progress.event(Event::Started {
-        task: format!("restore {} to {}", plan.manifest.id, plan.destination),
-        total: Some(plan.manifest.stored.size),
-    });
-    let src = source.clone();
-    let staged = pipeline::read_verified(
-        &plan.repository.target,
-        &plan.manifest,
-        progress.clone(),
-        move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
-    )
-    .await;
-    progress.event(Event::Finished);
-    let staged = staged?;
-    if let Err(e) = plan.repository.record_verified(&plan.manifest, "restore").await {
-        tracing::warn!(error = %e, "the verification of {} is not recorded", plan.manifest.id);
+    let mut failures = Vec::new();
+    let mut staged = None;
+    for repo in std::iter::once(&plan.repository).chain(&plan.copies) {
+        let destination = plan.destination.clone();
+        let workdir = workdir.clone();
+        progress.event(Event::Started {
+            task: format!(
+                "restore {} to {} from `{}`",
+                plan.manifest.id,
+                plan.destination,
+                repo.name()
+            ),
+            total: Some(plan.manifest.stored.size),
+        });
+        let src = source.clone();
+        let received = pipeline::read_verified(
+            &repo.target,
+            &plan.manifest,
+            progress.clone(),
+            move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
+        )
+        .await;
+        progress.event(Event::Finished);
+        match received {
+            Ok(s) => {
+                if let Err(e) = repo.record_verified(&plan.manifest, "restore").await {
+                    tracing::warn!(error = %e, "the verification of {} is not recorded", plan.manifest.id);
+                }
+                staged = Some((s, repo.name().to_string()));
+                break;
+            }
+            // This copy is damaged or gone: the next target's may be whole.
+            Err(e @ (Error::Integrity { .. } | Error::Target { .. })) if failures.len() < plan.copies.len() => {
+                tracing::warn!(target = repo.name(), error = %e, "trying the next copy of the point");
+                failures.push(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    let Some((staged, target)) = staged else {
+        return Err(failures.pop().expect("at least one copy was tried"));
+    };
     let commit = CommitOptions {
         drop_replaced: options.drop_replaced,
         cancel: cancel.0.clone(),
@@ -239,7 +284,7 @@ pub async fn execute(
     .map_err(|e| Error::Failed(format!("loading stopped: {e}")))??;
     Ok(Report {
         id: plan.manifest.id.clone(),
-        target: plan.repository.name().to_string(),
+        target,
         destination: plan.destination.to_string(),
         raw_bytes: plan.manifest.raw.size,
         seconds: started.elapsed().as_secs_f64(),

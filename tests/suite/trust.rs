@@ -550,3 +550,57 @@ fn a_password_in_the_postgres_url_never_shows_in_the_process_list() {
     assert!(scans > 10 && seen.iter().any(|c| c.contains("sleep") || c.contains("pg_dump")), "{seen:?}");
     drop_pg(&db);
 }
+
+/// Flips a byte in the middle of every data object of `export` under `root`.
+fn corrupt_all(root: &Path) {
+    for file in crate::harness::walk(root.to_path_buf()) {
+        if file.extension().is_some_and(|e| e == "zst") {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let i = bytes.len() / 2;
+            bytes[i] ^= 0x40;
+            std::fs::write(&file, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_touches_nothing() {
+    let s = scratch("pgcopies");
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    psql(&db, "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 5000) i");
+    let p = s
+        .write(
+            "policy.yaml",
+            &format!(
+                "host: db-1\n{}exports:\n  shop:\n    source: {}\n    targets: [nas, sftp]\n",
+                s.targets_yaml(),
+                s.pg_source_yaml(&db)
+            ),
+        )
+        .display()
+        .to_string();
+    s.agent(&["backup", "--policy", &p]).ok();
+    psql(&db, "delete from t where id > 100");
+    let live = pg_table_digest(&db, "t");
+    corrupt_all(&s.path("nas"));
+
+    let r = s.drp(&["--json", "restore", "--policy", &p, "--export", "shop", "--yes"]);
+    r.ok();
+    assert_eq!(r.json()["target"], "sftp", "{}", r.stdout);
+    assert_eq!(psql(&db, "select count(*) from t"), "5000");
+    drop_pg(&db);
+
+    // Corrupt everywhere: exit 4, the live database exactly as it was.
+    psql("postgres", &format!("create database {db}"));
+    psql(&db, "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 100) i");
+    assert_eq!(pg_table_digest(&db, "t"), live);
+    let sftp_root = crate::harness::services().get("DRP_TEST_SFTP_ROOT");
+    corrupt_all(&Path::new(sftp_root).join(&s.id));
+    let r = s.drp(&["restore", "--policy", &p, "--export", "shop", "--yes"]);
+    r.code(4);
+    assert!(r.stderr.contains("integrity check failed"), "{}", r.stderr);
+    assert_eq!(pg_table_digest(&db, "t"), live);
+    assert_eq!(pg_databases_like(&format!("{db}_drp_%")), Vec::<String>::new());
+    drop_pg(&db);
+}
