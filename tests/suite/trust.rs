@@ -604,3 +604,40 @@ fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_
     assert_eq!(pg_databases_like(&format!("{db}_drp_%")), Vec::<String>::new());
     drop_pg(&db);
 }
+
+#[test]
+fn an_sqlite_restore_keeps_a_copy_of_the_file_it_replaces_unless_told_to_drop_it() {
+    let s = scratch("sqlitekeep");
+    let p = sqlite_app_policy(&s, "");
+    s.agent(&["backup", "--policy", &p]).ok();
+    let count = |path: &Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("select count(*) from t", [], |r| r.get(0))
+            .unwrap()
+    };
+    rusqlite::Connection::open(s.path("app.db"))
+        .unwrap()
+        .execute_batch("insert into t values ('after'), ('the point');")
+        .unwrap();
+    let r = s.drp(&["restore", "--policy", &p, "--export", "app", "--yes"]);
+    r.ok();
+    assert_eq!(count(&s.path("app.db")), 1);
+    let kept: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("app.db.drp-replaced-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(count(&kept[0]), 3, "the kept copy holds what was replaced");
+    std::fs::remove_file(&kept[0]).unwrap();
+
+    let r = s.drp(&["restore", "--policy", &p, "--export", "app", "--yes", "--drop-replaced"]);
+    r.ok();
+    assert!(r.stdout.contains("was dropped"), "{}", r.stdout);
+    let left = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("drp-replaced"))
+        .count();
+    assert_eq!(left, 0);
+}
