@@ -9,11 +9,11 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::Result;
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::repository::{self, Repository};
 use crate::retention::{self, Decision};
-use crate::Result;
 
 #[derive(Debug)]
 pub struct PointVerdict {
@@ -70,10 +70,7 @@ pub async fn prune_target(
     let by_id: std::collections::HashMap<&str, &Manifest> =
         listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
     let checked = repo.verified(&listing.points).await;
-    let verified: Vec<bool> = decisions
-        .iter()
-        .map(|d| checked.contains(&d.id))
-        .collect();
+    let verified: Vec<bool> = decisions.iter().map(|d| checked.contains(&d.id)).collect();
     // Never fall below the minimum of verified points: keep the next
     // newest verified ones if the rules would not. When there are not
     // enough verified points at all, delete no point.

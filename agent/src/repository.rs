@@ -272,7 +272,10 @@ impl Repository {
         let body = serde_json::to_vec_pretty(&record).expect("record serialises");
         self.target
             .op
-            .write(&verified_path(&manifest.host, &manifest.export, &manifest.id), body)
+            .write(
+                &verified_path(&manifest.host, &manifest.export, &manifest.id),
+                body,
+            )
             .await
             .map(|_| ())
             .map_err(|e| self.target.error("cannot record the verification", e))

@@ -243,13 +243,11 @@ pub async fn execute(
             total: Some(plan.manifest.stored.size),
         });
         let src = source.clone();
-        let received = pipeline::read_verified(
-            &repo.target,
-            &plan.manifest,
-            progress.clone(),
-            move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
-        )
-        .await;
+        let received =
+            pipeline::read_verified(&repo.target, &plan.manifest, progress.clone(), move |raw| {
+                src.stage(raw, &destination, &workdir).map_err(Error::from)
+            })
+            .await;
         progress.event(Event::Finished);
         match received {
             Ok(s) => {
@@ -260,7 +258,9 @@ pub async fn execute(
                 break;
             }
             // This copy is damaged or gone: the next target's may be whole.
-            Err(e @ (Error::Integrity { .. } | Error::Target { .. })) if failures.len() < plan.copies.len() => {
+            Err(e @ (Error::Integrity { .. } | Error::Target { .. }))
+                if failures.len() < plan.copies.len() =>
+            {
                 tracing::warn!(target = repo.name(), error = %e, "trying the next copy of the point");
                 failures.push(e);
             }
@@ -308,7 +308,9 @@ fn destination_key(source: &Arc<dyn Source>, destination: &Destination) -> Strin
         Destination::Database(db) => h.update(format!("db:{db}")),
         Destination::Path(p) => h.update(format!(
             "path:{}",
-            std::path::absolute(p).unwrap_or_else(|_| p.clone()).display()
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
         )),
     }
     format!("restore-{}", &hex::encode(h.finalize())[..16])

@@ -136,10 +136,13 @@ async fn maintain(
     for t in &report.targets {
         let Ok(manifest) = &t.result else { continue };
         let checked = match policy.targets.get(&t.target) {
-            Some(config) => match crate::repository::Repository::open(&t.target, config, &policy.base_dir).await {
-                Ok(repo) => crate::verify::check_point(&repo, manifest, progress.clone()).await,
-                Err(e) => Err(e),
-            },
+            Some(config) => {
+                match crate::repository::Repository::open(&t.target, config, &policy.base_dir).await
+                {
+                    Ok(repo) => crate::verify::check_point(&repo, manifest, progress.clone()).await,
+                    Err(e) => Err(e),
+                }
+            }
             None => continue,
         };
         match checked {
@@ -155,7 +158,11 @@ async fn maintain(
                         done.deleted += t.points.iter().filter(|p| p.deleted).count();
                         done.kept += t.points.iter().filter(|p| p.decision.keep()).count();
                         done.orphans_removed += t.orphans.len();
-                        done.errors.extend(t.errors.into_iter().map(|e| format!("prune on `{}`: {e}", t.target)));
+                        done.errors.extend(
+                            t.errors
+                                .into_iter()
+                                .map(|e| format!("prune on `{}`: {e}", t.target)),
+                        );
                     }
                     Err(e) => done.errors.push(format!("prune: {e}")),
                 }

@@ -35,7 +35,8 @@ pub enum Command {
     /// Run a runbook for a real incident: plan, confirmation, steps, RTO so far.
     Run {
         runbook: PathBuf,
-        /// When the failure happened (default: now), for the RTO and the data-loss window.
+        /// When the failure happened (default: now), for the RTO and the data-loss window:
+        /// RFC 3339 with its offset, or `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none).
         #[arg(long)]
         failed_at: Option<String>,
         #[command(flatten)]
@@ -106,11 +107,14 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             failed_at,
             run,
         } => {
-            let failed_at = failed_at
-                .as_deref()
-                .map(drp_agent::cli::parse_time)
-                .transpose()?;
-            run_runbook(runbook, crate::report::Kind::Incident, failed_at, run, &out).await
+            run_runbook(
+                runbook,
+                crate::report::Kind::Incident,
+                failed_at.as_deref(),
+                run,
+                &out,
+            )
+            .await
         }
         Command::Drill { runbook, run } => {
             run_runbook(runbook, crate::report::Kind::Drill, None, run, &out).await
@@ -153,12 +157,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 async fn run_runbook(
     path: &std::path::Path,
     kind: crate::report::Kind,
-    failed_at: Option<chrono::DateTime<chrono::Utc>>,
+    failed_at: Option<&str>,
     args: &RunArgs,
     out: &Output,
 ) -> Result<ExitCode> {
     use std::io::{BufRead, IsTerminal, Write};
     let runbook = crate::runbook::Runbook::load(path)?;
+    let given_failed_at = failed_at
+        .map(|t| drp_agent::cli::parse_time_in(t, Some(runbook.policy.timezone)))
+        .transpose()?;
     let yes = args.yes;
     let interactive = !out.json && std::io::stdin().is_terminal();
     let confirm = Box::new(move |what: &str| {
@@ -186,6 +193,9 @@ async fn run_runbook(
             drp_agent::config::units::format_duration(runbook.rto),
             drp_agent::config::units::format_duration(runbook.rpo)
         );
+        if let (Some(t), Some(text)) = (&given_failed_at, failed_at) {
+            eprintln!("  failure at {}", t.describe(text));
+        }
         for s in &runbook.steps {
             eprintln!(
                 "  {:<8} {} — {}",
@@ -209,7 +219,7 @@ async fn run_runbook(
     };
     let options = crate::drill::Options {
         kind,
-        failed_at,
+        failed_at: given_failed_at.map(|t| t.instant),
         confirm,
         workdir: args.workdir.clone(),
     };
@@ -285,19 +295,5 @@ async fn run_runbook(
             eprintln!("report not stored on {n}; kept locally");
         }
     }
-    Ok(if !report.passed() {
-        if report
-            .failure
-            .as_deref()
-            .is_some_and(|f| f.starts_with("RTO objective") || f.starts_with("RPO objective"))
-        {
-            ExitCode::ObjectivesMissed
-        } else {
-            ExitCode::Failed
-        }
-    } else if !not_stored.is_empty() {
-        ExitCode::ReportNotStored
-    } else {
-        ExitCode::Ok
-    })
+    Ok(report.exit_code(not_stored.is_empty()))
 }

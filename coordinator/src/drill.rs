@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::action::Context;
 use crate::engine::{self, Observer, StepRecord};
-use crate::report::{self, Kind, Objectives, Report, RpoMeasure, RtoMeasure, Status, Store};
+use crate::report::{
+    self, FailureKind, Kind, Objectives, Report, RpoMeasure, RtoMeasure, Status, Store,
+};
 use crate::runbook::{Heartbeat, Runbook};
 use drp_agent::Result;
 
@@ -52,7 +54,7 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
     needed.dedup();
     // Only the targets a restore reads from must be reachable; the others
     // only keep copies of the report (a failure there is said at the end).
-    for (name, opened) in drp_agent::backup::open_targets(policy, &needed, false).await {
+    for (name, opened) in drp_agent::backup::open_targets(policy, &needed).await {
         out.push(match opened {
             Ok(_) => Preflight {
                 check: format!("target `{name}` reachable"),
@@ -108,7 +110,7 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
         if backup_first {
             continue;
         }
-        let repos: Vec<_> = drp_agent::backup::open_targets(policy, &e.targets, false)
+        let repos: Vec<_> = drp_agent::backup::open_targets(policy, &e.targets)
             .await
             .into_iter()
             .filter_map(|(_, r)| r.ok())
@@ -141,10 +143,27 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
     out
 }
 
-/// Heartbeat rows written into the live database until stopped.
+/// Heartbeat rows written into the live database until stopped. Dropping
+/// it stops the writer too, so no way out of a run leaves it writing.
 struct HeartbeatWriter {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Option<DateTime<Utc>>>,
+    task: Option<tokio::task::JoinHandle<Option<DateTime<Utc>>>>,
+}
+
+impl HeartbeatWriter {
+    /// Stops the writer; the time of the last heartbeat it wrote.
+    async fn stop(mut self) -> Option<DateTime<Utc>> {
+        self.stop.store(true, Ordering::SeqCst);
+        let task = self.task.take()?;
+        task.await.ok().flatten()
+    }
+}
+
+impl Drop for HeartbeatWriter {
+    fn drop(&mut self) {
+        // The writer's thread sees this within its 20 ms poll and ends.
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 fn heartbeat_sql(kind: &str, table: &str) -> String {
@@ -188,7 +207,10 @@ fn start_heartbeat(runbook: &Runbook, hb: &Heartbeat) -> Result<HeartbeatWriter>
         }
         last
     });
-    Ok(HeartbeatWriter { stop, task })
+    Ok(HeartbeatWriter {
+        stop,
+        task: Some(task),
+    })
 }
 
 /// The newest heartbeat in the (restored) database.
@@ -218,35 +240,15 @@ async fn newest_heartbeat(
 }
 
 /// Runs the runbook and returns its report (stored, or with a note saying where it could not be).
+///
+/// Once the `running` record is stored, every way out replaces it with a
+/// final one: an error before or between the steps is recorded as the
+/// failure, then returned.
 pub async fn execute(
     runbook: &Runbook,
     options: Options,
     observe: Observer<'_>,
 ) -> Result<(Report, Vec<String>)> {
-    let started_at = Utc::now();
-    let id = format!("{}-{:04x}", started_at.format("%Y%m%dT%H%M%SZ"), rand_u16());
-    let mut report = Report {
-        schema: report::SCHEMA.into(),
-        id,
-        kind: options.kind,
-        runbook: runbook.name.clone(),
-        runbook_file: runbook.path.display().to_string(),
-        host: runbook.policy.host.clone(),
-        status: Status::Running,
-        started_at,
-        t_fail: None,
-        ended_at: None,
-        objectives: Objectives {
-            rto_seconds: runbook.rto.as_secs_f64(),
-            rpo_seconds: runbook.rpo.as_secs_f64(),
-        },
-        rto: None,
-        rpo: None,
-        steps: Vec::new(),
-        failure: None,
-        notes: Vec::new(),
-    };
-    let store = Store::open(&runbook.policy).await;
     let drill = runbook
         .drill
         .clone()
@@ -257,9 +259,11 @@ pub async fn execute(
             runbook.name
         )));
     }
+    let mut report = new_report(runbook, options.kind);
+    let store = Store::open(&runbook.policy).await;
 
-    if options.kind == Kind::Drill {
-        let checks = preflight(runbook, drill.as_ref().is_some_and(|d| d.backup_first)).await;
+    if let Some(drill) = &drill {
+        let checks = preflight(runbook, drill.backup_first).await;
         let failed: Vec<_> = checks
             .iter()
             .filter(|c| !c.ok)
@@ -271,9 +275,11 @@ pub async fn execute(
                 .map(|c| format!("preflight {}: {}", c.check, c.detail)),
         );
         if !failed.is_empty() {
-            report.status = Status::Failed;
-            report.failure = Some(format!("preflight failed: {}", failed.join("; ")));
-            report.ended_at = Some(Utc::now());
+            fail(
+                &mut report,
+                FailureKind::Preflight,
+                format!("preflight failed: {}", failed.join("; ")),
+            );
             let not_stored = store.save(&report).await;
             return Ok((report, not_stored));
         }
@@ -291,88 +297,119 @@ pub async fn execute(
     // (Where this first save fails, the final one reports it.)
     let _ = store.save(&report).await;
 
-    let ctx = Context {
+    match recover(runbook, drill.as_ref(), &options, &mut report, observe).await {
+        Ok(measured) => judge(runbook, &mut report, measured),
+        Err(err) => {
+            let (kind, why) = match &err {
+                drp_agent::Error::NotConfirmed { .. } => (
+                    FailureKind::NotConfirmed,
+                    "not confirmed: nothing was changed".to_string(),
+                ),
+                e => (
+                    FailureKind::Setup,
+                    format!("the run stopped before its steps: {e}"),
+                ),
+            };
+            fail(&mut report, kind, why);
+            // The error is what the caller reports; the record only has to
+            // stop reading as running.
+            let _ = store.save(&report).await;
+            return Err(err);
+        }
+    }
+    let not_stored = store.save(&report).await;
+    Ok((report, not_stored))
+}
+
+fn new_report(runbook: &Runbook, kind: Kind) -> Report {
+    let started_at = Utc::now();
+    Report {
+        schema: report::SCHEMA.into(),
+        id: format!("{}-{:04x}", started_at.format("%Y%m%dT%H%M%SZ"), rand_u16()),
+        kind,
+        runbook: runbook.name.clone(),
+        runbook_file: runbook.path.display().to_string(),
+        host: runbook.policy.host.clone(),
+        status: Status::Running,
+        started_at,
+        t_fail: None,
+        ended_at: None,
+        objectives: Objectives {
+            rto_seconds: runbook.rto.as_secs_f64(),
+            rpo_seconds: runbook.rpo.as_secs_f64(),
+        },
+        rto: None,
+        rpo: None,
+        steps: Vec::new(),
+        failure: None,
+        failure_kind: None,
+        notes: Vec::new(),
+    }
+}
+
+/// Ends the report as failed, for this reason.
+fn fail(report: &mut Report, kind: FailureKind, why: String) {
+    report.status = Status::Failed;
+    report.failure = Some(why);
+    report.failure_kind = Some(kind);
+    report.ended_at = Some(Utc::now());
+}
+
+/// What the recovery left to judge.
+struct Measured {
+    t_fail: DateTime<Utc>,
+    /// The main steps, for the RTO.
+    main: Vec<StepRecord>,
+    restored: Vec<crate::action::RestoredPoint>,
+    /// Whether a heartbeat was written before the failure and must be found.
+    heartbeat_expected: bool,
+    newest_heartbeat: Option<DateTime<Utc>>,
+    last_heartbeat_written: Option<DateTime<Utc>>,
+}
+
+/// The drill's set-up and injection (or the incident's confirmation), the
+/// steps, the heartbeat reading and the cleanup. Step failures are recorded
+/// in the report; an error is returned only when the run cannot go on.
+async fn recover(
+    runbook: &Runbook,
+    drill: Option<&crate::runbook::Drill>,
+    options: &Options,
+    report: &mut Report,
+    observe: Observer<'_>,
+) -> Result<Measured> {
+    let mut ctx = Context {
         policy: runbook.policy.clone(),
         runbook: runbook.name.clone(),
-        t_fail: options.failed_at.unwrap_or(started_at),
+        t_fail: options.failed_at.unwrap_or(report.started_at),
         restored: Mutex::new(Vec::new()),
         workdir: options.workdir.clone(),
     };
-    let mut ctx = ctx;
-
     let mut last_written = None;
-    if let Some(drill) = &drill {
-        let heartbeat = match &runbook.heartbeat {
-            Some(hb) => Some(start_heartbeat(runbook, hb)?),
-            None => None,
-        };
-        if drill.backup_first {
-            let mut exports: Vec<String> = runbook
-                .steps
-                .iter()
-                .filter_map(|s| match &s.action {
-                    crate::action::ActionConfig::RestoreBackup(r) => Some(r.export.clone()),
-                    _ => None,
-                })
-                .collect();
-            exports.dedup();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            for e in exports {
-                let outcome = drp_agent::runner::run_export(
-                    &runbook.policy,
-                    &e,
-                    Duration::from_secs(60),
-                    Utc::now(),
-                    drp_agent::progress::silent(),
-                )
-                .await?;
-                let r = &outcome.report;
-                report.notes.push(format!(
-                    "drill backup of `{e}`: {} ({} of {} targets)",
-                    r.id,
-                    r.committed().count(),
-                    r.targets.len()
-                ));
+    match drill {
+        Some(drill) => {
+            let heartbeat = match &runbook.heartbeat {
+                Some(hb) => Some(start_heartbeat(runbook, hb)?),
+                None => None,
+            };
+            if drill.backup_first {
+                backup_first(runbook, report).await?;
+            }
+            tokio::time::sleep(drill.settle).await;
+            if let Some(hb) = heartbeat {
+                last_written = hb.stop().await;
+            }
+            ctx.t_fail = Utc::now();
+            report.t_fail = Some(ctx.t_fail);
+            let inject = engine::run_steps("inject", &drill.inject, runbook, &ctx, observe).await;
+            report.steps.extend(inject.records);
+            if let Some(why) = inject.aborted {
+                report.failure = Some(format!("the failure could not be injected: {why}"));
+                report.failure_kind = Some(FailureKind::Injection);
             }
         }
-        tokio::time::sleep(drill.settle).await;
-        if let Some(hb) = heartbeat {
-            hb.stop.store(true, Ordering::SeqCst);
-            if let Ok(Some(last)) = hb.task.await {
-                last_written = Some(last);
-            }
-        }
-        let t_fail = Utc::now();
-        ctx.t_fail = t_fail;
-        report.t_fail = Some(t_fail);
-        let inject = engine::run_steps("inject", &drill.inject, runbook, &ctx, observe).await;
-        report.steps.extend(inject.records);
-        if let Some(why) = inject.aborted {
-            report.failure = Some(format!("the failure could not be injected: {why}"));
-        }
-    } else {
-        report.t_fail = Some(ctx.t_fail);
-        let first_destructive = runbook.steps.iter().find(|s| {
-            s.action.action().destructive()
-                || matches!(
-                    s.phase,
-                    Some(crate::runbook::Phase::Restore | crate::runbook::Phase::Restart)
-                )
-        });
-        if let Some(step) = first_destructive
-            && !(options.confirm)(&format!(
-                "Step `{}` will {}.",
-                step.name,
-                step.action.action().describe()
-            ))
-        {
-            report.status = Status::Failed;
-            report.failure = Some("not confirmed: nothing was changed".into());
-            report.ended_at = Some(Utc::now());
-            let _ = store.save(&report).await;
-            return Err(drp_agent::Error::NotConfirmed {
-                destination: format!("the systems of runbook `{}`", runbook.name),
-            });
+        None => {
+            report.t_fail = Some(ctx.t_fail);
+            confirm_first_change(runbook, options)?;
         }
     }
 
@@ -382,19 +419,15 @@ pub async fn execute(
         main = outcome.records;
         if let Some(why) = outcome.aborted {
             report.failure = Some(why);
+            report.failure_kind = Some(FailureKind::StepFailed);
         }
     }
-    let t_fail = ctx.t_fail;
-    let (rto, phases) = engine::measure_rto(t_fail, &main);
-    let restored = ctx.restored.lock().expect("restored lock").clone();
-    let mut heartbeat_seconds = None;
+    let mut restored = ctx.restored.lock().expect("restored lock").clone();
+    restored.extend(snapshot_points(runbook, &main).await);
     let mut newest = None;
     if let (Some(hb), true) = (&runbook.heartbeat, !restored.is_empty()) {
         match newest_heartbeat(runbook, hb).await {
-            Ok(Some(t)) => {
-                newest = Some(t);
-                heartbeat_seconds = Some(engine::secs(t_fail - t));
-            }
+            Ok(Some(t)) => newest = Some(t),
             Ok(None) => report
                 .notes
                 .push("no heartbeat found in the restored data".into()),
@@ -403,63 +436,201 @@ pub async fn execute(
                 .push(format!("heartbeat not read after the restore: {e}")),
         }
     }
-    report.steps.extend(main);
+    report.steps.extend(main.iter().cloned());
     report
         .steps
         .extend(engine::run_all("cleanup", &runbook.cleanup, &ctx, observe).await);
+    Ok(Measured {
+        t_fail: ctx.t_fail,
+        main,
+        restored,
+        heartbeat_expected: last_written.is_some(),
+        newest_heartbeat: newest,
+        last_heartbeat_written: last_written,
+    })
+}
 
+/// The snapshot sets that passed rollback steps put back, as restored
+/// points: their creation time is what the data is as of.
+async fn snapshot_points(
+    runbook: &Runbook,
+    main: &[StepRecord],
+) -> Vec<crate::action::RestoredPoint> {
+    let mut points = Vec::new();
+    for step in &runbook.steps {
+        let crate::action::ActionConfig::RestoreSnapshot(a) = &step.action else {
+            continue;
+        };
+        let passed = main
+            .iter()
+            .any(|r| r.section == "main" && r.name == step.name && r.passed());
+        if !passed {
+            continue;
+        }
+        match drp_agent::snapshot::find(&runbook.policy, &a.change).await {
+            Ok(set) => points.push(crate::action::RestoredPoint {
+                export: format!("snapshots of change `{}`", a.change),
+                id: set.id,
+                target: "snapshot set".into(),
+                consistency_time: set.created_at,
+            }),
+            Err(e) => tracing::warn!(change = a.change, error = %e, "snapshot set not read back"),
+        }
+    }
+    points
+}
+
+/// A fresh recovery point of every export the steps restore.
+async fn backup_first(runbook: &Runbook, report: &mut Report) -> Result<()> {
+    let mut exports: Vec<String> = runbook
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            crate::action::ActionConfig::RestoreBackup(r) => Some(r.export.clone()),
+            _ => None,
+        })
+        .collect();
+    exports.dedup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for e in exports {
+        let outcome = drp_agent::runner::run_export(
+            &runbook.policy,
+            &e,
+            Duration::from_secs(60),
+            Utc::now(),
+            drp_agent::runner::Upkeep::None,
+            drp_agent::progress::silent(),
+        )
+        .await?;
+        let r = &outcome.report;
+        report.notes.push(format!(
+            "drill backup of `{e}`: {} ({} of {} targets)",
+            r.id,
+            r.committed().count(),
+            r.targets.len()
+        ));
+    }
+    Ok(())
+}
+
+/// For an incident: asks before the first step that changes anything.
+fn confirm_first_change(runbook: &Runbook, options: &Options) -> Result<()> {
+    let first_destructive = runbook.steps.iter().find(|s| {
+        s.action.action().destructive()
+            || matches!(
+                s.phase,
+                Some(crate::runbook::Phase::Restore | crate::runbook::Phase::Restart)
+            )
+    });
+    match first_destructive {
+        Some(step)
+            if !(options.confirm)(&format!(
+                "Step `{}` will {}.",
+                step.name,
+                step.action.action().describe()
+            )) =>
+        {
+            Err(drp_agent::Error::NotConfirmed {
+                destination: format!("the systems of runbook `{}`", runbook.name),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The measures against the objectives, and the verdict. The RPO is met only
+/// when a point was restored, its consistency time is within the objective
+/// and, when the drill wrote heartbeats, the newest one restored is too.
+fn judge(runbook: &Runbook, report: &mut Report, m: Measured) {
     let rto_goal = runbook.rto.as_secs_f64();
     let rpo_goal = runbook.rpo.as_secs_f64();
+    let (rto, phases) = engine::measure_rto(m.t_fail, &m.main);
+    let rto_met = rto.is_some_and(|s| s <= rto_goal);
     report.rto = Some(RtoMeasure {
         measured_seconds: rto,
-        met: rto.is_some_and(|m| m <= rto_goal),
-        margin_seconds: rto.map(|m| rto_goal - m),
+        met: rto_met,
+        margin_seconds: rto.map(|s| rto_goal - s),
         phases: phases
             .into_iter()
             .map(|(p, s)| (p.name().to_string(), s))
             .collect(),
     });
-    let rpo = restored
+    let rpo = m
+        .restored
         .iter()
-        .map(|p| engine::secs(t_fail - p.consistency_time))
+        .map(|p| engine::secs(m.t_fail - p.consistency_time))
         .reduce(f64::max);
+    let heartbeat = m.newest_heartbeat.map(|t| engine::secs(m.t_fail - t));
+    let fmt = report::markdown::fmt_secs;
+    // Each way the RPO objective is not met, in words.
+    let mut rpo_missed = Vec::new();
+    match rpo {
+        None => rpo_missed.push(format!(
+            "RPO objective not shown: nothing was restored, objective {}",
+            fmt(rpo_goal)
+        )),
+        Some(s) if s > rpo_goal => rpo_missed.push(format!(
+            "RPO objective missed: {} of data lost, objective {}",
+            fmt(s),
+            fmt(rpo_goal)
+        )),
+        Some(_) => {}
+    }
+    match heartbeat {
+        Some(s) if s > rpo_goal => rpo_missed.push(format!(
+            "RPO objective missed: the newest heartbeat restored is {} before the failure, objective {}",
+            fmt(s),
+            fmt(rpo_goal)
+        )),
+        None if rpo.is_some() && m.heartbeat_expected => rpo_missed.push(
+            "RPO objective not shown: no heartbeat written before the failure was found in the restored data"
+                .to_string(),
+        ),
+        _ => {}
+    }
     report.rpo = Some(RpoMeasure {
         measured_seconds: rpo,
-        heartbeat_seconds,
-        newest_heartbeat: newest,
-        last_heartbeat_written: last_written,
-        met: rpo.is_none_or(|m| m <= rpo_goal),
-        margin_seconds: rpo.map(|m| rpo_goal - m),
-        restored,
+        heartbeat_seconds: heartbeat,
+        newest_heartbeat: m.newest_heartbeat,
+        last_heartbeat_written: m.last_heartbeat_written,
+        met: rpo_missed.is_empty(),
+        margin_seconds: rpo.map(|s| rpo_goal - s),
+        restored: m.restored,
     });
     report.ended_at = Some(Utc::now());
-    let rto_m = report.rto.as_ref().expect("set");
-    let rpo_m = report.rpo.as_ref().expect("set");
-    if report.failure.is_none() {
-        if rto.is_none() {
-            report.failure =
-                Some("the service was not recovered: a verify step did not pass".into());
-        } else if !rto_m.met {
-            report.failure = Some(format!(
-                "RTO objective missed: recovered after {}, objective {}",
-                report::markdown::fmt_secs(rto.unwrap_or_default()),
-                report::markdown::fmt_secs(rto_goal)
-            ));
-        } else if !rpo_m.met {
-            report.failure = Some(format!(
-                "RPO objective missed: {} of data lost, objective {}",
-                report::markdown::fmt_secs(rpo.unwrap_or_default()),
-                report::markdown::fmt_secs(rpo_goal)
-            ));
-        }
+    if let Some(kind) = report.failure_kind {
+        // A step or the injection failed: that is the verdict.
+        report.status = Status::Failed;
+        report.failure_kind = Some(kind);
+        return;
     }
-    report.status = if report.failure.is_none() {
-        Status::Passed
-    } else {
-        Status::Failed
+    let Some(rto) = rto else {
+        let why = "the service was not recovered: a verify step did not pass".to_string();
+        fail(report, FailureKind::NotRecovered, why);
+        return;
     };
-    let not_stored = store.save(&report).await;
-    Ok((report, not_stored))
+    let mut missed = Vec::new();
+    if !rto_met {
+        missed.push(format!(
+            "RTO objective missed: recovered after {}, objective {}",
+            fmt(rto),
+            fmt(rto_goal)
+        ));
+    }
+    let kind = if !rto_met {
+        Some(FailureKind::RtoMissed)
+    } else if rpo.is_none() {
+        Some(FailureKind::NothingRestored)
+    } else if !rpo_missed.is_empty() {
+        Some(FailureKind::RpoMissed)
+    } else {
+        None
+    };
+    missed.extend(rpo_missed);
+    match kind {
+        Some(kind) => fail(report, kind, missed.join("; ")),
+        None => report.status = Status::Passed,
+    }
 }
 
 fn rand_u16() -> u16 {

@@ -179,7 +179,10 @@ impl Scratch {
         }
         let runbook = self.dir.path().join(args.get(sub + 1)?);
         let text = std::fs::read_to_string(&runbook).ok()?;
-        let rel = text.lines().find_map(|l| l.strip_prefix("policy: "))?.trim();
+        let rel = text
+            .lines()
+            .find_map(|l| l.strip_prefix("policy: "))?
+            .trim();
         Some(runbook.parent()?.join(rel))
     }
 
@@ -192,7 +195,10 @@ impl Scratch {
         let Some(policy) = self.policy_of(bin_name, args) else {
             return;
         };
-        if !policy.is_file() || !done.lock().unwrap().insert(policy.clone()) || args.contains(&"init") {
+        if !policy.is_file()
+            || !done.lock().unwrap().insert(policy.clone())
+            || args.contains(&"init")
+        {
             return;
         }
         let mut c = Command::new(bin("drp-agent"));

@@ -90,7 +90,10 @@ fn due_runs_follow_the_schedule_and_collapse_missed_ones() {
 fn slow_pg_policy(s: &Scratch, delay: u32) -> String {
     let bin = s.path("pgbin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink("/usr/lib/postgresql/15/bin/psql", bin.join("psql")).unwrap();
+    for tool in ["psql", "pg_dumpall"] {
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
+            .unwrap();
+    }
     let real = "/usr/lib/postgresql/15/bin/pg_dump";
     std::fs::write(bin.join("pg_dump"), format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\nsleep {delay}\nexec {real} \"$@\"\n")).unwrap();
     std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -228,6 +231,8 @@ fn prune_on(target: &str) {
     for _ in 0..5 {
         s.agent(&["backup", "--policy", &p]).ok();
     }
+    // `min_verified` counts points whose digests were read back.
+    s.agent(&["verify", "--policy", &p]).ok();
     let op = repo_op(&s, target);
     let rt = tokio::runtime::Runtime::new().unwrap();
     // An orphan from long ago (a killed run), a young one (maybe a run in
@@ -389,7 +394,7 @@ fn failures_are_notified_by_webhook_and_email_without_secrets() {
     let p = s.write(
         "policy.yaml",
         &format!(
-            "host: db-1\nnotify:\n  webhook: {{url: \"{}\"}}\n  email: {{server: 127.0.0.1, port: {}, from: drp@db-1.example, to: [ops@example.com]}}\n{}exports:\n  db:\n    source: {{kind: postgres, host: 127.0.0.1, port: {}, user: postgres, database: postgres, password: {{env: BAD_PW}}}}\n    targets: [nas]\n",
+            "host: db-1\nnotify:\n  webhook: {{url: \"{}\"}}\n  email: {{server: 127.0.0.1, port: {}, security: none, from: drp@db-1.example, to: [ops@example.com]}}\n{}exports:\n  db:\n    source: {{kind: postgres, host: 127.0.0.1, port: {}, user: postgres, database: postgres, password: {{env: BAD_PW}}}}\n    targets: [nas]\n",
             hook.url,
             smtp.port,
             s.targets_yaml(),

@@ -56,17 +56,25 @@ fn a_postgres_load_that_fails_leaves_the_live_database_untouched() {
     );
     let p = pg_policy(&s, &db);
     s.agent(&["backup", "--policy", &p]).ok();
-    psql(&db, "insert into items values (5000, 'written after the point')");
+    psql(
+        &db,
+        "insert into items values (5000, 'written after the point')",
+    );
     let before = pg_table_digest(&db, "items");
 
     let r = s.drp(&["restore", "--policy", &p, "--export", "shop", "--yes"]);
     r.code(1);
     assert!(
-        r.stderr.contains(&format!("database `{db}` was not touched")),
+        r.stderr
+            .contains(&format!("database `{db}` was not touched")),
         "{}",
         r.stderr
     );
-    assert_eq!(pg_table_digest(&db, "items"), before, "the live data changed");
+    assert_eq!(
+        pg_table_digest(&db, "items"),
+        before,
+        "the live data changed"
+    );
     assert_eq!(
         pg_databases_like(&format!("{db}_drp_%")),
         Vec::<String>::new(),
@@ -107,9 +115,14 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
     psql(&db, "delete from orders where id > 500");
     psql(
         &db,
-        &format!("reassign owned by {owner}, {reader} to postgres; drop owned by {owner}, {reader}"),
+        &format!(
+            "reassign owned by {owner}, {reader} to postgres; drop owned by {owner}, {reader}"
+        ),
     );
-    psql("postgres", &format!("drop role {owner}; drop role {reader}"));
+    psql(
+        "postgres",
+        &format!("drop role {owner}; drop role {reader}"),
+    );
 
     let plan = s.drp(&["restore", "--policy", &p, "--export", "shop", "--dry-run"]);
     plan.ok();
@@ -122,7 +135,10 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
     r.ok();
     assert_eq!(pg_table_digest(&db, "orders"), before);
     assert_eq!(
-        psql(&db, "select tableowner from pg_tables where tablename = 'orders'"),
+        psql(
+            &db,
+            "select tableowner from pg_tables where tablename = 'orders'"
+        ),
         owner,
         "the owner role was recreated from the point's globals"
     );
@@ -133,7 +149,10 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
         ),
         "t"
     );
-    assert_eq!(psql(&db, "select count(*) from pg_largeobject_metadata"), "1");
+    assert_eq!(
+        psql(&db, "select count(*) from pg_largeobject_metadata"),
+        "1"
+    );
     psql(&db, "insert into orders values (9999, 'x', 'y')");
     assert_eq!(psql(&db, "select count(*) from audit where n = 9999"), "1");
 
@@ -142,7 +161,10 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
     assert!(r.stdout.contains(&kept[0]), "{}", r.stdout);
     assert_eq!(psql(&kept[0], "select count(*) from orders"), "500");
     drop_pg(&db);
-    psql("postgres", &format!("drop role {owner}; drop role {reader}"));
+    psql(
+        "postgres",
+        &format!("drop role {owner}; drop role {reader}"),
+    );
 }
 
 /// Replaces the raw content of the newest point of `export` on a NAS with
@@ -157,8 +179,7 @@ fn rewrite_newest_point(nas: &Path, host: &str, export: &str, edit: impl Fn(Vec<
         .collect();
     manifests.sort();
     let path = manifests.pop().expect("a point");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let data = nas.join(m["stored"]["object"].as_str().unwrap());
     let raw = edit(zstd::decode_all(&std::fs::read(&data).unwrap()[..]).unwrap());
     let stored = zstd::encode_all(&raw[..], 3).unwrap();
@@ -218,7 +239,10 @@ fn a_mariadb_restore_moves_the_live_objects_aside_and_a_failed_load_changes_noth
     );
     let p = policy.to_str().unwrap();
     s.agent(&["backup", "--policy", p]).ok();
-    mariadb(Some(&db), "delete from entries; delete from accounts where id > 10");
+    mariadb(
+        Some(&db),
+        "delete from entries; delete from accounts where id > 10",
+    );
     let changed = my_digest(&db);
 
     let r = s.drp(&["restore", "--policy", p, "--export", "crm", "--yes"]);
@@ -227,7 +251,10 @@ fn a_mariadb_restore_moves_the_live_objects_aside_and_a_failed_load_changes_noth
     // Triggers, routines, views and events came back with the tables.
     mariadb(Some(&db), "update accounts set balance = 0 where id = 1");
     assert_eq!(mariadb(Some(&db), "select count(*) from audit"), "1");
-    assert_eq!(mariadb(Some(&db), "call total_balance(@t); select @t is not null"), "1");
+    assert_eq!(
+        mariadb(Some(&db), "call total_balance(@t); select @t is not null"),
+        "1"
+    );
     assert_eq!(mariadb(Some(&db), "select doubled(21)"), "42");
     assert_eq!(mariadb(Some(&db), "select count(*) > 0 from rich"), "1");
     assert_eq!(
@@ -245,11 +272,17 @@ fn a_mariadb_restore_moves_the_live_objects_aside_and_a_failed_load_changes_noth
     assert_eq!(
         mariadb(
             None,
-            &format!("select count(*) from information_schema.triggers where trigger_schema = '{}'", kept[0])
+            &format!(
+                "select count(*) from information_schema.triggers where trigger_schema = '{}'",
+                kept[0]
+            )
         ),
         "1"
     );
-    assert_eq!(my_schemas(&format!("{db}_drp_restore_%")), Vec::<String>::new());
+    assert_eq!(
+        my_schemas(&format!("{db}_drp_restore_%")),
+        Vec::<String>::new()
+    );
 
     // A point whose dump fails at its very end: nothing changes.
     rewrite_newest_point(&s.path("nas"), "db-1", "crm", |mut raw| {
@@ -262,7 +295,10 @@ fn a_mariadb_restore_moves_the_live_objects_aside_and_a_failed_load_changes_noth
     r.code(1);
     assert!(r.stderr.contains("was not touched"), "{}", r.stderr);
     assert_eq!(my_digest(&db), live);
-    assert_eq!(my_schemas(&format!("{db}_drp_restore_%")), Vec::<String>::new());
+    assert_eq!(
+        my_schemas(&format!("{db}_drp_restore_%")),
+        Vec::<String>::new()
+    );
     for schema in my_schemas(&format!("{db}%")) {
         mariadb(None, &format!("drop database `{schema}`"));
     }
@@ -288,8 +324,16 @@ fn a_directory_restored_as_root_keeps_owners_modes_and_the_replaced_tree() {
     s.agent(&["backup", "--policy", &p]).ok();
 
     let to = s.path("restored");
-    s.drp(&["restore", "--policy", &p, "--export", "srv", "--to", to.to_str().unwrap()])
-        .ok();
+    s.drp(&[
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "srv",
+        "--to",
+        to.to_str().unwrap(),
+    ])
+    .ok();
     let tool = std::fs::metadata(to.join("tool")).unwrap();
     assert_eq!((tool.uid(), tool.gid()), (65534, 65534));
     assert_eq!(tool.mode() & 0o7777, 0o4755);
@@ -328,17 +372,29 @@ fn a_target_without_a_repository_is_an_error_until_init_creates_one() {
         .to_string();
     let backup = s.agent(&["backup", "--policy", &p]);
     backup.code(6);
-    assert!(backup.stderr.contains("may not be mounted"), "{}", backup.stderr);
     assert!(
-        std::fs::read_dir(s.path("mnt/nas")).unwrap().next().is_none(),
+        backup.stderr.contains("may not be mounted"),
+        "{}",
+        backup.stderr
+    );
+    assert!(
+        std::fs::read_dir(s.path("mnt/nas"))
+            .unwrap()
+            .next()
+            .is_none(),
         "a backup wrote into the empty mount point"
     );
     s.agent(&["list", "--policy", &p]).code(6);
-    s.drp(&["restore", "--policy", &p, "--export", "app", "--yes"]).code(6);
+    s.drp(&["restore", "--policy", &p, "--export", "app", "--yes"])
+        .code(6);
 
     let init = s.agent(&["init", "--policy", &p]);
     init.ok();
-    assert!(init.stdout.contains("repository created"), "{}", init.stdout);
+    assert!(
+        init.stdout.contains("repository created"),
+        "{}",
+        init.stdout
+    );
     assert!(s.path("mnt/nas/drp-repository.json").is_file());
     s.agent(&["init", "--policy", &p]).ok();
     s.agent(&["backup", "--policy", &p]).ok();
@@ -371,7 +427,10 @@ fn a_restore_step_that_times_out_stops_its_load_and_changes_nothing() {
     let r = s.drp(&["run", rb.to_str().unwrap(), "--yes"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert_eq!(pg_table_digest(&db, "items"), before);
-    assert_eq!(pg_databases_like(&format!("{db}_drp_%")), Vec::<String>::new());
+    assert_eq!(
+        pg_databases_like(&format!("{db}_drp_%")),
+        Vec::<String>::new()
+    );
     let loading = psql(
         "postgres",
         &format!("select count(*) from pg_stat_activity where datname like '{db}_drp_%'"),
@@ -383,11 +442,20 @@ fn a_restore_step_that_times_out_stops_its_load_and_changes_nothing() {
 #[test]
 fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_subvolume() {
     let s = scratch("tamper");
-    let root = std::path::PathBuf::from(crate::harness::services().get("DRP_TEST_BTRFS")).join(&s.id);
+    let root =
+        std::path::PathBuf::from(crate::harness::services().get("DRP_TEST_BTRFS")).join(&s.id);
     std::fs::create_dir_all(&root).unwrap();
     let run = |cmd: &str| {
-        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let data = root.join("data");
     let victim = root.join("victim");
@@ -405,8 +473,10 @@ fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_
         .display()
         .to_string();
     for change in ["CHG-1", "CHG-2"] {
-        s.agent(&["snapshot", "create", "--policy", &p, "--change", change, "--reason", "r"])
-            .ok();
+        s.agent(&[
+            "snapshot", "create", "--policy", &p, "--change", change, "--reason", "r",
+        ])
+        .ok();
     }
     // Someone with write access to the repository points the older record
     // at a subvolume the policy does not declare.
@@ -420,7 +490,9 @@ fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_
             std::fs::write(&path, serde_json::to_vec(&set).unwrap()).unwrap();
         }
     }
-    let rollback = s.agent(&["snapshot", "rollback", "--policy", &p, "--change", "CHG-1", "--yes"]);
+    let rollback = s.agent(&[
+        "snapshot", "rollback", "--policy", &p, "--change", "CHG-1", "--yes",
+    ]);
     assert_ne!(rollback.code, 0, "{}", rollback.all());
     assert!(rollback.all().contains("refused"), "{}", rollback.all());
     let expire = s.agent(&["snapshot", "expire", "--policy", &p]);
@@ -430,7 +502,10 @@ fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_
         "another service's data",
         "the undeclared subvolume was touched"
     );
-    assert!(!data.join("live.db").exists(), "the victim was rolled into the declared subvolume");
+    assert!(
+        !data.join("live.db").exists(),
+        "the victim was rolled into the declared subvolume"
+    );
 }
 
 fn sqlite_app_policy(s: &Scratch, export_extra: &str) -> String {
@@ -457,19 +532,36 @@ fn points(s: &Scratch, p: &str) -> usize {
 #[test]
 fn scheduled_runs_read_their_point_back_and_apply_retention() {
     let s = scratch("upkeep");
-    let p = sqlite_app_policy(&s, "    schedule: \"*/10 * * * *\"\n    retention: {keep_last: 2}\n");
+    let p = sqlite_app_policy(
+        &s,
+        "    schedule: \"*/10 * * * *\"\n    retention: {keep_last: 2}\n",
+    );
     for minute in ["00", "10", "20", "30"] {
-        s.agent(&["run", "--due", "--policy", &p, "--now", &format!("2026-11-21T07:{minute}:01Z")])
-            .ok();
+        s.agent(&[
+            "run",
+            "--due",
+            "--policy",
+            &p,
+            "--now",
+            &format!("2026-11-21T07:{minute}:01Z"),
+        ])
+        .ok();
     }
-    assert_eq!(points(&s, &p), 2, "retention was not applied after the runs");
+    assert_eq!(
+        points(&s, &p),
+        2,
+        "retention was not applied after the runs"
+    );
     let status = s.agent(&["--json", "status", "--policy", &p]);
     let m = &status.json()["exports"][0]["last_maintenance"];
     assert_eq!(m["verified"], serde_json::json!(["nas"]), "{m}");
     assert_eq!(m["kept"], 2, "{m}");
     assert_eq!(m["errors"], serde_json::json!([]), "{m}");
     // The two left are the newest, and they restore.
-    s.drp(&["restore", "--policy", &p, "--export", "app", "--to", "copy.db"]).ok();
+    s.drp(&[
+        "restore", "--policy", &p, "--export", "app", "--to", "copy.db",
+    ])
+    .ok();
 }
 
 #[test]
@@ -482,7 +574,11 @@ fn prune_deletes_nothing_until_a_point_has_been_read_back() {
     // Sizes are right, but no digest was ever checked: nothing goes.
     let r = s.agent(&["prune", "--policy", &p]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("only 0 verified (min_verified 1)"), "{}", r.all());
+    assert!(
+        r.stderr.contains("only 0 verified (min_verified 1)"),
+        "{}",
+        r.all()
+    );
     assert_eq!(points(&s, &p), 3);
     s.agent(&["verify", "--policy", &p, "--latest"]).ok();
     s.agent(&["prune", "--policy", &p]).ok();
@@ -546,8 +642,18 @@ fn a_password_in_the_postgres_url_never_shows_in_the_process_list() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(scans > 10 && seen.iter().any(|c| c.contains("sleep") || c.contains("pg_dump")), "{seen:?}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        scans > 10
+            && seen
+                .iter()
+                .any(|c| c.contains("sleep") || c.contains("pg_dump")),
+        "{seen:?}"
+    );
     drop_pg(&db);
 }
 
@@ -568,7 +674,10 @@ fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_
     let s = scratch("pgcopies");
     let db = s.id.clone();
     psql("postgres", &format!("create database {db}"));
-    psql(&db, "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 5000) i");
+    psql(
+        &db,
+        "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 5000) i",
+    );
     let p = s
         .write(
             "policy.yaml",
@@ -585,7 +694,9 @@ fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_
     let live = pg_table_digest(&db, "t");
     corrupt_all(&s.path("nas"));
 
-    let r = s.drp(&["--json", "restore", "--policy", &p, "--export", "shop", "--yes"]);
+    let r = s.drp(&[
+        "--json", "restore", "--policy", &p, "--export", "shop", "--yes",
+    ]);
     r.ok();
     assert_eq!(r.json()["target"], "sftp", "{}", r.stdout);
     assert_eq!(psql(&db, "select count(*) from t"), "5000");
@@ -593,7 +704,10 @@ fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_
 
     // Corrupt everywhere: exit 4, the live database exactly as it was.
     psql("postgres", &format!("create database {db}"));
-    psql(&db, "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 100) i");
+    psql(
+        &db,
+        "create table t (id int primary key, v text); insert into t select i, md5(i::text) from generate_series(1, 100) i",
+    );
     assert_eq!(pg_table_digest(&db, "t"), live);
     let sftp_root = crate::harness::services().get("DRP_TEST_SFTP_ROOT");
     corrupt_all(&Path::new(sftp_root).join(&s.id));
@@ -601,7 +715,10 @@ fn a_point_corrupt_on_one_target_restores_from_the_other_and_corrupt_everywhere_
     r.code(4);
     assert!(r.stderr.contains("integrity check failed"), "{}", r.stderr);
     assert_eq!(pg_table_digest(&db, "t"), live);
-    assert_eq!(pg_databases_like(&format!("{db}_drp_%")), Vec::<String>::new());
+    assert_eq!(
+        pg_databases_like(&format!("{db}_drp_%")),
+        Vec::<String>::new()
+    );
     drop_pg(&db);
 }
 
@@ -626,18 +743,37 @@ fn an_sqlite_restore_keeps_a_copy_of_the_file_it_replaces_unless_told_to_drop_it
     let kept: Vec<_> = std::fs::read_dir(s.dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("app.db.drp-replaced-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("app.db.drp-replaced-")
+        })
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(count(&kept[0]), 3, "the kept copy holds what was replaced");
     std::fs::remove_file(&kept[0]).unwrap();
 
-    let r = s.drp(&["restore", "--policy", &p, "--export", "app", "--yes", "--drop-replaced"]);
+    let r = s.drp(&[
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "app",
+        "--yes",
+        "--drop-replaced",
+    ]);
     r.ok();
     assert!(r.stdout.contains("was dropped"), "{}", r.stdout);
     let left = std::fs::read_dir(s.dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("drp-replaced"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("drp-replaced")
+        })
         .count();
     assert_eq!(left, 0);
 }

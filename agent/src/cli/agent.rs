@@ -315,14 +315,23 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_init(policy_path: &std::path::Path, only: &[String], out: &Output) -> Result<ExitCode> {
+async fn run_init(
+    policy_path: &std::path::Path,
+    only: &[String],
+    out: &Output,
+) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     for name in only {
         if !policy.targets.contains_key(name) {
             return Err(Error::NotFound(format!(
                 "no target `{name}` in {}; it defines: {}",
                 policy.path.display(),
-                policy.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                policy
+                    .targets
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -402,7 +411,9 @@ async fn run_exports(
     let mut worst = ExitCode::Ok;
     let mut json = Vec::new();
     for name in names {
-        let outcome = match runner::run_export(policy, name, wait, now, upkeep, out.progress()).await {
+        let outcome = match runner::run_export(policy, name, wait, now, upkeep, out.progress())
+            .await
+        {
             Ok(o) => o,
             Err(e) if names.len() > 1 => {
                 // One export's failure (e.g. its lock is held) does not stop the others.
@@ -482,7 +493,15 @@ async fn run_due(
         }
     }
     let names: Vec<String> = due.into_iter().map(|(n, _)| n).collect();
-    let code = run_exports(&policy, &names, wait, now, runner::Upkeep::VerifyAndPrune, out).await;
+    let code = run_exports(
+        &policy,
+        &names,
+        wait,
+        now,
+        runner::Upkeep::VerifyAndPrune,
+        out,
+    )
+    .await;
     runner::expire_snapshots(&policy).await;
     code
 }
@@ -710,12 +729,24 @@ async fn run_status(policy_path: &std::path::Path, out: &Output) -> Result<ExitC
                 Some(m) => println!(
                     "{}: after the last scheduled run{}: newest point read back on {}, retention kept {} and deleted {} points, {} orphans removed{}",
                     e.name,
-                    m.at.map(|t| format!(" ({} ago)", format_duration((now - t).to_std().unwrap_or_default()))).unwrap_or_default(),
-                    if m.verified.is_empty() { "no target".to_string() } else { m.verified.join(", ") },
+                    m.at.map(|t| format!(
+                        " ({} ago)",
+                        format_duration((now - t).to_std().unwrap_or_default())
+                    ))
+                    .unwrap_or_default(),
+                    if m.verified.is_empty() {
+                        "no target".to_string()
+                    } else {
+                        m.verified.join(", ")
+                    },
                     m.kept,
                     m.deleted,
                     m.orphans_removed,
-                    if m.errors.is_empty() { String::new() } else { format!("; problems: {}", m.errors.join("; ")) }
+                    if m.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; problems: {}", m.errors.join("; "))
+                    }
                 ),
                 None => println!(
                     "{}: retention not applied yet (`run --due` and the daemon apply it after each backup; or `prune`)",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::agent::{RepoArgs, Scope};
-use super::{Output, parse_time};
+use super::{GivenTime, Output, parse_time_in};
 use crate::config::units::{format_bytes, format_duration};
 use crate::restore::{self, Selector};
 use crate::source::{self, Source};
@@ -27,13 +27,14 @@ pub struct RestoreArgs {
     /// Restore this recovery point (default: the newest).
     #[arg(long, conflicts_with = "before")]
     pub point: Option<String>,
-    /// Restore the newest point consistent before this time (RFC 3339 or `YYYY-MM-DD HH:MM` local).
+    /// Restore the newest point consistent strictly before this time: RFC 3339 with its offset, or
+    /// `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none; with --target, the machine's zone).
     #[arg(long)]
     pub before: Option<String>,
     /// Where to restore: a database name or a path (default: the source itself).
     #[arg(long)]
     pub to: Option<String>,
-    /// When the failure happened, to state the data-loss window (default: now).
+    /// When the failure happened, to state the data-loss window (default: now); read as --before is.
     #[arg(long)]
     pub failed_at: Option<String>,
     /// Replace existing data without asking.
@@ -45,6 +46,11 @@ pub struct RestoreArgs {
     /// Scratch folder for database dumps while they are verified (default: the system's).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// Drop the data this restore replaces once it has succeeded (by default
+    /// it is kept beside the destination, renamed; or set `restore:
+    /// drop_replaced` in the policy).
+    #[arg(long)]
+    pub drop_replaced: bool,
 }
 
 pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
@@ -64,18 +70,25 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         )
         .await;
     }
-    let selector = match (&args.point, &args.before) {
+    let scope = Scope::open(&args.repo, Some(&args.export)).await?;
+    // Wall-clock times are the policy's; without a policy, the machine's.
+    let zone = scope.policy.as_ref().map(|p| p.timezone);
+    let before: Option<GivenTime> = args
+        .before
+        .as_deref()
+        .map(|t| parse_time_in(t, zone))
+        .transpose()?;
+    let selector = match (&args.point, &before) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::Before(parse_time(t)?),
+        (None, Some(t)) => Selector::Before(t.instant),
         (None, None) => Selector::Latest,
     };
-    let failed_at = args
+    let given_failed_at: Option<GivenTime> = args
         .failed_at
         .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or_else(Utc::now);
-    let scope = Scope::open(&args.repo, Some(&args.export)).await?;
+        .map(|t| parse_time_in(t, zone))
+        .transpose()?;
+    let failed_at = given_failed_at.map_or_else(Utc::now, |t| t.instant);
     let host = scope.host_for_restore()?;
     let source: Arc<dyn Source> = match &scope.policy {
         Some(policy) => Arc::from(source::build(
@@ -108,12 +121,18 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
     .await?;
     let m = &plan.manifest;
     let window = plan.data_loss_window(failed_at);
+    let drop_replaced = args.drop_replaced
+        || scope
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.restore.drop_replaced);
     if out.json {
         if args.dry_run {
             out.print_json(&serde_json::json!({
                 "plan": {
                     "point": m.id, "target": plan.repository.name(), "consistency_time": m.consistency_time,
                     "destination": plan.destination.to_string(), "replaces": plan.replaces,
+                    "kept_as": plan.kept_as, "drop_replaced": drop_replaced,
                     "data_loss_window_seconds": window.num_seconds(), "notes": plan.notes,
                 }
             }));
@@ -127,6 +146,15 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             m.kind,
             plan.repository.name()
         );
+        if let (Some(t), Some(text)) = (&before, &args.before) {
+            eprintln!(
+                "  chosen as        the newest consistent before {}",
+                t.describe(text)
+            );
+        }
+        if let (Some(t), Some(text)) = (&given_failed_at, &args.failed_at) {
+            eprintln!("  failure at       {}", t.describe(text));
+        }
         eprintln!(
             "  consistent at    {} ({} ago)",
             m.consistency_time.to_rfc3339(),
@@ -142,9 +170,17 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             format_bytes(m.stored.size)
         );
         eprintln!("  destination      {}", plan.destination);
-        match &plan.replaces {
-            Some(what) => eprintln!("  replaces         {what}"),
-            None => eprintln!("  replaces         nothing (the destination does not exist)"),
+        match (&plan.replaces, &plan.kept_as) {
+            (Some(what), Some(kept)) => {
+                eprintln!("  replaces         {what}");
+                if drop_replaced {
+                    eprintln!("  afterwards       the replaced data is dropped (--drop-replaced)");
+                } else {
+                    eprintln!("  keeps            {kept}");
+                }
+            }
+            (Some(what), None) => eprintln!("  replaces         {what}"),
+            (None, _) => eprintln!("  replaces         nothing (the destination does not exist)"),
         }
         eprintln!(
             "  data-loss window {} (changes after {} are not in this point)",
@@ -166,20 +202,19 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             destination: plan.destination.to_string(),
         });
     }
-    let report = restore::execute(
-        &plan,
-        source,
+    let options = restore::Options {
         confirmed,
-        args.workdir.clone(),
-        out.progress(),
-    )
-    .await?;
+        workdir: args.workdir.clone(),
+        drop_replaced,
+        lock_dir: scope.policy.as_ref().map(|p| p.state_dir.clone()),
+    };
+    let report = restore::execute(&plan, source, options, out.progress()).await?;
     if out.json {
         out.print_json(&serde_json::json!({
             "restored": report.id, "target": report.target, "destination": report.destination,
             "raw_bytes": report.raw_bytes, "seconds": report.seconds,
             "consistency_time": m.consistency_time, "data_loss_window_seconds": window.num_seconds(),
-            "verified": true,
+            "verified": true, "kept": report.replaced.kept, "dropped": report.replaced.dropped,
         }));
     } else {
         println!(
@@ -190,6 +225,12 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             report.seconds,
             format_bytes(report.raw_bytes)
         );
+        if let Some(kept) = &report.replaced.kept {
+            println!("the replaced data is kept as {kept}; drop it when it is no longer needed");
+        }
+        if let Some(dropped) = &report.replaced.dropped {
+            println!("the replaced data ({dropped}) was dropped");
+        }
     }
     Ok(ExitCode::Ok)
 }
@@ -219,6 +260,7 @@ fn bare_source(kind: &str, to: &str) -> Result<crate::config::SourceConfig> {
             bin_dir: None,
             restore_jobs: None,
             no_owner: false,
+            include_role_passwords: false,
         }),
         "mysql" => SourceConfig::Mysql(mysql::MysqlConfig {
             host: None,

@@ -1,14 +1,18 @@
 //! Finds the line and column of a key path (`exports.db.source.kind`) in YAML
 //! text, so that errors found after deserialisation still point at the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::TScalarStyle;
 
 /// Line and column (both 1-based) of every key and sequence item, by path.
 #[derive(Debug, Default)]
 pub struct Locations {
     by_path: HashMap<String, (usize, usize)>,
+    /// Paths of the values written as plain (unquoted) scalars: the only ones
+    /// whose expansion may read as a number or a boolean.
+    plain: HashSet<String>,
 }
 
 enum Frame {
@@ -53,6 +57,9 @@ impl Locations {
                     }
                     None => {}
                 }
+                if let Event::Scalar(_, TScalarStyle::Plain, ..) = event {
+                    out.plain.insert(join(&path));
+                }
                 match event {
                     Event::MappingStart(..) => stack.push(Frame::Map { key: None }),
                     Event::SequenceStart(..) => stack.push(Frame::Seq { index: 0 }),
@@ -66,6 +73,11 @@ impl Locations {
             }
         }
         out
+    }
+
+    /// Whether the value at `path` is a plain (unquoted) scalar.
+    pub fn is_plain(&self, path: &str) -> bool {
+        self.plain.contains(path)
     }
 
     /// The location of `path`, or of its nearest located ancestor.
@@ -120,5 +132,9 @@ mod tests {
         assert_eq!(l.find("exports.db.targets[1]"), Some((4, 20)));
         assert_eq!(l.find("exports.db.source.kind"), Some((6, 7)));
         assert_eq!(l.find("exports.db.source.nope"), Some((5, 5)));
+        assert!(l.is_plain("exports.db.source.kind") && l.is_plain("exports.db.targets[1]"));
+        assert!(!l.is_plain("exports.db.source"));
+        let quoted = Locations::index("port: \"5432\"\nhost: 'a'\nn: 5\n");
+        assert!(!quoted.is_plain("port") && !quoted.is_plain("host") && quoted.is_plain("n"));
     }
 }

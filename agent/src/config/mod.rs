@@ -10,10 +10,12 @@ pub mod units;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde_yaml_ng::Value;
+
 pub use locate::Locations;
 pub use policy::{
-    Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings, Retention,
-    Schedule, SourceConfig, TargetConfig,
+    Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings,
+    RestoreSettings, Retention, Schedule, SourceConfig, TargetConfig,
 };
 pub use secret::{Secret, SecretRef};
 pub use units::{ByteSize, HumanDuration};
@@ -82,15 +84,21 @@ impl Diagnostics {
     }
 
     pub fn push(&mut self, key: &str, message: impl Into<String>, hint: Option<String>) {
+        let d = self.at(key, message, hint);
+        self.items.push(d);
+    }
+
+    /// A diagnostic located at `key`, not recorded (a warning, say).
+    pub fn at(&self, key: &str, message: impl Into<String>, hint: Option<String>) -> Diagnostic {
         let (line, column) = self.locations.find(key).unwrap_or((1, 1));
-        self.items.push(Diagnostic {
+        Diagnostic {
             file: self.file.clone(),
             line,
             column,
             key: key.to_string(),
             message: message.into(),
             hint,
-        });
+        }
     }
 
     /// Records a serde error met while deserialising the node at `base`.
@@ -163,51 +171,110 @@ fn expected_hint(message: &str, got: &str) -> Option<String> {
     }
 }
 
-/// Expands `${NAME}` and `${NAME:-default}` from the environment in policy
-/// and runbook text, so one file serves several machines. Line and column
-/// positions of keys are unchanged (values stay on their lines). An unset
-/// variable without a default is an error naming it.
-pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
+/// Expands `${NAME}` and `${NAME:-default}` from the environment in one
+/// string; returns the names that are unset and have no default. An empty
+/// variable counts as unset.
+fn expand_str(text: &str, missing: &mut Vec<String>) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut missing = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        // Comments are left alone.
-        let (body, comment) = match rest.find(" #").or(if rest.trim_start().starts_with('#') {
-            Some(0)
-        } else {
-            None
-        }) {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            break;
         };
-        rest = body;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(len) = rest[start..].find('}') else {
-                out.push_str(&rest[start..]);
-                rest = "";
-                break;
-            };
-            let inner = &rest[start + 2..start + len];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => missing.push((i + 1, name.to_string())),
-            }
-            rest = &rest[start + len + 1..];
+        let inner = &rest[start + 2..start + len];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => missing.push(name.to_string()),
         }
-        out.push_str(rest);
-        out.push_str(comment);
+        rest = &rest[start + len + 1..];
     }
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
+    out.push_str(rest);
+    out
+}
+
+/// What an expanded plain scalar reads as: a number, a boolean or null when
+/// it is exactly one (as if it had been written there), a string otherwise.
+/// Never a mapping or a sequence: a value cannot add structure.
+fn resolve_plain(text: String) -> Value {
+    match text.as_str() {
+        "" | "~" | "null" => return Value::Null,
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return Value::Number(n.into());
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::Number(n.into());
+    }
+    let numeric = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && text.chars().any(|c| c.is_ascii_digit());
+    if numeric && let Ok(f) = text.parse::<f64>() {
+        return Value::Number(f.into());
+    }
+    Value::String(text)
+}
+
+impl Diagnostics {
+    /// Expands `${NAME}` and `${NAME:-default}` from the environment in the
+    /// string values of a parsed document, so one file serves several
+    /// machines. Expansion happens after parsing: whatever a variable holds
+    /// (quotes, `#`, `: `, newlines, `{env: X}`) ends up verbatim as that one
+    /// value and cannot change the document. An expanded plain (unquoted)
+    /// scalar that is exactly a number or a boolean reads as one, as if it
+    /// had been written there (`port: ${PG_PORT:-5432}`). Keys are not
+    /// expanded. An unset variable without a default is recorded at the key
+    /// whose value holds it.
+    pub fn expand_env(&mut self, root: &mut Value) {
+        self.expand_at("", root);
+    }
+
+    fn expand_at(&mut self, path: &str, value: &mut Value) {
+        match value {
+            Value::String(s) if s.contains("${") => {
+                let mut missing = Vec::new();
+                let expanded = expand_str(s, &mut missing);
+                for name in missing {
+                    self.push(
+                        path,
+                        format!("environment variable `{name}` is not set"),
+                        Some(format!("set it, or give a default: `${{{name}:-value}}`")),
+                    );
+                }
+                *value = if self.locations.is_plain(path) {
+                    resolve_plain(expanded)
+                } else {
+                    Value::String(expanded)
+                };
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.expand_at(&format!("{path}[{i}]"), item);
+                }
+            }
+            Value::Mapping(map) => {
+                for (k, v) in map.iter_mut() {
+                    let key = match k {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => String::new(),
+                    };
+                    self.expand_at(&join_path(path, &key), v);
+                }
+            }
+            Value::Tagged(t) => self.expand_at(path, &mut t.value),
+            _ => {}
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-use super::{Diagnostics, HumanDuration, PolicyError, is_safe_name};
+use super::{Diagnostic, Diagnostics, HumanDuration, PolicyError, is_safe_name};
 use crate::source::{directory, mysql, postgres, sqlite};
 use crate::target::{local, s3, sftp};
 
@@ -34,6 +34,24 @@ pub struct Policy {
     pub snapshots: BTreeMap<String, crate::snapshot::SnapshotConfig>,
     /// How many snapshot sets to keep (same rules as exports).
     pub snapshot_retention: Retention,
+    /// What a restore does with the data it replaced.
+    pub restore: RestoreSettings,
+    /// What is accepted but unwise (a webhook URL written in the policy):
+    /// located like errors, for `drp check` and the logs to show.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The `restore:` section: how restores treat what they replace.
+///
+/// `drop_replaced` (default `false`): drop the copy a restore replaced once
+/// the restore has succeeded; by default it is kept (next to the restored
+/// data, as the restore left it), so a restore of the wrong point can be
+/// undone.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSettings {
+    #[serde(default)]
+    pub drop_replaced: bool,
 }
 
 /// Where the agent publishes Prometheus metrics.
@@ -60,6 +78,34 @@ pub struct Notify {
 impl Notify {
     fn default_on() -> Vec<NotifyWhen> {
         vec![NotifyWhen::Failure]
+    }
+
+    /// Records what cannot work (refused) and what is unwise (warned).
+    /// Never repeats a webhook URL: it carries a token.
+    fn validate(&self, diags: &mut Diagnostics, warnings: &mut Vec<Diagnostic>) {
+        use crate::notify::webhook::WebhookUrl;
+        if let Some(w) = &self.webhook {
+            if let Err(msg) = w.url.check_inline() {
+                diags.push(
+                    "notify.webhook.url",
+                    msg,
+                    Some("e.g. `url: {env: SLACK_WEBHOOK_URL}`".into()),
+                );
+            } else if matches!(w.url, WebhookUrl::Inline(_)) {
+                let w = diags.at(
+                    "notify.webhook.url",
+                    "the webhook URL is written in the policy: its token is readable by anyone who reads the file",
+                    Some("reference it instead: `url: {env: SLACK_WEBHOOK_URL}` or `url: {file: /etc/drp/webhook-url}`".into()),
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+        }
+        if let Some(e) = &self.email {
+            for p in e.problems() {
+                diags.push(&format!("notify.email.{}", p.key), p.message, p.hint);
+            }
+        }
     }
 }
 
@@ -204,7 +250,9 @@ impl Default for Compression {
     }
 }
 
-/// How many recovery points to keep (grandfather-father-son).
+/// How many recovery points to keep (grandfather-father-son). No keep rule
+/// at all keeps everything; rules that keep nothing (every count 0) are
+/// refused. `min_verified` is 1 when not written, and at least 1.
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
@@ -214,13 +262,56 @@ pub struct Retention {
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
-    /// Never delete below this many verified recovery points.
+    /// Never delete below this many verified recovery points. Always
+    /// `Some` in a validated policy (default 1).
     pub min_verified: Option<u32>,
+}
+
+impl Retention {
+    /// Fills in the default and records what would let prune delete every
+    /// point, at `key` (`exports.db.retention`).
+    fn validate(&mut self, diags: &mut Diagnostics, key: &str) {
+        let rules = [
+            ("keep_last", self.keep_last),
+            ("keep_hourly", self.keep_hourly),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+            ("keep_yearly", self.keep_yearly),
+        ];
+        let written: Vec<&str> = rules
+            .iter()
+            .filter(|(_, n)| n.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if !written.is_empty() && rules.iter().all(|(_, n)| n.unwrap_or(0) == 0) {
+            diags.push(
+                &format!("{key}.{}", written[0]),
+                format!(
+                    "these retention rules keep nothing: prune would delete every recovery point ({} = 0)",
+                    written.join(", ")
+                ),
+                Some(
+                    "keep at least one point, e.g. `keep_last: 1`; leave every `keep_*` out to keep all"
+                        .into(),
+                ),
+            );
+        }
+        match self.min_verified {
+            Some(0) => diags.push(
+                &format!("{key}.min_verified"),
+                "`min_verified: 0` lets prune delete the last verified recovery point",
+                Some("use 1 or more, or leave it out (default 1)".into()),
+            ),
+            Some(_) => {}
+            None => self.min_verified = Some(1),
+        }
+    }
 }
 
 const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "snapshots",
     "snapshot_retention",
     "host",
@@ -232,6 +323,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "metrics",
     "notify",
     "prune",
+    "restore",
 ];
 
 impl Policy {
@@ -244,26 +336,8 @@ impl Policy {
 
     /// Validates policy text; `path` names it in diagnostics.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
-        let text = &match super::expand_env(text) {
-            Ok(t) => t,
-            Err(missing) => {
-                return Err(PolicyError {
-                    diagnostics: missing
-                        .into_iter()
-                        .map(|(line, name)| super::Diagnostic {
-                            file: path.to_path_buf(),
-                            line,
-                            column: 1,
-                            key: format!("${{{name}}}"),
-                            message: format!("environment variable `{name}` is not set"),
-                            hint: Some(format!("set it, or give a default: `${{{name}:-value}}`")),
-                        })
-                        .collect(),
-                });
-            }
-        };
         let mut diags = Diagnostics::new(path, text);
-        let root: Value = match serde_yaml_ng::from_str(text) {
+        let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 let (line, column) = e
@@ -282,6 +356,13 @@ impl Policy {
                 });
             }
         };
+        // `${VAR}` on parsed values: a variable's content is one value, never YAML.
+        diags.expand_env(&mut root);
+        if !diags.items.is_empty() {
+            return Err(PolicyError {
+                diagnostics: diags.items,
+            });
+        }
         let Value::Mapping(root) = root else {
             diags.push(
                 "",
@@ -304,6 +385,8 @@ impl Policy {
         let mut prune = PruneSettings::default();
         let mut snapshots = BTreeMap::new();
         let mut snapshot_retention = Retention::default();
+        let mut restore = RestoreSettings::default();
+        let mut warnings = Vec::new();
         for (k, v) in root {
             let key = k.as_str().unwrap_or_default().to_string();
             match key.as_str() {
@@ -351,9 +434,16 @@ impl Policy {
                     Ok(m) => metrics = m,
                     Err(e) => diags.push_serde("metrics", e),
                 },
-                "notify" => match serde_path_to_error::deserialize(v) {
-                    Ok(n) => notify = n,
+                "notify" => match serde_path_to_error::deserialize::<_, Notify>(v) {
+                    Ok(n) => {
+                        n.validate(&mut diags, &mut warnings);
+                        notify = n;
+                    }
                     Err(e) => diags.push_serde("notify", e),
+                },
+                "restore" => match serde_path_to_error::deserialize(v) {
+                    Ok(r) => restore = r,
+                    Err(e) => diags.push_serde("restore", e),
                 },
                 "prune" => match serde_path_to_error::deserialize(v) {
                     Ok(p) => prune = p,
@@ -395,6 +485,7 @@ impl Policy {
                 }
             }
         }
+        snapshot_retention.validate(&mut diags, "snapshot_retention");
         if !root_has(&diags, "host") && host.is_empty() {
             diags.push(
                 "host",
@@ -469,7 +560,9 @@ impl Policy {
                 field(&mut diags, &node, &key, "targets", true);
             let compression: Option<Compression> =
                 field(&mut diags, &node, &key, "compression", false);
-            let retention: Option<Retention> = field(&mut diags, &node, &key, "retention", false);
+            let mut retention: Retention =
+                field(&mut diags, &node, &key, "retention", false).unwrap_or_default();
+            retention.validate(&mut diags, &format!("{key}.retention"));
             let schedule = match Schedule::parse(
                 schedule_text.as_deref().unwrap_or(Schedule::DEFAULT),
                 timezone,
@@ -520,7 +613,7 @@ impl Policy {
                         schedule,
                         targets: export_targets,
                         compression,
-                        retention: retention.unwrap_or_default(),
+                        retention,
                     },
                 );
             }
@@ -566,6 +659,8 @@ impl Policy {
             prune,
             snapshots,
             snapshot_retention,
+            restore,
+            warnings,
         })
     }
 
@@ -638,4 +733,214 @@ fn strsim_hint(got: &str, candidates: &[&str]) -> Option<String> {
         .filter(|(s, _)| *s > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGETS: &str = "host: a\ntargets:\n  nas: {kind: local, path: /srv/nas}\n";
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("p.yaml"), text)
+    }
+
+    fn with_export(retention: &str) -> String {
+        format!(
+            "{TARGETS}exports:\n  db:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n{retention}"
+        )
+    }
+
+    /// The one diagnostic of `text`, as `line:column: key: message`.
+    fn problems(text: &str) -> Vec<String> {
+        parse(text)
+            .err()
+            .map(|e| {
+                e.diagnostics
+                    .iter()
+                    .map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.key, d.message))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_environment_value_is_one_value_and_never_yaml() {
+        let hostile = "/srv/x\" y: z #not a comment\nexports: {}\n{env: X}";
+        // SAFETY: nextest runs every test in a process of its own.
+        unsafe { std::env::set_var("DRP_TEST_HOSTILE_DIR", hostile) };
+        let text = format!("{}state_dir: ${{DRP_TEST_HOSTILE_DIR}}\n", with_export(""));
+        let p = parse(&text).unwrap();
+        assert_eq!(p.state_dir, PathBuf::from(hostile));
+        assert_eq!(p.exports.len(), 1, "no key was added");
+        let quoted = format!(
+            "{}state_dir: \"${{DRP_TEST_HOSTILE_DIR}}\"\n",
+            with_export("")
+        );
+        assert_eq!(parse(&quoted).unwrap().state_dir, PathBuf::from(hostile));
+    }
+
+    #[test]
+    fn plain_expanded_numbers_read_as_numbers_and_quoted_ones_as_text() {
+        // SAFETY: nextest runs every test in a process of its own.
+        unsafe { std::env::set_var("DRP_TEST_LEVEL", "7") };
+        let text = with_export("    compression:\n      level: ${DRP_TEST_LEVEL}\n");
+        assert_eq!(parse(&text).unwrap().exports["db"].compression.level, 7);
+        let text = format!(
+            "{TARGETS}exports:\n  \"1\":\n    source: {{kind: sqlite, path: \"${{DRP_TEST_LEVEL}}\"}}\n    targets: [nas]\n"
+        );
+        let p = parse(&text).unwrap();
+        let SourceConfig::Sqlite(s) = &p.exports["1"].source else {
+            panic!()
+        };
+        assert_eq!(s.path, PathBuf::from("7"));
+    }
+
+    #[test]
+    fn an_unset_variable_is_located_at_its_key() {
+        let text = format!(
+            "{}state_dir: /var/${{DRP_TEST_SURELY_UNSET}}/drp\n",
+            with_export("")
+        );
+        assert_eq!(
+            problems(&text),
+            ["8:1: state_dir: environment variable `DRP_TEST_SURELY_UNSET` is not set"]
+        );
+        let text = format!(
+            "{TARGETS}exports:\n  db:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas, \"${{DRP_TEST_SURELY_UNSET}}\"]\n"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "7:20: exports.db.targets[1]: environment variable `DRP_TEST_SURELY_UNSET` is not set"
+            ]
+        );
+    }
+
+    #[test]
+    fn retention_that_keeps_nothing_is_refused() {
+        let got = problems(&with_export("    retention: {keep_last: 0}\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "8:17: exports.db.retention.keep_last: these retention rules keep nothing"
+            ),
+            "{got:?}"
+        );
+        let got = problems(&with_export(
+            "    retention:\n      keep_daily: 0\n      keep_weekly: 0\n",
+        ));
+        assert!(
+            got[0].starts_with("9:7: exports.db.retention.keep_daily:"),
+            "{got:?}"
+        );
+        assert!(got[0].contains("keep_daily, keep_weekly = 0"), "{got:?}");
+        let got = problems(&format!(
+            "{}snapshot_retention: {{keep_last: 0}}\n",
+            with_export("")
+        ));
+        assert!(
+            got[0].starts_with("8:22: snapshot_retention.keep_last:"),
+            "{got:?}"
+        );
+        // One rule that keeps something is enough.
+        assert!(
+            parse(&with_export(
+                "    retention: {keep_last: 0, keep_daily: 3}\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn min_verified_defaults_to_one_and_zero_is_refused() {
+        let p = parse(&with_export("    retention: {keep_last: 3}\n")).unwrap();
+        assert_eq!(p.exports["db"].retention.min_verified, Some(1));
+        let p = parse(&with_export("")).unwrap();
+        assert_eq!(p.exports["db"].retention.min_verified, Some(1));
+        let got = problems(&with_export(
+            "    retention: {keep_last: 3, min_verified: 0}\n",
+        ));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("8:31: exports.db.retention.min_verified:"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn smtp_credentials_need_tls_unless_said_otherwise() {
+        let email = |extra: &str| {
+            format!(
+                "{}notify:\n  email: {{server: mx, from: a@b.c, to: [d@e.f], username: u, password: {{env: PW}}{extra}}}\n",
+                with_export("")
+            )
+        };
+        let p = parse(&email("")).unwrap();
+        let e = p.notify.email.unwrap();
+        assert_eq!(e.security, crate::notify::email::Security::Starttls);
+        let got = problems(&email(", security: none"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("9:83: notify.email.security: `security: none` would send the SMTP password in clear"),
+            "{got:?}"
+        );
+        assert!(parse(&email(", security: none, allow_plaintext_auth: true")).is_ok());
+        let got = problems(&email(", allow_plaintext_auth: true"));
+        assert!(
+            got[0].contains("notify.email.allow_plaintext_auth"),
+            "{got:?}"
+        );
+        // A local relay without credentials needs nothing more.
+        let relay = format!(
+            "{}notify:\n  email: {{server: 127.0.0.1, security: none, from: a@b.c, to: [d@e.f]}}\n",
+            with_export("")
+        );
+        assert!(parse(&relay).is_ok());
+    }
+
+    #[test]
+    fn a_webhook_url_in_the_policy_is_warned_about_and_never_repeated() {
+        let token = "T0KEN-9f2e";
+        let inline = format!(
+            "{}notify:\n  webhook: {{url: \"https://hooks.example.com/services/{token}\"}}\n",
+            with_export("")
+        );
+        let p = parse(&inline).unwrap();
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.warnings[0].key, "notify.webhook.url");
+        assert!(!format!("{p:?}").contains(token));
+        assert!(!p.warnings[0].to_string().contains(token));
+        let referenced = format!(
+            "{}notify:\n  webhook: {{url: {{env: HOOK}}}}\n",
+            with_export("")
+        );
+        assert!(parse(&referenced).unwrap().warnings.is_empty());
+        let bad = format!(
+            "{}notify:\n  webhook: {{url: \"ftp:{token}\"}}\n",
+            with_export("")
+        );
+        let got = problems(&bad);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("notify.webhook.url") && !got[0].contains(token),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn the_restore_section_keeps_replaced_data_by_default() {
+        assert!(!parse(&with_export("")).unwrap().restore.drop_replaced);
+        let p = parse(&format!(
+            "{}restore: {{drop_replaced: true}}\n",
+            with_export("")
+        ))
+        .unwrap();
+        assert!(p.restore.drop_replaced);
+        let got = problems(&format!(
+            "{}restore: {{drop_replace: true}}\n",
+            with_export("")
+        ));
+        assert!(got[0].contains("restore.drop_replace"), "{got:?}");
+    }
 }

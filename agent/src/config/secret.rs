@@ -57,6 +57,11 @@ impl<'de> Deserialize<'de> for SecretRef {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value read from somewhere else (a URL written in a policy).
+    pub(crate) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

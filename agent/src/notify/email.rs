@@ -1,4 +1,6 @@
-//! Email over SMTP, with STARTTLS or implicit TLS when asked.
+//! Email over SMTP: STARTTLS by default, implicit TLS, or plain for a local
+//! relay. Credentials never cross a connection without TLS unless the policy
+//! says so in as many words (`security: none` and `allow_plaintext_auth: true`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,13 +20,20 @@ pub struct EmailConfig {
     pub server: String,
     #[serde(default = "default_port")]
     pub port: u16,
-    /// `none` (plain, for a local relay), `starttls` or `tls`.
+    /// `starttls` (the default: the server must offer it, or nothing is
+    /// sent), `tls` (implicit TLS, usually port 465) or `none` (plain, for a
+    /// relay on this host or its network).
     #[serde(default)]
     pub security: Security,
     pub from: String,
     pub to: Vec<String>,
+    /// With `password`: log in to the server.
     pub username: Option<String>,
     pub password: Option<SecretRef>,
+    /// Send `username` and `password` over a plain connection (`security:
+    /// none`). Off by default: anyone on the path reads them.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
 }
@@ -32,10 +41,61 @@ pub struct EmailConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Security {
-    #[default]
+    /// No TLS at all.
     None,
+    /// Plain connection upgraded with STARTTLS, which is required.
+    #[default]
     Starttls,
+    /// TLS from the first byte.
     Tls,
+}
+
+/// A problem with an email setting: the key under `notify.email`, what is
+/// wrong, what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl EmailConfig {
+    /// Combinations that cannot be right, found before anything is sent.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        match (&self.username, &self.password) {
+            (Some(_), None) => out.push(Problem {
+                key: "username",
+                message: "`username` without `password`: nothing would log in".into(),
+                hint: Some("add `password: {env: SMTP_PASSWORD}`, or drop `username`".into()),
+            }),
+            (None, Some(_)) => out.push(Problem {
+                key: "password",
+                message: "`password` without `username`: nothing would log in".into(),
+                hint: Some("add `username`, or drop `password`".into()),
+            }),
+            _ => {}
+        }
+        let credentials = self.username.is_some() || self.password.is_some();
+        if self.security == Security::None && credentials && !self.allow_plaintext_auth {
+            out.push(Problem {
+                key: "security",
+                message: "`security: none` would send the SMTP password in clear".into(),
+                hint: Some(
+                    "use `security: starttls` or `tls`; for a trusted relay only, add `allow_plaintext_auth: true`"
+                        .into(),
+                ),
+            });
+        }
+        if self.allow_plaintext_auth && self.security != Security::None {
+            out.push(Problem {
+                key: "allow_plaintext_auth",
+                message: "`allow_plaintext_auth` only applies to `security: none`".into(),
+                hint: Some("drop it: with STARTTLS or TLS the password is encrypted".into()),
+            });
+        }
+        out
+    }
 }
 
 fn default_port() -> u16 {
@@ -72,6 +132,13 @@ impl Email {
         .port(c.port)
         .timeout(Some(c.timeout.as_duration()));
         if let (Some(user), Some(secret)) = (&c.username, &c.password) {
+            // Validation refuses this already; a config built in code is held to it too.
+            if c.security == Security::None && !c.allow_plaintext_auth {
+                return Err(
+                    "refusing to send the SMTP password without TLS: set `security: starttls` or `tls`"
+                        .into(),
+                );
+            }
             let pw = secret
                 .resolve(&self.base_dir)
                 .map_err(|e| format!("SMTP password: {e}"))?;

@@ -87,7 +87,7 @@ pub trait Notifier: Send + Sync {
 pub fn channels(config: &Notify, base_dir: &Path) -> Vec<Box<dyn Notifier>> {
     let mut out: Vec<Box<dyn Notifier>> = Vec::new();
     if let Some(w) = &config.webhook {
-        out.push(Box::new(webhook::Webhook::new(w.clone())));
+        out.push(Box::new(webhook::Webhook::new(w.clone(), base_dir)));
     }
     if let Some(e) = &config.email {
         out.push(Box::new(email::Email::new(e.clone(), base_dir)));

@@ -183,7 +183,8 @@ impl SnapshotProvider for DirectorySnap {
         Box::pin(async move {
             // A point id of this snapshot's own export: nothing else, and no
             // path into another export's folder.
-            if crate::config::is_safe_name(reference) && crate::prune::id_time(reference).is_some() {
+            if crate::config::is_safe_name(reference) && crate::prune::id_time(reference).is_some()
+            {
                 Ok(())
             } else {
                 Err(SnapError("not a recovery point id".into()))

@@ -460,8 +460,9 @@ fn extract_as(
                 name.display()
             )));
         }
-        restore_owner_and_mode(&into.join(&name), entry.header(), owners)
-            .map_err(|e| SourceError::io(format!("restoring the owner of `{}`", name.display()), e))?;
+        restore_owner_and_mode(&into.join(&name), entry.header(), owners).map_err(|e| {
+            SourceError::io(format!("restoring the owner of `{}`", name.display()), e)
+        })?;
     }
     if let Some(header) = root {
         let context = |e| SourceError::io(format!("restoring the root of {}", into.display()), e);
@@ -615,8 +616,15 @@ mod tests {
         let bytes = archive_with_file(65534, 65534, 0o4755);
         let out = tempfile::tempdir().unwrap();
         extract_as(&mut &bytes[..], out.path(), false, false).unwrap();
-        let mode = fs::metadata(out.path().join("tool")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777, 0o755, "setuid kept on a file of another owner");
+        let mode = fs::metadata(out.path().join("tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o755,
+            "setuid kept on a file of another owner"
+        );
         let root = fs::metadata(out.path()).unwrap();
         assert_eq!(root.permissions().mode() & 0o7777, 0o750);
         assert_eq!(root.mtime(), 1_700_000_000);
@@ -630,7 +638,10 @@ mod tests {
         let bytes = archive_with_file(uid as u64, gid as u64, 0o6755);
         let out = tempfile::tempdir().unwrap();
         extract_as(&mut &bytes[..], out.path(), false, false).unwrap();
-        let mode = fs::metadata(out.path().join("tool")).unwrap().permissions().mode();
+        let mode = fs::metadata(out.path().join("tool"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o6755);
     }
 

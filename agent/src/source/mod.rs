@@ -42,7 +42,9 @@ pub enum SourceError {
     #[error("{0}")]
     Invalid(String),
 
-    #[error("the restore was abandoned: its tools were stopped and the staged copy removed; the destination was not changed")]
+    #[error(
+        "the restore was abandoned: its tools were stopped and the staged copy removed; the destination was not changed"
+    )]
     Cancelled,
 }
 

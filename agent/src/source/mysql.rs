@@ -148,7 +148,10 @@ impl Mysql {
             options.cancel.check()
         })();
         if let Err(e) = loaded {
-            let _ = self.query(None, &format!("drop database if exists {};", quoted(&staged)));
+            let _ = self.query(
+                None,
+                &format!("drop database if exists {};", quoted(&staged)),
+            );
             return Err(match e {
                 SourceError::Cancelled => e,
                 e => SourceError::Invalid(format!(
@@ -168,7 +171,10 @@ impl Mysql {
             &format!("create database {} {charset};", quoted(&replaced)),
         )?;
         if let Err(e) = self.move_objects(live, &replaced) {
-            let _ = self.query(None, &format!("drop database if exists {};", quoted(&staged)));
+            let _ = self.query(
+                None,
+                &format!("drop database if exists {};", quoted(&staged)),
+            );
             return Err(SourceError::Invalid(format!(
                 "the point loaded, but the objects of `{live}` could not be moved aside to `{replaced}`; check both: {e}"
             )));
@@ -180,7 +186,9 @@ impl Mysql {
                 "the loaded copy `{staged}` could not be moved into `{live}` ({e}); {}",
                 match back {
                     Ok(()) => format!("`{live}` was put back as it was"),
-                    Err(b) => format!("putting `{live}` back failed too ({b}): its objects are in `{replaced}`"),
+                    Err(b) => format!(
+                        "putting `{live}` back failed too ({b}): its objects are in `{replaced}`"
+                    ),
                 }
             )));
         }

@@ -272,7 +272,10 @@ impl Source for Postgres {
         {
             d.insert("host".into(), h);
         }
-        d.insert("format".into(), format!("{FRAMING_NAME} (globals, then pg_dump custom)"));
+        d.insert(
+            "format".into(),
+            format!("{FRAMING_NAME} (globals, then pg_dump custom)"),
+        );
         d
     }
 

@@ -103,7 +103,11 @@ fn failure(tool: String, status: std::process::ExitStatus, stderr: String) -> So
 
 /// Runs a command to completion, feeding `input` on stdin; returns stdout.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceError> {
-    run_cancellable(cmd, Input::Bytes(input.unwrap_or_default()), &Cancel::default())
+    run_cancellable(
+        cmd,
+        Input::Bytes(input.unwrap_or_default()),
+        &Cancel::default(),
+    )
 }
 
 /// Runs a command with a file on stdin (loading a dump).
@@ -132,7 +136,7 @@ pub fn run_cancellable(
     use std::os::unix::process::CommandExt;
     let tool = tool_name(cmd);
     match input {
-        Input::Bytes(b) if b.is_empty() => cmd.stdin(Stdio::null()),
+        Input::Bytes([]) => cmd.stdin(Stdio::null()),
         Input::Bytes(_) => cmd.stdin(Stdio::piped()),
         Input::File(path) => cmd.stdin(
             std::fs::File::open(path)

@@ -272,7 +272,8 @@ impl Staged for StagedSqlite {
                 .map_err(|e| sql_err("cannot open", &self.path, e))?;
             live.busy_timeout(BUSY_TIMEOUT)
                 .map_err(|e| sql_err("cannot open", &self.path, e))?;
-            let mut copy = Connection::open(&kept).map_err(|e| sql_err("cannot create", &kept, e))?;
+            let mut copy =
+                Connection::open(&kept).map_err(|e| sql_err("cannot create", &kept, e))?;
             copy_all(&live, &mut copy, &self.path)?;
         }
         // Replace the content in one step under SQLite's own locking, so

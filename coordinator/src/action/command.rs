@@ -1,4 +1,7 @@
-//! A shell command: as a check (exit code, output) or as a change.
+//! A command: as a check (exit code, output) or as a change. Commands run
+//! without a shell; see [`Argv`].
+
+use std::fmt;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -8,8 +11,9 @@ use super::{Action, Context, Poll};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandAction {
-    /// Run with `sh -c`.
-    pub run: String,
+    /// The command line, run without a shell: a list (`[test, -s, /srv/index.html]`)
+    /// or a string split into words (see [`Argv`]).
+    pub run: Argv,
     #[serde(default)]
     pub expect_exit: i32,
     pub output_contains: Option<String>,
@@ -20,18 +24,180 @@ pub struct CommandAction {
     pub poll: Poll,
 }
 
-/// Runs `sh -c run`; the process is killed if the step times out.
-pub async fn shell(run: &str, ctx: &Context) -> Result<(i32, String), String> {
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(run)
+/// A command line, run without a shell.
+///
+/// Written as a YAML list, it is the argument vector as is:
+/// `[pg_isready, -h, "${DB_HOST}"]`, each item one argument whatever it holds.
+/// Written as a string, it is split into words and nothing else: spaces
+/// separate words, single and double quotes group them, a backslash outside
+/// single quotes takes the next character as is. Nothing is expanded (no
+/// `$VAR`, `$(…)`, `~` or globs) and there are no pipes, redirections, `&&`
+/// or `;`: such characters unquoted are refused rather than passed on as
+/// arguments. A `${VAR}` of the runbook in a string is split like the rest,
+/// so a value that is one argument belongs in the list form. When a shell is
+/// really needed, write it out and pass values as its arguments:
+/// `[sh, -c, 'echo BROKEN > "$1"', sh, "${PAGE}"]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Argv(Vec<String>);
+
+impl Argv {
+    /// Splits `line` into words (see above).
+    pub fn parse(line: &str) -> Result<Argv, String> {
+        let words = split_words(line)?;
+        if words.is_empty() {
+            return Err("an empty command".into());
+        }
+        Ok(Argv(words))
+    }
+
+    pub fn new(words: Vec<String>) -> Result<Argv, String> {
+        if words.first().is_none_or(|w| w.is_empty()) {
+            return Err("an empty command: the first item is the program to run".into());
+        }
+        Ok(Argv(words))
+    }
+
+    pub fn program(&self) -> &str {
+        &self.0[0]
+    }
+
+    pub fn args(&self) -> &[String] {
+        &self.0[1..]
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Characters a shell would act on; unquoted, they are refused.
+const OPERATORS: &[char] = &['|', '&', ';', '<', '>', '(', ')', '`', '$', '*', '?'];
+
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    const HOW: &str = "commands run without a shell: quote it to pass it as is, or write the command as a list (`[sh, -c, \"…\"]` if a shell is really needed)";
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unterminated single quote in `{line}`")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(format!("unterminated double quote in `{line}`")),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unterminated double quote in `{line}`")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("`{line}` ends with a lone backslash")),
+            },
+            c if OPERATORS.contains(&c) => {
+                return Err(format!("`{c}` in `{line}`: {HOW}"));
+            }
+            c @ ('#' | '~') if word.is_none() => {
+                return Err(format!("`{c}` at the start of a word in `{line}`: {HOW}"));
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if let Some(w) = word {
+        words.push(w);
+    }
+    Ok(words)
+}
+
+impl fmt::Display for Argv {
+    /// Words as they could be written back: quoted where needed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, w) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            let plain = !w.is_empty()
+                && !w.starts_with(['#', '~'])
+                && w.chars().all(|c| {
+                    !c.is_whitespace() && !OPERATORS.contains(&c) && !matches!(c, '\'' | '"' | '\\')
+                });
+            if plain {
+                f.write_str(w)?;
+            } else {
+                write!(f, "'{}'", w.replace('\'', r#"'"'"'"#))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Argv({self})")
+    }
+}
+
+impl<'de> Deserialize<'de> for Argv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_yaml_ng::Value;
+        match Value::deserialize(d)? {
+            Value::String(s) => Argv::parse(&s).map_err(D::Error::custom),
+            Value::Sequence(items) => {
+                let words = items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        Value::Number(n) => Ok(n.to_string()),
+                        Value::Bool(b) => Ok(b.to_string()),
+                        _ => Err(D::Error::custom(
+                            "each item of a command is one argument: a string",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Argv::new(words).map_err(D::Error::custom)
+            }
+            _ => Err(D::Error::custom(
+                "a command is a list of arguments (`[systemctl, is-active, shop]`) or a string of words",
+            )),
+        }
+    }
+}
+
+/// Runs `argv` (no shell); the process is killed if the step times out.
+pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), String> {
+    let out = tokio::process::Command::new(argv.program())
+        .args(argv.args())
         .env("DRP_T_FAIL", ctx.t_fail.to_rfc3339())
         .env("DRP_RUNBOOK", &ctx.runbook)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("cannot run `{run}`: {e}"))?;
+        .map_err(|e| format!("cannot run `{argv}`: {e}"))?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.code().unwrap_or(-1), text))
@@ -39,7 +205,7 @@ pub async fn shell(run: &str, ctx: &Context) -> Result<(i32, String), String> {
 
 impl CommandAction {
     async fn once(&self, ctx: &Context) -> Result<String, String> {
-        let (code, output) = shell(&self.run, ctx).await?;
+        let (code, output) = exec(&self.run, ctx).await?;
         let tail: String = output
             .trim()
             .chars()
@@ -78,5 +244,57 @@ impl Action for CommandAction {
 
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(super::poll(self.poll, move || self.once(ctx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        Argv::parse(line).unwrap().words().to_vec()
+    }
+
+    #[test]
+    fn a_string_is_split_into_words_without_a_shell() {
+        assert_eq!(words("touch restarted"), ["touch", "restarted"]);
+        assert_eq!(
+            words(r#"grep -q 'a b' "c \"d\"" e\ f"#),
+            ["grep", "-q", "a b", r#"c "d""#, "e f"]
+        );
+        assert_eq!(words("test -d '$HOME/x'"), ["test", "-d", "$HOME/x"]);
+        assert_eq!(words("[ -d /srv ]"), ["[", "-d", "/srv", "]"]);
+    }
+
+    #[test]
+    fn shell_syntax_is_refused_not_passed_on() {
+        for line in [
+            "echo BROKEN > /srv/index.html",
+            "grep -q x f | wc -l",
+            "true && rm -rf /",
+            "true; reboot",
+            "echo $(id)",
+            "echo `id`",
+            "echo $HOME",
+            "rm /tmp/x*",
+            "ls ~/x",
+            "echo 'unterminated",
+            "",
+        ] {
+            assert!(Argv::parse(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_list_is_the_argv_as_is() {
+        let a: Argv =
+            serde_yaml_ng::from_str("[sh, -c, 'echo \"$1\" > x', sh, 'a; b', 5]").unwrap();
+        assert_eq!(
+            a.words(),
+            ["sh", "-c", "echo \"$1\" > x", "sh", "a; b", "5"]
+        );
+        assert_eq!(a.to_string(), r#"sh -c 'echo "$1" > x' sh 'a; b' 5"#);
+        assert!(serde_yaml_ng::from_str::<Argv>("[]").is_err());
+        assert!(serde_yaml_ng::from_str::<Argv>("[[a]]").is_err());
     }
 }

@@ -107,7 +107,7 @@ impl Action for RestoreBackup {
             };
             let report = restore::execute(&plan, source, options, drp_agent::progress::silent())
                 .await
-            .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?;
             ctx.restored
                 .lock()
                 .expect("restored lock")

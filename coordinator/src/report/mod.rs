@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::RestoredPoint;
 use crate::engine::StepRecord;
-use drp_agent::{Error, ExitCode};
 use drp_agent::repository::Repository;
+use drp_agent::{Error, ExitCode};
 
 pub const SCHEMA: &str = "drp.run-report/1";
 

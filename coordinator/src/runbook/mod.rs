@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drp_agent::config::{Diagnostics, HumanDuration, Policy, PolicyError, expand_env};
+use drp_agent::config::{Diagnostics, HumanDuration, Policy, PolicyError};
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -192,23 +192,18 @@ impl Runbook {
                 }],
             })
         };
-        let text = match expand_env(text) {
-            Ok(t) => t,
-            Err(missing) => {
-                let (line, name) = missing[0].clone();
-                return Err(fail(
-                    line,
-                    &format!("${{{name}}}"),
-                    format!("environment variable `{name}` is not set"),
-                    None,
-                ));
-            }
-        };
-        let root: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+        let mut root: Value = serde_yaml_ng::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             fail(line, "", format!("not valid YAML: {e}"), None)
         })?;
-        let mut d = Diagnostics::new(path, &text);
+        let mut d = Diagnostics::new(path, text);
+        // `${VAR}` on parsed values: a variable's content is one value, never YAML.
+        d.expand_env(&mut root);
+        if !d.items.is_empty() {
+            return Err(drp_agent::Error::Policy(PolicyError {
+                diagnostics: d.items,
+            }));
+        }
         let Value::Mapping(root) = root else {
             return Err(fail(
                 1,

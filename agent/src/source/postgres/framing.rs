@@ -57,7 +57,9 @@ impl ExportStream for Framed {
 
 /// Reads the globals ahead of the archive; returns them (none for a point
 /// without framing) and the archive's stream.
-pub fn read_globals(raw: &mut dyn Read) -> Result<(Option<String>, Box<dyn Read + '_>), SourceError> {
+pub fn read_globals(
+    raw: &mut dyn Read,
+) -> Result<(Option<String>, Box<dyn Read + '_>), SourceError> {
     let bad = |what: &str| {
         SourceError::Invalid(format!(
             "the recovery point is not a PostgreSQL export drp can read: {what}"
@@ -75,7 +77,9 @@ pub fn read_globals(raw: &mut dyn Read) -> Result<(Option<String>, Box<dyn Read 
     raw.read_exact(&mut rest)
         .map_err(|e| SourceError::io("reading the recovery point", e))?;
     if [&first[..], &rest[..]].concat() != magic.as_bytes() {
-        return Err(bad("it starts with neither `drp-pg/1` nor a pg_dump archive"));
+        return Err(bad(
+            "it starts with neither `drp-pg/1` nor a pg_dump archive",
+        ));
     }
     let line = read_line(raw, 64).map_err(|e| SourceError::io("reading the recovery point", e))?;
     let len: usize = line
@@ -111,7 +115,8 @@ mod tests {
     #[test]
     fn globals_and_archive_come_back_apart() {
         let globals = "CREATE ROLE \"ünï\";\n";
-        let mut stream = format!("{FRAMING_NAME}\nglobals {}\n{globals}", globals.len()).into_bytes();
+        let mut stream =
+            format!("{FRAMING_NAME}\nglobals {}\n{globals}", globals.len()).into_bytes();
         stream.extend_from_slice(b"PGDMP rest of the archive");
         let mut input = &stream[..];
         let (g, mut archive) = read_globals(&mut input).unwrap();

@@ -268,10 +268,7 @@ impl Load<'_> {
             &vars,
         )?;
         if self.options.drop_replaced {
-            self.psql(
-                "drop database :\"replaced\" with (force);",
-                &vars,
-            )?;
+            self.psql("drop database :\"replaced\" with (force);", &vars)?;
             return Ok(Committed {
                 kept: None,
                 dropped: Some(format!("database `{replaced}`")),
