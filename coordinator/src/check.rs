@@ -98,6 +98,11 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             }
         };
         let assessed = posture::assess(&policy, now);
+        if !out.json {
+            for w in &policy.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         if !policy.snapshots.is_empty() && !out.json {
             let names: Vec<String> = policy
                 .snapshots
@@ -137,7 +142,10 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 ));
             }
         }
-        json.push(serde_json::json!({"file": file, "valid": true, "host": policy.host, "exports": assessed}));
+        json.push(serde_json::json!({
+            "file": file, "valid": true, "host": policy.host, "exports": assessed,
+            "warnings": policy.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        }));
     }
     if out.json {
         out.print_json(

@@ -512,10 +512,7 @@ impl Staged for StagedTree {
         }
         let what = aside.display().to_string();
         if !options.drop_replaced {
-            return Ok(Committed {
-                kept: Some(what),
-                dropped: None,
-            });
+            return Ok(Committed::kept(what));
         }
         std::fs::remove_dir_all(&aside).map_err(|e| {
             SourceError::io(
@@ -523,10 +520,7 @@ impl Staged for StagedTree {
                 e,
             )
         })?;
-        Ok(Committed {
-            kept: None,
-            dropped: Some(what),
-        })
+        Ok(Committed::dropped(what))
     }
 }
 

@@ -49,6 +49,17 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A load into the copy `staged` beside database `live` failed; the copy
+    /// was dropped. A cancellation stays one.
+    pub fn load_failed(live: &str, staged: &str, err: SourceError) -> Self {
+        match err {
+            SourceError::Cancelled => err,
+            e => SourceError::Invalid(format!(
+                "the point did not load, so database `{live}` was not touched (the partial copy `{staged}` was dropped): {e}"
+            )),
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         SourceError::Io {
             context: context.into(),
@@ -107,6 +118,24 @@ pub struct Committed {
     pub kept: Option<String>,
     /// The replaced data, dropped on request.
     pub dropped: Option<String>,
+}
+
+impl Committed {
+    /// The replaced data was kept at `what`.
+    pub fn kept(what: impl Into<String>) -> Self {
+        Committed {
+            kept: Some(what.into()),
+            dropped: None,
+        }
+    }
+
+    /// The replaced data, once at `what`, was dropped on request.
+    pub fn dropped(what: impl Into<String>) -> Self {
+        Committed {
+            kept: None,
+            dropped: Some(what.into()),
+        }
+    }
 }
 
 /// A recovery point fully received but not yet applied. Dropping it discards

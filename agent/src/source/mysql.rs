@@ -152,12 +152,7 @@ impl Mysql {
                 None,
                 &format!("drop database if exists {};", quoted(&staged)),
             );
-            return Err(match e {
-                SourceError::Cancelled => e,
-                e => SourceError::Invalid(format!(
-                    "the point did not load, so database `{live}` was not touched (the partial copy `{staged}` was dropped): {e}"
-                )),
-            });
+            return Err(SourceError::load_failed(live, &staged, e));
         }
         if !live_exists {
             self.query(None, &format!("create database {};", quoted(live)))?;
@@ -195,15 +190,9 @@ impl Mysql {
         self.query(None, &format!("drop database {};", quoted(&staged)))?;
         if options.drop_replaced {
             self.query(None, &format!("drop database {};", quoted(&replaced)))?;
-            return Ok(Committed {
-                kept: None,
-                dropped: Some(format!("database `{replaced}`")),
-            });
+            return Ok(Committed::dropped(format!("database `{replaced}`")));
         }
-        Ok(Committed {
-            kept: Some(format!("database `{replaced}`")),
-            dropped: None,
-        })
+        Ok(Committed::kept(format!("database `{replaced}`")))
     }
 
     /// Moves every table of `from` into `to` in one atomic `RENAME TABLE`,

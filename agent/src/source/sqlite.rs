@@ -289,14 +289,8 @@ impl Staged for StagedSqlite {
         if options.drop_replaced {
             std::fs::remove_file(&kept)
                 .map_err(|e| SourceError::io(format!("restored, but cannot remove {what}"), e))?;
-            return Ok(Committed {
-                kept: None,
-                dropped: Some(what),
-            });
+            return Ok(Committed::dropped(what));
         }
-        Ok(Committed {
-            kept: Some(what),
-            dropped: None,
-        })
+        Ok(Committed::kept(what))
     }
 }

@@ -117,8 +117,13 @@ impl Action for RestoreBackup {
                     target: report.target.clone(),
                     consistency_time: plan.manifest.consistency_time,
                 });
+            let replaced = match (&report.replaced.kept, &report.replaced.dropped) {
+                (Some(kept), _) => format!("; the replaced data is kept as {kept}"),
+                (None, Some(dropped)) => format!("; the replaced data ({dropped}) was dropped"),
+                (None, None) => String::new(),
+            };
             Ok(format!(
-                "restored {} (consistent at {}) from `{}` into {} in {:.1}s",
+                "restored {} (consistent at {}) from `{}` into {} in {:.1}s{replaced}",
                 report.id,
                 plan.manifest.consistency_time.to_rfc3339(),
                 report.target,

@@ -45,13 +45,7 @@ impl Load<'_> {
         self.create_database(&staged)?;
         if let Err(e) = self.restore_into(&staged) {
             self.drop_database(&staged);
-            return Err(match e {
-                SourceError::Cancelled => e,
-                e => SourceError::Invalid(format!(
-                    "the point did not load, so database `{}` was not touched (the partial copy `{staged}` was dropped): {e}",
-                    self.live
-                )),
-            });
+            return Err(SourceError::load_failed(self.live, &staged, e));
         }
         if let Err(e) = self.options.cancel.check() {
             self.drop_database(&staged);
@@ -269,15 +263,9 @@ impl Load<'_> {
         )?;
         if self.options.drop_replaced {
             self.psql("drop database :\"replaced\" with (force);", &vars)?;
-            return Ok(Committed {
-                kept: None,
-                dropped: Some(format!("database `{replaced}`")),
-            });
+            return Ok(Committed::dropped(format!("database `{replaced}`")));
         }
-        Ok(Committed {
-            kept: Some(format!("database `{replaced}`")),
-            dropped: None,
-        })
+        Ok(Committed::kept(format!("database `{replaced}`")))
     }
 }
 
