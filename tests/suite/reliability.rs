@@ -140,6 +140,25 @@ fn kill_loop(target: &str) {
     ])
     .ok();
     assert_eq!(tree_digest(&copy), before);
+    // And a point written during the kills, picked by the seed.
+    let sample = points[(seed() as usize) % points.len()]["manifest"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let earlier = s.path("earlier");
+    s.drp(&[
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "media",
+        "--point",
+        &sample,
+        "--to",
+        earlier.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(tree_digest(&earlier), before);
     eprintln!(
         "{target}: {} kills ({killed_mid_run} mid-run), {} points listed, all verified",
         kills(),
@@ -707,6 +726,11 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
     {
         if let Ok(text) = std::fs::read_to_string(&f) {
             outputs.push(text);
+        }
+        // The stored points, decompressed: the dumps and the globals they carry.
+        if f.extension().is_some_and(|e| e == "zst") {
+            let raw = zstd::decode_all(&std::fs::read(&f).unwrap()[..]).unwrap();
+            outputs.push(String::from_utf8_lossy(&raw).into_owned());
         }
         // Nothing drp wrote is readable or writable by other users.
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
