@@ -748,3 +748,41 @@ mod tests {
         assert_eq!(e.0, "snapshot failed");
     }
 }
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn set(id: &str, minutes: i64, status: SetStatus) -> SnapshotSet {
+        SnapshotSet {
+            format: 1,
+            id: id.into(),
+            host: "h".into(),
+            change: id.into(),
+            reason: "r".into(),
+            created_at: DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).unwrap(),
+            status,
+            members: Vec::new(),
+            guard: None,
+            rollbacks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn failed_sets_never_take_the_place_of_a_set_that_can_be_rolled_back_to() {
+        let policy = Policy::parse(
+            std::path::Path::new("p.yaml"),
+            "host: h\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  a:\n    source: {kind: sqlite, path: a.db}\n    targets: [nas]\nsnapshot_retention: {keep_last: 2}\n",
+        )
+        .unwrap();
+        let sets = [
+            set("old-complete", 0, SetStatus::Complete),
+            set("rolled-back", 10, SetStatus::RolledBack),
+            set("failed-1", 20, SetStatus::Failed),
+            set("failed-2", 30, SetStatus::Failed),
+        ];
+        // The two newest are failed: they do not count, and they expire;
+        // the two sets that can be rolled back to are kept.
+        assert_eq!(to_expire(&policy, &sets), ["failed-1", "failed-2"]);
+    }
+}
