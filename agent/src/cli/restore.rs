@@ -208,7 +208,16 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         drop_replaced,
         lock_dir: scope.policy.as_ref().map(|p| p.state_dir.clone()),
     };
-    let report = restore::execute(&plan, source, options, out.progress()).await?;
+    // The tools run in process groups of their own, out of reach of the
+    // terminal's signals: on Ctrl-C or SIGTERM the restore is abandoned
+    // (dropping it stops its tools and removes its copy) before exiting.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
+    let report = tokio::select! {
+        r = restore::execute(&plan, source, options, out.progress()) => r?,
+        _ = tokio::signal::ctrl_c() => return Err(Error::Source(crate::source::SourceError::Cancelled)),
+        _ = term.recv() => return Err(Error::Source(crate::source::SourceError::Cancelled)),
+    };
     if out.json {
         out.print_json(&serde_json::json!({
             "restored": report.id, "target": report.target, "destination": report.destination,

@@ -212,6 +212,9 @@ async fn checked<'a>(
             set.id
         )
     };
+    if !crate::config::is_safe_name(&set.id) {
+        return Err(refused("its id is not a set id".into()));
+    }
     if set.host != policy.host {
         return Err(refused(format!(
             "it belongs to host `{}`, not `{}`",

@@ -174,9 +174,14 @@ impl Cancel {
 }
 
 /// The name a restore gives the data it replaces, or the copy it loads:
-/// `<name>_drp_<what>_<UTC time>`, cut to `max` bytes by shortening `name`.
+/// `<name>_drp_<what>_<UTC time>_<4 hex>` (two restores in one second get
+/// two names), cut to `max` bytes by shortening `name`.
 pub fn sibling_name(name: &str, what: &str, max: usize) -> String {
-    let suffix = format!("_drp_{what}_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let suffix = format!(
+        "_drp_{what}_{}_{:04x}",
+        Utc::now().format("%Y%m%d%H%M%S"),
+        rand::random::<u16>()
+    );
     let mut base = name;
     while base.len() + suffix.len() > max {
         let mut end = base.len() - 1;

@@ -264,8 +264,15 @@ impl Mysql {
             cmd.arg("--").arg(db);
             process::run(&mut cmd, Some(sql.as_bytes())).map(|_| ())
         };
-        if !drops.is_empty() {
-            self.query(None, &drops)?;
+        if !drops.is_empty()
+            && let Err(e) = self.query(None, &drops)
+        {
+            // Some definitions may be gone: recreate those that are
+            // missing (`--force` goes past the ones still there).
+            let mut cmd = self.command(&client, &opts);
+            cmd.args(["--force", "--"]).arg(from);
+            let _ = process::run(&mut cmd, Some(format!("{code}\n{view_sql}").as_bytes()));
+            return Err(e);
         }
         if !tables.is_empty() {
             let renames: Vec<String> = tables
@@ -289,20 +296,52 @@ impl Mysql {
             );
             if let Err(e) = moved {
                 // The tables stayed: give `from` its definitions back.
-                let _ = replay(from, &view_sql);
                 let _ = replay(from, &code);
+                let _ = replay(from, &view_sql);
                 return Err(e);
             }
         }
-        replay(to, &view_sql)?;
-        replay(to, &code)
+        // Routines first: a view may call a function of its database.
+        if let Err(e) = replay(to, &code).and_then(|_| replay(to, &view_sql)) {
+            // Put the tables back where they were, with their definitions.
+            let back: Vec<String> = tables
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}.{} to {}.{}",
+                        quoted(to),
+                        quoted(&r[0]),
+                        quoted(from),
+                        quoted(&r[0])
+                    )
+                })
+                .collect();
+            if !back.is_empty() {
+                let _ = self.query(
+                    None,
+                    &format!(
+                        "set foreign_key_checks = 0; rename table {};",
+                        back.join(", ")
+                    ),
+                );
+            }
+            let _ = replay(from, &code);
+            let _ = replay(from, &view_sql);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn query(&self, database: Option<&str>, sql: &str) -> Result<String, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let options = self.option_file()?;
         let mut cmd = self.command(&client, &options);
-        cmd.args(["--batch", "--skip-column-names"]);
+        cmd.args([
+            "--batch",
+            "--raw",
+            "--skip-column-names",
+            "--default-character-set=utf8mb4",
+        ]);
         if let Some(db) = database {
             cmd.arg("--").arg(db);
         }

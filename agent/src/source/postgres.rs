@@ -129,23 +129,31 @@ impl Postgres {
         }
     }
 
+    /// Whether the server runs on this host (a socket or a loopback address),
+    /// so that its data directory's free space can be read here.
+    fn server_is_local(&self) -> bool {
+        let host = self
+            .config
+            .host
+            .clone()
+            .or_else(|| self.config.url.as_deref().and_then(url_host))
+            .or_else(|| std::env::var("PGHOST").ok());
+        match host.as_deref() {
+            None | Some("") => true,
+            Some(h) => h.starts_with('/') || h == "localhost" || h == "127.0.0.1" || h == "::1",
+        }
+    }
+
     /// A password written inside `url`, if any.
     fn url_password(&self) -> Option<String> {
         let url = self.config.url.as_deref()?;
         if is_uri(url) {
             let u = url::Url::parse(url).ok()?;
-            u.password()
-                .map(|p| {
-                    url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                        .next()
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_default()
-                })
-                .or_else(|| {
-                    u.query_pairs()
-                        .find(|(k, _)| k == "password")
-                        .map(|(_, v)| v.into_owned())
-                })
+            u.password().map(percent_decode).or_else(|| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "password")
+                    .map(|(_, v)| v.into_owned())
+            })
         } else {
             url.split_whitespace()
                 .find_map(|w| w.strip_prefix("password="))
@@ -227,6 +235,28 @@ pub fn rows(out: &str) -> Vec<Vec<String>> {
 
 fn is_uri(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `%XX` escapes decoded, as libpq reads a URI (a `+` stays a `+`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex))
+                if let Ok(b) = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) =>
+            {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn urlencode(text: &str) -> String {

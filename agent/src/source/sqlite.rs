@@ -231,8 +231,9 @@ fn replaced_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(
-        "{name}.drp-replaced-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ")
+        "{name}.drp-replaced-{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
     ))
 }
 

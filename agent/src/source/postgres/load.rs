@@ -38,6 +38,12 @@ pub struct Load<'a> {
 
 impl Load<'_> {
     pub fn run(&self) -> Result<Committed, SourceError> {
+        if ["postgres", "template0", "template1"].contains(&self.live) {
+            return Err(SourceError::Invalid(format!(
+                "drp does not swap the maintenance database `{}`: restore into another name with `--to`; nothing was changed",
+                self.live
+            )));
+        }
         let roles = self.preflight()?;
         self.options.cancel.check()?;
         self.create_roles(&roles)?;
@@ -121,6 +127,9 @@ impl Load<'_> {
     /// than the copy will take (about the live database's size, or the
     /// dump's, whichever is larger). Silent when the server is elsewhere.
     fn check_space(&self) -> Result<(), SourceError> {
+        if !self.pg.server_is_local() {
+            return Ok(());
+        }
         let Ok(dir) = self.psql(
             "select setting from pg_settings where name = 'data_directory';",
             &[],
@@ -211,6 +220,14 @@ impl Load<'_> {
     /// one under a new name. Sessions on the live database are ended first
     /// and new ones refused while the names change.
     fn swap(&self, staged: &str) -> Result<Committed, SourceError> {
+        let swapped = self.swap_names(staged);
+        if swapped.is_err() {
+            self.drop_database(staged);
+        }
+        swapped
+    }
+
+    fn swap_names(&self, staged: &str) -> Result<Committed, SourceError> {
         if !self.live_exists()? {
             self.psql(
                 "alter database :\"staged\" rename to :\"live\";",
@@ -224,9 +241,18 @@ impl Load<'_> {
             ("live", self.live),
             ("replaced", replaced.as_str()),
         ];
+        // The live database's owner, connection limit and privileges (a
+        // database restored by `pg_restore` without `--create` has none).
         self.psql(
             "select format('alter database %I owner to %I', :'staged', pg_get_userbyid(datdba)) \
-             from pg_database where datname = :'live' \\gexec",
+               from pg_database where datname = :'live' \\gexec\n\
+             select format('alter database %I connection limit %s', :'staged', datconnlimit) \
+               from pg_database where datname = :'live' \\gexec\n\
+             select format('revoke all on database %I from public', :'staged') \
+               from pg_database where datname = :'live' and datacl is not null \\gexec\n\
+             select format('grant %s on database %I to %s', a.privilege_type, :'staged', \
+                      case when a.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(a.grantee)) end) \
+               from pg_database d, aclexplode(d.datacl) a where d.datname = :'live' \\gexec",
             &vars,
         )?;
         self.psql("alter database :\"live\" allow_connections false;", &vars)?;
@@ -243,24 +269,33 @@ impl Load<'_> {
             );
             match attempt {
                 Ok(_) => break Ok(()),
-                Err(e) if started.elapsed() >= SWAP_WAIT => break Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                // Only sessions that have not ended yet are worth waiting for.
+                Err(e)
+                    if started.elapsed() < SWAP_WAIT
+                        && e.to_string().contains("being accessed by other users") =>
+                {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => break Err(e),
             }
         };
         if let Err(e) = renamed {
-            let _ = self.psql("alter database :\"live\" allow_connections true;", &vars);
-            self.drop_database(staged);
+            let reopened = self.psql("alter database :\"live\" allow_connections true;", &vars);
             return Err(SourceError::Invalid(format!(
-                "the point loaded, but database `{}` could not be swapped for it (sessions kept it busy for {}s); \
-                 it was not changed and the copy was dropped: {e}",
+                "the point loaded, but database `{}` could not be swapped for it; it was not changed{} and the copy was dropped: {e}",
                 self.live,
-                SWAP_WAIT.as_secs()
+                match reopened {
+                    Ok(_) => String::new(),
+                    Err(_) => " but still refuses connections: run `ALTER DATABASE … ALLOW_CONNECTIONS true`".into(),
+                }
             )));
         }
-        self.psql(
+        if let Err(e) = self.psql(
             "alter database :\"replaced\" allow_connections true;",
             &vars,
-        )?;
+        ) {
+            tracing::warn!(database = %replaced, error = %e, "the kept database still refuses connections");
+        }
         if self.options.drop_replaced {
             self.psql("drop database :\"replaced\" with (force);", &vars)?;
             return Ok(Committed::dropped(format!("database `{replaced}`")));
@@ -353,9 +388,15 @@ fn created_roles(globals: &str) -> BTreeSet<String> {
 fn role_statements(globals: &str, roles: &[String], existing: &BTreeSet<String>) -> String {
     let wanted = |r: &str| roles.iter().any(|x| x == r);
     let will_exist = |r: &str| wanted(r) || existing.contains(r);
+    // One statement per line, as pg_dumpall writes them; a line that could
+    // hold a second statement or a psql command is never run.
+    let single = |l: &str| !l.contains('\\') && !l.trim_end().trim_end_matches(';').contains(';');
     let mut sql = String::new();
     let mut grants = String::new();
     for line in globals.lines() {
+        if !single(line) {
+            continue;
+        }
         if let Some(rest) = line
             .strip_prefix("CREATE ROLE ")
             .or_else(|| line.strip_prefix("ALTER ROLE "))
@@ -426,6 +467,11 @@ mod tests {
         assert!(created_roles(globals).contains("shop_owner"));
         let existing = BTreeSet::from(["postgres".to_string(), "staff".to_string()]);
         let sql = role_statements(globals, &["shop_owner".into()], &existing);
+        let hostile = "CREATE ROLE shop_owner; \\! touch /tmp/pwned\nALTER ROLE shop_owner WITH LOGIN; DROP TABLE x;\n";
+        assert_eq!(
+            role_statements(hostile, &["shop_owner".into()], &existing),
+            ""
+        );
         assert_eq!(
             sql,
             "CREATE ROLE shop_owner;\n\
