@@ -506,6 +506,60 @@ fn a_tampered_snapshot_record_cannot_make_this_host_delete_or_roll_back_another_
         !data.join("live.db").exists(),
         "the victim was rolled into the declared subvolume"
     );
+
+    // A set id that climbs out of the snapshot folder, with the reference
+    // the btrfs provider would compute from it, is refused as well.
+    for entry in std::fs::read_dir(&sets).unwrap() {
+        let path = entry.unwrap().path();
+        let mut set: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if set["change"] == "CHG-2" {
+            let id = set["id"].as_str().unwrap().to_string();
+            let reference = set["members"][0]["reference"].as_str().unwrap().to_string();
+            set["id"] = format!("{id}/../../victim").into();
+            set["members"][0]["reference"] = format!("{reference}/../../victim").into();
+            std::fs::write(&path, serde_json::to_vec(&set).unwrap()).unwrap();
+        }
+    }
+    let rollback = s.agent(&[
+        "snapshot", "rollback", "--policy", &p, "--change", "CHG-2", "--yes",
+    ]);
+    assert_ne!(rollback.code, 0, "{}", rollback.all());
+    assert!(
+        rollback.all().contains("is not a set id"),
+        "{}",
+        rollback.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("live.db")).unwrap(),
+        "another service's data"
+    );
+    assert!(
+        !data.join("live.db").exists(),
+        "the victim was rolled into the declared subvolume"
+    );
+}
+
+#[test]
+fn the_maintenance_database_is_never_swapped() {
+    let s = scratch("pgmaint");
+    let p = pg_policy(&s, "postgres");
+    s.agent(&["backup", "--policy", &p]).ok();
+    let r = s.drp(&["restore", "--policy", &p, "--export", "shop", "--yes"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("maintenance database `postgres`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        psql(
+            "postgres",
+            "select datallowconn from pg_database where datname = 'postgres'"
+        ),
+        "t"
+    );
+    assert_eq!(pg_databases_like("postgres_drp_%"), Vec::<String>::new());
 }
 
 fn sqlite_app_policy(s: &Scratch, export_extra: &str) -> String {

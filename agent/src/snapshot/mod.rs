@@ -449,9 +449,22 @@ pub async fn list(policy: &Policy) -> Result<Vec<SnapshotSet>> {
             let Ok(buf) = repo.target.op.read(e.path()).await else {
                 continue;
             };
-            if let Ok(set) = serde_json::from_slice::<SnapshotSet>(&buf.to_vec()) {
-                by_id.entry(set.id.clone()).or_insert(set);
+            let Ok(set) = serde_json::from_slice::<SnapshotSet>(&buf.to_vec()) else {
+                continue;
+            };
+            // A record is only what its own name says it is.
+            if !crate::config::is_safe_name(&set.id)
+                || e.name() != format!("{}.json", set.id)
+                || set.host != policy.host
+            {
+                tracing::warn!(
+                    "snapshot set record {} on target `{}` ignored: its id is not a set id of this host's",
+                    e.path(),
+                    repo.name()
+                );
+                continue;
             }
+            by_id.entry(set.id.clone()).or_insert(set);
         }
     }
     let mut v: Vec<_> = by_id.into_values().collect();
