@@ -228,9 +228,11 @@ pub async fn execute(
     .await
     .map_err(|e| Error::Failed(format!("locking the destination stopped: {e}")))??;
     let workdir = options.workdir.clone().unwrap_or_else(std::env::temp_dir);
-    let mut failures = Vec::new();
+    let holders: Vec<&Repository> = std::iter::once(&plan.repository)
+        .chain(&plan.copies)
+        .collect();
     let mut staged = None;
-    for repo in std::iter::once(&plan.repository).chain(&plan.copies) {
+    for (i, repo) in holders.iter().enumerate() {
         let destination = plan.destination.clone();
         let workdir = workdir.clone();
         progress.event(Event::Started {
@@ -258,18 +260,13 @@ pub async fn execute(
                 break;
             }
             // This copy is damaged or gone: the next target's may be whole.
-            Err(e @ (Error::Integrity { .. } | Error::Target { .. }))
-                if failures.len() < plan.copies.len() =>
-            {
+            Err(e @ (Error::Integrity { .. } | Error::Target { .. })) if i + 1 < holders.len() => {
                 tracing::warn!(target = repo.name(), error = %e, "trying the next copy of the point");
-                failures.push(e);
             }
             Err(e) => return Err(e),
         }
     }
-    let Some((staged, target)) = staged else {
-        return Err(failures.pop().expect("at least one copy was tried"));
-    };
+    let (staged, target) = staged.expect("the last copy either loads or returns its error");
     let commit = CommitOptions {
         drop_replaced: options.drop_replaced,
         cancel: cancel.0.clone(),

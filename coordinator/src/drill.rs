@@ -73,15 +73,7 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
             },
         });
     }
-    let mut exports: Vec<String> = runbook
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            crate::action::ActionConfig::RestoreBackup(r) => Some(r.export.clone()),
-            _ => None,
-        })
-        .collect();
-    exports.dedup();
+    let exports = restored_exports(runbook);
     for export in &exports {
         let e = policy.export(export).expect("validated");
         let source = drp_agent::source::build(&e.source, &policy.base_dir);
@@ -480,17 +472,22 @@ async fn snapshot_points(
     points
 }
 
+/// The exports the runbook's steps restore, each once, in step order.
+fn restored_exports(runbook: &Runbook) -> Vec<String> {
+    let mut exports: Vec<String> = Vec::new();
+    for s in &runbook.steps {
+        if let crate::action::ActionConfig::RestoreBackup(r) = &s.action
+            && !exports.contains(&r.export)
+        {
+            exports.push(r.export.clone());
+        }
+    }
+    exports
+}
+
 /// A fresh recovery point of every export the steps restore.
 async fn backup_first(runbook: &Runbook, report: &mut Report) -> Result<()> {
-    let mut exports: Vec<String> = runbook
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            crate::action::ActionConfig::RestoreBackup(r) => Some(r.export.clone()),
-            _ => None,
-        })
-        .collect();
-    exports.dedup();
+    let exports = restored_exports(runbook);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for e in exports {
         let outcome = drp_agent::runner::run_export(

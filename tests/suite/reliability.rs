@@ -133,39 +133,28 @@ fn kill_loop(target: &str) {
         .as_str()
         .unwrap()
         .to_string();
-    let copy = s.path("copy");
-    s.drp(&[
-        "restore",
-        "--policy",
-        &p,
-        "--export",
-        "media",
-        "--point",
-        &newest,
-        "--to",
-        copy.to_str().unwrap(),
-    ])
-    .ok();
-    assert_eq!(tree_digest(&copy), before);
+    let restored = |id: &str, to: &str| {
+        let to = s.path(to);
+        s.drp(&[
+            "restore",
+            "--policy",
+            &p,
+            "--export",
+            "media",
+            "--point",
+            id,
+            "--to",
+            to.to_str().unwrap(),
+        ])
+        .ok();
+        tree_digest(&to)
+    };
+    assert_eq!(restored(&newest, "copy"), before);
     // And a point written during the kills, picked by the seed.
     let sample = points[(seed() as usize) % points.len()]["manifest"]["id"]
         .as_str()
-        .unwrap()
-        .to_string();
-    let earlier = s.path("earlier");
-    s.drp(&[
-        "restore",
-        "--policy",
-        &p,
-        "--export",
-        "media",
-        "--point",
-        &sample,
-        "--to",
-        earlier.to_str().unwrap(),
-    ])
-    .ok();
-    assert_eq!(tree_digest(&earlier), before);
+        .unwrap();
+    assert_eq!(restored(sample, "earlier"), before);
     eprintln!(
         "{target}: {} kills ({killed_mid_run} mid-run), {} points listed, all verified",
         kills(),

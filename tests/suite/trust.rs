@@ -124,13 +124,30 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
         &format!("drop role {owner}; drop role {reader}"),
     );
 
+    // What the user reads before saying yes: what is replaced, where it is
+    // kept, and the data lost; a plan changes nothing.
     let plan = s.drp(&["restore", "--policy", &p, "--export", "shop", "--dry-run"]);
     plan.ok();
-    assert!(
-        plan.stderr.contains(&format!("{db}_drp_replaced_")),
-        "the plan says where the live database is kept:\n{}",
-        plan.stderr
+    for expected in [
+        format!("replaces         PostgreSQL database `{db}`"),
+        format!("keeps            the replaced database is kept, renamed to `{db}_drp_replaced_"),
+        "data-loss window".to_string(),
+    ] {
+        assert!(
+            plan.stderr.contains(&expected),
+            "the plan lacks `{expected}`:\n{}",
+            plan.stderr
+        );
+    }
+    assert_eq!(
+        psql(&db, "select count(*) from orders"),
+        "500",
+        "a plan changed the data"
     );
+    // Without --yes and without a terminal, nothing is replaced.
+    s.drp(&["restore", "--policy", &p, "--export", "shop"])
+        .code(5);
+    assert_eq!(psql(&db, "select count(*) from orders"), "500");
     let r = s.drp(&["restore", "--policy", &p, "--export", "shop", "--yes"]);
     r.ok();
     assert_eq!(pg_table_digest(&db, "orders"), before);

@@ -103,11 +103,7 @@ fn failure(tool: String, status: std::process::ExitStatus, stderr: String) -> So
 
 /// Runs a command to completion, feeding `input` on stdin; returns stdout.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<String, SourceError> {
-    run_cancellable(
-        cmd,
-        Input::Bytes(input.unwrap_or_default()),
-        &Cancel::default(),
-    )
+    run_inner(cmd, Input::Bytes(input.unwrap_or_default()), None)
 }
 
 /// Runs a command with a file on stdin (loading a dump).
@@ -133,6 +129,16 @@ pub fn run_cancellable(
     input: Input<'_>,
     cancel: &Cancel,
 ) -> Result<String, SourceError> {
+    run_inner(cmd, input, Some(cancel))
+}
+
+/// Runs a tool; with a `cancel` flag, in its own process group, polled so
+/// that the group can be killed; without, simply waited for.
+fn run_inner(
+    cmd: &mut Command,
+    input: Input<'_>,
+    cancel: Option<&Cancel>,
+) -> Result<String, SourceError> {
     use std::os::unix::process::CommandExt;
     let tool = tool_name(cmd);
     match input {
@@ -143,10 +149,11 @@ pub fn run_cancellable(
                 .map_err(|e| SourceError::io(format!("opening {}", path.display()), e))?,
         ),
     };
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    cancel.check()?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(cancel) = cancel {
+        cmd.process_group(0);
+        cancel.check()?;
+    }
     let mut child = spawn(cmd)?;
     let err = capture_stderr(&mut child);
     let feeder = match (input, child.stdin.take()) {
@@ -166,8 +173,11 @@ pub fn run_cancellable(
         out
     });
     let status = loop {
+        let Some(cancel) = cancel else {
+            break child.wait();
+        };
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => break Ok(status),
             Ok(None) if cancel.is_cancelled() => {
                 kill_group(&mut child);
                 let _ = child.wait();
@@ -175,9 +185,10 @@ pub fn run_cancellable(
                 return Err(SourceError::Cancelled);
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Err(SourceError::io(format!("waiting for `{tool}`"), e)),
+            Err(e) => break Err(e),
         }
-    };
+    }
+    .map_err(|e| SourceError::io(format!("waiting for `{tool}`"), e))?;
     if let Some(f) = feeder {
         let _ = f.join();
     }
