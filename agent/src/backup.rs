@@ -1,190 +1,221 @@
-//! One backup: export a source once and store it on every target of the
-//! export, committing each target's copy independently.
+//! `init`, `backup` and `run`: creating repositories, exporting now, and
+//! keeping the schedule (once with `--due`, or as a daemon).
 
-use std::time::Instant;
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use drp_cli::Output;
+use drp_core::config::Policy;
+use drp_core::config::units::format_bytes;
+use drp_core::repository::{Initialised, Repository};
+use drp_core::runner;
+use drp_core::{Error, ExitCode, Result};
 
-use crate::config::Policy;
-use crate::manifest::{self, CompressionInfo, Manifest, StoredObject};
-use crate::pipeline;
-use crate::progress::{Event, Reporter};
-use crate::repository::{self, Repository};
-use crate::source;
-use crate::{Error, ExitCode, Result};
-
-/// What happened on one target.
-#[derive(Debug)]
-pub struct TargetOutcome {
-    pub target: String,
-    pub location: String,
-    pub result: Result<Manifest>,
-}
-
-#[derive(Debug)]
-pub struct BackupReport {
-    pub host: String,
-    pub export: String,
-    pub id: String,
-    pub source_error: Option<Error>,
-    pub targets: Vec<TargetOutcome>,
-    pub seconds: f64,
-}
-
-impl BackupReport {
-    pub fn committed(&self) -> impl Iterator<Item = &Manifest> {
-        self.targets.iter().filter_map(|t| t.result.as_ref().ok())
-    }
-
-    pub fn exit_code(&self) -> ExitCode {
-        let ok = self.committed().count();
-        let no_repository = !self.targets.is_empty()
-            && self
-                .targets
-                .iter()
-                .all(|t| matches!(t.result, Err(Error::NotFound(_))));
-        if ok == 0 && no_repository {
-            ExitCode::NotFound
-        } else if self.source_error.is_some() || ok == 0 {
-            ExitCode::Failed
-        } else if ok < self.targets.len() {
-            ExitCode::Partial
-        } else {
-            ExitCode::Ok
-        }
-    }
-}
-
-/// Opens the targets of an export; unreachable ones are reported, not fatal.
-pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Result<Repository>)> {
-    let mut out = Vec::new();
-    for name in names {
-        let opened = async {
-            let config = policy.targets.get(name).ok_or_else(|| {
-                Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
-            })?;
-            Repository::open(name, config, &policy.base_dir).await
-        }
-        .await;
-        out.push((name.clone(), opened));
-    }
-    out
-}
-
-/// Exports `export_name` once to all of its targets.
-pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Result<BackupReport> {
-    let export = policy.export(export_name)?.clone();
-    let started = Instant::now();
-    let started_at = Utc::now();
-    let id = manifest::new_id(started_at);
-    let mut report = BackupReport {
-        host: policy.host.clone(),
-        export: export.name.clone(),
-        id: id.clone(),
-        source_error: None,
-        targets: Vec::new(),
-        seconds: 0.0,
-    };
-
-    let mut live = Vec::new();
-    for (name, opened) in open_targets(policy, &export.targets).await {
-        match opened {
-            Ok(repo) => live.push(repo),
-            Err(e) => report.targets.push(TargetOutcome {
-                location: policy
+pub async fn init(
+    policy_path: &std::path::Path,
+    only: &[String],
+    out: &Output,
+) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    for name in only {
+        if !policy.targets.contains_key(name) {
+            return Err(Error::NotFound(format!(
+                "no target `{name}` in {}; it defines: {}",
+                policy.path.display(),
+                policy
                     .targets
-                    .get(&name)
-                    .map(|t| t.backend().location())
-                    .unwrap_or_default(),
-                target: name,
-                result: Err(e),
-            }),
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
     }
-    if live.is_empty() {
-        report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
+    let mut code = ExitCode::Ok;
+    let mut json = Vec::new();
+    for (name, config) in &policy.targets {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let result = Repository::create(name, config, &policy.base_dir)
+            .await
+            .map(|(_, done)| done);
+        let location = config.backend().location();
+        match &result {
+            Ok(done) if !out.json => println!(
+                "target `{name}`: {} at {location}",
+                match done {
+                    Initialised::Created => "repository created",
+                    Initialised::Existing => "repository already there",
+                }
+            ),
+            Err(e) if !out.json => eprintln!("target `{name}`: {e}"),
+            _ => {}
+        }
+        if let Err(e) = &result {
+            code = code.worse(e.exit_code());
+        }
+        json.push(serde_json::json!({
+            "target": name, "location": location,
+            "created": matches!(result, Ok(Initialised::Created)),
+            "error": result.as_ref().err().map(|e| e.to_string()),
+        }));
     }
+    if out.json {
+        out.print_json(&serde_json::json!({ "init": json }));
+    }
+    Ok(code)
+}
 
-    let src = source::build(&export.source, &policy.base_dir);
-    let describe = src.describe();
-    let stream = match tokio::task::spawn_blocking(move || src.export()).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            report.source_error = Some(e.into());
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
+pub(crate) fn now_or(text: Option<&str>) -> Result<DateTime<Utc>> {
+    text.map(drp_core::time::parse_time)
+        .transpose()
+        .map(|t| t.unwrap_or_else(Utc::now))
+}
+
+pub async fn backup(
+    policy_path: &std::path::Path,
+    only: &[String],
+    wait: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let names: Vec<String> = if only.is_empty() {
+        policy.exports.keys().cloned().collect()
+    } else {
+        for n in only {
+            policy.export(n)?;
         }
-        Err(e) => return Err(Error::Failed(format!("the export task stopped: {e}"))),
+        only.to_vec()
     };
+    run_exports(&policy, &names, wait, Utc::now(), runner::Upkeep::None, out).await
+}
 
-    let data = repository::data_path(&policy.host, &export.name, &id);
-    progress.event(Event::Started {
-        task: format!(
-            "{}: export to {}",
-            export.name,
-            live.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
-        ),
-        total: None,
-    });
-    let outcome = pipeline::export(
-        stream,
-        export.compression,
-        live.iter()
-            .map(|r| (r.target.clone(), data.clone()))
-            .collect(),
-        progress.clone(),
+/// Runs exports one after the other and reports each; the exit code is the worst.
+async fn run_exports(
+    policy: &Policy,
+    names: &[String],
+    wait: Duration,
+    now: DateTime<Utc>,
+    upkeep: runner::Upkeep,
+    out: &Output,
+) -> Result<ExitCode> {
+    let mut worst = ExitCode::Ok;
+    let mut json = Vec::new();
+    for name in names {
+        let outcome = match runner::run_export(policy, name, wait, now, upkeep, out.progress())
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if names.len() > 1 => {
+                // One export's failure (e.g. its lock is held) does not stop the others.
+                eprintln!("{name}: {e}");
+                worst = worst.worse(e.exit_code());
+                json.push(serde_json::json!({"export": name, "exit_code": e.exit_code() as u8, "error": e.to_string()}));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let report = &outcome.report;
+        worst = worst.worse(report.exit_code());
+        if !out.json {
+            if let Some(e) = &report.source_error {
+                eprintln!("{}: export failed, nothing committed: {e}", report.export);
+            }
+            for t in &report.targets {
+                match &t.result {
+                    Ok(m) => println!(
+                        "{}: committed {} to `{}` ({} raw, {} stored, {:.1}x) in {:.1}s",
+                        report.export,
+                        m.id,
+                        t.target,
+                        format_bytes(m.raw.size),
+                        format_bytes(m.stored.size),
+                        m.ratio(),
+                        report.seconds
+                    ),
+                    Err(e) => eprintln!("{}: target `{}` failed: {e}", report.export, t.target),
+                }
+            }
+            for e in &outcome.notify_errors {
+                eprintln!("{}: {e}", report.export);
+            }
+        }
+        json.push(serde_json::json!({
+            "export": report.export, "id": report.id, "seconds": report.seconds,
+            "exit_code": report.exit_code() as u8,
+            "source_error": report.source_error.as_ref().map(|e| e.to_string()),
+            "targets": report.targets.iter().map(|t| match &t.result {
+                Ok(m) => serde_json::json!({"target": t.target, "committed": true, "manifest": m}),
+                Err(e) => serde_json::json!({"target": t.target, "committed": false, "error": e.to_string()}),
+            }).collect::<Vec<_>>(),
+            "notify_errors": outcome.notify_errors,
+        }));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({ "backups": json }));
+    }
+    Ok(worst)
+}
+
+pub async fn due(
+    policy_path: &std::path::Path,
+    now: Option<&str>,
+    wait: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let now = now_or(now)?;
+    let due = runner::due_exports(&policy, now);
+    if due.is_empty() {
+        if out.json {
+            out.print_json(&serde_json::json!({"backups": [], "due": []}));
+        } else if !out.quiet {
+            println!("nothing due");
+        }
+        return Ok(ExitCode::Ok);
+    }
+    if !out.json && !out.quiet {
+        for (name, slot) in &due {
+            println!("{name}: due (slot {})", slot.to_rfc3339());
+        }
+    }
+    let names: Vec<String> = due.into_iter().map(|(n, _)| n).collect();
+    let code = run_exports(
+        &policy,
+        &names,
+        wait,
+        now,
+        runner::Upkeep::VerifyAndPrune,
+        out,
     )
     .await;
-    progress.event(Event::Finished);
+    runner::expire_snapshots(&policy).await;
+    code
+}
 
-    let info = match outcome.source {
-        Ok(info) => Some(info),
-        Err(e) => {
-            report.source_error = Some(e);
-            None
-        }
+pub async fn daemon(
+    policy_path: &std::path::Path,
+    wait: Duration,
+    stop_timeout: Duration,
+    out: &Output,
+) -> Result<ExitCode> {
+    let options = runner::DaemonOptions {
+        stop_timeout,
+        lock_wait: wait,
     };
-    for (repo, written) in live.into_iter().zip(outcome.targets) {
-        let result = match (&info, written) {
-            (_, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::target(
-                repo.name(),
-                "not committed: the export failed",
-            )),
-            (Some(info), Ok(())) => {
-                let m = Manifest {
-                    format: manifest::FORMAT,
-                    id: id.clone(),
-                    host: policy.host.clone(),
-                    export: export.name.clone(),
-                    kind: export.source.kind().to_string(),
-                    source: describe.clone(),
-                    consistency_time: info.consistency_time,
-                    started_at,
-                    finished_at: Utc::now(),
-                    raw: outcome.raw.clone(),
-                    stored: StoredObject {
-                        object: data.clone(),
-                        size: outcome.stored.size,
-                        sha256: outcome.stored.sha256.clone(),
-                    },
-                    compression: CompressionInfo {
-                        algorithm: "zstd".into(),
-                        level: export.compression.level,
-                    },
-                    tools: info.tools.clone(),
-                    agent: repository::agent_id(),
-                };
-                repo.commit(&m).await.map(|_| m)
+    let json = out.json;
+    runner::daemon(policy_path.to_path_buf(), options, out.progress(), move |result, export| match result {
+        Ok(o) => {
+            let r = &o.report;
+            if json {
+                println!("{}", serde_json::json!({"export": export, "id": r.id, "exit_code": r.exit_code() as u8}));
+            } else {
+                println!("{export}: {} ({:?}, {} of {} targets committed)", r.id, r.exit_code(), r.committed().count(), r.targets.len());
             }
-        };
-        report.targets.push(TargetOutcome {
-            target: repo.target.name.clone(),
-            location: repo.target.location.clone(),
-            result,
-        });
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+        }
+        Err(e) => eprintln!("{export}: {e}"),
+    })
+    .await?;
+    Ok(ExitCode::Ok)
 }

@@ -1,17 +1,25 @@
+//! `drp-agent`: the host agent's binary.
+
+mod backup;
+mod cli;
+mod prune;
+mod status;
+mod systemd;
+mod verify;
+
 use clap::Parser;
-use drp_agent::cli::{self, agent::Cli};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Recovery points hold whole databases: nothing drp writes is readable
     // by other users (files 0600, folders 0700).
-    drp_agent::cli::private_umask();
-    let args = Cli::parse();
-    cli::init_tracing(args.global.verbose);
+    drp_cli::private_umask();
+    let args = cli::Cli::parse();
+    drp_cli::init_tracing(args.global.verbose);
     let out = args.global.output();
-    let code = match cli::agent::run(&args).await {
+    let code = match cli::run(&args).await {
         Ok(code) => code,
-        Err(e) => cli::report_error(&out, &e),
+        Err(e) => drp_cli::report_error(&out, &e),
     };
-    cli::exit(code)
+    drp_cli::exit(code)
 }

@@ -1,136 +1,75 @@
-//! Verify: re-read recovery points from their targets and check sizes and
-//! both digests, without loading them anywhere.
+//! `verify`: re-read recovery points and check their sizes and digests.
 
-use rand::seq::SliceRandom;
+use drp_cli::repo::RepoArgs;
+use drp_cli::{Output, Table};
+use drp_core::scope::Scope;
+use drp_core::verify::{self, Which};
+use drp_core::{ExitCode, Result};
 
-use crate::manifest::Manifest;
-use crate::pipeline;
-use crate::progress::{Event, Reporter};
-use crate::repository::Repository;
-use crate::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    All,
-    Latest,
-    /// A random sample of this many points per export and target.
-    Sample(usize),
-}
-
-/// The verdict on one recovery point (or one damaged manifest).
-#[derive(Debug)]
-pub struct Checked {
-    pub target: String,
-    pub host: String,
-    pub export: String,
-    pub id: Option<String>,
-    pub object: String,
-    pub result: Result<()>,
-}
-
-/// Checks one point by reading it back in full, and records that it passed.
-pub async fn check_point(repo: &Repository, manifest: &Manifest, progress: Reporter) -> Result<()> {
-    pipeline::read_verified(&repo.target, manifest, progress, |raw| {
-        std::io::copy(raw, &mut std::io::sink())
-            .map(|_| ())
-            .map_err(|e| Error::io("reading the recovery point", e))
-    })
-    .await?;
-    if let Err(e) = repo.record_verified(manifest, "verify").await {
-        tracing::warn!(error = %e, "the verification of {} is not recorded", manifest.id);
-    }
-    Ok(())
-}
-
-/// Verifies the points of one export, and reports data objects that no
-/// manifest commits once they are older than `grace` (younger ones may be
-/// uploads in progress).
-pub async fn verify(
-    repo: &Repository,
-    host: &str,
-    export: &str,
+pub async fn run(
+    args: &RepoArgs,
+    export: Option<&str>,
     which: Which,
-    grace: chrono::Duration,
-    progress: Reporter,
-) -> Vec<Checked> {
-    let mut out = Vec::new();
-    let listing = match repo.list(host, export).await {
-        Ok(l) => l,
-        Err(e) => {
-            out.push(Checked {
-                target: repo.name().to_string(),
-                host: host.to_string(),
-                export: export.to_string(),
-                id: None,
-                object: format!("{host}/{export}/manifests/"),
-                result: Err(e),
-            });
-            return out;
+    out: &Output,
+) -> Result<ExitCode> {
+    let scope = Scope::open(&args.selection(), export).await?;
+    let mut results = Vec::new();
+    for repo in &scope.repos {
+        for (host, name) in scope.pairs(repo, export).await? {
+            let grace = scope
+                .policy
+                .as_ref()
+                .map(|p| p.prune.grace.as_duration())
+                .unwrap_or(std::time::Duration::from_secs(86_400));
+            let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+            results.extend(verify::verify(repo, &host, &name, which, grace, out.progress()).await);
         }
-    };
-    for d in listing.damaged {
-        out.push(Checked {
-            target: repo.name().to_string(),
-            host: host.to_string(),
-            export: export.to_string(),
-            id: None,
-            object: d.object.clone(),
-            result: Err(Error::Manifest {
-                target: repo.name().to_string(),
-                object: d.object,
-                message: d.message,
-            }),
-        });
     }
-    let known: std::collections::HashSet<String> =
-        listing.points.iter().map(|m| m.id.clone()).collect();
-    if let Ok(entries) = repo.target.op.list(&format!("{host}/{export}/data/")).await {
-        let now = chrono::Utc::now();
-        for e in entries.iter().filter(|e| e.metadata().is_file()) {
-            let Some(id) = e.name().strip_suffix(".zst") else {
-                continue;
-            };
-            let old = crate::prune::id_time(id).is_none_or(|t| now - t > grace);
-            if !known.contains(id) && old {
-                out.push(Checked {
-                    target: repo.name().to_string(),
-                    host: host.to_string(),
-                    export: export.to_string(),
-                    id: Some(id.to_string()),
-                    object: e.path().to_string(),
-                    result: Err(Error::Manifest {
-                        target: repo.name().to_string(),
-                        object: e.path().to_string(),
-                        message: "no manifest commits this data object (the upload of a killed run, or a lost manifest); it is never restored, and `prune` removes it".into(),
-                    }),
-                });
+    let bad = results.iter().filter(|c| c.result.is_err()).count();
+    let unreachable = scope.unreachable.len();
+    if out.json {
+        let items: Vec<_> = results
+            .iter()
+            .map(|c| serde_json::json!({
+                "target": c.target, "host": c.host, "export": c.export, "id": c.id, "object": c.object,
+                "ok": c.result.is_ok(), "error": c.result.as_ref().err().map(|e| e.to_string()),
+            }))
+            .collect();
+        out.print_json(&serde_json::json!({
+            "checked": items, "failed": bad,
+            "unreachable": scope.unreachable.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut table = Table::new(&["EXPORT", "ID", "TARGET", "RESULT"]);
+        for c in &results {
+            table.row(vec![
+                c.export.clone(),
+                c.id.clone().unwrap_or_else(|| "-".into()),
+                c.target.clone(),
+                match &c.result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("FAILED: {e}"),
+                },
+            ]);
+        }
+        println!(
+            "{}",
+            if table.is_empty() {
+                "nothing to verify".into()
+            } else {
+                table.render()
             }
+        );
+        for e in &scope.unreachable {
+            eprintln!("not verified: {e}");
         }
+        println!("{} checked, {bad} failed", results.len());
     }
-    let mut points = listing.points;
-    match which {
-        Which::All => {}
-        Which::Latest => points = points.split_off(points.len().saturating_sub(1)),
-        Which::Sample(n) => {
-            points.shuffle(&mut rand::rng());
-            points.truncate(n);
-        }
-    }
-    for m in points {
-        progress.event(Event::Started {
-            task: format!("verify {} on {}", m.id, repo.name()),
-            total: Some(m.stored.size),
-        });
-        let result = check_point(repo, &m, progress.clone()).await;
-        progress.event(Event::Finished);
-        out.push(Checked {
-            target: repo.name().to_string(),
-            host: host.to_string(),
-            export: export.to_string(),
-            id: Some(m.id.clone()),
-            object: m.stored.object.clone(),
-            result,
-        });
-    }
-    out
+    Ok(if bad > 0 {
+        ExitCode::Integrity
+    } else if unreachable > 0 {
+        ExitCode::Failed
+    } else {
+        ExitCode::Ok
+    })
 }

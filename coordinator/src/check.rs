@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use chrono::Utc;
-use drp_agent::cli::{Output, Table};
-use drp_agent::config::Policy;
-use drp_agent::config::units::format_duration;
-use drp_agent::posture;
-use drp_agent::{ExitCode, Result};
+use drp_cli::{Output, Table};
+use drp_core::config::Policy;
+use drp_core::config::units::format_duration;
+use drp_core::posture;
+use drp_core::{ExitCode, Result};
 
 pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     let now = Utc::now();
@@ -28,7 +28,7 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         let is_runbook =
             std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("steps:")));
         if is_runbook {
-            match crate::runbook::Runbook::load(file) {
+            match drp_coordinator::runbook::Runbook::load(file) {
                 Ok(rb) => {
                     let budget = rb.worst_case_duration();
                     let fits = budget <= rb.rto;
@@ -43,7 +43,7 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                     }
                     // The posture of the exports it restores, against the runbook's RPO.
                     for p in posture::assess(&rb.policy, now) {
-                        let restores = rb.steps.iter().any(|s| matches!(&s.action, crate::action::ActionConfig::RestoreBackup(r) if r.export == p.export));
+                        let restores = rb.steps.iter().any(|s| matches!(&s.action, drp_coordinator::action::ActionConfig::RestoreBackup(r) if r.export == p.export));
                         if restores && p.worst_case_rpo_seconds > rb.rpo.as_secs() {
                             missed = true;
                             advice.push(format!(

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use drp_agent::cli::Output;
-use drp_agent::cli::agent::RepoArgs;
-use drp_agent::cli::restore::RestoreArgs;
-use drp_agent::{ExitCode, Result};
+use drp_cli::Output;
+use drp_cli::repo::RepoArgs;
+use drp_cli::restore::RestoreArgs;
+use drp_core::{ExitCode, Result};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +16,7 @@ use drp_agent::{ExitCode, Result};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub global: drp_agent::cli::Global,
+    pub global: drp_cli::Global,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -96,10 +96,8 @@ pub struct RunArgs {
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let out = cli.global.output();
     match &cli.command {
-        Command::Restore(args) => drp_agent::cli::restore::run(args, &out).await,
-        Command::List { repo, export } => {
-            drp_agent::cli::agent::run_list(repo, export.as_deref(), &out).await
-        }
+        Command::Restore(args) => drp_cli::restore::run(args, &out).await,
+        Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out),
         Command::Run {
@@ -109,7 +107,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         } => {
             run_runbook(
                 runbook,
-                crate::report::Kind::Incident,
+                drp_coordinator::report::Kind::Incident,
                 failed_at.as_deref(),
                 run,
                 &out,
@@ -117,7 +115,14 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             .await
         }
         Command::Drill { runbook, run } => {
-            run_runbook(runbook, crate::report::Kind::Drill, None, run, &out).await
+            run_runbook(
+                runbook,
+                drp_coordinator::report::Kind::Drill,
+                None,
+                run,
+                &out,
+            )
+            .await
         }
         Command::Report {
             policy,
@@ -126,21 +131,23 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             runbooks,
             html,
         } => {
-            let policy = drp_agent::config::Policy::load(policy)?;
-            let (from, to, label) = crate::compliance::period(
+            let policy = drp_core::config::Policy::load(policy)?;
+            let (from, to, label) = drp_coordinator::compliance::period(
                 since.as_deref(),
                 quarter.as_deref(),
                 chrono::Utc::now(),
             )?;
-            let c = crate::compliance::build(&policy, runbooks.as_deref(), from, to, label).await?;
+            let c =
+                drp_coordinator::compliance::build(&policy, runbooks.as_deref(), from, to, label)
+                    .await?;
             if let Some(path) = html {
-                std::fs::write(path, crate::compliance::html(&c))
-                    .map_err(|e| drp_agent::Error::io_path("cannot write", path, e))?;
+                std::fs::write(path, drp_coordinator::compliance::html(&c))
+                    .map_err(|e| drp_core::Error::io_path("cannot write", path, e))?;
             }
             if out.json {
                 out.print_json(&serde_json::to_value(&c).expect("serialises"));
             } else {
-                println!("{}", crate::compliance::markdown(&c));
+                println!("{}", drp_coordinator::compliance::markdown(&c));
             }
             let bad = c.drills.iter().any(|d| !d.passed())
                 || c.exposure.iter().any(|e| e.within == Some(false))
@@ -156,15 +163,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 
 async fn run_runbook(
     path: &std::path::Path,
-    kind: crate::report::Kind,
+    kind: drp_coordinator::report::Kind,
     failed_at: Option<&str>,
     args: &RunArgs,
     out: &Output,
 ) -> Result<ExitCode> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let runbook = crate::runbook::Runbook::load(path)?;
+    use std::io::IsTerminal;
+    let runbook = drp_coordinator::runbook::Runbook::load(path)?;
     let given_failed_at = failed_at
-        .map(|t| drp_agent::cli::parse_time_in(t, Some(runbook.policy.timezone)))
+        .map(|t| drp_core::time::parse_time_in(t, Some(runbook.policy.timezone)))
         .transpose()?;
     let yes = args.yes;
     let interactive = !out.json && std::io::stdin().is_terminal();
@@ -176,22 +183,19 @@ async fn run_runbook(
             eprintln!("{what} Not confirmed: pass --yes to proceed without a terminal.");
             return false;
         }
-        eprint!("{what} Type `yes` to proceed: ");
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
+        drp_cli::confirm(what)
     });
     if !out.json {
         eprintln!(
             "{} `{}` on {} (RTO {}, RPO {})",
             match kind {
-                crate::report::Kind::Drill => "Drill of",
-                crate::report::Kind::Incident => "Recovery with",
+                drp_coordinator::report::Kind::Drill => "Drill of",
+                drp_coordinator::report::Kind::Incident => "Recovery with",
             },
             runbook.name,
             runbook.policy.host,
-            drp_agent::config::units::format_duration(runbook.rto),
-            drp_agent::config::units::format_duration(runbook.rpo)
+            drp_core::config::units::format_duration(runbook.rto),
+            drp_core::config::units::format_duration(runbook.rpo)
         );
         if let (Some(t), Some(text)) = (&given_failed_at, failed_at) {
             eprintln!("  failure at {}", t.describe(text));
@@ -206,24 +210,26 @@ async fn run_runbook(
         }
     }
     let quiet = out.json || out.quiet;
-    let observe = move |e: crate::engine::Event| {
+    let observe = move |e: drp_coordinator::engine::Event| {
         if quiet {
             return;
         }
         match e {
-            crate::engine::Event::Started { section, step } => {
+            drp_coordinator::engine::Event::Started { section, step } => {
                 eprintln!("-> {section}: {}", step.name)
             }
-            crate::engine::Event::Finished(r) => eprintln!("   {}", crate::drill::summary_line(r)),
+            drp_coordinator::engine::Event::Finished(r) => {
+                eprintln!("   {}", drp_coordinator::drill::summary_line(r))
+            }
         }
     };
-    let options = crate::drill::Options {
+    let options = drp_coordinator::drill::Options {
         kind,
         failed_at: given_failed_at.map(|t| t.instant),
         confirm,
         workdir: args.workdir.clone(),
     };
-    let (report, not_stored) = crate::drill::execute(&runbook, options, &observe).await?;
+    let (report, not_stored) = drp_coordinator::drill::execute(&runbook, options, &observe).await?;
     // Kept locally when asked, and always when a store could not take it.
     let local_dir = match (&args.out, not_stored.is_empty()) {
         (Some(d), _) => Some(d.clone()),
@@ -231,7 +237,7 @@ async fn run_runbook(
         (None, true) => None,
     };
     let html = match &local_dir {
-        Some(d) => Some(crate::report::write_local(&report, d)?),
+        Some(d) => Some(drp_coordinator::report::write_local(&report, d)?),
         None => None,
     };
     if out.json {
@@ -240,12 +246,12 @@ async fn run_runbook(
         v["html"] = serde_json::json!(html);
         out.print_json(&v);
     } else {
-        let f = crate::report::markdown::fmt_secs;
+        let f = drp_coordinator::report::markdown::fmt_secs;
         println!(
             "{} {}: {}",
             match kind {
-                crate::report::Kind::Drill => "drill",
-                crate::report::Kind::Incident => "recovery",
+                drp_coordinator::report::Kind::Drill => "drill",
+                drp_coordinator::report::Kind::Incident => "recovery",
             },
             runbook.name,
             report.shown_status().to_uppercase()

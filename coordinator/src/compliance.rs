@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::report::markdown::fmt_secs;
 use crate::report::{Kind, Report, Store};
-use drp_agent::config::Policy;
-use drp_agent::{Error, Result};
+use drp_core::config::Policy;
+use drp_core::{Error, Result};
 
 /// A period: `--since 90d` or `--quarter 2026Q4`.
 pub fn period(
@@ -37,7 +37,7 @@ pub fn period(
         return Ok((at(start), at(end), format!("{y}Q{n}")));
     }
     let since = since.unwrap_or("90d");
-    let d = drp_agent::config::HumanDuration::parse(since).map_err(Error::Usage)?;
+    let d = drp_core::config::HumanDuration::parse(since).map_err(Error::Usage)?;
     let start = now
         - chrono::Duration::from_std(d.as_duration()).map_err(|e| Error::Usage(e.to_string()))?;
     Ok((start, now, format!("last {since}")))

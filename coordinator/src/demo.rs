@@ -8,9 +8,9 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::report::Kind;
-use drp_agent::cli::Output;
-use drp_agent::{Error, ExitCode, Result};
+use drp_cli::Output;
+use drp_coordinator::report::Kind;
+use drp_core::{Error, ExitCode, Result};
 
 const POLICY: &str = r#"# drp demo policy: an SQLite application exported to a local folder (the "NAS").
 host: demo
@@ -86,9 +86,9 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
 
     // What `drp-agent init --policy policy.yaml` does: repositories are only
     // ever created on purpose.
-    let policy = drp_agent::config::Policy::load(&policy_path)?;
+    let policy = drp_core::config::Policy::load(&policy_path)?;
     for (name, config) in &policy.targets {
-        drp_agent::repository::Repository::create(name, config, &policy.base_dir).await?;
+        drp_core::repository::Repository::create(name, config, &policy.base_dir).await?;
         say(
             out,
             &format!(
@@ -99,22 +99,22 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
         );
     }
 
-    let runbook = crate::runbook::Runbook::load(&runbook_path)?;
-    let options = crate::drill::Options {
+    let runbook = drp_coordinator::runbook::Runbook::load(&runbook_path)?;
+    let options = drp_coordinator::drill::Options {
         kind: Kind::Drill,
         failed_at: None,
         confirm: Box::new(|_| true),
         workdir: None,
     };
     let quiet = out.json || out.quiet;
-    let observe = move |e: crate::engine::Event| {
-        if let (false, crate::engine::Event::Finished(r)) = (quiet, e) {
-            println!("  {}", crate::drill::summary_line(r));
+    let observe = move |e: drp_coordinator::engine::Event| {
+        if let (false, drp_coordinator::engine::Event::Finished(r)) = (quiet, e) {
+            println!("  {}", drp_coordinator::drill::summary_line(r));
         }
     };
-    let (report, not_stored) = crate::drill::execute(&runbook, options, &observe).await?;
-    let html = crate::report::write_local(&report, &dir.join("reports"))?;
-    let f = crate::report::markdown::fmt_secs;
+    let (report, not_stored) = drp_coordinator::drill::execute(&runbook, options, &observe).await?;
+    let html = drp_coordinator::report::write_local(&report, &dir.join("reports"))?;
+    let f = drp_coordinator::report::markdown::fmt_secs;
     if out.json {
         let mut v = serde_json::to_value(&report).expect("serialises");
         v["html"] = serde_json::json!(html);

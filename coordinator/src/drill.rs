@@ -14,7 +14,7 @@ use crate::report::{
     self, FailureKind, Kind, Objectives, Report, RpoMeasure, RtoMeasure, Status, Store,
 };
 use crate::runbook::{Heartbeat, Runbook};
-use drp_agent::Result;
+use drp_core::Result;
 
 /// How a run was asked for.
 pub struct Options {
@@ -54,14 +54,14 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
     needed.dedup();
     // Only the targets a restore reads from must be reachable; the others
     // only keep copies of the report (a failure there is said at the end).
-    for (name, opened) in drp_agent::backup::open_targets(policy, &needed).await {
+    for (name, opened) in drp_core::backup::open_targets(policy, &needed).await {
         out.push(match opened {
             Ok(_) => Preflight {
                 check: format!("target `{name}` reachable"),
                 ok: true,
                 detail: "ok".into(),
             },
-            Err(drp_agent::Error::NotFound(m)) => Preflight {
+            Err(drp_core::Error::NotFound(m)) => Preflight {
                 check: format!("target `{name}` reachable"),
                 ok: true,
                 detail: m,
@@ -76,7 +76,7 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
     let exports = restored_exports(runbook);
     for export in &exports {
         let e = policy.export(export).expect("validated");
-        let source = drp_agent::source::build(&e.source, &policy.base_dir);
+        let source = drp_core::source::build(&e.source, &policy.base_dir);
         let tools = tokio::task::spawn_blocking(move || source.check_tools()).await;
         out.push(match tools {
             Ok(Ok(v)) => Preflight {
@@ -102,16 +102,16 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
         if backup_first {
             continue;
         }
-        let repos: Vec<_> = drp_agent::backup::open_targets(policy, &e.targets)
+        let repos: Vec<_> = drp_core::backup::open_targets(policy, &e.targets)
             .await
             .into_iter()
             .filter_map(|(_, r)| r.ok())
             .collect();
-        let found = drp_agent::restore::find(
+        let found = drp_core::restore::find(
             &repos,
             &policy.host,
             export,
-            &drp_agent::restore::Selector::Latest,
+            &drp_core::restore::Selector::Latest,
         )
         .await;
         out.push(match found {
@@ -174,7 +174,7 @@ fn beat_stamp(t: DateTime<Utc>) -> String {
 fn start_heartbeat(runbook: &Runbook, hb: &Heartbeat) -> Result<HeartbeatWriter> {
     let policy = &runbook.policy;
     let export = policy.export(&hb.export)?;
-    let source = drp_agent::source::build(&export.source, &policy.base_dir);
+    let source = drp_core::source::build(&export.source, &policy.base_dir);
     source.sql(None, &heartbeat_sql(export.source.kind(), &hb.table))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (flag, table, interval) = (stop.clone(), hb.table.clone(), hb.interval.as_duration());
@@ -212,7 +212,7 @@ async fn newest_heartbeat(
 ) -> std::result::Result<Option<DateTime<Utc>>, String> {
     let policy = &runbook.policy;
     let export = policy.export(&hb.export).map_err(|e| e.to_string())?;
-    let source = drp_agent::source::build(&export.source, &policy.base_dir);
+    let source = drp_core::source::build(&export.source, &policy.base_dir);
     let sql = format!("select max(beat_at) from {}", hb.table);
     let rows = tokio::task::spawn_blocking(move || source.sql(None, &sql))
         .await
@@ -246,7 +246,7 @@ pub async fn execute(
         .clone()
         .filter(|_| options.kind == Kind::Drill);
     if options.kind == Kind::Drill && drill.is_none() {
-        return Err(drp_agent::Error::Usage(format!(
+        return Err(drp_core::Error::Usage(format!(
             "runbook `{}` has no `drill` section: nothing to inject",
             runbook.name
         )));
@@ -279,7 +279,7 @@ pub async fn execute(
             "Drill `{}` will inject a failure into {} and recover it.",
             runbook.name, runbook.policy.host
         )) {
-            return Err(drp_agent::Error::NotConfirmed {
+            return Err(drp_core::Error::NotConfirmed {
                 destination: format!("the systems of runbook `{}`", runbook.name),
             });
         }
@@ -293,7 +293,7 @@ pub async fn execute(
         Ok(measured) => judge(runbook, &mut report, measured),
         Err(err) => {
             let (kind, why) = match &err {
-                drp_agent::Error::NotConfirmed { .. } => (
+                drp_core::Error::NotConfirmed { .. } => (
                     FailureKind::NotConfirmed,
                     "not confirmed: nothing was changed".to_string(),
                 ),
@@ -459,7 +459,7 @@ async fn snapshot_points(
         if !passed {
             continue;
         }
-        match drp_agent::snapshot::find(&runbook.policy, &a.change).await {
+        match drp_core::snapshot::find(&runbook.policy, &a.change).await {
             Ok(set) => points.push(crate::action::RestoredPoint {
                 export: format!("snapshots of change `{}`", a.change),
                 id: set.id,
@@ -490,13 +490,13 @@ async fn backup_first(runbook: &Runbook, report: &mut Report) -> Result<()> {
     let exports = restored_exports(runbook);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for e in exports {
-        let outcome = drp_agent::runner::run_export(
+        let outcome = drp_core::runner::run_export(
             &runbook.policy,
             &e,
             Duration::from_secs(60),
             Utc::now(),
-            drp_agent::runner::Upkeep::None,
-            drp_agent::progress::silent(),
+            drp_core::runner::Upkeep::None,
+            drp_core::progress::silent(),
         )
         .await?;
         let r = &outcome.report;
@@ -527,7 +527,7 @@ fn confirm_first_change(runbook: &Runbook, options: &Options) -> Result<()> {
                 step.action.action().describe()
             )) =>
         {
-            Err(drp_agent::Error::NotConfirmed {
+            Err(drp_core::Error::NotConfirmed {
                 destination: format!("the systems of runbook `{}`", runbook.name),
             })
         }

@@ -70,7 +70,7 @@ pub async fn run_step(
                 StepStatus::TimedOut,
                 format!(
                     "no result within {}",
-                    drp_agent::config::units::format_duration(step.timeout)
+                    drp_core::config::units::format_duration(step.timeout)
                 ),
             ),
         };

@@ -1,7 +1,7 @@
 //! Policies: the example files parse, and every mistake is reported at once
 //! with file, line, column, key and a hint.
 
-use drp_agent::config::Policy;
+use drp_core::config::Policy;
 
 use crate::harness::scratch;
 

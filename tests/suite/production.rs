@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use drp_agent::config::TargetConfig;
-use drp_agent::target::Target;
+use drp_core::backend::Target;
+use drp_core::config::TargetConfig;
 
 use crate::harness::{Run, Scratch, scratch};
 use crate::receivers;
@@ -189,10 +189,10 @@ fn repo_op(s: &Scratch, target: &str) -> opendal::Operator {
     // SAFETY-free: the test process sets its own credentials for the S3 builder.
     let config = match TargetConfig::from_address(&address).unwrap() {
         TargetConfig::S3(mut c) => {
-            c.access_key_id = Some(drp_agent::config::SecretRef::Env(
+            c.access_key_id = Some(drp_core::config::SecretRef::Env(
                 "DRP_TEST_S3_KEY_ID_FOR_TEST".into(),
             ));
-            c.secret_access_key = Some(drp_agent::config::SecretRef::Env(
+            c.secret_access_key = Some(drp_core::config::SecretRef::Env(
                 "DRP_TEST_S3_SECRET_FOR_TEST".into(),
             ));
             TargetConfig::S3(c)

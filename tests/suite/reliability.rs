@@ -181,10 +181,10 @@ fn target_op(s: &Scratch, target: &str) -> opendal::Operator {
     let svc = services();
     let config = match target {
         "nas" => {
-            drp_agent::config::TargetConfig::from_address(s.path("nas").to_str().unwrap()).unwrap()
+            drp_core::config::TargetConfig::from_address(s.path("nas").to_str().unwrap()).unwrap()
         }
         "s3" => {
-            let mut c = match drp_agent::config::TargetConfig::from_address(&format!(
+            let mut c = match drp_core::config::TargetConfig::from_address(&format!(
                 "s3://{}/{}?endpoint={}&region=garage",
                 svc.get("DRP_TEST_S3_BUCKET"),
                 s.id,
@@ -192,18 +192,18 @@ fn target_op(s: &Scratch, target: &str) -> opendal::Operator {
             ))
             .unwrap()
             {
-                drp_agent::config::TargetConfig::S3(c) => c,
+                drp_core::config::TargetConfig::S3(c) => c,
                 _ => unreachable!(),
             };
-            c.access_key_id = Some(drp_agent::config::SecretRef::Env("TEST_OP_KEY".into()));
-            c.secret_access_key = Some(drp_agent::config::SecretRef::Env("TEST_OP_SECRET".into()));
+            c.access_key_id = Some(drp_core::config::SecretRef::Env("TEST_OP_KEY".into()));
+            c.secret_access_key = Some(drp_core::config::SecretRef::Env("TEST_OP_SECRET".into()));
             unsafe {
                 std::env::set_var("TEST_OP_KEY", svc.get("DRP_TEST_S3_KEY_ID"));
                 std::env::set_var("TEST_OP_SECRET", svc.get("DRP_TEST_S3_SECRET"));
             }
-            drp_agent::config::TargetConfig::S3(c)
+            drp_core::config::TargetConfig::S3(c)
         }
-        "sftp" => drp_agent::config::TargetConfig::from_address(&format!(
+        "sftp" => drp_core::config::TargetConfig::from_address(&format!(
             "sftp://root@127.0.0.1:{}{}/{}?key={}&known_hosts=accept",
             svc.get("DRP_TEST_SFTP_PORT"),
             svc.get("DRP_TEST_SFTP_ROOT"),
@@ -213,7 +213,7 @@ fn target_op(s: &Scratch, target: &str) -> opendal::Operator {
         .unwrap(),
         other => panic!("{other}"),
     };
-    drp_agent::target::Target::open(target, &config, std::path::Path::new("."))
+    drp_core::backend::Target::open(target, &config, std::path::Path::new("."))
         .unwrap()
         .op
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drp_agent::config::{HumanDuration, Policy};
+use drp_core::config::{HumanDuration, Policy};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
@@ -100,10 +100,10 @@ impl Action for TakeSnapshot {
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let set =
-                drp_agent::snapshot::create(&ctx.policy, &self.change, &self.reason, &self.only)
+                drp_core::snapshot::create(&ctx.policy, &self.change, &self.reason, &self.only)
                     .await
                     .map_err(|e| e.to_string())?;
-            if set.status != drp_agent::snapshot::SetStatus::Complete {
+            if set.status != drp_core::snapshot::SetStatus::Complete {
                 let why: Vec<String> = set
                     .members
                     .iter()
@@ -146,10 +146,10 @@ impl Action for RestoreSnapshot {
     }
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            let mut set = drp_agent::snapshot::find(&ctx.policy, &self.change)
+            let mut set = drp_core::snapshot::find(&ctx.policy, &self.change)
                 .await
                 .map_err(|e| e.to_string())?;
-            let results = drp_agent::snapshot::rollback(&ctx.policy, &mut set)
+            let results = drp_core::snapshot::rollback(&ctx.policy, &mut set)
                 .await
                 .map_err(|e| e.to_string())?;
             let failed: Vec<String> = results

@@ -19,7 +19,7 @@ impl Action for NotifyAction {
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let policy = &ctx.policy;
-            let message = drp_agent::notify::Message {
+            let message = drp_core::notify::Message {
                 host: policy.host.clone(),
                 export: ctx.runbook.clone(),
                 result: "ok".into(),
@@ -34,7 +34,7 @@ impl Action for NotifyAction {
                     ctx.runbook, policy.host, self.message
                 )),
             };
-            let channels = drp_agent::notify::channels(&policy.notify, &policy.base_dir);
+            let channels = drp_core::notify::channels(&policy.notify, &policy.base_dir);
             if channels.is_empty() {
                 return Err("the policy configures no notification channel".into());
             }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::command::Argv;
 use super::{Action, ActionConfig, Context};
-use drp_agent::config::Policy;
+use drp_core::config::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

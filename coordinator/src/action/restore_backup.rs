@@ -7,8 +7,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{Action, Context, RestoredPoint};
-use drp_agent::config::Policy;
-use drp_agent::restore::{self, Selector};
+use drp_core::config::Policy;
+use drp_core::restore::{self, Selector};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +74,7 @@ impl Action for RestoreBackup {
                 Some(t) => vec![t.clone()],
                 None => export.targets.clone(),
             };
-            let repos: Vec<_> = drp_agent::backup::open_targets(policy, &names)
+            let repos: Vec<_> = drp_core::backup::open_targets(policy, &names)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
@@ -87,8 +87,8 @@ impl Action for RestoreBackup {
                 "latest" => Selector::Latest,
                 id => Selector::Id(id.to_string()),
             };
-            let source: Arc<dyn drp_agent::source::Source> =
-                Arc::from(drp_agent::source::build(&export.source, &policy.base_dir));
+            let source: Arc<dyn drp_core::source::Source> =
+                Arc::from(drp_core::source::build(&export.source, &policy.base_dir));
             let plan = restore::plan(
                 &repos,
                 &policy.host,
@@ -105,7 +105,7 @@ impl Action for RestoreBackup {
                 drop_replaced: policy.restore.drop_replaced,
                 lock_dir: Some(policy.state_dir.clone()),
             };
-            let report = restore::execute(&plan, source, options, drp_agent::progress::silent())
+            let report = restore::execute(&plan, source, options, drp_core::progress::silent())
                 .await
                 .map_err(|e| e.to_string())?;
             ctx.restored

@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{Action, Context, Poll};
-use drp_agent::config::Policy;
+use drp_core::config::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub struct Expect {
 impl SqlCheck {
     async fn once(&self, ctx: &Context) -> Result<String, String> {
         let export = ctx.policy.export(&self.export).map_err(|e| e.to_string())?;
-        let source = drp_agent::source::build(&export.source, &ctx.policy.base_dir);
+        let source = drp_core::source::build(&export.source, &ctx.policy.base_dir);
         let (db, query) = (self.database.clone(), self.query.clone());
         let rows = tokio::task::spawn_blocking(move || source.sql(db.as_deref(), &query))
             .await

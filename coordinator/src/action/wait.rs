@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{Action, Context};
-use drp_agent::config::HumanDuration;
+use drp_core::config::HumanDuration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::RestoredPoint;
 use crate::engine::StepRecord;
-use drp_agent::repository::Repository;
-use drp_agent::{Error, ExitCode};
+use drp_core::repository::Repository;
+use drp_core::{Error, ExitCode};
 
 pub const SCHEMA: &str = "drp.run-report/1";
 
@@ -177,11 +177,11 @@ pub struct Store {
 }
 
 impl Store {
-    pub async fn open(policy: &drp_agent::config::Policy) -> Store {
+    pub async fn open(policy: &drp_core::config::Policy) -> Store {
         let names: Vec<String> = policy.targets.keys().cloned().collect();
         let mut repos = Vec::new();
         let mut unreachable = Vec::new();
-        for (name, opened) in drp_agent::backup::open_targets(policy, &names).await {
+        for (name, opened) in drp_core::backup::open_targets(policy, &names).await {
             match opened {
                 Ok(r) => repos.push(r),
                 Err(e) => unreachable.push(format!("{name}: {e}")),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drp_agent::config::{Diagnostics, HumanDuration, Policy, PolicyError};
+use drp_core::config::{Diagnostics, HumanDuration, Policy, PolicyError};
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -173,16 +173,16 @@ const KEYS: [&str; 9] = [
 ];
 
 impl Runbook {
-    pub fn load(path: &Path) -> Result<Runbook, drp_agent::Error> {
+    pub fn load(path: &Path) -> Result<Runbook, drp_core::Error> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| drp_agent::Error::io_path("cannot read runbook", path, e))?;
+            .map_err(|e| drp_core::Error::io_path("cannot read runbook", path, e))?;
         Runbook::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Runbook, drp_agent::Error> {
+    pub fn parse(path: &Path, text: &str) -> Result<Runbook, drp_core::Error> {
         let fail = |line: usize, key: &str, message: String, hint: Option<String>| {
-            drp_agent::Error::Policy(PolicyError {
-                diagnostics: vec![drp_agent::config::Diagnostic {
+            drp_core::Error::Policy(PolicyError {
+                diagnostics: vec![drp_core::config::Diagnostic {
                     file: path.to_path_buf(),
                     line,
                     column: 1,
@@ -200,7 +200,7 @@ impl Runbook {
         // `${VAR}` on parsed values: a variable's content is one value, never YAML.
         d.expand_env(&mut root);
         if !d.items.is_empty() {
-            return Err(drp_agent::Error::Policy(PolicyError {
+            return Err(drp_core::Error::Policy(PolicyError {
                 diagnostics: d.items,
             }));
         }
@@ -226,7 +226,7 @@ impl Runbook {
         let name: Option<String> = field(&mut d, &root, "", "name", true);
         let description: Option<String> = field(&mut d, &root, "", "description", false);
         let policy_path: Option<PathBuf> = field(&mut d, &root, "", "policy", true);
-        let objectives: Option<drp_agent::config::Objectives> =
+        let objectives: Option<drp_core::config::Objectives> =
             field(&mut d, &root, "", "objectives", false);
         let heartbeat: Option<Heartbeat> = field(&mut d, &root, "", "heartbeat", false);
         let base = path
@@ -234,7 +234,7 @@ impl Runbook {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let policy = match &policy_path {
-            Some(p) => match Policy::load(&drp_agent::config::resolve_relative(base, p)) {
+            Some(p) => match Policy::load(&drp_core::config::resolve_relative(base, p)) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     d.push("policy", format!("the policy does not load: {e}"), None);
@@ -547,7 +547,7 @@ mod fuzz {
             let end = (at + len).min(chars.len());
             chars.splice(at..end, insert.chars());
             let mutated: String = chars.into_iter().collect();
-            if let Err(drp_agent::Error::Policy(e)) = Runbook::parse(&path, &mutated) {
+            if let Err(drp_core::Error::Policy(e)) = Runbook::parse(&path, &mutated) {
                 for d in &e.diagnostics {
                     prop_assert!(d.line >= 1 && !d.message.is_empty());
                 }

@@ -1,16 +1,15 @@
 //! `drp-agent snapshot …` and `drp-agent guard`: snapshot sets tied to a
 //! change, one-command rollback, and a change run under a snapshot.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use clap::Subcommand;
 
-use super::output::{Output, Table};
-use crate::config::Policy;
-use crate::snapshot::{self, GuardOutcome, SetStatus, SnapshotSet};
-use crate::{Error, ExitCode, Result};
+use crate::{Output, Table};
+use drp_core::config::Policy;
+use drp_core::snapshot::{self, GuardOutcome, SetStatus, SnapshotSet};
+use drp_core::{Error, ExitCode, Result};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -66,16 +65,6 @@ fn print_set(set: &SnapshotSet) {
             (None, None) => println!("  {} ({})", m.name, m.kind),
         }
     }
-}
-
-fn ask(what: &str) -> bool {
-    if !std::io::stdin().is_terminal() {
-        return false;
-    }
-    eprint!("{what} Type `yes` to continue: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
 }
 
 pub async fn run(cmd: &SnapshotCommand, out: &Output) -> Result<ExitCode> {
@@ -173,7 +162,7 @@ pub async fn run(cmd: &SnapshotCommand, out: &Output) -> Result<ExitCode> {
                     );
                 }
             }
-            if !yes && (out.json || !ask("This replaces the current state.")) {
+            if !yes && (out.json || !crate::confirm("This replaces the current state.")) {
                 return Err(Error::NotConfirmed {
                     destination: format!("the snapshots of change `{change}`"),
                 });
@@ -280,7 +269,7 @@ pub async fn guard(
             _ => "failed".into(),
         };
         eprintln!("the change {why}");
-        let go = !ask_first || ask("Roll back to the snapshots taken before it?");
+        let go = !ask_first || crate::confirm("Roll back to the snapshots taken before it?");
         if go {
             let r = rollback_and_report(&policy, &mut set, out).await?;
             rolled_back = r == ExitCode::Ok;

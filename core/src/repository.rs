@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{FORMAT, Manifest};
 use std::path::Path;
 
+use crate::backend::Target;
 use crate::config::TargetConfig;
-use crate::target::Target;
 use crate::{Error, Result};
 
 pub const MARKER: &str = "drp-repository.json";

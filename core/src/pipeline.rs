@@ -19,11 +19,11 @@ use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use crate::backend::Target;
 use crate::config::Compression;
 use crate::manifest::{Digest, Manifest};
 use crate::progress::{Event, Reporter};
 use crate::source::{ExportInfo, ExportStream, SourceError};
-use crate::target::Target;
 use crate::{Error, Result};
 
 /// Size of the pieces handed from the compressor to the targets.

@@ -1,18 +1,19 @@
 //! `restore`, shared by `drp-agent restore` (on the host) and `drp restore`
 //! (for the on-call engineer): one library path, one behaviour.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::agent::{RepoArgs, Scope};
-use super::{GivenTime, Output, parse_time_in};
-use crate::config::units::{format_bytes, format_duration};
-use crate::restore::{self, Selector};
-use crate::source::{self, Source};
-use crate::{Error, ExitCode, Result};
+use crate::Output;
+use crate::repo::RepoArgs;
+use drp_core::config::units::{format_bytes, format_duration};
+use drp_core::restore::{self, Selector};
+use drp_core::scope::Scope;
+use drp_core::source::{self, Source};
+use drp_core::time::{GivenTime, parse_time_in};
+use drp_core::{Error, ExitCode, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
@@ -60,8 +61,8 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
                 "rolling back a change's snapshots needs --policy".into(),
             ));
         };
-        return super::snapshot::run(
-            &super::snapshot::SnapshotCommand::Rollback {
+        return crate::snapshot::run(
+            &crate::snapshot::SnapshotCommand::Rollback {
                 policy: policy.clone(),
                 change: change.clone(),
                 yes: args.yes,
@@ -70,7 +71,7 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         )
         .await;
     }
-    let scope = Scope::open(&args.repo, Some(&args.export)).await?;
+    let scope = Scope::open(&args.repo.selection(), Some(&args.export)).await?;
     // Wall-clock times are the policy's; without a policy, the machine's.
     let zone = scope.policy.as_ref().map(|p| p.timezone);
     let before: Option<GivenTime> = args
@@ -195,8 +196,9 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         }
     }
 
-    let confirmed =
-        args.yes || plan.replaces.is_none() || (!out.json && ask(&plan.destination.to_string()));
+    let confirmed = args.yes
+        || plan.replaces.is_none()
+        || (!out.json && crate::confirm(&format!("Replace {}?", plan.destination)));
     if !confirmed {
         return Err(Error::NotConfirmed {
             destination: plan.destination.to_string(),
@@ -215,8 +217,8 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
     let report = tokio::select! {
         r = restore::execute(&plan, source, options, out.progress()) => r?,
-        _ = tokio::signal::ctrl_c() => return Err(Error::Source(crate::source::SourceError::Cancelled)),
-        _ = term.recv() => return Err(Error::Source(crate::source::SourceError::Cancelled)),
+        _ = tokio::signal::ctrl_c() => return Err(Error::Source(drp_core::source::SourceError::Cancelled)),
+        _ = term.recv() => return Err(Error::Source(drp_core::source::SourceError::Cancelled)),
     };
     if out.json {
         out.print_json(&serde_json::json!({
@@ -244,20 +246,9 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// Asks on the terminal; anything but `yes` declines.
-fn ask(destination: &str) -> bool {
-    if !std::io::stdin().is_terminal() {
-        return false;
-    }
-    eprint!("Replace {destination}? Type `yes` to continue: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
-}
-
-fn bare_source(kind: &str, to: &str) -> Result<crate::config::SourceConfig> {
-    use crate::config::SourceConfig;
-    use crate::source::{directory, mysql, postgres, sqlite};
+fn bare_source(kind: &str, to: &str) -> Result<drp_core::config::SourceConfig> {
+    use drp_core::config::SourceConfig;
+    use drp_core::source::{directory, mysql, postgres, sqlite};
     Ok(match kind {
         "postgres" => SourceConfig::Postgres(postgres::PostgresConfig {
             url: None,

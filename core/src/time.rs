@@ -1,83 +1,10 @@
-//! The command-line layer shared by `drp-agent` and `drp`: the only code
-//! that prints. Tables and progress bars for people, JSON for scripts.
+//! Times people give: an instant with its offset, or a wall-clock time read
+//! in a policy's time zone, refusing times a daylight-saving change skips or
+//! repeats.
 
-pub mod agent;
-pub mod output;
-pub mod restore;
-pub mod snapshot;
+use crate::Error;
 
-use std::io::IsTerminal;
-
-pub use output::{Output, Table};
-
-use crate::{Error, ExitCode};
-
-/// The flags both binaries take on every command.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// Machine-readable output (JSON on stdout, JSON progress lines on stderr).
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short, global = true)]
-    pub quiet: bool,
-    /// More logging (-v, -vv).
-    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-}
-
-impl Global {
-    pub fn output(&self) -> Output {
-        Output {
-            json: self.json,
-            quiet: self.quiet,
-        }
-    }
-}
-
-/// Makes every file and folder the process creates private to its user.
-pub fn private_umask() {
-    // SAFETY: umask only changes this process's file-creation mask.
-    unsafe {
-        libc::umask(0o077);
-    }
-}
-
-/// Sets up logging to stderr; `RUST_LOG` overrides the verbosity flags.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// Reports a failed command and gives its exit code.
-pub fn report_error(out: &Output, err: &Error) -> ExitCode {
-    let code = err.exit_code();
-    if out.json {
-        let body = serde_json::json!({
-            "error": err.to_string(),
-            "exit_code": code as u8,
-        });
-        println!("{body}");
-    }
-    eprintln!("error: {err}");
-    code
-}
-
-pub fn exit(code: ExitCode) -> std::process::ExitCode {
-    std::process::ExitCode::from(code as u8)
-}
-
-/// A time given on the command line, as the instant it names.
+/// A time someone gave, as the instant it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GivenTime {
     pub instant: chrono::DateTime<chrono::Utc>,
@@ -96,7 +23,7 @@ impl GivenTime {
     }
 }
 
-/// Parses a time given on the command line: RFC 3339 with its offset
+/// Parses a time someone gave: RFC 3339 with its offset
 /// (`2026-11-21T10:00:00Z`, `2026-11-21T15:30:00+05:30`), or
 /// `YYYY-MM-DD HH:MM[:SS]` on the wall clock of `zone` (the policy's
 /// `timezone`; without a policy, the machine's time zone). A wall-clock time

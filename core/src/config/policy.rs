@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::{Diagnostic, Diagnostics, HumanDuration, PolicyError, is_safe_name};
+use crate::backend::{local, s3, sftp};
 use crate::source::{directory, mysql, postgres, sqlite};
-use crate::target::{local, s3, sftp};
 
 /// A validated policy.
 #[derive(Debug, Clone)]

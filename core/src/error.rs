@@ -1,4 +1,4 @@
-//! The error type of the agent library and the exit codes the binaries map it to.
+//! The error type of the core library and the exit codes the binaries map it to.
 
 use crate::config::PolicyError;
 use crate::source::SourceError;
@@ -29,6 +29,18 @@ pub enum ExitCode {
     /// The run succeeded but its report could not be stored on every target
     /// (it was kept locally).
     ReportNotStored = 9,
+}
+
+impl ExitCode {
+    /// The worse of two outcomes (the higher code), for commands doing
+    /// several things.
+    pub fn worse(self, other: ExitCode) -> ExitCode {
+        if other as u8 > self as u8 {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::config::Policy;
+use drp_cli::Output;
+use drp_core::config::Policy;
+use drp_core::{Error, ExitCode, Result};
 
 pub struct Units {
     pub service_name: String,
@@ -173,6 +175,51 @@ fn weekdays(f: &str) -> Option<String> {
         })
         .collect();
     parts.map(|p| p.join(","))
+}
+
+/// `units`: writes the service and timer, or prints them.
+pub fn run(
+    policy_path: &std::path::Path,
+    dir: Option<&std::path::Path>,
+    bin: Option<&std::path::Path>,
+    out: &Output,
+) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let this = std::env::current_exe().unwrap_or_else(|_| "drp-agent".into());
+    let units = render(&policy, policy_path, bin.unwrap_or(&this));
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
+            for (ext, body) in [("service", &units.service), ("timer", &units.timer)] {
+                let p = dir.join(format!("{}.{ext}", units.service_name));
+                std::fs::write(&p, body).map_err(|e| Error::io_path("cannot write", &p, e))?;
+                if !out.json {
+                    println!("wrote {}", p.display());
+                }
+            }
+            if !out.json {
+                println!(
+                    "enable with: systemctl daemon-reload && systemctl enable --now {}.timer",
+                    units.service_name
+                );
+                println!("\nor, with cron:\n{}", units.crontab);
+            }
+        }
+        None if !out.json => println!(
+            "# {name}.service\n{}\n# {name}.timer\n{}\n{}",
+            units.service,
+            units.timer,
+            units.crontab,
+            name = units.service_name
+        ),
+        None => {}
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "name": units.service_name, "service": units.service, "timer": units.timer, "crontab": units.crontab,
+        }));
+    }
+    Ok(ExitCode::Ok)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::progress::{Event, Progress, Reporter};
+use drp_core::progress::{Event, Progress, Reporter};
 
 /// How the command was asked to speak.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +20,7 @@ impl Output {
     /// on stderr when not, nothing with `--quiet`.
     pub fn progress(&self) -> Reporter {
         if self.quiet {
-            crate::progress::silent()
+            drp_core::progress::silent()
         } else if std::io::stderr().is_terminal() && !self.json {
             Arc::new(Bar::default())
         } else {

@@ -5,8 +5,8 @@
 //! Library code never prints; only [`cli`] renders output for people and
 //! scripts. Long operations report through [`progress::Progress`].
 
+pub mod backend;
 pub mod backup;
-pub mod cli;
 pub mod config;
 pub mod error;
 pub mod lock;
@@ -22,11 +22,11 @@ pub mod restore;
 pub mod retention;
 pub mod runner;
 pub mod scheduler;
+pub mod scope;
 pub mod snapshot;
 pub mod source;
 pub mod state;
-pub mod target;
-pub mod units;
+pub mod time;
 pub mod verify;
 
 pub use error::{Error, ExitCode, Result};

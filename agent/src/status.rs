@@ -1,0 +1,173 @@
+//! `status`: per export, the last and next run, the exposure against the
+//! RPO, upkeep, target health and the newest snapshots.
+
+use chrono::{DateTime, Utc};
+use drp_cli::{Output, Table};
+use drp_core::config::Policy;
+use drp_core::config::units::format_duration;
+use drp_core::repository::Repository;
+use drp_core::{Error, ExitCode, Result, runner, state};
+
+pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let now = Utc::now();
+    let rpo = policy.objectives.rpo.map(|d| d.as_duration());
+    let mut rows = Vec::new();
+    let mut health = Vec::new();
+    for (name, config) in &policy.targets {
+        let status = match Repository::open(name, config, &policy.base_dir).await {
+            Ok(_) => "ok".to_string(),
+            Err(Error::NotFound(_)) => {
+                "no repository (not initialised, or the share is not mounted)".to_string()
+            }
+            Err(e) => format!("unreachable: {e}"),
+        };
+        health.push((name.clone(), status));
+    }
+    let mut over = false;
+    for e in policy.exports.values() {
+        let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
+        runner::refresh_points(&policy, &e.name, &mut st).await;
+        let exposure = st
+            .newest_consistency
+            .map(|t| (now - t).to_std().unwrap_or_default());
+        let within = match (exposure, rpo) {
+            (Some(x), Some(r)) => Some(x <= r),
+            (None, Some(_)) => Some(false),
+            _ => None,
+        };
+        if within == Some(false) {
+            over = true;
+        }
+        rows.push((e, st, exposure, within));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "host": policy.host,
+            "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
+            "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
+                "export": e.name, "schedule": e.schedule.expression,
+                "last_attempt": st.last_attempt, "last_result": st.last_result, "last_error": st.last_error,
+                "last_success": st.last_success, "next_run": e.schedule.next(now),
+                "points": st.points, "newest_consistency": st.newest_consistency,
+                "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
+                "last_maintenance": st.last_maintenance,
+            })).collect::<Vec<_>>(),
+            "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
+            "snapshots": snapshots_status(&policy, now),
+        }));
+    } else {
+        let mut table = Table::new(&[
+            "EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO",
+        ]);
+        for (e, st, exposure, within) in &rows {
+            let ago = |t: Option<DateTime<Utc>>| {
+                t.map(|t| {
+                    format!(
+                        "{} ago",
+                        format_duration((now - t).to_std().unwrap_or_default())
+                    )
+                })
+                .unwrap_or_else(|| "never".into())
+            };
+            table.row(vec![
+                e.name.clone(),
+                ago(st.last_attempt),
+                st.last_result.clone().unwrap_or_else(|| "-".into()),
+                e.schedule
+                    .next(now)
+                    .map(|t| {
+                        format!(
+                            "in {}",
+                            format_duration((t - now).to_std().unwrap_or_default())
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                st.points.values().sum::<usize>().to_string(),
+                exposure
+                    .map(format_duration)
+                    .unwrap_or_else(|| "no point".into()),
+                match (within, rpo) {
+                    (Some(true), Some(r)) => format!("ok (objective {})", format_duration(r)),
+                    (Some(false), Some(r)) => format!("OVER objective {}", format_duration(r)),
+                    _ => "no objective".into(),
+                },
+            ]);
+        }
+        println!("{}", table.render());
+        for (e, st, _, _) in &rows {
+            match &st.last_maintenance {
+                Some(m) => println!(
+                    "{}: after the last scheduled run{}: newest point read back on {}, retention kept {} and deleted {} points, {} orphans removed{}",
+                    e.name,
+                    m.at.map(|t| format!(
+                        " ({} ago)",
+                        format_duration((now - t).to_std().unwrap_or_default())
+                    ))
+                    .unwrap_or_default(),
+                    if m.verified.is_empty() {
+                        "no target".to_string()
+                    } else {
+                        m.verified.join(", ")
+                    },
+                    m.kept,
+                    m.deleted,
+                    m.orphans_removed,
+                    if m.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; problems: {}", m.errors.join("; "))
+                    }
+                ),
+                None => println!(
+                    "{}: retention not applied yet (`run --due` and the daemon apply it after each backup; or `prune`)",
+                    e.name
+                ),
+            }
+        }
+        for (n, s) in &health {
+            println!("target `{n}`: {s}");
+        }
+        for v in snapshots_status(&policy, now) {
+            match v["taken_at"].as_str() {
+                Some(_) => println!(
+                    "snapshot `{}` ({}): newest {} ago, for change `{}`",
+                    v["snapshot"].as_str().unwrap_or_default(),
+                    v["kind"].as_str().unwrap_or_default(),
+                    format_duration(std::time::Duration::from_secs(
+                        v["age_seconds"].as_u64().unwrap_or(0)
+                    )),
+                    v["change"].as_str().unwrap_or_default()
+                ),
+                None => {
+                    println!(
+                        "snapshot `{}` ({}): none taken yet",
+                        v["snapshot"].as_str().unwrap_or_default(),
+                        v["kind"].as_str().unwrap_or_default()
+                    )
+                }
+            }
+        }
+    }
+    Ok(if over {
+        ExitCode::ObjectivesMissed
+    } else {
+        ExitCode::Ok
+    })
+}
+
+/// The newest snapshot of every declared snapshot, as recorded by this host.
+fn snapshots_status(policy: &Policy, now: DateTime<Utc>) -> Vec<serde_json::Value> {
+    let newest = drp_core::snapshot::newest(policy);
+    policy
+        .snapshots
+        .iter()
+        .map(|(name, config)| match newest.by_name.get(name) {
+            Some(n) => serde_json::json!({
+                "snapshot": name, "kind": config.kind(), "set": n.set, "change": n.change,
+                "taken_at": n.taken_at, "age_seconds": (now - n.taken_at).num_seconds().max(0),
+            }),
+            None => serde_json::json!({"snapshot": name, "kind": config.kind(), "taken_at": null}),
+        })
+        .collect()
+}

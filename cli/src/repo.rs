@@ -1,0 +1,125 @@
+//! Repository selection on the command line, and `list` (both binaries).
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use drp_core::config::units::{format_bytes, format_duration};
+use drp_core::scope::{Scope, Selection};
+use drp_core::{ExitCode, Result};
+
+use crate::{Output, Table};
+
+/// Where recovery points are looked up: a policy's targets, or one target
+/// given by address (from a bare machine). See [`Selection`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// Policy file.
+    #[arg(long, short, required_unless_present = "target")]
+    pub policy: Option<PathBuf>,
+    /// Target address, without a policy: a path, file://, s3://bucket/prefix?endpoint=…&region=…, sftp://user@host/path?key=…
+    #[arg(long, conflicts_with = "policy")]
+    pub target: Option<String>,
+    /// Only this target of the policy.
+    #[arg(long = "from", requires = "policy")]
+    pub from: Option<String>,
+    /// Host whose recovery points to use (default: the policy's host).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+impl RepoArgs {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            policy: self.policy.clone(),
+            target: self.target.clone(),
+            from: self.from.clone(),
+            host: self.host.clone(),
+        }
+    }
+}
+
+/// `list`: the committed recovery points, newest last per export.
+pub async fn list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<ExitCode> {
+    let scope = Scope::open(&args.selection(), export).await?;
+    let now = Utc::now();
+    let mut table = Table::new(&[
+        "EXPORT",
+        "ID",
+        "CONSISTENT AT (UTC)",
+        "AGE",
+        "RAW",
+        "STORED",
+        "TARGET",
+    ]);
+    let mut json = Vec::new();
+    let mut damaged = Vec::new();
+    let mut failed = scope
+        .unreachable
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>();
+    for repo in &scope.repos {
+        let pairs = match scope.pairs(repo, export).await {
+            Ok(p) => p,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
+        for (host, name) in pairs {
+            let listing = match repo.list(&host, &name).await {
+                Ok(l) => l,
+                Err(e) => {
+                    failed.push(e.to_string());
+                    continue;
+                }
+            };
+            for m in &listing.points {
+                table.row(vec![
+                    if scope.policy.is_some() {
+                        m.export.clone()
+                    } else {
+                        format!("{}/{}", m.host, m.export)
+                    },
+                    m.id.clone(),
+                    m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
+                    format_bytes(m.raw.size),
+                    format_bytes(m.stored.size),
+                    repo.name().to_string(),
+                ]);
+                json.push(serde_json::json!({"target": repo.name(), "manifest": m}));
+            }
+            damaged.extend(
+                listing
+                    .damaged
+                    .into_iter()
+                    .map(|d| format!("target `{}`: {}: {}", repo.name(), d.object, d.message)),
+            );
+        }
+    }
+    if out.json {
+        out.print_json(
+            &serde_json::json!({"points": json, "damaged": damaged, "unreachable": failed}),
+        );
+    } else {
+        if table.is_empty() {
+            println!("no recovery points");
+        } else {
+            println!("{}", table.render());
+        }
+        for d in &damaged {
+            eprintln!("damaged manifest, ignored: {d}");
+        }
+        for f in &failed {
+            eprintln!("not listed: {f}");
+        }
+    }
+    Ok(if !failed.is_empty() {
+        ExitCode::Failed
+    } else if !damaged.is_empty() {
+        ExitCode::Integrity
+    } else {
+        ExitCode::Ok
+    })
+}

@@ -1,0 +1,190 @@
+//! One backup: export a source once and store it on every target of the
+//! export, committing each target's copy independently.
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::Policy;
+use crate::manifest::{self, CompressionInfo, Manifest, StoredObject};
+use crate::pipeline;
+use crate::progress::{Event, Reporter};
+use crate::repository::{self, Repository};
+use crate::source;
+use crate::{Error, ExitCode, Result};
+
+/// What happened on one target.
+#[derive(Debug)]
+pub struct TargetOutcome {
+    pub target: String,
+    pub location: String,
+    pub result: Result<Manifest>,
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub host: String,
+    pub export: String,
+    pub id: String,
+    pub source_error: Option<Error>,
+    pub targets: Vec<TargetOutcome>,
+    pub seconds: f64,
+}
+
+impl BackupReport {
+    pub fn committed(&self) -> impl Iterator<Item = &Manifest> {
+        self.targets.iter().filter_map(|t| t.result.as_ref().ok())
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        let ok = self.committed().count();
+        let no_repository = !self.targets.is_empty()
+            && self
+                .targets
+                .iter()
+                .all(|t| matches!(t.result, Err(Error::NotFound(_))));
+        if ok == 0 && no_repository {
+            ExitCode::NotFound
+        } else if self.source_error.is_some() || ok == 0 {
+            ExitCode::Failed
+        } else if ok < self.targets.len() {
+            ExitCode::Partial
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+/// Opens the targets of an export; unreachable ones are reported, not fatal.
+pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Result<Repository>)> {
+    let mut out = Vec::new();
+    for name in names {
+        let opened = async {
+            let config = policy.targets.get(name).ok_or_else(|| {
+                Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
+            })?;
+            Repository::open(name, config, &policy.base_dir).await
+        }
+        .await;
+        out.push((name.clone(), opened));
+    }
+    out
+}
+
+/// Exports `export_name` once to all of its targets.
+pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Result<BackupReport> {
+    let export = policy.export(export_name)?.clone();
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let id = manifest::new_id(started_at);
+    let mut report = BackupReport {
+        host: policy.host.clone(),
+        export: export.name.clone(),
+        id: id.clone(),
+        source_error: None,
+        targets: Vec::new(),
+        seconds: 0.0,
+    };
+
+    let mut live = Vec::new();
+    for (name, opened) in open_targets(policy, &export.targets).await {
+        match opened {
+            Ok(repo) => live.push(repo),
+            Err(e) => report.targets.push(TargetOutcome {
+                location: policy
+                    .targets
+                    .get(&name)
+                    .map(|t| t.backend().location())
+                    .unwrap_or_default(),
+                target: name,
+                result: Err(e),
+            }),
+        }
+    }
+    if live.is_empty() {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let src = source::build(&export.source, &policy.base_dir);
+    let describe = src.describe();
+    let stream = match tokio::task::spawn_blocking(move || src.export()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            report.source_error = Some(e.into());
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        Err(e) => return Err(Error::Failed(format!("the export task stopped: {e}"))),
+    };
+
+    let data = repository::data_path(&policy.host, &export.name, &id);
+    progress.event(Event::Started {
+        task: format!(
+            "{}: export to {}",
+            export.name,
+            live.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+        ),
+        total: None,
+    });
+    let outcome = pipeline::export(
+        stream,
+        export.compression,
+        live.iter()
+            .map(|r| (r.target.clone(), data.clone()))
+            .collect(),
+        progress.clone(),
+    )
+    .await;
+    progress.event(Event::Finished);
+
+    let info = match outcome.source {
+        Ok(info) => Some(info),
+        Err(e) => {
+            report.source_error = Some(e);
+            None
+        }
+    };
+    for (repo, written) in live.into_iter().zip(outcome.targets) {
+        let result = match (&info, written) {
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::target(
+                repo.name(),
+                "not committed: the export failed",
+            )),
+            (Some(info), Ok(())) => {
+                let m = Manifest {
+                    format: manifest::FORMAT,
+                    id: id.clone(),
+                    host: policy.host.clone(),
+                    export: export.name.clone(),
+                    kind: export.source.kind().to_string(),
+                    source: describe.clone(),
+                    consistency_time: info.consistency_time,
+                    started_at,
+                    finished_at: Utc::now(),
+                    raw: outcome.raw.clone(),
+                    stored: StoredObject {
+                        object: data.clone(),
+                        size: outcome.stored.size,
+                        sha256: outcome.stored.sha256.clone(),
+                    },
+                    compression: CompressionInfo {
+                        algorithm: "zstd".into(),
+                        level: export.compression.level,
+                    },
+                    tools: info.tools.clone(),
+                    agent: repository::agent_id(),
+                };
+                repo.commit(&m).await.map(|_| m)
+            }
+        };
+        report.targets.push(TargetOutcome {
+            target: repo.target.name.clone(),
+            location: repo.target.location.clone(),
+            result,
+        });
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

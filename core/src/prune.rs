@@ -1,0 +1,229 @@
+//! Prune: apply an export's retention to each of its targets, and remove what
+//! never got a manifest (uploads of killed runs) once it is older than the
+//! grace period.
+//!
+//! Deleting a point removes its manifest first — the point disappears at once
+//! — then its data object. A crash in between leaves an orphan that the next
+//! prune removes. A backup still running on another host is protected by the
+//! grace period; one running on this host, by the export lock.
+
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::config::{Export, Policy};
+use crate::manifest::Manifest;
+use crate::repository::{self, Repository};
+use crate::retention::{self, Decision};
+
+#[derive(Debug)]
+pub struct PointVerdict {
+    pub decision: Decision,
+    /// Its digests were checked by reading it back (`verify`, a restore).
+    pub verified: bool,
+    pub deleted: bool,
+}
+
+#[derive(Debug)]
+pub struct TargetPrune {
+    pub target: String,
+    pub points: Vec<PointVerdict>,
+    /// Data objects and temporary files without a manifest, removed (or, in a
+    /// dry run, to remove).
+    pub orphans: Vec<String>,
+    /// Younger orphans left for the grace period.
+    pub young_orphans: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Parses the start time encoded in a point id (`20261121T060001Z-…`).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+pub async fn prune_target(
+    policy: &Policy,
+    export: &Export,
+    repo: &Repository,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<TargetPrune> {
+    let host = &policy.host;
+    let listing = repo.list(host, &export.name).await?;
+    let op = &repo.target.op;
+    let mut out = TargetPrune {
+        target: repo.name().to_string(),
+        points: Vec::new(),
+        orphans: Vec::new(),
+        young_orphans: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    let points: Vec<(String, DateTime<Utc>)> = listing
+        .points
+        .iter()
+        .map(|m| (m.id.clone(), m.consistency_time))
+        .collect();
+    let mut decisions = retention::apply(&export.retention, &points, policy.timezone);
+    let by_id: std::collections::HashMap<&str, &Manifest> =
+        listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
+    let checked = repo.verified(&listing.points).await;
+    let verified: Vec<bool> = decisions.iter().map(|d| checked.contains(&d.id)).collect();
+    // Never fall below the minimum of verified points: keep the next
+    // newest verified ones if the rules would not. When there are not
+    // enough verified points at all, delete no point.
+    let min = export.retention.min_verified.unwrap_or(1) as usize;
+    let mut have = decisions
+        .iter()
+        .zip(&verified)
+        .filter(|(d, v)| d.keep() && **v)
+        .count();
+    for (d, v) in decisions.iter_mut().zip(&verified) {
+        if have >= min {
+            break;
+        }
+        if *v && !d.keep() {
+            d.reasons.push(format!("min_verified {min}"));
+            have += 1;
+        }
+    }
+    if have < min && decisions.iter().any(|d| !d.keep()) {
+        let shortfall = format!("only {have} verified (min_verified {min})");
+        for d in decisions.iter_mut().filter(|d| !d.keep()) {
+            d.reasons.push(shortfall.clone());
+        }
+        out.errors.push(format!(
+            "no point deleted: {shortfall}; run `drp-agent verify --policy FILE --latest` to check the newest point"
+        ));
+    }
+    for (decision, verified) in decisions.into_iter().zip(verified) {
+        let mut deleted = false;
+        if !decision.keep() && !dry_run {
+            let m = by_id[decision.id.as_str()];
+            let manifest = repository::manifest_path(host, &export.name, &m.id);
+            match op.delete(&manifest).await {
+                Ok(()) => {
+                    deleted = true;
+                    let _ = op
+                        .delete(&repository::verified_path(host, &export.name, &m.id))
+                        .await;
+                    if let Err(e) = op.delete(&m.stored.object).await {
+                        out.errors.push(format!(
+                            "{}: {e} (removed by the next prune)",
+                            m.stored.object
+                        ));
+                    }
+                }
+                Err(e) => out.errors.push(
+                    repo.target
+                        .error(&format!("cannot delete {manifest}"), e)
+                        .to_string(),
+                ),
+            }
+        }
+        out.points.push(PointVerdict {
+            decision,
+            verified,
+            deleted,
+        });
+    }
+
+    // Orphans: data objects whose manifest is absent (damaged manifests are
+    // reported by list and verify, and their data is left for inspection).
+    let grace = chrono::Duration::from_std(policy.prune.grace.as_duration())
+        .unwrap_or(chrono::Duration::days(1));
+    let damaged: Vec<String> = listing.damaged.iter().map(|d| d.object.clone()).collect();
+    let known: std::collections::HashSet<&str> =
+        listing.points.iter().map(|m| m.id.as_str()).collect();
+    let data_dir = format!("{host}/{}/data/", export.name);
+    let objects = match op.list(&data_dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(repo.target.error("cannot list data objects", e)),
+    };
+    for entry in objects {
+        let name = entry.name();
+        let Some(id) = name.strip_suffix(".zst") else {
+            continue;
+        };
+        if known.contains(id) || damaged.iter().any(|d| d.contains(id)) {
+            continue;
+        }
+        let path = entry.path().to_string();
+        match id_time(id) {
+            Some(t) if now - t > grace => out.orphans.push(path),
+            _ => out.young_orphans.push(path),
+        }
+    }
+    // Temporary files of interrupted writes on local targets.
+    if let Ok(entries) = op.list(".drp-tmp/").await {
+        for entry in entries.into_iter().filter(|e| e.metadata().is_file()) {
+            let path = entry.path().to_string();
+            let modified = op.stat(&path).await.ok().and_then(|m| m.last_modified());
+            let old = modified.is_some_and(|t| {
+                let t: DateTime<Utc> =
+                    DateTime::from_timestamp_millis(t.into_inner().as_millisecond()).unwrap_or(now);
+                now - t > grace
+            });
+            if old {
+                out.orphans.push(path);
+            } else {
+                out.young_orphans.push(path);
+            }
+        }
+    }
+    if !dry_run {
+        for path in &out.orphans {
+            if let Err(e) = op.delete(path).await {
+                out.errors.push(format!("{path}: {e}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prunes one export on all of its reachable targets, as a command does:
+/// holding the export's lock, so a backup of it running on this host is
+/// never pruned under (the lock is busy: nothing is done).
+pub async fn prune_export_locked(
+    policy: &Policy,
+    export_name: &str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Result<TargetPrune>>> {
+    policy.export(export_name)?;
+    let (dir, host, n) = (
+        policy.state_dir.clone(),
+        policy.host.clone(),
+        export_name.to_string(),
+    );
+    let lock = tokio::task::spawn_blocking(move || {
+        crate::lock::ExportLock::acquire(&dir, &host, &n, std::time::Duration::ZERO)
+    })
+    .await
+    .map_err(|e| crate::Error::Failed(e.to_string()))??;
+    let results = prune_export(policy, export_name, now, dry_run).await;
+    drop(lock);
+    results
+}
+
+/// Prunes one export on all of its reachable targets; the caller holds the
+/// export's lock.
+pub async fn prune_export(
+    policy: &Policy,
+    export_name: &str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Result<TargetPrune>>> {
+    let export = policy.export(export_name)?;
+    let mut out = Vec::new();
+    for (_, opened) in crate::backup::open_targets(policy, &export.targets).await {
+        out.push(match opened {
+            Ok(repo) => prune_target(policy, export, &repo, now, dry_run).await,
+            Err(e) => Err(e),
+        });
+    }
+    Ok(out)
+}
