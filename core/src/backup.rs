@@ -118,7 +118,7 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
         Err(e) => return Err(Error::Failed(format!("the export task stopped: {e}"))),
     };
 
-    let data = repository::data_path(&policy.host, &export.name, &id);
+    let data = repository::layout::data(&policy.host, &export.name, &id);
     progress.event(Event::Started {
         task: format!(
             "{}: export to {}",

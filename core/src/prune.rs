@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::Result;
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
-use crate::repository::{self, Repository};
+use crate::repository::Repository;
 use crate::retention::{self, Decision};
 
 #[derive(Debug)]
@@ -52,7 +52,6 @@ pub async fn prune_target(
 ) -> Result<TargetPrune> {
     let host = &policy.host;
     let listing = repo.list(host, &export.name).await?;
-    let op = &repo.target.op;
     let mut out = TargetPrune {
         target: repo.name().to_string(),
         points: Vec::new(),
@@ -102,25 +101,14 @@ pub async fn prune_target(
         let mut deleted = false;
         if !decision.keep() && !dry_run {
             let m = by_id[decision.id.as_str()];
-            let manifest = repository::manifest_path(host, &export.name, &m.id);
-            match op.delete(&manifest).await {
+            match repo.uncommit(host, &export.name, &m.id).await {
                 Ok(()) => {
                     deleted = true;
-                    let _ = op
-                        .delete(&repository::verified_path(host, &export.name, &m.id))
-                        .await;
-                    if let Err(e) = op.delete(&m.stored.object).await {
-                        out.errors.push(format!(
-                            "{}: {e} (removed by the next prune)",
-                            m.stored.object
-                        ));
+                    if let Err(e) = repo.delete_object(&m.stored.object).await {
+                        out.errors.push(format!("{e} (removed by the next prune)"));
                     }
                 }
-                Err(e) => out.errors.push(
-                    repo.target
-                        .error(&format!("cannot delete {manifest}"), e)
-                        .to_string(),
-                ),
+                Err(e) => out.errors.push(e.to_string()),
             }
         }
         out.points.push(PointVerdict {
@@ -137,47 +125,26 @@ pub async fn prune_target(
     let damaged: Vec<String> = listing.damaged.iter().map(|d| d.object.clone()).collect();
     let known: std::collections::HashSet<&str> =
         listing.points.iter().map(|m| m.id.as_str()).collect();
-    let data_dir = format!("{host}/{}/data/", export.name);
-    let objects = match op.list(&data_dir).await {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(repo.target.error("cannot list data objects", e)),
-    };
-    for entry in objects {
-        let name = entry.name();
-        let Some(id) = name.strip_suffix(".zst") else {
-            continue;
-        };
-        if known.contains(id) || damaged.iter().any(|d| d.contains(id)) {
+    for (id, path) in repo.data_objects(host, &export.name).await? {
+        if known.contains(id.as_str()) || damaged.iter().any(|d| d.contains(&id)) {
             continue;
         }
-        let path = entry.path().to_string();
-        match id_time(id) {
+        match id_time(&id) {
             Some(t) if now - t > grace => out.orphans.push(path),
             _ => out.young_orphans.push(path),
         }
     }
-    // Temporary files of interrupted writes on local targets.
-    if let Ok(entries) = op.list(".drp-tmp/").await {
-        for entry in entries.into_iter().filter(|e| e.metadata().is_file()) {
-            let path = entry.path().to_string();
-            let modified = op.stat(&path).await.ok().and_then(|m| m.last_modified());
-            let old = modified.is_some_and(|t| {
-                let t: DateTime<Utc> =
-                    DateTime::from_timestamp_millis(t.into_inner().as_millisecond()).unwrap_or(now);
-                now - t > grace
-            });
-            if old {
-                out.orphans.push(path);
-            } else {
-                out.young_orphans.push(path);
-            }
+    for (path, modified) in repo.temporary_files().await {
+        if modified.is_some_and(|t| now - t > grace) {
+            out.orphans.push(path);
+        } else {
+            out.young_orphans.push(path);
         }
     }
     if !dry_run {
         for path in &out.orphans {
-            if let Err(e) = op.delete(path).await {
-                out.errors.push(format!("{path}: {e}"));
+            if let Err(e) = repo.delete_object(path).await {
+                out.errors.push(e.to_string());
             }
         }
     }

@@ -157,7 +157,7 @@ pub async fn find(
 /// The repositories other than `chosen` that hold `manifest`'s point with
 /// the same digests.
 async fn copies(repos: &[Repository], chosen: &Repository, manifest: &Manifest) -> Vec<Repository> {
-    let path = crate::repository::manifest_path(&manifest.host, &manifest.export, &manifest.id);
+    let path = crate::repository::layout::manifest(&manifest.host, &manifest.export, &manifest.id);
     let mut out = Vec::new();
     for repo in repos.iter().filter(|r| r.name() != chosen.name()) {
         if let Ok(m) = repo.read_manifest(&path).await

@@ -84,25 +84,22 @@ pub async fn verify(
     }
     let known: std::collections::HashSet<String> =
         listing.points.iter().map(|m| m.id.clone()).collect();
-    if let Ok(entries) = repo.target.op.list(&format!("{host}/{export}/data/")).await {
+    if let Ok(objects) = repo.data_objects(host, export).await {
         let now = chrono::Utc::now();
-        for e in entries.iter().filter(|e| e.metadata().is_file()) {
-            let Some(id) = e.name().strip_suffix(".zst") else {
-                continue;
-            };
-            let old = crate::prune::id_time(id).is_none_or(|t| now - t > grace);
-            if !known.contains(id) && old {
+        for (id, object) in objects {
+            let old = crate::prune::id_time(&id).is_none_or(|t| now - t > grace);
+            if !known.contains(&id) && old {
                 out.push(Checked {
                     target: repo.name().to_string(),
                     host: host.to_string(),
                     export: export.to_string(),
-                    id: Some(id.to_string()),
-                    object: e.path().to_string(),
+                    id: Some(id),
                     result: Err(Error::Manifest {
                         target: repo.name().to_string(),
-                        object: e.path().to_string(),
+                        object: object.clone(),
                         message: "no manifest commits this data object (the upload of a killed run, or a lost manifest); it is never restored, and `prune` removes it".into(),
                     }),
+                    object,
                 });
             }
         }

@@ -163,10 +163,6 @@ impl Report {
             (Status::Failed, _) | (Status::Running, _) => ExitCode::Failed,
         }
     }
-
-    fn object(&self) -> String {
-        format!("reports/{}/{}.json", self.runbook, self.id)
-    }
 }
 
 /// Where reports are kept: every repository of the policy's targets.
@@ -197,19 +193,10 @@ impl Store {
         let json = serde_json::to_vec_pretty(report).expect("report serialises");
         let html = html::render(report);
         for repo in &self.repos {
-            let op = &repo.target.op;
-            let r = op.write(&report.object(), json.clone()).await;
-            let r = match r {
-                Ok(_) => {
-                    op.write(
-                        &report.object().replace(".json", ".html"),
-                        html.clone().into_bytes(),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
+            if let Err(e) = repo
+                .save_report(&report.runbook, &report.id, json.clone(), html.clone())
+                .await
+            {
                 failed.push(format!("{}: {e}", repo.name()));
             }
         }
@@ -223,31 +210,13 @@ impl Store {
     pub async fn load_all(&self) -> Result<Vec<Report>, Error> {
         let mut by_id: BTreeMap<String, Report> = BTreeMap::new();
         for repo in &self.repos {
-            let op = &repo.target.op;
-            let runbooks = match op.list("reports/").await {
-                Ok(e) => e,
-                Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
-                Err(e) => return Err(repo.target.error("cannot list reports", e)),
-            };
-            for rb in runbooks
-                .iter()
-                .filter(|e| e.metadata().is_dir() && e.path() != "reports/")
-            {
-                let files = op
-                    .list(rb.path())
-                    .await
-                    .map_err(|e| repo.target.error("cannot list reports", e))?;
-                for f in files.iter().filter(|f| f.name().ends_with(".json")) {
-                    let Ok(buf) = op.read(f.path()).await else {
-                        continue;
-                    };
-                    match serde_json::from_slice::<Report>(&buf.to_vec()) {
-                        Ok(r) => {
-                            by_id.entry(r.id.clone()).or_insert(r);
-                        }
-                        Err(e) => {
-                            tracing::warn!(object = f.path(), error = %e, "unreadable report ignored")
-                        }
+            for record in repo.report_records().await? {
+                match serde_json::from_slice::<Report>(&record.bytes) {
+                    Ok(r) => {
+                        by_id.entry(r.id.clone()).or_insert(r);
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = record.key, error = %e, "unreadable report ignored")
                     }
                 }
             }

@@ -23,7 +23,7 @@ impl Backend for LocalConfig {
         let root = resolve_relative(base_dir, &self.path);
         let root = std::path::absolute(&root)
             .map_err(|e| format!("invalid path {}: {e}", root.display()))?;
-        let tmp = root.join(".drp-tmp");
+        let tmp = root.join(crate::repository::layout::TMP_DIR.trim_end_matches('/'));
         let builder = Fs::default()
             .root(&root.to_string_lossy())
             .atomic_write_dir(&tmp.to_string_lossy());

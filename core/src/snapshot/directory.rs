@@ -163,11 +163,10 @@ impl SnapshotProvider for DirectorySnap {
                 .map_err(|e| SnapError(e.to_string()))?;
             for (_, repo) in crate::backup::open_targets(&policy, &e.targets).await {
                 let Ok(repo) = repo else { continue };
-                let op = &repo.target.op;
-                op.delete(&crate::repository::manifest_path(&policy.host, &export, id))
+                repo.uncommit(&policy.host, &export, id)
                     .await
                     .map_err(|e| SnapError(e.to_string()))?;
-                op.delete(&crate::repository::data_path(&policy.host, &export, id))
+                repo.delete_object(&crate::repository::layout::data(&policy.host, &export, id))
                     .await
                     .map_err(|e| SnapError(e.to_string()))?;
             }

@@ -380,10 +380,6 @@ fn set_id(at: DateTime<Utc>, change: &str) -> String {
     format!("{}-{change}", at.format("%Y%m%dT%H%M%SZ"))
 }
 
-fn set_path(host: &str, id: &str) -> String {
-    format!("{host}/snapshot-sets/{id}.json")
-}
-
 /// Where sets are recorded: every target of the policy.
 pub async fn stores(policy: &Policy) -> (Vec<Repository>, Vec<String>) {
     let names: Vec<String> = policy.targets.keys().cloned().collect();
@@ -405,17 +401,11 @@ pub async fn save(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
     let mut saved = 0;
     for repo in &repos {
         match repo
-            .target
-            .op
-            .write(&set_path(&set.host, &set.id), body.clone())
+            .save_snapshot_set(&set.host, &set.id, body.clone())
             .await
         {
-            Ok(_) => saved += 1,
-            Err(e) => failed.push(
-                repo.target
-                    .error("cannot record the snapshot set", e)
-                    .to_string(),
-            ),
+            Ok(()) => saved += 1,
+            Err(e) => failed.push(e.to_string()),
         }
     }
     if saved == 0 {
@@ -439,27 +429,18 @@ pub async fn list(policy: &Policy) -> Result<Vec<SnapshotSet>> {
     }
     let mut by_id: BTreeMap<String, SnapshotSet> = BTreeMap::new();
     for repo in &repos {
-        let dir = format!("{}/snapshot-sets/", policy.host);
-        let entries = match repo.target.op.list(&dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
-            Err(e) => return Err(repo.target.error("cannot list snapshot sets", e)),
-        };
-        for e in entries.iter().filter(|e| e.name().ends_with(".json")) {
-            let Ok(buf) = repo.target.op.read(e.path()).await else {
-                continue;
-            };
-            let Ok(set) = serde_json::from_slice::<SnapshotSet>(&buf.to_vec()) else {
+        for record in repo.snapshot_set_records(&policy.host).await? {
+            let Ok(set) = serde_json::from_slice::<SnapshotSet>(&record.bytes) else {
                 continue;
             };
             // A record is only what its own name says it is.
             if !crate::config::is_safe_name(&set.id)
-                || e.name() != format!("{}.json", set.id)
+                || record.name() != format!("{}.json", set.id)
                 || set.host != policy.host
             {
                 tracing::warn!(
                     "snapshot set record {} on target `{}` ignored: its id is not a set id of this host's",
-                    e.path(),
+                    record.key,
                     repo.name()
                 );
                 continue;
@@ -708,7 +689,7 @@ pub async fn expire(policy: &Policy, set: &SnapshotSet) -> Result<Vec<String>> {
     if errors.is_empty() {
         let (repos, _) = stores(policy).await;
         for repo in repos {
-            let _ = repo.target.op.delete(&set_path(&set.host, &set.id)).await;
+            let _ = repo.delete_snapshot_set(&set.host, &set.id).await;
         }
     }
     Ok(errors)
@@ -800,5 +781,16 @@ mod retention_tests {
         // The two newest are failed: they do not count, and they expire;
         // the two sets that can be rolled back to are kept.
         assert_eq!(to_expire(&policy, &sets), ["failed-1", "failed-2"]);
+    }
+}
+
+#[cfg(test)]
+mod unknown_key_probe {
+    #[test]
+    fn probe_a_typo_in_an_ebs_snapshot_is_refused() {
+        let text = "host: h\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  a:\n    source: {kind: sqlite, path: a.db}\n    targets: [nas]\nsnapshots:\n  vol:\n    kind: ebs\n    volume_id: vol-1\n    region: eu-west-1\n    wait_timout: 5m\n";
+        let r = crate::config::Policy::parse(std::path::Path::new("p.yaml"), text);
+        let e = r.expect_err("a typo'd key must be refused");
+        panic!("{:?}", e);
     }
 }

@@ -1,13 +1,11 @@
-//! The repository: how recovery points are laid out on a target.
-//!
-//! ```text
-//! drp-repository.json                          format marker, written once
-//! <host>/<export>/data/<id>.zst                data object (zstd stream)
-//! <host>/<export>/manifests/<id>.json          manifest, written last = commit
-//! ```
+//! The repository: how recovery points and the records beside them are
+//! laid out on a target. [`layout`] names every key; this module is the only
+//! reader and writer of them.
 //!
 //! Everything needed to list and restore is in the repository itself, so a
 //! bare machine with the target's address and credentials can restore.
+
+pub mod layout;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -19,25 +17,13 @@ use crate::backend::Target;
 use crate::config::TargetConfig;
 use crate::{Error, Result};
 
-pub const MARKER: &str = "drp-repository.json";
+pub use layout::MARKER;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
     format: u32,
     created_at: chrono::DateTime<Utc>,
     created_by: String,
-}
-
-pub fn data_path(host: &str, export: &str, id: &str) -> String {
-    format!("{host}/{export}/data/{id}.zst")
-}
-
-pub fn manifest_path(host: &str, export: &str, id: &str) -> String {
-    format!("{host}/{export}/manifests/{id}.json")
-}
-
-pub fn verified_path(host: &str, export: &str, id: &str) -> String {
-    format!("{host}/{export}/verified/{id}.json")
 }
 
 /// A record that a point's digests were checked by reading it back in full
@@ -76,9 +62,24 @@ pub struct Listing {
     pub damaged: Vec<Damaged>,
 }
 
+/// One stored record (a snapshot set, a report) as read back: its key and
+/// its bytes. The caller parses it and trusts only what its key says.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Record {
+    /// The file name of the key (its last component).
+    pub fn name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
 #[derive(Clone)]
 pub struct Repository {
-    pub target: Target,
+    pub(crate) target: Target,
 }
 
 impl Repository {
@@ -170,7 +171,7 @@ impl Repository {
 
     /// Lists the committed points of one export, from manifests only.
     pub async fn list(&self, host: &str, export: &str) -> Result<Listing> {
-        let dir = format!("{host}/{export}/manifests/");
+        let dir = layout::manifests_dir(host, export);
         let entries = match self.target.op.list(&dir).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Listing::default()),
@@ -212,7 +213,7 @@ impl Repository {
                 continue;
             }
             let exports = op
-                .list(&format!("{host}/"))
+                .list(&layout::host_dir(host))
                 .await
                 .map_err(|e| self.target.error("cannot list the repository", e))?;
             for x in exports.iter().filter(|e| e.metadata().is_dir()) {
@@ -246,11 +247,11 @@ impl Repository {
                 m.format
             )));
         }
-        let expected = manifest_path(&m.host, &m.export, &m.id);
+        let expected = layout::manifest(&m.host, &m.export, &m.id);
         if expected != path {
             return Err(damaged(format!("it describes {expected}, not this path")));
         }
-        if m.stored.object != data_path(&m.host, &m.export, &m.id) {
+        if m.stored.object != layout::data(&m.host, &m.export, &m.id) {
             return Err(damaged(format!(
                 "its data object `{}` is outside its recovery point",
                 m.stored.object
@@ -273,7 +274,7 @@ impl Repository {
         self.target
             .op
             .write(
-                &verified_path(&manifest.host, &manifest.export, &manifest.id),
+                &layout::verified(&manifest.host, &manifest.export, &manifest.id),
                 body,
             )
             .await
@@ -286,7 +287,7 @@ impl Repository {
     pub async fn verified(&self, points: &[Manifest]) -> std::collections::HashSet<String> {
         let mut out = std::collections::HashSet::new();
         for m in points {
-            let path = verified_path(&m.host, &m.export, &m.id);
+            let path = layout::verified(&m.host, &m.export, &m.id);
             let Ok(buf) = self.target.op.read(&path).await else {
                 continue;
             };
@@ -321,11 +322,168 @@ impl Repository {
             ));
         }
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        let path = manifest_path(&manifest.host, &manifest.export, &manifest.id);
+        let path = layout::manifest(&manifest.host, &manifest.export, &manifest.id);
         op.write(&path, body)
             .await
             .map(|_| ())
             .map_err(|e| self.target.error("cannot write the manifest", e))
+    }
+}
+
+impl Repository {
+    /// Removes a point from the repository's committed set: its manifest
+    /// first (from then on it is not listed or restored), then its
+    /// verification record. Its data object is removed with
+    /// [`Repository::delete_object`], or by the next prune as an orphan.
+    pub async fn uncommit(&self, host: &str, export: &str, id: &str) -> Result<()> {
+        let manifest = layout::manifest(host, export, id);
+        self.target
+            .op
+            .delete(&manifest)
+            .await
+            .map_err(|e| self.target.error(&format!("cannot delete {manifest}"), e))?;
+        let _ = self
+            .target
+            .op
+            .delete(&layout::verified(host, export, id))
+            .await;
+        Ok(())
+    }
+
+    /// Deletes one object (a data object, an orphan, a temporary file).
+    pub async fn delete_object(&self, key: &str) -> Result<()> {
+        self.target
+            .op
+            .delete(key)
+            .await
+            .map_err(|e| self.target.error(&format!("cannot delete {key}"), e))
+    }
+
+    /// The data objects of one export, as `(id, key)`, committed or not.
+    pub async fn data_objects(&self, host: &str, export: &str) -> Result<Vec<(String, String)>> {
+        let entries = match self.target.op.list(&layout::data_dir(host, export)).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.target.error("cannot list data objects", e)),
+        };
+        Ok(entries
+            .iter()
+            .filter(|e| e.metadata().is_file())
+            .filter_map(|e| Some((layout::data_id(e.name())?.to_string(), e.path().to_string())))
+            .collect())
+    }
+
+    /// Partial writes left by interrupted runs (local targets), with when
+    /// each was last written to.
+    pub async fn temporary_files(&self) -> Vec<(String, Option<chrono::DateTime<Utc>>)> {
+        let Ok(entries) = self.target.op.list(layout::TMP_DIR).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.metadata().is_file()) {
+            let path = entry.path().to_string();
+            let modified = self
+                .target
+                .op
+                .stat(&path)
+                .await
+                .ok()
+                .and_then(|m| m.last_modified())
+                .and_then(|t| {
+                    chrono::DateTime::from_timestamp_millis(t.into_inner().as_millisecond())
+                });
+            out.push((path, modified));
+        }
+        out
+    }
+
+    /// Records a snapshot set (JSON) under its host.
+    pub async fn save_snapshot_set(&self, host: &str, id: &str, body: Vec<u8>) -> Result<()> {
+        self.write(
+            &layout::snapshot_set(host, id),
+            body,
+            "cannot record the snapshot set",
+        )
+        .await
+    }
+
+    /// Every snapshot-set record of `host`.
+    pub async fn snapshot_set_records(&self, host: &str) -> Result<Vec<Record>> {
+        self.records(
+            &layout::snapshot_sets_dir(host),
+            "cannot list snapshot sets",
+        )
+        .await
+    }
+
+    pub async fn delete_snapshot_set(&self, host: &str, id: &str) -> Result<()> {
+        self.delete_object(&layout::snapshot_set(host, id)).await
+    }
+
+    /// Stores a run's report: its JSON record and its HTML page.
+    pub async fn save_report(
+        &self,
+        runbook: &str,
+        id: &str,
+        json: Vec<u8>,
+        html: String,
+    ) -> Result<()> {
+        let what = "cannot store the report";
+        self.write(&layout::report(runbook, id, "json"), json, what)
+            .await?;
+        self.write(
+            &layout::report(runbook, id, "html"),
+            html.into_bytes(),
+            what,
+        )
+        .await
+    }
+
+    /// Every report record (the JSON ones), of every runbook.
+    pub async fn report_records(&self) -> Result<Vec<Record>> {
+        let what = "cannot list reports";
+        let runbooks = match self.target.op.list(layout::REPORTS_DIR).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.target.error(what, e)),
+        };
+        let mut out = Vec::new();
+        for rb in runbooks
+            .iter()
+            .filter(|e| e.metadata().is_dir() && e.path() != layout::REPORTS_DIR)
+        {
+            out.extend(self.records(rb.path(), what).await?);
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
+        self.target
+            .op
+            .write(key, body)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.target.error(what, e))
+    }
+
+    /// The JSON records in folder `dir` (none when it does not exist); a
+    /// record that cannot be read is skipped.
+    async fn records(&self, dir: &str, what: &str) -> Result<Vec<Record>> {
+        let entries = match self.target.op.list(dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.target.error(what, e)),
+        };
+        let mut out = Vec::new();
+        for e in entries.iter().filter(|e| e.name().ends_with(".json")) {
+            if let Ok(buf) = self.target.op.read(e.path()).await {
+                out.push(Record {
+                    key: e.path().to_string(),
+                    bytes: buf.to_vec(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 

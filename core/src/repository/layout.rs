@@ -1,0 +1,62 @@
+//! Every key of a repository, in one place: nothing outside this module
+//! builds a path into a repository.
+//!
+//! ```text
+//! drp-repository.json                          format marker, written once
+//! <host>/<export>/data/<id>.zst                data object (zstd stream)
+//! <host>/<export>/manifests/<id>.json          manifest, written last = commit
+//! <host>/<export>/verified/<id>.json           a full read-back matched both digests
+//! <host>/snapshot-sets/<set>.json              a snapshot set taken before a change
+//! reports/<runbook>/<id>.json, .html           a drill's or an incident's report
+//! .drp-tmp/                                    partial writes (local targets)
+//! ```
+
+/// The format marker, written by `init`.
+pub const MARKER: &str = "drp-repository.json";
+
+/// Where local targets stage partial writes before renaming them in place.
+pub(crate) const TMP_DIR: &str = ".drp-tmp/";
+
+pub(crate) const REPORTS_DIR: &str = "reports/";
+
+pub fn data(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/data/{id}.zst")
+}
+
+pub fn manifest(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/manifests/{id}.json")
+}
+
+pub(crate) fn verified(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/verified/{id}.json")
+}
+
+pub(crate) fn data_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/data/")
+}
+
+pub(crate) fn manifests_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/manifests/")
+}
+
+pub(crate) fn host_dir(host: &str) -> String {
+    format!("{host}/")
+}
+
+pub(crate) fn snapshot_set(host: &str, id: &str) -> String {
+    format!("{host}/snapshot-sets/{id}.json")
+}
+
+pub(crate) fn snapshot_sets_dir(host: &str) -> String {
+    format!("{host}/snapshot-sets/")
+}
+
+/// A report's object; `ext` is `json` or `html`.
+pub(crate) fn report(runbook: &str, id: &str, ext: &str) -> String {
+    format!("{REPORTS_DIR}{runbook}/{id}.{ext}")
+}
+
+/// The id of a data object's file name (`<id>.zst`).
+pub(crate) fn data_id(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(".zst")
+}
