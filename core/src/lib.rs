@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod backup;
+mod chunk;
 pub mod config;
 pub mod error;
 pub mod lock;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use opendal::{Operator, services::Fs};
 use serde::Deserialize;
 
-use super::Backend;
+use super::{Backend, BackendError};
 use crate::config::resolve_relative;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -19,15 +19,15 @@ pub struct LocalConfig {
 }
 
 impl Backend for LocalConfig {
-    fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
+    fn operator(&self, base_dir: &Path) -> Result<Operator, BackendError> {
         let root = resolve_relative(base_dir, &self.path);
         let root = std::path::absolute(&root)
-            .map_err(|e| format!("invalid path {}: {e}", root.display()))?;
+            .map_err(|e| BackendError::Settings(format!("invalid path {}: {e}", root.display())))?;
         let tmp = root.join(crate::repository::layout::TMP_DIR.trim_end_matches('/'));
         let builder = Fs::default()
             .root(&root.to_string_lossy())
             .atomic_write_dir(&tmp.to_string_lossy());
-        Operator::new(builder).map_err(|e| e.to_string())
+        Ok(Operator::new(builder)?)
     }
 
     fn has_object(&self, base_dir: &Path, object: &str) -> Option<bool> {

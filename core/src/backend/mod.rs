@@ -12,7 +12,6 @@ use std::time::Duration;
 use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 
-use crate::config::TargetConfig;
 use crate::{Error, Result};
 
 /// How a kind of target likes to be written to.
@@ -24,10 +23,21 @@ pub struct WriteTuning {
     pub concurrent: usize,
 }
 
+/// Why a target could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Its settings cannot be used as written (a path, a credential reference).
+    #[error("{0}")]
+    Settings(String),
+    /// The storage driver refused them.
+    #[error(transparent)]
+    Driver(#[from] opendal::Error),
+}
+
 /// One kind of target.
 pub trait Backend {
     /// Builds the operator rooted at the repository.
-    fn operator(&self, base_dir: &Path) -> std::result::Result<Operator, String>;
+    fn operator(&self, base_dir: &Path) -> std::result::Result<Operator, BackendError>;
     /// Where the repository is, for people (never includes a secret).
     fn location(&self) -> String;
     /// Whether `object` exists, when this kind can tell without touching
@@ -43,6 +53,19 @@ pub trait Backend {
             concurrent: 1,
         }
     }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+/// Where a repository is: one variant per kind of target, one file per kind
+/// (the registry: a new kind is a variant here and an arm in [`TargetConfig::backend`]).
+pub enum TargetConfig {
+    /// A mounted path: local disk, NFS or SMB share of a NAS.
+    Local(local::LocalConfig),
+    /// A NAS reached over SFTP.
+    Sftp(sftp::SftpConfig),
+    /// AWS S3 or any S3-compatible store.
+    S3(s3::S3Config),
 }
 
 impl TargetConfig {
@@ -91,7 +114,10 @@ impl TargetConfig {
                 user: Some(url.username().to_string()).filter(|u| !u.is_empty()),
                 key: query("key").map(Into::into),
                 path: url.path().to_string(),
-                known_hosts: query("known_hosts").unwrap_or_else(|| "strict".into()),
+                known_hosts: match query("known_hosts") {
+                    Some(mode) => mode.parse()?,
+                    None => sftp::KnownHosts::Strict,
+                },
             })),
             other => Err(Error::Usage(format!(
                 "unsupported target scheme `{other}` in `{address}`: use a path, file://, s3:// or sftp://"

@@ -8,7 +8,7 @@ use std::path::Path;
 use opendal::{Operator, services::S3};
 use serde::Deserialize;
 
-use super::{Backend, WriteTuning};
+use super::{Backend, BackendError, WriteTuning};
 use crate::config::SecretRef;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,7 +31,7 @@ pub struct S3Config {
 const PART_SIZE: usize = 8 << 20;
 
 impl Backend for S3Config {
-    fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
+    fn operator(&self, base_dir: &Path) -> Result<Operator, BackendError> {
         let mut b = S3::default()
             .bucket(&self.bucket)
             .root(&format!(
@@ -45,21 +45,21 @@ impl Backend for S3Config {
         if let Some(k) = &self.access_key_id {
             b = b.access_key_id(
                 k.resolve(base_dir)
-                    .map_err(|e| format!("access_key_id: {e}"))?
+                    .map_err(|e| BackendError::Settings(format!("access_key_id: {e}")))?
                     .expose(),
             );
         }
         if let Some(k) = &self.secret_access_key {
             b = b.secret_access_key(
                 k.resolve(base_dir)
-                    .map_err(|e| format!("secret_access_key: {e}"))?
+                    .map_err(|e| BackendError::Settings(format!("secret_access_key: {e}")))?
                     .expose(),
             );
         }
         if self.virtual_host_style {
             b = b.enable_virtual_host_style();
         }
-        Operator::new(b).map_err(|e| e.to_string())
+        Ok(Operator::new(b)?)
     }
 
     fn location(&self) -> String {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use opendal::{Operator, services::Sftp};
 use serde::Deserialize;
 
-use super::Backend;
+use super::{Backend, BackendError};
 use crate::config::resolve_relative;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,27 +18,45 @@ pub struct SftpConfig {
     pub key: Option<PathBuf>,
     /// The repository folder on the server.
     pub path: String,
-    /// Host key checking: `strict` (default: the key must be in known_hosts),
-    /// `add` (trust on first use) or `accept` (no checking).
-    #[serde(default = "default_known_hosts")]
-    pub known_hosts: String,
+    /// Host key checking (default: strict).
+    #[serde(default)]
+    pub known_hosts: KnownHosts,
 }
 
-fn default_known_hosts() -> String {
-    "strict".into()
+/// How the server's host key is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KnownHosts {
+    /// The key must already be in the user's known_hosts.
+    #[default]
+    Strict,
+    /// Trust on first use: an unknown key is added, a changed one refused.
+    Add,
+    /// No checking.
+    Accept,
+}
+
+impl std::str::FromStr for KnownHosts {
+    type Err = crate::Error;
+
+    fn from_str(text: &str) -> crate::Result<Self> {
+        match text {
+            "strict" => Ok(KnownHosts::Strict),
+            "add" => Ok(KnownHosts::Add),
+            "accept" => Ok(KnownHosts::Accept),
+            other => Err(crate::Error::Usage(format!(
+                "unknown known_hosts `{other}`: use strict, add or accept"
+            ))),
+        }
+    }
 }
 
 impl Backend for SftpConfig {
-    fn operator(&self, base_dir: &Path) -> Result<Operator, String> {
-        let strategy = match self.known_hosts.as_str() {
-            "strict" => "Strict",
-            "add" => "Add",
-            "accept" => "Accept",
-            other => {
-                return Err(format!(
-                    "unknown known_hosts `{other}`: use strict, add or accept"
-                ));
-            }
+    fn operator(&self, base_dir: &Path) -> Result<Operator, BackendError> {
+        let strategy = match self.known_hosts {
+            KnownHosts::Strict => "Strict",
+            KnownHosts::Add => "Add",
+            KnownHosts::Accept => "Accept",
         };
         let endpoint = match (&self.user, self.port) {
             (Some(u), Some(p)) => format!("ssh://{u}@{}:{p}", self.host),
@@ -56,7 +74,7 @@ impl Backend for SftpConfig {
         if let Some(key) = &self.key {
             builder = builder.key(&resolve_relative(base_dir, key).to_string_lossy());
         }
-        Operator::new(builder).map_err(|e| e.to_string())
+        Ok(Operator::new(builder)?)
     }
 
     fn location(&self) -> String {

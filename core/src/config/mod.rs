@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+pub use crate::backend::TargetConfig;
+pub use crate::source::SourceConfig;
 pub use locate::Locations;
 pub use policy::{
     Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings,
-    RestoreSettings, Retention, Schedule, SourceConfig, TargetConfig,
+    RestoreSettings, Retention, Schedule,
 };
 pub use secret::{Secret, SecretRef};
-pub use units::{ByteSize, HumanDuration};
+pub use units::HumanDuration;
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -107,7 +109,30 @@ impl Diagnostics {
         base: &str,
         err: serde_path_to_error::Error<serde_yaml_ng::Error>,
     ) {
+        self.push_serde_in(base, None, err)
+    }
+
+    /// [`Diagnostics::push_serde`] for a `node` read as a tagged enum (a
+    /// target, a source), whose errors carry no path: an unknown variant is
+    /// then located at the key of `node` holding it.
+    pub fn push_serde_in(
+        &mut self,
+        base: &str,
+        node: Option<&Value>,
+        err: serde_path_to_error::Error<serde_yaml_ng::Error>,
+    ) {
         let mut key = join_path(base, &err.path().to_string());
+        if key == base
+            && let Some(Value::Mapping(map)) = node
+            && let Some(variant) = backticked(&err.inner().to_string(), "unknown variant `")
+            && let Some(child) = map.iter().find_map(|(k, v)| {
+                (v.as_str() == Some(variant.as_str()))
+                    .then(|| k.as_str())
+                    .flatten()
+            })
+        {
+            key = join_path(base, child);
+        }
         let inner = err.into_inner();
         let message = inner.to_string();
         let mut hint = None;
@@ -155,17 +180,24 @@ fn backticked(message: &str, prefix: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
-/// "did you mean `keep_last`?" from serde's "expected one of `a`, `b`" list.
-fn expected_hint(message: &str, got: &str) -> Option<String> {
-    let list = &message[message.find("expected")?..];
-    let candidates: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
-    let best = candidates
+/// "did you mean `keep_last`?" when one of `candidates` is close to `got`
+/// (policies and runbooks give the same hint).
+pub fn did_you_mean(got: &str, candidates: &[&str]) -> Option<String> {
+    candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(got, c), *c))
         .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, c)) => Some(format!("did you mean `{c}`?")),
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+/// [`did_you_mean`] over serde's "expected one of `a`, `b`" list, or the
+/// list itself when nothing is close.
+fn expected_hint(message: &str, got: &str) -> Option<String> {
+    let list = &message[message.find("expected")?..];
+    let candidates: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+    match did_you_mean(got, &candidates) {
+        Some(hint) => Some(hint),
         None if !candidates.is_empty() => Some(format!("valid here: {}", candidates.join(", "))),
         None => None,
     }

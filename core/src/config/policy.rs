@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::{Diagnostic, Diagnostics, HumanDuration, PolicyError, is_safe_name};
-use crate::backend::{local, s3, sftp};
-use crate::source::{directory, mysql, postgres, sqlite};
+use crate::backend::TargetConfig;
+use crate::source::SourceConfig;
 
 /// A validated policy.
 #[derive(Debug, Clone)]
@@ -147,39 +147,6 @@ pub struct Objectives {
 }
 
 /// Where recovery points go. One variant per target kind, one file per kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TargetConfig {
-    /// A mounted path: local disk, NFS or SMB share of a NAS.
-    Local(local::LocalConfig),
-    /// A NAS reached over SFTP.
-    Sftp(sftp::SftpConfig),
-    /// AWS S3 or any S3-compatible store.
-    S3(s3::S3Config),
-}
-
-/// What an export reads. One variant per source kind, one file per kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceConfig {
-    Postgres(postgres::PostgresConfig),
-    #[serde(alias = "mariadb")]
-    Mysql(mysql::MysqlConfig),
-    Sqlite(sqlite::SqliteConfig),
-    Directory(directory::DirectoryConfig),
-}
-
-impl SourceConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Postgres(_) => "postgres",
-            SourceConfig::Mysql(_) => "mysql",
-            SourceConfig::Sqlite(_) => "sqlite",
-            SourceConfig::Directory(_) => "directory",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Export {
     pub name: String,
@@ -480,7 +447,7 @@ impl Policy {
                     ),
                 },
                 _ => {
-                    let hint = strsim_hint(&key, &TOP_LEVEL_KEYS);
+                    let hint = super::did_you_mean(&key, &TOP_LEVEL_KEYS);
                     diags.push(&key, format!("unknown key `{key}`"), hint);
                 }
             }
@@ -509,11 +476,11 @@ impl Policy {
                     None,
                 );
             }
-            match serde_path_to_error::deserialize::<_, TargetConfig>(node) {
+            match serde_path_to_error::deserialize::<_, TargetConfig>(node.clone()) {
                 Ok(t) => {
                     targets.insert(name, t);
                 }
-                Err(e) => diags.push_serde(&key, e),
+                Err(e) => diags.push_serde_in(&key, Some(&node), e),
             }
         }
         if targets.is_empty() && !diags.items.iter().any(|d| d.key.starts_with("targets")) {
@@ -549,7 +516,7 @@ impl Policy {
                     diags.push(
                         &format!("{key}.{k}"),
                         format!("unknown key `{k}`"),
-                        strsim_hint(k, &EXPORT_KEYS),
+                        super::did_you_mean(k, &EXPORT_KEYS),
                     );
                 }
             }
@@ -591,7 +558,7 @@ impl Policy {
                     diags.push(
                         &format!("{key}.targets[{i}]"),
                         format!("unknown target `{t}`"),
-                        strsim_hint(t, &known)
+                        super::did_you_mean(t, &known)
                             .or(Some(format!("defined targets: {}", known.join(", ")))),
                     );
                 }
@@ -705,7 +672,7 @@ fn field<T: serde::de::DeserializeOwned>(
         Some(node) => match serde_path_to_error::deserialize(node.clone()) {
             Ok(v) => Some(v),
             Err(e) => {
-                diags.push_serde(&format!("{base}.{key}"), e);
+                diags.push_serde_in(&format!("{base}.{key}"), Some(node), e);
                 None
             }
         },
@@ -724,15 +691,6 @@ fn field<T: serde::de::DeserializeOwned>(
 
 fn root_has(diags: &Diagnostics, key: &str) -> bool {
     diags.items.iter().any(|d| d.key == key)
-}
-
-fn strsim_hint(got: &str, candidates: &[&str]) -> Option<String> {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(got, c), *c))
-        .filter(|(s, _)| *s > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| format!("did you mean `{c}`?"))
 }
 
 #[cfg(test)]
@@ -762,6 +720,24 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_misspelt_host_key_mode_is_refused_when_the_policy_is_read() {
+        let text = "host: a\ntargets:\n  nas:\n    kind: sftp\n    host: nas.lan\n    path: /drp\n    known_hosts: stric\nexports:\n  db:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("7:5: targets.nas.known_hosts: unknown variant `stric`"),
+            "{found:?}"
+        );
+        let hint = parse(text).unwrap_err().diagnostics[0].hint.clone();
+        assert_eq!(hint.as_deref(), Some("did you mean `strict`?"));
+        let text = text.replace("stric\n", "add\n");
+        let TargetConfig::Sftp(sftp) = &parse(&text).unwrap().targets["nas"] else {
+            panic!()
+        };
+        assert_eq!(sftp.known_hosts, crate::backend::sftp::KnownHosts::Add);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Durations and sizes as people write them: `30s`, `5m`, `12h`, `7d`, `64MiB`.
+//! Durations as people write them (`30s`, `5m`, `12h`, `7d`), and
+//! durations and sizes formatted for people.
 
 use std::fmt;
 use std::time::Duration;
@@ -63,48 +64,6 @@ impl Serialize for HumanDuration {
     }
 }
 
-/// A size written like `512KiB`, `64MiB`, `2GB` or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let bad = || format!("invalid size `{text}`: write it like 512KiB, 64MiB, 1GiB or 2GB");
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            "kB" | "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            _ => return Err(bad()),
-        };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(bad)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// Formats a byte count for people: `1.4 GiB`, `312 KiB`, `17 B`.
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -141,14 +100,6 @@ mod tests {
         );
         assert!(HumanDuration::parse("30").unwrap_err().contains("unit"));
         assert!(HumanDuration::parse("5 minuts").is_err());
-    }
-
-    #[test]
-    fn sizes_as_people_write_them() {
-        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
-        assert_eq!(ByteSize::parse("2GB").unwrap().0, 2_000_000_000);
-        assert_eq!(ByteSize::parse("17").unwrap().0, 17);
-        assert!(ByteSize::parse("12 potatoes").is_err());
     }
 
     #[test]

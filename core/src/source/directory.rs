@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::{
     CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
 };
+use crate::chunk::{ChannelReader, ChunkWriter};
 use crate::config::resolve_relative;
-use crate::pipeline::{ChannelReader, ChunkWriter};
 
 /// Archive chunks queued between the archiver and the compressor.
 const CHUNKS_QUEUED: usize = 4;

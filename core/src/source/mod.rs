@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::SourceConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("`{tool}` was not found: {hint}")]
@@ -235,7 +233,31 @@ pub trait Source: Send + Sync {
     ) -> Result<Box<dyn Staged>, SourceError>;
 }
 
-/// Builds the source an export's configuration describes.
+/// What an export reads. One variant per source kind, one file per kind:
+/// this enum is the registry (the compiler then asks for each kind's arm in
+/// the matches below).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Postgres(postgres::PostgresConfig),
+    #[serde(alias = "mariadb")]
+    Mysql(mysql::MysqlConfig),
+    Sqlite(sqlite::SqliteConfig),
+    Directory(directory::DirectoryConfig),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Sqlite(_) => "sqlite",
+            SourceConfig::Directory(_) => "directory",
+        }
+    }
+}
+
+/// The source an export's configuration describes.
 pub fn build(config: &SourceConfig, base_dir: &Path) -> Box<dyn Source> {
     match config {
         SourceConfig::Postgres(c) => Box::new(postgres::Postgres::new(c.clone(), base_dir)),
