@@ -1,20 +1,36 @@
-//! drp host agent: takes recovery points of databases and directories, stores
-//! them in self-describing repositories on NAS and S3 targets, verifies and
-//! restores them.
+//! drp's core: the domain both binaries (and, later, the fleet protocol)
+//! call. Policies, sources, backends, repositories, the data path, backups,
+//! restores, verification, retention and snapshots.
 //!
-//! Library code never prints; only [`cli`] renders output for people and
-//! scripts. Long operations report through [`progress::Progress`].
+//! The public API, by what a caller does:
+//! - read a policy: [`config::Policy::load`]; pick repositories:
+//!   [`scope::Scope`], [`repository::Repository`];
+//! - back up: [`runner::run_export`] (lock, export, notify, upkeep) or
+//!   [`backup::run`] (the export alone);
+//! - restore: [`restore::find`] then [`restore::plan`] and [`restore::execute`];
+//!   verify: [`verify::verify`]; apply retention: [`prune`];
+//! - snapshots before a change: [`snapshot::create`], [`snapshot::rollback`];
+//! - judge objectives: [`posture`]; keep the schedule: [`runner::daemon`].
+//!
+//! Not public, deliberately: the data path (`pipeline`: compression,
+//! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`lock`) and
+//! the scheduler's DST handling (`scheduler`). Callers get their effects through the functions
+//! above, so the invariants they keep (commit last, verify before replace,
+//! one run per export) cannot be bypassed.
+//!
+//! Library code never prints and takes no command line: the `drp-cli` crate
+//! renders output. Long operations report through [`progress::Progress`].
 
 pub mod backend;
 pub mod backup;
 mod chunk;
 pub mod config;
 pub mod error;
-pub mod lock;
+mod lock;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;
-pub mod pipeline;
+mod pipeline;
 pub mod posture;
 pub mod progress;
 pub mod prune;
@@ -22,7 +38,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod runner;
-pub mod scheduler;
+mod scheduler;
 pub mod scope;
 pub mod snapshot;
 pub mod source;

@@ -19,7 +19,7 @@ fn escape(v: &str) -> String {
 }
 
 /// Renders every export of `policy` as of `now`.
-pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
+fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     let states: Vec<(&str, ExportState)> = policy
         .exports
         .keys()
@@ -36,7 +36,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         &states,
         now,
     );
-    let newest = crate::snapshot::newest(policy);
+    let newest = state::newest(policy);
     if !newest.by_name.is_empty() {
         let host = escape(&policy.host);
         text += "# HELP drp_snapshot_last_success_timestamp_seconds Unix time of the newest complete snapshot of each declared snapshot.\n";
@@ -53,7 +53,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     text
 }
 
-pub fn render_states(
+fn render_states(
     host: &str,
     rpo_objective: Option<f64>,
     states: &[(&str, ExportState)],

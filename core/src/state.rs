@@ -1,7 +1,8 @@
 //! What the agent remembers between runs, per export: the last attempt and
-//! its result, the last success, sizes, and what the targets held. Kept in
-//! the state folder as small JSON files written atomically. Losing it only
-//! makes every export due once.
+//! its result, the last success, sizes, and what the targets held; and per
+//! declared snapshot, the newest one taken. Kept in the state folder as
+//! small JSON files written atomically. Losing it only makes every export
+//! due once (and `status` forget the snapshots until the next one).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Policy;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -85,4 +87,46 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| Error::io_path("cannot write", path, e.error))?;
     Ok(())
+}
+
+/// The newest complete snapshot of each declared snapshot name, kept for
+/// `status` and the metrics (the set records in the repository stay the
+/// truth).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Newest {
+    pub by_name: BTreeMap<String, NewestSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewestSnapshot {
+    pub kind: String,
+    pub set: String,
+    pub change: String,
+    pub taken_at: DateTime<Utc>,
+}
+
+fn newest_path(policy: &Policy) -> PathBuf {
+    policy.state_dir.join(&policy.host).join("snapshots.json")
+}
+
+/// The newest snapshots this host recorded (none if it never took one).
+pub fn newest(policy: &Policy) -> Newest {
+    std::fs::read(newest_path(policy))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records snapshots just taken, by name, over what was recorded before.
+/// A failure to write is logged: the state is a cache.
+pub(crate) fn record_newest(
+    policy: &Policy,
+    taken: impl IntoIterator<Item = (String, NewestSnapshot)>,
+) {
+    let mut n = newest(policy);
+    n.by_name.extend(taken);
+    let body = serde_json::to_vec_pretty(&n).expect("serialises");
+    if let Err(e) = write_atomically(&newest_path(policy), &body) {
+        tracing::warn!(error = %e, "snapshot state not recorded");
+    }
 }

@@ -10,7 +10,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Message, Notifier};
+use super::{Message, Notifier, NotifyError};
 use crate::config::{HumanDuration, SecretRef};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,29 +119,28 @@ impl Email {
         }
     }
 
-    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
         let c = &self.config;
         let mut b = match c.security {
             Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.server),
             Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.server)
-                .map_err(|e| e.to_string())?,
-            Security::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.server).map_err(|e| e.to_string())?
-            }
+                .map_err(NotifyError::SmtpSetup)?,
+            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.server)
+                .map_err(NotifyError::SmtpSetup)?,
         }
         .port(c.port)
         .timeout(Some(c.timeout.as_duration()));
         if let (Some(user), Some(secret)) = (&c.username, &c.password) {
             // Validation refuses this already; a config built in code is held to it too.
             if c.security == Security::None && !c.allow_plaintext_auth {
-                return Err(
-                    "refusing to send the SMTP password without TLS: set `security: starttls` or `tls`"
-                        .into(),
-                );
+                return Err(NotifyError::PlaintextAuth);
             }
             let pw = secret
                 .resolve(&self.base_dir)
-                .map_err(|e| format!("SMTP password: {e}"))?;
+                .map_err(|message| NotifyError::Secret {
+                    what: "SMTP password",
+                    message,
+                })?;
             b = b.credentials(Credentials::new(user.clone(), pw.expose().to_string()));
         }
         Ok(b.build())
@@ -156,11 +155,13 @@ impl Notifier for Email {
     fn send<'a>(
         &'a self,
         message: &'a Message,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    ) -> futures::future::BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             let parse = |a: &str| {
-                a.parse::<Mailbox>()
-                    .map_err(|e| format!("invalid address `{a}`: {e}"))
+                a.parse::<Mailbox>().map_err(|source| NotifyError::Address {
+                    address: a.to_string(),
+                    source,
+                })
             };
             let mut mail = Mail::builder()
                 .from(parse(&self.config.from)?)
@@ -168,21 +169,22 @@ impl Notifier for Email {
             for to in &self.config.to {
                 mail = mail.to(parse(to)?);
             }
-            let mail = mail.body(message.text()).map_err(|e| e.to_string())?;
+            let mail = mail.body(message.text())?;
             let transport = self.transport()?;
             // Bound the whole exchange too: a server that accepts and then stalls.
             match tokio::time::timeout(self.config.timeout.as_duration() * 2, transport.send(mail))
                 .await
             {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!(
-                    "SMTP to {}:{} failed: {e}",
-                    self.config.server, self.config.port
-                )),
-                Err(_) => Err(format!(
-                    "SMTP to {}:{} timed out",
-                    self.config.server, self.config.port
-                )),
+                Ok(Err(source)) => Err(NotifyError::Smtp {
+                    server: self.config.server.clone(),
+                    port: self.config.port,
+                    source,
+                }),
+                Err(_) => Err(NotifyError::SmtpTimedOut {
+                    server: self.config.server.clone(),
+                    port: self.config.port,
+                }),
             }
         })
     }

@@ -3,6 +3,7 @@
 //! outcome of the backup it reports on.
 
 pub mod email;
+mod error;
 pub mod webhook;
 
 use std::path::Path;
@@ -10,6 +11,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::{Notify, NotifyWhen};
+
+pub use error::NotifyError;
 
 /// What happened, as every channel tells it. Holds no secret: errors come
 /// from the library's messages, which never include one.
@@ -80,7 +83,7 @@ pub trait Notifier: Send + Sync {
     fn send<'a>(
         &'a self,
         message: &'a Message,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+    ) -> futures::future::BoxFuture<'a, Result<(), NotifyError>>;
 }
 
 /// The channels a policy configures.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Message, Notifier};
+use super::{Message, Notifier, NotifyError};
 use crate::config::{HumanDuration, Secret, SecretRef};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,9 +38,12 @@ pub enum WebhookUrl {
 impl WebhookUrl {
     /// The URL, read from its reference if need be. Errors name where it was
     /// looked for, never the URL.
-    pub fn resolve(&self, base: &Path) -> Result<Secret, String> {
+    pub fn resolve(&self, base: &Path) -> Result<Secret, NotifyError> {
         match self {
-            WebhookUrl::Secret(r) => r.resolve(base).map_err(|e| format!("webhook URL: {e}")),
+            WebhookUrl::Secret(r) => r.resolve(base).map_err(|message| NotifyError::Secret {
+                what: "webhook URL",
+                message,
+            }),
             WebhookUrl::Inline(u) => Ok(Secret::new(u.clone())),
         }
     }
@@ -117,46 +120,50 @@ impl Notifier for Webhook {
     fn send<'a>(
         &'a self,
         message: &'a Message,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    ) -> futures::future::BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             let url = self.config.url.resolve(&self.base_dir)?;
             // The URL does not parse: say so without repeating it.
-            let url = reqwest::Url::parse(url.expose())
-                .map_err(|e| format!("the webhook URL does not parse: {e}"))?;
+            let url = reqwest::Url::parse(url.expose()).map_err(NotifyError::WebhookUrl)?;
             let client = reqwest::Client::builder()
                 .timeout(self.config.timeout.as_duration())
                 // A redirect would send the message (and maybe the token) elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| without_url(&e))?;
+                .map_err(|e| NotifyError::Client {
+                    kind: without_url(&e),
+                })?;
             let body = match self.config.format {
-                WebhookFormat::Json => serde_json::to_value(message).map_err(|e| e.to_string())?,
+                WebhookFormat::Json => serde_json::to_value(message)?,
                 WebhookFormat::Slack => serde_json::json!({ "text": message.text() }),
             };
-            let response = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| format!("POST to the webhook failed: {}", without_url(&e)))?;
+            let response =
+                client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| NotifyError::Post {
+                        kind: without_url(&e),
+                    })?;
             if !response.status().is_success() {
-                return Err(format!("the webhook answered {}", response.status()));
+                return Err(NotifyError::Status(response.status()));
             }
             Ok(())
         })
     }
 }
 
-/// reqwest errors include the URL, which may carry a token (Slack's do).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+/// What went wrong, in words of our own: reqwest errors include the URL,
+/// which may carry a token (Slack's do).
+fn without_url(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
     } else {
         "request error"
-    };
-    kind.to_string()
+    }
 }
 
 #[cfg(test)]

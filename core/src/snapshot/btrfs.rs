@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Member, SnapContext, SnapError, SnapshotProvider, run};
+use super::process::run;
+use super::provider::resolve;
+use super::{Created, Member, SnapContext, SnapshotError, SnapshotProvider};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,11 +28,11 @@ pub struct Btrfs {
 
 impl Btrfs {
     pub fn new(c: &BtrfsConfig, base: &Path) -> Self {
-        let subvolume = super::resolve(base, &c.subvolume);
+        let subvolume = resolve(base, &c.subvolume);
         let snapshot_dir = c
             .snapshot_dir
             .as_ref()
-            .map(|d| super::resolve(base, d))
+            .map(|d| resolve(base, d))
             .unwrap_or_else(|| {
                 subvolume
                     .parent()
@@ -53,16 +55,14 @@ impl Btrfs {
         self.snapshot_dir.join(format!("{name}@{}", ctx.set_id))
     }
 
-    async fn check_subvolume(&self) -> Result<(), SnapError> {
+    async fn check_subvolume(&self) -> Result<(), SnapshotError> {
         let p = self.subvolume.to_string_lossy();
         run("btrfs", &["subvolume", "show", &p])
             .await
             .map(|_| ())
-            .map_err(|e| {
-                SnapError(format!(
-                    "{p} is not a btrfs subvolume (or btrfs-progs is missing): {}",
-                    e.0
-                ))
+            .map_err(|e| SnapshotError::NotASubvolume {
+                path: p.into_owned(),
+                source: Box::new(e),
             })
     }
 }
@@ -71,11 +71,11 @@ impl SnapshotProvider for Btrfs {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
-    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+    ) -> BoxFuture<'a, Result<Created, SnapshotError>> {
         Box::pin(async move {
             self.check_subvolume().await?;
             std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| {
-                SnapError(format!(
+                SnapshotError::failed(format!(
                     "cannot create {}: {e}",
                     self.snapshot_dir.display()
                 ))
@@ -106,12 +106,15 @@ impl SnapshotProvider for Btrfs {
         &'a self,
         ctx: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<String, SnapError>> {
+    ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let snap = member.snapshot_ref()?;
             run("btrfs", &["subvolume", "show", snap])
                 .await
-                .map_err(|e| SnapError(format!("snapshot {snap} is gone: {}", e.0)))?;
+                .map_err(|e| SnapshotError::Gone {
+                    snapshot: snap.to_string(),
+                    source: Box::new(e),
+                })?;
             let sub = self.subvolume.to_string_lossy().into_owned();
             let fresh = format!("{sub}.drp-rollback-{}", ctx.set_id);
             let aside = format!(
@@ -122,13 +125,13 @@ impl SnapshotProvider for Btrfs {
             run("btrfs", &["subvolume", "snapshot", snap, &fresh]).await?;
             if let Err(e) = std::fs::rename(&sub, &aside) {
                 let _ = run("btrfs", &["subvolume", "delete", &fresh]).await;
-                return Err(SnapError(format!(
+                return Err(SnapshotError::failed(format!(
                     "cannot move {sub} aside ({e}); if it is a mount point, unmount it and roll back again"
                 )));
             }
             if let Err(e) = std::fs::rename(&fresh, &sub) {
                 let _ = std::fs::rename(&aside, &sub);
-                return Err(SnapError(format!(
+                return Err(SnapshotError::failed(format!(
                     "cannot put the snapshot in place of {sub}: {e}"
                 )));
             }
@@ -142,7 +145,7 @@ impl SnapshotProvider for Btrfs {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let snap = member.snapshot_ref()?;
             if !Path::new(snap).exists() {
@@ -158,13 +161,13 @@ impl SnapshotProvider for Btrfs {
         &'a self,
         ctx: &'a SnapContext<'a>,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let expected = self.snapshot_path(ctx);
             if Path::new(reference) == expected {
                 Ok(())
             } else {
-                Err(SnapError(format!(
+                Err(SnapshotError::NotOwned(format!(
                     "this set's snapshot of {} is {}, not that path",
                     self.subvolume.display(),
                     expected.display()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Member, SnapContext, SnapError, SnapshotProvider};
+use super::{Created, Member, SnapContext, SnapshotError, SnapshotProvider};
 use crate::config::{Compression, Export, Retention, Schedule, SourceConfig};
 use crate::source::directory::DirectoryConfig;
 
@@ -62,14 +62,12 @@ impl SnapshotProvider for DirectorySnap {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
-    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+    ) -> BoxFuture<'a, Result<Created, SnapshotError>> {
         Box::pin(async move {
             let (policy, export) = self.policy_with_export(ctx);
-            let report = crate::backup::run(&policy, &export, crate::progress::silent())
-                .await
-                .map_err(|e| SnapError(e.to_string()))?;
+            let report = crate::backup::run(&policy, &export, crate::progress::silent()).await?;
             if let Some(e) = &report.source_error {
-                return Err(SnapError(format!(
+                return Err(SnapshotError::failed(format!(
                     "archiving {} failed: {e}",
                     self.config.path.display()
                 )));
@@ -86,7 +84,7 @@ impl SnapshotProvider for DirectorySnap {
                 .filter_map(|t| t.result.as_ref().err().map(|e| e.to_string()))
                 .collect();
             if committed.is_empty() {
-                return Err(SnapError(format!(
+                return Err(SnapshotError::failed(format!(
                     "no target took the archive: {}",
                     failed.join("; ")
                 )));
@@ -107,13 +105,11 @@ impl SnapshotProvider for DirectorySnap {
         &'a self,
         ctx: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<String, SnapError>> {
+    ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let id = member.snapshot_ref()?.to_string();
             let (policy, export) = self.policy_with_export(ctx);
-            let e = policy
-                .export(&export)
-                .map_err(|e| SnapError(e.to_string()))?;
+            let e = policy.export(&export)?;
             let repos: Vec<_> = crate::backup::open_targets(&policy, &e.targets)
                 .await
                 .into_iter()
@@ -129,17 +125,15 @@ impl SnapshotProvider for DirectorySnap {
                 source.clone(),
                 None,
             )
-            .await
-            .map_err(|e| SnapError(e.to_string()))?;
+            .await?;
             let options = crate::restore::Options {
                 confirmed: true,
                 drop_replaced: policy.restore.drop_replaced,
                 lock_dir: Some(policy.state_dir.clone()),
                 ..Default::default()
             };
-            let report = crate::restore::execute(&plan, source, options, crate::progress::silent())
-                .await
-                .map_err(|e| SnapError(e.to_string()))?;
+            let report =
+                crate::restore::execute(&plan, source, options, crate::progress::silent()).await?;
             Ok(format!(
                 "{} restored from recovery point {id} (target `{}`)",
                 self.config.path.display(),
@@ -152,23 +146,18 @@ impl SnapshotProvider for DirectorySnap {
         &'a self,
         ctx: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let Some(id) = member.reference.as_deref() else {
                 return Ok(());
             };
             let (policy, export) = self.policy_with_export(ctx);
-            let e = policy
-                .export(&export)
-                .map_err(|e| SnapError(e.to_string()))?;
+            let e = policy.export(&export)?;
             for (_, repo) in crate::backup::open_targets(&policy, &e.targets).await {
                 let Ok(repo) = repo else { continue };
-                repo.uncommit(&policy.host, &export, id)
-                    .await
-                    .map_err(|e| SnapError(e.to_string()))?;
+                repo.uncommit(&policy.host, &export, id).await?;
                 repo.delete_object(&crate::repository::layout::data(&policy.host, &export, id))
-                    .await
-                    .map_err(|e| SnapError(e.to_string()))?;
+                    .await?;
             }
             Ok(())
         })
@@ -178,7 +167,7 @@ impl SnapshotProvider for DirectorySnap {
         &'a self,
         _: &'a SnapContext<'a>,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             // A point id of this snapshot's own export: nothing else, and no
             // path into another export's folder.
@@ -186,7 +175,7 @@ impl SnapshotProvider for DirectorySnap {
             {
                 Ok(())
             } else {
-                Err(SnapError("not a recovery point id".into()))
+                Err(SnapshotError::NotOwned("not a recovery point id".into()))
             }
         })
     }

@@ -11,14 +11,15 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification, VolumeState};
 use futures::future::BoxFuture;
 
-use super::{AwsConfig, EbsTarget, Member, SnapContext, SnapError, SnapshotProvider};
+use super::aws::{api_error, sdk_config, wait_until};
+use super::{Created, EbsConfig, Member, SnapContext, SnapshotError, SnapshotProvider};
 
 pub struct Ebs {
-    config: AwsConfig<EbsTarget>,
+    config: EbsConfig,
 }
 
 impl Ebs {
-    pub fn new(config: AwsConfig<EbsTarget>) -> Self {
+    pub fn new(config: EbsConfig) -> Self {
         Ebs { config }
     }
 
@@ -31,9 +32,9 @@ impl Ebs {
         client: &Client,
         id: &str,
         want: VolumeState,
-    ) -> Result<aws_sdk_ec2::types::Volume, SnapError> {
+    ) -> Result<aws_sdk_ec2::types::Volume, SnapshotError> {
         let what = format!("volume {id} is not {}", want.as_str());
-        super::wait_until(
+        wait_until(
             &what,
             self.config.wait_timeout.as_duration(),
             Duration::from_secs(2),
@@ -43,7 +44,7 @@ impl Ebs {
                     .volume_ids(id)
                     .send()
                     .await
-                    .map_err(|e| super::api_error("DescribeVolumes", &e))?;
+                    .map_err(|e| api_error("DescribeVolumes", &e))?;
                 Ok(out
                     .volumes()
                     .first()
@@ -55,18 +56,6 @@ impl Ebs {
     }
 }
 
-/// The SDK configured as for AWS: region, the default credential chain,
-/// standard retries (throttling included), and an optional endpoint.
-pub async fn sdk_config(region: &str, endpoint: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
-    if let Some(e) = endpoint {
-        loader = loader.endpoint_url(e);
-    }
-    loader.load().await
-}
-
 fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
@@ -75,10 +64,10 @@ impl SnapshotProvider for Ebs {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
-    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+    ) -> BoxFuture<'a, Result<Created, SnapshotError>> {
         Box::pin(async move {
             let client = self.client().await;
-            let volume = &self.config.resource.volume_id;
+            let volume = &self.config.volume_id;
             let tags = TagSpecification::builder()
                 .resource_type(ResourceType::Snapshot)
                 .tags(tag("drp:host", &ctx.policy.host))
@@ -96,13 +85,15 @@ impl SnapshotProvider for Ebs {
                 .tag_specifications(tags)
                 .send()
                 .await
-                .map_err(|e| super::api_error("CreateSnapshot", &e))?;
+                .map_err(|e| api_error("CreateSnapshot", &e))?;
             let id = out
                 .snapshot_id()
-                .ok_or_else(|| SnapError("CreateSnapshot returned no id".into()))?
+                .ok_or(SnapshotError::NoId {
+                    op: "CreateSnapshot",
+                })?
                 .to_string();
             let what = format!("snapshot {id} of {volume} not completed");
-            super::wait_until(
+            wait_until(
                 &what,
                 self.config.wait_timeout.as_duration(),
                 Duration::from_secs(2),
@@ -112,12 +103,12 @@ impl SnapshotProvider for Ebs {
                         .snapshot_ids(&id)
                         .send()
                         .await
-                        .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
+                        .map_err(|e| api_error("DescribeSnapshots", &e))?;
                     match d.snapshots().first().and_then(|s| s.state()) {
                         Some(SnapshotState::Completed) => Ok(Some(())),
-                        Some(SnapshotState::Error) => {
-                            Err(SnapError(format!("snapshot {id} of {volume} failed")))
-                        }
+                        Some(SnapshotState::Error) => Err(SnapshotError::failed(format!(
+                            "snapshot {id} of {volume} failed"
+                        ))),
                         _ => Ok(None),
                     }
                 },
@@ -134,21 +125,21 @@ impl SnapshotProvider for Ebs {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<String, SnapError>> {
+    ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let snapshot = member.snapshot_ref()?;
             let client = self.client().await;
-            let old_id = &self.config.resource.volume_id;
+            let old_id = &self.config.volume_id;
             let old = client
                 .describe_volumes()
                 .volume_ids(old_id)
                 .send()
                 .await
-                .map_err(|e| super::api_error("DescribeVolumes", &e))?;
+                .map_err(|e| api_error("DescribeVolumes", &e))?;
             let old = old
                 .volumes()
                 .first()
-                .ok_or_else(|| SnapError(format!("volume {old_id} not found")))?
+                .ok_or_else(|| SnapshotError::NotFound(format!("volume {old_id} not found")))?
                 .clone();
             let zone = old.availability_zone().unwrap_or_default().to_string();
             let attachment = old.attachments().first().cloned();
@@ -160,7 +151,7 @@ impl SnapshotProvider for Ebs {
                     .instance_ids(instance)
                     .send()
                     .await
-                    .map_err(|e| super::api_error("DescribeInstances", &e))?;
+                    .map_err(|e| api_error("DescribeInstances", &e))?;
                 if let Some(i) = d.reservations().first().and_then(|r| r.instances().first()) {
                     let root = i.root_device_name() == a.device();
                     let running = i
@@ -168,7 +159,7 @@ impl SnapshotProvider for Ebs {
                         .and_then(|s| s.name())
                         .is_some_and(|n| n.as_str() != "stopped");
                     if root && running {
-                        return Err(SnapError(format!(
+                        return Err(SnapshotError::Refused(format!(
                             "{old_id} is the root volume of running instance {instance}: stop the instance, roll back again, then start it"
                         )));
                     }
@@ -188,10 +179,10 @@ impl SnapshotProvider for Ebs {
                 )
                 .send()
                 .await
-                .map_err(|e| super::api_error("CreateVolume", &e))?;
+                .map_err(|e| api_error("CreateVolume", &e))?;
             let new_id = created
                 .volume_id()
-                .ok_or_else(|| SnapError("CreateVolume returned no id".into()))?
+                .ok_or(SnapshotError::NoId { op: "CreateVolume" })?
                 .to_string();
             self.wait_volume(&client, &new_id, VolumeState::Available)
                 .await?;
@@ -208,7 +199,7 @@ impl SnapshotProvider for Ebs {
                 .instance_id(&instance)
                 .send()
                 .await
-                .map_err(|e| super::api_error("DetachVolume", &e))?;
+                .map_err(|e| api_error("DetachVolume", &e))?;
             self.wait_volume(&client, old_id, VolumeState::Available)
                 .await?;
             client
@@ -218,7 +209,7 @@ impl SnapshotProvider for Ebs {
                 .device(&device)
                 .send()
                 .await
-                .map_err(|e| super::api_error("AttachVolume", &e))?;
+                .map_err(|e| api_error("AttachVolume", &e))?;
             self.wait_volume(&client, &new_id, VolumeState::InUse)
                 .await?;
             Ok(format!(
@@ -232,7 +223,7 @@ impl SnapshotProvider for Ebs {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let Some(id) = member.reference.as_deref() else {
                 return Ok(());
@@ -244,7 +235,7 @@ impl SnapshotProvider for Ebs {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| super::api_error("DeleteSnapshot", &e))
+                .map_err(|e| api_error("DeleteSnapshot", &e))
         })
     }
 
@@ -252,9 +243,9 @@ impl SnapshotProvider for Ebs {
         &'a self,
         ctx: &'a SnapContext<'a>,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
-            let volume = &self.config.resource.volume_id;
+            let volume = &self.config.volume_id;
             let d = self
                 .client()
                 .await
@@ -262,9 +253,9 @@ impl SnapshotProvider for Ebs {
                 .snapshot_ids(reference)
                 .send()
                 .await
-                .map_err(|e| super::api_error("DescribeSnapshots", &e))?;
+                .map_err(|e| api_error("DescribeSnapshots", &e))?;
             let Some(snap) = d.snapshots().first() else {
-                return Err(SnapError("no such snapshot".into()));
+                return Err(SnapshotError::NotFound("no such snapshot".into()));
             };
             let tagged = |k: &str, v: &str| {
                 snap.tags()
@@ -277,7 +268,7 @@ impl SnapshotProvider for Ebs {
             {
                 Ok(())
             } else {
-                Err(SnapError(format!(
+                Err(SnapshotError::NotOwned(format!(
                     "it is not a snapshot of {volume} tagged with this set and host"
                 )))
             }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Member, SnapContext, SnapError, SnapshotProvider, run};
+use super::process::run;
+use super::provider::resolve;
+use super::{Created, Member, SnapContext, SnapshotError, SnapshotProvider};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,22 +24,20 @@ pub struct Qcow2 {
 impl Qcow2 {
     pub fn new(c: &Qcow2Config, base: &Path) -> Self {
         Qcow2 {
-            image: super::resolve(base, &c.image),
+            image: resolve(base, &c.image),
         }
     }
 
-    async fn qemu_img(&self, args: &[&str]) -> Result<String, SnapError> {
+    async fn qemu_img(&self, args: &[&str]) -> Result<String, SnapshotError> {
         let image = self.image.to_string_lossy().into_owned();
         let mut all: Vec<&str> = args.to_vec();
         all.push(&image);
-        run("qemu-img", &all).await.map_err(|e| {
-            if e.0.contains("lock") {
-                SnapError(format!(
-                    "image {image} is in use (a running VM holds its lock): stop the VM, or snapshot it through libvirt; nothing was changed"
-                ))
-            } else {
-                e
+        run("qemu-img", &all).await.map_err(|e| match e {
+            // qemu-img's own words for an image a running VM has open.
+            SnapshotError::Tool { stderr, .. } if stderr.contains("lock") => {
+                SnapshotError::InUse { image }
             }
+            e => e,
         })
     }
 }
@@ -51,13 +51,13 @@ impl SnapshotProvider for Qcow2 {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
-    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+    ) -> BoxFuture<'a, Result<Created, SnapshotError>> {
         Box::pin(async move {
             let tag = tag(ctx);
             self.qemu_img(&["snapshot", "-c", &tag]).await?;
             let listed = self.qemu_img(&["snapshot", "-l"]).await?;
             if !listed.contains(&tag) {
-                return Err(SnapError(format!(
+                return Err(SnapshotError::failed(format!(
                     "qemu-img did not list the new snapshot {tag}"
                 )));
             }
@@ -72,7 +72,7 @@ impl SnapshotProvider for Qcow2 {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<String, SnapError>> {
+    ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let tag = member.snapshot_ref()?;
             self.qemu_img(&["snapshot", "-a", tag]).await?;
@@ -87,7 +87,7 @@ impl SnapshotProvider for Qcow2 {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let tag = member.snapshot_ref()?;
             self.qemu_img(&["snapshot", "-d", tag]).await.map(|_| ())
@@ -98,13 +98,13 @@ impl SnapshotProvider for Qcow2 {
         &'a self,
         ctx: &'a SnapContext<'a>,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let expected = tag(ctx);
             if reference == expected {
                 Ok(())
             } else {
-                Err(SnapError(format!(
+                Err(SnapshotError::NotOwned(format!(
                     "this set's snapshot of {} is tagged `{expected}`",
                     self.image.display()
                 )))

@@ -9,10 +9,11 @@ use aws_sdk_rds::Client;
 use aws_sdk_rds::types::Tag;
 use futures::future::BoxFuture;
 
-use super::{AwsConfig, Member, RdsTarget, SnapContext, SnapError, SnapshotProvider};
+use super::aws::{api_error, sdk_config, wait_until};
+use super::{Created, Member, RdsConfig, SnapContext, SnapshotError, SnapshotProvider};
 
 pub struct Rds {
-    config: AwsConfig<RdsTarget>,
+    config: RdsConfig,
 }
 
 /// RDS identifiers: letters, digits and hyphens, starting with a letter.
@@ -40,14 +41,12 @@ fn identifier(parts: &[&str]) -> String {
 }
 
 impl Rds {
-    pub fn new(config: AwsConfig<RdsTarget>) -> Self {
+    pub fn new(config: RdsConfig) -> Self {
         Rds { config }
     }
 
     async fn client(&self) -> Client {
-        Client::new(
-            &super::ebs::sdk_config(&self.config.region, self.config.endpoint.as_deref()).await,
-        )
+        Client::new(&sdk_config(&self.config.region, self.config.endpoint.as_deref()).await)
     }
 }
 
@@ -55,10 +54,10 @@ impl SnapshotProvider for Rds {
     fn create<'a>(
         &'a self,
         ctx: &'a SnapContext<'a>,
-    ) -> BoxFuture<'a, Result<super::Created, SnapError>> {
+    ) -> BoxFuture<'a, Result<Created, SnapshotError>> {
         Box::pin(async move {
             let client = self.client().await;
-            let instance = &self.config.resource.instance;
+            let instance = &self.config.instance;
             let id = identifier(&["drp", instance, ctx.set_id]);
             client
                 .create_db_snapshot()
@@ -74,9 +73,9 @@ impl SnapshotProvider for Rds {
                 .tags(Tag::builder().key("drp:reason").value(ctx.reason).build())
                 .send()
                 .await
-                .map_err(|e| super::api_error("CreateDBSnapshot", &e))?;
+                .map_err(|e| api_error("CreateDBSnapshot", &e))?;
             let what = format!("DB snapshot {id} not available");
-            super::wait_until(
+            wait_until(
                 &what,
                 self.config.wait_timeout.as_duration(),
                 Duration::from_secs(5),
@@ -86,10 +85,12 @@ impl SnapshotProvider for Rds {
                         .db_snapshot_identifier(&id)
                         .send()
                         .await
-                        .map_err(|e| super::api_error("DescribeDBSnapshots", &e))?;
+                        .map_err(|e| api_error("DescribeDBSnapshots", &e))?;
                     match d.db_snapshots().first().and_then(|s| s.status()) {
                         Some("available") => Ok(Some(())),
-                        Some("failed") => Err(SnapError(format!("DB snapshot {id} failed"))),
+                        Some("failed") => {
+                            Err(SnapshotError::failed(format!("DB snapshot {id} failed")))
+                        }
                         _ => Ok(None),
                     }
                 },
@@ -106,11 +107,11 @@ impl SnapshotProvider for Rds {
         &'a self,
         ctx: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<String, SnapError>> {
+    ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let snapshot = member.snapshot_ref()?;
             let client = self.client().await;
-            let instance = &self.config.resource.instance;
+            let instance = &self.config.instance;
             let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
             let new_id = identifier(&[instance, "rb", &stamp]);
             client
@@ -120,9 +121,9 @@ impl SnapshotProvider for Rds {
                 .tags(Tag::builder().key("drp:change").value(ctx.change).build())
                 .send()
                 .await
-                .map_err(|e| super::api_error("RestoreDBInstanceFromDBSnapshot", &e))?;
+                .map_err(|e| api_error("RestoreDBInstanceFromDBSnapshot", &e))?;
             let what = format!("instance {new_id} not available");
-            let ep = super::wait_until(
+            let ep = wait_until(
                 &what,
                 self.config.wait_timeout.as_duration(),
                 Duration::from_secs(5),
@@ -132,7 +133,7 @@ impl SnapshotProvider for Rds {
                         .db_instance_identifier(&new_id)
                         .send()
                         .await
-                        .map_err(|e| super::api_error("DescribeDBInstances", &e))?;
+                        .map_err(|e| api_error("DescribeDBInstances", &e))?;
                     Ok(d.db_instances()
                         .first()
                         .filter(|i| i.db_instance_status() == Some("available"))
@@ -160,7 +161,7 @@ impl SnapshotProvider for Rds {
         &'a self,
         _: &'a SnapContext<'a>,
         member: &'a Member,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
             let Some(id) = member.reference.as_deref() else {
                 return Ok(());
@@ -172,7 +173,7 @@ impl SnapshotProvider for Rds {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| super::api_error("DeleteDBSnapshot", &e))
+                .map_err(|e| api_error("DeleteDBSnapshot", &e))
         })
     }
 
@@ -180,14 +181,14 @@ impl SnapshotProvider for Rds {
         &'a self,
         ctx: &'a SnapContext<'a>,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<(), SnapError>> {
+    ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
-            let instance = &self.config.resource.instance;
+            let instance = &self.config.instance;
             let expected = identifier(&["drp", instance, ctx.set_id]);
             if reference == expected {
                 Ok(())
             } else {
-                Err(SnapError(format!(
+                Err(SnapshotError::NotOwned(format!(
                     "this set's DB snapshot of {instance} is `{expected}`"
                 )))
             }
