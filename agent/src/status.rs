@@ -73,7 +73,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             table.row(vec![
                 e.name.clone(),
                 ago(st.last_attempt),
-                st.last_result.clone().unwrap_or_else(|| "-".into()),
+                st.last_result.map_or("-", |r| r.name()).to_string(),
                 e.schedule
                     .next(now)
                     .map(|t| {

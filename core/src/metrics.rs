@@ -98,10 +98,10 @@ fn render_states(
         "Result of the last attempt: 1 committed everywhere, 0.5 partial, 0 failed.",
         "gauge",
         per_export(&|s| {
-            s.last_result.as_deref().map(|r| match r {
-                "ok" => 1.0,
-                "partial" => 0.5,
-                _ => 0.0,
+            s.last_result.map(|r| match r {
+                state::RunResult::Ok => 1.0,
+                state::RunResult::Partial => 0.5,
+                state::RunResult::Failed => 0.0,
             })
         }),
     );

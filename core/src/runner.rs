@@ -58,11 +58,11 @@ pub async fn run_export(
     st.last_attempt = Some(attempt);
     st.last_duration_seconds = Some(report.seconds);
     let result = match report.exit_code() {
-        ExitCode::Ok => "ok",
-        ExitCode::Partial => "partial",
-        _ => "failed",
+        ExitCode::Ok => state::RunResult::Ok,
+        ExitCode::Partial => state::RunResult::Partial,
+        _ => state::RunResult::Failed,
     };
-    st.last_result = Some(result.to_string());
+    st.last_result = Some(result);
     let errors: Vec<String> = report
         .source_error
         .iter()
@@ -78,7 +78,7 @@ pub async fn run_export(
     if let Some(m) = report.committed().next() {
         st.last_raw_bytes = Some(m.raw.size);
         st.last_stored_bytes = Some(m.stored.size);
-        if result == "ok" {
+        if result == state::RunResult::Ok {
             st.last_success = Some(m.finished_at);
         }
     }
@@ -94,7 +94,7 @@ pub async fn run_export(
     let message = notify::Message {
         host: policy.host.clone(),
         export: export.to_string(),
-        result: result.to_string(),
+        result: result.name().to_string(),
         point: report.committed().next().map(|m| m.id.clone()),
         committed: report
             .targets

@@ -17,8 +17,7 @@ use crate::{Error, Result};
 pub struct ExportState {
     pub last_attempt: Option<DateTime<Utc>>,
     pub last_success: Option<DateTime<Utc>>,
-    /// `ok`, `partial` or `failed`.
-    pub last_result: Option<String>,
+    pub last_result: Option<RunResult>,
     pub last_error: Option<String>,
     pub last_duration_seconds: Option<f64>,
     pub last_raw_bytes: Option<u64>,
@@ -32,6 +31,28 @@ pub struct ExportState {
     /// read back, retention applied.
     #[serde(default)]
     pub last_maintenance: Option<Maintenance>,
+}
+
+/// How a backup attempt ended, over its targets.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Committed on every target.
+    Ok,
+    /// Committed on some targets only.
+    Partial,
+    /// Committed nowhere.
+    Failed,
+}
+
+impl RunResult {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Partial => "partial",
+            RunResult::Failed => "failed",
+        }
+    }
 }
 
 /// Upkeep after a scheduled backup (`run --due`, the daemon).
