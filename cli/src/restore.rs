@@ -247,39 +247,7 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
 }
 
 fn bare_source(kind: &str, to: &str) -> Result<drp_core::config::SourceConfig> {
-    use drp_core::config::SourceConfig;
-    use drp_core::source::{directory, mysql, postgres, sqlite};
-    Ok(match kind {
-        "postgres" => SourceConfig::Postgres(postgres::PostgresConfig {
-            url: None,
-            host: None,
-            port: None,
-            user: None,
-            database: Some(to.to_string()),
-            password: None,
-            bin_dir: None,
-            restore_jobs: None,
-            no_owner: false,
-            include_role_passwords: false,
-        }),
-        "mysql" => SourceConfig::Mysql(mysql::MysqlConfig {
-            host: None,
-            port: None,
-            socket: None,
-            user: None,
-            password: None,
-            database: to.to_string(),
-            bin_dir: None,
-        }),
-        "sqlite" => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
-        "directory" => SourceConfig::Directory(directory::DirectoryConfig {
-            path: to.into(),
-            allow_external_symlinks: false,
-        }),
-        other => {
-            return Err(Error::Usage(format!(
-                "recovery point of unknown kind `{other}`"
-            )));
-        }
-    })
+    let kind = drp_core::source::SourceKind::from_name(kind)
+        .ok_or_else(|| Error::Usage(format!("recovery point of unknown kind `{kind}`")))?;
+    Ok(drp_core::config::SourceConfig::bare(kind, to))
 }

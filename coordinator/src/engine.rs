@@ -2,12 +2,13 @@
 //! on-failure choices (abort, continue, fallbacks), and the record of every
 //! attempt that measurements and reports are built from.
 
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::action::Context;
+use crate::action::{Action, ActionError, Context};
 use crate::runbook::{OnFailure, Phase, Runbook, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +49,8 @@ pub enum Event<'a> {
 
 pub type Observer<'a> = &'a (dyn Fn(Event) + Send + Sync);
 
-/// Runs one step: attempts until one passes or retries run out.
+/// Runs one step: attempts until one passes or retries run out, waiting
+/// longer after each failed attempt.
 pub async fn run_step(
     section: &str,
     step: &Step,
@@ -63,21 +65,16 @@ pub async fn run_step(
     let mut attempts = 0;
     let (status, message) = loop {
         attempts += 1;
-        let (status, message) = match tokio::time::timeout(step.timeout, action.run(ctx)).await {
-            Ok(Ok(msg)) => (StepStatus::Passed, msg),
-            Ok(Err(why)) => (StepStatus::Failed, why),
-            Err(_) => (
-                StepStatus::TimedOut,
-                format!(
-                    "no result within {}",
-                    drp_core::config::units::format_duration(step.timeout)
-                ),
-            ),
+        let result = attempt(step, action, ctx).await;
+        let status = status_of(&result);
+        let message = match result {
+            Ok(msg) => msg,
+            Err(why) => why.to_string(),
         };
         if status == StepStatus::Passed || attempts > step.retries {
             break (status, message);
         }
-        let delay = step.backoff.saturating_mul(1 << (attempts - 1).min(6));
+        let delay = backoff(step, attempts);
         tracing::info!(step = step.name, attempts, ?delay, %message, "retrying");
         tokio::time::sleep(delay).await;
     };
@@ -97,11 +94,80 @@ pub async fn run_step(
     record
 }
 
+/// One attempt of the step's action, given up after the step's timeout.
+async fn attempt(step: &Step, action: &dyn Action, ctx: &Context) -> Result<String, ActionError> {
+    tokio::time::timeout(step.timeout, action.run(ctx))
+        .await
+        .unwrap_or(Err(ActionError::TimedOut(step.timeout)))
+}
+
+fn status_of(result: &Result<String, ActionError>) -> StepStatus {
+    match result {
+        Ok(_) => StepStatus::Passed,
+        Err(ActionError::TimedOut(_)) => StepStatus::TimedOut,
+        Err(_) => StepStatus::Failed,
+    }
+}
+
+/// The wait before the next attempt: the step's backoff, doubled after each
+/// failed attempt, at most 64 times the backoff.
+fn backoff(step: &Step, attempts: u32) -> Duration {
+    step.backoff.saturating_mul(1 << (attempts - 1).min(6))
+}
+
 /// The outcome of a list of steps.
 pub struct Outcome {
     pub records: Vec<StepRecord>,
     /// Why the procedure stopped early, if it did.
-    pub aborted: Option<String>,
+    pub aborted: Option<Aborted>,
+}
+
+/// Why a list of steps stopped early: the step that failed and, when its
+/// fallbacks ran, the fallback that failed too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aborted {
+    pub step: Failure,
+    pub fallback: Option<Failure>,
+}
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {}", self.step)?;
+        match &self.fallback {
+            Some(fallback) => write!(f, "; fallback {fallback}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A step that did not pass, as an abort names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub name: String,
+    pub status: StepStatus,
+    pub message: String,
+}
+
+impl From<&StepRecord> for Failure {
+    fn from(r: &StepRecord) -> Failure {
+        Failure {
+            name: r.name.clone(),
+            status: r.status,
+            message: r.message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` {}: {}",
+            self.name,
+            status_word(self.status),
+            self.message
+        )
+    }
 }
 
 /// Runs steps in order, applying each one's on-failure choice.
@@ -115,51 +181,56 @@ pub async fn run_steps(
     let mut records = Vec::new();
     for step in steps {
         let record = run_step(section, step, step.phase, ctx, observe).await;
-        let failed = !record.passed();
-        let why = format!(
-            "step `{}` {}: {}",
-            record.name,
-            status_word(record.status),
-            record.message
-        );
+        let failure = (!record.passed()).then(|| Failure::from(&record));
         records.push(record);
-        if !failed {
+        let Some(failure) = failure else {
             continue;
-        }
-        match &step.on_failure {
-            OnFailure::Continue => {}
-            OnFailure::Abort => {
-                return Outcome {
-                    records,
-                    aborted: Some(why),
-                };
-            }
+        };
+        let aborted = match &step.on_failure {
+            OnFailure::Continue => None,
+            OnFailure::Abort => Some(Aborted {
+                step: failure,
+                fallback: None,
+            }),
             OnFailure::Fallback(names) => {
-                for name in names {
-                    let fb = &runbook.fallbacks[name];
-                    let r = run_step("fallback", fb, step.phase, ctx, observe).await;
-                    let ok = r.passed();
-                    let fb_why = format!(
-                        "{why}; fallback `{}` {}: {}",
-                        r.name,
-                        status_word(r.status),
-                        r.message
-                    );
-                    records.push(r);
-                    if !ok {
-                        return Outcome {
-                            records,
-                            aborted: Some(fb_why),
-                        };
-                    }
-                }
+                run_fallbacks(names, step, runbook, ctx, observe, &mut records)
+                    .await
+                    .map(|fallback| Aborted {
+                        step: failure,
+                        fallback: Some(fallback),
+                    })
             }
+        };
+        if aborted.is_some() {
+            return Outcome { records, aborted };
         }
     }
     Outcome {
         records,
         aborted: None,
     }
+}
+
+/// Runs the fallbacks of a failed step in order, in its phase, until one
+/// fails; that one, if any.
+async fn run_fallbacks(
+    names: &[String],
+    step: &Step,
+    runbook: &Runbook,
+    ctx: &Context,
+    observe: Observer<'_>,
+    records: &mut Vec<StepRecord>,
+) -> Option<Failure> {
+    for name in names {
+        let fb = &runbook.fallbacks[name];
+        let r = run_step("fallback", fb, step.phase, ctx, observe).await;
+        let failure = (!r.passed()).then(|| Failure::from(&r));
+        records.push(r);
+        if failure.is_some() {
+            return failure;
+        }
+    }
+    None
 }
 
 /// Runs steps that must all be attempted whatever happens (cleanup).

@@ -14,9 +14,9 @@
 //!
 //! Not public, deliberately: the data path (`pipeline`: compression,
 //! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`lock`) and
-//! the scheduler's DST handling (`scheduler`). Callers get their effects through the functions
-//! above, so the invariants they keep (commit last, verify before replace,
-//! one run per export) cannot be bypassed.
+//! the scheduler's DST handling (`scheduler`). Callers get their effects
+//! through the functions above, so the invariants these keep (commit last,
+//! verify before replace, one run per export) cannot be bypassed.
 //!
 //! Library code never prints and takes no command line: the `drp-cli` crate
 //! renders output. Long operations report through [`progress::Progress`].

@@ -47,12 +47,7 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
                     None => advice.push("the objective is shorter than one export takes: exports alone cannot meet it".into()),
                 }
                 advice.push("take a snapshot before every planned change, so changes never widen the loss".into());
-                let continuous = match e.source.kind() {
-                    "postgres" => "continuous WAL archiving (e.g. pgBackRest or WAL-G next to drp)",
-                    "mysql" => "continuous binary-log shipping (e.g. mariadb-binlog --read-from-remote-server --raw --stop-never)",
-                    "sqlite" => "continuous WAL replication (e.g. Litestream)",
-                    _ => "a replicated or snapshotting filesystem",
-                };
+                let continuous = e.source.kind().continuous_archiving();
                 advice.push(format!("for seconds of loss, add {continuous}: drp does not archive logs itself"));
             }
             ExportPosture {

@@ -94,7 +94,7 @@ pub async fn run_export(
     let message = notify::Message {
         host: policy.host.clone(),
         export: export.to_string(),
-        result: result.name().to_string(),
+        result,
         point: report.committed().next().map(|m| m.id.clone()),
         committed: report
             .targets

@@ -55,6 +55,12 @@ impl RunResult {
     }
 }
 
+impl std::fmt::Display for RunResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Upkeep after a scheduled backup (`run --due`, the daemon).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Maintenance {

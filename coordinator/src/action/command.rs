@@ -6,7 +6,7 @@ use std::fmt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context, Poll};
+use super::{Action, ActionError, Context, Poll};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +188,7 @@ impl<'de> Deserialize<'de> for Argv {
 }
 
 /// Runs `argv` (no shell); the process is killed if the step times out.
-pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), String> {
+pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), ActionError> {
     let out = tokio::process::Command::new(argv.program())
         .args(argv.args())
         .env("DRP_T_FAIL", ctx.t_fail.to_rfc3339())
@@ -197,14 +197,17 @@ pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), String> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("cannot run `{argv}`: {e}"))?;
+        .map_err(|source| ActionError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
 impl CommandAction {
-    async fn once(&self, ctx: &Context) -> Result<String, String> {
+    async fn once(&self, ctx: &Context) -> Result<String, ActionError> {
         let (code, output) = exec(&self.run, ctx).await?;
         let tail: String = output
             .trim()
@@ -216,18 +219,18 @@ impl CommandAction {
             .rev()
             .collect();
         if code != self.expect_exit {
-            return Err(format!(
+            return Err(ActionError::failed(format!(
                 "`{}` exited {code}, expected {}: {tail}",
                 self.run, self.expect_exit
-            ));
+            )));
         }
         if let Some(want) = &self.output_contains
             && !output.contains(want.as_str())
         {
-            return Err(format!(
+            return Err(ActionError::failed(format!(
                 "`{}`: output does not contain `{want}`: {tail}",
                 self.run
-            ));
+            )));
         }
         Ok(format!("`{}` exited {code}", self.run))
     }
@@ -242,7 +245,7 @@ impl Action for CommandAction {
         self.destructive
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(super::poll(self.poll, move || self.once(ctx)))
     }
 }

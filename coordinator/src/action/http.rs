@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context, Poll};
+use super::{Action, ActionError, Context, Poll};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,31 +21,34 @@ fn default_status() -> u16 {
 }
 
 impl HttpCheck {
-    async fn once(&self) -> Result<String, String> {
+    async fn once(&self) -> Result<String, ActionError> {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(ActionError::Http)?;
         let r = client
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("GET {}: {e}", self.url))?;
+            .map_err(|source| ActionError::Request {
+                url: self.url.clone(),
+                source,
+            })?;
         let status = r.status().as_u16();
         let body = r.text().await.unwrap_or_default();
         if status != self.status {
-            return Err(format!(
+            return Err(ActionError::failed(format!(
                 "GET {} answered {status}, expected {}",
                 self.url, self.status
-            ));
+            )));
         }
         if let Some(want) = &self.body_contains
             && !body.contains(want.as_str())
         {
-            return Err(format!(
+            return Err(ActionError::failed(format!(
                 "GET {}: the body does not contain `{want}`",
                 self.url
-            ));
+            )));
         }
         Ok(format!("GET {} answered {status}", self.url))
     }
@@ -56,7 +59,7 @@ impl Action for HttpCheck {
         format!("GET {} expecting {}", self.url, self.status)
     }
 
-    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(super::poll(self.poll, move || self.once()))
     }
 }

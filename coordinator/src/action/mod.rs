@@ -1,12 +1,25 @@
 //! Runbook actions: one trait, one file per action. Checks (`http`, `tcp`,
 //! `command`, `sql`) can also wait until they pass — or until they fail, to
 //! detect an outage — polling at an interval inside the step's timeout.
+//!
+//! To add an action:
+//! 1. write `action/<name>.rs`: a config struct (`#[serde(deny_unknown_fields)]`)
+//!    implementing [`Action`], failing with an [`ActionError`] and refusing
+//!    configurations with an [`Invalid`];
+//! 2. declare it here with `pub mod <name>;` and one line in the `actions!`
+//!    list below: its `kind:` (the variant, in snake case) and its type.
+//!
+//! The enum [`ActionConfig`] and its dispatch to the trait are generated from
+//! that list, so the compiler checks every `match` on the kinds.
 
 pub mod command;
+mod error;
 pub mod http;
 pub mod notify;
 pub mod restart;
 pub mod restore_backup;
+pub mod restore_snapshot;
+pub mod snapshot;
 pub mod sql;
 pub mod tcp;
 pub mod wait;
@@ -18,6 +31,10 @@ use chrono::{DateTime, Utc};
 use drp_core::config::{HumanDuration, Policy};
 use futures::future::BoxFuture;
 use serde::Deserialize;
+
+pub use error::{ActionError, Invalid};
+pub use restore_snapshot::RestoreSnapshot;
+pub use snapshot::TakeSnapshot;
 
 /// What a step's action can see and leave behind.
 pub struct Context {
@@ -46,145 +63,59 @@ pub trait Action: Send + Sync {
         false
     }
     /// Checks references against the policy, before anything runs.
-    fn validate(&self, _policy: &Policy) -> Result<(), String> {
+    fn validate(&self, _policy: &Policy) -> Result<(), Invalid> {
         Ok(())
     }
     /// Runs once; the engine applies timeout and retries. `Ok` carries a
     /// short account of what happened, `Err` why it failed.
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>>;
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>>;
 }
 
-/// Which action a step runs, chosen by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ActionConfig {
+/// Declares [`ActionConfig`], one variant per action, and its dispatch.
+macro_rules! actions {
+    ($($(#[$doc:meta])* $kind:ident($action:ty),)*) => {
+        /// Which action a step runs, chosen by `kind`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum ActionConfig {
+            $($(#[$doc])* $kind($action),)*
+        }
+
+        impl ActionConfig {
+            pub fn action(&self) -> &dyn Action {
+                match self {
+                    $(ActionConfig::$kind(a) => a,)*
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    /// `kind: http`: a status code and text in the body.
     Http(http::HttpCheck),
+    /// `kind: tcp`: a connection is accepted.
     Tcp(tcp::TcpCheck),
+    /// `kind: command`: a program's exit code and output, or a change.
     Command(command::CommandAction),
+    /// `kind: sql`: a query and what its result must be.
     Sql(sql::SqlCheck),
+    /// `kind: restore_backup`: an export's recovery point restored.
     RestoreBackup(restore_backup::RestoreBackup),
-    RestoreSnapshot(RestoreSnapshot),
-    Snapshot(TakeSnapshot),
+    /// `kind: restore_snapshot`: a rollback to a change's snapshot set.
+    RestoreSnapshot(restore_snapshot::RestoreSnapshot),
+    /// `kind: snapshot`: a snapshot set taken before a change.
+    Snapshot(snapshot::TakeSnapshot),
+    /// `kind: restart`: a service restarted, then checked.
     Restart(restart::Restart),
+    /// `kind: wait`: a fixed pause.
     Wait(wait::Wait),
+    /// `kind: notify`: a message through the policy's channels.
     Notify(notify::NotifyAction),
 }
 
-/// Taking a snapshot set for a change (the step before a change).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TakeSnapshot {
-    pub change: String,
-    pub reason: String,
-    #[serde(default)]
-    pub only: Vec<String>,
-}
-
-impl Action for TakeSnapshot {
-    fn describe(&self) -> String {
-        format!("snapshot before change `{}`", self.change)
-    }
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        if policy.snapshots.is_empty() {
-            return Err("the policy declares no `snapshots`".into());
-        }
-        match self
-            .only
-            .iter()
-            .find(|n| !policy.snapshots.contains_key(*n))
-        {
-            Some(n) => Err(format!("no snapshot `{n}` in the policy")),
-            None => Ok(()),
-        }
-    }
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move {
-            let set =
-                drp_core::snapshot::create(&ctx.policy, &self.change, &self.reason, &self.only)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            if set.status != drp_core::snapshot::SetStatus::Complete {
-                let why: Vec<String> = set
-                    .members
-                    .iter()
-                    .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.name)))
-                    .collect();
-                return Err(format!(
-                    "snapshot set {} incomplete: {}",
-                    set.id,
-                    why.join("; ")
-                ));
-            }
-            Ok(format!(
-                "snapshot set {} taken ({} snapshots)",
-                set.id,
-                set.members.len()
-            ))
-        })
-    }
-}
-
-/// Rolling back to a change's snapshot set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreSnapshot {
-    pub change: String,
-}
-
-impl Action for RestoreSnapshot {
-    fn describe(&self) -> String {
-        format!("roll back to the snapshot set of change `{}`", self.change)
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        if policy.snapshots.is_empty() {
-            return Err("the policy declares no `snapshots` to roll back".into());
-        }
-        Ok(())
-    }
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move {
-            let mut set = drp_core::snapshot::find(&ctx.policy, &self.change)
-                .await
-                .map_err(|e| e.to_string())?;
-            let results = drp_core::snapshot::rollback(&ctx.policy, &mut set)
-                .await
-                .map_err(|e| e.to_string())?;
-            let failed: Vec<String> = results
-                .iter()
-                .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
-                .collect();
-            if failed.is_empty() {
-                Ok(format!(
-                    "rolled back to snapshot set {} of change `{}`",
-                    set.id, self.change
-                ))
-            } else {
-                Err(failed.join("; "))
-            }
-        })
-    }
-}
-
 impl ActionConfig {
-    pub fn action(&self) -> &dyn Action {
-        match self {
-            ActionConfig::Http(a) => a,
-            ActionConfig::Tcp(a) => a,
-            ActionConfig::Command(a) => a,
-            ActionConfig::Sql(a) => a,
-            ActionConfig::RestoreBackup(a) => a,
-            ActionConfig::RestoreSnapshot(a) => a,
-            ActionConfig::Snapshot(a) => a,
-            ActionConfig::Restart(a) => a,
-            ActionConfig::Wait(a) => a,
-            ActionConfig::Notify(a) => a,
-        }
-    }
-
-    pub fn validate(&self, policy: &Policy) -> Result<(), String> {
+    pub fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
         self.action().validate(policy)
     }
 }
@@ -212,10 +143,10 @@ pub struct Poll {
 }
 
 /// Runs `check` according to `poll`: once, or until it passes or fails.
-pub async fn poll<F, Fut>(poll: Poll, mut check: F) -> Result<String, String>
+pub async fn poll<F, Fut>(poll: Poll, mut check: F) -> Result<String, ActionError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<String, String>>,
+    Fut: std::future::Future<Output = Result<String, ActionError>>,
 {
     let interval = poll
         .interval

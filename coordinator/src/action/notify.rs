@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context};
+use super::{Action, ActionError, Context};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,13 +16,13 @@ impl Action for NotifyAction {
         format!("notify: {}", self.message)
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             let policy = &ctx.policy;
             let message = drp_core::notify::Message {
                 host: policy.host.clone(),
                 export: ctx.runbook.clone(),
-                result: "ok".into(),
+                result: drp_core::state::RunResult::Ok,
                 point: None,
                 committed: Vec::new(),
                 failed: Vec::new(),
@@ -36,19 +36,20 @@ impl Action for NotifyAction {
             };
             let channels = drp_core::notify::channels(&policy.notify, &policy.base_dir);
             if channels.is_empty() {
-                return Err("the policy configures no notification channel".into());
+                return Err(ActionError::failed(
+                    "the policy configures no notification channel",
+                ));
             }
-            let mut errors = Vec::new();
+            let mut failed = Vec::new();
             for c in channels {
                 if let Err(e) = c.send(&message).await {
-                    errors.push(format!("{}: {e}", c.name()));
+                    failed.push(format!("{}: {e}", c.name()));
                 }
             }
-            if errors.is_empty() {
-                Ok("notified".into())
-            } else {
-                Err(errors.join("; "))
+            if !failed.is_empty() {
+                return Err(ActionError::Partial { failed });
             }
+            Ok("notified".into())
         })
     }
 }

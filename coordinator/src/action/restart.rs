@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::command::Argv;
-use super::{Action, ActionConfig, Context};
+use super::{Action, ActionConfig, ActionError, Context, Invalid};
 use drp_core::config::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,9 +96,9 @@ impl Action for Restart {
         true
     }
 
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
+    fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
         if self.unit.is_some() == self.command.is_some() {
-            return Err("give exactly one of `unit` or `command`".into());
+            return Err(Invalid::UnitOrCommand);
         }
         match &self.until {
             Some(check) => check.validate(policy),
@@ -106,12 +106,15 @@ impl Action for Restart {
         }
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             let cmd = self.argv();
             let (code, out) = super::command::exec(&cmd, ctx).await?;
             if code != 0 {
-                return Err(format!("`{cmd}` exited {code}: {}", out.trim()));
+                return Err(ActionError::failed(format!(
+                    "`{cmd}` exited {code}: {}",
+                    out.trim()
+                )));
             }
             let Some(check) = &self.until else {
                 return Ok(format!("`{cmd}` done"));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context, RestoredPoint};
+use super::{Action, ActionError, Context, Invalid, RestoredPoint};
 use drp_core::config::Policy;
 use drp_core::restore::{self, Selector};
 
@@ -42,34 +42,25 @@ impl Action for RestoreBackup {
         true
     }
 
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
+    fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
         let Some(e) = policy.exports.get(&self.export) else {
-            return Err(format!(
-                "unknown export `{}`; the policy defines: {}",
-                self.export,
-                policy
-                    .exports
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(Invalid::unknown_export(&self.export, policy));
         };
         if let Some(t) = &self.from
             && !e.targets.contains(t)
         {
-            return Err(format!(
-                "export `{}` is not stored on target `{t}`",
-                self.export
-            ));
+            return Err(Invalid::NotOnTarget {
+                export: self.export.clone(),
+                target: t.clone(),
+            });
         }
         Ok(())
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             let policy = &ctx.policy;
-            let export = policy.export(&self.export).map_err(|e| e.to_string())?;
+            let export = policy.export(&self.export)?;
             let names = match &self.from {
                 Some(t) => vec![t.clone()],
                 None => export.targets.clone(),
@@ -80,7 +71,10 @@ impl Action for RestoreBackup {
                 .filter_map(|(_, r)| r.ok())
                 .collect();
             if repos.is_empty() {
-                return Err(format!("no target of `{}` is reachable", self.export));
+                return Err(ActionError::failed(format!(
+                    "no target of `{}` is reachable",
+                    self.export
+                )));
             }
             let selector = match self.point.as_str() {
                 "before_failure" => Selector::Before(ctx.t_fail),
@@ -97,17 +91,15 @@ impl Action for RestoreBackup {
                 source.clone(),
                 self.to.as_deref(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             let options = restore::Options {
                 confirmed: true,
                 workdir: ctx.workdir.clone(),
                 drop_replaced: policy.restore.drop_replaced,
                 lock_dir: Some(policy.state_dir.clone()),
             };
-            let report = restore::execute(&plan, source, options, drp_core::progress::silent())
-                .await
-                .map_err(|e| e.to_string())?;
+            let report =
+                restore::execute(&plan, source, options, drp_core::progress::silent()).await?;
             ctx.restored
                 .lock()
                 .expect("restored lock")

@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context, Poll};
+use super::{Action, ActionError, Context, Invalid, Poll};
 use drp_core::config::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,44 +35,48 @@ pub struct Expect {
 }
 
 impl SqlCheck {
-    async fn once(&self, ctx: &Context) -> Result<String, String> {
-        let export = ctx.policy.export(&self.export).map_err(|e| e.to_string())?;
+    async fn once(&self, ctx: &Context) -> Result<String, ActionError> {
+        let export = ctx.policy.export(&self.export)?;
         let source = drp_core::source::build(&export.source, &ctx.policy.base_dir);
         let (db, query) = (self.database.clone(), self.query.clone());
-        let rows = tokio::task::spawn_blocking(move || source.sql(db.as_deref(), &query))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let rows = tokio::task::spawn_blocking(move || source.sql(db.as_deref(), &query)).await??;
         let first = rows.first().and_then(|r| r.first()).cloned();
         let e = &self.expect;
         if let Some(n) = e.rows
             && rows.len() != n
         {
-            return Err(format!("{} rows, expected {n}", rows.len()));
+            return Err(ActionError::failed(format!(
+                "{} rows, expected {n}",
+                rows.len()
+            )));
         }
         if let Some(v) = &e.value
             && first.as_deref() != Some(v.as_str())
         {
-            return Err(format!(
+            return Err(ActionError::failed(format!(
                 "value {:?}, expected `{v}`",
                 first.unwrap_or_default()
-            ));
+            )));
         }
         if e.min.is_some() || e.max.is_some() {
             let n: f64 = first
                 .as_deref()
                 .and_then(|f| f.trim().parse().ok())
                 .ok_or_else(|| {
-                    format!(
+                    ActionError::failed(format!(
                         "value {:?} is not a number",
                         first.clone().unwrap_or_default()
-                    )
+                    ))
                 })?;
             if let Some(min) = e.min.filter(|m| n < *m) {
-                return Err(format!("value {n} is below the minimum {min}"));
+                return Err(ActionError::failed(format!(
+                    "value {n} is below the minimum {min}"
+                )));
             }
             if let Some(max) = e.max.filter(|m| n > *m) {
-                return Err(format!("value {n} is above the maximum {max}"));
+                return Err(ActionError::failed(format!(
+                    "value {n} is above the maximum {max}"
+                )));
             }
         }
         Ok(match first {
@@ -91,27 +95,15 @@ impl Action for SqlCheck {
         self.destructive
     }
 
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
+    fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
         match policy.exports.get(&self.export) {
-            None => Err(format!(
-                "unknown export `{}`; the policy defines: {}",
-                self.export,
-                policy
-                    .exports
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Some(e) if e.source.kind() == "directory" => Err(format!(
-                "export `{}` is a directory: it has no SQL",
-                self.export
-            )),
+            None => Err(Invalid::unknown_export(&self.export, policy)),
+            Some(e) if !e.source.kind().is_database() => Err(Invalid::NoSql(self.export.clone())),
             Some(_) => Ok(()),
         }
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(super::poll(self.poll, move || self.once(ctx)))
     }
 }

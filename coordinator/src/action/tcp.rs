@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context, Poll};
+use super::{Action, ActionError, Context, Poll};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,7 +15,7 @@ pub struct TcpCheck {
 }
 
 impl TcpCheck {
-    async fn once(&self) -> Result<String, String> {
+    async fn once(&self) -> Result<String, ActionError> {
         match tokio::time::timeout(
             std::time::Duration::from_secs(5),
             tokio::net::TcpStream::connect(&self.address),
@@ -23,8 +23,14 @@ impl TcpCheck {
         .await
         {
             Ok(Ok(_)) => Ok(format!("{} accepts connections", self.address)),
-            Ok(Err(e)) => Err(format!("{}: {e}", self.address)),
-            Err(_) => Err(format!("{}: connection timed out", self.address)),
+            Ok(Err(source)) => Err(ActionError::Connect {
+                address: self.address.clone(),
+                source,
+            }),
+            Err(_) => Err(ActionError::failed(format!(
+                "{}: connection timed out",
+                self.address
+            ))),
         }
     }
 }
@@ -34,7 +40,7 @@ impl Action for TcpCheck {
         format!("connect to {}", self.address)
     }
 
-    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(super::poll(self.poll, move || self.once()))
     }
 }

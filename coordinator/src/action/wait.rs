@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, Context};
+use super::{Action, ActionError, Context};
 use drp_core::config::HumanDuration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -17,7 +17,7 @@ impl Action for Wait {
         format!("wait {}", self.duration)
     }
 
-    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, String>> {
+    fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             tokio::time::sleep(self.duration.as_duration()).await;
             Ok(format!("waited {}", self.duration))

@@ -4,16 +4,22 @@
 //! failure on purpose; a `cleanup` section that always runs.
 //!
 //! Parsed like policies: every problem at once, located, with a hint.
+//! [`Runbook::parse`] reads the YAML (`yaml`), the step lists and the drill
+//! (`steps`), then checks them together and against the policy (`checks`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drp_core::config::{Diagnostics, HumanDuration, Policy, PolicyError};
+use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
 use serde::Deserialize;
-use serde_yaml_ng::{Mapping, Value};
 
 use crate::action::ActionConfig;
+use steps::Section;
+
+mod checks;
+mod steps;
+mod yaml;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash,
@@ -84,26 +90,6 @@ pub struct Step {
     pub on_failure: OnFailure,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
-    name: String,
-    phase: Option<Phase>,
-    /// Where the step runs; only this host for now.
-    host: Option<String>,
-    action: ActionConfig,
-    timeout: Option<HumanDuration>,
-    #[serde(default)]
-    retries: u32,
-    backoff: Option<HumanDuration>,
-    #[serde(default = "default_on_failure")]
-    on_failure: OnFailure,
-}
-
-fn default_on_failure() -> OnFailure {
-    OnFailure::Abort
-}
-
 /// Rows the drill writes regularly into a live database before the failure,
 /// to measure the RPO from the data itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -134,15 +120,6 @@ pub struct Drill {
     pub settle: Duration,
     /// Steps that cause the failure.
     pub inject: Vec<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDrill {
-    #[serde(default)]
-    backup_first: bool,
-    settle: Option<HumanDuration>,
-    inject: Vec<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,199 +156,33 @@ impl Runbook {
         Runbook::parse(path, &text)
     }
 
+    /// Reads a runbook from its text, with every problem found at once,
+    /// located in `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Runbook, drp_core::Error> {
-        let fail = |line: usize, key: &str, message: String, hint: Option<String>| {
-            drp_core::Error::Policy(PolicyError {
-                diagnostics: vec![drp_core::config::Diagnostic {
-                    file: path.to_path_buf(),
-                    line,
-                    column: 1,
-                    key: key.to_string(),
-                    message,
-                    hint,
-                }],
-            })
-        };
-        let mut root: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(1);
-            fail(line, "", format!("not valid YAML: {e}"), None)
-        })?;
-        let mut d = Diagnostics::new(path, text);
-        // `${VAR}` on parsed values: a variable's content is one value, never YAML.
-        d.expand_env(&mut root);
-        if !d.items.is_empty() {
-            return Err(drp_core::Error::Policy(PolicyError {
-                diagnostics: d.items,
-            }));
-        }
-        let Value::Mapping(root) = root else {
-            return Err(fail(
-                1,
-                "",
-                "a runbook must be a mapping with `name`, `policy` and `steps`".into(),
-                None,
-            ));
-        };
-        for k in root.keys().filter_map(Value::as_str) {
-            if !KEYS.contains(&k) {
-                let hint = KEYS
-                    .iter()
-                    .map(|c| (strsim::jaro_winkler(k, c), *c))
-                    .filter(|(s, _)| *s > 0.8)
-                    .max_by(|a, b| a.0.total_cmp(&b.0))
-                    .map(|(_, c)| format!("did you mean `{c}`?"));
-                d.push(k, format!("unknown key `{k}`"), hint);
-            }
-        }
-        let name: Option<String> = field(&mut d, &root, "", "name", true);
-        let description: Option<String> = field(&mut d, &root, "", "description", false);
-        let policy_path: Option<PathBuf> = field(&mut d, &root, "", "policy", true);
-        let objectives: Option<drp_core::config::Objectives> =
-            field(&mut d, &root, "", "objectives", false);
-        let heartbeat: Option<Heartbeat> = field(&mut d, &root, "", "heartbeat", false);
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let policy = match &policy_path {
-            Some(p) => match Policy::load(&drp_core::config::resolve_relative(base, p)) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    d.push("policy", format!("the policy does not load: {e}"), None);
-                    None
-                }
-            },
-            None => None,
-        };
-        let steps = steps(&mut d, &root, "steps", true);
-        let cleanup = steps_of(&mut d, &root, "cleanup");
-        let fallbacks: BTreeMap<String, Step> = steps_of(&mut d, &root, "fallbacks")
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        let drill = match root.get("drill") {
-            None => None,
-            Some(node) => match serde_path_to_error::deserialize::<_, RawDrill>(node.clone()) {
-                Ok(raw) => {
-                    let mut m = Mapping::new();
-                    m.insert("inject".into(), Value::Sequence(raw.inject));
-                    let inject = parse_steps(&mut d, &m, "drill.inject", false);
-                    Some(Drill {
-                        backup_first: raw.backup_first,
-                        settle: raw
-                            .settle
-                            .map(|s| s.as_duration())
-                            .unwrap_or(Duration::from_secs(2)),
-                        inject,
-                    })
-                }
-                Err(e) => {
-                    d.push_serde("drill", e);
-                    None
-                }
-            },
-        };
+        let (mut d, root) = yaml::read_root(path, text)?;
+        yaml::unknown_keys(&mut d, &root, &KEYS);
+        let name: Option<String> = yaml::field(&mut d, &root, "", "name", true);
+        let description: Option<String> = yaml::field(&mut d, &root, "", "description", false);
+        let policy_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "policy", true);
+        let objectives: Option<Objectives> = yaml::field(&mut d, &root, "", "objectives", false);
+        let heartbeat: Option<Heartbeat> = yaml::field(&mut d, &root, "", "heartbeat", false);
+        let policy = policy_path.and_then(|p| load_policy(&mut d, path, &p));
+        let steps = steps::main_steps(&mut d, &root);
+        let cleanup = steps::optional_steps(&mut d, &root, Section::Cleanup);
+        let fallbacks = steps::fallbacks(&mut d, &root);
+        let drill = steps::drill(&mut d, &root);
 
-        // Steps in phase order, fallbacks referenced exist, references valid.
-        let mut last = None;
-        for (i, s) in steps.iter().enumerate() {
-            let key = format!("steps[{i}].phase");
-            match s.phase {
-                None => d.push(
-                    &format!("steps[{i}]"),
-                    "a step needs a `phase`",
-                    Some("one of detect, restore, restart, verify".into()),
-                ),
-                Some(p) if last.is_some_and(|l| p < l) => d.push(
-                    &key,
-                    format!(
-                        "phase `{}` comes after `{}`",
-                        p.name(),
-                        last.unwrap().name()
-                    ),
-                    Some("order steps detect → restore → restart → verify".into()),
-                ),
-                Some(p) => last = Some(p),
-            }
-            if let OnFailure::Fallback(names) = &s.on_failure {
-                for n in names {
-                    if !fallbacks.contains_key(n) {
-                        d.push(
-                            &format!("steps[{i}].on_failure"),
-                            format!("no fallback step named `{n}`"),
-                            Some("define it under `fallbacks`".into()),
-                        );
-                    }
-                }
-            }
-        }
-        if !steps.iter().any(|s| s.phase == Some(Phase::Verify)) && !steps.is_empty() {
-            d.push(
-                "steps",
-                "no verify step: the RTO ends when every verify step passes",
-                Some("add a step with `phase: verify`".into()),
-            );
-        }
+        checks::step_order(&mut d, &steps, &fallbacks);
         if let Some(policy) = &policy {
-            let all = steps
-                .iter()
-                .map(|s| ("steps", s))
-                .chain(cleanup.iter().map(|s| ("cleanup", s)))
-                .chain(fallbacks.values().map(|s| ("fallbacks", s)))
-                .chain(
-                    drill
-                        .iter()
-                        .flat_map(|dr| dr.inject.iter().map(|s| ("drill.inject", s))),
-                );
-            let mut by_section: BTreeMap<&str, usize> = BTreeMap::new();
-            for (section, s) in all {
-                let i = by_section.entry(section).or_default();
-                if let Err(msg) = s.action.validate(policy) {
-                    d.push(&format!("{section}[{i}].action"), msg, None);
-                }
-                *i += 1;
-            }
+            let sections = checks::sections(&steps, &cleanup, &fallbacks, drill.as_ref());
+            checks::actions(&mut d, policy, sections);
             if let Some(hb) = &heartbeat {
-                match policy.exports.get(&hb.export) {
-                    None => d.push(
-                        "heartbeat.export",
-                        format!("unknown export `{}`", hb.export),
-                        None,
-                    ),
-                    Some(e) if e.source.kind() == "directory" => d.push(
-                        "heartbeat.export",
-                        "a heartbeat needs a database export",
-                        None,
-                    ),
-                    _ => {}
-                }
-                if !hb
-                    .table
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    d.push("heartbeat.table", "use letters, digits and `_`", None);
-                }
+                checks::heartbeat(&mut d, policy, hb);
             }
         }
-        let rto = objectives
-            .and_then(|o| o.rto)
-            .or(policy.as_ref().and_then(|p| p.objectives.rto));
-        let rpo = objectives
-            .and_then(|o| o.rpo)
-            .or(policy.as_ref().and_then(|p| p.objectives.rpo));
-        if policy.is_some() && (rto.is_none() || rpo.is_none()) {
-            d.push(
-                "objectives",
-                "no RTO/RPO objective here or in the policy",
-                Some("add `objectives: {rto: 5m, rpo: 30m}`".into()),
-            );
-        }
+        let (rto, rpo) = checks::objectives(&mut d, objectives, policy.as_ref());
         if let Some(rto) = rto {
-            let budget: Duration = steps
-                .iter()
-                .map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries)
-                .sum();
+            let budget = worst_case(&steps);
             if budget > rto.as_duration() {
                 // Said, not refused: steps usually end well before their timeouts.
                 tracing::info!(?budget, "step timeouts add up to more than the RTO");
@@ -396,129 +207,46 @@ impl Runbook {
     /// The sum of the step timeouts, retries included: the longest the
     /// procedure may take before it gives up.
     pub fn worst_case_duration(&self) -> Duration {
-        self.steps
-            .iter()
-            .map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries)
-            .sum()
+        worst_case(&self.steps)
+    }
+
+    /// The exports the main steps restore, each once, in step order.
+    pub fn restored_exports(&self) -> Vec<String> {
+        let mut exports: Vec<String> = Vec::new();
+        for s in &self.steps {
+            if let ActionConfig::RestoreBackup(r) = &s.action
+                && !exports.contains(&r.export)
+            {
+                exports.push(r.export.clone());
+            }
+        }
+        exports
     }
 }
 
-fn field<T: serde::de::DeserializeOwned>(
-    d: &mut Diagnostics,
-    map: &Mapping,
-    base: &str,
-    key: &str,
-    required: bool,
-) -> Option<T> {
-    let path = if base.is_empty() {
-        key.to_string()
-    } else {
-        format!("{base}.{key}")
-    };
-    match map.get(key) {
-        Some(node) => match serde_path_to_error::deserialize(node.clone()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                d.push_serde(&path, e);
-                None
-            }
-        },
-        None => {
-            if required {
-                d.push(
-                    base,
-                    format!("missing `{key}`"),
-                    Some(format!("add `{key}`")),
-                );
-            }
+/// The policy at `policy` (relative to the runbook's folder), or a
+/// diagnostic saying why it does not load.
+fn load_policy(d: &mut Diagnostics, runbook: &Path, policy: &Path) -> Option<Policy> {
+    let base = runbook
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match Policy::load(&drp_core::config::resolve_relative(base, policy)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            d.push("policy", format!("the policy does not load: {e}"), None);
             None
         }
     }
 }
 
-fn steps(d: &mut Diagnostics, root: &Mapping, key: &str, required: bool) -> Vec<Step> {
-    if root.get(key).is_none() {
-        if required {
-            d.push(
-                "",
-                format!("missing `{key}`"),
-                Some("list the recovery steps".into()),
-            );
-        }
-        return Vec::new();
-    }
-    parse_steps(d, root, key, true)
-}
-
-fn steps_of(d: &mut Diagnostics, root: &Mapping, key: &str) -> Vec<Step> {
-    if root.get(key).is_none() {
-        return Vec::new();
-    }
-    parse_steps(d, root, key, false)
-}
-
-fn parse_steps(d: &mut Diagnostics, root: &Mapping, key: &str, main: bool) -> Vec<Step> {
-    let section = key.rsplit('.').next().unwrap_or(key);
-    let Some(Value::Sequence(items)) = root.get(section) else {
-        d.push(key, format!("`{key}` must be a list of steps"), None);
-        return Vec::new();
-    };
-    let base = if key.starts_with("drill.") {
-        key.to_string()
-    } else {
-        section.to_string()
-    };
-    let mut out = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("{base}[{i}]");
-        match serde_path_to_error::deserialize::<_, RawStep>(item.clone()) {
-            Ok(raw) => {
-                if let Some(h) = raw
-                    .host
-                    .as_deref()
-                    .filter(|h| !matches!(*h, "local" | "localhost"))
-                {
-                    d.push(
-                        &format!("{at}.host"),
-                        format!("step on host `{h}`: only the local host is supported"),
-                        Some("run drp on that host, or drop `host`".into()),
-                    );
-                }
-                if !names.insert(raw.name.clone()) {
-                    d.push(
-                        &format!("{at}.name"),
-                        format!("two steps are named `{}`", raw.name),
-                        None,
-                    );
-                }
-                if !main && raw.phase.is_some() && key != "fallbacks" {
-                    d.push(
-                        &format!("{at}.phase"),
-                        "only main steps and fallbacks have a phase",
-                        None,
-                    );
-                }
-                out.push(Step {
-                    name: raw.name,
-                    phase: raw.phase,
-                    action: raw.action,
-                    timeout: raw
-                        .timeout
-                        .map(|t| t.as_duration())
-                        .unwrap_or(Duration::from_secs(60)),
-                    retries: raw.retries,
-                    backoff: raw
-                        .backoff
-                        .map(|t| t.as_duration())
-                        .unwrap_or(Duration::from_secs(1)),
-                    on_failure: raw.on_failure,
-                });
-            }
-            Err(e) => d.push_serde(&at, e),
-        }
-    }
-    out
+/// The longest `steps` may take: each step's timeout for every attempt,
+/// and the backoff between attempts.
+fn worst_case(steps: &[Step]) -> Duration {
+    steps
+        .iter()
+        .map(|s| s.timeout * (s.retries + 1) + s.backoff * s.retries)
+        .sum()
 }
 
 #[cfg(test)]

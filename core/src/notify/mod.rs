@@ -14,14 +14,15 @@ use crate::config::{Notify, NotifyWhen};
 
 pub use error::NotifyError;
 
+use crate::state::RunResult;
+
 /// What happened, as every channel tells it. Holds no secret: errors come
 /// from the library's messages, which never include one.
 #[derive(Debug, Clone, Serialize)]
 pub struct Message {
     pub host: String,
     pub export: String,
-    /// `ok`, `partial` or `failed`.
-    pub result: String,
+    pub result: RunResult,
     pub point: Option<String>,
     pub committed: Vec<String>,
     pub failed: Vec<String>,
@@ -35,20 +36,20 @@ pub struct Message {
 
 impl Message {
     pub fn is_failure(&self) -> bool {
-        self.result != "ok"
+        self.result != RunResult::Ok
     }
 
     pub fn subject(&self) -> String {
         if let Some(t) = &self.title {
             return t.clone();
         }
-        match self.result.as_str() {
-            "ok" => format!("drp: backup of {}/{} succeeded", self.host, self.export),
-            "partial" => format!(
+        match self.result {
+            RunResult::Ok => format!("drp: backup of {}/{} succeeded", self.host, self.export),
+            RunResult::Partial => format!(
                 "drp: backup of {}/{} PARTIALLY failed",
                 self.host, self.export
             ),
-            _ => format!("drp: backup of {}/{} FAILED", self.host, self.export),
+            RunResult::Failed => format!("drp: backup of {}/{} FAILED", self.host, self.export),
         }
     }
 

@@ -247,13 +247,107 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> SourceKind {
         match self {
-            SourceConfig::Postgres(_) => "postgres",
-            SourceConfig::Mysql(_) => "mysql",
-            SourceConfig::Sqlite(_) => "sqlite",
-            SourceConfig::Directory(_) => "directory",
+            SourceConfig::Postgres(_) => SourceKind::Postgres,
+            SourceConfig::Mysql(_) => SourceKind::Mysql,
+            SourceConfig::Sqlite(_) => SourceKind::Sqlite,
+            SourceConfig::Directory(_) => SourceKind::Directory,
         }
+    }
+
+    /// A destination of `kind` described by `to` alone (a database name or
+    /// a path) with every other setting at its default: for restores
+    /// without a policy, from a bare machine.
+    pub fn bare(kind: SourceKind, to: &str) -> SourceConfig {
+        match kind {
+            SourceKind::Postgres => SourceConfig::Postgres(postgres::PostgresConfig {
+                url: None,
+                host: None,
+                port: None,
+                user: None,
+                database: Some(to.to_string()),
+                password: None,
+                bin_dir: None,
+                restore_jobs: None,
+                no_owner: false,
+                include_role_passwords: false,
+            }),
+            SourceKind::Mysql => SourceConfig::Mysql(mysql::MysqlConfig {
+                host: None,
+                port: None,
+                socket: None,
+                user: None,
+                password: None,
+                database: to.to_string(),
+                bin_dir: None,
+            }),
+            SourceKind::Sqlite => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
+            SourceKind::Directory => SourceConfig::Directory(directory::DirectoryConfig {
+                path: to.into(),
+                allow_external_symlinks: false,
+            }),
+        }
+    }
+}
+
+/// The kinds of source, by the name policies and manifests give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Postgres,
+    Mysql,
+    Sqlite,
+    Directory,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::Postgres,
+        SourceKind::Mysql,
+        SourceKind::Sqlite,
+        SourceKind::Directory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => "postgres",
+            SourceKind::Mysql => "mysql",
+            SourceKind::Sqlite => "sqlite",
+            SourceKind::Directory => "directory",
+        }
+    }
+
+    /// The kind a manifest names; `None` for one this build does not know.
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether it holds SQL tables (runbook `sql` steps, drill heartbeats).
+    pub fn is_database(self) -> bool {
+        match self {
+            SourceKind::Postgres | SourceKind::Mysql | SourceKind::Sqlite => true,
+            SourceKind::Directory => false,
+        }
+    }
+
+    /// What, beside drp, bounds the loss of this kind to seconds.
+    pub fn continuous_archiving(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => {
+                "continuous WAL archiving (e.g. pgBackRest or WAL-G next to drp)"
+            }
+            SourceKind::Mysql => {
+                "continuous binary-log shipping (e.g. mariadb-binlog --read-from-remote-server --raw --stop-never)"
+            }
+            SourceKind::Sqlite => "continuous WAL replication (e.g. Litestream)",
+            SourceKind::Directory => "a replicated or snapshotting filesystem",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

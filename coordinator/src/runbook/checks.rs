@@ -1,0 +1,134 @@
+//! What a runbook's parts must be together: steps in phase order with the
+//! fallbacks they name, actions and heartbeat that fit the policy, and
+//! objectives given here or in the policy.
+
+use std::collections::BTreeMap;
+
+use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
+
+use super::steps::Section;
+use super::{Drill, Heartbeat, OnFailure, Phase, Step};
+
+/// Main steps in phase order, each with a phase and fallbacks that exist,
+/// and at least one verify step.
+pub(super) fn step_order(d: &mut Diagnostics, steps: &[Step], fallbacks: &BTreeMap<String, Step>) {
+    let mut last = None;
+    for (i, s) in steps.iter().enumerate() {
+        let key = format!("steps[{i}].phase");
+        match s.phase {
+            None => d.push(
+                &format!("steps[{i}]"),
+                "a step needs a `phase`",
+                Some("one of detect, restore, restart, verify".into()),
+            ),
+            Some(p) if last.is_some_and(|l| p < l) => d.push(
+                &key,
+                format!(
+                    "phase `{}` comes after `{}`",
+                    p.name(),
+                    last.unwrap().name()
+                ),
+                Some("order steps detect → restore → restart → verify".into()),
+            ),
+            Some(p) => last = Some(p),
+        }
+        if let OnFailure::Fallback(names) = &s.on_failure {
+            for n in names.iter().filter(|n| !fallbacks.contains_key(*n)) {
+                d.push(
+                    &format!("steps[{i}].on_failure"),
+                    format!("no fallback step named `{n}`"),
+                    Some("define it under `fallbacks`".into()),
+                );
+            }
+        }
+    }
+    if !steps.iter().any(|s| s.phase == Some(Phase::Verify)) && !steps.is_empty() {
+        d.push(
+            "steps",
+            "no verify step: the RTO ends when every verify step passes",
+            Some("add a step with `phase: verify`".into()),
+        );
+    }
+}
+
+/// Every step's action, in every list, against the policy.
+pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section, Vec<&Step>); 4]) {
+    for (section, steps) in sections {
+        for (i, s) in steps.into_iter().enumerate() {
+            if let Err(invalid) = s.action.validate(policy) {
+                d.push(
+                    &format!("{}[{i}].action", section.key()),
+                    invalid.to_string(),
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// The lists of steps in the order their actions are checked.
+// The fallbacks are numbered in name order, as the map keeps them.
+pub(super) fn sections<'a>(
+    steps: &'a [Step],
+    cleanup: &'a [Step],
+    fallbacks: &'a BTreeMap<String, Step>,
+    drill: Option<&'a Drill>,
+) -> [(Section, Vec<&'a Step>); 4] {
+    [
+        (Section::Steps, steps.iter().collect()),
+        (Section::Cleanup, cleanup.iter().collect()),
+        (Section::Fallbacks, fallbacks.values().collect()),
+        (
+            Section::Inject,
+            drill.iter().flat_map(|dr| dr.inject.iter()).collect(),
+        ),
+    ]
+}
+
+/// The heartbeat goes into a database export of the policy, in a table
+/// named plainly.
+pub(super) fn heartbeat(d: &mut Diagnostics, policy: &Policy, hb: &Heartbeat) {
+    match policy.exports.get(&hb.export) {
+        None => d.push(
+            "heartbeat.export",
+            format!("unknown export `{}`", hb.export),
+            None,
+        ),
+        Some(e) if !e.source.kind().is_database() => d.push(
+            "heartbeat.export",
+            "a heartbeat needs a database export",
+            None,
+        ),
+        _ => {}
+    }
+    if !hb
+        .table
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        d.push("heartbeat.table", "use letters, digits and `_`", None);
+    }
+}
+
+/// The RTO and RPO: the runbook's, or else the policy's. Both are needed
+/// once the policy loads.
+pub(super) fn objectives(
+    d: &mut Diagnostics,
+    here: Option<Objectives>,
+    policy: Option<&Policy>,
+) -> (Option<HumanDuration>, Option<HumanDuration>) {
+    let rto = here
+        .and_then(|o| o.rto)
+        .or(policy.and_then(|p| p.objectives.rto));
+    let rpo = here
+        .and_then(|o| o.rpo)
+        .or(policy.and_then(|p| p.objectives.rpo));
+    if policy.is_some() && (rto.is_none() || rpo.is_none()) {
+        d.push(
+            "objectives",
+            "no RTO/RPO objective here or in the policy",
+            Some("add `objectives: {rto: 5m, rpo: 30m}`".into()),
+        );
+    }
+    (rto, rpo)
+}

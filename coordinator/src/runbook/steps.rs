@@ -1,0 +1,199 @@
+//! The step lists of a runbook (`steps`, `fallbacks`, `cleanup`,
+//! `drill.inject`) and the `drill` section, from their YAML.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use drp_core::config::{Diagnostics, HumanDuration};
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{Drill, OnFailure, Phase, Step};
+use crate::action::ActionConfig;
+
+/// A list of steps in a runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Section {
+    /// The recovery procedure, in phases.
+    Steps,
+    /// Steps run when a step fails with `on_failure: {fallback: […]}`.
+    Fallbacks,
+    /// Steps that always run at the end.
+    Cleanup,
+    /// The drill's steps that cause the failure.
+    Inject,
+}
+
+impl Section {
+    /// Where the list is in the file.
+    pub(super) fn key(self) -> &'static str {
+        match self {
+            Section::Steps => "steps",
+            Section::Fallbacks => "fallbacks",
+            Section::Cleanup => "cleanup",
+            Section::Inject => "drill.inject",
+        }
+    }
+
+    /// Whether its steps may name a phase.
+    fn phased(self) -> bool {
+        match self {
+            Section::Steps | Section::Fallbacks => true,
+            Section::Cleanup | Section::Inject => false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    phase: Option<Phase>,
+    /// Where the step runs; only this host for now.
+    host: Option<String>,
+    action: ActionConfig,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    retries: u32,
+    backoff: Option<HumanDuration>,
+    #[serde(default = "default_on_failure")]
+    on_failure: OnFailure,
+}
+
+fn default_on_failure() -> OnFailure {
+    OnFailure::Abort
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    #[serde(default)]
+    backup_first: bool,
+    settle: Option<HumanDuration>,
+    inject: Vec<Value>,
+}
+
+/// The main steps; they are required.
+pub(super) fn main_steps(d: &mut Diagnostics, root: &Mapping) -> Vec<Step> {
+    let Some(node) = root.get("steps") else {
+        d.push(
+            "",
+            "missing `steps`",
+            Some("list the recovery steps".into()),
+        );
+        return Vec::new();
+    };
+    parse_steps(d, node, Section::Steps)
+}
+
+/// The steps of an optional `section` of the root.
+pub(super) fn optional_steps(d: &mut Diagnostics, root: &Mapping, section: Section) -> Vec<Step> {
+    match root.get(section.key()) {
+        Some(node) => parse_steps(d, node, section),
+        None => Vec::new(),
+    }
+}
+
+/// The fallbacks, by name.
+pub(super) fn fallbacks(d: &mut Diagnostics, root: &Mapping) -> BTreeMap<String, Step> {
+    optional_steps(d, root, Section::Fallbacks)
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect()
+}
+
+/// The `drill` section, if there is one.
+pub(super) fn drill(d: &mut Diagnostics, root: &Mapping) -> Option<Drill> {
+    let node = root.get("drill")?;
+    match serde_path_to_error::deserialize::<_, RawDrill>(node.clone()) {
+        Ok(raw) => Some(Drill {
+            backup_first: raw.backup_first,
+            settle: raw
+                .settle
+                .map(|s| s.as_duration())
+                .unwrap_or(Duration::from_secs(2)),
+            inject: parse_steps(d, &Value::Sequence(raw.inject), Section::Inject),
+        }),
+        Err(e) => {
+            d.push_serde("drill", e);
+            None
+        }
+    }
+}
+
+/// The steps of a list: each deserialised, with defaults for timeout and
+/// backoff, on this host only, named once, with a phase only where one belongs.
+fn parse_steps(d: &mut Diagnostics, node: &Value, section: Section) -> Vec<Step> {
+    let key = section.key();
+    let Value::Sequence(items) = node else {
+        d.push(key, format!("`{key}` must be a list of steps"), None);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        match serde_path_to_error::deserialize::<_, RawStep>(item.clone()) {
+            Ok(raw) => {
+                check_raw_step(d, &at, &raw, section, &mut names);
+                out.push(step(raw));
+            }
+            Err(e) => d.push_serde(&at, e),
+        }
+    }
+    out
+}
+
+/// What a step cannot be, found on its own and among its list (`names`
+/// holds the names seen so far).
+fn check_raw_step(
+    d: &mut Diagnostics,
+    at: &str,
+    raw: &RawStep,
+    section: Section,
+    names: &mut HashSet<String>,
+) {
+    if let Some(h) = raw
+        .host
+        .as_deref()
+        .filter(|h| !matches!(*h, "local" | "localhost"))
+    {
+        d.push(
+            &format!("{at}.host"),
+            format!("step on host `{h}`: only the local host is supported"),
+            Some("run drp on that host, or drop `host`".into()),
+        );
+    }
+    if !names.insert(raw.name.clone()) {
+        d.push(
+            &format!("{at}.name"),
+            format!("two steps are named `{}`", raw.name),
+            None,
+        );
+    }
+    if !section.phased() && raw.phase.is_some() {
+        d.push(
+            &format!("{at}.phase"),
+            "only main steps and fallbacks have a phase",
+            None,
+        );
+    }
+}
+
+fn step(raw: RawStep) -> Step {
+    Step {
+        name: raw.name,
+        phase: raw.phase,
+        action: raw.action,
+        timeout: raw
+            .timeout
+            .map(|t| t.as_duration())
+            .unwrap_or(Duration::from_secs(60)),
+        retries: raw.retries,
+        backoff: raw
+            .backoff
+            .map(|t| t.as_duration())
+            .unwrap_or(Duration::from_secs(1)),
+        on_failure: raw.on_failure,
+    }
+}
