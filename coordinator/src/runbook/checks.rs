@@ -66,18 +66,18 @@ pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section,
     }
 }
 
-/// The lists of steps in the order their actions are checked.
-// The fallbacks are numbered in name order, as the map keeps them.
+/// The lists of steps in the order their actions are checked, each in file
+/// order (so a diagnostic's index is the step's place in its list).
 pub(super) fn sections<'a>(
     steps: &'a [Step],
     cleanup: &'a [Step],
-    fallbacks: &'a BTreeMap<String, Step>,
+    fallbacks: &'a [Step],
     drill: Option<&'a Drill>,
 ) -> [(Section, Vec<&'a Step>); 4] {
     [
         (Section::Steps, steps.iter().collect()),
         (Section::Cleanup, cleanup.iter().collect()),
-        (Section::Fallbacks, fallbacks.values().collect()),
+        (Section::Fallbacks, fallbacks.iter().collect()),
         (
             Section::Inject,
             drill.iter().flat_map(|dr| dr.inject.iter()).collect(),

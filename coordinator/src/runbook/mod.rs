@@ -169,12 +169,16 @@ impl Runbook {
         let policy = policy_path.and_then(|p| load_policy(&mut d, path, &p));
         let steps = steps::main_steps(&mut d, &root);
         let cleanup = steps::optional_steps(&mut d, &root, Section::Cleanup);
-        let fallbacks = steps::fallbacks(&mut d, &root);
+        let fallback_list = steps::fallbacks(&mut d, &root);
+        let fallbacks: BTreeMap<String, Step> = fallback_list
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
         let drill = steps::drill(&mut d, &root);
 
         checks::step_order(&mut d, &steps, &fallbacks);
         if let Some(policy) = &policy {
-            let sections = checks::sections(&steps, &cleanup, &fallbacks, drill.as_ref());
+            let sections = checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref());
             checks::actions(&mut d, policy, sections);
             if let Some(hb) = &heartbeat {
                 checks::heartbeat(&mut d, policy, hb);
@@ -281,5 +285,22 @@ mod fuzz {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_fallback_is_located_by_its_place_in_the_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/postgres-lost.yaml");
+        let text = std::fs::read_to_string(&path).unwrap()
+            + "fallbacks:\n  - name: zeta\n    action: {kind: command, run: [\"true\"]}\n  - name: alpha\n    action: {kind: sql, export: nope, query: \"select 1\"}\n";
+        let Err(drp_core::Error::Policy(e)) = Runbook::parse(&path, &text) else {
+            panic!("the unknown export is refused")
+        };
+        let keys: Vec<&str> = e.diagnostics.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["fallbacks[1].action"], "{:?}", e.diagnostics);
     }
 }

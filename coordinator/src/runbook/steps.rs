@@ -1,7 +1,7 @@
 //! The step lists of a runbook (`steps`, `fallbacks`, `cleanup`,
 //! `drill.inject`) and the `drill` section, from their YAML.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use drp_core::config::{Diagnostics, HumanDuration};
@@ -95,11 +95,9 @@ pub(super) fn optional_steps(d: &mut Diagnostics, root: &Mapping, section: Secti
 }
 
 /// The fallbacks, by name.
-pub(super) fn fallbacks(d: &mut Diagnostics, root: &Mapping) -> BTreeMap<String, Step> {
+/// The `fallbacks` list, in file order.
+pub(super) fn fallbacks(d: &mut Diagnostics, root: &Mapping) -> Vec<Step> {
     optional_steps(d, root, Section::Fallbacks)
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect()
 }
 
 /// The `drill` section, if there is one.
