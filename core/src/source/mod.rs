@@ -292,7 +292,8 @@ impl SourceConfig {
 }
 
 /// The kinds of source, by the name policies and manifests give them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Postgres,
     Mysql,
@@ -301,13 +302,6 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 4] = [
-        SourceKind::Postgres,
-        SourceKind::Mysql,
-        SourceKind::Sqlite,
-        SourceKind::Directory,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Postgres => "postgres",
@@ -319,7 +313,11 @@ impl SourceKind {
 
     /// The kind a manifest names; `None` for one this build does not know.
     pub fn from_name(name: &str) -> Option<SourceKind> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        use serde::Deserialize as _;
+        use serde::de::IntoDeserializer as _;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            name.into_deserializer();
+        SourceKind::deserialize(name).ok()
     }
 
     /// Whether it holds SQL tables (runbook `sql` steps, drill heartbeats).
@@ -408,4 +406,25 @@ pub fn stage_to_file(
             .map_err(|e| SourceError::io("cannot write the staging file", e))?;
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_read_back_from_the_name_it_writes() {
+        for to in ["shop", "/srv/app.db"] {
+            for kind in [
+                SourceKind::Postgres,
+                SourceKind::Mysql,
+                SourceKind::Sqlite,
+                SourceKind::Directory,
+            ] {
+                assert_eq!(SourceKind::from_name(kind.name()), Some(kind));
+                assert_eq!(SourceConfig::bare(kind, to).kind(), kind);
+            }
+        }
+        assert_eq!(SourceKind::from_name("oracle"), None);
+    }
 }
