@@ -158,7 +158,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
 
 /// The newest snapshot of every declared snapshot, as recorded by this host.
 fn snapshots_status(policy: &Policy, now: DateTime<Utc>) -> Vec<serde_json::Value> {
-    let newest = drp_core::snapshot::newest(policy);
+    let newest = drp_core::state::newest(policy);
     policy
         .snapshots
         .iter()

@@ -15,8 +15,9 @@
 //! Not public, deliberately: the data path (`pipeline`: compression,
 //! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`lock`) and
 //! the scheduler's DST handling (`scheduler`). Callers get their effects
-//! through the functions above, so the invariants these keep (commit last,
-//! verify before replace, one run per export) cannot be bypassed.
+//! through the functions above, so commit-last and verify-before-replace
+//! cannot be bypassed; [`runner::run_export`] and [`prune`] hold the
+//! export's lock ([`backup::run`] alone does not: it is the export itself).
 //!
 //! Library code never prints and takes no command line: the `drp-cli` crate
 //! renders output. Long operations report through [`progress::Progress`].

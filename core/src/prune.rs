@@ -43,7 +43,7 @@ pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-pub async fn prune_target(
+pub(crate) async fn prune_target(
     policy: &Policy,
     export: &Export,
     repo: &Repository,
@@ -178,7 +178,7 @@ pub async fn prune_export_locked(
 
 /// Prunes one export on all of its reachable targets; the caller holds the
 /// export's lock.
-pub async fn prune_export(
+pub(crate) async fn prune_export(
     policy: &Policy,
     export_name: &str,
     now: DateTime<Utc>,

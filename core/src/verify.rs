@@ -62,7 +62,7 @@ pub async fn verify(
                 host: host.to_string(),
                 export: export.to_string(),
                 id: None,
-                object: format!("{host}/{export}/manifests/"),
+                object: crate::repository::layout::manifests_dir(host, export),
                 result: Err(e),
             });
             return out;

@@ -33,8 +33,6 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 pub use error::{ActionError, Invalid};
-pub use restore_snapshot::RestoreSnapshot;
-pub use snapshot::TakeSnapshot;
 
 /// What a step's action can see and leave behind.
 pub struct Context {

@@ -1,4 +1,4 @@
-//! Restore an export's recovery point through the agent library: the same
+//! Restore an export's recovery point through `drp_core`: the same
 //! path as `drp restore`, digests verified before anything is replaced.
 
 use std::sync::Arc;

@@ -197,7 +197,7 @@ impl Store {
                 .save_report(&report.runbook, &report.id, json.clone(), html.clone())
                 .await
             {
-                failed.push(format!("{}: {e}", repo.name()));
+                failed.push(e.to_string());
             }
         }
         if self.repos.is_empty() && failed.is_empty() {

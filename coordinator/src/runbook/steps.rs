@@ -94,7 +94,6 @@ pub(super) fn optional_steps(d: &mut Diagnostics, root: &Mapping, section: Secti
     }
 }
 
-/// The fallbacks, by name.
 /// The `fallbacks` list, in file order.
 pub(super) fn fallbacks(d: &mut Diagnostics, root: &Mapping) -> Vec<Step> {
     optional_steps(d, root, Section::Fallbacks)

@@ -1,5 +1,5 @@
 //! Policies: parsed into a raw form, then validated into [`Policy`], the form
-//! the rest of the agent uses. Validation reports every problem at once, each
+//! the rest of the core uses. Validation reports every problem at once, each
 //! located by file, line, column and key, with a hint.
 
 mod locate;

@@ -146,7 +146,6 @@ pub struct Objectives {
     pub rpo: Option<HumanDuration>,
 }
 
-/// Where recovery points go. One variant per target kind, one file per kind.
 #[derive(Debug, Clone)]
 pub struct Export {
     pub name: String,

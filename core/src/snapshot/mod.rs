@@ -16,14 +16,13 @@
 //! - `aws`, `process`: what the cloud and the local providers share;
 //! - one file per kind: `btrfs`, `qcow2`, `directory`, `ebs`, `rds`.
 //!
-//! The newest snapshot of each name is host state ([`crate::state`]),
-//! re-exported here.
+//! The newest snapshot of each name is host state ([`crate::state::newest`]).
 //!
 //! # To add a snapshot provider
 //!
 //! 1. Write `snapshot/<kind>.rs`: its config struct (`#[serde(deny_unknown_fields)]`)
 //!    and a type implementing [`SnapshotProvider`].
-//! 2. Declare it below (`mod <kind>;`) and add a variant `<Kind>(<kind>::<Kind>Config)`
+//! 2. Declare it below (`pub mod <kind>;`) and add a variant `<Kind>(<kind>::<Kind>Config)`
 //!    to [`SnapshotConfig`].
 //! 3. Let the compiler point at the two `match`es to extend:
 //!    [`SnapshotConfig::kind`] (its name) and [`provider()`] (its constructor).
@@ -51,5 +50,3 @@ pub use ops::{create, expire, expire_due, find, rollback, to_expire};
 pub use provider::{Created, SnapContext, SnapshotProvider, provider};
 pub use set::{GuardOutcome, Member, Rollback, SetStatus, SnapshotSet};
 pub use store::{list, save};
-
-pub use crate::state::{Newest, NewestSnapshot, newest};
