@@ -130,7 +130,9 @@ fn a_postgres_restore_keeps_the_replaced_database_and_recreates_a_dropped_owner(
     plan.ok();
     for expected in [
         format!("replaces         PostgreSQL database `{db}`"),
-        format!("keeps            the replaced database is kept, renamed to `{db}_drp_replaced_"),
+        format!(
+            "keeps            the replaced database is kept, renamed to `{db}_drp_replaced_<time>_<id>`"
+        ),
         "data-loss window".to_string(),
     ] {
         assert!(

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{
     CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
+    replaced_path, replaced_pattern,
 };
 use crate::chunk::{ChannelReader, ChunkWriter};
 use crate::config::resolve_relative;
@@ -147,7 +148,7 @@ impl Source for Directory {
         match dest {
             Destination::Path(p) => format!(
                 "the replaced tree is kept, moved to `{}`",
-                replaced_path(p).display()
+                replaced_pattern(p)
             ),
             Destination::Database(_) => String::new(),
         }
@@ -522,16 +523,6 @@ impl Staged for StagedTree {
         })?;
         Ok(Committed::dropped(what))
     }
-}
-
-/// `<name>.drp-replaced-<UTC time>` beside `path`.
-fn replaced_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.fZ");
-    path.with_file_name(format!("{name}.drp-replaced-{stamp}"))
 }
 
 #[cfg(test)]

@@ -191,6 +191,31 @@ pub fn sibling_name(name: &str, what: &str, max: usize) -> String {
     format!("{base}{suffix}")
 }
 
+/// How a plan names what [`sibling_name`] will call the data a restore
+/// replaces: its time and id are only fixed when the swap happens.
+pub fn sibling_pattern(name: &str, what: &str) -> String {
+    format!("{name}_drp_{what}_<time>_<id>")
+}
+
+/// Where a restore moves the file or tree it replaces:
+/// `<name>.drp-replaced-<UTC time>-<4 hex>` beside `path`.
+pub fn replaced_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{name}.drp-replaced-{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    ))
+}
+
+/// How a plan names [`replaced_path`] of `path`.
+pub fn replaced_pattern(path: &Path) -> String {
+    format!("{}.drp-replaced-<time>-<id>", path.display())
+}
+
 pub trait Source: Send + Sync {
     /// Non-secret facts about the source, recorded in the manifest.
     fn describe(&self) -> BTreeMap<String, String>;

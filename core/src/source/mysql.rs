@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::process::{self, ChildExport};
 use super::{
     CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
-    StagedFile, sibling_name,
+    StagedFile, sibling_name, sibling_pattern,
 };
 use crate::config::{SecretRef, resolve_relative};
 
@@ -477,7 +477,7 @@ impl Source for Mysql {
         match dest {
             Destination::Database(db) => format!(
                 "the replaced database is kept: its tables are moved to `{}`",
-                sibling_name(db, "replaced", NAME_MAX)
+                sibling_pattern(db, "replaced")
             ),
             Destination::Path(_) => String::new(),
         }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::process::{self, ChildExport};
 use super::{
     CommitOptions, Destination, ExportInfo, ExportStream, Source, SourceError, Staged, StagedFile,
-    sibling_name,
+    sibling_pattern,
 };
 use crate::config::{SecretRef, resolve_relative};
 
@@ -395,7 +395,7 @@ impl Source for Postgres {
         match dest {
             Destination::Database(db) => format!(
                 "the replaced database is kept, renamed to `{}`",
-                sibling_name(db, "replaced", NAME_MAX)
+                sibling_pattern(db, "replaced")
             ),
             Destination::Path(_) => String::new(),
         }

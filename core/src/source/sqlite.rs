@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{
     CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
+    replaced_path, replaced_pattern,
 };
 use crate::config::resolve_relative;
 
@@ -195,7 +196,7 @@ impl Source for Sqlite {
         match dest {
             Destination::Path(p) => format!(
                 "a copy of the replaced file is kept as `{}`",
-                replaced_path(p).display()
+                replaced_pattern(p)
             ),
             Destination::Database(_) => String::new(),
         }
@@ -222,19 +223,6 @@ impl Source for Sqlite {
         let file = super::stage_to_file(raw, dir)?;
         Ok(Box::new(StagedSqlite { file, path }))
     }
-}
-
-/// `<file>.drp-replaced-<UTC time>` beside `path`.
-fn replaced_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(
-        "{name}.drp-replaced-{}-{:04x}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u16>()
-    ))
 }
 
 struct StagedSqlite {
