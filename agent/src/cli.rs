@@ -136,6 +136,10 @@ pub enum Command {
     },
     /// Restore a recovery point (asks before replacing anything).
     Restore(RestoreArgs),
+    /// Continuous WAL archiving of postgres-cluster exports: PostgreSQL's
+    /// archive_command and restore_command, and the archive's inventory.
+    #[command(subcommand)]
+    Wal(crate::wal::WalCommand),
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -196,5 +200,6 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             crate::verify::run(repo, export.as_deref(), which, &out).await
         }
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
+        Command::Wal(cmd) => crate::wal::run(cmd, &out).await,
     }
 }

@@ -6,6 +6,7 @@ mod prune;
 mod status;
 mod systemd;
 mod verify;
+mod wal;
 
 use clap::Parser;
 

@@ -26,8 +26,16 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with_all = ["point", "before", "to"])]
     pub change: Option<String>,
     /// Restore this recovery point (default: the newest).
-    #[arg(long, conflicts_with = "before")]
+    #[arg(long, conflicts_with_all = ["before", "to_time"])]
     pub point: Option<String>,
+    /// Point-in-time restore (postgres-cluster exports): replay the archived WAL up to this instant,
+    /// read as --before is, from the newest base backup that ended before it.
+    #[arg(long, conflicts_with_all = ["before", "latest"])]
+    pub to_time: Option<String>,
+    /// Restore to the newest instant there is (the default): for postgres-cluster exports, the end of
+    /// the archived WAL.
+    #[arg(long, conflicts_with_all = ["point", "before"])]
+    pub latest: bool,
     /// Restore the newest point consistent strictly before this time: RFC 3339 with its offset, or
     /// `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none; with --target, the machine's zone).
     #[arg(long)]
@@ -79,10 +87,16 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         .as_deref()
         .map(|t| parse_time_in(t, zone))
         .transpose()?;
-    let selector = match (&args.point, &before) {
-        (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::Before(t.instant),
-        (None, None) => Selector::Latest,
+    let to_time: Option<GivenTime> = args
+        .to_time
+        .as_deref()
+        .map(|t| parse_time_in(t, zone))
+        .transpose()?;
+    let selector = match (&args.point, &before, &to_time) {
+        (Some(id), _, _) => Selector::Id(id.clone()),
+        (None, Some(t), _) => Selector::Before(t.instant),
+        (None, None, Some(t)) => Selector::At(t.instant),
+        (None, None, None) => Selector::Latest,
     };
     let given_failed_at: Option<GivenTime> = args
         .failed_at
@@ -135,6 +149,9 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
                     "destination": plan.destination.to_string(), "replaces": plan.replaces,
                     "kept_as": plan.kept_as, "drop_replaced": drop_replaced,
                     "data_loss_window_seconds": window.num_seconds(), "notes": plan.notes,
+                    "replay": plan.replay.as_ref().map(|r| serde_json::json!({
+                        "target_time": r.target, "recoverable_until": r.until, "timeline": r.timeline,
+                    })),
                 }
             }));
             return Ok(ExitCode::Ok);
@@ -165,6 +182,19 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
                     .unwrap_or_default()
             )
         );
+        if let Some(r) = &plan.replay {
+            let until = r.until.map_or("-".into(), |u| u.to_rfc3339());
+            match (&r.target, &to_time, &args.to_time) {
+                (Some(_), Some(t), Some(text)) => eprintln!(
+                    "  replays WAL to   {} (the archive reaches {until})",
+                    t.describe(text)
+                ),
+                _ => eprintln!(
+                    "  replays WAL to   the newest archived instant, {until} (timeline {})",
+                    r.timeline
+                ),
+            }
+        }
         eprintln!(
             "  size             {} raw, {} stored",
             format_bytes(m.raw.size),
@@ -184,9 +214,9 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             (None, _) => eprintln!("  replaces         nothing (the destination does not exist)"),
         }
         eprintln!(
-            "  data-loss window {} (changes after {} are not in this point)",
+            "  data-loss window {} (changes after {} are not in this restore)",
             format_duration(window.to_std().unwrap_or_default()),
-            m.consistency_time.to_rfc3339()
+            plan.reaches().to_rfc3339()
         );
         for note in &plan.notes {
             eprintln!("  note             {note}");
@@ -204,11 +234,25 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             destination: plan.destination.to_string(),
         });
     }
+    let (restore_command, archive_command) = match (&plan.replay, &scope.policy) {
+        (None, _) => (None, None),
+        (Some(_), None) => {
+            return Err(Error::Usage(
+                "a physical restore replays WAL through `drp-agent wal get --policy FILE`: give --policy".into(),
+            ));
+        }
+        (Some(_), Some(policy)) => {
+            let in_place = plan.destination == source.default_destination();
+            drp_core::wal::run::replay_commands(policy, &args.export, in_place)?
+        }
+    };
     let options = restore::Options {
         confirmed,
         workdir: args.workdir.clone(),
         drop_replaced,
         lock_dir: scope.policy.as_ref().map(|p| p.state_dir.clone()),
+        restore_command,
+        archive_command,
     };
     // The tools run in process groups of their own, out of reach of the
     // terminal's signals: on Ctrl-C or SIGTERM the restore is abandoned
@@ -226,6 +270,8 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             "raw_bytes": report.raw_bytes, "seconds": report.seconds,
             "consistency_time": m.consistency_time, "data_loss_window_seconds": window.num_seconds(),
             "verified": true, "kept": report.replaced.kept, "dropped": report.replaced.dropped,
+            "reached": report.replaced.replayed.as_ref().map(|r| r.reached),
+            "timeline": report.replaced.replayed.as_ref().map(|r| r.timeline),
         }));
     } else {
         println!(
@@ -236,6 +282,13 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             report.seconds,
             format_bytes(report.raw_bytes)
         );
+        if let Some(r) = &report.replaced.replayed {
+            println!(
+                "replayed the archived WAL to {} (the last transaction replayed), now on timeline {}",
+                r.reached.map_or("-".into(), |t| t.to_rfc3339()),
+                r.timeline
+            );
+        }
         if let Some(kept) = &report.replaced.kept {
             println!("the replaced data is kept as {kept}; drop it when it is no longer needed");
         }

@@ -91,6 +91,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A name already stored with other content: never overwritten.
+    #[error("{0}")]
+    Conflict(String),
+
     #[error("{0}")]
     Failed(String),
 }
@@ -99,7 +103,9 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Policy(_) | Error::Usage(_) => ExitCode::Usage,
-            Error::Integrity { .. } | Error::Manifest { .. } => ExitCode::Integrity,
+            Error::Integrity { .. } | Error::Manifest { .. } | Error::Conflict(_) => {
+                ExitCode::Integrity
+            }
             Error::NotConfirmed { .. } => ExitCode::NotConfirmed,
             Error::NotFound(_) => ExitCode::NotFound,
             Error::Busy(_) => ExitCode::Busy,

@@ -46,5 +46,6 @@ pub mod source;
 pub mod state;
 pub mod time;
 pub mod verify;
+pub mod wal;
 
 pub use error::{Error, ExitCode, Result};

@@ -32,6 +32,10 @@ pub struct Manifest {
     pub tools: BTreeMap<String, String>,
     /// The agent that wrote the point.
     pub agent: String,
+    /// A physical base backup's WAL range: it is restorable once every
+    /// segment of the range is archived, and replays on from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<crate::wal::WalRange>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
 use crate::repository::Repository;
-use crate::source::{Cancel, CommitOptions, Committed, Destination, Source};
+use crate::source::{Cancel, CommitOptions, Committed, Destination, Replay, Source};
+use crate::wal::archive::Inventory;
 use crate::{Error, Result};
 
 /// Which recovery point to restore.
@@ -26,6 +27,9 @@ pub enum Selector {
     /// The newest point consistent strictly before this time (e.g. before a
     /// bad migration ran).
     Before(DateTime<Utc>),
+    /// Exactly this instant, by replaying archived WAL from the newest base
+    /// backup that ended before it (`postgres-cluster` exports).
+    At(DateTime<Utc>),
 }
 
 /// What a restore will do, shown before anything changes.
@@ -44,13 +48,40 @@ pub struct Plan {
     pub kept_as: Option<String>,
     /// Targets that could not be searched, damaged manifests: said, not hidden.
     pub notes: Vec<String>,
+    /// For a physical base backup: how far its WAL replays.
+    pub replay: Option<ReplayPlan>,
+}
+
+/// How far a physical restore replays, decided before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayPlan {
+    /// The instant asked for; `None` is the newest one archived.
+    pub target: Option<DateTime<Utc>>,
+    /// The newest instant the archive reaches from this base backup.
+    pub until: Option<DateTime<Utc>>,
+    /// The timeline the newest instant is on.
+    pub timeline: u32,
+    /// The first WAL file not (yet) archived after the unbroken run.
+    pub next_missing: String,
 }
 
 impl Plan {
     /// Data written after the point's consistency time is lost by restoring
     /// it: the window up to `until` (the failure time, or now).
     pub fn data_loss_window(&self, until: DateTime<Utc>) -> chrono::Duration {
-        until - self.manifest.consistency_time
+        until - self.reaches()
+    }
+
+    /// The newest instant the restored data holds (never later than the
+    /// truth): the point's consistency time, or where its replay stops.
+    pub fn reaches(&self) -> DateTime<Utc> {
+        match &self.replay {
+            Some(ReplayPlan {
+                target: Some(t), ..
+            }) => *t,
+            Some(ReplayPlan { until: Some(u), .. }) => (*u).max(self.manifest.consistency_time),
+            _ => self.manifest.consistency_time,
+        }
     }
 }
 
@@ -75,6 +106,10 @@ pub struct Options {
     pub drop_replaced: bool,
     /// Where the per-destination restore locks live (the policy's state folder).
     pub lock_dir: Option<PathBuf>,
+    /// For a physical restore: the `restore_command` and, in place, the
+    /// `archive_command` its replay runs (see [`crate::source::Replay`]).
+    pub restore_command: Option<String>,
+    pub archive_command: Option<String>,
 }
 
 /// How long a restore waits for another restore of the same destination
@@ -116,14 +151,25 @@ pub async fn find(
                 d.message
             ));
         }
+        let points = match restorable(repo, host, export, listing.points, &mut notes).await {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!("target `{}` skipped: {e}", repo.name()));
+                continue;
+            }
+        };
         let candidate = match selector {
-            Selector::Latest => listing.points.last(),
-            Selector::Id(id) => listing.points.iter().find(|m| &m.id == id),
-            Selector::Before(t) => listing
-                .points
+            Selector::Latest => points.last(),
+            Selector::Id(id) => points.iter().find(|m| &m.id == id),
+            // A base backup can be replayed to any instant after it ended.
+            Selector::Before(t) => points.iter().rev().find(|m| match &m.wal {
+                Some(w) => w.consistent_after <= *t,
+                None => m.consistency_time < *t,
+            }),
+            Selector::At(t) => points
                 .iter()
                 .rev()
-                .find(|m| m.consistency_time < *t),
+                .find(|m| m.wal.as_ref().is_some_and(|w| w.consistent_after <= *t)),
         };
         if let Some(m) = candidate {
             let better = match &best {
@@ -144,6 +190,10 @@ pub async fn find(
                 Selector::Before(t) => {
                     format!("no recovery point consistent before {}", t.to_rfc3339())
                 }
+                Selector::At(t) => format!(
+                    "no base backup ended before {} (a point-in-time restore replays WAL from one)",
+                    t.to_rfc3339()
+                ),
             };
             let mut msg = format!("{what} for {host}/{export}");
             if !notes.is_empty() {
@@ -152,6 +202,78 @@ pub async fn find(
             Err(Error::NotFound(msg))
         }
     }
+}
+
+/// The points that can be restored: all of them, but for physical base
+/// backups only those whose WAL range is wholly archived on this target.
+async fn restorable(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    points: Vec<Manifest>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Manifest>> {
+    if points.iter().all(|m| m.wal.is_none()) {
+        return Ok(points);
+    }
+    let inventory = Inventory::read(repo, host, export).await?;
+    let mut out = Vec::new();
+    for m in points {
+        match &m.wal {
+            Some(w) if !inventory.reach(w).restorable => notes.push(format!(
+                "target `{}`: base backup {} is not restorable yet: its WAL from {} is not all archived",
+                repo.name(),
+                m.id,
+                crate::wal::WalFile::segment(w.timeline, w.first_segment(), w.segment_size)
+            )),
+            _ => out.push(m),
+        }
+    }
+    Ok(out)
+}
+
+/// How far `manifest`'s base backup replays on `repo`, checked against
+/// what was asked: a target past the newest archived instant is refused.
+async fn replay_plan(
+    repo: &Repository,
+    manifest: &Manifest,
+    selector: &Selector,
+) -> Result<Option<ReplayPlan>> {
+    let Some(range) = &manifest.wal else {
+        if let Selector::At(_) = selector {
+            return Err(Error::Usage(format!(
+                "export `{}` is a {} export: it restores to its recovery points only (use --before); a point-in-time restore needs a `postgres-cluster` export",
+                manifest.export, manifest.kind
+            )));
+        }
+        return Ok(None);
+    };
+    let inventory = Inventory::read(repo, &manifest.host, &manifest.export).await?;
+    let reach = inventory.reach(range);
+    let target = match selector {
+        Selector::At(t) => Some(*t),
+        // Before a failure: up to it, or everything archived when the
+        // archive ends earlier (all of it is then before the failure).
+        Selector::Before(t) if reach.until.is_some_and(|u| *t <= u) => Some(*t),
+        _ => None,
+    };
+    if let (Some(t), until) = (target, reach.until)
+        && until.is_none_or(|u| t > u)
+    {
+        return Err(Error::NotFound(format!(
+            "{} is later than the newest instant the archive reaches ({}; the next WAL file, {}, is not archived on target `{}`): nothing was restored; ask for an earlier time or use --latest",
+            t.to_rfc3339(),
+            until.map_or("none".into(), |u| u.to_rfc3339()),
+            reach.next_missing,
+            repo.name()
+        )));
+    }
+    Ok(Some(ReplayPlan {
+        target,
+        until: reach.until,
+        timeline: reach.timeline,
+        next_missing: reach.next_missing,
+    }))
 }
 
 /// The repositories other than `chosen` that hold `manifest`'s point with
@@ -189,6 +311,7 @@ pub async fn plan(
         .map_err(|e| Error::Failed(format!("inspecting the destination stopped: {e}")))??;
     let kept_as = replaces.as_ref().map(|_| source.kept_as(&destination));
     let copies = copies(repos, &repository, &manifest).await;
+    let replay = replay_plan(&repository, &manifest, selector).await?;
     Ok(Plan {
         host: host.to_string(),
         export: export.to_string(),
@@ -199,6 +322,7 @@ pub async fn plan(
         replaces,
         kept_as,
         notes,
+        replay,
     })
 }
 
@@ -267,9 +391,20 @@ pub async fn execute(
         }
     }
     let (staged, target) = staged.expect("the last copy either loads or returns its error");
+    let replay = match &plan.replay {
+        None => None,
+        Some(r) => Some(Replay {
+            target: r.target,
+            restore_command: options.restore_command.clone().ok_or_else(|| {
+                Error::Usage("a physical restore needs the restore_command its replay runs".into())
+            })?,
+            archive_command: options.archive_command.clone(),
+        }),
+    };
     let commit = CommitOptions {
         drop_replaced: options.drop_replaced,
         cancel: cancel.0.clone(),
+        replay,
     };
     let replaced = tokio::task::spawn_blocking(move || {
         // The lock is released when the load has really ended, even when

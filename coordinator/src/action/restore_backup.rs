@@ -92,11 +92,21 @@ impl Action for RestoreBackup {
                 self.to.as_deref(),
             )
             .await?;
+            let (restore_command, archive_command) = match &plan.replay {
+                Some(_) => drp_core::wal::run::replay_commands(
+                    policy,
+                    &self.export,
+                    plan.destination == source.default_destination(),
+                )?,
+                None => (None, None),
+            };
             let options = restore::Options {
                 confirmed: true,
                 workdir: ctx.workdir.clone(),
                 drop_replaced: policy.restore.drop_replaced,
                 lock_dir: Some(policy.state_dir.clone()),
+                restore_command,
+                archive_command,
             };
             let report =
                 restore::execute(&plan, source, options, drp_core::progress::silent()).await?;
@@ -107,15 +117,28 @@ impl Action for RestoreBackup {
                     export: self.export.clone(),
                     id: plan.manifest.id.clone(),
                     target: report.target.clone(),
-                    consistency_time: plan.manifest.consistency_time,
+                    consistency_time: report
+                        .replaced
+                        .replayed
+                        .as_ref()
+                        .and_then(|r| r.reached)
+                        .unwrap_or_else(|| plan.reaches()),
                 });
             let replaced = match (&report.replaced.kept, &report.replaced.dropped) {
                 (Some(kept), _) => format!("; the replaced data is kept as {kept}"),
                 (None, Some(dropped)) => format!("; the replaced data ({dropped}) was dropped"),
                 (None, None) => String::new(),
             };
+            let replayed = match &report.replaced.replayed {
+                Some(r) => format!(
+                    ", its WAL replayed to {} (timeline {})",
+                    r.reached.map_or("-".into(), |t| t.to_rfc3339()),
+                    r.timeline
+                ),
+                None => String::new(),
+            };
             Ok(format!(
-                "restored {} (consistent at {}) from `{}` into {} in {:.1}s{replaced}",
+                "restored {} (consistent at {}{replayed}) from `{}` into {} in {:.1}s{replaced}",
                 report.id,
                 plan.manifest.consistency_time.to_rfc3339(),
                 report.target,

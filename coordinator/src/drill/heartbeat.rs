@@ -69,7 +69,7 @@ impl Drop for HeartbeatWriter {
 
 fn create_table(kind: SourceKind, table: &str) -> String {
     let id = match kind {
-        SourceKind::Postgres => "id bigserial primary key",
+        SourceKind::Postgres | SourceKind::PostgresCluster => "id bigserial primary key",
         SourceKind::Mysql => "id bigint auto_increment primary key",
         SourceKind::Sqlite | SourceKind::Directory => "id integer primary key",
     };

@@ -6,10 +6,18 @@
 //! <host>/<export>/data/<id>.zst                data object (zstd stream)
 //! <host>/<export>/manifests/<id>.json          manifest, written last = commit
 //! <host>/<export>/verified/<id>.json           a full read-back matched both digests
+//! <host>/<export>/wal/cluster.json             the cluster the archive belongs to
+//! <host>/<export>/wal/<TTTTTTTTXXXXXXXX>/<file>-<sha256>-<end>.zst
+//!                                              an archived WAL file (zstd), named by
+//!                                              the digest of its content and the Unix
+//!                                              time its last byte was written
+//! <host>/<export>/wal/history/<TTTTTTTT>.history-<sha256>-<end>.zst
 //! <host>/snapshot-sets/<set>.json              a snapshot set taken before a change
 //! reports/<runbook>/<id>.json, .html           a drill's or an incident's report
 //! .drp-tmp/                                    partial writes (local targets)
 //! ```
+
+use crate::wal::WalFile;
 
 /// The format marker, written by `init`.
 pub const MARKER: &str = "drp-repository.json";
@@ -49,6 +57,43 @@ pub(crate) fn snapshot_set(host: &str, id: &str) -> String {
 
 pub(crate) fn snapshot_sets_dir(host: &str) -> String {
     format!("{host}/snapshot-sets/")
+}
+
+pub(crate) fn wal_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/wal/")
+}
+
+pub(crate) fn wal_cluster(host: &str, export: &str) -> String {
+    format!("{host}/{export}/wal/cluster.json")
+}
+
+pub(crate) fn wal_folder(host: &str, export: &str, file: &WalFile) -> String {
+    format!("{host}/{export}/wal/{}/", file.folder())
+}
+
+/// An archived WAL file's object: its content's digest and the time its
+/// last byte was written are in the key, so a listing is the inventory.
+pub(crate) fn wal_object(
+    host: &str,
+    export: &str,
+    file: &WalFile,
+    sha256: &str,
+    ended: i64,
+) -> String {
+    format!(
+        "{}{file}-{sha256}-{ended}.zst",
+        wal_folder(host, export, file)
+    )
+}
+
+/// The file, digest and end time a WAL object's name (`<file>-<sha>-<end>.zst`) gives.
+pub(crate) fn wal_object_parts(file_name: &str) -> Option<(WalFile, &str, i64)> {
+    let stem = file_name.strip_suffix(".zst")?;
+    let mut parts = stem.rsplitn(3, '-');
+    let ended = parts.next()?.parse().ok()?;
+    let sha = parts.next()?;
+    let file = WalFile::parse(parts.next()?)?;
+    (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some((file, sha, ended))
 }
 
 /// A report's object; `ext` is `json` or `html`.

@@ -6,6 +6,7 @@
 //! bare machine with the target's address and credentials can restore.
 
 pub mod layout;
+pub mod wal;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};

@@ -114,6 +114,7 @@ impl Source for Directory {
                     "archiver".to_string(),
                     format!("drp tar {}", env!("CARGO_PKG_VERSION")),
                 )]),
+                wal: None,
             },
             root: self.path.clone(),
         }))
@@ -486,43 +487,54 @@ struct StagedTree {
 impl Staged for StagedTree {
     fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
         options.cancel.check()?;
-        let staged = self.staging.keep();
-        if !self.path.exists() {
-            return std::fs::rename(&staged, &self.path)
-                .map(|_| Committed::default())
-                .map_err(|e| {
-                    SourceError::io(
-                        format!("cannot move the restored tree to {}", self.path.display()),
-                        e,
-                    )
-                });
-        }
-        let aside = replaced_path(&self.path);
-        std::fs::rename(&self.path, &aside).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staged);
-            SourceError::io(format!("cannot move {} aside", self.path.display()), e)
-        })?;
-        if let Err(e) = std::fs::rename(&staged, &self.path) {
-            // Put the original back: the destination must never be left missing.
-            let _ = std::fs::rename(&aside, &self.path);
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(SourceError::io(
-                format!("cannot move the restored tree to {}", self.path.display()),
-                e,
-            ));
-        }
-        let what = aside.display().to_string();
-        if !options.drop_replaced {
-            return Ok(Committed::kept(what));
-        }
-        std::fs::remove_dir_all(&aside).map_err(|e| {
-            SourceError::io(
-                format!("restored, but cannot remove the replaced tree at {what}"),
-                e,
-            )
-        })?;
-        Ok(Committed::dropped(what))
+        swap_in(&self.staging.keep(), &self.path, options.drop_replaced)
     }
+}
+
+/// Moves the tree at `staged` to `path`. What was at `path` is first moved
+/// aside (see [`replaced_path`]) and kept unless `drop_replaced`; if the
+/// move fails, it is put back. `staged` is removed on failure.
+pub(crate) fn swap_in(
+    staged: &Path,
+    path: &Path,
+    drop_replaced: bool,
+) -> Result<Committed, SourceError> {
+    if !path.exists() {
+        return std::fs::rename(staged, path)
+            .map(|_| Committed::default())
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(staged);
+                SourceError::io(
+                    format!("cannot move the restored tree to {}", path.display()),
+                    e,
+                )
+            });
+    }
+    let aside = replaced_path(path);
+    std::fs::rename(path, &aside).map_err(|e| {
+        let _ = std::fs::remove_dir_all(staged);
+        SourceError::io(format!("cannot move {} aside", path.display()), e)
+    })?;
+    if let Err(e) = std::fs::rename(staged, path) {
+        // Put the original back: the destination must never be left missing.
+        let _ = std::fs::rename(&aside, path);
+        let _ = std::fs::remove_dir_all(staged);
+        return Err(SourceError::io(
+            format!("cannot move the restored tree to {}", path.display()),
+            e,
+        ));
+    }
+    let what = aside.display().to_string();
+    if !drop_replaced {
+        return Ok(Committed::kept(what));
+    }
+    std::fs::remove_dir_all(&aside).map_err(|e| {
+        SourceError::io(
+            format!("restored, but cannot remove the replaced tree at {what}"),
+            e,
+        )
+    })?;
+    Ok(Committed::dropped(what))
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct ExportInfo {
     pub consistency_time: DateTime<Utc>,
     /// Tool and server versions, e.g. `pg_dump` → `pg_dump (PostgreSQL) 15.18`.
     pub tools: BTreeMap<String, String>,
+    /// For a physical base backup: the WAL it needs from the archive.
+    pub wal: Option<crate::wal::WalRange>,
 }
 
 /// The raw byte stream of one export. Reading it to the end and calling
@@ -107,6 +109,33 @@ pub struct CommitOptions {
     /// Set when the restore is abandoned (a timeout, a signal): tools are
     /// stopped and the staged copy removed, the destination left as it was.
     pub cancel: Cancel,
+    /// For a physical base backup: how far to replay the archived WAL.
+    pub replay: Option<Replay>,
+}
+
+/// How a restored cluster replays its archived WAL before it is swapped in.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Stop at this instant (`recovery_target_time`); `None` replays every
+    /// archived file, to the newest instant.
+    pub target: Option<DateTime<Utc>>,
+    /// The `restore_command` the recovery runs (built by drp, never read
+    /// from the repository).
+    pub restore_command: String,
+    /// The `archive_command` while it replays: drp's own push when the
+    /// cluster is restored in place (its promotion's `.history` is then
+    /// archived), `None` for a copy elsewhere (archiving off: a copy never
+    /// writes into the original's archive).
+    pub archive_command: Option<String>,
+}
+
+/// Where a replay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The commit time of the last transaction replayed.
+    pub reached: Option<DateTime<Utc>>,
+    /// The timeline the restored cluster continues on.
+    pub timeline: u32,
 }
 
 /// What applying a point did to the data it replaced.
@@ -116,6 +145,8 @@ pub struct Committed {
     pub kept: Option<String>,
     /// The replaced data, dropped on request.
     pub dropped: Option<String>,
+    /// For a physical restore: where its replay ended.
+    pub replayed: Option<Replayed>,
 }
 
 impl Committed {
@@ -123,15 +154,15 @@ impl Committed {
     pub fn kept(what: impl Into<String>) -> Self {
         Committed {
             kept: Some(what.into()),
-            dropped: None,
+            ..Committed::default()
         }
     }
 
     /// The replaced data, once at `what`, was dropped on request.
     pub fn dropped(what: impl Into<String>) -> Self {
         Committed {
-            kept: None,
             dropped: Some(what.into()),
+            ..Committed::default()
         }
     }
 }
@@ -265,6 +296,9 @@ pub trait Source: Send + Sync {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     Postgres(postgres::PostgresConfig),
+    /// A whole PostgreSQL cluster, physically: base backups and its WAL archive.
+    #[serde(rename = "postgres-cluster", alias = "postgres_cluster")]
+    PostgresCluster(postgres::cluster::ClusterConfig),
     #[serde(alias = "mariadb")]
     Mysql(mysql::MysqlConfig),
     Sqlite(sqlite::SqliteConfig),
@@ -275,6 +309,7 @@ impl SourceConfig {
     pub fn kind(&self) -> SourceKind {
         match self {
             SourceConfig::Postgres(_) => SourceKind::Postgres,
+            SourceConfig::PostgresCluster(_) => SourceKind::PostgresCluster,
             SourceConfig::Mysql(_) => SourceKind::Mysql,
             SourceConfig::Sqlite(_) => SourceKind::Sqlite,
             SourceConfig::Directory(_) => SourceKind::Directory,
@@ -298,6 +333,9 @@ impl SourceConfig {
                 no_owner: false,
                 include_role_passwords: false,
             }),
+            SourceKind::PostgresCluster => {
+                SourceConfig::PostgresCluster(postgres::cluster::ClusterConfig::bare(to))
+            }
             SourceKind::Mysql => SourceConfig::Mysql(mysql::MysqlConfig {
                 host: None,
                 port: None,
@@ -321,6 +359,8 @@ impl SourceConfig {
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Postgres,
+    #[serde(rename = "postgres-cluster")]
+    PostgresCluster,
     Mysql,
     Sqlite,
     Directory,
@@ -330,6 +370,7 @@ impl SourceKind {
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Postgres => "postgres",
+            SourceKind::PostgresCluster => "postgres-cluster",
             SourceKind::Mysql => "mysql",
             SourceKind::Sqlite => "sqlite",
             SourceKind::Directory => "directory",
@@ -348,16 +389,25 @@ impl SourceKind {
     /// Whether it holds SQL tables (runbook `sql` steps, drill heartbeats).
     pub fn is_database(self) -> bool {
         match self {
-            SourceKind::Postgres | SourceKind::Mysql | SourceKind::Sqlite => true,
+            SourceKind::Postgres
+            | SourceKind::PostgresCluster
+            | SourceKind::Mysql
+            | SourceKind::Sqlite => true,
             SourceKind::Directory => false,
         }
     }
 
-    /// What, beside drp, bounds the loss of this kind to seconds.
+    /// Whether drp itself archives this kind continuously (its loss is
+    /// bounded by the archive, not by the export schedule).
+    pub fn archives_continuously(self) -> bool {
+        matches!(self, SourceKind::PostgresCluster)
+    }
+
+    /// What bounds the loss of this kind to seconds.
     pub fn continuous_archiving(self) -> &'static str {
         match self {
-            SourceKind::Postgres => {
-                "continuous WAL archiving (e.g. pgBackRest or WAL-G next to drp)"
+            SourceKind::Postgres | SourceKind::PostgresCluster => {
+                "drp's continuous WAL archiving (an export of `kind: postgres-cluster` with `archive_command` and `archive_timeout` set)"
             }
             SourceKind::Mysql => {
                 "continuous binary-log shipping (e.g. mariadb-binlog --read-from-remote-server --raw --stop-never)"
@@ -378,6 +428,9 @@ impl fmt::Display for SourceKind {
 pub fn build(config: &SourceConfig, base_dir: &Path) -> Box<dyn Source> {
     match config {
         SourceConfig::Postgres(c) => Box::new(postgres::Postgres::new(c.clone(), base_dir)),
+        SourceConfig::PostgresCluster(c) => {
+            Box::new(postgres::cluster::Cluster::new(c.clone(), base_dir))
+        }
         SourceConfig::Mysql(c) => Box::new(mysql::Mysql::new(c.clone(), base_dir)),
         SourceConfig::Sqlite(c) => Box::new(sqlite::Sqlite::new(c.clone(), base_dir)),
         SourceConfig::Directory(c) => Box::new(directory::Directory::new(c.clone(), base_dir)),
@@ -442,6 +495,7 @@ mod kind_tests {
         for to in ["shop", "/srv/app.db"] {
             for kind in [
                 SourceKind::Postgres,
+                SourceKind::PostgresCluster,
                 SourceKind::Mysql,
                 SourceKind::Sqlite,
                 SourceKind::Directory,

@@ -399,6 +399,7 @@ impl Source for Mysql {
         let info = ExportInfo {
             consistency_time: Utc::now(),
             tools,
+            wal: None,
         };
         let options = self.option_file()?;
         let mut cmd = self.command(&dump, &options);

@@ -42,6 +42,7 @@ pub struct PostgresConfig {
     pub include_role_passwords: bool,
 }
 
+pub mod cluster;
 mod framing;
 mod load;
 
@@ -322,6 +323,7 @@ impl Source for Postgres {
         let info = ExportInfo {
             consistency_time: Utc::now(),
             tools,
+            wal: None,
         };
         let globals = self.globals()?;
         let mut cmd = self.command(&pg_dump)?;

@@ -1,0 +1,195 @@
+//! `drp-agent wal`: PostgreSQL's `archive_command` and `restore_command`,
+//! and the archive's inventory.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use drp_cli::{Output, Table};
+use drp_core::config::Policy;
+use drp_core::config::units::format_duration;
+use drp_core::wal::archive::{Got, Pushed};
+use drp_core::wal::run::{ExportArchive, GET_FATAL, get_status};
+use drp_core::{ExitCode, Result};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WalCommand {
+    /// archive_command: store one WAL file on every target of the export
+    /// (`archive_command = 'drp-agent wal push --policy FILE %p'`).
+    Push {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// The postgres-cluster export (default: the policy's only one).
+        #[arg(long, short)]
+        export: Option<String>,
+        /// The file, as PostgreSQL gives it (%p).
+        path: PathBuf,
+    },
+    /// restore_command: fetch one WAL file (`restore_command = 'drp-agent wal
+    /// get --policy FILE %f %p'`). Exits 1 only when no target holds it, and
+    /// 126 (recovery stops) when a target fails or a copy is damaged.
+    Get {
+        #[arg(long, short)]
+        policy: PathBuf,
+        #[arg(long, short)]
+        export: Option<String>,
+        /// The file's name (%f).
+        name: String,
+        /// Where PostgreSQL wants it (%p).
+        path: PathBuf,
+    },
+    /// What the archive holds: timelines, gaps, and the newest instant each
+    /// base backup can be restored to.
+    Status {
+        #[arg(long, short)]
+        policy: PathBuf,
+        #[arg(long, short)]
+        export: Option<String>,
+    },
+}
+
+pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
+    match cmd {
+        WalCommand::Push {
+            policy,
+            export,
+            path,
+        } => {
+            let policy = Policy::load(policy)?;
+            let archive = ExportArchive::open(&policy, export.as_deref()).await?;
+            let report = archive.push(path).await?;
+            let name = file_name(path);
+            match report.pushed {
+                None => tracing::info!("{name} was already archived"),
+                Some(Pushed::AlreadyArchived) => {
+                    tracing::info!("{name} was already archived with this content")
+                }
+                Some(Pushed::Stored) => tracing::info!(
+                    "{name} archived on {} target(s) in {:.2}s ({} more pushed ahead)",
+                    archive.repos.len(),
+                    report.seconds,
+                    report.ahead
+                ),
+            }
+            Ok(ExitCode::Ok)
+        }
+        WalCommand::Get {
+            policy,
+            export,
+            name,
+            path,
+        } => {
+            let result = async {
+                let policy = Policy::load(policy)?;
+                let archive = ExportArchive::open(&policy, export.as_deref()).await?;
+                archive.get(name, path).await
+            }
+            .await;
+            let status = get_status(&result);
+            match &result {
+                Ok(Got::Restored { target, size }) => {
+                    tracing::info!("{name} restored from `{target}` ({size} bytes)")
+                }
+                Ok(Got::Absent) => tracing::info!("{name} is not in the archive"),
+                Err(e) => eprintln!("error: {e} (exit {GET_FATAL}: recovery stops here)"),
+            }
+            std::process::exit(status as i32);
+        }
+        WalCommand::Status { policy, export } => {
+            let policy = Policy::load(policy)?;
+            status(&policy, export.as_deref(), out).await
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn status(policy: &Policy, export: Option<&str>, out: &Output) -> Result<ExitCode> {
+    let archive = ExportArchive::open(policy, export).await?;
+    let mut code = ExitCode::Ok;
+    for e in &archive.unreachable {
+        eprintln!("warning: {e}");
+        code = ExitCode::Partial;
+    }
+    let reach = archive.reach().await;
+    let mut json_targets = Vec::new();
+    for (target, inv) in archive.inventories().await {
+        let inv = inv?;
+        let timelines = inv.timelines();
+        if out.json {
+            json_targets.push(serde_json::json!({
+                "target": target,
+                "files": inv.files,
+                "system_identifier": inv.identity.as_ref().map(|i| &i.system_identifier),
+                "conflicts": inv.conflicts,
+                "timelines": timelines.iter().map(|t| serde_json::json!({
+                    "timeline": t.timeline, "first": t.first, "last": t.last,
+                    "segments": t.segments, "gaps": t.gaps, "newest_end": t.newest_end,
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        println!(
+            "target `{target}`: {} files, cluster {}",
+            inv.files,
+            inv.identity
+                .as_ref()
+                .map_or("(none yet)", |i| i.system_identifier.as_str())
+        );
+        let mut table = Table::new(&["timeline", "first", "last", "segments", "gaps", "newest"]);
+        for t in &timelines {
+            table.row(vec![
+                t.timeline.to_string(),
+                t.first.clone(),
+                t.last.clone(),
+                t.segments.to_string(),
+                if t.gaps.is_empty() {
+                    "none".into()
+                } else {
+                    t.gaps
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.clone()
+                            } else {
+                                format!("{a}…{b}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                t.newest_end.map_or("-".into(), |e| e.to_rfc3339()),
+            ]);
+        }
+        println!("{}", table.render());
+        for c in &inv.conflicts {
+            println!("  CONFLICT: {c} is archived with two different contents");
+            code = code.worse(ExitCode::Integrity);
+        }
+    }
+    let backlog = drp_core::wal::run::Backlog::read(&archive.pg_wal(), &archive.spool()?);
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "export": archive.export,
+            "targets": json_targets,
+            "recoverable_until": reach.until,
+            "restorable_base_backups": reach.restorable,
+            "backlog_files": backlog.waiting,
+            "pg_wal_free_bytes": backlog.free_bytes,
+        }));
+        return Ok(code);
+    }
+    match reach.until {
+        Some(until) => println!(
+            "recoverable until {} ({} ago)",
+            until.to_rfc3339(),
+            format_duration((Utc::now() - until).to_std().unwrap_or_default())
+        ),
+        None => println!("recoverable until: nothing yet (no base backup with its WAL archived)"),
+    }
+    println!("waiting to be archived: {} file(s)", backlog.waiting);
+    Ok(code)
+}

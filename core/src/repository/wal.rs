@@ -1,0 +1,192 @@
+//! The WAL archive of a `postgres-cluster` export, on one target: every
+//! read and write of its keys.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+
+use super::{Repository, layout};
+use crate::wal::{ClusterIdentity, WalFile};
+use crate::{Error, Result};
+
+/// One archived WAL file, as its key describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalObject {
+    pub file: WalFile,
+    /// Digest of the file as PostgreSQL wrote it.
+    pub sha256: String,
+    /// When its last byte was written (the segment's modification time).
+    pub ended: DateTime<Utc>,
+    pub key: String,
+}
+
+impl WalObject {
+    fn from_key(key: &str) -> Option<WalObject> {
+        let name = key.rsplit('/').next()?;
+        let (file, sha, ended) = layout::wal_object_parts(name)?;
+        Some(WalObject {
+            file,
+            sha256: sha.to_string(),
+            ended: DateTime::from_timestamp(ended, 0)?,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Repository {
+    /// The cluster this archive belongs to, once a file was pushed.
+    pub async fn wal_identity(&self, host: &str, export: &str) -> Result<Option<ClusterIdentity>> {
+        let key = layout::wal_cluster(host, export);
+        match self.target.op.read(&key).await {
+            Ok(buf) => serde_json::from_slice(&buf.to_vec())
+                .map(Some)
+                .map_err(|e| Error::Manifest {
+                    target: self.target.name.clone(),
+                    object: key,
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self
+                .target
+                .error("cannot read the archive's cluster record", e)),
+        }
+    }
+
+    /// Records the cluster this archive belongs to.
+    pub async fn set_wal_identity(
+        &self,
+        host: &str,
+        export: &str,
+        identity: &ClusterIdentity,
+    ) -> Result<()> {
+        let body = serde_json::to_vec_pretty(identity).expect("identity serialises");
+        self.write(
+            &layout::wal_cluster(host, export),
+            body,
+            "cannot record the archive's cluster",
+        )
+        .await
+    }
+
+    /// The archived copies of `file` (normally none or one).
+    pub async fn wal_find(
+        &self,
+        host: &str,
+        export: &str,
+        file: &WalFile,
+    ) -> Result<Vec<WalObject>> {
+        let name = format!("{file}-");
+        Ok(self
+            .wal_list_in(&layout::wal_folder(host, export, file))
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.key
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with(&name))
+            })
+            .collect())
+    }
+
+    /// Every archived WAL file of the export.
+    pub async fn wal_list(&self, host: &str, export: &str) -> Result<Vec<WalObject>> {
+        let dir = layout::wal_dir(host, export);
+        let folders = match self.target.op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.target.error("cannot list the WAL archive", e)),
+        };
+        let mut out = Vec::new();
+        for f in folders
+            .iter()
+            .filter(|e| e.metadata().is_dir() && e.path() != dir)
+        {
+            out.extend(self.wal_list_in(f.path()).await?);
+        }
+        out.sort_by(|a, b| a.file.cmp(&b.file));
+        Ok(out)
+    }
+
+    async fn wal_list_in(&self, folder: &str) -> Result<Vec<WalObject>> {
+        match self.target.op.list(folder).await {
+            Ok(entries) => Ok(entries
+                .iter()
+                .filter(|e| e.metadata().is_file())
+                .filter_map(|e| WalObject::from_key(e.path()))
+                .collect()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.target.error("cannot list the WAL archive", e)),
+        }
+    }
+
+    /// Stores `file` (already compressed as `stored`) under the key its
+    /// digest and end time give, and checks the target holds every byte.
+    pub async fn wal_store(
+        &self,
+        host: &str,
+        export: &str,
+        file: &WalFile,
+        sha256: &str,
+        ended: DateTime<Utc>,
+        stored: Vec<u8>,
+    ) -> Result<WalObject> {
+        let key = layout::wal_object(host, export, file, sha256, ended.timestamp());
+        let size = stored.len() as u64;
+        self.target
+            .op
+            .write(&key, stored)
+            .await
+            .map_err(|e| self.target.error(&format!("cannot archive {file}"), e))?;
+        let meta = self.target.op.stat(&key).await.map_err(|e| {
+            self.target
+                .error(&format!("{file} vanished once archived"), e)
+        })?;
+        if meta.content_length() != size {
+            return Err(Error::target(
+                &self.target.name,
+                format!(
+                    "{key} holds {} bytes, {size} were sent",
+                    meta.content_length()
+                ),
+            ));
+        }
+        Ok(WalObject::from_key(&key).expect("a key this module built parses"))
+    }
+
+    /// Reads an archived file back, decompressed, and checks it against the
+    /// digest its key records.
+    pub async fn wal_read(&self, object: &WalObject) -> Result<Vec<u8>> {
+        let buf = self
+            .target
+            .op
+            .read(&object.key)
+            .await
+            .map_err(|e| self.target.error(&format!("cannot read {}", object.key), e))?;
+        let bytes = tokio::task::spawn_blocking(move || zstd::decode_all(&buf.to_vec()[..]))
+            .await
+            .map_err(|e| Error::Failed(format!("the decompression task stopped: {e}")))?;
+        let corrupt = |actual: String| Error::Integrity {
+            target: self.target.name.clone(),
+            object: object.key.clone(),
+            what: "SHA-256 of the WAL file",
+            expected: object.sha256.clone(),
+            actual,
+        };
+        let bytes = bytes.map_err(|e| corrupt(format!("an undecodable zstd stream ({e})")))?;
+        let actual = sha256_hex(&bytes);
+        if actual != object.sha256 {
+            return Err(corrupt(actual));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes one archived file (prune).
+    pub async fn wal_delete(&self, object: &WalObject) -> Result<()> {
+        self.delete_object(&object.key).await
+    }
+}

@@ -1,0 +1,395 @@
+//! The archiving an agent does for a policy: `wal push` (PostgreSQL's
+//! `archive_command`), `wal get` (its `restore_command`), and the daemon's
+//! pushes ahead of PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::archive::{Archive, Got, Inventory, Pushed, Ready, push_waiting};
+use super::spool::Spool;
+use crate::config::Policy;
+use crate::notify::{self, Message};
+use crate::repository::Repository;
+use crate::source::SourceConfig;
+use crate::source::postgres::cluster::ClusterConfig;
+use crate::state::RunResult;
+use crate::{Error, Result};
+
+/// A `postgres-cluster` export of a policy and its opened targets.
+pub struct ExportArchive<'p> {
+    pub policy: &'p Policy,
+    pub export: String,
+    pub cluster: ClusterConfig,
+    pub repos: Vec<Repository>,
+    /// Targets that could not be opened.
+    pub unreachable: Vec<Error>,
+    level: i32,
+}
+
+/// The export `name` names, or the policy's only `postgres-cluster` export.
+pub fn cluster_export<'p>(
+    policy: &'p Policy,
+    name: Option<&str>,
+) -> Result<(&'p str, &'p ClusterConfig)> {
+    let clusters: Vec<_> = policy
+        .exports
+        .values()
+        .filter_map(|e| match &e.source {
+            SourceConfig::PostgresCluster(c) => Some((e.name.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    match name {
+        Some(n) => {
+            let e = policy.export(n)?;
+            match &e.source {
+                SourceConfig::PostgresCluster(c) => Ok((e.name.as_str(), c)),
+                other => Err(Error::Usage(format!(
+                    "export `{n}` is of kind {}; WAL is archived for `postgres-cluster` exports",
+                    other.kind()
+                ))),
+            }
+        }
+        None => match clusters[..] {
+            [one] => Ok(one),
+            [] => Err(Error::Usage(format!(
+                "{} has no export of kind postgres-cluster",
+                policy.path.display()
+            ))),
+            _ => Err(Error::Usage(format!(
+                "{} has several postgres-cluster exports: name one with --export",
+                policy.path.display()
+            ))),
+        },
+    }
+}
+
+impl<'p> ExportArchive<'p> {
+    pub async fn open(policy: &'p Policy, export: Option<&str>) -> Result<ExportArchive<'p>> {
+        let (name, cluster) = cluster_export(policy, export)?;
+        let e = policy.export(name)?;
+        let mut repos = Vec::new();
+        let mut unreachable = Vec::new();
+        for (_, opened) in crate::backup::open_targets(policy, &e.targets).await {
+            match opened {
+                Ok(r) => repos.push(r),
+                Err(err) => unreachable.push(err),
+            }
+        }
+        Ok(ExportArchive {
+            policy,
+            export: name.to_string(),
+            cluster: cluster.clone(),
+            repos,
+            unreachable,
+            level: e.compression.level,
+        })
+    }
+
+    fn archive(&self) -> Archive<'_> {
+        Archive {
+            host: &self.policy.host,
+            export: &self.export,
+            repos: &self.repos,
+            level: self.level,
+        }
+    }
+
+    pub fn spool(&self) -> Result<Spool> {
+        Spool::open(&self.policy.state_dir, &self.export)
+    }
+
+    /// The cluster's `pg_wal`.
+    pub fn pg_wal(&self) -> PathBuf {
+        crate::config::resolve_relative(&self.policy.base_dir, &self.cluster.data_directory)
+            .join("pg_wal")
+    }
+
+    /// Every target must hold a file before PostgreSQL may recycle it.
+    fn require_all_targets(&self) -> Result<()> {
+        match self.unreachable.first() {
+            Some(e) => Err(Error::Failed(format!(
+                "not archived: {} of the export's targets cannot be reached ({e})",
+                self.unreachable.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `archive_command`: the file at `path` is on every target when this
+    /// returns `Ok`. Files already pushed (by the daemon, or ahead by an
+    /// earlier push) return at once; meanwhile up to `wal_parallel - 1`
+    /// files waiting after it are pushed too.
+    pub async fn push(&self, path: &Path) -> Result<PushReport> {
+        let started = Instant::now();
+        let spool = self.spool()?;
+        if spool.is_archived(path) {
+            return Ok(PushReport {
+                pushed: None,
+                ahead: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        self.require_all_targets()?;
+        let archive = self.archive();
+        let level = self.level;
+        let p = path.to_path_buf();
+        let ready = tokio::task::spawn_blocking(move || Ready::read(&p, level))
+            .await
+            .map_err(|e| Error::Failed(format!("the read task stopped: {e}")))??;
+        let own = async {
+            let pushed = archive.push(&ready).await?;
+            spool.mark(&ready, started.elapsed().as_secs_f64())?;
+            Ok::<_, Error>(pushed)
+        };
+        let pg_wal = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = ready.file.to_string();
+        let ahead = async {
+            push_waiting(
+                &archive,
+                &pg_wal,
+                &spool,
+                self.cluster.wal_parallel.saturating_sub(1),
+                Some(&name),
+            )
+            .await
+        };
+        let (pushed, (ahead, _)) = tokio::join!(own, ahead);
+        let pushed = match pushed {
+            Ok(p) => p,
+            Err(e) => {
+                if let Error::Conflict(msg) = &e {
+                    self.alert("WAL archive conflict", msg).await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(PushReport {
+            pushed: Some(pushed),
+            ahead,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The daemon's turn: pushes the files waiting in `pg_wal`, alerts on a
+    /// conflict and when the backlog passes `wal_backlog_alert`.
+    pub async fn archive_waiting(&self) -> Result<Backlog> {
+        self.require_all_targets()?;
+        let spool = self.spool()?;
+        let pg_wal = self.pg_wal();
+        let (_, errors) = push_waiting(
+            &self.archive(),
+            &pg_wal,
+            &spool,
+            self.cluster.wal_parallel.max(1),
+            None,
+        )
+        .await;
+        for e in &errors {
+            if let Error::Conflict(msg) = e {
+                self.alert("WAL archive conflict", msg).await;
+            }
+        }
+        let backlog = Backlog::read(&pg_wal, &spool);
+        if backlog.waiting >= self.cluster.wal_backlog_alert {
+            self.alert(
+                "WAL archiving is falling behind",
+                &format!(
+                    "{} WAL files wait to be archived in {} ({} free there); PostgreSQL keeps them until every \
+                     target holds them, so pg_wal grows until archiving catches up",
+                    backlog.waiting,
+                    pg_wal.display(),
+                    backlog
+                        .free_bytes
+                        .map_or("unknown".into(), crate::config::units::format_bytes)
+                ),
+            )
+            .await;
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(backlog),
+        }
+    }
+
+    /// `restore_command`: fetches `name` into `dest`.
+    pub async fn get(&self, name: &str, dest: &Path) -> Result<Got> {
+        self.archive().get(name, dest, self.unreachable.len()).await
+    }
+
+    /// The archive on each reachable target.
+    pub async fn inventories(&self) -> Vec<(String, Result<Inventory>)> {
+        let mut out = Vec::new();
+        for repo in &self.repos {
+            out.push((
+                repo.name().to_string(),
+                Inventory::read(repo, &self.policy.host, &self.export).await,
+            ));
+        }
+        out
+    }
+
+    /// The newest instant a restore can reach, over every reachable target:
+    /// from the newest base backup whose own WAL is archived.
+    pub async fn reach(&self) -> ArchiveReach {
+        let mut best = ArchiveReach::default();
+        for repo in &self.repos {
+            let (Ok(listing), Ok(inv)) = (
+                repo.list(&self.policy.host, &self.export).await,
+                Inventory::read(repo, &self.policy.host, &self.export).await,
+            ) else {
+                continue;
+            };
+            let mut restorable = 0;
+            for m in &listing.points {
+                let Some(range) = &m.wal else { continue };
+                let reach = inv.reach(range);
+                if !reach.restorable {
+                    continue;
+                }
+                restorable += 1;
+                if reach.until > best.until {
+                    best.until = reach.until;
+                    best.base = Some(m.id.clone());
+                }
+            }
+            best.restorable = best.restorable.max(restorable);
+        }
+        best
+    }
+
+    async fn alert(&self, title: &str, text: &str) {
+        tracing::error!(export = %self.export, "{title}: {text}");
+        let message = Message {
+            host: self.policy.host.clone(),
+            export: self.export.clone(),
+            result: RunResult::Failed,
+            point: None,
+            committed: Vec::new(),
+            failed: self.repos.iter().map(|r| r.name().to_string()).collect(),
+            errors: vec![text.to_string()],
+            seconds: 0.0,
+            at: Utc::now(),
+            title: Some(format!(
+                "drp: {title} for {}/{}",
+                self.policy.host, self.export
+            )),
+        };
+        for e in notify::send(&self.policy.notify, &self.policy.base_dir, &message).await {
+            tracing::warn!("the alert was not delivered: {e}");
+        }
+    }
+}
+
+/// How far the archive lets a restore go.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveReach {
+    /// The newest instant a restore can reach.
+    pub until: Option<chrono::DateTime<Utc>>,
+    /// The base backup that reaches it.
+    pub base: Option<String>,
+    /// Base backups whose WAL is archived (on the target holding the most).
+    pub restorable: usize,
+}
+
+/// What one push did.
+#[derive(Debug)]
+pub struct PushReport {
+    /// `None` when the spool already marked the file archived.
+    pub pushed: Option<Pushed>,
+    /// Files after it pushed at the same time.
+    pub ahead: usize,
+    pub seconds: f64,
+}
+
+/// The WAL waiting to be archived.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// Files marked ready by PostgreSQL and not yet on every target.
+    pub waiting: usize,
+    /// Free space where `pg_wal` is.
+    pub free_bytes: Option<u64>,
+}
+
+impl Backlog {
+    pub fn read(pg_wal: &Path, spool: &Spool) -> Backlog {
+        Backlog {
+            waiting: super::spool::ready_files(pg_wal)
+                .iter()
+                .filter(|n| !spool.is_marked_name(n))
+                .count(),
+            free_bytes: free_space(pg_wal),
+        }
+    }
+}
+
+/// Bytes free for unprivileged users on the filesystem of `path`.
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct we own from a NUL-terminated path.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+}
+
+/// The `restore_command` a physical restore replays with, and in place
+/// the `archive_command` (a copy elsewhere does not archive): this agent,
+/// the policy's absolute path, the export. Built here, never read from the
+/// repository.
+pub fn replay_commands(
+    policy: &Policy,
+    export: &str,
+    in_place: bool,
+) -> Result<(Option<String>, Option<String>)> {
+    let agent = agent_path();
+    let policy_path = std::path::absolute(&policy.path)
+        .map_err(|e| Error::io_path("cannot resolve", &policy.path, e))?;
+    let command = |verb: &str, args: &str| {
+        format!(
+            "{} wal {verb} --policy {} --export {} {args}",
+            shell_quote(&agent.to_string_lossy()),
+            shell_quote(&policy_path.to_string_lossy()),
+            shell_quote(export)
+        )
+    };
+    Ok((
+        Some(command("get", "%f %p")),
+        in_place.then(|| command("push", "%p")),
+    ))
+}
+
+/// `drp-agent`: this binary when it is the agent, else the one beside it,
+/// else the one on PATH.
+pub fn agent_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    if exe.file_name().is_some_and(|n| n == "drp-agent") {
+        return exe;
+    }
+    let sibling = exe.with_file_name("drp-agent");
+    if sibling.is_file() {
+        sibling
+    } else {
+        PathBuf::from("drp-agent")
+    }
+}
+
+/// `text` as one word for /bin/sh.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// What `get` tells PostgreSQL, as an exit status.
+pub fn get_status(result: &Result<Got>) -> u8 {
+    match result {
+        Ok(Got::Restored { .. }) => 0,
+        Ok(Got::Absent) => 1,
+        Err(_) => GET_FATAL,
+    }
+}
+
+/// `wal get`'s status for anything but a file authoritatively absent: above
+/// 125, which PostgreSQL treats as fatal, so a recovery stops instead of
+/// ending early and promoting without the rest of the WAL.
+pub const GET_FATAL: u8 = 126;

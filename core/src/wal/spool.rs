@@ -1,0 +1,134 @@
+//! The agent's record of WAL files already archived on every target, so
+//! that `archive_command` returns at once for a file the daemon (or an
+//! earlier push) has already made durable, and the push latencies behind the
+//! worst-case RPO.
+//!
+//! One small file per archived WAL file, in the policy's state folder:
+//! `<state>/wal/<export>/<file name>`, holding its digest and latency. A
+//! marker only ever says "this exact content is on every target"; a file
+//! whose digest differs is pushed again.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::archive::Ready;
+use crate::repository::wal::sha256_hex;
+use crate::{Error, Result};
+
+/// How long markers are kept: PostgreSQL removes a file's `.ready` once it
+/// is acknowledged, so older markers only serve the latency figures.
+const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Marker {
+    pub sha256: String,
+    pub pushed_at: DateTime<Utc>,
+    /// Seconds from reading the file to every target holding it.
+    pub seconds: f64,
+    /// Seconds from the file's last write to every target holding it.
+    pub lag_seconds: f64,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    pub fn open(state_dir: &Path, export: &str) -> Result<Spool> {
+        let dir = state_dir.join("wal").join(export);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
+        Ok(Spool { dir })
+    }
+
+    /// Records that `ready` is on every target.
+    pub fn mark(&self, ready: &Ready, seconds: f64) -> Result<()> {
+        let now = Utc::now();
+        let marker = Marker {
+            sha256: ready.sha256.clone(),
+            pushed_at: now,
+            seconds,
+            lag_seconds: (now - ready.ended).as_seconds_f64().max(0.0),
+        };
+        let body = serde_json::to_vec(&marker).expect("marker serialises");
+        crate::state::write_atomically(&self.dir.join(ready.file.to_string()), &body)
+    }
+
+    fn marker(&self, name: &str) -> Option<Marker> {
+        let body = std::fs::read(self.dir.join(name)).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Whether a file of this name was archived (whatever its content).
+    pub fn is_marked_name(&self, name: &str) -> bool {
+        self.dir.join(name).is_file()
+    }
+
+    /// Whether the file at `path`, with exactly its current content, is
+    /// already on every target.
+    pub fn is_archived(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return false;
+        };
+        let Some(marker) = self.marker(&name) else {
+            return false;
+        };
+        std::fs::read(path).is_ok_and(|bytes| sha256_hex(&bytes) == marker.sha256)
+    }
+
+    /// Every marker, oldest first; removes those past [`KEEP`].
+    pub fn markers(&self) -> Vec<(String, Marker)> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let cutoff = Utc::now() - KEEP;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            match self.marker(&name) {
+                Some(m) if m.pushed_at < cutoff => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                Some(m) => out.push((name, m)),
+                None => {}
+            }
+        }
+        out.sort_by_key(|(_, m)| m.pushed_at);
+        out
+    }
+}
+
+/// The files PostgreSQL has marked ready for archiving in `pg_wal`
+/// (`archive_status/<name>.ready`), history files first, then in WAL order.
+pub fn ready_files(pg_wal: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(pg_wal.join("archive_status")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".ready")
+                .map(str::to_string)
+        })
+        .filter(|n| super::WalFile::parse(n).is_some())
+        .collect();
+    names.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+    names
+}
+
+/// Percentile `p` (0–100) of `values`, nearest-rank.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
