@@ -28,9 +28,15 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
     for e in policy.exports.values() {
         let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
         runner::refresh_points(&policy, &e.name, &mut st).await;
-        let exposure = st
-            .newest_consistency
-            .map(|t| (now - t).to_std().unwrap_or_default());
+        // An archived cluster's loss is bounded by its WAL, not its base backups.
+        let archived = e.source.kind().archives_continuously().then(|| {
+            drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
+        });
+        let newest = match archived {
+            Some(until) => until,
+            None => st.newest_consistency,
+        };
+        let exposure = newest.map(|t| (now - t).to_std().unwrap_or_default());
         let within = match (exposure, rpo) {
             (Some(x), Some(r)) => Some(x <= r),
             (None, Some(_)) => Some(false),
@@ -51,6 +57,9 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
                 "last_success": st.last_success, "next_run": e.schedule.next(now),
                 "points": st.points, "newest_consistency": st.newest_consistency,
                 "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
+                "recoverable_until": e.source.kind().archives_continuously().then(|| {
+                    drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
+                }).flatten(),
                 "last_maintenance": st.last_maintenance,
             })).collect::<Vec<_>>(),
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),

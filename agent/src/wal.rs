@@ -114,7 +114,8 @@ async fn status(policy: &Policy, export: Option<&str>, out: &Output) -> Result<E
         eprintln!("warning: {e}");
         code = ExitCode::Partial;
     }
-    let reach = archive.reach().await;
+    let backlog = drp_core::wal::run::Backlog::read(&archive.pg_wal(), &archive.spool()?);
+    let state = archive.record(Ok(backlog), true).await?;
     let mut json_targets = Vec::new();
     for (target, inv) in archive.inventories().await {
         let inv = inv?;
@@ -170,19 +171,20 @@ async fn status(policy: &Policy, export: Option<&str>, out: &Output) -> Result<E
             code = code.worse(ExitCode::Integrity);
         }
     }
-    let backlog = drp_core::wal::run::Backlog::read(&archive.pg_wal(), &archive.spool()?);
     if out.json {
         out.print_json(&serde_json::json!({
             "export": archive.export,
             "targets": json_targets,
-            "recoverable_until": reach.until,
-            "restorable_base_backups": reach.restorable,
-            "backlog_files": backlog.waiting,
-            "pg_wal_free_bytes": backlog.free_bytes,
+            "recoverable_until": state.recoverable_until,
+            "restorable_base_backups": state.restorable_base_backups,
+            "backlog_files": state.backlog_files,
+            "pg_wal_free_bytes": state.pg_wal_free_bytes,
+            "push_p50_seconds": state.push_p50_seconds,
+            "push_p99_seconds": state.push_p99_seconds,
         }));
         return Ok(code);
     }
-    match reach.until {
+    match state.recoverable_until {
         Some(until) => println!(
             "recoverable until {} ({} ago)",
             until.to_rfc3339(),
@@ -190,6 +192,9 @@ async fn status(policy: &Policy, export: Option<&str>, out: &Output) -> Result<E
         ),
         None => println!("recoverable until: nothing yet (no base backup with its WAL archived)"),
     }
-    println!("waiting to be archived: {} file(s)", backlog.waiting);
+    println!("waiting to be archived: {} file(s)", state.backlog_files);
+    if let (Some(p50), Some(p99)) = (state.push_p50_seconds, state.push_p99_seconds) {
+        println!("push latency: p50 {p50:.3}s, p99 {p99:.3}s");
+    }
     Ok(code)
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::Result;
 use crate::config::Policy;
 use crate::state::{self, ExportState};
+use crate::wal::run::ArchiveState;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -36,6 +37,7 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         &states,
         now,
     );
+    text += &render_archives(policy, now);
     let newest = state::newest(policy);
     if !newest.by_name.is_empty() {
         let host = escape(&policy.host);
@@ -51,6 +53,75 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         }
     }
     text
+}
+
+/// The WAL archiving of `postgres-cluster` exports, from the state the
+/// daemon's archiver (or `wal status`) last saved.
+fn render_archives(policy: &Policy, now: DateTime<Utc>) -> String {
+    let host = escape(&policy.host);
+    let states: Vec<(String, ArchiveState)> = policy
+        .exports
+        .values()
+        .filter(|e| e.source.kind().archives_continuously())
+        .map(|e| {
+            (
+                format!("host=\"{host}\",export=\"{}\"", escape(&e.name)),
+                ArchiveState::load(&policy.state_dir, &e.name),
+            )
+        })
+        .collect();
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, f: &dyn Fn(&ArchiveState) -> Option<f64>| {
+        let samples: Vec<String> = states
+            .iter()
+            .filter_map(|(labels, s)| f(s).map(|v| format!("{name}{{{labels}}} {v}\n")))
+            .collect();
+        if !samples.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            out.extend(samples);
+        }
+    };
+    let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0);
+    family(
+        "drp_export_recoverable_until_timestamp_seconds",
+        "The newest instant a point-in-time restore reaches (base backup plus archived WAL).",
+        &|s| ts(s.recoverable_until),
+    );
+    family(
+        "drp_wal_archive_lag_seconds",
+        "Now minus the newest instant a restore reaches: the live RPO exposure of an archived cluster.",
+        &|s| {
+            s.recoverable_until
+                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
+        },
+    );
+    family(
+        "drp_wal_backlog_files",
+        "WAL files PostgreSQL marked ready that are not yet on every target.",
+        &|s| Some(s.backlog_files as f64),
+    );
+    family(
+        "drp_wal_pg_wal_free_bytes",
+        "Free space on the filesystem of pg_wal.",
+        &|s| s.pg_wal_free_bytes.map(|b| b as f64),
+    );
+    family(
+        "drp_wal_push_seconds_p99",
+        "99th percentile of the time a WAL push took, lately.",
+        &|s| s.push_p99_seconds,
+    );
+    family(
+        "drp_wal_push_seconds_p50",
+        "Median time a WAL push took, lately.",
+        &|s| s.push_p50_seconds,
+    );
+    family(
+        "drp_wal_archive_ok",
+        "1 when the archiver's last turn succeeded, 0 when it failed.",
+        &|s| s.checked_at.map(|_| if s.last_error.is_none() { 1.0 } else { 0.0 }),
+    );
+    out
 }
 
 fn render_states(

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Policy;
+use crate::source::SourceConfig;
+use crate::source::postgres::cluster::{Cluster, ClusterConfig};
 use crate::config::units::format_duration;
 use crate::state;
 
@@ -29,6 +31,9 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
         .exports
         .values()
         .map(|e| {
+            if let SourceConfig::PostgresCluster(c) = &e.source {
+                return archive_posture(policy, &e.name, c, rpo);
+            }
             let gap = e.schedule.longest_gap(now).unwrap_or(Duration::MAX);
             let run_time = state::load(&policy.state_dir, &policy.host, &e.name)
                 .last_duration_seconds
@@ -48,7 +53,7 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
                 }
                 advice.push("take a snapshot before every planned change, so changes never widen the loss".into());
                 let continuous = e.source.kind().continuous_archiving();
-                advice.push(format!("for seconds of loss, add {continuous}: drp does not archive logs itself"));
+                advice.push(format!("for seconds of loss, use {continuous}"));
             }
             ExportPosture {
                 export: e.name.clone(),
@@ -60,6 +65,86 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
             }
         })
         .collect()
+}
+
+/// What a push is allowed on top of `archive_timeout` when no push was
+/// measured yet.
+const PUSH_ALLOWANCE: Duration = Duration::from_secs(10);
+
+/// The settings to paste into `postgresql.conf`.
+fn settings_to_paste(policy: &Policy, export: &str) -> String {
+    let path = std::path::absolute(&policy.path).unwrap_or_else(|_| policy.path.clone());
+    format!(
+        "archive_mode = on; archive_command = 'drp-agent wal push --policy {} --export {export} %p'; archive_timeout = 60s",
+        path.display()
+    )
+}
+
+/// A `postgres-cluster` export: its loss is bounded by WAL archiving, at
+/// worst `archive_timeout` plus the time a push takes (the slowest measured
+/// lately, or an allowance before any).
+fn archive_posture(
+    policy: &Policy,
+    export: &str,
+    config: &ClusterConfig,
+    rpo: Option<Duration>,
+) -> ExportPosture {
+    let mut advice = Vec::new();
+    let cluster = Cluster::new(config.clone(), &policy.base_dir);
+    let push = crate::wal::spool::Spool::open(&policy.state_dir, export)
+        .ok()
+        .and_then(|s| {
+            let secs: Vec<f64> = s.markers().iter().map(|(_, m)| m.seconds).collect();
+            crate::wal::spool::percentile(&secs, 99.0)
+        })
+        .map_or(PUSH_ALLOWANCE, Duration::from_secs_f64);
+    let (schedule, worst) = match cluster.archive_settings() {
+        Err(e) => {
+            advice.push(format!(
+                "connect to the server to read its archiving settings ({e})"
+            ));
+            ("WAL archive (settings unknown)".to_string(), Duration::MAX)
+        }
+        Ok(s) if !s.archiving => {
+            advice.push(format!(
+                "the server does not archive its WAL with drp (archive_command is `{}`): set {} and restart it",
+                s.command,
+                settings_to_paste(policy, export)
+            ));
+            ("WAL archive (off)".to_string(), Duration::MAX)
+        }
+        Ok(s) if s.archive_timeout.is_zero() => {
+            advice.push(
+                "set archive_timeout = 60s: without it, a quiet server keeps its last transactions in an \
+                 unfinished segment for as long as it takes to fill 16 MB"
+                    .into(),
+            );
+            ("WAL archive (archive_timeout 0)".to_string(), Duration::MAX)
+        }
+        Ok(s) => (
+            format!(
+                "WAL archive (archive_timeout {})",
+                format_duration(s.archive_timeout)
+            ),
+            s.archive_timeout + push,
+        ),
+    };
+    let meets = rpo.map(|r| worst <= r);
+    if let (Some(false), Some(r), true) = (meets, rpo, worst != Duration::MAX) {
+        advice.push(format!(
+            "lower archive_timeout to {} or less (pushes take up to {})",
+            format_duration(r.saturating_sub(push)),
+            format_duration(push)
+        ));
+    }
+    ExportPosture {
+        export: export.to_string(),
+        schedule,
+        worst_case_rpo_seconds: worst.as_secs(),
+        rpo_objective_seconds: rpo.map(|r| r.as_secs()),
+        meets_rpo: meets,
+        advice,
+    }
 }
 
 /// The cron expression for the widest regular schedule that fits `budget`.

@@ -254,6 +254,9 @@ pub async fn daemon(
     })?;
     let server = tokio::spawn(metrics::serve(listener, policy.clone()));
     tracing::info!(%listen, "serving /metrics");
+    // WAL is archived beside the schedule, never behind a running backup.
+    let archiver = tokio::spawn(crate::wal::run::archiver(policy.clone()));
+    let _archiver = AbortOnDrop(archiver);
     loop {
         let current = policy.read().await.clone();
         for (export, slot) in due_exports(&current, Utc::now()) {
@@ -336,4 +339,13 @@ async fn stop<F: std::future::Future<Output = Result<RunOutcome>>>(
     }
     server.abort();
     Ok(())
+}
+
+/// Stops a background task when its owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -260,6 +260,42 @@ impl<'p> ExportArchive<'p> {
         best
     }
 
+    /// Saves what was seen of the archiving: the backlog after a turn (or
+    /// its error), the push latencies, and when `reach` is set, how far a
+    /// restore reaches now.
+    pub async fn record(&self, turn: Result<Backlog>, reach: bool) -> Result<ArchiveState> {
+        let dir = &self.policy.state_dir;
+        let mut state = ArchiveState::load(dir, &self.export);
+        let spool = self.spool()?;
+        let backlog = match turn {
+            Ok(b) => {
+                state.last_error = None;
+                b
+            }
+            Err(e) => {
+                state.last_error = Some(e.to_string());
+                Backlog::read(&self.pg_wal(), &spool)
+            }
+        };
+        state.checked_at = Some(Utc::now());
+        state.backlog_files = backlog.waiting;
+        state.pg_wal_free_bytes = backlog.free_bytes;
+        let markers = spool.markers();
+        let seconds: Vec<f64> = markers.iter().map(|(_, m)| m.seconds).collect();
+        let lags: Vec<f64> = markers.iter().map(|(_, m)| m.lag_seconds).collect();
+        state.push_p50_seconds = super::spool::percentile(&seconds, 50.0);
+        state.push_p99_seconds = super::spool::percentile(&seconds, 99.0);
+        state.lag_p99_seconds = super::spool::percentile(&lags, 99.0);
+        if reach {
+            let r = self.reach().await;
+            state.recoverable_until = r.until;
+            state.restorable_base_backups = r.restorable;
+            state.reach_checked_at = state.checked_at;
+        }
+        state.save(dir, &self.export)?;
+        Ok(state)
+    }
+
     async fn alert(&self, title: &str, text: &str) {
         tracing::error!(export = %self.export, "{title}: {text}");
         let message = Message {
@@ -292,6 +328,76 @@ pub struct ArchiveReach {
     pub base: Option<String>,
     /// Base backups whose WAL is archived (on the target holding the most).
     pub restorable: usize,
+}
+
+/// What the agent last saw of an export's archiving, for `status` and
+/// the metrics: written by the daemon and by `wal status`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveState {
+    pub checked_at: Option<chrono::DateTime<Utc>>,
+    /// The newest instant a restore can reach, when last computed.
+    pub recoverable_until: Option<chrono::DateTime<Utc>>,
+    pub reach_checked_at: Option<chrono::DateTime<Utc>>,
+    pub restorable_base_backups: usize,
+    pub backlog_files: usize,
+    pub pg_wal_free_bytes: Option<u64>,
+    /// Seconds a push took, lately (50th and 99th percentiles).
+    pub push_p50_seconds: Option<f64>,
+    pub push_p99_seconds: Option<f64>,
+    /// Seconds from a file's last write to every target holding it (99th).
+    pub lag_p99_seconds: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+impl ArchiveState {
+    fn path(state_dir: &Path, export: &str) -> PathBuf {
+        state_dir.join("wal").join(format!("{export}.json"))
+    }
+
+    pub fn load(state_dir: &Path, export: &str) -> ArchiveState {
+        std::fs::read(Self::path(state_dir, export))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
+        let body = serde_json::to_vec_pretty(self).expect("state serialises");
+        crate::state::write_atomically(&Self::path(state_dir, export), &body)
+    }
+}
+
+/// The daemon's archiver: every second, pushes what waits in each
+/// `postgres-cluster` export's `pg_wal` (so `archive_command` finds it done
+/// and returns at once), and every 30 s recomputes how far a restore reaches.
+pub async fn archiver(policy: std::sync::Arc<tokio::sync::RwLock<Policy>>) {
+    const REACH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut reach_at: Option<Instant> = None;
+    loop {
+        let p = policy.read().await.clone();
+        let refresh = reach_at.is_none_or(|t| t.elapsed() >= REACH_EVERY);
+        let names: Vec<String> = p
+            .exports
+            .values()
+            .filter(|e| e.source.kind().archives_continuously())
+            .map(|e| e.name.clone())
+            .collect();
+        for name in &names {
+            match ExportArchive::open(&p, Some(name)).await {
+                Ok(a) => {
+                    let result = a.archive_waiting().await;
+                    if let Err(e) = a.record(result, refresh).await {
+                        tracing::warn!(export = %name, error = %e, "the archive state is not saved");
+                    }
+                }
+                Err(e) => tracing::error!(export = %name, error = %e, "cannot archive WAL"),
+            }
+        }
+        if refresh {
+            reach_at = Some(Instant::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// What one push did.

@@ -158,6 +158,26 @@ impl Cluster {
         })
     }
 
+    /// The server's archiving settings, as `drp check` judges them.
+    pub fn archive_settings(&self) -> Result<ArchiveSettings, SourceError> {
+        let row = self.pg.psql(
+            "postgres",
+            "select current_setting('archive_mode') || '|' || \
+             (select setting from pg_settings where name = 'archive_timeout') || '|' || \
+             current_setting('archive_command');",
+            &[],
+        )?;
+        let mut f = row.splitn(3, '|');
+        let mode = f.next().unwrap_or_default().to_string();
+        let timeout = f.next().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        let command = f.next().unwrap_or_default().to_string();
+        Ok(ArchiveSettings {
+            archiving: mode != "off" && command.contains(" wal push "),
+            archive_timeout: Duration::from_secs(timeout),
+            command,
+        })
+    }
+
     fn check_not_root() -> Result<(), SourceError> {
         // SAFETY: geteuid only reads the process's effective user id.
         if unsafe { libc::geteuid() } == 0 {
@@ -169,6 +189,17 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// How a server archives its WAL.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// `archive_mode` is on and `archive_command` is drp's `wal push`.
+    pub archiving: bool,
+    /// `archive_timeout`: the longest a finished transaction waits in an
+    /// unfinished segment (zero: until the segment fills, however long).
+    pub archive_timeout: Duration,
+    pub command: String,
 }
 
 /// `16MB` (as `current_setting('wal_segment_size')` shows it) in bytes.
