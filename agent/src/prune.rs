@@ -43,6 +43,7 @@ pub async fn run(
                         "verified": p.verified, "deleted": p.deleted,
                     })).collect::<Vec<_>>(),
                     "orphans": t.orphans, "young_orphans": t.young_orphans, "errors": t.errors,
+                    "wal_removed": t.wal_removed, "wal_kept_from": t.wal_kept_from,
                 }));
                 continue;
             }
@@ -81,6 +82,14 @@ pub async fn run(
                     "{name} on `{}`: {} orphan {o}",
                     t.target,
                     if dry_run { "would remove" } else { "removed" }
+                );
+            }
+            if let Some(from) = &t.wal_kept_from {
+                println!(
+                    "{name} on `{}`: WAL kept from {from} (the oldest kept base backup's start); {} {} older file(s)",
+                    t.target,
+                    if dry_run { "would remove" } else { "removed" },
+                    t.wal_removed.len()
                 );
             }
             for o in &t.young_orphans {

@@ -33,6 +33,10 @@ pub struct TargetPrune {
     /// Younger orphans left for the grace period.
     pub young_orphans: Vec<String>,
     pub errors: Vec<String>,
+    /// Archived WAL files no kept base backup needs (removed unless a dry run).
+    pub wal_removed: Vec<String>,
+    /// The first WAL segment the oldest kept base backup needs.
+    pub wal_kept_from: Option<String>,
 }
 
 /// Parses the start time encoded in a point id (`20261121T060001Z-…`).
@@ -58,6 +62,8 @@ pub(crate) async fn prune_target(
         orphans: Vec::new(),
         young_orphans: Vec::new(),
         errors: Vec::new(),
+        wal_removed: Vec::new(),
+        wal_kept_from: None,
     };
 
     let points: Vec<(String, DateTime<Utc>)> = listing
@@ -118,6 +124,14 @@ pub(crate) async fn prune_target(
         });
     }
 
+    let kept: Vec<&Manifest> = out
+        .points
+        .iter()
+        .filter(|p| p.decision.keep())
+        .map(|p| by_id[p.decision.id.as_str()])
+        .collect();
+    prune_wal(repo, host, &export.name, &kept, dry_run, &mut out).await?;
+
     // Orphans: data objects whose manifest is absent (damaged manifests are
     // reported by list and verify, and their data is left for inspection).
     let grace = chrono::Duration::from_std(policy.prune.grace.as_duration())
@@ -149,6 +163,45 @@ pub(crate) async fn prune_target(
         }
     }
     Ok(out)
+}
+
+/// Removes the archived WAL that comes before the oldest kept base backup:
+/// no restore can start earlier. Timeline histories are always kept, and
+/// nothing is removed while no base backup is kept (the archive is then
+/// all there is).
+async fn prune_wal(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    kept: &[&Manifest],
+    dry_run: bool,
+    out: &mut TargetPrune,
+) -> Result<()> {
+    let Some(oldest) = kept
+        .iter()
+        .filter_map(|m| m.wal.as_ref())
+        .min_by_key(|w| w.first_segment())
+    else {
+        return Ok(());
+    };
+    let from = oldest.first_segment();
+    out.wal_kept_from = Some(
+        crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size).to_string(),
+    );
+    for object in repo.wal_list(host, export).await? {
+        let Some(segno) = object.file.segno(oldest.segment_size) else {
+            continue;
+        };
+        if segno >= from {
+            continue;
+        }
+        if !dry_run && let Err(e) = repo.wal_delete(&object).await {
+            out.errors.push(e.to_string());
+            continue;
+        }
+        out.wal_removed.push(object.file.to_string());
+    }
+    Ok(())
 }
 
 /// Prunes one export on all of its reachable targets, as a command does:
