@@ -29,7 +29,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
         let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
         runner::refresh_points(&policy, &e.name, &mut st).await;
         // An archived cluster's loss is bounded by its WAL, not its base backups.
-        let archived = e.source.kind().archives_continuously().then(|| {
+        let archived = e.source.archives_continuously().then(|| {
             drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
         });
         let newest = match archived {
@@ -57,7 +57,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
                 "last_success": st.last_success, "next_run": e.schedule.next(now),
                 "points": st.points, "newest_consistency": st.newest_consistency,
                 "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
-                "recoverable_until": e.source.kind().archives_continuously().then(|| {
+                "recoverable_until": e.source.archives_continuously().then(|| {
                     drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
                 }).flatten(),
                 "last_maintenance": st.last_maintenance,

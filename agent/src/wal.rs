@@ -7,9 +7,11 @@ use chrono::Utc;
 use drp_cli::{Output, Table};
 use drp_core::config::Policy;
 use drp_core::config::units::format_duration;
+use drp_core::source::SourceConfig;
 use drp_core::wal::archive::{Got, Pushed};
 use drp_core::wal::run::{ExportArchive, GET_FATAL, get_status};
-use drp_core::{ExitCode, Result};
+use drp_core::wal::ship::BinlogArchive;
+use drp_core::{Error, ExitCode, Result};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WalCommand {
@@ -36,6 +38,16 @@ pub enum WalCommand {
         name: String,
         /// Where PostgreSQL wants it (%p).
         path: PathBuf,
+    },
+    /// MariaDB: close the server's binary log (FLUSH BINARY LOGS) and ship
+    /// every closed one not shipped yet (the daemon does it every
+    /// `binlog.rotate_every`).
+    Ship {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// The mariadb export with `binlog:` (default: the policy's only one).
+        #[arg(long, short)]
+        export: Option<String>,
     },
     /// What the archive holds: timelines, gaps, and the newest instant each
     /// base backup can be restored to.
@@ -94,11 +106,133 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
             }
             std::process::exit(status as i32);
         }
+        WalCommand::Ship { policy, export } => {
+            let policy = Policy::load(policy)?;
+            let name = binlog_export(&policy, export.as_deref())?;
+            let archive = BinlogArchive::open(&policy, &name).await?;
+            let turn = archive.ship(true).await;
+            let shipped = match &turn {
+                Ok(s) => s.shipped.clone(),
+                Err(_) => Vec::new(),
+            };
+            let state = archive.record(turn).await?;
+            if out.json {
+                out.print_json(&serde_json::json!({
+                    "export": name, "shipped": shipped,
+                    "recoverable_until": state.recoverable_until,
+                }));
+            } else {
+                println!(
+                    "{name}: shipped {} binary log(s){}; recoverable until {}",
+                    shipped.len(),
+                    if shipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", shipped.join(", "))
+                    },
+                    state
+                        .recoverable_until
+                        .map_or("-".into(), |t| t.to_rfc3339())
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
         WalCommand::Status { policy, export } => {
             let policy = Policy::load(policy)?;
+            if let Ok(name) = binlog_export(&policy, export.as_deref()) {
+                return binlog_status(&policy, &name, out).await;
+            }
             status(&policy, export.as_deref(), out).await
         }
     }
+}
+
+/// The export `name` names when it ships binary logs, or the policy's only
+/// one that does.
+fn binlog_export(policy: &Policy, name: Option<&str>) -> Result<String> {
+    let ships = |e: &drp_core::config::Export| matches!(&e.source, SourceConfig::Mysql(c) if c.binlog.is_some());
+    if let Some(n) = name {
+        let e = policy.export(n)?;
+        return if ships(e) {
+            Ok(n.to_string())
+        } else {
+            Err(Error::Usage(format!(
+                "export `{n}` does not ship binary logs"
+            )))
+        };
+    }
+    let all: Vec<&str> = policy
+        .exports
+        .values()
+        .filter(|e| ships(e))
+        .map(|e| e.name.as_str())
+        .collect();
+    match all[..] {
+        [one] => Ok(one.to_string()),
+        [] => Err(Error::Usage(format!(
+            "{} has no mariadb export with `binlog:`",
+            policy.path.display()
+        ))),
+        _ => Err(Error::Usage(
+            "several exports ship binary logs: name one with --export".into(),
+        )),
+    }
+}
+
+async fn binlog_status(policy: &Policy, name: &str, out: &Output) -> Result<ExitCode> {
+    let archive = BinlogArchive::open(policy, name).await?;
+    let mut code = ExitCode::Ok;
+    for e in &archive.unreachable {
+        eprintln!("warning: {e}");
+        code = ExitCode::Partial;
+    }
+    let state = archive.record(Ok(Default::default())).await?;
+    let mut targets = Vec::new();
+    for repo in &archive.repos {
+        let objects = repo.binlog_list(&policy.host, name).await?;
+        let newest = match objects.last() {
+            Some(o) => repo.binlog_facts(&policy.host, name, o).await,
+            None => None,
+        };
+        targets.push((repo.name().to_string(), objects, newest));
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "export": name,
+            "targets": targets.iter().map(|(t, objects, newest)| serde_json::json!({
+                "target": t, "files": objects.len(),
+                "first": objects.first().map(|o| &o.name), "last": objects.last().map(|o| &o.name),
+                "last_closed_at": objects.last().map(|o| o.closed_at),
+                "last_gtid": newest.as_ref().and_then(|f| f.last_gtid.clone()),
+            })).collect::<Vec<_>>(),
+            "recoverable_until": state.recoverable_until,
+            "push_p50_seconds": state.push_p50_seconds,
+            "push_p99_seconds": state.push_p99_seconds,
+        }));
+        return Ok(code);
+    }
+    for (t, objects, newest) in &targets {
+        println!(
+            "target `{t}`: {} binary log(s), {} … {}, last closed {}, last GTID {}",
+            objects.len(),
+            objects.first().map_or("-", |o| o.name.as_str()),
+            objects.last().map_or("-", |o| o.name.as_str()),
+            objects
+                .last()
+                .map_or("-".into(), |o| o.closed_at.to_rfc3339()),
+            newest
+                .as_ref()
+                .and_then(|f| f.last_gtid.clone())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "recoverable until {}",
+        state
+            .recoverable_until
+            .map_or("nothing yet".into(), |t| t.to_rfc3339())
+    );
+    Ok(code)
 }
 
 fn file_name(path: &Path) -> String {

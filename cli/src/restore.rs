@@ -186,13 +186,10 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             let until = r.until.map_or("-".into(), |u| u.to_rfc3339());
             match (&r.target, &to_time, &args.to_time) {
                 (Some(_), Some(t), Some(text)) => eprintln!(
-                    "  replays WAL to   {} (the archive reaches {until})",
+                    "  replays logs to  {} (the archive reaches {until})",
                     t.describe(text)
                 ),
-                _ => eprintln!(
-                    "  replays WAL to   the newest archived instant, {until} (timeline {})",
-                    r.timeline
-                ),
+                _ => eprintln!("  replays logs to  the newest archived instant, {until}"),
             }
         }
         eprintln!(
@@ -284,9 +281,13 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         );
         if let Some(r) = &report.replaced.replayed {
             println!(
-                "replayed the archived WAL to {} (the last transaction replayed), now on timeline {}",
+                "replayed the archived logs to {} (the last transaction replayed){}",
                 r.reached.map_or("-".into(), |t| t.to_rfc3339()),
-                r.timeline
+                if r.timeline > 0 {
+                    format!(", now on timeline {}", r.timeline)
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(kept) = &report.replaced.kept {

@@ -176,6 +176,7 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
                     tools: info.tools.clone(),
                     agent: repository::agent_id(),
                     wal: info.wal.clone(),
+                    binlog: info.binlog.clone(),
                 };
                 repo.commit(&m).await.map(|_| m)
             }

@@ -36,6 +36,10 @@ pub struct Manifest {
     /// segment of the range is archived, and replays on from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal: Option<crate::wal::WalRange>,
+    /// A MariaDB export's binary-log coordinates: a replay of the shipped
+    /// binary logs starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<crate::wal::binlog::BinlogStart>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,7 +62,7 @@ fn render_archives(policy: &Policy, now: DateTime<Utc>) -> String {
     let states: Vec<(String, ArchiveState)> = policy
         .exports
         .values()
-        .filter(|e| e.source.kind().archives_continuously())
+        .filter(|e| e.source.archives_continuously())
         .map(|e| {
             (
                 format!("host=\"{host}\",export=\"{}\"", escape(&e.name)),
@@ -119,7 +119,10 @@ fn render_archives(policy: &Policy, now: DateTime<Utc>) -> String {
     family(
         "drp_wal_archive_ok",
         "1 when the archiver's last turn succeeded, 0 when it failed.",
-        &|s| s.checked_at.map(|_| if s.last_error.is_none() { 1.0 } else { 0.0 }),
+        &|s| {
+            s.checked_at
+                .map(|_| if s.last_error.is_none() { 1.0 } else { 0.0 })
+        },
     );
     out
 }

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Policy;
+use crate::config::units::format_duration;
 use crate::source::SourceConfig;
 use crate::source::postgres::cluster::{Cluster, ClusterConfig};
-use crate::config::units::format_duration;
 use crate::state;
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,11 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
         .map(|e| {
             if let SourceConfig::PostgresCluster(c) = &e.source {
                 return archive_posture(policy, &e.name, c, rpo);
+            }
+            if let SourceConfig::Mysql(c) = &e.source
+                && let Some(b) = &c.binlog
+            {
+                return binlog_posture(policy, &e.name, c, b.rotate_every.0, rpo);
             }
             let gap = e.schedule.longest_gap(now).unwrap_or(Duration::MAX);
             let run_time = state::load(&policy.state_dir, &policy.host, &e.name)
@@ -91,13 +96,7 @@ fn archive_posture(
 ) -> ExportPosture {
     let mut advice = Vec::new();
     let cluster = Cluster::new(config.clone(), &policy.base_dir);
-    let push = crate::wal::spool::Spool::open(&policy.state_dir, export)
-        .ok()
-        .and_then(|s| {
-            let secs: Vec<f64> = s.markers().iter().map(|(_, m)| m.seconds).collect();
-            crate::wal::spool::percentile(&secs, 99.0)
-        })
-        .map_or(PUSH_ALLOWANCE, Duration::from_secs_f64);
+    let push = push_time(policy, export);
     let (schedule, worst) = match cluster.archive_settings() {
         Err(e) => {
             advice.push(format!(
@@ -140,6 +139,77 @@ fn archive_posture(
     ExportPosture {
         export: export.to_string(),
         schedule,
+        worst_case_rpo_seconds: worst.as_secs(),
+        rpo_objective_seconds: rpo.map(|r| r.as_secs()),
+        meets_rpo: meets,
+        advice,
+    }
+}
+
+/// The slowest recent shipment of an export, or the allowance before any.
+fn push_time(policy: &Policy, export: &str) -> Duration {
+    crate::wal::spool::Spool::open(&policy.state_dir, export)
+        .ok()
+        .and_then(|s| {
+            let secs: Vec<f64> = s.markers().iter().map(|(_, m)| m.seconds).collect();
+            crate::wal::spool::percentile(&secs, 99.0)
+        })
+        .map_or(PUSH_ALLOWANCE, Duration::from_secs_f64)
+}
+
+/// A MariaDB export whose binary logs the agent ships: at worst the
+/// rotation interval plus a shipment (with the daemon running).
+fn binlog_posture(
+    policy: &Policy,
+    export: &str,
+    config: &crate::source::mysql::MysqlConfig,
+    every: Duration,
+    rpo: Option<Duration>,
+) -> ExportPosture {
+    use crate::source::Source as _;
+    let mut advice = Vec::new();
+    let server = crate::source::mysql::Mysql::new(config.clone(), &policy.base_dir);
+    let push = push_time(policy, export);
+    let worst = match server.sql(None, "select @@log_bin, @@binlog_format") {
+        Ok(rows) if rows.first().and_then(|r| r.first()).map(String::as_str) == Some("1") => {
+            if rows[0].get(1).map(String::as_str) != Some("ROW") {
+                advice.push(
+                    "set binlog_format = ROW: a replay of statement-based logs into a renamed copy can miss \
+                     statements that name their database"
+                        .into(),
+                );
+            }
+            every + push
+        }
+        Ok(_) => {
+            advice.push(
+                "the server does not write binary logs: start mariadbd with --log-bin --binlog-format=ROW \
+                 --server-id=1"
+                    .into(),
+            );
+            Duration::MAX
+        }
+        Err(e) => {
+            advice.push(format!(
+                "connect to the server to read its binary-log settings ({e})"
+            ));
+            Duration::MAX
+        }
+    };
+    let meets = rpo.map(|r| worst <= r);
+    if let (Some(false), Some(r), true) = (meets, rpo, worst != Duration::MAX) {
+        advice.push(format!(
+            "rotate more often: `binlog: {{rotate_every: {}}}` (shipments take up to {})",
+            format_duration(r.saturating_sub(push)),
+            format_duration(push)
+        ));
+    }
+    ExportPosture {
+        export: export.to_string(),
+        schedule: format!(
+            "binary logs, closed every {} (by drp-agent run)",
+            format_duration(every)
+        ),
         worst_case_rpo_seconds: worst.as_secs(),
         rpo_objective_seconds: rpo.map(|r| r.as_secs()),
         meets_rpo: meets,

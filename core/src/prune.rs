@@ -185,9 +185,8 @@ async fn prune_wal(
         return Ok(());
     };
     let from = oldest.first_segment();
-    out.wal_kept_from = Some(
-        crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size).to_string(),
-    );
+    out.wal_kept_from =
+        Some(crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size).to_string());
     for object in repo.wal_list(host, export).await? {
         let Some(segno) = object.file.segno(oldest.segment_size) else {
             continue;

@@ -13,7 +13,10 @@ use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
 use crate::repository::Repository;
-use crate::source::{Cancel, CommitOptions, Committed, Destination, Replay, Source};
+use crate::repository::binlog::BinlogObject;
+use crate::source::{
+    BinlogReplay, Cancel, CommitOptions, Committed, Destination, Replay, ReplayFrom, Source,
+};
 use crate::wal::archive::Inventory;
 use crate::{Error, Result};
 
@@ -61,8 +64,12 @@ pub struct ReplayPlan {
     pub until: Option<DateTime<Utc>>,
     /// The timeline the newest instant is on.
     pub timeline: u32,
-    /// The first WAL file not (yet) archived after the unbroken run.
+    /// The first WAL file (or binary log) not (yet) archived after the
+    /// unbroken run.
     pub next_missing: String,
+    /// For a MariaDB export: the binary logs to replay, and where the dump
+    /// stands in the first.
+    pub binlogs: Option<(Vec<BinlogObject>, u64)>,
 }
 
 impl Plan {
@@ -166,10 +173,11 @@ pub async fn find(
                 Some(w) => w.consistent_after <= *t,
                 None => m.consistency_time < *t,
             }),
-            Selector::At(t) => points
-                .iter()
-                .rev()
-                .find(|m| m.wal.as_ref().is_some_and(|w| w.consistent_after <= *t)),
+            Selector::At(t) => points.iter().rev().find(|m| match (&m.wal, &m.binlog) {
+                (Some(w), _) => w.consistent_after <= *t,
+                (None, Some(_)) => m.consistency_time < *t,
+                (None, None) => false,
+            }),
         };
         if let Some(m) = candidate {
             let better = match &best {
@@ -191,7 +199,8 @@ pub async fn find(
                     format!("no recovery point consistent before {}", t.to_rfc3339())
                 }
                 Selector::At(t) => format!(
-                    "no base backup ended before {} (a point-in-time restore replays WAL from one)",
+                    "no base backup or export with shipped logs ended before {} (a point-in-time restore replays \
+                     the archived logs from one)",
                     t.to_rfc3339()
                 ),
             };
@@ -239,10 +248,31 @@ async fn replay_plan(
     manifest: &Manifest,
     selector: &Selector,
 ) -> Result<Option<ReplayPlan>> {
+    if let Some(start) = &manifest.binlog {
+        let objects = repo.binlog_list(&manifest.host, &manifest.export).await?;
+        let reach = crate::wal::ship::reach(&objects, start);
+        let until = reach.until.map(|u| u.max(manifest.consistency_time));
+        let target = replay_target(selector, until, repo, &reach.next_missing)?;
+        // Files closed after the target hold nothing to replay but their start.
+        let mut files = reach.files;
+        if let Some(t) = target
+            && let Some(i) = files.iter().position(|f| f.closed_at >= t)
+        {
+            files.truncate(i + 1);
+        }
+        return Ok(Some(ReplayPlan {
+            target,
+            until,
+            timeline: 0,
+            next_missing: reach.next_missing,
+            binlogs: Some((files, start.position)),
+        }));
+    }
     let Some(range) = &manifest.wal else {
         if let Selector::At(_) = selector {
             return Err(Error::Usage(format!(
-                "export `{}` is a {} export: it restores to its recovery points only (use --before); a point-in-time restore needs a `postgres-cluster` export",
+                "export `{}` is a {} export without shipped binary logs or a WAL archive: it restores to its \
+                 recovery points only (use --before)",
                 manifest.export, manifest.kind
             )));
         }
@@ -250,30 +280,37 @@ async fn replay_plan(
     };
     let inventory = Inventory::read(repo, &manifest.host, &manifest.export).await?;
     let reach = inventory.reach(range);
-    let target = match selector {
-        Selector::At(t) => Some(*t),
-        // Before a failure: up to it, or everything archived when the
-        // archive ends earlier (all of it is then before the failure).
-        Selector::Before(t) if reach.until.is_some_and(|u| *t <= u) => Some(*t),
-        _ => None,
-    };
-    if let (Some(t), until) = (target, reach.until)
-        && until.is_none_or(|u| t > u)
-    {
-        return Err(Error::NotFound(format!(
-            "{} is later than the newest instant the archive reaches ({}; the next WAL file, {}, is not archived on target `{}`): nothing was restored; ask for an earlier time or use --latest",
-            t.to_rfc3339(),
-            until.map_or("none".into(), |u| u.to_rfc3339()),
-            reach.next_missing,
-            repo.name()
-        )));
-    }
+    let target = replay_target(selector, reach.until, repo, &reach.next_missing)?;
     Ok(Some(ReplayPlan {
         target,
         until: reach.until,
         timeline: reach.timeline,
         next_missing: reach.next_missing,
+        binlogs: None,
     }))
+}
+
+/// The instant a replay stops at: the one asked for (refused when later than
+/// the archive reaches), or, before a failure, the failure time when the
+/// archive reaches it and everything archived otherwise.
+fn replay_target(
+    selector: &Selector,
+    until: Option<DateTime<Utc>>,
+    repo: &Repository,
+    next_missing: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    match selector {
+        Selector::At(t) if until.is_none_or(|u| *t > u) => Err(Error::NotFound(format!(
+            "{} is later than the newest instant the archive reaches ({}; the next file, {next_missing}, is not \
+             archived on target `{}`): nothing was restored; ask for an earlier time or use --latest",
+            t.to_rfc3339(),
+            until.map_or("none".into(), |u| u.to_rfc3339()),
+            repo.name()
+        ))),
+        Selector::At(t) => Ok(Some(*t)),
+        Selector::Before(t) if until.is_some_and(|u| *t <= u) => Ok(Some(*t)),
+        _ => Ok(None),
+    }
 }
 
 /// The repositories other than `chosen` that hold `manifest`'s point with
@@ -391,14 +428,32 @@ pub async fn execute(
         }
     }
     let (staged, target) = staged.expect("the last copy either loads or returns its error");
+    let binlog_dir = tempfile::Builder::new()
+        .prefix(".drp-binlogs-")
+        .tempdir_in(&workdir)
+        .map_err(|e| Error::io_path("cannot create a folder in", &workdir, e))?;
     let replay = match &plan.replay {
         None => None,
+        Some(ReplayPlan {
+            target,
+            binlogs: Some((files, start)),
+            ..
+        }) => Some(Replay {
+            target: *target,
+            from: ReplayFrom::Binlogs(
+                fetch_binlogs(&plan.repository, files, *start, *target, &binlog_dir).await?,
+            ),
+        }),
         Some(r) => Some(Replay {
             target: r.target,
-            restore_command: options.restore_command.clone().ok_or_else(|| {
-                Error::Usage("a physical restore needs the restore_command its replay runs".into())
-            })?,
-            archive_command: options.archive_command.clone(),
+            from: ReplayFrom::Archive {
+                restore_command: options.restore_command.clone().ok_or_else(|| {
+                    Error::Usage(
+                        "a physical restore needs the restore_command its replay runs".into(),
+                    )
+                })?,
+                archive_command: options.archive_command.clone(),
+            },
         }),
     };
     let commit = CommitOptions {
@@ -421,6 +476,31 @@ pub async fn execute(
         raw_bytes: plan.manifest.raw.size,
         seconds: started.elapsed().as_secs_f64(),
         replaced,
+    })
+}
+
+/// Fetches the binary logs a replay needs into `dir`, each checked against
+/// its digest.
+async fn fetch_binlogs(
+    repo: &Repository,
+    files: &[BinlogObject],
+    start_position: u64,
+    target: Option<DateTime<Utc>>,
+    dir: &tempfile::TempDir,
+) -> Result<BinlogReplay> {
+    let mut paths = Vec::new();
+    for f in files {
+        let bytes = repo.binlog_read(f).await?;
+        let path = dir.path().join(&f.name);
+        std::fs::write(&path, bytes).map_err(|e| Error::io_path("cannot write", &path, e))?;
+        paths.push(path);
+    }
+    Ok(BinlogReplay {
+        files: paths,
+        start_position,
+        // Binary-log times are whole seconds: stopping at the second the
+        // target falls in replays nothing later than it.
+        stop: target.and_then(|t| DateTime::from_timestamp(t.timestamp(), 0)),
     })
 }
 

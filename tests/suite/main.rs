@@ -6,6 +6,7 @@ mod harness;
 mod receivers;
 mod reliability;
 
+mod archiving;
 mod cli;
 mod drills;
 mod faults;

@@ -12,6 +12,11 @@
 //!                                              the digest of its content and the Unix
 //!                                              time its last byte was written
 //! <host>/<export>/wal/history/<TTTTTTTT>.history-<sha256>-<end>.zst
+//! <host>/<export>/binlog/<file>-<sha256>-<closed>.zst
+//!                                              a shipped MariaDB binary log (zstd), named by
+//!                                              the digest of its content and the Unix time
+//!                                              the server closed it
+//! <host>/<export>/binlog/<file>-<sha256>.json  its times and GTIDs
 //! <host>/snapshot-sets/<set>.json              a snapshot set taken before a change
 //! reports/<runbook>/<id>.json, .html           a drill's or an incident's report
 //! .drp-tmp/                                    partial writes (local targets)
@@ -94,6 +99,37 @@ pub(crate) fn wal_object_parts(file_name: &str) -> Option<(WalFile, &str, i64)> 
     let sha = parts.next()?;
     let file = WalFile::parse(parts.next()?)?;
     (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some((file, sha, ended))
+}
+
+pub(crate) fn binlog_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/binlog/")
+}
+
+pub(crate) fn binlog_object(
+    host: &str,
+    export: &str,
+    name: &str,
+    sha256: &str,
+    closed: i64,
+) -> String {
+    format!("{}{name}-{sha256}-{closed}.zst", binlog_dir(host, export))
+}
+
+pub(crate) fn binlog_record(host: &str, export: &str, name: &str, sha256: &str) -> String {
+    format!("{}{name}-{sha256}.json", binlog_dir(host, export))
+}
+
+/// The file name, digest and close time a binary log object's name gives.
+pub(crate) fn binlog_object_parts(file_name: &str) -> Option<(&str, &str, i64)> {
+    let stem = file_name.strip_suffix(".zst")?;
+    let mut parts = stem.rsplitn(3, '-');
+    let closed = parts.next()?.parse().ok()?;
+    let sha = parts.next()?;
+    let name = parts.next()?;
+    (crate::wal::binlog::valid_name(name)
+        && sha.len() == 64
+        && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    .then_some((name, sha, closed))
 }
 
 /// A report's object; `ext` is `json` or `html`.

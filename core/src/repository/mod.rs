@@ -5,6 +5,7 @@
 //! Everything needed to list and restore is in the repository itself, so a
 //! bare machine with the target's address and credentials can restore.
 
+pub mod binlog;
 pub mod layout;
 pub mod wal;
 

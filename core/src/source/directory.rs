@@ -114,7 +114,7 @@ impl Source for Directory {
                     "archiver".to_string(),
                     format!("drp tar {}", env!("CARGO_PKG_VERSION")),
                 )]),
-                wal: None,
+                ..ExportInfo::default()
             },
             root: self.path.clone(),
         }))

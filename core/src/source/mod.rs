@@ -75,6 +75,8 @@ pub struct ExportInfo {
     pub tools: BTreeMap<String, String>,
     /// For a physical base backup: the WAL it needs from the archive.
     pub wal: Option<crate::wal::WalRange>,
+    /// For a MariaDB export with binary logs shipped: where a replay starts.
+    pub binlog: Option<crate::wal::binlog::BinlogStart>,
 }
 
 /// The raw byte stream of one export. Reading it to the end and calling
@@ -113,20 +115,42 @@ pub struct CommitOptions {
     pub replay: Option<Replay>,
 }
 
-/// How a restored cluster replays its archived WAL before it is swapped in.
+/// How a restored point replays the changes archived after it, before it
+/// is swapped in.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    /// Stop at this instant (`recovery_target_time`); `None` replays every
-    /// archived file, to the newest instant.
+    /// Stop at this instant; `None` replays everything archived.
     pub target: Option<DateTime<Utc>>,
-    /// The `restore_command` the recovery runs (built by drp, never read
-    /// from the repository).
-    pub restore_command: String,
-    /// The `archive_command` while it replays: drp's own push when the
-    /// cluster is restored in place (its promotion's `.history` is then
-    /// archived), `None` for a copy elsewhere (archiving off: a copy never
-    /// writes into the original's archive).
-    pub archive_command: Option<String>,
+    pub from: ReplayFrom,
+}
+
+/// Where the changes a replay applies come from.
+#[derive(Debug, Clone)]
+pub enum ReplayFrom {
+    /// PostgreSQL's WAL archive, fetched by the server itself.
+    Archive {
+        /// The `restore_command` the recovery runs (built by drp, never
+        /// read from the repository).
+        restore_command: String,
+        /// The `archive_command` while it replays: drp's own push when the
+        /// cluster is restored in place (its promotion's `.history` is then
+        /// archived), `None` for a copy elsewhere (archiving off: a copy
+        /// never writes into the original's archive).
+        archive_command: Option<String>,
+    },
+    /// MariaDB binary logs, already fetched and verified.
+    Binlogs(BinlogReplay),
+}
+
+/// Binary logs to replay into a loaded dump.
+#[derive(Debug, Clone)]
+pub struct BinlogReplay {
+    /// The files, in order (local copies, digests checked).
+    pub files: Vec<PathBuf>,
+    /// Where the dump stands in the first file.
+    pub start_position: u64,
+    /// Events from this whole second on are not replayed.
+    pub stop: Option<DateTime<Utc>>,
 }
 
 /// Where a replay ended.
@@ -316,6 +340,16 @@ impl SourceConfig {
         }
     }
 
+    /// Whether drp archives this source's changes continuously (WAL, binary
+    /// logs): its loss is bounded by the archive, not by the export schedule.
+    pub fn archives_continuously(&self) -> bool {
+        match self {
+            SourceConfig::PostgresCluster(_) => true,
+            SourceConfig::Mysql(c) => c.binlog.is_some(),
+            _ => false,
+        }
+    }
+
     /// A destination of `kind` described by `to` alone (a database name or
     /// a path) with every other setting at its default: for restores
     /// without a policy, from a bare machine.
@@ -344,6 +378,7 @@ impl SourceConfig {
                 password: None,
                 database: to.to_string(),
                 bin_dir: None,
+                binlog: None,
             }),
             SourceKind::Sqlite => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
             SourceKind::Directory => SourceConfig::Directory(directory::DirectoryConfig {
@@ -395,12 +430,6 @@ impl SourceKind {
             | SourceKind::Sqlite => true,
             SourceKind::Directory => false,
         }
-    }
-
-    /// Whether drp itself archives this kind continuously (its loss is
-    /// bounded by the archive, not by the export schedule).
-    pub fn archives_continuously(self) -> bool {
-        matches!(self, SourceKind::PostgresCluster)
     }
 
     /// What bounds the loss of this kind to seconds.

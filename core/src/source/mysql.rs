@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::process::{self, ChildExport};
 use super::{
-    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Source, SourceError, Staged,
-    StagedFile, sibling_name, sibling_pattern,
+    BinlogReplay, CommitOptions, Committed, Destination, ExportInfo, ExportStream, Replay,
+    ReplayFrom, Replayed, Source, SourceError, Staged, StagedFile, sibling_name, sibling_pattern,
 };
 use crate::config::{SecretRef, resolve_relative};
 
@@ -30,6 +30,24 @@ pub struct MysqlConfig {
     pub database: String,
     /// Folder of the dump tool and client, when not on PATH.
     pub bin_dir: Option<PathBuf>,
+    /// Ship the server's binary logs too, for point-in-time restores: each
+    /// export records its binary-log coordinates, and the agent makes the
+    /// server close its log every `rotate_every` and archives it.
+    #[serde(default)]
+    pub binlog: Option<BinlogConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinlogConfig {
+    /// How often the agent closes the binary log (`FLUSH BINARY LOGS`) to
+    /// ship it: the worst-case loss, plus the time a shipment takes.
+    #[serde(default = "default_rotate")]
+    pub rotate_every: crate::config::units::HumanDuration,
+}
+
+fn default_rotate() -> crate::config::units::HumanDuration {
+    crate::config::units::HumanDuration::parse("60s").expect("a duration")
 }
 
 pub struct Mysql {
@@ -145,6 +163,14 @@ impl Mysql {
             let mut cmd = self.command(&client, &opts);
             cmd.arg("--").arg(&staged);
             process::run_with_stdin_file(&mut cmd, dump, &options.cancel)?;
+            options.cancel.check()?;
+            if let Some(Replay {
+                from: ReplayFrom::Binlogs(replay),
+                ..
+            }) = &options.replay
+            {
+                self.replay_binlogs(&staged, replay, options)?;
+            }
             options.cancel.check()
         })();
         if let Err(e) = loaded {
@@ -332,6 +358,90 @@ impl Mysql {
         Ok(())
     }
 
+    /// The server's binary logs, oldest first, with the one being written
+    /// last. An error when binary logging is off.
+    pub fn binary_logs(&self) -> Result<Vec<String>, SourceError> {
+        let out = self.query(None, "show binary logs;").map_err(|e| {
+            SourceError::Invalid(format!(
+                "the server's binary logs cannot be listed (is `log_bin` on? start mariadbd with --log-bin \
+                 --binlog-format=ROW): {e}"
+            ))
+        })?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .filter(|n| crate::wal::binlog::valid_name(n))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Makes the server close its binary log and open the next one.
+    pub fn flush_binary_logs(&self) -> Result<(), SourceError> {
+        self.query(None, "flush binary logs;").map(|_| ())
+    }
+
+    /// Fetches the closed binary log `name` from the server (replication
+    /// protocol, so it works from another host) into `dir`.
+    pub fn fetch_binary_log(&self, name: &str, dir: &Path) -> Result<Vec<u8>, SourceError> {
+        if !crate::wal::binlog::valid_name(name) {
+            return Err(SourceError::Invalid(format!(
+                "`{name}` is not a binary log's name"
+            )));
+        }
+        let tool = self.tool(&["mariadb-binlog", "mysqlbinlog"])?;
+        let options = self.option_file()?;
+        let mut cmd = self.command(&tool, &options);
+        cmd.args(["--read-from-remote-server", "--raw"])
+            .arg(format!("--result-file={}/", dir.display()))
+            .arg("--")
+            .arg(name);
+        process::run(&mut cmd, None)?;
+        let path = dir.join(name);
+        std::fs::read(&path)
+            .map_err(|e| SourceError::io(format!("cannot read {}", path.display()), e))
+    }
+
+    /// Replays binary logs into `database` (a staged copy): the events of
+    /// the exported database only, renamed, from `start` in the first file,
+    /// up to (not including) the whole second `stop`.
+    fn replay_binlogs(
+        &self,
+        database: &str,
+        replay: &BinlogReplay,
+        options: &CommitOptions,
+    ) -> Result<(), SourceError> {
+        if replay.files.is_empty() {
+            return Ok(());
+        }
+        let logged = &self.config.database;
+        let tool = self.tool(&["mariadb-binlog", "mysqlbinlog"])?;
+        let mut decode = Command::new(&tool);
+        decode
+            .arg("--no-defaults")
+            // MariaDB filters on the name as logged, then renames.
+            .arg(format!("--database={logged}"))
+            .arg(format!("--rewrite-db={logged}->{database}"))
+            .arg(format!("--start-position={}", replay.start_position))
+            // Its times are read in the zone of its environment: UTC, always.
+            .env("TZ", "UTC");
+        if let Some(t) = replay.stop {
+            decode.arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
+        }
+        decode.arg("--").args(&replay.files);
+        let sql = process::run(&mut decode, None)?;
+        let script = tempfile::Builder::new()
+            .prefix(".drp-binlog-")
+            .tempfile()
+            .map_err(|e| SourceError::io("cannot stage the binary-log replay", e))?;
+        std::fs::write(script.path(), sql.as_bytes())
+            .map_err(|e| SourceError::io("cannot stage the binary-log replay", e))?;
+        let client = self.tool(&["mariadb", "mysql"])?;
+        let opts = self.option_file()?;
+        let mut cmd = self.command(&client, &opts);
+        cmd.arg("--binary-mode").arg("--").arg(database);
+        process::run_with_stdin_file(&mut cmd, script.path(), &options.cancel)
+    }
+
     fn query(&self, database: Option<&str>, sql: &str) -> Result<String, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let options = self.option_file()?;
@@ -348,6 +458,55 @@ impl Mysql {
         Ok(process::run(&mut cmd, Some(sql.as_bytes()))?
             .trim()
             .to_string())
+    }
+}
+
+/// The time of the last event a replay of `r` applies (none when it
+/// applies none).
+fn replayed_until(r: &BinlogReplay) -> Option<chrono::DateTime<Utc>> {
+    let files: Vec<(Vec<u8>, u64)> = r
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let bytes = std::fs::read(f).ok()?;
+            Some((bytes, if i == 0 { r.start_position } else { 0 }))
+        })
+        .collect();
+    crate::wal::binlog::last_event_before(&files, r.stop)
+}
+
+/// A dump whose first lines carry its binary-log coordinates.
+struct WithCoordinates {
+    child: ChildExport,
+    head: Vec<u8>,
+}
+
+/// How much of a dump's start is searched for its coordinates.
+const HEAD: usize = 64 * 1024;
+
+impl Read for WithCoordinates {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.child.read(buf)?;
+        let room = HEAD.saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..room]);
+        Ok(n)
+    }
+}
+
+impl ExportStream for WithCoordinates {
+    fn finish(self: Box<Self>) -> Result<ExportInfo, SourceError> {
+        let this = *self;
+        let mut info = Box::new(this.child).finish()?;
+        let start = crate::wal::binlog::start_in_dump(&String::from_utf8_lossy(&this.head))
+            .ok_or_else(|| {
+                SourceError::Invalid(
+                    "the dump gives no binary-log position (is `log_bin` on?): it could not be replayed forward"
+                        .into(),
+                )
+            })?;
+        info.binlog = Some(start);
+        Ok(info)
     }
 }
 
@@ -399,7 +558,7 @@ impl Source for Mysql {
         let info = ExportInfo {
             consistency_time: Utc::now(),
             tools,
-            wal: None,
+            ..ExportInfo::default()
         };
         let options = self.option_file()?;
         let mut cmd = self.command(&dump, &options);
@@ -411,14 +570,20 @@ impl Source for Mysql {
             "--hex-blob",
             "--default-character-set=utf8mb4",
             "--skip-dump-date",
-        ])
-        .arg("--")
-        .arg(&self.config.database);
-        Ok(Box::new(ChildExport::start(
-            &mut cmd,
-            info,
-            Some(Box::new(options)),
-        )?))
+        ]);
+        if self.config.binlog.is_some() {
+            // The binary-log position the dump's snapshot stands at, as a comment.
+            cmd.args(["--master-data=2", "--gtid"]);
+        }
+        cmd.arg("--").arg(&self.config.database);
+        let child = ChildExport::start(&mut cmd, info, Some(Box::new(options)))?;
+        if self.config.binlog.is_none() {
+            return Ok(Box::new(child));
+        }
+        Ok(Box::new(WithCoordinates {
+            child,
+            head: Vec::new(),
+        }))
     }
 
     fn default_destination(&self) -> Destination {
@@ -500,7 +665,20 @@ impl Source for Mysql {
         let this = Mysql::new(self.config.clone(), &self.base_dir);
         Ok(Box::new(StagedFile {
             file,
-            load: move |path: &Path, options: &CommitOptions| this.load(path, &db, options),
+            load: move |path: &Path, options: &CommitOptions| {
+                let mut committed = this.load(path, &db, options)?;
+                if let Some(Replay {
+                    from: ReplayFrom::Binlogs(r),
+                    ..
+                }) = &options.replay
+                {
+                    committed.replayed = Some(Replayed {
+                        reached: replayed_until(r),
+                        timeline: 0,
+                    });
+                }
+                Ok(committed)
+            },
         }))
     }
 }

@@ -323,7 +323,7 @@ impl Source for Postgres {
         let info = ExportInfo {
             consistency_time: Utc::now(),
             tools,
-            wal: None,
+            ..ExportInfo::default()
         };
         let globals = self.globals()?;
         let mut cmd = self.command(&pg_dump)?;

@@ -127,7 +127,7 @@ impl Source for Sqlite {
                     "sqlite".to_string(),
                     format!("SQLite {}", rusqlite::version()),
                 )]),
-                wal: None,
+                ..ExportInfo::default()
             },
         }))
     }

@@ -8,7 +8,9 @@
 //! only when every target answered that it is.
 
 pub mod archive;
+pub mod binlog;
 pub mod run;
+pub mod ship;
 pub mod spool;
 
 use std::fmt;

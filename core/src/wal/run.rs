@@ -361,7 +361,7 @@ impl ArchiveState {
             .unwrap_or_default()
     }
 
-    fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
+    pub(crate) fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
         let body = serde_json::to_vec_pretty(self).expect("state serialises");
         crate::state::write_atomically(&Self::path(state_dir, export), &body)
     }
@@ -373,16 +373,43 @@ impl ArchiveState {
 pub async fn archiver(policy: std::sync::Arc<tokio::sync::RwLock<Policy>>) {
     const REACH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
     let mut reach_at: Option<Instant> = None;
+    let mut rotated: std::collections::HashMap<String, Instant> = Default::default();
     loop {
         let p = policy.read().await.clone();
         let refresh = reach_at.is_none_or(|t| t.elapsed() >= REACH_EVERY);
         let names: Vec<String> = p
             .exports
             .values()
-            .filter(|e| e.source.kind().archives_continuously())
+            .filter(|e| e.source.archives_continuously())
             .map(|e| e.name.clone())
             .collect();
         for name in &names {
+            if let Ok(e) = p.export(name)
+                && let crate::source::SourceConfig::Mysql(c) = &e.source
+            {
+                let every = c
+                    .binlog
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(60), |b| b.rotate_every.0);
+                let due = rotated
+                    .get(name)
+                    .is_none_or(|t: &Instant| t.elapsed() >= every);
+                if due {
+                    rotated.insert(name.clone(), Instant::now());
+                    match super::ship::BinlogArchive::open(&p, name).await {
+                        Ok(a) => {
+                            let turn = a.ship(true).await;
+                            if let Err(e) = a.record(turn).await {
+                                tracing::warn!(export = %name, error = %e, "the archive state is not saved");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(export = %name, error = %e, "cannot ship binary logs")
+                        }
+                    }
+                }
+                continue;
+            }
             match ExportArchive::open(&p, Some(name)).await {
                 Ok(a) => {
                     let result = a.archive_waiting().await;

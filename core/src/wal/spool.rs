@@ -44,15 +44,27 @@ impl Spool {
 
     /// Records that `ready` is on every target.
     pub fn mark(&self, ready: &Ready, seconds: f64) -> Result<()> {
+        self.mark_file(&ready.file.to_string(), &ready.sha256, ready.ended, seconds)
+    }
+
+    /// Records that the file `name` (its last byte written at `ended`) is on
+    /// every target.
+    pub fn mark_file(
+        &self,
+        name: &str,
+        sha256: &str,
+        ended: DateTime<Utc>,
+        seconds: f64,
+    ) -> Result<()> {
         let now = Utc::now();
         let marker = Marker {
-            sha256: ready.sha256.clone(),
+            sha256: sha256.to_string(),
             pushed_at: now,
             seconds,
-            lag_seconds: (now - ready.ended).as_seconds_f64().max(0.0),
+            lag_seconds: (now - ended).as_seconds_f64().max(0.0),
         };
         let body = serde_json::to_vec(&marker).expect("marker serialises");
-        crate::state::write_atomically(&self.dir.join(ready.file.to_string()), &body)
+        crate::state::write_atomically(&self.dir.join(name), &body)
     }
 
     fn marker(&self, name: &str) -> Option<Marker> {

@@ -25,8 +25,8 @@ use serde::Deserialize;
 
 use super::super::process::{self, ChildExport};
 use super::super::{
-    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Replay, Replayed, Source,
-    SourceError, Staged, replaced_pattern,
+    CommitOptions, Committed, Destination, ExportInfo, ExportStream, Replay, ReplayFrom, Replayed,
+    Source, SourceError, Staged, replaced_pattern,
 };
 use super::{Postgres, PostgresConfig};
 use crate::config::{SecretRef, resolve_relative};
@@ -241,7 +241,7 @@ impl Source for Cluster {
         let info = ExportInfo {
             consistency_time: Utc::now(),
             tools,
-            wal: None,
+            ..ExportInfo::default()
         };
         let mut cmd = self.pg.command(&pg_basebackup)?;
         cmd.args([
@@ -603,11 +603,19 @@ const STOP_WAIT: Duration = Duration::from_secs(120);
 
 impl Staged for StagedCluster {
     fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
-        let replay = options.replay.as_ref().ok_or_else(|| {
-            SourceError::Invalid(
-                "a base backup is restored with its WAL; no replay was given".into(),
-            )
-        })?;
+        let Some(Replay {
+            target,
+            from:
+                ReplayFrom::Archive {
+                    restore_command,
+                    archive_command,
+                },
+        }) = &options.replay
+        else {
+            return Err(SourceError::Invalid(
+                "a base backup is restored with its WAL archive; no replay was given".into(),
+            ));
+        };
         let dir = self.staging.path();
         let mut verify = Command::new(&self.tools.verify);
         verify.args(["--no-parse-wal", "--quiet"]).arg(dir);
@@ -623,7 +631,7 @@ impl Staged for StagedCluster {
             dir,
             &self.tools.postgres,
             self.user.as_deref(),
-            replay,
+            (*target, restore_command, archive_command.as_deref()),
             options,
         )?;
         options.cancel.check()?;
@@ -645,7 +653,7 @@ fn replay_in_private_server(
     dir: &Path,
     postgres: &Path,
     user: Option<&str>,
-    replay: &Replay,
+    (target, restore_command, archive_command): (Option<DateTime<Utc>>, &str, Option<&str>),
     options: &CommitOptions,
 ) -> Result<Replayed, SourceError> {
     let sockets = tempfile::Builder::new()
@@ -664,19 +672,19 @@ fn replay_in_private_server(
             sockets.path().to_string_lossy().into_owned(),
         ),
         ("port", "5432".into()),
-        ("restore_command", replay.restore_command.clone()),
+        ("restore_command", restore_command.to_string()),
         ("recovery_target_timeline", "latest".into()),
         ("recovery_target_action", "promote".into()),
         ("archive_library", String::new()),
     ];
-    match &replay.archive_command {
+    match archive_command {
         Some(c) => {
             settings.push(("archive_mode", "on".into()));
-            settings.push(("archive_command", c.clone()));
+            settings.push(("archive_command", c.to_string()));
         }
         None => settings.push(("archive_mode", "off".into())),
     }
-    if let Some(t) = replay.target {
+    if let Some(t) = target {
         // A numeric UTC offset: the server's own zone never enters into it.
         settings.push((
             "recovery_target_time",

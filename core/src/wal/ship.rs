@@ -1,0 +1,287 @@
+//! Shipping MariaDB's binary logs: the agent makes the server close its
+//! log (`FLUSH BINARY LOGS`), fetches every closed file it has not shipped
+//! yet through the replication protocol, and stores it create-only on every
+//! target of the export, with its digest and close time in the key.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use super::binlog::{self, BinlogStart};
+use super::run::{ArchiveReach, ArchiveState};
+use super::spool::Spool;
+use crate::config::Policy;
+use crate::repository::Repository;
+use crate::repository::binlog::BinlogObject;
+use crate::repository::wal::sha256_hex;
+use crate::source::SourceConfig;
+use crate::source::mysql::{Mysql, MysqlConfig};
+use crate::{Error, Result};
+
+/// A MariaDB export whose binary logs are shipped, with its opened targets.
+pub struct BinlogArchive<'p> {
+    pub policy: &'p Policy,
+    pub export: String,
+    pub mysql: MysqlConfig,
+    pub repos: Vec<Repository>,
+    pub unreachable: Vec<Error>,
+    level: i32,
+}
+
+/// What one shipment did.
+#[derive(Debug, Default)]
+pub struct Shipped {
+    /// Files stored now.
+    pub shipped: Vec<String>,
+    /// Closed files every target already held.
+    pub already: usize,
+}
+
+impl<'p> BinlogArchive<'p> {
+    pub async fn open(policy: &'p Policy, export: &str) -> Result<BinlogArchive<'p>> {
+        let e = policy.export(export)?;
+        let mysql = match &e.source {
+            SourceConfig::Mysql(c) if c.binlog.is_some() => c.clone(),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "export `{export}` does not ship binary logs (a mariadb source with `binlog:`)"
+                )));
+            }
+        };
+        let mut repos = Vec::new();
+        let mut unreachable = Vec::new();
+        for (_, opened) in crate::backup::open_targets(policy, &e.targets).await {
+            match opened {
+                Ok(r) => repos.push(r),
+                Err(err) => unreachable.push(err),
+            }
+        }
+        Ok(BinlogArchive {
+            policy,
+            export: export.to_string(),
+            mysql,
+            repos,
+            unreachable,
+            level: e.compression.level,
+        })
+    }
+
+    pub fn spool(&self) -> Result<Spool> {
+        Spool::open(&self.policy.state_dir, &self.export)
+    }
+
+    /// Ships every closed binary log not shipped yet; with `rotate`, makes
+    /// the server close the one it is writing first.
+    pub async fn ship(&self, rotate: bool) -> Result<Shipped> {
+        if let Some(e) = self.unreachable.first() {
+            return Err(Error::Failed(format!(
+                "not shipped: {} of the export's targets cannot be reached ({e})",
+                self.unreachable.len()
+            )));
+        }
+        let server = Mysql::new(self.mysql.clone(), &self.policy.base_dir);
+        let logs = tokio::task::spawn_blocking(move || {
+            if rotate {
+                server.flush_binary_logs()?;
+            }
+            server.binary_logs()
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("the listing task stopped: {e}")))??;
+        let spool = self.spool()?;
+        let mut out = Shipped::default();
+        // The last one is being written.
+        for name in logs.iter().take(logs.len().saturating_sub(1)) {
+            if spool.is_marked_name(name) {
+                continue;
+            }
+            let started = Instant::now();
+            let (bytes, facts) = self.fetch(name).await?;
+            let sha = sha256_hex(&bytes);
+            let level = self.level;
+            let stored = tokio::task::spawn_blocking(move || zstd::bulk::compress(&bytes, level))
+                .await
+                .map_err(|e| Error::Failed(format!("the compression task stopped: {e}")))?
+                .map_err(|e| Error::io(format!("cannot compress {name}"), e))?;
+            let mut stored_now = false;
+            for repo in &self.repos {
+                let existing: Vec<BinlogObject> = repo
+                    .binlog_list(&self.policy.host, &self.export)
+                    .await?
+                    .into_iter()
+                    .filter(|o| &o.name == name)
+                    .collect();
+                if existing.iter().any(|o| o.sha256 == sha) {
+                    continue;
+                }
+                if let Some(other) = existing.first() {
+                    return Err(Error::Conflict(format!(
+                        "target `{}` already holds a different {name} (SHA-256 {}): another server is shipping into \
+                         export `{}`, or the server's binary logs were reset; nothing was overwritten",
+                        repo.name(),
+                        &other.sha256[..12],
+                        self.export
+                    )));
+                }
+                repo.binlog_store(
+                    &self.policy.host,
+                    &self.export,
+                    name,
+                    &sha,
+                    &facts,
+                    stored.clone(),
+                )
+                .await?;
+                stored_now = true;
+            }
+            let closed = facts.closed_at.unwrap_or_else(Utc::now);
+            spool.mark_file(name, &sha, closed, started.elapsed().as_secs_f64())?;
+            if stored_now {
+                out.shipped.push(name.clone());
+            } else {
+                out.already += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, name: &str) -> Result<(Vec<u8>, binlog::BinlogFacts)> {
+        let server = Mysql::new(self.mysql.clone(), &self.policy.base_dir);
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::Builder::new()
+                .prefix("drp-binlog-")
+                .tempdir()
+                .map_err(|e| Error::io("cannot create a folder for the binary log", e))?;
+            let bytes = server.fetch_binary_log(&name, dir.path())?;
+            let facts = binlog::facts(&bytes)
+                .map_err(|e| Error::Failed(format!("{name} is not a whole binary log: {e}")))?;
+            if facts.closed_at.is_none() {
+                return Err(Error::Failed(format!(
+                    "{name} has no rotate event: it was not closed"
+                )));
+            }
+            Ok((bytes, facts))
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("the fetch task stopped: {e}")))?
+    }
+
+    /// Saves what was seen: the shipment's outcome, the latencies, and how
+    /// far a restore reaches now.
+    pub async fn record(&self, turn: Result<Shipped>) -> Result<ArchiveState> {
+        let dir = &self.policy.state_dir;
+        let mut state = ArchiveState::load(dir, &self.export);
+        let spool = self.spool()?;
+        state.checked_at = Some(Utc::now());
+        match &turn {
+            Ok(_) => {
+                state.last_error = None;
+                state.backlog_files = 0;
+            }
+            Err(e) => {
+                tracing::error!(export = %self.export, error = %e, "binary logs not shipped");
+                state.last_error = Some(e.to_string());
+            }
+        }
+        let markers = spool.markers();
+        let seconds: Vec<f64> = markers.iter().map(|(_, m)| m.seconds).collect();
+        let lags: Vec<f64> = markers.iter().map(|(_, m)| m.lag_seconds).collect();
+        state.push_p50_seconds = super::spool::percentile(&seconds, 50.0);
+        state.push_p99_seconds = super::spool::percentile(&seconds, 99.0);
+        state.lag_p99_seconds = super::spool::percentile(&lags, 99.0);
+        let r = self.reach().await;
+        state.recoverable_until = r.until;
+        state.restorable_base_backups = r.restorable;
+        state.reach_checked_at = state.checked_at;
+        state.save(dir, &self.export)?;
+        turn.map(|_| state)
+    }
+
+    /// The newest instant a restore reaches, over every reachable target.
+    pub async fn reach(&self) -> ArchiveReach {
+        let mut best = ArchiveReach::default();
+        for repo in &self.repos {
+            let (Ok(listing), Ok(objects)) = (
+                repo.list(&self.policy.host, &self.export).await,
+                repo.binlog_list(&self.policy.host, &self.export).await,
+            ) else {
+                continue;
+            };
+            for m in &listing.points {
+                let Some(start) = &m.binlog else { continue };
+                best.restorable += 1;
+                let until = reach(&objects, start).until.max(Some(m.consistency_time));
+                if until > best.until {
+                    best.until = until;
+                    best.base = Some(m.id.clone());
+                }
+            }
+        }
+        best
+    }
+}
+
+/// How far the shipped logs carry an export that stands at `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogReach {
+    /// The files to replay, in order: `start`'s file, then each next one.
+    pub files: Vec<BinlogObject>,
+    /// The newest instant they reach: when the last of them was closed.
+    pub until: Option<DateTime<Utc>>,
+    /// The first file not (yet) shipped.
+    pub next_missing: String,
+}
+
+/// The unbroken run of shipped files from `start`'s file on.
+pub fn reach(objects: &[BinlogObject], start: &BinlogStart) -> BinlogReach {
+    let base = start.file.rsplit_once('.').map_or("", |(b, _)| b);
+    let digits = start.file.len() - base.len() - 1;
+    let mut seq = binlog::sequence(&start.file).unwrap_or(0);
+    let mut files = Vec::new();
+    loop {
+        let name = format!("{base}.{seq:0digits$}");
+        let Some(o) = objects.iter().find(|o| o.name == name) else {
+            return BinlogReach {
+                until: files.last().map(|f: &BinlogObject| f.closed_at),
+                files,
+                next_missing: name,
+            };
+        };
+        files.push(o.clone());
+        seq += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, closed: i64) -> BinlogObject {
+        BinlogObject {
+            name: name.into(),
+            sha256: "0".repeat(64),
+            closed_at: DateTime::from_timestamp(closed, 0).unwrap(),
+            key: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_reach_is_the_unbroken_run_from_the_dumps_file() {
+        let objects = [
+            object("mysql-bin.000001", 10),
+            object("mysql-bin.000002", 20),
+            object("mysql-bin.000003", 30),
+            object("mysql-bin.000005", 50),
+        ];
+        let start = BinlogStart {
+            file: "mysql-bin.000002".into(),
+            position: 342,
+            gtid: None,
+        };
+        let r = reach(&objects, &start);
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(r.until, DateTime::from_timestamp(30, 0));
+        assert_eq!(r.next_missing, "mysql-bin.000004");
+    }
+}

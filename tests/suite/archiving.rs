@@ -1,0 +1,1020 @@
+//! Continuous WAL archiving of whole PostgreSQL clusters (`postgres-cluster`
+//! exports) against real PostgreSQL 15 servers each test creates: the
+//! archive_command and restore_command contract, a target that goes away, a
+//! second cluster pointed at the same export, point-in-time restores, a
+//! promotion onto a new timeline, and the RPO of a host lost mid-write.
+//!
+//! The tests run as root; PostgreSQL refuses to, so every server, every
+//! PostgreSQL tool and every `drp-agent` command runs as the `postgres` user,
+//! as it does in production (the archive_command runs as the server's user).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::harness::{Run, Scratch, scratch, tree_digest};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Every server here listens on a socket only, in a folder of its own, so
+/// the port only names the socket.
+const PORT: &str = "5432";
+
+fn agent_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_drp")).with_file_name("drp-agent");
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --bins` first",
+        p.display()
+    );
+    p
+}
+
+fn pg_tool(name: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: the suite needs PostgreSQL 15's server binaries (tests/services/setup.sh installs them)",
+        p.display()
+    );
+    p
+}
+
+/// `program` run as the `postgres` user, in `dir`.
+fn as_postgres(program: &Path, dir: &Path) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"])
+        .arg(program)
+        .current_dir(dir)
+        .env("TMPDIR", "/tmp")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn chown_postgres(path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(st.success(), "chown -R postgres {}", path.display());
+}
+
+#[track_caller]
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {}s waiting for {what}",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn epoch(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn json_time(v: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// One test's host: its scratch folder, a NAS folder, a policy with one
+/// `postgres-cluster` export (`main`) of the cluster in `<scratch>/db`, and
+/// the repository created.
+struct Site {
+    s: Scratch,
+    policy: PathBuf,
+    nas: PathBuf,
+    state: PathBuf,
+    /// The data directory the policy names.
+    data: PathBuf,
+    /// The socket folder of the policy's cluster (short: sockets are < 108 bytes).
+    sock: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(tag: &str) -> Site {
+        let s = scratch(tag);
+        let sock = socket_dir();
+        let (nas, state, data) = (s.path("nas"), s.path("state"), s.path("db"));
+        let policy = s.write(
+            "policy.yaml",
+            &format!(
+                "host: db1\nstate_dir: {state}\ntargets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  main:\n    source:\n      kind: postgres-cluster\n      host: {sock}\n      port: {PORT}\n      user: postgres\n      bin_dir: {PG_BIN}\n      data_directory: {data}\n    targets: [nas]\n",
+                state = state.display(),
+                nas = nas.display(),
+                sock = sock.path().display(),
+                data = data.display(),
+            ),
+        );
+        chown_postgres(s.dir.path());
+        let site = Site {
+            s,
+            policy,
+            nas,
+            state,
+            data,
+            sock,
+        };
+        site.agent(&["init"]).ok();
+        site
+    }
+
+    /// `drp-agent <verb> --policy <policy> <rest>`, as postgres. A leading
+    /// `--json` stays in front of the verb.
+    fn agent(&self, args: &[&str]) -> Run {
+        let (global, rest): (Vec<&str>, Vec<&str>) = {
+            let split = args.iter().take_while(|a| a.starts_with("--")).count();
+            (args[..split].to_vec(), args[split..].to_vec())
+        };
+        let mut c = as_postgres(&agent_bin(), self.s.dir.path());
+        c.args(&global);
+        // `wal push|get|status` take the policy after their own verb.
+        let verbs = if rest.first() == Some(&"wal") { 2 } else { 1 };
+        c.args(&rest[..verbs.min(rest.len())])
+            .arg("--policy")
+            .arg(&self.policy)
+            .args(&rest[verbs.min(rest.len())..]);
+        Run::from(c.output().expect("drp-agent runs"))
+    }
+
+    /// The `archive_command` of every cluster archiving into this site.
+    fn archive_command(&self) -> String {
+        format!(
+            "{} wal push --policy {} %p",
+            agent_bin().display(),
+            self.policy.display()
+        )
+    }
+
+    /// The policy's cluster, created (not started).
+    fn primary(&self, settings: &str) -> PgCluster {
+        PgCluster::init(
+            &self.data,
+            Sock::Borrowed(self.sock.path().to_path_buf()),
+            &format!(
+                "archive_mode = on\narchive_command = '{}'\n{settings}",
+                self.archive_command()
+            ),
+        )
+    }
+
+    /// A folder of the scratch, for postgres.
+    fn dir(&self, rel: &str) -> PathBuf {
+        let p = self.s.path(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        chown_postgres(&p);
+        p
+    }
+
+    fn wal_root(&self) -> PathBuf {
+        self.nas.join("db1/main/wal")
+    }
+
+    /// The archived objects of one WAL file (normally one).
+    fn objects(&self, name: &str) -> Vec<PathBuf> {
+        let folder = if name.ends_with(".history") {
+            self.wal_root().join("history")
+        } else {
+            self.wal_root().join(&name[..16])
+        };
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with(&format!("{name}-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The entries of the scratch folder whose names start with `prefix`.
+    fn entries_like(&self, prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.s.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `wal status --json`.
+    fn wal_status(&self) -> serde_json::Value {
+        let r = self.agent(&["--json", "wal", "status"]);
+        r.ok();
+        r.json()
+    }
+
+    /// A physical restore, timed: `restore --export main <args> --yes --json`.
+    fn restore(&self, args: &[&str]) -> (Run, Duration) {
+        let mut all = vec!["--json", "restore", "--export", "main", "--yes"];
+        all.extend_from_slice(args);
+        let started = Instant::now();
+        let r = self.agent(&all);
+        (r, started.elapsed())
+    }
+}
+
+fn socket_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("drp-pg")
+        .tempdir_in("/tmp")
+        .expect("socket folder");
+    chown_postgres(d.path());
+    assert!(d.path().as_os_str().len() < 80);
+    d
+}
+
+enum Sock {
+    /// The site's, which outlives the cluster.
+    Borrowed(PathBuf),
+    Own(tempfile::TempDir),
+}
+
+impl Sock {
+    fn path(&self) -> &Path {
+        match self {
+            Sock::Borrowed(p) => p,
+            Sock::Own(d) => d.path(),
+        }
+    }
+}
+
+/// A real PostgreSQL 15 cluster of the test's own, run by `postgres` on a
+/// Unix socket only. Dropped, it is stopped (immediately: a test that
+/// panicked leaves no server behind).
+struct PgCluster {
+    data: PathBuf,
+    sock: Sock,
+    log: PathBuf,
+}
+
+impl PgCluster {
+    /// `initdb` in `data`, with `settings` appended to its postgresql.conf.
+    fn init(data: &Path, sock: Sock, settings: &str) -> PgCluster {
+        let parent = data.parent().unwrap();
+        let out = as_postgres(&pg_tool("initdb"), parent)
+            .arg("-D")
+            .arg(data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = PgCluster::adopt(data, sock);
+        pg.configure(settings);
+        pg
+    }
+
+    /// A data directory already there (a restored one), served on `sock`.
+    fn adopt(data: &Path, sock: Sock) -> PgCluster {
+        let log = data.with_file_name(format!(
+            "{}.log",
+            data.file_name().unwrap().to_string_lossy()
+        ));
+        let pg = PgCluster {
+            data: data.to_path_buf(),
+            sock,
+            log,
+        };
+        pg.configure(&format!(
+            "port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = '{}'\n",
+            pg.sock.path().display()
+        ));
+        pg
+    }
+
+    /// Appends to postgresql.conf (later lines win).
+    fn configure(&self, settings: &str) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        writeln!(f, "\n# drp test suite\n{settings}").unwrap();
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        as_postgres(&pg_tool("pg_ctl"), self.data.parent().unwrap())
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("pg_ctl runs")
+    }
+
+    fn start(&self) {
+        let log = self.log.display().to_string();
+        let out = self.pg_ctl(&["-l", &log, "-w", "-t", "60", "start"]);
+        assert!(
+            out.status.success(),
+            "the server on {} did not start: {}\n{}",
+            self.data.display(),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+    }
+
+    fn stop(&self) {
+        let out = self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]);
+        assert!(
+            out.status.success(),
+            "the server did not stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The host is lost: SIGKILL to the postmaster and every process of its
+    /// group at once (pg_ctl starts it as a session leader), archiver and
+    /// the archive_command it is running included.
+    fn kill_9(&self) {
+        let pid = self.postmaster_pid().expect("a running server");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let pgid: u32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(pgid, pid, "the postmaster leads its process group");
+        let st = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        wait_for(
+            "the killed server's processes to go",
+            Duration::from_secs(10),
+            || group_members(pgid).is_empty(),
+        );
+    }
+
+    fn try_psql(&self, sql: &str) -> Result<String, String> {
+        let out = as_postgres(&pg_tool("psql"), Path::new("/"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.sock.path())
+            .args(["-p", PORT, "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()
+            .expect("psql runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    #[track_caller]
+    fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql)
+            .unwrap_or_else(|e| panic!("psql failed on {sql}: {e}"))
+    }
+
+    /// Inserts one row into `events`; returns its time (the commit follows it).
+    fn event(&self, note: &str) -> f64 {
+        self.psql(&format!(
+            "insert into events (note) values ('{note}') returning extract(epoch from at)"
+        ))
+        .parse()
+        .unwrap()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.psql("select note from events order by id")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Ends the current segment; returns its name.
+    fn switch_wal_nowait(&self) -> String {
+        self.psql("select pg_walfile_name(pg_switch_wal())")
+    }
+
+    /// Ends the current segment and waits until PostgreSQL saw it archived.
+    #[track_caller]
+    fn switch_wal(&self) -> String {
+        let name = self.switch_wal_nowait();
+        let done = self.status_file(&name, "done");
+        let started = Instant::now();
+        while !done.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{name} was not archived within 30s: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        name
+    }
+
+    fn status_file(&self, name: &str, suffix: &str) -> PathBuf {
+        self.data
+            .join("pg_wal/archive_status")
+            .join(format!("{name}.{suffix}"))
+    }
+
+    fn failed_count(&self) -> u64 {
+        self.psql("select failed_count from pg_stat_archiver")
+            .parse()
+            .unwrap()
+    }
+
+    fn system_identifier(&self) -> String {
+        let out = as_postgres(&pg_tool("pg_controldata"), Path::new("/"))
+            .arg("-D")
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Database system identifier:"))
+            .expect("pg_controldata names the system identifier")
+            .trim()
+            .to_string()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+/// The live (not zombie) processes of a process group.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.postmaster_pid().is_some() {
+            let _ = self.pg_ctl(&["-m", "immediate", "-w", "-t", "30", "stop"]);
+        }
+    }
+}
+
+/// A table of events, each with the instant it was written.
+const EVENTS: &str = "create table events (id serial primary key, at timestamptz not null default clock_timestamp(), note text not null)";
+
+#[test]
+fn wal_push_and_get_keep_postgresql_s_archive_contract() {
+    let site = Site::new("walcontract");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql("create table t (n int); insert into t select generate_series(1, 10000)");
+    let first = pg.switch_wal();
+    pg.psql("insert into t select generate_series(1, 10000)");
+    let second = pg.switch_wal();
+    // Copies of both, before a checkpoint recycles them.
+    let kept = site.dir("kept");
+    for name in [&first, &second] {
+        std::fs::copy(pg.data.join("pg_wal").join(name), kept.join(name)).unwrap();
+    }
+    chown_postgres(&kept);
+    let original = std::fs::read(kept.join(&first)).unwrap();
+    let stored = site.objects(&first);
+    assert_eq!(stored.len(), 1, "one object for {first}: {stored:?}");
+    let stored_bytes = std::fs::read(&stored[0]).unwrap();
+    let push = |path: &Path| site.agent(&["wal", "push", &path.display().to_string()]);
+
+    // The same file again is success: at once (the agent's marker says it
+    // is archived), and checked against the target once the marker is gone.
+    push(&kept.join(&first)).ok();
+    std::fs::remove_file(site.state.join("wal/main").join(&first)).unwrap();
+    push(&kept.join(&first)).ok();
+    assert_eq!(site.objects(&first), stored, "a second object was written");
+
+    // Different content under an archived name is refused, nothing overwritten.
+    let forged_dir = site.dir("forged");
+    let mut forged = original.clone();
+    forged[1_000_000] ^= 0xff;
+    std::fs::write(forged_dir.join(&first), &forged).unwrap();
+    chown_postgres(&forged_dir);
+    let r = push(&forged_dir.join(&first));
+    assert_eq!(
+        r.code,
+        4,
+        "same name, different content must fail: {}",
+        r.all()
+    );
+    assert!(
+        r.all().contains("already archives a different"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(site.objects(&first), stored);
+    assert_eq!(
+        std::fs::read(&stored[0]).unwrap(),
+        stored_bytes,
+        "the archived object changed"
+    );
+
+    // restore_command: an archived file comes back byte for byte.
+    let out = site.dir("restored");
+    let get = |name: &str| site.agent(&["wal", "get", name, &out.join(name).display().to_string()]);
+    get(&first).ok();
+    assert!(
+        std::fs::read(out.join(&first)).unwrap() == original,
+        "{first} did not come back as archived"
+    );
+    // A valid name never archived is authoritatively absent: exit 1.
+    let missing = "0000000100000000000000FF";
+    get(missing).code(1);
+    assert!(!out.join(missing).exists());
+    // A damaged copy is not "absent": 126 stops the recovery, nothing written.
+    let damaged = site.objects(&second);
+    assert_eq!(damaged.len(), 1);
+    let mut bytes = std::fs::read(&damaged[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 16].copy_from_slice(b"not a zstd frame");
+    std::fs::write(&damaged[0], &bytes).unwrap();
+    let r = get(&second);
+    r.code(126);
+    assert!(
+        !out.join(&second).exists(),
+        "a damaged WAL file was handed to PostgreSQL"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![first.clone()], "stray files in pg_wal");
+}
+
+#[test]
+fn a_target_that_goes_away_keeps_the_wal_in_pg_wal_and_archiving_catches_up_when_it_returns() {
+    let site = Site::new("walaway");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql("create table t (n int)");
+    pg.switch_wal();
+
+    // The NAS share is gone (unmounted): no repository marker there.
+    let away = site.s.path("nas.away");
+    std::fs::rename(&site.nas, &away).unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let failed = pg.failed_count();
+        pg.psql(&format!(
+            "insert into t select generate_series(1, {i} + 1000)"
+        ));
+        waiting.push(pg.switch_wal_nowait());
+        // PostgreSQL calls the archive_command, which refuses: it retries.
+        wait_for(
+            "the archive_command to fail on the missing target",
+            Duration::from_secs(30),
+            || pg.failed_count() > failed,
+        );
+    }
+    assert!(
+        pg.log_text().contains("cannot be reached"),
+        "the server log does not say why: {}",
+        pg.log_tail()
+    );
+    let r = site.agent(&[
+        "wal",
+        "push",
+        &pg.data
+            .join("pg_wal")
+            .join(&waiting[0])
+            .display()
+            .to_string(),
+    ]);
+    r.code(1);
+    assert!(r.stderr.contains("cannot be reached"), "{}", r.stderr);
+    // A checkpoint does not recycle what is not archived.
+    pg.psql("checkpoint");
+    for name in &waiting {
+        assert!(
+            pg.status_file(name, "ready").exists(),
+            "{name} is not waiting"
+        );
+        assert!(pg.data.join("pg_wal").join(name).exists());
+    }
+
+    // The share is back. PostgreSQL waits up to a minute after three failed
+    // tries; a configuration reload (like the next segment) wakes its
+    // archiver at once.
+    std::fs::rename(&away, &site.nas).unwrap();
+    pg.psql("select pg_reload_conf()");
+    wait_for(
+        "the waiting files to be archived",
+        Duration::from_secs(60),
+        || waiting.iter().all(|n| pg.status_file(n, "done").exists()),
+    );
+    for name in &waiting {
+        assert_eq!(site.objects(name).len(), 1, "{name} is not archived");
+    }
+    assert_eq!(
+        pg.psql("select last_archived_wal from pg_stat_archiver"),
+        waiting[2]
+    );
+    let status = site.wal_status();
+    assert_eq!(status["backlog_files"], 0, "{status:#}");
+    assert_eq!(
+        status["targets"][0]["timelines"][0]["gaps"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn a_second_cluster_archiving_into_the_same_export_is_refused_and_the_archive_is_untouched() {
+    let site = Site::new("walsecond");
+    let first = site.primary("");
+    first.start();
+    first.psql("create table t (n int)");
+    first.switch_wal();
+    let first_id = first.system_identifier();
+    let before = tree_digest(&site.nas);
+
+    // Another initdb (another system identifier) with the same archive_command.
+    let second = PgCluster::init(
+        &site.s.path("other"),
+        Sock::Own(socket_dir()),
+        &format!(
+            "archive_mode = on\narchive_command = '{}'\n",
+            site.archive_command()
+        ),
+    );
+    let second_id = second.system_identifier();
+    assert_ne!(first_id, second_id);
+    second.start();
+    second.psql("create table u (n int)");
+    let name = second.switch_wal_nowait();
+    wait_for(
+        "the second cluster's archive_command to fail",
+        Duration::from_secs(30),
+        || second.failed_count() > 0,
+    );
+    assert!(second.status_file(&name, "ready").exists());
+    let log = second.log_text();
+    assert!(
+        log.contains(&second_id) && log.contains(&first_id),
+        "the server log does not name both clusters: {}",
+        second.log_tail()
+    );
+    let r = site.agent(&[
+        "wal",
+        "push",
+        &second.data.join("pg_wal").join(&name).display().to_string(),
+    ]);
+    r.code(4);
+    assert!(
+        r.stderr.contains(&second_id) && r.stderr.contains("system identifier"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(tree_digest(&site.nas), before, "the archive changed");
+
+    // The cluster the archive belongs to keeps archiving.
+    first.psql("insert into t values (1)");
+    let next = first.switch_wal();
+    assert_eq!(site.objects(&next).len(), 1);
+}
+
+#[test]
+fn a_point_in_time_restore_brings_back_the_rows_up_to_the_instant_and_none_after() {
+    let site = Site::new("walpitr");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    pg.event("before 1");
+    let last_before = pg.event("before 2");
+    std::thread::sleep(Duration::from_millis(1200));
+    let target = Utc::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.event("after 1");
+    pg.event("after 2");
+    pg.switch_wal();
+
+    let copy = site.s.path("copy");
+    let (r, took) = site.restore(&[
+        "--to-time",
+        &rfc3339(target),
+        "--to",
+        &copy.display().to_string(),
+    ]);
+    r.ok();
+    let report = r.json();
+    let reached = json_time(&report["reached"]);
+    assert!(
+        epoch(reached) >= last_before && reached <= target,
+        "reached {reached}, asked {target}, last row before it at {last_before}"
+    );
+    assert_eq!(
+        report["timeline"], 2,
+        "a restore to an instant promotes: {report:#}"
+    );
+    eprintln!(
+        "point-in-time restore: {:.1}s, reached {} for a target of {}",
+        took.as_secs_f64(),
+        rfc3339(reached),
+        rfc3339(target)
+    );
+
+    // The copy runs on its own, without archiving into the export.
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    assert_eq!(restored.notes(), ["before 1", "before 2"]);
+    assert_eq!(pg.notes().len(), 4, "the live cluster changed");
+    assert!(
+        site.entries_like(".drp-restore-").is_empty(),
+        "staging left behind"
+    );
+}
+
+#[test]
+fn a_point_in_time_restore_to_an_instant_after_the_last_archived_commit_restores_everything() {
+    let site = Site::new("walquiet");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    let last = pg.event("the last write");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Nothing is committed after this instant; the segment ends later.
+    let target = Utc::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.switch_wal();
+
+    let copy = site.s.path("copy");
+    let (r, _) = site.restore(&[
+        "--to-time",
+        &rfc3339(target),
+        "--to",
+        &copy.display().to_string(),
+    ]);
+    r.ok();
+    let reached = json_time(&r.json()["reached"]);
+    assert!(
+        epoch(reached) >= last && reached <= target,
+        "reached {reached}"
+    );
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    assert_eq!(restored.notes(), ["the last write"]);
+}
+
+#[test]
+fn a_target_time_past_the_archive_is_refused_and_nothing_is_created() {
+    let site = Site::new("walpast");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    pg.event("archived");
+    pg.switch_wal();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Written, but still in the current segment: not in the archive.
+    pg.event("not archived yet");
+    let target = Utc::now();
+    let status = site.wal_status();
+    let until = json_time(&status["recoverable_until"]);
+    assert!(until < target, "{status:#}");
+
+    let copy = site.s.path("copy");
+    let (r, _) = site.restore(&[
+        "--to-time",
+        &rfc3339(target),
+        "--to",
+        &copy.display().to_string(),
+    ]);
+    r.code(6);
+    assert!(
+        r.all()
+            .contains("is later than the newest instant the archive reaches"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !copy.exists(),
+        "a restore refused created {}",
+        copy.display()
+    );
+    assert!(site.entries_like(".drp-restore-").is_empty());
+    assert!(site.entries_like("copy").is_empty());
+}
+
+#[test]
+fn a_restore_in_place_promotes_to_timeline_2_which_is_archived_and_restorable() {
+    let site = Site::new("waltl2");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    pg.event("a");
+    site.agent(&["backup"]).ok();
+    let b = pg.event("b");
+    pg.switch_wal();
+
+    // Never under a running server.
+    let (r, _) = site.restore(&["--latest"]);
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("is running on"), "{}", r.all());
+    assert_eq!(pg.notes(), ["a", "b"]);
+    assert!(site.entries_like("db.drp-replaced-").is_empty());
+
+    pg.stop();
+    let (r, took) = site.restore(&["--latest"]);
+    r.ok();
+    let report = r.json();
+    assert_eq!(report["timeline"], 2, "{report:#}");
+    assert!(epoch(json_time(&report["reached"])) >= b, "{report:#}");
+    let kept = site.entries_like("db.drp-replaced-");
+    assert_eq!(
+        kept.len(),
+        1,
+        "the replaced data directory is kept beside it"
+    );
+    assert!(site.s.path(&kept[0]).join("PG_VERSION").is_file());
+    eprintln!(
+        "in-place restore to the newest instant: {:.1}s",
+        took.as_secs_f64()
+    );
+
+    // The restored cluster runs as before, archiving with drp, on timeline 2.
+    pg.start();
+    assert_eq!(pg.notes(), ["a", "b"]);
+    wait_for(
+        "00000002.history to be archived",
+        Duration::from_secs(30),
+        || !site.objects("00000002.history").is_empty(),
+    );
+    let c = pg.event("c");
+    std::thread::sleep(Duration::from_millis(1200));
+    let target = Utc::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.event("d");
+    let segment = pg.switch_wal();
+    assert!(segment.starts_with("00000002"), "{segment}");
+    let status = site.wal_status();
+    let timelines = status["targets"][0]["timelines"].as_array().unwrap();
+    assert!(timelines.iter().any(|t| t["timeline"] == 2), "{status:#}");
+    assert!(
+        json_time(&status["recoverable_until"]) >= target,
+        "{status:#}"
+    );
+
+    // From the same base backup, through the branch, to the rows written on timeline 2.
+    let copy = site.s.path("copy");
+    let (r, _) = site.restore(&[
+        "--to-time",
+        &rfc3339(target),
+        "--to",
+        &copy.display().to_string(),
+    ]);
+    r.ok();
+    let report = r.json();
+    let reached = json_time(&report["reached"]);
+    assert!(epoch(reached) >= c && reached <= target, "{report:#}");
+    assert_eq!(report["timeline"], 3, "{report:#}");
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    assert_eq!(restored.notes(), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
+    let site = Site::new("walrpo");
+    let pg = site.primary("archive_timeout = '5s'\n");
+    pg.start();
+    pg.psql("create table heartbeat (n int primary key, at timestamptz not null default clock_timestamp())");
+    site.agent(&["backup"]).ok();
+
+    // One write a second, acknowledged to the client, until the host is lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(i64, f64)>::new()));
+    let writer = {
+        let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+        let sock = pg.sock.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let out = as_postgres(&pg_tool("psql"), Path::new("/"))
+                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+                    .arg(&sock)
+                    .args(["-p", PORT, "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg(format!(
+                        "insert into heartbeat (n) values ({n}) returning extract(epoch from at)"
+                    ))
+                    .output()
+                    .unwrap();
+                if let Ok(at) = String::from_utf8_lossy(&out.stdout).trim().parse::<f64>() {
+                    acknowledged.lock().unwrap().push((n, at));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(20));
+    let crash = Utc::now();
+    pg.kill_9();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    std::fs::remove_dir_all(&pg.data).unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 15,
+        "{} heartbeats",
+        acknowledged.len()
+    );
+
+    let (r, took) = site.restore(&["--latest"]);
+    r.ok();
+    let report = r.json();
+    pg.start();
+    let rows: Vec<(i64, f64)> = pg
+        .psql("select n || '|' || extract(epoch from at) from heartbeat order by n")
+        .lines()
+        .map(|l| {
+            let (n, at) = l.split_once('|').unwrap();
+            (n.parse().unwrap(), at.parse().unwrap())
+        })
+        .collect();
+    let newest = rows.last().map_or(f64::NAN, |r| r.1);
+    let rpo = epoch(crash) - newest;
+    eprintln!(
+        "RPO drill: {} of {} acknowledged heartbeats restored; the newest restored is {:.1}s older than the crash \
+         (archive_timeout 5s); restore took {:.1}s; drp reports it reached {}",
+        rows.len(),
+        acknowledged.len(),
+        rpo,
+        took.as_secs_f64(),
+        report["reached"]
+    );
+    // What comes back is exactly what was acknowledged, up to a point.
+    assert_eq!(
+        rows[..],
+        acknowledged[..rows.len()],
+        "the restored heartbeats are not a prefix of the acknowledged ones"
+    );
+    assert!(
+        rpo <= 20.0,
+        "RPO {rpo:.1}s is more than archive_timeout (5s) plus a margin"
+    );
+}
