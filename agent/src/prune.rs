@@ -86,7 +86,7 @@ pub async fn run(
             }
             if let Some(from) = &t.wal_kept_from {
                 println!(
-                    "{name} on `{}`: WAL kept from {from} (the oldest kept base backup's start); {} {} older file(s)",
+                    "{name} on `{}`: archived logs kept from {from} (where the oldest kept point starts); {} {} older file(s)",
                     t.target,
                     if dry_run { "would remove" } else { "removed" },
                     t.wal_removed.len()

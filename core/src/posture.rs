@@ -166,13 +166,12 @@ fn binlog_posture(
     every: Duration,
     rpo: Option<Duration>,
 ) -> ExportPosture {
-    use crate::source::Source as _;
     let mut advice = Vec::new();
     let server = crate::source::mysql::Mysql::new(config.clone(), &policy.base_dir);
     let push = push_time(policy, export);
-    let worst = match server.sql(None, "select @@log_bin, @@binlog_format") {
-        Ok(rows) if rows.first().and_then(|r| r.first()).map(String::as_str) == Some("1") => {
-            if rows[0].get(1).map(String::as_str) != Some("ROW") {
+    let worst = match server.binlog_settings() {
+        Ok((true, format)) => {
+            if format != "ROW" {
                 advice.push(
                     "set binlog_format = ROW: a replay of statement-based logs into a renamed copy can miss \
                      statements that name their database"

@@ -131,6 +131,7 @@ pub(crate) async fn prune_target(
         .map(|p| by_id[p.decision.id.as_str()])
         .collect();
     prune_wal(repo, host, &export.name, &kept, dry_run, &mut out).await?;
+    prune_binlogs(repo, host, &export.name, &kept, dry_run, &mut out).await?;
 
     // Orphans: data objects whose manifest is absent (damaged manifests are
     // reported by list and verify, and their data is left for inspection).
@@ -199,6 +200,39 @@ async fn prune_wal(
             continue;
         }
         out.wal_removed.push(object.file.to_string());
+    }
+    Ok(())
+}
+
+/// Removes the shipped binary logs before the oldest kept export's own
+/// file: no replay starts earlier. Nothing is removed while no export with
+/// coordinates is kept.
+async fn prune_binlogs(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    kept: &[&Manifest],
+    dry_run: bool,
+    out: &mut TargetPrune,
+) -> Result<()> {
+    let Some(oldest) = kept
+        .iter()
+        .filter_map(|m| m.binlog.as_ref())
+        .min_by_key(|b| crate::wal::binlog::sequence(&b.file))
+    else {
+        return Ok(());
+    };
+    let from = crate::wal::binlog::sequence(&oldest.file).unwrap_or(0);
+    out.wal_kept_from = Some(oldest.file.clone());
+    for object in repo.binlog_list(host, export).await? {
+        if object.sequence() >= from {
+            continue;
+        }
+        if !dry_run && let Err(e) = repo.binlog_delete(host, export, &object).await {
+            out.errors.push(e.to_string());
+            continue;
+        }
+        out.wal_removed.push(object.name.clone());
     }
     Ok(())
 }

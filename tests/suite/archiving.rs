@@ -938,6 +938,58 @@ fn a_restore_in_place_promotes_to_timeline_2_which_is_archived_and_restorable() 
 }
 
 #[test]
+fn a_cluster_restored_in_place_to_an_instant_keeps_archiving_on_its_new_timeline() {
+    let site = Site::new("walundo");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    pg.event("kept");
+    std::thread::sleep(Duration::from_millis(1200));
+    let target = Utc::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.event("the mistake");
+    pg.switch_wal();
+    pg.stop();
+
+    // Back to before the mistake, in place: the new timeline begins in the
+    // middle of a segment.
+    let (r, _) = site.restore(&["--to-time", &rfc3339(target)]);
+    r.ok();
+    assert_eq!(r.json()["timeline"], 2, "{}", r.stdout);
+    pg.start();
+    assert_eq!(pg.notes(), ["kept"]);
+    pg.event("after the restore");
+    // The first segment of timeline 2 (the parent's, copied up to the
+    // switch) and the next are archived.
+    let segment = pg.switch_wal();
+    assert!(segment.starts_with("00000002"), "{segment}");
+    pg.event("later still");
+    pg.switch_wal();
+    let status = site.wal_status();
+    let tl2 = status["targets"][0]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["timeline"] == 2)
+        .cloned()
+        .unwrap_or_else(|| panic!("no timeline 2: {status:#}"));
+    assert_eq!(tl2["gaps"], serde_json::json!([]), "{status:#}");
+
+    // And the newest instant is restorable, through the branch.
+    let copy = site.s.path("copy");
+    let (r, _) = site.restore(&["--latest", "--to", &copy.display().to_string()]);
+    r.ok();
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    assert_eq!(
+        restored.notes(),
+        ["kept", "after the restore", "later still"]
+    );
+}
+
+#[test]
 fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
     let site = Site::new("walrpo");
     let pg = site.primary("archive_timeout = '5s'\n");

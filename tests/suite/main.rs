@@ -7,6 +7,7 @@ mod receivers;
 mod reliability;
 
 mod archiving;
+mod binlog;
 mod cli;
 mod drills;
 mod faults;

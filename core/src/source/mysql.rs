@@ -375,6 +375,16 @@ impl Mysql {
             .collect())
     }
 
+    /// Whether the server writes binary logs, and in which format.
+    pub fn binlog_settings(&self) -> Result<(bool, String), SourceError> {
+        let out = self.query(None, "select @@log_bin, @@binlog_format;")?;
+        let mut f = out.split('\t');
+        Ok((
+            f.next() == Some("1"),
+            f.next().unwrap_or_default().trim().to_string(),
+        ))
+    }
+
     /// Makes the server close its binary log and open the next one.
     pub fn flush_binary_logs(&self) -> Result<(), SourceError> {
         self.query(None, "flush binary logs;").map(|_| ())

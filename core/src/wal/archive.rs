@@ -60,7 +60,7 @@ impl Ready {
             let header = SegmentHeader::read(&bytes).ok_or_else(|| {
                 Error::Failed(format!("{name} does not start with a WAL segment header"))
             })?;
-            header.matches(&file).map_err(|e| {
+            header.matches(&as_written(&file, &header)).map_err(|e| {
                 Error::Failed(format!("{name} is not the segment its name says: {e}"))
             })?;
             if bytes.len() as u64 != header.segment_size as u64 {
@@ -89,6 +89,22 @@ impl Ready {
 
     pub fn stored_size(&self) -> u64 {
         self.stored.len() as u64
+    }
+}
+
+/// The segment `file` as its first page header names it. A timeline that
+/// begins in the middle of a segment (a promotion) begins with a copy of
+/// its parent's segment up to the switch: that file's first pages still
+/// carry an older timeline, which PostgreSQL accepts (a page's timeline
+/// may only not be newer than the timeline read).
+fn as_written(file: &WalFile, header: &SegmentHeader) -> WalFile {
+    match *file {
+        WalFile::Segment { timeline, log, seg } if header.timeline < timeline => WalFile::Segment {
+            timeline: header.timeline,
+            log,
+            seg,
+        },
+        other => other,
     }
 }
 

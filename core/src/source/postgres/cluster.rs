@@ -627,13 +627,37 @@ impl Staged for StagedCluster {
             })?;
         std::fs::write(dir.join("recovery.signal"), b"")
             .map_err(|e| SourceError::io("cannot write recovery.signal", e))?;
-        let replayed = replay_in_private_server(
-            dir,
-            &self.tools.postgres,
-            self.user.as_deref(),
-            (*target, restore_command, archive_command.as_deref()),
-            options,
-        )?;
+        let replay = |target: Option<DateTime<Utc>>| {
+            replay_in_private_server(
+                dir,
+                &self.tools.postgres,
+                self.user.as_deref(),
+                (target, restore_command, archive_command.as_deref()),
+                options,
+            )
+        };
+        let replayed = match replay(*target)? {
+            Replayal::Promoted(r) => r,
+            // A target past the archive's end was refused before anything
+            // started; within it, PostgreSQL stops short of the target when
+            // no transaction committed after it in the archived WAL. Every
+            // archived change is then before the target, so the state at the
+            // target is the end of the archive: the same server, replaying it
+            // all, resumes where it stopped.
+            Replayal::TargetNotReached => {
+                tracing::info!(
+                    "no transaction in the archived WAL committed after the target: replaying all of it"
+                );
+                match replay(None)? {
+                    Replayal::Promoted(r) => r,
+                    Replayal::TargetNotReached => {
+                        return Err(SourceError::Invalid(
+                            "the replay ended before its target, twice".into(),
+                        ));
+                    }
+                }
+            }
+        };
         options.cancel.check()?;
         refuse_running(&self.dest)?;
         let mut committed = super::super::directory::swap_in(
@@ -648,14 +672,15 @@ impl Staged for StagedCluster {
 
 /// Starts `postgres` on `dir` with no TCP port and a socket in a private
 /// folder, waits for recovery to end (promotion), reads where it ended,
-/// and stops the server cleanly.
+/// and stops the server cleanly; or tells that recovery ended, unpromoted,
+/// before reaching `target`.
 fn replay_in_private_server(
     dir: &Path,
     postgres: &Path,
     user: Option<&str>,
     (target, restore_command, archive_command): (Option<DateTime<Utc>>, &str, Option<&str>),
     options: &CommitOptions,
-) -> Result<Replayed, SourceError> {
+) -> Result<Replayal, SourceError> {
     let sockets = tempfile::Builder::new()
         .prefix("drp-pg-")
         .tempdir()
@@ -727,6 +752,9 @@ fn replay_in_private_server(
     loop {
         options.cancel.check()?;
         if let Some(status) = server.exited() {
+            if target.is_some() && server.log_contains(TARGET_NOT_REACHED) {
+                return Ok(Replayal::TargetNotReached);
+            }
             return Err(SourceError::Invalid(format!(
                 "the replay stopped ({status}) and the data directory was not touched: {}",
                 server.log_tail()
@@ -756,8 +784,20 @@ fn replay_in_private_server(
         .and_then(|t| u32::from_str_radix(t, 16).ok())
         .unwrap_or(0);
     server.stop()?;
-    Ok(Replayed { reached, timeline })
+    Ok(Replayal::Promoted(Replayed { reached, timeline }))
 }
+
+/// How a replay in the private server ended.
+enum Replayal {
+    Promoted(Replayed),
+    /// The server stopped at the end of the archived WAL without meeting a
+    /// transaction committed after the target time (PostgreSQL 13 and later
+    /// refuse to promote then).
+    TargetNotReached,
+}
+
+/// What PostgreSQL logs, as FATAL, when recovery ends before its target.
+const TARGET_NOT_REACHED: &str = "recovery ended before configured recovery target was reached";
 
 /// The replaying server; dropped before it stopped, it is killed.
 struct PrivateServer {
@@ -775,6 +815,10 @@ impl PrivateServer {
             }
             _ => None,
         }
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
     }
 
     fn log_tail(&self) -> String {
