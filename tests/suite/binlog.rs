@@ -378,3 +378,25 @@ fn the_rpo_drill_a_server_lost_mid_write_comes_back_within_its_rotation() {
         "the orders written under load came back"
     );
 }
+
+#[test]
+fn a_replay_holding_a_statement_that_names_the_live_database_is_refused_untouched() {
+    let s = scratch("binlog_qualified");
+    let server = Server::start(&s);
+    shop(&server);
+    server.sql("insert into shop.orders (id, note) values (1, 'a')");
+    let p = policy(&s, &server, "60s");
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    // Statement-logged DDL that names its table with the database: renaming
+    // the default database would not redirect it to the staged copy.
+    server.sql("use shop; alter table shop.orders add column extra int");
+    s.agent(&["wal", "ship", "--policy", &p]).ok();
+    let live_before = server.sql("show create table shop.orders");
+    let r = s.agent(&[
+        "restore", "--policy", &p, "--export", "shop", "--latest", "--to", "shop_copy", "--yes",
+    ]);
+    r.code(1);
+    assert!(r.stderr.contains("names database `shop` itself"), "{}", r.stderr);
+    assert_eq!(server.sql("show create table shop.orders"), live_before);
+    assert_eq!(server.sql("show databases like 'shop\\_%'"), "", "no copy is left behind");
+}

@@ -439,6 +439,7 @@ impl Mysql {
         }
         decode.arg("--").args(&replay.files);
         let sql = process::run(&mut decode, None)?;
+        refuse_statements_naming(&sql, logged)?;
         let script = tempfile::Builder::new()
             .prefix(".drp-binlog-")
             .tempfile()
@@ -469,6 +470,58 @@ impl Mysql {
             .trim()
             .to_string())
     }
+}
+
+/// Refuses a replay whose statements name the exported database
+/// explicitly (`shop.orders`, `DROP DATABASE shop`): `--rewrite-db` renames
+/// only the default database and row events, so such a statement would act
+/// on the live database instead of the staged copy. Row events (`BINLOG`
+/// blocks) and `use` are safe.
+fn refuse_statements_naming(sql: &str, database: &str) -> Result<(), SourceError> {
+    let db = database.to_ascii_lowercase();
+    let qualified = [format!("{db}."), format!("`{db}`.")];
+    let whole = [
+        format!("database {db}"),
+        format!("database `{db}`"),
+        format!("database if exists {db}"),
+        format!("database if exists `{db}`"),
+        format!("schema {db}"),
+        format!("schema `{db}`"),
+    ];
+    let mut in_binlog = false;
+    for line in sql.lines() {
+        let l = line.trim_start().to_ascii_lowercase();
+        if l.starts_with("binlog '") {
+            in_binlog = true;
+        }
+        if in_binlog {
+            if l.starts_with("'/*!*/;") || l.ends_with("'/*!*/;") {
+                in_binlog = false;
+            }
+            continue;
+        }
+        if l.starts_with('#')
+            || l.starts_with("/*!") && !l.contains("create")
+            || l.starts_with("use ")
+        {
+            continue;
+        }
+        let names = qualified.iter().any(|q| {
+            l.match_indices(q.as_str()).any(|(i, _)| {
+                i == 0
+                    || !l.as_bytes()[i - 1].is_ascii_alphanumeric() && l.as_bytes()[i - 1] != b'_'
+            })
+        }) || whole.iter().any(|w| l.contains(w.as_str()));
+        if names {
+            return Err(SourceError::Invalid(format!(
+                "the binary logs hold a statement that names database `{database}` itself (`{}`): replayed into \
+                 the staged copy it would act on the live database, so nothing was replayed or changed; restore \
+                 the export alone (--point) and replay that part by hand",
+                line.trim().chars().take(120).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The time of the last event a replay of `r` applies (none when it
@@ -690,5 +743,25 @@ impl Source for Mysql {
                 Ok(committed)
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::refuse_statements_naming;
+
+    #[test]
+    fn statements_naming_the_database_are_refused_row_events_and_use_are_not() {
+        let safe = "# at 4\nuse `shop`/*!*/;\nBINLOG '\nshop.orders base64\n'/*!*/;\nCOMMIT/*!*/;\ninsert into orders values (1)/*!*/;\n";
+        refuse_statements_naming(safe, "shop").unwrap();
+        for bad in [
+            "drop table shop.orders/*!*/;",
+            "DROP TABLE `shop`.`orders`/*!*/;",
+            "drop database shop/*!*/;",
+            "DROP DATABASE IF EXISTS `shop`/*!*/;",
+        ] {
+            assert!(refuse_statements_naming(bad, "shop").is_err(), "{bad}");
+        }
+        refuse_statements_naming("insert into myshop.t values (1)/*!*/;", "shop").unwrap();
     }
 }
