@@ -17,12 +17,22 @@ from collections import OrderedDict
 results, dump_bytes, zstd_bytes, mb, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 profile = sys.argv[6] if len(sys.argv) > 6 else None
 stream_bytes = int(sys.argv[7]) if len(sys.argv) > 7 else dump_bytes
+pgb_seconds = sys.argv[8] if len(sys.argv) > 8 else "30"
+pgb_scale = sys.argv[9] if len(sys.argv) > 9 else "10"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 runs = OrderedDict()
 failed = {}
+info = {}  # info:KEY -> value (sizes run.sh measured)
+wal = OrderedDict()  # wal:ARCHIVER -> {key: value} (the pgbench part)
 for line in open(results):
     name, figures = line.rstrip("\n").split("\t", 1)
+    if name.startswith("info:"):
+        info[name[5:]] = figures.strip()
+        continue
+    if name.startswith("wal:"):
+        wal[name[4:]] = dict(kv.split("=", 1) for kv in figures.split() if "=" in kv)
+        continue
     if figures.startswith("FAILED"):
         failed[name] = figures[len("FAILED"):].strip()
         runs.setdefault(name, []).append(None)
@@ -90,6 +100,10 @@ DRP_R_S3 = "drp-agent restore (-j2) from S3"
 DRP_R_SFTP = "drp-agent restore (-j2) from SFTP"
 RESTIC_R = "restic restore, then pg_restore -j2"
 PGBR_R = "pgBackRest restore (data directory only)"
+DRP_BASE = "drp-agent base backup (physical) to local NAS"
+PG_BASE = "pg_basebackup -Ft -X fetch > /dev/null"
+DRP_PR = "drp-agent physical restore (replay to latest)"
+PGBR_RR = "pgBackRest restore, replay to end of archive, stop"
 SHELL = "ten trivial commands from a shell"
 DRILL = "drp drill of ten trivial steps"
 MEM_SMALL = "memory: drp pipeline, 100 MB"
@@ -171,6 +185,19 @@ for key, peer in [("pgzstd", PG_ZSTD), ("restic", RESTIC), ("borg", BORG), ("pgb
     row(key, f"drp backup to local NAS ÷ {peer}", paired(DRP_NAS, peer), "≤ 1.00×")
 row("restic-r", f"drp restore from local NAS ÷ {RESTIC_R}", paired(DRP_R_NAS, RESTIC_R), "≤ 1.00×")
 row(None, f"drp restore from local NAS ÷ {PGBR_R}", paired(DRP_R_NAS, PGBR_R))
+row("base", f"drp base backup (physical) ÷ {PG_BASE} (`--checkpoint=fast`)", paired(DRP_BASE, PG_BASE), "≤ 1.10×")
+row("base-pgbr", f"drp base backup (physical) ÷ {PGBR}", paired(DRP_BASE, PGBR), "≤ 1.00×")
+row("phys-r-dir", f"drp physical restore ÷ {PGBR_R} (not the same work: no replay)", paired(DRP_PR, PGBR_R), "≤ 1.10×")
+row("phys-r", f"drp physical restore ÷ {PGBR_RR} (like for like)", paired(DRP_PR, PGBR_RR), "≤ 1.10×")
+if "drp" in wal:
+    w = wal["drp"]
+    try:
+        end = int(w.get("backlog", w.get("ready_end", "")))
+        met = end <= 2
+        verdicts["wal-backlog"] = (end, met)
+        p(f"| WAL files waiting at the end of {pgb_seconds} s of pgbench, drp's `wal push` as archive_command | {end} (most during the run: {w.get('ready_max', '?')}) | | ≤ 2 files | {'met' if met else 'MISSED'} |")
+    except ValueError:
+        p(f"| WAL files waiting at the end of pgbench, drp's `wal push` | n/a | | ≤ 2 files | not measured (wal status failed) |")
 small, big = ok(MEM_SMALL), ok(MEM_BIG) if MEM_BIG else []
 if small and big:
     s_rss, b_rss = max(r["rss"] for r in small), max(r["rss"] for r in big)
@@ -187,18 +214,65 @@ p(f"Wall time cannot be below the CPU work divided by the {cores} cores. For the
 p("server's backends work too (they run `COPY` and format every row), on the same cores.\n")
 p("| run | client CPU s | server CPU s | total CPU s | bound: total ÷ cores, s | wall s |")
 p("| --- | --- | --- | --- | --- | --- |")
-for name in [PG_DUMP, PG_ZSTD, DRP_NAS, DRP_S3, DRP_SFTP, RESTIC, BORG, PGBR, ZSTD, ZSTD_SHA, PIPE]:
+for name in [PG_DUMP, PG_ZSTD, DRP_NAS, DRP_S3, DRP_SFTP, RESTIC, BORG, PG_BASE, DRP_BASE, PGBR, ZSTD, ZSTD_SHA, PIPE]:
     if ok(name):
         c, s = med(name, "cpu"), med(name, "server")
         p(f"| {cell(name)} | {c:.2f} | {s:.2f} | {c+s:.2f} | {(c+s)/cores:.2f} | {med(name):.2f} |")
 p("")
 
+if wal:
+    p("## WAL archiving under a write load\n")
+    p(f"`pgbench -c 4 -j 2 -T {pgb_seconds}` (TPC-B-like, scale {pgb_scale}) on the same server, once with drp's")
+    p("`wal push` as `archive_command` (`archive_timeout = 60`), once with PostgreSQL's documented")
+    p("`test ! -f DIR/%f && cp %p DIR/%f` (which does not fsync; drp writes each file durably, compressed,")
+    p("with its digest). Both run through the same small wrapper that logs each call's wall time as the")
+    p("archiver waits for it; *waiting* counts the `.ready` files in `pg_wal/archive_status`, sampled every")
+    p("second during the run. drp's own figures (from `drp-agent --json wal status`, taken the moment")
+    p("pgbench ends) time a push from reading the file to every target holding it; its `wal push` also")
+    p("pushes up to three files ahead of PostgreSQL's requests (`wal_parallel: 4`), so many calls return at")
+    p("once for a file already pushed.\n")
+    p("| archive_command | pgbench tps | WAL written MB | files archived | calls | call p50 ms | call p99 ms | drp push p50 / p99 ms | waiting at end | most waiting | drained after s |")
+    p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def ms(v):
+        try:
+            return f"{float(v) * 1000:.0f}"
+        except (TypeError, ValueError):
+            return "—"
+
+    for archiver, w in wal.items():
+        label = "drp-agent wal push" if archiver == "drp" else "cp (documented example)" if archiver == "cp" else archiver
+        own = f"{ms(w.get('push_p50'))} / {ms(w.get('push_p99'))}" if archiver == "drp" else "—"
+        try:
+            walmb = f"{int(w.get('wal_bytes', 0)) / 1e6:.0f}"
+        except ValueError:
+            walmb = "?"
+        end = w.get("ready_end", "?")
+        if archiver == "drp" and "backlog" in w:
+            end = f"{w['backlog']} (drp) / {end} (.ready)"
+        p(f"| {label} | {float(w.get('tps') or 0):.0f} | {walmb} | {w.get('archived', '?')} | {w.get('calls', '?')} | {ms(w.get('call_p50'))} | {ms(w.get('call_p99'))} | {own} | {end} | {w.get('ready_max', '?')} | {w.get('drained_s') or 'not within 120'} |")
+    failed_calls = {a: w.get("failed", "0") for a, w in wal.items() if w.get("failed", "0") not in ("0", "")}
+    if failed_calls:
+        p("")
+        p("Failed `archive_command` calls (PostgreSQL retries them): " + "; ".join(f"{a}: {n}" for a, n in failed_calls.items()) + ".")
+    p("")
+
 p("## Restore throughput and the 5-minute RTO\n")
+db_bytes = int(info.get("db_bytes") or 0)
+phys_bytes = int(info.get("phys_bytes") or 0)
 for name in [DRP_R_NAS, DRP_R_S3, DRP_R_SFTP]:
     w = med(name)
     if w:
         mbps = dump_bytes / 1e6 / w
-        p(f"- {name}: {mbps:.0f} MB/s of dump, so about **{mbps*300/1000:.1f} GB** of `pg_dump` restores inside a 5-minute RTO on this machine (restore alone; detection and restart come on top).")
+        disk = f" ({db_bytes / 1e6 / w:.0f} MB/s, **{db_bytes / 1e6 / w * 300 / 1000:.1f} GB**, of database on disk)" if db_bytes else ""
+        p(f"- {name}: {mbps:.0f} MB/s of dump, so about **{mbps*300/1000:.1f} GB** of `pg_dump` restores inside a 5-minute RTO on this machine{disk} (restore alone; detection and restart come on top).")
+for name in [DRP_PR, PGBR_RR]:
+    w = med(name)
+    if w and phys_bytes:
+        mbps = phys_bytes / 1e6 / w
+        p(f"- {name}: {mbps:.0f} MB/s of data directory ({phys_bytes / 1e6:.0f} MB restored in {w:.1f} s), so about **{mbps*300/1000:.1f} GB**")
+        p("  of cluster inside a 5-minute RTO, counting the WAL replayed here (the few segments written since the base")
+        p("  backup); a day of WAL since the last base backup adds its replay time on top.")
 p("")
 
 if profile and os.path.exists(profile):

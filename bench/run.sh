@@ -6,9 +6,13 @@
 #   DRP_BENCH_MB=256 bash bench/run.sh
 #
 # Starts its own services with tests/services/start.sh, installs the peers
-# (restic, borg, pgBackRest) from Debian when missing. Timings are wall, user
-# and system seconds and peak RSS from /usr/bin/time, plus the CPU time the
-# PostgreSQL server spent meanwhile. Each round runs every tool once, in the
+# (restic, borg, pgBackRest) from Debian when missing. Logical runs (pg_dump)
+# and physical runs (base backups, WAL archiving, restores replayed to the
+# end of the archive) share the rounds; a last part archives the WAL of a
+# pgbench write load (DRP_BENCH_PGBENCH_SECONDS, default 30, per archiver;
+# DRP_BENCH_PGBENCH_SCALE, default 10). Timings are wall, user and system
+# seconds and peak RSS from /usr/bin/time, plus the CPU time the PostgreSQL
+# server spent meanwhile. Each round runs every tool once, in the
 # same order; there are DRP_BENCH_REPS rounds (default 4), and every ratio is
 # the median of the ratios within a round (paired runs, minutes apart at most).
 set -euo pipefail
@@ -16,6 +20,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MB=${DRP_BENCH_MB:-1024}
 REPS=${DRP_BENCH_REPS:-4}
+PGB_SECONDS=${DRP_BENCH_PGBENCH_SECONDS:-30}
+PGB_SCALE=${DRP_BENCH_PGBENCH_SCALE:-10}
 LEVEL=3
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/drp/target}
 
@@ -48,6 +54,9 @@ export PGHOST=127.0.0.1 PGPORT=$DRP_TEST_PG_PORT PGUSER=postgres PGPASSWORD=$DRP
 PGBIN=/usr/lib/postgresql/15/bin
 
 PGDATA=$SVC/pg/data
+# Commands of the physical mode run as postgres: PostgreSQL refuses root, and
+# the cluster export's policy, state and NAS folder are postgres's.
+AS_PG="runuser -u postgres -- env TMPDIR=/tmp RUST_LOG=warn"
 # CPU seconds of the PostgreSQL server's finished backends (the postmaster's
 # reaped children): read before and after a run, the server's share of it.
 server_cpu() {
@@ -73,6 +82,35 @@ measure() {
     t="$(tail -1 "$WORK/time") $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')"
     echo -e "$name\t$t" >> "$RESULTS"
     echo "  $name: $t" >&2
+}
+
+# The server archives its WAL (archive_mode needs a restart: pg_ctl with
+# start.sh's options). Which command archives is switched by reload: `true`
+# during the logical runs (their restores write GBs of WAL that nothing
+# needs, discarded as with archiving off), drp's `wal push` during drp's
+# physical runs, pgBackRest's `archive-push` during pgBackRest's, so each
+# tool restores from its own archive.
+PG_OPTS="-c listen_addresses=127.0.0.1 -p $PGPORT -c unix_socket_directories='$SVC/pg' -c fsync=off"
+psql -q -c "alter system set archive_mode = on" -c "alter system set archive_command = 'true'" \
+    -c "alter system set archive_timeout = 60" >/dev/null
+$AS_PG $PGBIN/pg_ctl -D "$PGDATA" -m fast -w -t 120 stop >/dev/null
+$AS_PG $PGBIN/pg_ctl -D "$PGDATA" -l "$SVC/pg/log" -w -t 60 -o "$PG_OPTS" start >/dev/null
+# set_archive COMMAND: the server's archive_command from now on.
+set_archive() {
+    psql -q -c "alter system set archive_command = \$ac\$$1\$ac\$" -c "select pg_reload_conf()" >/dev/null
+    for _ in $(seq 1 50); do
+        [ "$(psql -XAtq -c 'show archive_command')" = "$1" ] && break
+        sleep 0.1
+    done
+    sleep 0.5 # the archiver rereads its settings on the same signal
+    psql -q -c "select pg_switch_wal()" >/dev/null
+}
+# ready_files: WAL files PostgreSQL waits to see archived.
+ready_files() { find "$PGDATA/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l; }
+# wait_archived SECONDS: until nothing waits (or the time is up).
+wait_archived() {
+    for _ in $(seq 1 $(( $1 * 10 ))); do [ "$(ready_files)" -eq 0 ] && return 0; sleep 0.1; done
+    return 1
 }
 
 # Autovacuum would analyze each restored copy in the background and blur the
@@ -165,7 +203,6 @@ compress-type=zst
 compress-level=$LEVEL
 process-max=2
 start-fast=y
-archive-check=n
 log-level-console=warn
 [bench]
 pg1-path=$PGDATA
@@ -175,6 +212,52 @@ CONF
 chmod 644 "$WORK/pgbackrest.conf"
 PGBR="su postgres -s /bin/sh -c 'pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench"
 su postgres -s /bin/sh -c "pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench stanza-create" > "$WORK/pgbr-stanza.log" 2>&1 || echo "bench: pgBackRest stanza-create failed: $(tail -2 "$WORK/pgbr-stanza.log")" >&2
+
+# The cluster export (physical mode): its own policy, state and NAS folder,
+# postgres's; the WAL part below gets another of each, so its latency figures
+# are its own pushes only.
+CL=$WORK/cluster
+PHYS=$WORK/phys # restores land here: a fresh folder every time, removed after
+install -d -o postgres -m 700 "$CL" "$CL/nas" "$CL/nas-wal" "$PHYS" "$PHYS/sock"
+cluster_policy() { # FILE STATE NAS
+    cat > "$1" <<YAML
+host: bench
+state_dir: $2
+targets:
+  nasc: {kind: local, path: $3}
+exports:
+  cluster:
+    source: {kind: postgres-cluster, host: $SVC/pg, port: $PGPORT, user: postgres, bin_dir: $PGBIN, data_directory: $PGDATA}
+    targets: [nasc]
+    compression: {level: $LEVEL}
+YAML
+    chown postgres: "$1" && chmod 600 "$1"
+}
+CPOL=$CL/policy.yaml
+cluster_policy "$CPOL" "$CL/state" "$CL/nas"
+$AS_PG "$AGENT" -q init --policy "$CPOL"
+DRP_PUSH="$AGENT wal push --policy $CPOL --export cluster %p"
+PGBR_PUSH="pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench archive-push %p"
+# A pgBackRest restore brought to the same end as drp's: PostgreSQL replays
+# pgBackRest's archive (the restore_command pgBackRest wrote) until it
+# promotes, then stops cleanly (fast shutdown, its checkpoint), as drp's
+# private server does; also a private socket, no TCP, no archiving.
+cat > "$WORK/recover.sh" <<'SH'
+#!/bin/bash
+# recover.sh DATADIR SOCKETDIR BINDIR
+set -euo pipefail
+dir=$1 sock=$2 bin=$3
+"$bin/postgres" -D "$dir" -c listen_addresses= -c unix_socket_directories="$sock" -c port=5432 \
+    -c archive_mode=off > "$sock/server.log" 2>&1 &
+pid=$!
+until [ "$("$bin/psql" -XAtq -h "$sock" -p 5432 -d postgres -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do
+    kill -0 $pid 2>/dev/null || { grep -E 'FATAL|PANIC|ERROR' "$sock/server.log" | tail -3 >&2; exit 1; }
+    sleep 0.1
+done
+kill -INT $pid
+wait $pid
+SH
+chmod 755 "$WORK/recover.sh"
 
 # Warm the tables: the first full read writes hint bits.
 psql -q -d bench -c "select count(*), sum(length(note)) from orders" -c "select count(*) from customers" >/dev/null
@@ -202,7 +285,6 @@ for rep in $(seq 1 "$REPS"); do
     measure "drp-agent backup to SFTP (OpenSSH)" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export db-sftp"
     measure "restic backup --stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | restic -q --repo '$WORK/restic' backup --stdin --stdin-filename bench.dump --compression auto"
     measure "borg create (zstd,$LEVEL) from stdin" "$PGBIN/pg_dump -Fc -Z0 -d bench | borg create --compression zstd,$LEVEL '$WORK/borg::r$rep' -"
-    measure "pgBackRest full backup (physical)" "$PGBR --type=full backup'"
     # Restores of the same database; the baseline's dump file from the cache too.
     cat "$DUMP" > /dev/null
     measure "pg_restore -j2 from a local file" "psql -q -c 'drop database if exists r1' -c 'create database r1' && $PGBIN/pg_restore -j2 -d r1 '$DUMP'"
@@ -210,11 +292,103 @@ for rep in $(seq 1 "$REPS"); do
     measure "drp-agent restore (-j2) from S3" "psql -q -c 'drop database if exists r3' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-s3 --to r3 --yes --workdir '$WORK'"
     measure "drp-agent restore (-j2) from SFTP" "psql -q -c 'drop database if exists r5' && '$AGENT' -q restore --policy '$WORK/policy.yaml' --export db-sftp --to r5 --yes --workdir '$WORK'"
     measure "restic restore, then pg_restore -j2" "rm -rf '$WORK/rr' && restic -q --repo '$WORK/restic' restore latest --target '$WORK/rr' && psql -q -c 'drop database if exists r4' -c 'create database r4' && $PGBIN/pg_restore -j2 -d r4 '$WORK/rr/bench.dump'"
-    measure "pgBackRest restore (data directory only)" "rm -rf '$WORK/pgbr-restore' && install -d -o postgres -m 700 '$WORK/pgbr-restore' && $PGBR --pg1-path=$WORK/pgbr-restore restore'"
     # The restored copies go, so every round backs up the same cluster.
     for db in r1 r2 r3 r4 r5; do psql -q -c "drop database if exists $db"; done
-    rm -rf "$WORK/rr" "$WORK/pgbr-restore" "$WORK/plain.dump.zst"
+    rm -rf "$WORK/rr" "$WORK/plain.dump.zst"
+    # Physical: drp archives the WAL from here on, then backs up; its restore
+    # replays its own archive from that backup to the archive's end.
+    psql -q -c checkpoint
+    set_archive "$DRP_PUSH"
+    measure "drp-agent base backup (physical) to local NAS" "$AS_PG '$AGENT' -q backup --policy '$CPOL' --export cluster"
+    measure "pg_basebackup -Ft -X fetch > /dev/null" "$PGBIN/pg_basebackup -h '$SVC/pg' -p $PGPORT -U postgres -Ft -X fetch --checkpoint=fast -D - > /dev/null"
+    wait_archived 60 || echo "bench: WAL still waiting for drp's wal push" >&2
+    measure "drp-agent physical restore (replay to latest)" "rm -rf '$PHYS/drp' && $AS_PG '$AGENT' -q restore --policy '$CPOL' --export cluster --latest --to '$PHYS/drp' --yes"
+    if [ ! -f "$WORK/phys.bytes" ] && [ -d "$PHYS/drp" ]; then du -sb "$PHYS/drp" | cut -f1 > "$WORK/phys.bytes"; fi
+    rm -rf "$PHYS/drp" "$PHYS"/.drp-restore-*
+    # pgBackRest the same way, from its own archive.
+    set_archive "$PGBR_PUSH"
+    measure "pgBackRest full backup (physical)" "$PGBR --type=full backup'"
+    wait_archived 60 || echo "bench: WAL still waiting for pgBackRest's archive-push" >&2
+    measure "pgBackRest restore (data directory only)" "rm -rf '$PHYS/pgbr' && install -d -o postgres -m 700 '$PHYS/pgbr' && $PGBR --pg1-path=$PHYS/pgbr restore'"
+    measure "pgBackRest restore, replay to end of archive, stop" "rm -rf '$PHYS/pgbr' && install -d -o postgres -m 700 '$PHYS/pgbr' && $PGBR --pg1-path=$PHYS/pgbr restore' && $AS_PG '$WORK/recover.sh' '$PHYS/pgbr' '$PHYS/sock' '$PGBIN'"
+    rm -rf "$PHYS/pgbr"
+    set_archive true
 done
+echo -e "info:phys_bytes\t$(cat "$WORK/phys.bytes" 2>/dev/null || echo 0)" >> "$RESULTS"
+echo -e "info:db_bytes\t$(psql -XAtq -c "select pg_database_size('bench')")" >> "$RESULTS"
+
+# WAL archiving under a write load: pgbench on a database of its own, once
+# with drp's `wal push` as archive_command, once with `cp` (PostgreSQL's
+# documented example, no fsync). Both through the same wrapper, which logs
+# each call's wall time as PostgreSQL waits for it; a sampler counts the
+# files waiting (`.ready`) every second.
+echo "bench: WAL archiving under pgbench (scale $PGB_SCALE, ${PGB_SECONDS}s per archiver)" >&2
+psql -q -c "drop database if exists pgb" -c "create database pgb"
+$PGBIN/pgbench -i -s "$PGB_SCALE" -q pgb > "$WORK/pgbench-init.log" 2>&1
+WPOL=$CL/policy-wal.yaml
+cluster_policy "$WPOL" "$CL/state-wal" "$CL/nas-wal"
+$AS_PG "$AGENT" -q init --policy "$WPOL"
+install -d -o postgres -m 700 "$CL/cp-archive"
+cat > "$WORK/timed.sh" <<'SH'
+#!/bin/bash
+# timed.sh LOG COMMAND...: runs COMMAND (a shell command line), appends its
+# start, end and exit status to LOG.
+log=$1; shift
+t0=$EPOCHREALTIME
+eval "$@"
+rc=$?
+echo "$t0 $EPOCHREALTIME $rc" >> "$log"
+exit $rc
+SH
+chmod 755 "$WORK/timed.sh"
+cat > "$WORK/walstatus.py" <<'PY'
+import json, sys
+j = json.load(sys.stdin)
+f = lambda v: "" if v is None else v
+print(f"backlog={j['backlog_files']} push_p50={f(j['push_p50_seconds'])} push_p99={f(j['push_p99_seconds'])} "
+      f"stored={sum(t['files'] for t in j['targets'])}")
+PY
+wal_run() { # NAME ARCHIVE_COMMAND
+    local name=$1 log=$WORK/wal-$1.log
+    install -o postgres -m 600 /dev/null "$log"
+    set_archive "$WORK/timed.sh $log $2"
+    wait_archived 60 || true
+    psql -q -c checkpoint
+    : > "$log"
+    local lsn0 arch0 fail0
+    read -r lsn0 arch0 fail0 < <(psql -XAtq -F ' ' -c "select pg_current_wal_lsn(), archived_count, failed_count from pg_stat_archiver")
+    ( while :; do ready_files; sleep 1; done ) > "$WORK/wal-$name.ready" &
+    local sampler=$!
+    $PGBIN/pgbench -n -c 4 -j 2 -T "$PGB_SECONDS" pgb > "$WORK/pgbench-$name.log" 2>&1 || echo "bench: pgbench failed: $(tail -2 "$WORK/pgbench-$name.log")" >&2
+    local ready_end lsn1 arch1 fail1
+    ready_end=$(ready_files)
+    read -r lsn1 arch1 fail1 < <(psql -XAtq -F ' ' -c "select pg_current_wal_lsn(), archived_count, failed_count from pg_stat_archiver")
+    kill "$sampler" && wait "$sampler" 2>/dev/null || true
+    local status=""
+    if [ "$name" = drp ]; then
+        status=$($AS_PG "$AGENT" --json wal status --policy "$WPOL" --export cluster 2>/dev/null \
+            | python3 "$WORK/walstatus.py" || echo "status=failed")
+    fi
+    local t0 drained=""
+    t0=$(date +%s.%N)
+    wait_archived 120 && drained=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
+    local calls
+    calls=$(python3 - "$log" <<'PY'
+import math, sys
+xs = sorted(float(e) - float(s) for s, e, rc in (l.split() for l in open(sys.argv[1]) if l.strip()))
+pct = lambda p: xs[max(1, math.ceil(p / 100 * len(xs))) - 1] if xs else ""
+print(f"calls={len(xs)} call_p50={pct(50)} call_p99={pct(99)} call_max={xs[-1] if xs else ''}")
+PY
+)
+    local tps
+    tps=$(awk '/^tps/ { print $3; exit }' "$WORK/pgbench-$name.log")
+    echo -e "wal:$name\ttps=${tps:-} wal_bytes=$(psql -XAtq -c "select pg_wal_lsn_diff('$lsn1', '$lsn0')::bigint") archived=$((arch1 - arch0)) failed=$((fail1 - fail0)) ready_end=$ready_end ready_max=$(sort -n "$WORK/wal-$name.ready" | tail -1) drained_s=$drained $calls $status" >> "$RESULTS"
+    tail -1 "$RESULTS" >&2
+}
+wal_run drp "$AGENT wal push --policy $WPOL --export cluster %p"
+wal_run cp "test ! -f $CL/cp-archive/%f \&\& cp %p $CL/cp-archive/%f"
+set_archive true
+psql -q -c "drop database if exists pgb"
 
 # Drill overhead: a runbook of ten trivial steps, against running the ten
 # commands in a row from a shell.
@@ -257,6 +431,6 @@ else
 fi
 
 cp "$RESULTS" bench/last-run.tsv
-python3 bench/report.py "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" "$PROFILE" "$STREAM_BYTES" > BENCHMARKS.md
+python3 bench/report.py "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" "$PROFILE" "$STREAM_BYTES" "$PGB_SECONDS" "$PGB_SCALE" > BENCHMARKS.md
 cp "$PROFILE" bench/last-profile.txt
 echo "bench: wrote BENCHMARKS.md (raw figures in bench/last-run.tsv)" >&2

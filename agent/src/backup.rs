@@ -166,6 +166,8 @@ pub async fn due(
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
+    // Continuous archiving has its turn on every call, before any backup.
+    drp_core::wal::run::archive_turn(&policy).await;
     let due = runner::due_exports(&policy, now);
     if due.is_empty() {
         if out.json {

@@ -41,6 +41,17 @@ pub fn render(policy: &Policy, policy_path: &Path, bin: &Path) -> Units {
             cron_lines.push(line);
         }
     }
+    // Archived logs are rotated and pushed on every call: once a minute.
+    if policy.exports.values().any(|e| e.source.archives_continuously()) {
+        let every_minute = "*-*-* *:*:00".to_string();
+        if !calendars.contains(&every_minute) {
+            calendars.push(every_minute);
+        }
+        let line = format!("* * * * * root {command}");
+        if !cron_lines.contains(&line) {
+            cron_lines.push(line);
+        }
+    }
     let tz = if policy.timezone == chrono_tz::UTC {
         " UTC".to_string()
     } else {

@@ -367,63 +367,61 @@ impl ArchiveState {
     }
 }
 
-/// The daemon's archiver: every second, pushes what waits in each
-/// `postgres-cluster` export's `pg_wal` (so `archive_command` finds it done
-/// and returns at once), and every 30 s recomputes how far a restore reaches.
+/// The daemon's archiver: a turn every second (see [`archive_turn`]).
 pub async fn archiver(policy: std::sync::Arc<tokio::sync::RwLock<Policy>>) {
-    const REACH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-    let mut reach_at: Option<Instant> = None;
-    let mut rotated: std::collections::HashMap<String, Instant> = Default::default();
     loop {
         let p = policy.read().await.clone();
-        let refresh = reach_at.is_none_or(|t| t.elapsed() >= REACH_EVERY);
-        let names: Vec<String> = p
-            .exports
-            .values()
-            .filter(|e| e.source.archives_continuously())
-            .map(|e| e.name.clone())
-            .collect();
-        for name in &names {
-            if let Ok(e) = p.export(name)
-                && let crate::source::SourceConfig::Mysql(c) = &e.source
-            {
-                let every = c
-                    .binlog
-                    .as_ref()
-                    .map_or(std::time::Duration::from_secs(60), |b| b.rotate_every.0);
-                let due = rotated
-                    .get(name)
-                    .is_none_or(|t: &Instant| t.elapsed() >= every);
-                if due {
-                    rotated.insert(name.clone(), Instant::now());
-                    match super::ship::BinlogArchive::open(&p, name).await {
-                        Ok(a) => {
-                            let turn = a.ship(true).await;
-                            if let Err(e) = a.record(turn).await {
-                                tracing::warn!(export = %name, error = %e, "the archive state is not saved");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(export = %name, error = %e, "cannot ship binary logs")
+        archive_turn(&p).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// How often the archive's reach is recomputed for the metrics.
+const REACH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// One archiving turn over every export that archives continuously: pushes
+/// what waits in each `postgres-cluster` export's `pg_wal` (so
+/// `archive_command` finds it done and returns at once), rotates and ships
+/// MariaDB binary logs whose `rotate_every` has passed since the last turn,
+/// and saves what it saw. The daemon runs one every second, `run --due`
+/// one per call.
+pub async fn archive_turn(policy: &Policy) {
+    for e in policy.exports.values() {
+        let name = &e.name;
+        let last = ArchiveState::load(&policy.state_dir, name);
+        let since = |t: Option<chrono::DateTime<Utc>>| t.map(|t| Utc::now() - t);
+        match &e.source {
+            SourceConfig::Mysql(c) => {
+                let Some(b) = &c.binlog else { continue };
+                let every = chrono::TimeDelta::from_std(b.rotate_every.0)
+                    .unwrap_or(chrono::TimeDelta::seconds(60));
+                // A little early rather than a whole turn late.
+                let slack = chrono::TimeDelta::milliseconds(500);
+                if since(last.checked_at).is_some_and(|d| d + slack < every) {
+                    continue;
+                }
+                match super::ship::BinlogArchive::open(policy, name).await {
+                    Ok(a) => {
+                        let turn = a.ship(true).await;
+                        if let Err(e) = a.record(turn).await {
+                            tracing::warn!(export = %name, error = %e, "binary logs: the turn failed");
                         }
                     }
+                    Err(e) => tracing::error!(export = %name, error = %e, "cannot ship binary logs"),
                 }
-                continue;
             }
-            match ExportArchive::open(&p, Some(name)).await {
+            SourceConfig::PostgresCluster(_) => match ExportArchive::open(policy, Some(name)).await {
                 Ok(a) => {
+                    let refresh = since(last.reach_checked_at).is_none_or(|d| d >= REACH_EVERY);
                     let result = a.archive_waiting().await;
                     if let Err(e) = a.record(result, refresh).await {
                         tracing::warn!(export = %name, error = %e, "the archive state is not saved");
                     }
                 }
                 Err(e) => tracing::error!(export = %name, error = %e, "cannot archive WAL"),
-            }
+            },
+            _ => {}
         }
-        if refresh {
-            reach_at = Some(Instant::now());
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
