@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::harness::{Run, Scratch, scratch, tree_digest};
+use crate::harness::{Run, Scratch, rand_u32, scratch, tree_digest};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Every server here listens on a socket only, in a folder of its own, so
@@ -954,8 +954,9 @@ fn a_cluster_restored_in_place_to_an_instant_keeps_archiving_on_its_new_timeline
 
     // Back to before the mistake, in place: the new timeline begins in the
     // middle of a segment.
-    let (r, _) = site.restore(&["--to-time", &rfc3339(target)]);
+    let (r, took) = site.restore(&["--to-time", &rfc3339(target)]);
     r.ok();
+    eprintln!("in-place point-in-time restore: {:.1}s", took.as_secs_f64());
     assert_eq!(r.json()["timeline"], 2, "{}", r.stdout);
     pg.start();
     assert_eq!(pg.notes(), ["kept"]);
@@ -1023,7 +1024,9 @@ fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(20));
+    // At a moment unrelated to the archive_timeout's rhythm.
+    let lost_after = Duration::from_millis(18_000 + (rand_u32() % 5_000) as u64);
+    std::thread::sleep(lost_after);
     let crash = Utc::now();
     pg.kill_9();
     stop.store(true, Ordering::SeqCst);
@@ -1051,8 +1054,9 @@ fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
     let newest = rows.last().map_or(f64::NAN, |r| r.1);
     let rpo = epoch(crash) - newest;
     eprintln!(
-        "RPO drill: {} of {} acknowledged heartbeats restored; the newest restored is {:.1}s older than the crash \
-         (archive_timeout 5s); restore took {:.1}s; drp reports it reached {}",
+        "RPO drill: host lost {:.1}s into the writes; {} of {} acknowledged heartbeats restored; the newest restored \
+         is {:.1}s older than the crash (archive_timeout 5s); restore took {:.1}s; drp reports it reached {}",
+        lost_after.as_secs_f64(),
         rows.len(),
         acknowledged.len(),
         rpo,
@@ -1064,6 +1068,13 @@ fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
         rows[..],
         acknowledged[..rows.len()],
         "the restored heartbeats are not a prefix of the acknowledged ones"
+    );
+    // drp's report agrees with the data: the last transaction it replayed
+    // is the newest heartbeat's (or a later one of PostgreSQL's own).
+    let reached = json_time(&report["reached"]);
+    assert!(
+        epoch(reached) >= newest && reached <= crash,
+        "reached {reached}, newest heartbeat {newest}, crash {crash}"
     );
     assert!(
         rpo <= 20.0,

@@ -108,7 +108,7 @@ impl Repository {
         {
             out.extend(self.wal_list_in(f.path()).await?);
         }
-        out.sort_by(|a, b| a.file.cmp(&b.file));
+        out.sort_by_key(|o| o.file);
         Ok(out)
     }
 

@@ -544,6 +544,26 @@ mod tests {
     }
 
     #[test]
+    fn the_first_segment_of_a_timeline_may_start_with_its_parent_s_pages() {
+        let header = |timeline| SegmentHeader {
+            magic: 0xd110,
+            timeline,
+            page_address: 3 << 24,
+            system_identifier: 1,
+            segment_size: 1 << 24,
+        };
+        let file = WalFile::parse("000000020000000000000003").unwrap();
+        // Promoted mid-segment: the parent's segment, copied up to the switch.
+        assert!(header(1).matches(&as_written(&file, &header(1))).is_ok());
+        assert!(header(2).matches(&as_written(&file, &header(2))).is_ok());
+        // Pages from a newer timeline than the name's are not this file's.
+        assert!(header(3).matches(&as_written(&file, &header(3))).is_err());
+        // Nor is a segment of another position.
+        let other = WalFile::parse("000000020000000000000004").unwrap();
+        assert!(header(1).matches(&as_written(&other, &header(1))).is_err());
+    }
+
+    #[test]
     fn a_gap_ends_the_reach_and_a_missing_stop_segment_means_not_restorable() {
         let inv = inventory(&[(1, 2), (1, 3), (1, 5)], &[]);
         let reach = inv.reach(&range(1, "0/2000028", "0/3000100"));
