@@ -42,7 +42,11 @@ pub fn render(policy: &Policy, policy_path: &Path, bin: &Path) -> Units {
         }
     }
     // Archived logs are rotated and pushed on every call: once a minute.
-    if policy.exports.values().any(|e| e.source.archives_continuously()) {
+    if policy
+        .exports
+        .values()
+        .any(|e| e.source.archives_continuously())
+    {
         let every_minute = "*-*-* *:*:00".to_string();
         if !calendars.contains(&every_minute) {
             calendars.push(every_minute);

@@ -504,6 +504,25 @@ async fn fetch_binlogs(
     })
 }
 
+/// Whether two destinations are the same database or the same place on
+/// disk, however their paths are spelt (relative, `..`, symbolic links).
+pub fn same_destination(a: &Destination, b: &Destination) -> bool {
+    let place = |p: &std::path::Path| {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match (
+            abs.parent().and_then(|d| d.canonicalize().ok()),
+            abs.file_name(),
+        ) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => abs,
+        }
+    };
+    match (a, b) {
+        (Destination::Path(x), Destination::Path(y)) => place(x) == place(y),
+        _ => a == b,
+    }
+}
+
 /// The lock name of a destination: the same database on the same server,
 /// or the same path, gives the same name.
 fn destination_key(source: &Arc<dyn Source>, destination: &Destination) -> String {

@@ -535,22 +535,29 @@ fn wal_push_and_get_keep_postgresql_s_archive_contract() {
     let stored = site.objects(&first);
     assert_eq!(stored.len(), 1, "one object for {first}: {stored:?}");
     let stored_bytes = std::fs::read(&stored[0]).unwrap();
-    let push = |path: &Path| site.agent(&["wal", "push", &path.display().to_string()]);
+    // Pushed from the cluster's own pg_wal (the only place a push accepts),
+    // the server stopped so that nothing recycles the file meanwhile.
+    pg.stop();
+    let in_pg_wal = pg.data.join("pg_wal").join(&first);
+    let put = |bytes: &[u8]| {
+        std::fs::write(&in_pg_wal, bytes).unwrap();
+        chown_postgres(&in_pg_wal);
+    };
+    let push = || site.agent(&["wal", "push", &in_pg_wal.display().to_string()]);
 
     // The same file again is success: at once (the agent's marker says it
     // is archived), and checked against the target once the marker is gone.
-    push(&kept.join(&first)).ok();
+    put(&original);
+    push().ok();
     std::fs::remove_file(site.state.join("wal/main").join(&first)).unwrap();
-    push(&kept.join(&first)).ok();
+    push().ok();
     assert_eq!(site.objects(&first), stored, "a second object was written");
 
     // Different content under an archived name is refused, nothing overwritten.
-    let forged_dir = site.dir("forged");
     let mut forged = original.clone();
     forged[1_000_000] ^= 0xff;
-    std::fs::write(forged_dir.join(&first), &forged).unwrap();
-    chown_postgres(&forged_dir);
-    let r = push(&forged_dir.join(&first));
+    put(&forged);
+    let r = push();
     assert_eq!(
         r.code,
         4,
@@ -688,10 +695,15 @@ fn a_second_cluster_archiving_into_the_same_export_is_refused_and_the_archive_is
     let first_id = first.system_identifier();
     let before = tree_digest(&site.nas);
 
-    // Another initdb (another system identifier) with the same archive_command.
+    // The cluster is re-created in place (another initdb, another system
+    // identifier, the same data_directory and archive_command), the old one
+    // moved aside.
+    first.stop();
+    let aside = site.s.path("db.old");
+    std::fs::rename(&site.data, &aside).unwrap();
     let second = PgCluster::init(
-        &site.s.path("other"),
-        Sock::Own(socket_dir()),
+        &site.data,
+        Sock::Borrowed(site.sock.path().to_path_buf()),
         &format!(
             "archive_mode = on\narchive_command = '{}'\n",
             site.archive_command()
@@ -728,6 +740,10 @@ fn a_second_cluster_archiving_into_the_same_export_is_refused_and_the_archive_is
     assert_eq!(tree_digest(&site.nas), before, "the archive changed");
 
     // The cluster the archive belongs to keeps archiving.
+    second.stop();
+    std::fs::rename(&site.data, site.s.path("db.second")).unwrap();
+    std::fs::rename(&aside, &site.data).unwrap();
+    first.start();
     first.psql("insert into t values (1)");
     let next = first.switch_wal();
     assert_eq!(site.objects(&next).len(), 1);
@@ -1080,4 +1096,61 @@ fn a_host_lost_mid_write_is_restored_to_within_seconds_of_the_crash() {
         rpo <= 20.0,
         "RPO {rpo:.1}s is more than archive_timeout (5s) plus a margin"
     );
+}
+
+#[test]
+fn a_restored_copy_started_as_it_is_never_archives_into_the_original_s_export() {
+    let site = Site::new("walcopy");
+    let pg = site.primary("archive_timeout = 60s\n");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    pg.event("on the original");
+    pg.switch_wal();
+    let copy = site.s.path("copy");
+    let (r, _) = site.restore(&["--latest", "--to", &copy.display().to_string()]);
+    r.ok();
+    // Started with only its socket changed: its configuration still holds
+    // the original's archive_command.
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.start();
+    assert_eq!(
+        restored.psql("show archive_mode"),
+        "off",
+        "a copy's archiving is off until it has a policy of its own"
+    );
+    restored.psql("insert into events (note) values ('on the copy')");
+    restored.switch_wal_nowait();
+    std::thread::sleep(Duration::from_secs(2));
+    let timelines: Vec<u64> = site.wal_status()["targets"][0]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["timeline"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        timelines,
+        vec![1],
+        "the copy's timeline reached the original's archive"
+    );
+
+    // And if someone turns it back on, the push itself refuses the copy's files.
+    let segment = std::fs::read_dir(copy.join("pg_wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.len() == 24)
+        .unwrap();
+    let pushed = site.agent(&[
+        "wal",
+        "push",
+        &copy.join("pg_wal").join(&segment).display().to_string(),
+    ]);
+    pushed.code(4);
+    assert!(
+        pushed.stderr.contains("a restored copy or another cluster"),
+        "{}",
+        pushed.stderr
+    );
+    assert_eq!(pg.notes(), ["on the original"]);
 }

@@ -281,11 +281,10 @@ fn drp_check_judges_binary_log_shipping_by_its_rotation_and_the_servers_settings
     let shared = s.write(
         "shared.yaml",
         &format!(
-            "host: db3\nobjectives: {{rpo: 30m}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  shop:\n    source: {}\n    targets: [nas]\n",
-            format!(
-                "{{kind: mariadb, host: 127.0.0.1, port: {}, user: drp, database: mysql, password: {{env: TEST_MY_PASSWORD}}, binlog: {{rotate_every: 60s}}}}",
-                crate::harness::services().get("DRP_TEST_MY_PORT")
-            )
+            "host: db3\nobjectives: {{rpo: 30m}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  shop:\n    source: \
+             {{kind: mariadb, host: 127.0.0.1, port: {}, user: drp, database: mysql, password: {{env: TEST_MY_PASSWORD}}, \
+             binlog: {{rotate_every: 60s}}}}\n    targets: [nas]\n",
+            crate::harness::services().get("DRP_TEST_MY_PORT")
         ),
     );
     let missed = s.drp(&["check", shared.to_str().unwrap()]);

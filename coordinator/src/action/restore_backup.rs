@@ -96,7 +96,7 @@ impl Action for RestoreBackup {
                 Some(_) => drp_core::wal::run::replay_commands(
                     policy,
                     &self.export,
-                    plan.destination == source.default_destination(),
+                    restore::same_destination(&plan.destination, &source.default_destination()),
                 )?,
                 None => (None, None),
             };

@@ -107,6 +107,27 @@ impl<'p> ExportArchive<'p> {
             .join("pg_wal")
     }
 
+    /// Refuses a file from another data directory than the export's: a
+    /// restored copy started with the original's configuration, or a second
+    /// cluster, must never write into this archive.
+    fn check_comes_from_the_cluster(&self, path: &Path) -> Result<()> {
+        let expected = self.pg_wal();
+        let from = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .and_then(|d| d.canonicalize().ok());
+        let wanted = expected.canonicalize().ok();
+        if from.is_some() && from == wanted {
+            return Ok(());
+        }
+        Err(Error::Conflict(format!(
+            "{} is not in {} (the `data_directory` of export `{}`): a restored copy or another cluster is running              with this policy's archive_command; nothing was archived",
+            path.display(),
+            expected.display(),
+            self.export
+        )))
+    }
+
     /// Every target must hold a file before PostgreSQL may recycle it.
     fn require_all_targets(&self) -> Result<()> {
         match self.unreachable.first() {
@@ -132,6 +153,7 @@ impl<'p> ExportArchive<'p> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        self.check_comes_from_the_cluster(path)?;
         self.require_all_targets()?;
         let archive = self.archive();
         let level = self.level;
@@ -407,10 +429,13 @@ pub async fn archive_turn(policy: &Policy) {
                             tracing::warn!(export = %name, error = %e, "binary logs: the turn failed");
                         }
                     }
-                    Err(e) => tracing::error!(export = %name, error = %e, "cannot ship binary logs"),
+                    Err(e) => {
+                        tracing::error!(export = %name, error = %e, "cannot ship binary logs")
+                    }
                 }
             }
-            SourceConfig::PostgresCluster(_) => match ExportArchive::open(policy, Some(name)).await {
+            SourceConfig::PostgresCluster(_) => match ExportArchive::open(policy, Some(name)).await
+            {
                 Ok(a) => {
                     let refresh = since(last.reach_checked_at).is_none_or(|d| d >= REACH_EVERY);
                     let result = a.archive_waiting().await;

@@ -783,6 +783,13 @@ fn replay_in_private_server(
         .get(1)
         .and_then(|t| u32::from_str_radix(t, 16).ok())
         .unwrap_or(0);
+    if archive_command.is_none() {
+        // A copy elsewhere keeps the original's archive_command in its
+        // configuration: started as it is, it would archive its new
+        // timeline into the original's export. Its archiving is turned off
+        // (in its postgresql.auto.conf) until it is given a policy of its own.
+        query("alter system set archive_mode = 'off';")?;
+    }
     server.stop()?;
     Ok(Replayal::Promoted(Replayed { reached, timeline }))
 }
