@@ -1154,3 +1154,113 @@ fn a_restored_copy_started_as_it_is_never_archives_into_the_original_s_export() 
     );
     assert_eq!(pg.notes(), ["on the original"]);
 }
+
+/// `drp <args>` as postgres, in the site's folder.
+fn drp_as_postgres(site: &Site, args: &[&str]) -> Run {
+    let drp = PathBuf::from(env!("CARGO_BIN_EXE_drp"));
+    Run::from(
+        as_postgres(&drp, site.s.dir.path())
+            .args(args)
+            .output()
+            .expect("drp runs"),
+    )
+}
+
+#[test]
+fn the_example_policy_meets_a_30_minute_rpo_with_archive_timeout_60s_and_says_what_to_set_without()
+{
+    let site = Site::new("walcheck");
+    let pg = site.primary("archive_timeout = 60s\n");
+    pg.start();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/db-cluster.yaml")
+        .canonicalize()
+        .unwrap();
+    let check = |site: &Site| {
+        let drp = PathBuf::from(env!("CARGO_BIN_EXE_drp"));
+        Run::from(
+            as_postgres(&drp, site.s.dir.path())
+                .args(["--json", "check"])
+                .arg(&example)
+                .env("DRP_CLUSTER_SOCKET", site.sock.path())
+                .env("DRP_CLUSTER_PORT", PORT)
+                .env("DRP_CLUSTER_DATA", &site.data)
+                .env("DRP_CLUSTER_STATE", &site.state)
+                .env("DRP_NAS", &site.nas)
+                .output()
+                .expect("drp runs"),
+        )
+    };
+    let ok = check(&site);
+    ok.ok();
+    let export = &ok.json()["policies"][0]["exports"][0];
+    assert_eq!(export["meets_rpo"], true, "{}", ok.stdout);
+    let worst = export["worst_case_rpo_seconds"].as_u64().unwrap();
+    assert!(
+        (60..=70).contains(&worst),
+        "archive_timeout plus a push: {worst}s"
+    );
+
+    // Without archive_timeout a quiet server keeps its last writes unarchived.
+    pg.psql("alter system set archive_timeout = 0");
+    pg.psql("select pg_reload_conf()");
+    let missed = check(&site);
+    missed.code(8);
+    assert!(
+        missed.stdout.contains("set archive_timeout = 60s"),
+        "{}",
+        missed.stdout
+    );
+}
+
+#[test]
+fn a_drill_of_a_lost_cluster_restores_it_in_place_and_measures_the_rpo_from_the_archive() {
+    let site = Site::new("waldrill");
+    let pg = site.primary("archive_timeout = 2s\n");
+    pg.start();
+    pg.psql("create table orders (id int primary key); insert into orders select generate_series(1, 500)");
+    let pg_ctl = pg_tool("pg_ctl").display().to_string();
+    let data = site.data.display().to_string();
+    let log = site.s.path("restarted.log").display().to_string();
+    let runbook = site.s.write(
+        "cluster-lost.yaml",
+        &format!(
+            "name: cluster-lost\npolicy: policy.yaml\nobjectives: {{rto: 5m, rpo: 30m}}\nheartbeat: {{export: main, interval: 1s}}\n\
+             drill:\n  backup_first: true\n  settle: 10s\n  inject:\n    - name: the server crashes\n      \
+             action: {{kind: command, destructive: true, run: [{pg_ctl}, -D, {data}, -m, immediate, -w, stop]}}\n\
+             steps:\n  - name: the server is down\n    phase: detect\n    \
+             action: {{kind: sql, export: main, query: \"select 1\", until: fails, interval: 1s}}\n    timeout: 30s\n  \
+             - name: restore the cluster to just before the crash\n    phase: restore\n    \
+             action: {{kind: restore_backup, export: main, point: before_failure}}\n    timeout: 2m\n  \
+             - name: start it\n    phase: restart\n    \
+             action: {{kind: command, run: [{pg_ctl}, -D, {data}, -l, {log}, -w, start]}}\n    timeout: 1m\n  \
+             - name: the orders are back\n    phase: verify\n    \
+             action: {{kind: sql, export: main, query: \"select count(*) from orders\", expect: {{value: \"500\"}}}}\n    timeout: 30s\n"
+        ),
+    );
+    chown_postgres(&runbook);
+    let r = drp_as_postgres(
+        &site,
+        &[
+            "--json",
+            "drill",
+            &runbook.display().to_string(),
+            "--yes",
+            "--out",
+            "reports",
+        ],
+    );
+    r.ok();
+    let report = r.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    let rpo = report["rpo"]["heartbeat_seconds"].as_f64().unwrap();
+    eprintln!("PostgreSQL drill: heartbeat RPO {rpo:.1}s after a 10 s settle (archive_timeout 2s)");
+    assert!(
+        rpo < 6.0,
+        "heartbeat RPO {rpo:.1}s: the archived WAL was not replayed {report:#}"
+    );
+    assert!(
+        !site.entries_like("db.drp-replaced-").is_empty(),
+        "the crashed data directory is kept"
+    );
+}
