@@ -1264,3 +1264,70 @@ fn a_drill_of_a_lost_cluster_restores_it_in_place_and_measures_the_rpo_from_the_
         "the crashed data directory is kept"
     );
 }
+
+#[test]
+fn a_push_killed_mid_upload_never_leaves_a_partial_object_in_the_archive() {
+    let site = Site::new("walkill");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql("create table t (n int); insert into t select generate_series(1, 200000)");
+    let name = pg.switch_wal();
+    let segment = pg.data.join("pg_wal").join(&name);
+    let bytes = std::fs::read(&segment).unwrap();
+    // Stopped, so that nothing recycles it; its shutdown checkpoint may
+    // have, so it is put back as it was.
+    pg.stop();
+    std::fs::write(&segment, &bytes).unwrap();
+    chown_postgres(&segment);
+    let out = site.dir("fetched");
+    let mut seed = crate::harness::rand_u32() as u64;
+    let mut cut_short = 0;
+    for round in 0..12 {
+        // Nothing archived yet for this name: each round starts clean.
+        for o in site.objects(&name) {
+            std::fs::remove_file(o).unwrap();
+        }
+        let _ = std::fs::remove_file(site.state.join("wal/main").join(&name));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis((seed >> 33) % 120);
+        let mut c = as_postgres(&agent_bin(), site.s.dir.path());
+        c.args(["wal", "push", "--policy"])
+            .arg(&site.policy)
+            .arg(&segment);
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(delay);
+        // runuser forwards the signal to the agent; SIGKILL the whole group.
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("wal push --policy {}", site.policy.display()),
+            ])
+            .status();
+        let _ = child.wait();
+        // Whatever is listed is whole: `wal get` finds it intact (0) or
+        // finds nothing (1), never a damaged copy (126).
+        let got = site.agent(&["wal", "get", &name, &out.join(&name).display().to_string()]);
+        assert!(
+            got.code == 0 || got.code == 1,
+            "round {round} (killed after {delay:?}): wal get exited {}: {}",
+            got.code,
+            got.all()
+        );
+        assert!(site.objects(&name).len() <= 1, "round {round}: two objects");
+        if got.code == 1 {
+            cut_short += 1;
+        }
+    }
+    assert!(
+        cut_short > 0,
+        "no push was killed before it finished: the test proved nothing"
+    );
+    site.agent(&["wal", "push", &segment.display().to_string()])
+        .ok();
+    site.agent(&["wal", "get", &name, &out.join(&name).display().to_string()])
+        .ok();
+    assert_eq!(std::fs::read(out.join(&name)).unwrap(), bytes);
+}
