@@ -453,6 +453,7 @@ pub async fn execute(
                     )
                 })?,
                 archive_command: options.archive_command.clone(),
+                archive_ends_at: Some(r.next_missing.clone()),
             },
         }),
     };

@@ -137,6 +137,9 @@ pub enum ReplayFrom {
         /// archived), `None` for a copy elsewhere (archiving off: a copy
         /// never writes into the original's archive).
         archive_command: Option<String>,
+        /// The first WAL file the archive lacks (the plan's reach): a replay
+        /// to the end must get this far, or a file went missing meanwhile.
+        archive_ends_at: Option<String>,
     },
     /// MariaDB binary logs, already fetched and verified.
     Binlogs(BinlogReplay),

@@ -609,6 +609,7 @@ impl Staged for StagedCluster {
                 ReplayFrom::Archive {
                     restore_command,
                     archive_command,
+                    archive_ends_at,
                 },
         }) = &options.replay
         else {
@@ -636,8 +637,8 @@ impl Staged for StagedCluster {
                 options,
             )
         };
-        let replayed = match replay(*target)? {
-            Replayal::Promoted(r) => r,
+        let (replayed, to_the_end, ended_in) = match replay(*target)? {
+            Replayal::Promoted(r, ended_in) => (r, target.is_none(), ended_in),
             // A target past the archive's end was refused before anything
             // started; within it, PostgreSQL stops short of the target when
             // no transaction committed after it in the archived WAL. Every
@@ -649,7 +650,7 @@ impl Staged for StagedCluster {
                     "no transaction in the archived WAL committed after the target: replaying all of it"
                 );
                 match replay(None)? {
-                    Replayal::Promoted(r) => r,
+                    Replayal::Promoted(r, ended_in) => (r, true, ended_in),
                     Replayal::TargetNotReached => {
                         return Err(SourceError::Invalid(
                             "the replay ended before its target, twice".into(),
@@ -658,6 +659,9 @@ impl Staged for StagedCluster {
                 }
             }
         };
+        if to_the_end {
+            check_replayed_to_the_end(&ended_in, archive_ends_at.as_deref())?;
+        }
         options.cancel.check()?;
         refuse_running(&self.dest)?;
         let mut committed = super::super::directory::swap_in(
@@ -772,15 +776,16 @@ fn replay_in_private_server(
     }
     let row = query(
         "select coalesce(extract(epoch from pg_last_xact_replay_timestamp())::text, '') || '|' \
-         || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || '|' || (select count(*) from pg_database);",
+         || pg_walfile_name(pg_current_wal_lsn()) || '|' || (select count(*) from pg_database);",
     )?;
     let fields: Vec<&str> = row.split('|').collect();
     let reached = fields
         .first()
         .and_then(|t| t.parse::<f64>().ok())
         .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
-    let timeline = fields
-        .get(1)
+    let ended_in = fields.get(1).map(|f| f.to_string()).unwrap_or_default();
+    let timeline = ended_in
+        .get(..8)
         .and_then(|t| u32::from_str_radix(t, 16).ok())
         .unwrap_or(0);
     if archive_command.is_none() {
@@ -791,16 +796,39 @@ fn replay_in_private_server(
         query("alter system set archive_mode = 'off';")?;
     }
     server.stop()?;
-    Ok(Replayal::Promoted(Replayed { reached, timeline }))
+    Ok(Replayal::Promoted(Replayed { reached, timeline }, ended_in))
 }
 
 /// How a replay in the private server ended.
 enum Replayal {
-    Promoted(Replayed),
+    /// Promoted; with the WAL file it continues in.
+    Promoted(Replayed, String),
     /// The server stopped at the end of the archived WAL without meeting a
     /// transaction committed after the target time (PostgreSQL 13 and later
     /// refuse to promote then).
     TargetNotReached,
+}
+
+/// A replay to the end of the archive must end in the last file of the
+/// unbroken run the plan saw (or later): ending earlier means a file of it
+/// went missing or could not be read after the plan, and the restore would
+/// silently lose what follows.
+fn check_replayed_to_the_end(
+    ended_in: &str,
+    archive_ends_at: Option<&str>,
+) -> Result<(), SourceError> {
+    let size = crate::wal::DEFAULT_SEGMENT_SIZE;
+    let segno = |name: &str| crate::wal::WalFile::parse(name).and_then(|f| f.segno(size));
+    if let (Some(ended), Some(end)) = (segno(ended_in), archive_ends_at.and_then(segno))
+        && ended + 1 < end
+    {
+        return Err(SourceError::Invalid(format!(
+            "the replay ended in {ended_in}, before the end of the archive the plan saw ({} is the first file \
+             missing): a WAL file went missing or could not be read meanwhile; the data directory was not touched",
+            archive_ends_at.unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// What PostgreSQL logs, as FATAL, when recovery ends before its target.
@@ -923,6 +951,15 @@ mod tests {
             assert_eq!(w.file("backup_manifest").unwrap(), b"{\"x\": 1}\n");
             assert!(w.file("base/1/1259").is_none());
         }
+    }
+
+    #[test]
+    fn a_replay_to_the_end_that_stops_before_the_planned_end_is_refused() {
+        let end = Some("000000010000000000000009");
+        check_replayed_to_the_end("000000020000000000000008", end).unwrap();
+        check_replayed_to_the_end("000000020000000000000009", end).unwrap();
+        let early = check_replayed_to_the_end("000000020000000000000005", end).unwrap_err();
+        assert!(early.to_string().contains("went missing"), "{early}");
     }
 
     #[test]
