@@ -115,7 +115,7 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
                 Ok(s) => s.shipped.clone(),
                 Err(_) => Vec::new(),
             };
-            let state = archive.record(turn).await?;
+            let state = archive.record(Some(turn)).await?;
             if out.json {
                 out.print_json(&serde_json::json!({
                     "export": name, "shipped": shipped,
@@ -186,7 +186,7 @@ async fn binlog_status(policy: &Policy, name: &str, out: &Output) -> Result<Exit
         eprintln!("warning: {e}");
         code = ExitCode::Partial;
     }
-    let state = archive.record(Ok(Default::default())).await?;
+    let state = archive.record(None).await?;
     let mut targets = Vec::new();
     for repo in &archive.repos {
         let objects = repo.binlog_list(&policy.host, name).await?;
@@ -248,8 +248,7 @@ async fn status(policy: &Policy, export: Option<&str>, out: &Output) -> Result<E
         eprintln!("warning: {e}");
         code = ExitCode::Partial;
     }
-    let backlog = drp_core::wal::run::Backlog::read(&archive.pg_wal(), &archive.spool()?);
-    let state = archive.record(Ok(backlog), true).await?;
+    let state = archive.record(None, true).await?;
     let mut json_targets = Vec::new();
     for (target, inv) in archive.inventories().await {
         let inv = inv?;

@@ -60,6 +60,11 @@ pub struct Plan {
 pub struct ReplayPlan {
     /// The instant asked for; `None` is the newest one archived.
     pub target: Option<DateTime<Utc>>,
+    /// Whether a transaction committed exactly at `target` is replayed
+    /// (`--to-time`), or not (`--before`: strictly before).
+    pub inclusive: bool,
+    /// The WAL segment size (PostgreSQL), to tell where a replay ended.
+    pub segment_size: u64,
     /// The newest instant the archive reaches from this base backup.
     pub until: Option<DateTime<Utc>>,
     /// The timeline the newest instant is on.
@@ -82,13 +87,20 @@ impl Plan {
     /// The newest instant the restored data holds (never later than the
     /// truth): the point's consistency time, or where its replay stops.
     pub fn reaches(&self) -> DateTime<Utc> {
-        match &self.replay {
-            Some(ReplayPlan {
-                target: Some(t), ..
-            }) => *t,
-            Some(ReplayPlan { until: Some(u), .. }) => (*u).max(self.manifest.consistency_time),
-            _ => self.manifest.consistency_time,
-        }
+        let Some(r) = &self.replay else {
+            return self.manifest.consistency_time;
+        };
+        // Binary-log times are whole seconds: a replay stops at the second
+        // its target falls in.
+        let target = match (r.target, &r.binlogs) {
+            (Some(t), Some(_)) => DateTime::from_timestamp(t.timestamp(), 0),
+            (t, _) => t,
+        };
+        let end = match (target, r.until) {
+            (Some(t), Some(u)) => t.min(u),
+            (t, u) => t.or(u).unwrap_or(self.manifest.consistency_time),
+        };
+        end.max(self.manifest.consistency_time)
     }
 }
 
@@ -252,7 +264,7 @@ async fn replay_plan(
         let objects = repo.binlog_list(&manifest.host, &manifest.export).await?;
         let reach = crate::wal::ship::reach(&objects, start);
         let until = reach.until.map(|u| u.max(manifest.consistency_time));
-        let target = replay_target(selector, until, repo, &reach.next_missing)?;
+        let (target, inclusive) = replay_target(selector, until, repo, &reach.next_missing)?;
         // Files closed after the target hold nothing to replay but their start.
         let mut files = reach.files;
         if let Some(t) = target
@@ -262,6 +274,8 @@ async fn replay_plan(
         }
         return Ok(Some(ReplayPlan {
             target,
+            inclusive,
+            segment_size: 0,
             until,
             timeline: 0,
             next_missing: reach.next_missing,
@@ -280,9 +294,11 @@ async fn replay_plan(
     };
     let inventory = Inventory::read(repo, &manifest.host, &manifest.export).await?;
     let reach = inventory.reach(range);
-    let target = replay_target(selector, reach.until, repo, &reach.next_missing)?;
+    let (target, inclusive) = replay_target(selector, reach.until, repo, &reach.next_missing)?;
     Ok(Some(ReplayPlan {
         target,
+        inclusive,
+        segment_size: range.segment_size,
         until: reach.until,
         timeline: reach.timeline,
         next_missing: reach.next_missing,
@@ -290,15 +306,17 @@ async fn replay_plan(
     }))
 }
 
-/// The instant a replay stops at: the one asked for (refused when later than
-/// the archive reaches), or, before a failure, the failure time when the
-/// archive reaches it and everything archived otherwise.
+/// The instant a replay stops at, and whether a commit exactly then is
+/// replayed: the one asked for (refused when later than the archive
+/// reaches), or strictly before a time (`--before`, a runbook's failure
+/// time) even when the archive ends earlier: files archived while the
+/// restore runs are then never replayed past it.
 fn replay_target(
     selector: &Selector,
     until: Option<DateTime<Utc>>,
     repo: &Repository,
     next_missing: &str,
-) -> Result<Option<DateTime<Utc>>> {
+) -> Result<(Option<DateTime<Utc>>, bool)> {
     match selector {
         Selector::At(t) if until.is_none_or(|u| *t > u) => Err(Error::NotFound(format!(
             "{} is later than the newest instant the archive reaches ({}; the next file, {next_missing}, is not \
@@ -307,9 +325,9 @@ fn replay_target(
             until.map_or("none".into(), |u| u.to_rfc3339()),
             repo.name()
         ))),
-        Selector::At(t) => Ok(Some(*t)),
-        Selector::Before(t) if until.is_some_and(|u| *t <= u) => Ok(Some(*t)),
-        _ => Ok(None),
+        Selector::At(t) => Ok((Some(*t), true)),
+        Selector::Before(t) => Ok((Some(*t), false)),
+        Selector::Latest | Selector::Id(_) => Ok((None, true)),
     }
 }
 
@@ -436,16 +454,19 @@ pub async fn execute(
         None => None,
         Some(ReplayPlan {
             target,
+            inclusive,
             binlogs: Some((files, start)),
             ..
         }) => Some(Replay {
             target: *target,
+            inclusive: *inclusive,
             from: ReplayFrom::Binlogs(
                 fetch_binlogs(&plan.repository, files, *start, *target, &binlog_dir).await?,
             ),
         }),
         Some(r) => Some(Replay {
             target: r.target,
+            inclusive: r.inclusive,
             from: ReplayFrom::Archive {
                 restore_command: options.restore_command.clone().ok_or_else(|| {
                     Error::Usage(
@@ -454,6 +475,8 @@ pub async fn execute(
                 })?,
                 archive_command: options.archive_command.clone(),
                 archive_ends_at: Some(r.next_missing.clone()),
+                segment_size: r.segment_size,
+                timeline: r.timeline,
             },
         }),
     };

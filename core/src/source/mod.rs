@@ -121,6 +121,8 @@ pub struct CommitOptions {
 pub struct Replay {
     /// Stop at this instant; `None` replays everything archived.
     pub target: Option<DateTime<Utc>>,
+    /// Whether a transaction committed exactly at `target` is replayed.
+    pub inclusive: bool,
     pub from: ReplayFrom,
 }
 
@@ -140,6 +142,10 @@ pub enum ReplayFrom {
         /// The first WAL file the archive lacks (the plan's reach): a replay
         /// to the end must get this far, or a file went missing meanwhile.
         archive_ends_at: Option<String>,
+        /// The cluster's WAL segment size.
+        segment_size: u64,
+        /// The timeline the plan follows (`recovery_target_timeline`).
+        timeline: u32,
     },
     /// MariaDB binary logs, already fetched and verified.
     Binlogs(BinlogReplay),

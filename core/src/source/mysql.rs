@@ -358,9 +358,9 @@ impl Mysql {
         Ok(())
     }
 
-    /// The server's binary logs, oldest first, with the one being written
-    /// last. An error when binary logging is off.
-    pub fn binary_logs(&self) -> Result<Vec<String>, SourceError> {
+    /// The server's binary logs and their sizes, oldest first, with the one
+    /// being written last. An error when binary logging is off.
+    pub fn binary_logs(&self) -> Result<Vec<(String, u64)>, SourceError> {
         let out = self.query(None, "show binary logs;").map_err(|e| {
             SourceError::Invalid(format!(
                 "the server's binary logs cannot be listed (is `log_bin` on? start mariadbd with --log-bin \
@@ -369,9 +369,12 @@ impl Mysql {
         })?;
         Ok(out
             .lines()
-            .filter_map(|l| l.split('\t').next())
-            .filter(|n| crate::wal::binlog::valid_name(n))
-            .map(str::to_string)
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let name = f.next()?;
+                let size = f.next()?.trim().parse().ok()?;
+                crate::wal::binlog::valid_name(name).then(|| (name.to_string(), size))
+            })
             .collect())
     }
 
@@ -438,18 +441,40 @@ impl Mysql {
             decode.arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
         }
         decode.arg("--").args(&replay.files);
-        let sql = process::run(&mut decode, None)?;
-        refuse_statements_naming(&sql, logged)?;
+        // The decoded statements go to a file as bytes (a latin1 or binary
+        // literal is not UTF-8), never through memory as text.
         let script = tempfile::Builder::new()
             .prefix(".drp-binlog-")
             .tempfile()
             .map_err(|e| SourceError::io("cannot stage the binary-log replay", e))?;
-        std::fs::write(script.path(), sql.as_bytes())
+        let out = script
+            .as_file()
+            .try_clone()
             .map_err(|e| SourceError::io("cannot stage the binary-log replay", e))?;
+        decode
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(std::process::Stdio::piped());
+        let done = decode
+            .output()
+            .map_err(|e| SourceError::io(format!("cannot run {}", tool.display()), e))?;
+        if !done.status.success() {
+            return Err(SourceError::ToolFailed {
+                tool: "mariadb-binlog".into(),
+                status: done.status.to_string(),
+                stderr: String::from_utf8_lossy(&done.stderr).trim().to_string(),
+            });
+        }
+        refuse_unsafe_statements(script.path(), logged)?;
         let client = self.tool(&["mariadb", "mysql"])?;
         let opts = self.option_file()?;
         let mut cmd = self.command(&client, &opts);
-        cmd.arg("--binary-mode").arg("--").arg(database);
+        // Replayed changes are not logged again: the server's own log (and its
+        // replicas) already hold them under their original GTIDs.
+        cmd.arg("--init-command=SET SESSION sql_log_bin=0")
+            .arg("--binary-mode")
+            .arg("--")
+            .arg(database);
         process::run_with_stdin_file(&mut cmd, script.path(), &options.cancel)
     }
 
@@ -472,56 +497,123 @@ impl Mysql {
     }
 }
 
-/// Refuses a replay whose statements name the exported database
-/// explicitly (`shop.orders`, `DROP DATABASE shop`): `--rewrite-db` renames
-/// only the default database and row events, so such a statement would act
-/// on the live database instead of the staged copy. Row events (`BINLOG`
-/// blocks) and `use` are safe.
-fn refuse_statements_naming(sql: &str, database: &str) -> Result<(), SourceError> {
-    let db = database.to_ascii_lowercase();
-    let qualified = [format!("{db}."), format!("`{db}`.")];
-    let whole = [
-        format!("database {db}"),
-        format!("database `{db}`"),
-        format!("database if exists {db}"),
-        format!("database if exists `{db}`"),
-        format!("schema {db}"),
-        format!("schema `{db}`"),
-    ];
-    let mut in_binlog = false;
-    for line in sql.lines() {
-        let l = line.trim_start().to_ascii_lowercase();
-        if l.starts_with("binlog '") {
-            in_binlog = true;
+/// Refuses a replay that could act outside the staged copy: a statement
+/// naming the exported database explicitly (`shop.orders`, `DROP DATABASE
+/// shop`: `--rewrite-db` renames only the default database and row events,
+/// so it would act on the live database), or one acting on the whole server
+/// (accounts, grants, databases, replication). Row events (`BINLOG` blocks)
+/// and `use` are safe.
+fn refuse_unsafe_statements(script: &Path, database: &str) -> Result<(), SourceError> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(script)
+        .map_err(|e| SourceError::io("cannot read the decoded binary logs", e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    let mut checker = StatementCheck::new(database);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| SourceError::io("cannot read the decoded binary logs", e))?;
+        if n == 0 {
+            return Ok(());
         }
-        if in_binlog {
-            if l.starts_with("'/*!*/;") || l.ends_with("'/*!*/;") {
-                in_binlog = false;
-            }
-            continue;
-        }
-        if l.starts_with('#')
-            || l.starts_with("/*!") && !l.contains("create")
-            || l.starts_with("use ")
-        {
-            continue;
-        }
-        let names = qualified.iter().any(|q| {
-            l.match_indices(q.as_str()).any(|(i, _)| {
-                i == 0
-                    || !l.as_bytes()[i - 1].is_ascii_alphanumeric() && l.as_bytes()[i - 1] != b'_'
-            })
-        }) || whole.iter().any(|w| l.contains(w.as_str()));
-        if names {
-            return Err(SourceError::Invalid(format!(
-                "the binary logs hold a statement that names database `{database}` itself (`{}`): replayed into \
-                 the staged copy it would act on the live database, so nothing was replayed or changed; restore \
-                 the export alone (--point) and replay that part by hand",
-                line.trim().chars().take(120).collect::<String>()
-            )));
+        checker.line(&String::from_utf8_lossy(&line))?;
+    }
+}
+
+/// Statements that act on the server, not on one database's tables.
+const SERVER_WIDE: [&str; 24] = [
+    "create user",
+    "drop user",
+    "alter user",
+    "rename user",
+    "grant ",
+    "revoke ",
+    "set password",
+    "create database",
+    "drop database",
+    "alter database",
+    "create schema",
+    "drop schema",
+    "alter schema",
+    "create server",
+    "drop server",
+    "alter server",
+    "install ",
+    "uninstall ",
+    "flush ",
+    "reset ",
+    "change master",
+    "start slave",
+    "stop slave",
+    "kill ",
+];
+
+struct StatementCheck {
+    database: String,
+    qualified: [String; 2],
+    in_binlog: bool,
+}
+
+impl StatementCheck {
+    fn new(database: &str) -> Self {
+        let db = database.to_ascii_lowercase();
+        StatementCheck {
+            database: database.to_string(),
+            qualified: [format!("{db}."), format!("`{db}`.")],
+            in_binlog: false,
         }
     }
-    Ok(())
+
+    fn line(&mut self, line: &str) -> Result<(), SourceError> {
+        let l = line.trim().to_ascii_lowercase();
+        if l.starts_with("binlog '") {
+            self.in_binlog = true;
+        }
+        if self.in_binlog {
+            if l.ends_with("'/*!*/;") {
+                self.in_binlog = false;
+            }
+            return Ok(());
+        }
+        if l.starts_with('#') || l.starts_with("use ") {
+            return Ok(());
+        }
+        // `/*!40000 DROP TABLE …*/` runs as well: its text counts.
+        let body = match l.strip_prefix("/*!") {
+            Some(rest) => rest
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start(),
+            None => l.as_str(),
+        };
+        let names = self.qualified.iter().any(|q| {
+            body.match_indices(q.as_str()).any(|(i, _)| {
+                i == 0
+                    || !body.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && body.as_bytes()[i - 1] != b'_'
+            })
+        });
+        let server_wide = SERVER_WIDE.iter().find(|s| body.starts_with(*s));
+        if !names && server_wide.is_none() {
+            return Ok(());
+        }
+        // The statement's first words only: its values may be secrets.
+        let head: String = body
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let why = match server_wide {
+            Some(_) => "acts on the whole server".to_string(),
+            None => format!("names database `{}` itself", self.database),
+        };
+        Err(SourceError::Invalid(format!(
+            "the binary logs hold a statement that {why} (`{head} …`): replayed into the staged copy it would act \
+             outside it, so nothing was replayed or changed; restore the export alone (--point) and replay that \
+             part by hand"
+        )))
+    }
 }
 
 /// The time of the last event a replay of `r` applies (none when it
@@ -748,20 +840,30 @@ impl Source for Mysql {
 
 #[cfg(test)]
 mod replay_tests {
-    use super::refuse_statements_naming;
+    use super::StatementCheck;
+
+    fn check(script: &str) -> Result<(), super::SourceError> {
+        let mut c = StatementCheck::new("shop");
+        script.lines().try_for_each(|l| c.line(l))
+    }
 
     #[test]
-    fn statements_naming_the_database_are_refused_row_events_and_use_are_not() {
-        let safe = "# at 4\nuse `shop`/*!*/;\nBINLOG '\nshop.orders base64\n'/*!*/;\nCOMMIT/*!*/;\ninsert into orders values (1)/*!*/;\n";
-        refuse_statements_naming(safe, "shop").unwrap();
+    fn statements_naming_the_database_or_the_server_are_refused_row_events_and_use_are_not() {
+        let safe = "# at 4\nuse `shop`/*!*/;\nBINLOG '\nshop.orders base64\n'/*!*/;\nCOMMIT/*!*/;\ninsert into orders values (1)/*!*/;\n/*!100001 SET @@session.gtid_domain_id=0*//*!*/;\n";
+        check(safe).unwrap();
         for bad in [
             "drop table shop.orders/*!*/;",
             "DROP TABLE `shop`.`orders`/*!*/;",
             "drop database shop/*!*/;",
             "DROP DATABASE IF EXISTS `shop`/*!*/;",
+            "/*!40000 drop table shop.t*/;",
+            "DROP USER app@localhost/*!*/;",
+            "ALTER USER app IDENTIFIED BY 'secret'/*!*/;",
+            "GRANT ALL ON *.* TO app/*!*/;",
         ] {
-            assert!(refuse_statements_naming(bad, "shop").is_err(), "{bad}");
+            let e = check(bad).unwrap_err().to_string();
+            assert!(!e.contains("secret"), "{e}");
         }
-        refuse_statements_naming("insert into myshop.t values (1)/*!*/;", "shop").unwrap();
+        check("insert into myshop.t values (1)/*!*/;").unwrap();
     }
 }

@@ -165,11 +165,21 @@ impl Archive<'_> {
                         self.export
                     )));
                 }
-                // A copy that does not match its own digest was never
-                // acknowledged (an upload cut short): it is replaced.
-                Err(Error::Integrity { .. }) => {
+                // A copy of this very content that does not match its own
+                // digest was never acknowledged (an upload cut short): it is
+                // replaced. One of other content is never touched.
+                Err(Error::Integrity { .. }) if existing.sha256 == ready.sha256 => {
                     tracing::warn!(target = repo.name(), object = %existing.key, "replacing an incomplete WAL object");
                     repo.wal_delete(&existing).await?;
+                }
+                Err(Error::Integrity { .. }) => {
+                    return Err(Error::Conflict(format!(
+                        "target `{}` holds a damaged copy of {} of other content (SHA-256 {}); it is left for \
+                         inspection and nothing was overwritten",
+                        repo.name(),
+                        ready.file,
+                        short(&existing.sha256)
+                    )));
                 }
                 Err(e) => return Err(e),
             }
@@ -425,11 +435,18 @@ impl Inventory {
     /// The timelines a restore from `base` follows, as `(timeline, first
     /// segment on it)`, oldest first: to the newest timeline descending from
     /// the base's, as PostgreSQL does with `recovery_target_timeline = latest`.
-    fn chain(&self, base: u32) -> Vec<(u32, u64)> {
+    fn chain(&self, range: &WalRange) -> Vec<(u32, u64)> {
+        let base = range.timeline;
+        // A timeline that left the base's before the backup was consistent
+        // cannot be replayed from it (PostgreSQL: "not a child of this
+        // server's history").
         let target = self
             .histories
             .iter()
-            .filter(|(_, h)| h.iter().any(|b| b.parent == base))
+            .filter(|(_, h)| {
+                h.iter()
+                    .any(|b| b.parent == base && b.switch_lsn >= range.stop_lsn)
+            })
             .map(|(&t, _)| t)
             .max()
             .unwrap_or(base);
@@ -448,7 +465,7 @@ impl Inventory {
 
     /// How far a restore of the base backup `range` can replay.
     pub fn reach(&self, range: &WalRange) -> Reach {
-        let chain = self.chain(range.timeline);
+        let chain = self.chain(range);
         let timeline_of = |s: u64| {
             chain
                 .iter()
@@ -592,5 +609,18 @@ mod tests {
         assert_eq!(reach.timeline, 2);
         assert_eq!(reach.until, DateTime::from_timestamp(1_006, 0));
         assert_eq!(reach.next_missing, "000000020000000000000007");
+    }
+
+    #[test]
+    fn a_timeline_that_forked_before_the_backup_ended_is_not_followed() {
+        // Timeline 2 left timeline 1 at 0/3000000; a backup of timeline 1
+        // taken later (0/5000028 … 0/5000100) cannot replay onto it.
+        let inv = inventory(
+            &[(1, 5), (1, 6), (2, 3), (2, 4), (2, 5), (2, 6)],
+            &[(2, "1\t0/3000000\tbefore the backup\n")],
+        );
+        let reach = inv.reach(&range(1, "0/5000028", "0/5000100"));
+        assert_eq!(reach.timeline, 1);
+        assert_eq!(reach.next_missing, "000000010000000000000007");
     }
 }

@@ -45,8 +45,12 @@ pub struct BinlogFacts {
     pub first_event: Option<DateTime<Utc>>,
     pub last_event: Option<DateTime<Utc>>,
     /// When the server closed it (its rotate event): every transaction
-    /// committed before this instant is in this file or an earlier one.
+    /// committed before this instant is in this file or an earlier one. A
+    /// log cut short by a crash has no rotate event: its last event's time.
     pub closed_at: Option<DateTime<Utc>>,
+    /// It ends with a rotate or stop event (not cut short by a crash).
+    #[serde(default)]
+    pub terminated: bool,
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
 }
@@ -134,7 +138,11 @@ pub fn facts(bytes: &[u8]) -> Result<BinlogFacts, String> {
             .iter()
             .rev()
             .find(|e| e.kind == ROTATE_EVENT || e.kind == STOP_EVENT)
+            .or(events.last())
             .and_then(|e| time(e.timestamp)),
+        terminated: events
+            .last()
+            .is_some_and(|e| e.kind == ROTATE_EVENT || e.kind == STOP_EVENT),
         first_gtid: gtids.first().cloned(),
         last_gtid: gtids.last().cloned(),
     })
@@ -189,7 +197,7 @@ pub fn start_in_dump(head: &str) -> Option<BinlogStart> {
                 .trim()
                 .parse()
                 .ok()?;
-            if valid_name(&file) {
+            if valid_name(&file) && start.is_none() {
                 start = Some(BinlogStart {
                     file,
                     position,
@@ -197,8 +205,14 @@ pub fn start_in_dump(head: &str) -> Option<BinlogStart> {
                 });
             }
         }
-        if let Some(rest) = line.split("gtid_slave_pos='").nth(1) {
+        if let Some(rest) = line.split("gtid_slave_pos='").nth(1)
+            && gtid.is_none()
+        {
             gtid = rest.split('\'').next().map(str::to_string);
+        }
+        // The coordinates are comments at the top; table data follows.
+        if line.starts_with("CREATE TABLE") || line.starts_with("INSERT INTO") {
+            break;
         }
     }
     start.map(|s| BinlogStart {

@@ -121,7 +121,8 @@ impl<'p> ExportArchive<'p> {
             return Ok(());
         }
         Err(Error::Conflict(format!(
-            "{} is not in {} (the `data_directory` of export `{}`): a restored copy or another cluster is running              with this policy's archive_command; nothing was archived",
+            "{} is not in {} (the `data_directory` of export `{}`): a restored copy or another cluster is running \
+             with this policy's archive_command; nothing was archived",
             path.display(),
             expected.display(),
             self.export
@@ -285,59 +286,73 @@ impl<'p> ExportArchive<'p> {
     /// Saves what was seen of the archiving: the backlog after a turn (or
     /// its error), the push latencies, and when `reach` is set, how far a
     /// restore reaches now.
-    pub async fn record(&self, turn: Result<Backlog>, reach: bool) -> Result<ArchiveState> {
+    pub async fn record(&self, turn: Option<Result<Backlog>>, reach: bool) -> Result<ArchiveState> {
         let dir = &self.policy.state_dir;
         let mut state = ArchiveState::load(dir, &self.export);
         let spool = self.spool()?;
+        // An observation (`wal status`) is not a turn: the last turn's
+        // outcome and time stay.
         let backlog = match turn {
-            Ok(b) => {
+            Some(Ok(b)) => {
                 state.last_error = None;
+                state.checked_at = Some(Utc::now());
                 b
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 state.last_error = Some(e.to_string());
+                state.checked_at = Some(Utc::now());
                 Backlog::read(&self.pg_wal(), &spool)
             }
+            None => Backlog::read(&self.pg_wal(), &spool),
         };
-        state.checked_at = Some(Utc::now());
         state.backlog_files = backlog.waiting;
         state.pg_wal_free_bytes = backlog.free_bytes;
-        let markers = spool.markers();
-        let seconds: Vec<f64> = markers.iter().map(|(_, m)| m.seconds).collect();
-        let lags: Vec<f64> = markers.iter().map(|(_, m)| m.lag_seconds).collect();
-        state.push_p50_seconds = super::spool::percentile(&seconds, 50.0);
-        state.push_p99_seconds = super::spool::percentile(&seconds, 99.0);
-        state.lag_p99_seconds = super::spool::percentile(&lags, 99.0);
+        (
+            state.push_p50_seconds,
+            state.push_p99_seconds,
+            state.lag_p99_seconds,
+        ) = spool.latencies();
         if reach {
             let r = self.reach().await;
             state.recoverable_until = r.until;
             state.restorable_base_backups = r.restorable;
-            state.reach_checked_at = state.checked_at;
+            state.reach_checked_at = Some(Utc::now());
         }
         state.save(dir, &self.export)?;
         Ok(state)
     }
 
     async fn alert(&self, title: &str, text: &str) {
-        tracing::error!(export = %self.export, "{title}: {text}");
-        let message = Message {
-            host: self.policy.host.clone(),
-            export: self.export.clone(),
-            result: RunResult::Failed,
-            point: None,
-            committed: Vec::new(),
-            failed: self.repos.iter().map(|r| r.name().to_string()).collect(),
-            errors: vec![text.to_string()],
-            seconds: 0.0,
-            at: Utc::now(),
-            title: Some(format!(
-                "drp: {title} for {}/{}",
-                self.policy.host, self.export
-            )),
-        };
-        for e in notify::send(&self.policy.notify, &self.policy.base_dir, &message).await {
-            tracing::warn!("the alert was not delivered: {e}");
-        }
+        let failed: Vec<String> = self.repos.iter().map(|r| r.name().to_string()).collect();
+        alert(self.policy, &self.export, &failed, title, text).await;
+    }
+}
+
+/// Logs and notifies a problem of an export's archiving (a conflict, a
+/// backlog): the policy's notification channels, whatever they are set to
+/// report.
+pub(crate) async fn alert(
+    policy: &Policy,
+    export: &str,
+    targets: &[String],
+    title: &str,
+    text: &str,
+) {
+    tracing::error!(export = %export, "{title}: {text}");
+    let message = Message {
+        host: policy.host.clone(),
+        export: export.to_string(),
+        result: RunResult::Failed,
+        point: None,
+        committed: Vec::new(),
+        failed: targets.to_vec(),
+        errors: vec![text.to_string()],
+        seconds: 0.0,
+        at: Utc::now(),
+        title: Some(format!("drp: {title} for {}/{export}", policy.host)),
+    };
+    for e in notify::send(&policy.notify, &policy.base_dir, &message).await {
+        tracing::warn!("the alert was not delivered: {e}");
     }
 }
 
@@ -425,7 +440,7 @@ pub async fn archive_turn(policy: &Policy) {
                 match super::ship::BinlogArchive::open(policy, name).await {
                     Ok(a) => {
                         let turn = a.ship(true).await;
-                        if let Err(e) = a.record(turn).await {
+                        if let Err(e) = a.record(Some(turn)).await {
                             tracing::warn!(export = %name, error = %e, "binary logs: the turn failed");
                         }
                     }
@@ -439,7 +454,7 @@ pub async fn archive_turn(policy: &Policy) {
                 Ok(a) => {
                     let refresh = since(last.reach_checked_at).is_none_or(|d| d >= REACH_EVERY);
                     let result = a.archive_waiting().await;
-                    if let Err(e) = a.record(result, refresh).await {
+                    if let Err(e) = a.record(Some(result), refresh).await {
                         tracing::warn!(export = %name, error = %e, "the archive state is not saved");
                     }
                 }

@@ -91,8 +91,8 @@ impl<'p> BinlogArchive<'p> {
         let spool = self.spool()?;
         let mut out = Shipped::default();
         // The last one is being written.
-        for name in logs.iter().take(logs.len().saturating_sub(1)) {
-            if spool.is_marked_name(name) {
+        for (name, size) in logs.iter().take(logs.len().saturating_sub(1)) {
+            if spool.is_marked_sized(name, *size) {
                 continue;
             }
             let started = Instant::now();
@@ -135,7 +135,7 @@ impl<'p> BinlogArchive<'p> {
                 stored_now = true;
             }
             let closed = facts.closed_at.unwrap_or_else(Utc::now);
-            spool.mark_file(name, &sha, closed, started.elapsed().as_secs_f64())?;
+            spool.mark_file(name, &sha, *size, closed, started.elapsed().as_secs_f64());
             if stored_now {
                 out.shipped.push(name.clone());
             } else {
@@ -156,10 +156,10 @@ impl<'p> BinlogArchive<'p> {
             let bytes = server.fetch_binary_log(&name, dir.path())?;
             let facts = binlog::facts(&bytes)
                 .map_err(|e| Error::Failed(format!("{name} is not a whole binary log: {e}")))?;
-            if facts.closed_at.is_none() {
-                return Err(Error::Failed(format!(
-                    "{name} has no rotate event: it was not closed"
-                )));
+            if !facts.terminated {
+                // Closed by a crash: the server opened the next one at its
+                // restart. Shipped as it is, up to its last event.
+                tracing::warn!("{name} has no rotate event (the server stopped abruptly): shipped up to its last event");
             }
             Ok((bytes, facts))
         })
@@ -169,33 +169,52 @@ impl<'p> BinlogArchive<'p> {
 
     /// Saves what was seen: the shipment's outcome, the latencies, and how
     /// far a restore reaches now.
-    pub async fn record(&self, turn: Result<Shipped>) -> Result<ArchiveState> {
+    pub async fn record(&self, turn: Option<Result<Shipped>>) -> Result<ArchiveState> {
         let dir = &self.policy.state_dir;
         let mut state = ArchiveState::load(dir, &self.export);
         let spool = self.spool()?;
-        state.checked_at = Some(Utc::now());
-        match &turn {
-            Ok(_) => {
+        // An observation (`wal status`) is not a turn: the last turn's
+        // outcome and time stay.
+        let outcome = match turn {
+            Some(Ok(s)) => {
                 state.last_error = None;
                 state.backlog_files = 0;
+                state.checked_at = Some(Utc::now());
+                Some(Ok(s))
             }
-            Err(e) => {
-                tracing::error!(export = %self.export, error = %e, "binary logs not shipped");
+            Some(Err(e)) => {
                 state.last_error = Some(e.to_string());
+                state.checked_at = Some(Utc::now());
+                if let Error::Conflict(msg) = &e {
+                    let targets: Vec<String> =
+                        self.repos.iter().map(|r| r.name().to_string()).collect();
+                    super::run::alert(
+                        self.policy,
+                        &self.export,
+                        &targets,
+                        "binary-log conflict",
+                        msg,
+                    )
+                    .await;
+                }
+                Some(Err(e))
             }
-        }
-        let markers = spool.markers();
-        let seconds: Vec<f64> = markers.iter().map(|(_, m)| m.seconds).collect();
-        let lags: Vec<f64> = markers.iter().map(|(_, m)| m.lag_seconds).collect();
-        state.push_p50_seconds = super::spool::percentile(&seconds, 50.0);
-        state.push_p99_seconds = super::spool::percentile(&seconds, 99.0);
-        state.lag_p99_seconds = super::spool::percentile(&lags, 99.0);
+            None => None,
+        };
+        (
+            state.push_p50_seconds,
+            state.push_p99_seconds,
+            state.lag_p99_seconds,
+        ) = spool.latencies();
         let r = self.reach().await;
         state.recoverable_until = r.until;
         state.restorable_base_backups = r.restorable;
-        state.reach_checked_at = state.checked_at;
+        state.reach_checked_at = Some(Utc::now());
         state.save(dir, &self.export)?;
-        turn.map(|_| state)
+        match outcome {
+            Some(Err(e)) => Err(e),
+            _ => Ok(state),
+        }
     }
 
     /// The newest instant a restore reaches, over every reachable target.

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::archive::Ready;
+use crate::Result;
 use crate::repository::wal::sha256_hex;
-use crate::{Error, Result};
 
 /// How long markers are kept: PostgreSQL removes a file's `.ready` once it
 /// is acknowledged, so older markers only serve the latency figures.
@@ -24,6 +24,9 @@ const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Marker {
     pub sha256: String,
+    /// The file's size (older markers have none).
+    #[serde(default)]
+    pub size: Option<u64>,
     pub pushed_at: DateTime<Utc>,
     /// Seconds from reading the file to every target holding it.
     pub seconds: f64,
@@ -36,35 +39,72 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// The spool of `export`. It is a cache: a folder that cannot be
+    /// created (another user's, a read-only state folder) only means every
+    /// file is pushed in full, never that a push fails.
     pub fn open(state_dir: &Path, export: &str) -> Result<Spool> {
         let dir = state_dir.join("wal").join(export);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(error = %e, "the WAL spool {} cannot be created; pushing without it", dir.display());
+        }
         Ok(Spool { dir })
     }
 
-    /// Records that `ready` is on every target.
+    /// Records that `ready` is on every target (best effort: see [`Spool::open`]).
     pub fn mark(&self, ready: &Ready, seconds: f64) -> Result<()> {
-        self.mark_file(&ready.file.to_string(), &ready.sha256, ready.ended, seconds)
+        self.mark_file(
+            &ready.file.to_string(),
+            &ready.sha256,
+            ready.raw_size,
+            ready.ended,
+            seconds,
+        );
+        Ok(())
     }
 
     /// Records that the file `name` (its last byte written at `ended`) is on
     /// every target.
+    /// every target. Best effort: a marker not written only means the file
+    /// is checked against the targets again next time.
     pub fn mark_file(
         &self,
         name: &str,
         sha256: &str,
+        size: u64,
         ended: DateTime<Utc>,
         seconds: f64,
-    ) -> Result<()> {
+    ) {
         let now = Utc::now();
         let marker = Marker {
             sha256: sha256.to_string(),
+            size: Some(size),
             pushed_at: now,
             seconds,
             lag_seconds: (now - ended).as_seconds_f64().max(0.0),
         };
         let body = serde_json::to_vec(&marker).expect("marker serialises");
-        crate::state::write_atomically(&self.dir.join(name), &body)
+        if let Err(e) = crate::state::write_atomically(&self.dir.join(name), &body) {
+            tracing::warn!(error = %e, "the spool marker of {name} is not written");
+        }
+    }
+
+    /// Whether a file of this name and size was archived (binary logs,
+    /// whose names come back after `RESET MASTER`).
+    pub fn is_marked_sized(&self, name: &str, size: u64) -> bool {
+        self.marker(name).is_some_and(|m| m.size == Some(size))
+    }
+
+    /// The latencies of recent pushes: 50th and 99th percentiles of their
+    /// duration, 99th of their lag.
+    pub fn latencies(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let markers = self.markers();
+        let seconds: Vec<f64> = markers.iter().map(|(_, m)| m.seconds).collect();
+        let lags: Vec<f64> = markers.iter().map(|(_, m)| m.lag_seconds).collect();
+        (
+            percentile(&seconds, 50.0),
+            percentile(&seconds, 99.0),
+            percentile(&lags, 99.0),
+        )
     }
 
     fn marker(&self, name: &str) -> Option<Marker> {

@@ -605,11 +605,14 @@ impl Staged for StagedCluster {
     fn commit(self: Box<Self>, options: &CommitOptions) -> Result<Committed, SourceError> {
         let Some(Replay {
             target,
+            inclusive,
             from:
                 ReplayFrom::Archive {
                     restore_command,
                     archive_command,
                     archive_ends_at,
+                    segment_size,
+                    timeline,
                 },
         }) = &options.replay
         else {
@@ -628,39 +631,56 @@ impl Staged for StagedCluster {
             })?;
         std::fs::write(dir.join("recovery.signal"), b"")
             .map_err(|e| SourceError::io("cannot write recovery.signal", e))?;
-        let replay = |target: Option<DateTime<Utc>>| {
+        let replay = |stop: &Stop| {
             replay_in_private_server(
                 dir,
                 &self.tools.postgres,
                 self.user.as_deref(),
-                (target, restore_command, archive_command.as_deref()),
+                Recovery {
+                    stop,
+                    timeline: *timeline,
+                    restore_command,
+                    archive_command: archive_command.as_deref(),
+                },
                 options,
             )
         };
-        let (replayed, to_the_end, ended_in) = match replay(*target)? {
+        let first = match target {
+            Some(t) => Stop::Time(*t, *inclusive),
+            None => Stop::End,
+        };
+        let (replayed, to_the_end, ended_in) = match replay(&first)? {
             Replayal::Promoted(r, ended_in) => (r, target.is_none(), ended_in),
-            // A target past the archive's end was refused before anything
-            // started; within it, PostgreSQL stops short of the target when
-            // no transaction committed after it in the archived WAL. Every
-            // archived change is then before the target, so the state at the
-            // target is the end of the archive: the same server, replaying it
-            // all, resumes where it stopped.
-            Replayal::TargetNotReached => {
+            // PostgreSQL stops short of a target time when no transaction
+            // committed after it in the archived WAL: every change it
+            // replayed is then before the target. The same server resumes and
+            // stops exactly where that replay ended, never further (files
+            // archived meanwhile may hold changes after the target).
+            Replayal::TargetNotReached(Some(end)) => {
                 tracing::info!(
-                    "no transaction in the archived WAL committed after the target: replaying all of it"
+                    "no transaction in the archived WAL committed after the target: stopping at {end}"
                 );
-                match replay(None)? {
-                    Replayal::Promoted(r, ended_in) => (r, true, ended_in),
-                    Replayal::TargetNotReached => {
+                match replay(&Stop::Lsn(end))? {
+                    Replayal::Promoted(r, ended_in) => (r, false, ended_in),
+                    Replayal::TargetNotReached(_) => {
                         return Err(SourceError::Invalid(
-                            "the replay ended before its target, twice".into(),
+                            "the replay could not stop where the archived WAL ends; the data directory was not \
+                             touched: restore to an earlier time"
+                                .into(),
                         ));
                     }
                 }
             }
+            Replayal::TargetNotReached(None) => {
+                return Err(SourceError::Invalid(
+                    "the replay ended before its target and the server did not say where; the data directory \
+                     was not touched: restore to an earlier time"
+                        .into(),
+                ));
+            }
         };
         if to_the_end {
-            check_replayed_to_the_end(&ended_in, archive_ends_at.as_deref())?;
+            check_replayed_to_the_end(&ended_in, archive_ends_at.as_deref(), *segment_size)?;
         }
         options.cancel.check()?;
         refuse_running(&self.dest)?;
@@ -682,7 +702,7 @@ fn replay_in_private_server(
     dir: &Path,
     postgres: &Path,
     user: Option<&str>,
-    (target, restore_command, archive_command): (Option<DateTime<Utc>>, &str, Option<&str>),
+    recovery: Recovery<'_>,
     options: &CommitOptions,
 ) -> Result<Replayal, SourceError> {
     let sockets = tempfile::Builder::new()
@@ -694,6 +714,19 @@ fn replay_in_private_server(
         .map_err(|e| SourceError::io("cannot create the server log", e))?;
     let mut cmd = Command::new(postgres);
     cmd.arg("-D").arg(dir);
+    let Recovery {
+        stop,
+        timeline,
+        restore_command,
+        archive_command,
+    } = recovery;
+    // Only what drp decides runs: the backup's own settings that run
+    // commands, load code, connect out or stop the recovery elsewhere are
+    // overridden (they come back with the data directory, for its owner to
+    // start it with).
+    let hba = sockets.path().join("pg_hba.conf");
+    std::fs::write(&hba, "local all all trust\n")
+        .map_err(|e| SourceError::io("cannot write the private server's pg_hba.conf", e))?;
     let mut settings: Vec<(&str, String)> = vec![
         ("listen_addresses", String::new()),
         (
@@ -701,10 +734,33 @@ fn replay_in_private_server(
             sockets.path().to_string_lossy().into_owned(),
         ),
         ("port", "5432".into()),
+        ("hba_file", hba.to_string_lossy().into_owned()),
         ("restore_command", restore_command.to_string()),
-        ("recovery_target_timeline", "latest".into()),
+        (
+            "recovery_target_timeline",
+            if timeline > 0 {
+                timeline.to_string()
+            } else {
+                "latest".into()
+            },
+        ),
         ("recovery_target_action", "promote".into()),
+        ("recovery_end_command", String::new()),
+        ("archive_cleanup_command", String::new()),
         ("archive_library", String::new()),
+        ("shared_preload_libraries", String::new()),
+        ("session_preload_libraries", String::new()),
+        ("local_preload_libraries", String::new()),
+        ("max_logical_replication_workers", "0".into()),
+        ("primary_conninfo", String::new()),
+        ("hot_standby", "off".into()),
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        ("recovery_target", String::new()),
+        ("recovery_target_name", String::new()),
+        ("recovery_target_xid", String::new()),
+        ("recovery_target_lsn", String::new()),
+        ("recovery_target_time", String::new()),
     ];
     match archive_command {
         Some(c) => {
@@ -713,13 +769,33 @@ fn replay_in_private_server(
         }
         None => settings.push(("archive_mode", "off".into())),
     }
-    if let Some(t) = target {
-        // A numeric UTC offset: the server's own zone never enters into it.
-        settings.push((
-            "recovery_target_time",
-            t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-        ));
-        settings.push(("recovery_target_inclusive", "on".into()));
+    match stop {
+        Stop::Time(t, inclusive) => {
+            // A numeric UTC offset: the server's own zone never enters into it.
+            settings.push((
+                "recovery_target_time",
+                t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+            ));
+            settings.push((
+                "recovery_target_inclusive",
+                if *inclusive { "on" } else { "off" }.into(),
+            ));
+        }
+        Stop::Lsn(lsn) => {
+            settings.push(("recovery_target_lsn", lsn.clone()));
+            settings.push(("recovery_target_inclusive", "on".into()));
+        }
+        Stop::End => {}
+    }
+    // Later `-c` of the same name wins: the targets set above replace the
+    // blanks.
+    let postgresql_conf = dir.join("postgresql.conf");
+    let minimal = sockets.path().join("postgresql.conf");
+    if !postgresql_conf.exists() {
+        // Debian keeps the configuration in /etc: the copy gets a minimal one.
+        std::fs::write(&minimal, "")
+            .map_err(|e| SourceError::io("cannot write the private server's configuration", e))?;
+        settings.push(("config_file", minimal.to_string_lossy().into_owned()));
     }
     // Each `-c name=value` is one argument, taken literally: no quoting.
     for (k, v) in &settings {
@@ -756,8 +832,8 @@ fn replay_in_private_server(
     loop {
         options.cancel.check()?;
         if let Some(status) = server.exited() {
-            if target.is_some() && server.log_contains(TARGET_NOT_REACHED) {
-                return Ok(Replayal::TargetNotReached);
+            if !matches!(stop, Stop::End) && server.log_contains(TARGET_NOT_REACHED) {
+                return Ok(Replayal::TargetNotReached(server.redo_done_at()));
             }
             return Err(SourceError::Invalid(format!(
                 "the replay stopped ({status}) and the data directory was not touched: {}",
@@ -799,6 +875,25 @@ fn replay_in_private_server(
     Ok(Replayal::Promoted(Replayed { reached, timeline }, ended_in))
 }
 
+/// Where a replay stops.
+enum Stop {
+    /// At an instant; whether a commit exactly then is replayed.
+    Time(DateTime<Utc>, bool),
+    /// At a WAL position, included.
+    Lsn(String),
+    /// At the end of the archive.
+    End,
+}
+
+/// How the private server recovers.
+struct Recovery<'a> {
+    stop: &'a Stop,
+    /// `recovery_target_timeline` (0: the latest).
+    timeline: u32,
+    restore_command: &'a str,
+    archive_command: Option<&'a str>,
+}
+
 /// How a replay in the private server ended.
 enum Replayal {
     /// Promoted; with the WAL file it continues in.
@@ -806,7 +901,7 @@ enum Replayal {
     /// The server stopped at the end of the archived WAL without meeting a
     /// transaction committed after the target time (PostgreSQL 13 and later
     /// refuse to promote then).
-    TargetNotReached,
+    TargetNotReached(Option<String>),
 }
 
 /// A replay to the end of the archive must end in the last file of the
@@ -816,8 +911,13 @@ enum Replayal {
 fn check_replayed_to_the_end(
     ended_in: &str,
     archive_ends_at: Option<&str>,
+    size: u64,
 ) -> Result<(), SourceError> {
-    let size = crate::wal::DEFAULT_SEGMENT_SIZE;
+    let size = if size == 0 {
+        crate::wal::DEFAULT_SEGMENT_SIZE
+    } else {
+        size
+    };
     let segno = |name: &str| crate::wal::WalFile::parse(name).and_then(|f| f.segno(size));
     if let (Some(ended), Some(end)) = (segno(ended_in), archive_ends_at.and_then(segno))
         && ended + 1 < end
@@ -854,6 +954,17 @@ impl PrivateServer {
 
     fn log_contains(&self, text: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
+    }
+
+    /// The position where redo ended, as the server logged it
+    /// (`redo done at 0/3000148`).
+    fn redo_done_at(&self) -> Option<String> {
+        let log = std::fs::read_to_string(&self.log).ok()?;
+        let at = log.rfind("redo done at ")?;
+        let lsn = log[at + "redo done at ".len()..]
+            .split_whitespace()
+            .next()?;
+        crate::wal::Lsn::parse(lsn).map(|l| l.to_string())
     }
 
     fn log_tail(&self) -> String {
@@ -956,9 +1067,18 @@ mod tests {
     #[test]
     fn a_replay_to_the_end_that_stops_before_the_planned_end_is_refused() {
         let end = Some("000000010000000000000009");
-        check_replayed_to_the_end("000000020000000000000008", end).unwrap();
-        check_replayed_to_the_end("000000020000000000000009", end).unwrap();
-        let early = check_replayed_to_the_end("000000020000000000000005", end).unwrap_err();
+        let size = crate::wal::DEFAULT_SEGMENT_SIZE;
+        check_replayed_to_the_end("000000020000000000000008", end, size).unwrap();
+        check_replayed_to_the_end("000000020000000000000009", end, size).unwrap();
+        let early = check_replayed_to_the_end("000000020000000000000005", end, size).unwrap_err();
+        assert!(early.to_string().contains("went missing"), "{early}");
+        // 64 MiB segments: the last of log 0 is followed by the first of log 1.
+        check_replayed_to_the_end(
+            "00000001000000000000003F",
+            Some("000000010000000100000000"),
+            64 << 20,
+        )
+        .unwrap();
         assert!(early.to_string().contains("went missing"), "{early}");
     }
 
