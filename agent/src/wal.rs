@@ -11,7 +11,7 @@ use drp_core::source::SourceConfig;
 use drp_core::wal::archive::{Got, Pushed};
 use drp_core::wal::run::{ExportArchive, GET_FATAL, get_status};
 use drp_core::wal::ship::BinlogArchive;
-use drp_core::{Error, ExitCode, Result};
+use drp_core::{ExitCode, Result};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WalCommand {
@@ -150,33 +150,13 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
 /// The export `name` names when it ships binary logs, or the policy's only
 /// one that does.
 fn binlog_export(policy: &Policy, name: Option<&str>) -> Result<String> {
-    let ships = |e: &drp_core::config::Export| matches!(&e.source, SourceConfig::Mysql(c) if c.binlog.is_some());
-    if let Some(n) = name {
-        let e = policy.export(n)?;
-        return if ships(e) {
-            Ok(n.to_string())
-        } else {
-            Err(Error::Usage(format!(
-                "export `{n}` does not ship binary logs"
-            )))
-        };
-    }
-    let all: Vec<&str> = policy
-        .exports
-        .values()
-        .filter(|e| ships(e))
-        .map(|e| e.name.as_str())
-        .collect();
-    match all[..] {
-        [one] => Ok(one.to_string()),
-        [] => Err(Error::Usage(format!(
-            "{} has no mariadb export with `binlog:`",
-            policy.path.display()
-        ))),
-        _ => Err(Error::Usage(
-            "several exports ship binary logs: name one with --export".into(),
-        )),
-    }
+    drp_core::wal::run::export_of(
+        policy,
+        name,
+        |s| matches!(s, SourceConfig::Mysql(c) if c.binlog.is_some()),
+        "a mariadb export with `binlog:`",
+    )
+    .map(|e| e.name.clone())
 }
 
 async fn binlog_status(policy: &Policy, name: &str, out: &Output) -> Result<ExitCode> {

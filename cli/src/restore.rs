@@ -184,12 +184,19 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         );
         if let Some(r) = &plan.replay {
             let until = r.until.map_or("-".into(), |u| u.to_rfc3339());
-            match (&r.target, &to_time, &args.to_time) {
-                (Some(_), Some(t), Some(text)) => eprintln!(
-                    "  replays logs to  {} (the archive reaches {until})",
-                    t.describe(text)
+            let strictly = if r.inclusive { "" } else { "just before " };
+            match (&r.target, &to_time, &args.to_time, &before, &args.before) {
+                (Some(_), Some(t), Some(text), _, _) | (Some(_), _, _, Some(t), Some(text)) => {
+                    eprintln!(
+                        "  replays logs to  {strictly}{} (the archive reaches {until})",
+                        t.describe(text)
+                    )
+                }
+                (Some(t), ..) => eprintln!(
+                    "  replays logs to  {strictly}{} (the archive reaches {until})",
+                    t.to_rfc3339()
                 ),
-                _ => eprintln!("  replays logs to  the newest archived instant, {until}"),
+                (None, ..) => eprintln!("  replays logs to  the newest archived instant, {until}"),
             }
         }
         eprintln!(

@@ -71,6 +71,20 @@ pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Res
     out
 }
 
+/// Opens the targets of an export: the reachable repositories, and the
+/// errors of the others.
+pub async fn open_reachable(policy: &Policy, names: &[String]) -> (Vec<Repository>, Vec<Error>) {
+    let mut repos = Vec::new();
+    let mut unreachable = Vec::new();
+    for (_, opened) in open_targets(policy, names).await {
+        match opened {
+            Ok(r) => repos.push(r),
+            Err(e) => unreachable.push(e),
+        }
+    }
+    (repos, unreachable)
+}
+
 /// Exports `export_name` once to all of its targets.
 pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Result<BackupReport> {
     let export = policy.export(export_name)?.clone();

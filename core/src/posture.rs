@@ -106,8 +106,7 @@ fn archive_posture(
         }
         Ok(s) if !s.archiving => {
             advice.push(format!(
-                "the server does not archive its WAL with drp (archive_command is `{}`): set {} and restart it",
-                s.command,
+                "the server does not archive its WAL with drp (its archive_command is not `drp-agent wal push`): set {} and restart it",
                 settings_to_paste(policy, export)
             ));
             ("WAL archive (off)".to_string(), Duration::MAX)

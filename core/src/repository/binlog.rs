@@ -3,10 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::wal::sha256_hex;
 use super::{Repository, layout};
+use crate::Result;
 use crate::wal::binlog::BinlogFacts;
-use crate::{Error, Result};
 
 /// One shipped binary log, as its key describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,24 +64,7 @@ impl Repository {
     ) -> Result<()> {
         let closed = facts.closed_at.map_or(0, |t| t.timestamp());
         let key = layout::binlog_object(host, export, name, sha256, closed);
-        let size = stored.len() as u64;
-        let op = &self.target.op;
-        op.write(&key, stored)
-            .await
-            .map_err(|e| self.target.error(&format!("cannot ship {name}"), e))?;
-        let meta = op.stat(&key).await.map_err(|e| {
-            self.target
-                .error(&format!("{name} vanished once shipped"), e)
-        })?;
-        if meta.content_length() != size {
-            return Err(Error::target(
-                &self.target.name,
-                format!(
-                    "{key} holds {} bytes, {size} were sent",
-                    meta.content_length()
-                ),
-            ));
-        }
+        self.store_checked(&key, stored, name).await?;
         let record = serde_json::to_vec_pretty(facts).expect("facts serialise");
         self.write(
             &layout::binlog_record(host, export, name, sha256),
@@ -107,26 +89,8 @@ impl Repository {
     /// Reads a shipped binary log back, decompressed and checked against
     /// the digest its key records.
     pub async fn binlog_read(&self, object: &BinlogObject) -> Result<Vec<u8>> {
-        let buf = self
-            .target
-            .op
-            .read(&object.key)
+        self.read_checked(&object.key, &object.sha256, "SHA-256 of the binary log")
             .await
-            .map_err(|e| self.target.error(&format!("cannot read {}", object.key), e))?;
-        let corrupt = |actual: String| Error::Integrity {
-            target: self.target.name.clone(),
-            object: object.key.clone(),
-            what: "SHA-256 of the binary log",
-            expected: object.sha256.clone(),
-            actual,
-        };
-        let bytes = zstd::decode_all(&buf.to_vec()[..])
-            .map_err(|e| corrupt(format!("an undecodable zstd stream ({e})")))?;
-        let actual = sha256_hex(&bytes);
-        if actual != object.sha256 {
-            return Err(corrupt(actual));
-        }
-        Ok(bytes)
     }
 
     /// Removes a shipped binary log and its record (prune).

@@ -136,15 +136,28 @@ impl Repository {
         stored: Vec<u8>,
     ) -> Result<WalObject> {
         let key = layout::wal_object(host, export, file, sha256, ended.timestamp());
+        self.store_checked(&key, stored, &file.to_string()).await?;
+        Ok(WalObject::from_key(&key).expect("a key this module built parses"))
+    }
+
+    /// Reads an archived file back, decompressed, and checks it against the
+    /// digest its key records.
+    pub async fn wal_read(&self, object: &WalObject) -> Result<Vec<u8>> {
+        self.read_checked(&object.key, &object.sha256, "SHA-256 of the WAL file")
+            .await
+    }
+
+    /// Writes `stored` at `key` and checks the target holds every byte.
+    pub(super) async fn store_checked(&self, key: &str, stored: Vec<u8>, what: &str) -> Result<()> {
         let size = stored.len() as u64;
         self.target
             .op
-            .write(&key, stored)
+            .write(key, stored)
             .await
-            .map_err(|e| self.target.error(&format!("cannot archive {file}"), e))?;
-        let meta = self.target.op.stat(&key).await.map_err(|e| {
+            .map_err(|e| self.target.error(&format!("cannot archive {what}"), e))?;
+        let meta = self.target.op.stat(key).await.map_err(|e| {
             self.target
-                .error(&format!("{file} vanished once archived"), e)
+                .error(&format!("{what} vanished once archived"), e)
         })?;
         if meta.content_length() != size {
             return Err(Error::target(
@@ -155,31 +168,36 @@ impl Repository {
                 ),
             ));
         }
-        Ok(WalObject::from_key(&key).expect("a key this module built parses"))
+        Ok(())
     }
 
-    /// Reads an archived file back, decompressed, and checks it against the
-    /// digest its key records.
-    pub async fn wal_read(&self, object: &WalObject) -> Result<Vec<u8>> {
+    /// Reads the zstd object at `key` back, decompressed (on a blocking
+    /// thread), and checks it against `sha256`.
+    pub(super) async fn read_checked(
+        &self,
+        key: &str,
+        sha256: &str,
+        what: &'static str,
+    ) -> Result<Vec<u8>> {
         let buf = self
             .target
             .op
-            .read(&object.key)
+            .read(key)
             .await
-            .map_err(|e| self.target.error(&format!("cannot read {}", object.key), e))?;
+            .map_err(|e| self.target.error(&format!("cannot read {key}"), e))?;
         let bytes = tokio::task::spawn_blocking(move || zstd::decode_all(&buf.to_vec()[..]))
             .await
             .map_err(|e| Error::Failed(format!("the decompression task stopped: {e}")))?;
         let corrupt = |actual: String| Error::Integrity {
             target: self.target.name.clone(),
-            object: object.key.clone(),
-            what: "SHA-256 of the WAL file",
-            expected: object.sha256.clone(),
+            object: key.to_string(),
+            what,
+            expected: sha256.to_string(),
             actual,
         };
         let bytes = bytes.map_err(|e| corrupt(format!("an undecodable zstd stream ({e})")))?;
         let actual = sha256_hex(&bytes);
-        if actual != object.sha256 {
+        if actual != sha256 {
             return Err(corrupt(actual));
         }
         Ok(bytes)

@@ -28,41 +28,57 @@ pub struct ExportArchive<'p> {
     level: i32,
 }
 
+/// The export `name` names when `fits` accepts its source, or the policy's
+/// only export that it accepts; `what` names such exports in errors.
+pub fn export_of<'p>(
+    policy: &'p Policy,
+    name: Option<&str>,
+    fits: impl Fn(&SourceConfig) -> bool,
+    what: &str,
+) -> Result<&'p crate::config::Export> {
+    if let Some(n) = name {
+        let e = policy.export(n)?;
+        return if fits(&e.source) {
+            Ok(e)
+        } else {
+            Err(Error::Usage(format!(
+                "export `{n}` (kind {}) is not {what}",
+                e.source.kind()
+            )))
+        };
+    }
+    let all: Vec<&crate::config::Export> = policy
+        .exports
+        .values()
+        .filter(|e| fits(&e.source))
+        .collect();
+    match all[..] {
+        [one] => Ok(one),
+        [] => Err(Error::Usage(format!(
+            "{} has no export that is {what}",
+            policy.path.display()
+        ))),
+        _ => Err(Error::Usage(format!(
+            "{} has several exports that are {what}: name one with --export",
+            policy.path.display()
+        ))),
+    }
+}
+
 /// The export `name` names, or the policy's only `postgres-cluster` export.
 pub fn cluster_export<'p>(
     policy: &'p Policy,
     name: Option<&str>,
 ) -> Result<(&'p str, &'p ClusterConfig)> {
-    let clusters: Vec<_> = policy
-        .exports
-        .values()
-        .filter_map(|e| match &e.source {
-            SourceConfig::PostgresCluster(c) => Some((e.name.as_str(), c)),
-            _ => None,
-        })
-        .collect();
-    match name {
-        Some(n) => {
-            let e = policy.export(n)?;
-            match &e.source {
-                SourceConfig::PostgresCluster(c) => Ok((e.name.as_str(), c)),
-                other => Err(Error::Usage(format!(
-                    "export `{n}` is of kind {}; WAL is archived for `postgres-cluster` exports",
-                    other.kind()
-                ))),
-            }
-        }
-        None => match clusters[..] {
-            [one] => Ok(one),
-            [] => Err(Error::Usage(format!(
-                "{} has no export of kind postgres-cluster",
-                policy.path.display()
-            ))),
-            _ => Err(Error::Usage(format!(
-                "{} has several postgres-cluster exports: name one with --export",
-                policy.path.display()
-            ))),
-        },
+    let e = export_of(
+        policy,
+        name,
+        |s| matches!(s, SourceConfig::PostgresCluster(_)),
+        "a postgres-cluster export (WAL is archived for those)",
+    )?;
+    match &e.source {
+        SourceConfig::PostgresCluster(c) => Ok((e.name.as_str(), c)),
+        _ => unreachable!("export_of checked the kind"),
     }
 }
 
@@ -70,14 +86,7 @@ impl<'p> ExportArchive<'p> {
     pub async fn open(policy: &'p Policy, export: Option<&str>) -> Result<ExportArchive<'p>> {
         let (name, cluster) = cluster_export(policy, export)?;
         let e = policy.export(name)?;
-        let mut repos = Vec::new();
-        let mut unreachable = Vec::new();
-        for (_, opened) in crate::backup::open_targets(policy, &e.targets).await {
-            match opened {
-                Ok(r) => repos.push(r),
-                Err(err) => unreachable.push(err),
-            }
-        }
+        let (repos, unreachable) = crate::backup::open_reachable(policy, &e.targets).await;
         Ok(ExportArchive {
             policy,
             export: name.to_string(),

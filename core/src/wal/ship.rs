@@ -48,14 +48,7 @@ impl<'p> BinlogArchive<'p> {
                 )));
             }
         };
-        let mut repos = Vec::new();
-        let mut unreachable = Vec::new();
-        for (_, opened) in crate::backup::open_targets(policy, &e.targets).await {
-            match opened {
-                Ok(r) => repos.push(r),
-                Err(err) => unreachable.push(err),
-            }
-        }
+        let (repos, unreachable) = crate::backup::open_reachable(policy, &e.targets).await;
         Ok(BinlogArchive {
             policy,
             export: export.to_string(),

@@ -133,15 +133,17 @@ impl Cluster {
         let row = self.pg.psql(
             "postgres",
             "select current_setting('server_version') || '|' || system_identifier || '|' \
-             || current_setting('archive_mode') || '|' || current_setting('archive_command') || '|' \
-             || current_setting('wal_segment_size') from pg_control_system();",
+             || current_setting('archive_mode') || '|' || current_setting('wal_segment_size') || '|' \
+             || current_setting('archive_command') from pg_control_system();",
             &[],
         )?;
+        // The command last: it may hold a `|`, and it is never shown (it may
+        // hold another tool's credentials).
         let f: Vec<&str> = row.splitn(5, '|').collect();
-        let [version, sysid, mode, command, size] = f[..] else {
-            return Err(SourceError::Invalid(format!(
-                "unexpected answer from the server: {row}"
-            )));
+        let [version, sysid, mode, size, command] = f[..] else {
+            return Err(SourceError::Invalid(
+                "the server's settings could not be read".into(),
+            ));
         };
         if mode == "off" || command.trim().is_empty() || command == "(disabled)" {
             return Err(SourceError::Invalid(
