@@ -24,6 +24,9 @@ command -v qemu-io >/dev/null || need+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v openssl >/dev/null || need+=(openssl)
 command -v zstd >/dev/null || need+=(zstd)
+command -v pkill >/dev/null || need+=(procps)
+command -v mariadb-binlog >/dev/null || need+=(mariadb-client)
+command -v runuser >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
