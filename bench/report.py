@@ -292,6 +292,9 @@ for name in [DRP_PR, PGBR_RR]:
         p(f"- {name}: {mbps:.0f} MB/s of data directory ({phys_bytes / 1e6:.0f} MB restored in {w:.1f} s), so about **{mbps*300/1000:.1f} GB**")
         p("  of cluster inside a 5-minute RTO, counting the WAL replayed here (the few segments written since the base")
         p("  backup); a day of WAL since the last base backup adds its replay time on top.")
+p(f"- Every restore here reads its repository from the page cache and writes into it ({mem} GiB of RAM, a")
+p(f"  {phys_bytes / 1e9:.1f} GB cluster); past the machine's memory, the disks' speed sets these figures, and the lines above")
+p("  are upper bounds.")
 p("")
 
 if profile and os.path.exists(profile):
@@ -416,6 +419,14 @@ if ok(DRP_BASE) and ok(PG_BASE):
         p(f"  drp's backup also waits (it is taken with `-X none`: its WAL is in the archive) until the server sees the")
         p("  last segment archived, and PostgreSQL checks that once a second: `pg_basebackup -X none` to /dev/null")
         p(f"  takes {med(PG_BASE_NONE) - f_w:.2f} s more than `-X fetch`.")
+    if ok(PG_BASE_ZSTD) and ok(PG_BASE_NONE):
+        z_c, z_s = med(PG_BASE_ZSTD, "cpu"), med(PG_BASE_ZSTD, "server")
+        gap = d_w - med(PG_BASE_ZSTD)
+        extra = (d_c + d_s) - (z_c + z_s)
+        p(f"  Of the {gap:.2f} s between drp and `pg_basebackup | zstd`, that wait is about {med(PG_BASE_NONE) - f_w:.2f} s, and drp's")
+        rest = gap - (med(PG_BASE_NONE) - f_w) - extra / cores
+        p(f"  {extra:.2f} CPU-s more (the two SHA-256 digests, mostly) about {extra / cores:.2f} s on {cores} cores; the rest, about {rest:.2f} s,")
+        p(f"  is drp keeping the cores less busy ({(d_c + d_s) / (cores * d_w):.0%} over its run, the wait included, against {(z_c + z_s) / (cores * med(PG_BASE_ZSTD)):.0%}).")
     p("  The 1.10× target, against a copy that stores nothing, is out of reach for any tool that stores the")
     p("  backup compressed and waits for its WAL to be archived; pgBackRest, which does both, takes")
     p(f"  {med(PGBR) if ok(PGBR) else float('nan'):.2f} s, and drp {verdicts.get('base-pgbr', (0,))[0]:.2f}× its time. Plan: none in the pipeline for this ratio; where")
@@ -439,6 +450,10 @@ if ok(DRP_PR) and ok(PGBR_RR):
         v = info.get("verify_s")
     p(f"  again ({float(v):.1f} s for this cluster on a fresh copy, timed alone after the rounds), the replay and the swap." if v else
       "  again, the replay and the swap.")
+    p("  Order matters here: in a check by hand beside a run, the first restore in a row ran slower than the")
+    p("  next ones (drp 5.0 s then 4.3 s, pgBackRest's copy 4.6 s then 2.9 s), so each round runs drp's restore and then")
+    p("  pgBackRest's like-for-like one as the first of their kind; pgBackRest's data-directory-only restore")
+    p("  comes second, which flatters it.")
     p("  pgBackRest restores with two processes, decompressing each file on its own, and checks each file as")
     p("  it writes it. Plan: the independent zstd frames planned for logical restores (decompression on every")
     p("  core), and checking the manifest's per-file checksums while unpacking, instead of a second read")
