@@ -1331,3 +1331,142 @@ fn a_push_killed_mid_upload_never_leaves_a_partial_object_in_the_archive() {
         .ok();
     assert_eq!(std::fs::read(out.join(&name)).unwrap(), bytes);
 }
+
+/// The stopped cluster's data directory, for comparing it byte for byte.
+fn data_digest(site: &Site) -> Vec<String> {
+    tree_digest(&site.data)
+}
+
+/// A cluster with a base backup, more writes after it spread over several
+/// archived segments, and the server stopped: what a physical restore in
+/// place replaces.
+fn stopped_cluster_with_history(site: &Site) -> PgCluster {
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    pg.event("before the backup");
+    site.agent(&["backup"]).ok();
+    for i in 0..4 {
+        pg.psql(&format!(
+            "insert into events (note) select 'after the backup {i}' from generate_series(1, 2000)"
+        ));
+        pg.switch_wal();
+    }
+    pg.stop();
+    pg
+}
+
+#[test]
+fn a_physical_restore_shows_its_plan_and_replaces_nothing_unless_told_yes() {
+    let site = Site::new("walplan");
+    let _pg = stopped_cluster_with_history(&site);
+    let before = data_digest(&site);
+    // No terminal and no --yes: the plan, then nothing.
+    let r = site.agent(&["restore", "--export", "main", "--latest"]);
+    r.code(5);
+    for shown in [
+        "recovery point",
+        "postgres-cluster",
+        &format!(
+            "replaces         PostgreSQL 15 data directory {}",
+            site.data.display()
+        ),
+        &format!("{}.drp-replaced-<time>-<id>", site.data.display()),
+        "replays logs to  the newest archived instant",
+        "data-loss window",
+    ] {
+        assert!(
+            r.stderr.contains(shown),
+            "the plan does not show `{shown}`:\n{}",
+            r.stderr
+        );
+    }
+    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+    assert_eq!(
+        data_digest(&site),
+        before,
+        "the data directory changed without a yes"
+    );
+    assert!(site.entries_like(".drp-restore-").is_empty());
+    assert!(site.entries_like("db.drp-replaced-").is_empty());
+}
+
+#[test]
+fn a_physical_restore_whose_replay_fails_halfway_leaves_the_data_directory_exactly_as_it_was() {
+    let site = Site::new("walhalf");
+    let _pg = stopped_cluster_with_history(&site);
+    let before = data_digest(&site);
+    // A segment in the middle of the archive, after the backup's own: the
+    // base backup unpacks and verifies, the replay starts, and then fails.
+    let mut segments: Vec<PathBuf> = tree_digest(&site.wal_root())
+        .iter()
+        .filter_map(|l| l.split_whitespace().next().map(|p| site.wal_root().join(p)))
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.len() > 24 && n.as_bytes()[24] == b'-' && n.ends_with(".zst")
+        })
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let victim = &segments[segments.len() - 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 16].copy_from_slice(b"not a zstd frame");
+    std::fs::write(victim, &bytes).unwrap();
+
+    let (r, _) = site.restore(&["--latest"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("the data directory was not touched"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        data_digest(&site),
+        before,
+        "the live data directory changed"
+    );
+    assert!(
+        site.entries_like(".drp-restore-").is_empty(),
+        "staging left behind"
+    );
+    assert!(
+        site.entries_like("db.drp-replaced-").is_empty(),
+        "something was moved aside"
+    );
+}
+
+#[test]
+fn a_corrupt_base_backup_is_refused_with_exit_4_and_replaces_nothing() {
+    let site = Site::new("walcorrupt");
+    let _pg = stopped_cluster_with_history(&site);
+    let before = data_digest(&site);
+    let data_dir = site.nas.join("db1/main/data");
+    let object = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let (r, _) = site.restore(&["--latest"]);
+    r.code(4);
+    assert!(r.stderr.contains("integrity check failed"), "{}", r.stderr);
+    assert_eq!(
+        data_digest(&site),
+        before,
+        "the live data directory changed"
+    );
+    assert!(
+        site.entries_like(".drp-restore-").is_empty(),
+        "staging left behind"
+    );
+    assert!(
+        site.entries_like("db.drp-replaced-").is_empty(),
+        "something was moved aside"
+    );
+}

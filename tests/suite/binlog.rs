@@ -463,3 +463,79 @@ fn a_drill_restores_to_just_before_the_failure_by_replaying_the_shipped_logs() {
     );
     assert_eq!(rows(&server, "shop"), vec![1, 2]);
 }
+
+/// What a user compares after a restore that must not have happened: the
+/// live database's tables, their definitions and rows.
+fn live_state(server: &Server) -> String {
+    server.sql(
+        "show create table shop.orders; checksum table shop.orders extended; \
+         select group_concat(schema_name) from information_schema.schemata where schema_name like 'shop%'",
+    )
+}
+
+#[test]
+fn over_the_live_database_a_failed_replay_or_a_corrupt_log_changes_nothing_and_the_plan_says_what_it_would_do()
+ {
+    let s = scratch("binlog_live");
+    let server = Server::start(&s);
+    shop(&server);
+    server.sql("insert into shop.orders (id, note) values (1, 'a'), (2, 'b')");
+    let p = policy(&s, &server, "60s");
+    s.agent(&["-q", "backup", "--policy", &p]).ok();
+    server.sql("insert into shop.orders (id, note) values (3, 'c')");
+    // Fails halfway: the export loads into the staged copy, then the replay
+    // meets a statement that would act on the live database.
+    server.sql("use shop; alter table shop.orders add column extra int");
+    s.agent(&["wal", "ship", "--policy", &p]).ok();
+    let before = live_state(&server);
+
+    // The plan, without a yes: what is replaced, where it is kept, how far
+    // the logs replay; then nothing.
+    let plan = s.agent(&["restore", "--policy", &p, "--export", "shop", "--latest"]);
+    plan.code(5);
+    for shown in [
+        "replaces         MariaDB database `shop`",
+        "shop_drp_replaced_<time>_<id>",
+        "replays logs to  the newest archived instant",
+    ] {
+        assert!(
+            plan.stderr.contains(shown),
+            "the plan does not show `{shown}`:\n{}",
+            plan.stderr
+        );
+    }
+    assert_eq!(live_state(&server), before);
+
+    let failed = s.agent(&[
+        "restore", "--policy", &p, "--export", "shop", "--latest", "--yes",
+    ]);
+    failed.code(1);
+    assert!(
+        failed.stderr.contains("was not touched"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(live_state(&server), before, "the live database changed");
+
+    // A shipped log damaged on the target: exit 4 before anything is loaded.
+    let log = std::fs::read_dir(s.path("nas/db2/shop/binlog"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&log, &bytes).unwrap();
+    let corrupt = s.agent(&[
+        "restore", "--policy", &p, "--export", "shop", "--latest", "--yes",
+    ]);
+    corrupt.code(4);
+    assert!(
+        corrupt.stderr.contains("integrity check failed"),
+        "{}",
+        corrupt.stderr
+    );
+    assert_eq!(live_state(&server), before, "the live database changed");
+}

@@ -166,21 +166,7 @@ impl Source for Directory {
                 "a directory export restores into a directory".into(),
             ));
         };
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .map_err(|e| SourceError::io(format!("cannot create {}", parent.display()), e))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".drp-restore-")
-            .tempdir_in(parent)
-            .map_err(|e| {
-                SourceError::io(
-                    format!("cannot create a staging folder in {}", parent.display()),
-                    e,
-                )
-            })?;
+        let staging = staging_beside(&path)?;
         extract(raw, staging.path(), self.allow_external_symlinks)?;
         Ok(Box::new(StagedTree { staging, path }))
     }
@@ -489,6 +475,26 @@ impl Staged for StagedTree {
         options.cancel.check()?;
         swap_in(&self.staging.keep(), &self.path, options.drop_replaced)
     }
+}
+
+/// A new private folder beside `path` (on its filesystem, so that
+/// [`swap_in`] is two renames), its parent created when missing.
+pub(crate) fn staging_beside(path: &Path) -> Result<tempfile::TempDir, SourceError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| SourceError::io(format!("cannot create {}", parent.display()), e))?;
+    tempfile::Builder::new()
+        .prefix(".drp-restore-")
+        .tempdir_in(parent)
+        .map_err(|e| {
+            SourceError::io(
+                format!("cannot create a staging folder in {}", parent.display()),
+                e,
+            )
+        })
 }
 
 /// Moves the tree at `staged` to `path`. What was at `path` is first moved

@@ -86,10 +86,6 @@ impl Ready {
             stored,
         })
     }
-
-    pub fn stored_size(&self) -> u64 {
-        self.stored.len() as u64
-    }
 }
 
 /// The segment `file` as its first page header names it. A timeline that

@@ -282,10 +282,7 @@ impl<'p> ExportArchive<'p> {
                     continue;
                 }
                 restorable += 1;
-                if reach.until > best.until {
-                    best.until = reach.until;
-                    best.base = Some(m.id.clone());
-                }
+                best.until = best.until.max(reach.until);
             }
             best.restorable = best.restorable.max(restorable);
         }
@@ -370,8 +367,6 @@ pub(crate) async fn alert(
 pub struct ArchiveReach {
     /// The newest instant a restore can reach.
     pub until: Option<chrono::DateTime<Utc>>,
-    /// The base backup that reaches it.
-    pub base: Option<String>,
     /// Base backups whose WAL is archived (on the target holding the most).
     pub restorable: usize,
 }

@@ -224,10 +224,7 @@ impl<'p> BinlogArchive<'p> {
                 let Some(start) = &m.binlog else { continue };
                 best.restorable += 1;
                 let until = reach(&objects, start).until.max(Some(m.consistency_time));
-                if until > best.until {
-                    best.until = until;
-                    best.base = Some(m.id.clone());
-                }
+                best.until = best.until.max(until);
             }
         }
         best

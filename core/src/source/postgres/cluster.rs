@@ -125,10 +125,6 @@ impl Cluster {
         resolve_relative(&self.base_dir, &self.config.data_directory)
     }
 
-    pub fn config(&self) -> &ClusterConfig {
-        &self.config
-    }
-
     fn facts(&self) -> Result<ServerFacts, SourceError> {
         let row = self.pg.psql(
             "postgres",
@@ -330,22 +326,7 @@ impl Source for Cluster {
             postgres: self.pg.tool("postgres")?,
             verify: self.pg.tool("pg_verifybackup")?,
         };
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| SourceError::io(format!("cannot create {}", parent.display()), e))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".drp-restore-")
-            .tempdir_in(&parent)
-            .map_err(|e| {
-                SourceError::io(
-                    format!("cannot create a staging folder in {}", parent.display()),
-                    e,
-                )
-            })?;
+        let staging = super::super::directory::staging_beside(&dir)?;
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700))
