@@ -136,6 +136,9 @@ pub enum Command {
     },
     /// Restore a recovery point (asks before replacing anything).
     Restore(RestoreArgs),
+    /// Encryption and signing keys: make them, and which points need which.
+    #[command(subcommand)]
+    Keys(drp_cli::keys::KeysCommand),
     /// Continuous WAL archiving of postgres-cluster exports: PostgreSQL's
     /// archive_command and restore_command, and the archive's inventory.
     #[command(subcommand)]
@@ -200,6 +203,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             crate::verify::run(repo, export.as_deref(), which, &out).await
         }
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
+        Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::Wal(cmd) => crate::wal::run(cmd, &out).await,
     }
 }

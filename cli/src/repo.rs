@@ -25,6 +25,14 @@ pub struct RepoArgs {
     /// Host whose recovery points to use (default: the policy's host).
     #[arg(long)]
     pub host: Option<String>,
+    /// An age identity file (`AGE-SECRET-KEY-1…` lines) to decrypt encrypted
+    /// points with; may be repeated.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+    /// Accept records signed by this key for this host (`HOST=ed25519:…`);
+    /// once any key is trusted, unsigned records are refused.
+    #[arg(long = "trust", value_name = "HOST=KEY")]
+    pub trust: Vec<String>,
 }
 
 impl RepoArgs {
@@ -34,6 +42,8 @@ impl RepoArgs {
             target: self.target.clone(),
             from: self.from.clone(),
             host: self.host.clone(),
+            identities: self.identities.clone(),
+            trust: self.trust.clone(),
         }
     }
 }

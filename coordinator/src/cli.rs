@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Restore a recovery point: pick, preview, confirm, verify, load.
     Restore(RestoreArgs),
+    /// Encryption and signing keys: make them, and which points need which.
+    #[command(subcommand)]
+    Keys(drp_cli::keys::KeysCommand),
     /// List committed recovery points.
     List {
         #[command(flatten)]
@@ -97,6 +100,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let out = cli.global.output();
     match &cli.command {
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
+        Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out),

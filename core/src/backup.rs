@@ -1,12 +1,14 @@
 //! One backup: export a source once and store it on every target of the
 //! export, committing each target's copy independently.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 
 use crate::config::Policy;
-use crate::manifest::{self, CompressionInfo, Manifest, StoredObject};
+use crate::keys::Keys;
+use crate::manifest::{self, CompressionInfo, Encryption, Manifest, StoredObject};
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
 use crate::repository::{self, Repository};
@@ -57,15 +59,13 @@ impl BackupReport {
 
 /// Opens the targets of an export; unreachable ones are reported, not fatal.
 pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Result<Repository>)> {
+    let keys = Keys::for_policy(policy).map(Arc::new);
     let mut out = Vec::new();
     for name in names {
-        let opened = async {
-            let config = policy.targets.get(name).ok_or_else(|| {
-                Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
-            })?;
-            Repository::open(name, config, &policy.base_dir).await
-        }
-        .await;
+        let opened = match &keys {
+            Ok(keys) => Repository::for_policy(policy, name, keys).await,
+            Err(e) => Err(Error::Usage(e.to_string())),
+        };
         out.push((name.clone(), opened));
     }
     out
@@ -162,11 +162,11 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
     for (repo, written) in live.into_iter().zip(outcome.targets) {
         let result = match (&info, written) {
             (_, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::target(
+            (None, Ok(_)) => Err(Error::target(
                 repo.name(),
                 "not committed: the export failed",
             )),
-            (Some(info), Ok(())) => {
+            (Some(info), Ok(stored)) => {
                 let m = Manifest {
                     format: manifest::FORMAT,
                     id: id.clone(),
@@ -180,8 +180,8 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
                     raw: outcome.raw.clone(),
                     stored: StoredObject {
                         object: data.clone(),
-                        size: outcome.stored.size,
-                        sha256: outcome.stored.sha256.clone(),
+                        size: stored.size,
+                        sha256: stored.sha256,
                     },
                     compression: CompressionInfo {
                         algorithm: "zstd".into(),
@@ -191,6 +191,8 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
                     agent: repository::agent_id(),
                     wal: info.wal.clone(),
                     binlog: info.binlog.clone(),
+                    encryption: Encryption::to(&repo.target.recipients),
+                    signed_by: repo.keys.signer.as_ref().map(|s| s.key_id()),
                 };
                 repo.commit(&m).await.map(|_| m)
             }

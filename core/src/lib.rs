@@ -27,6 +27,7 @@ pub mod backup;
 mod chunk;
 pub mod config;
 pub mod error;
+pub mod keys;
 mod lock;
 pub mod manifest;
 pub mod metrics;

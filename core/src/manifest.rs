@@ -40,6 +40,52 @@ pub struct Manifest {
     /// binary logs starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog: Option<crate::wal::binlog::BinlogStart>,
+    /// How the stored object is encrypted; absent, it is plain zstd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// The fingerprint of the key that signed this manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+}
+
+/// The stored object is zstd encrypted in the age format to these recipients:
+/// any one of their identities opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `age` (X25519 recipients, ChaCha20-Poly1305 in 64 KiB chunks).
+    pub format: String,
+    pub recipients: Vec<KeyRef>,
+}
+
+/// A public key by its name in the policy and its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    pub name: String,
+    pub fingerprint: String,
+}
+
+impl Encryption {
+    pub fn to(recipients: &[crate::keys::Recipient]) -> Option<Encryption> {
+        (!recipients.is_empty()).then(|| Encryption {
+            format: "age".into(),
+            recipients: recipients
+                .iter()
+                .map(|r| KeyRef {
+                    name: r.name.clone(),
+                    fingerprint: r.fingerprint(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The recipients, for people: `ops (1a2b…), escrow (…)`.
+    pub fn describe(&self) -> String {
+        self.recipients
+            .iter()
+            .map(|k| format!("{} ({})", k.name, k.fingerprint))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

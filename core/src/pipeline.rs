@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::backend::Target;
 use crate::chunk::{ChannelReader, HashThread, Sum};
 use crate::config::Compression;
+use crate::keys::{Identities, Recipient};
 use crate::manifest::{Digest, Manifest};
 use crate::progress::{Event, Reporter};
 use crate::source::{ExportInfo, ExportStream, SourceError};
@@ -47,17 +48,22 @@ enum Msg {
 #[error("every target failed")]
 struct AllTargetsFailed;
 
-/// Splits the compressed stream into chunks and hands each to every live target.
-struct FanOut {
+fn all_failed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<AllTargetsFailed>())
+}
+
+/// Splits one stored stream into chunks and hands each to every live
+/// target of its lane.
+struct Sink {
     senders: Vec<Option<mpsc::Sender<Msg>>>,
-    /// Compressed bytes not yet handed out. Chunks are split off this one
+    /// Stored bytes not yet handed out. Chunks are split off this one
     /// buffer, whose memory is reused once every target has written them:
     /// no fresh allocation (and page faults) per chunk.
     pending: bytes::BytesMut,
     stored: Sum,
 }
 
-impl FanOut {
+impl Sink {
     fn send(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -77,7 +83,7 @@ impl FanOut {
     }
 }
 
-impl Write for FanOut {
+impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.stored.update(buf);
         if self.pending.capacity() - self.pending.len() < buf.len() {
@@ -96,93 +102,227 @@ impl Write for FanOut {
     }
 }
 
+/// The targets that store the same bytes: those without encryption, or
+/// those encrypting to the same recipients (one encryption for all of them).
+enum Lane {
+    Plain(Sink),
+    Sealed(age::stream::StreamWriter<Sink>),
+}
+
+impl Lane {
+    fn open(recipients: &[Recipient], sink: Sink) -> io::Result<Lane> {
+        if recipients.is_empty() {
+            return Ok(Lane::Plain(sink));
+        }
+        let encryptor = age::Encryptor::with_recipients(
+            recipients.iter().map(|r| &r.key as &dyn age::Recipient),
+        )
+        .map_err(io::Error::other)?;
+        Ok(Lane::Sealed(encryptor.wrap_output(sink)?))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Lane::Plain(s) => s.write_all(buf),
+            Lane::Sealed(w) => w.write_all(buf),
+        }
+    }
+
+    /// Completes the stored stream (the final authenticated chunk) and
+    /// hands out what is pending.
+    fn finish(self) -> io::Result<Sink> {
+        let mut sink = match self {
+            Lane::Plain(s) => s,
+            Lane::Sealed(w) => w.finish()?,
+        };
+        sink.send()?;
+        Ok(sink)
+    }
+}
+
+/// The compressed stream, written to every live lane.
+struct FanOut {
+    lanes: Vec<Option<Lane>>,
+}
+
+impl Write for FanOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for slot in &mut self.lanes {
+            if let Some(lane) = slot {
+                match lane.write_all(buf) {
+                    Ok(()) => {}
+                    Err(e) if all_failed(&e) => *slot = None,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.lanes.iter().all(Option::is_none) {
+            return Err(io::Error::other(AllTargetsFailed));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FanOut {
+    /// Finishes every live lane: per lane, its senders and stored digest.
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> io::Result<Vec<Option<(Vec<Option<mpsc::Sender<Msg>>>, Digest)>>> {
+        let mut out = Vec::new();
+        for lane in self.lanes {
+            out.push(match lane.map(Lane::finish) {
+                None => None,
+                Some(Ok(sink)) => Some((sink.senders, sink.stored.digest())),
+                Some(Err(e)) if all_failed(&e) => None,
+                Some(Err(e)) => return Err(e),
+            });
+        }
+        if out.iter().all(Option::is_none) {
+            return Err(io::Error::other(AllTargetsFailed));
+        }
+        Ok(out)
+    }
+}
+
 /// The result of streaming one export to its targets.
 pub struct Outcome {
     pub source: std::result::Result<ExportInfo, Error>,
     pub raw: Digest,
-    pub stored: Digest,
-    /// Per target, in the order given: whether its data object is complete.
-    pub targets: Vec<Result<()>>,
+    /// Per target, in the order given: whether its data object is complete,
+    /// and what it stores (targets encrypting to other recipients store
+    /// other bytes).
+    pub targets: Vec<Result<Digest>>,
 }
 
 /// Streams `stream` to one object on each target. Objects are completed only
-/// if the source succeeds; otherwise they are aborted.
+/// if the source succeeds; otherwise they are aborted. Targets encrypting to
+/// the same recipients share one encryption of the stream.
 pub async fn export(
     stream: Box<dyn ExportStream>,
     compression: Compression,
     targets: Vec<(Target, String)>,
     progress: Reporter,
 ) -> Outcome {
-    let mut senders = Vec::new();
+    // Lanes: the targets storing the same bytes, by recipients.
+    let mut lanes: Vec<(Vec<Recipient>, Vec<usize>)> = Vec::new();
+    let mut senders: Vec<Vec<Option<mpsc::Sender<Msg>>>> = Vec::new();
+    let mut lane_of = Vec::new();
     let mut tasks = Vec::new();
-    for (target, path) in targets {
+    for (i, (target, path)) in targets.into_iter().enumerate() {
+        let lane = match lanes
+            .iter()
+            .position(|(r, _)| same_recipients(r, &target.recipients))
+        {
+            Some(l) => l,
+            None => {
+                lanes.push((target.recipients.to_vec(), Vec::new()));
+                senders.push(Vec::new());
+                lanes.len() - 1
+            }
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
-        senders.push(Some(tx));
+        lanes[lane].1.push(i);
+        senders[lane].push(Some(tx));
+        lane_of.push((lane, senders[lane].len() - 1));
         tasks.push(tokio::spawn(drain(target, path, rx)));
     }
+    let recipients: Vec<Vec<Recipient>> = lanes.into_iter().map(|(r, _)| r).collect();
     // A named thread (zstd's workers inherit the name): profiles then show
     // where the compressor's time goes.
     let (done, compressor) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("drp-compress".into())
         .spawn(move || {
-            let _ = done.send(compress(stream, compression, senders, progress));
+            let _ = done.send(compress(stream, compression, recipients, senders, progress));
         });
     let outcome = match spawned {
         Ok(_) => compressor.await.map_err(|_| "it panicked".to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let (source, raw, stored, senders) = match outcome {
+    let (source, raw, lanes) = match outcome {
         Ok(r) => r,
         Err(e) => (
             Err(Error::Failed(format!("the compressor stopped: {e}"))),
-            Digest::default(),
             Digest::default(),
             Vec::new(),
         ),
     };
     // Commit only when the source finished cleanly; dropping a sender aborts.
+    let mut stored = Vec::new();
+    let mut commits = Vec::new();
+    for (lane, slot) in &lane_of {
+        let (digest, tx) = match lanes.get(*lane) {
+            Some(Some((senders, digest))) => (Some(digest.clone()), senders[*slot].clone()),
+            _ => (None, None),
+        };
+        stored.push(digest);
+        commits.push(tx);
+    }
+    drop(lanes);
     if source.is_ok() {
-        for tx in senders.into_iter().flatten() {
+        for tx in commits.into_iter().flatten() {
             let _ = tx.send(Msg::Commit).await;
         }
     } else {
-        drop(senders);
+        drop(commits);
     }
     let mut results = Vec::new();
-    for t in tasks {
+    for (t, digest) in tasks.into_iter().zip(stored) {
         results.push(match t.await {
-            Ok(r) => r,
+            Ok(Ok(())) => {
+                digest.ok_or_else(|| Error::Failed("the target's stream was not completed".into()))
+            }
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(Error::Failed(format!("target writer stopped: {e}"))),
         });
     }
     Outcome {
         source,
         raw,
-        stored,
         targets: results,
     }
 }
 
-#[allow(clippy::type_complexity)]
+fn same_recipients(a: &[Recipient], b: &[Recipient]) -> bool {
+    let fingerprints = |r: &[Recipient]| {
+        let mut f: Vec<String> = r.iter().map(Recipient::fingerprint).collect();
+        f.sort();
+        f
+    };
+    fingerprints(a) == fingerprints(b)
+}
+
+/// What the compressor thread hands back: the source's result, the raw
+/// digest and, per lane, its senders and stored digest (`None` when every
+/// target of the lane failed).
+type Compressed = (
+    std::result::Result<ExportInfo, Error>,
+    Digest,
+    Vec<Option<(Vec<Option<mpsc::Sender<Msg>>>, Digest)>>,
+);
+
 fn compress(
     mut stream: Box<dyn ExportStream>,
     compression: Compression,
-    senders: Vec<Option<mpsc::Sender<Msg>>>,
+    recipients: Vec<Vec<Recipient>>,
+    senders: Vec<Vec<Option<mpsc::Sender<Msg>>>>,
     progress: Reporter,
-) -> (
-    std::result::Result<ExportInfo, Error>,
-    Digest,
-    Digest,
-    Vec<Option<mpsc::Sender<Msg>>>,
-) {
-    let fan = FanOut {
-        senders,
-        pending: bytes::BytesMut::with_capacity(CHUNK * 2),
-        stored: Sum::default(),
-    };
+) -> Compressed {
     let mut raw = Sum::default();
-    let result = (|| -> io::Result<FanOut> {
+    let result = (|| -> io::Result<_> {
+        let mut lanes = Vec::new();
+        for (r, senders) in recipients.iter().zip(senders) {
+            let sink = Sink {
+                senders,
+                pending: bytes::BytesMut::with_capacity(CHUNK * 2),
+                stored: Sum::default(),
+            };
+            lanes.push(Some(Lane::open(r, sink)?));
+        }
+        let fan = FanOut { lanes };
         let mut enc = zstd::stream::write::Encoder::new(fan, compression.level)?;
         let threads = match compression.threads {
             0 => std::thread::available_parallelism()
@@ -207,23 +347,19 @@ fn compress(
             enc.write_all(&buf[..n])?;
             progress.event(Event::Advanced { bytes: n as u64 });
         }
-        let mut fan = enc.finish()?;
-        fan.send()?;
-        Ok(fan)
+        enc.finish()?.finish()
     })();
     let raw = raw.digest();
-    let empty = Digest::default();
     match result {
-        Ok(fan) => {
-            let stored = fan.stored.digest();
+        Ok(lanes) => {
             let source = stream.finish().map_err(Error::from);
-            (source, raw, stored, fan.senders)
+            (source, raw, lanes)
         }
-        Err(e) if e.get_ref().is_some_and(|e| e.is::<AllTargetsFailed>()) => {
+        Err(e) if all_failed(&e) => {
             // The targets say why; the source was only stopped.
             drop(stream);
             let why = Error::Failed("the export was stopped because every target failed".into());
-            (Err(why), raw, empty, Vec::new())
+            (Err(why), raw, Vec::new())
         }
         Err(e) => {
             // Stop the tool first; its status then explains the failure better
@@ -232,7 +368,7 @@ fn compress(
                 Err(tool) => Err(Error::from(tool)),
                 Ok(_) => Err(Error::Source(SourceError::io("streaming the export", e))),
             };
-            (source, raw, empty, Vec::new())
+            (source, raw, Vec::new())
         }
     }
 }
@@ -248,9 +384,13 @@ async fn drain(target: Target, path: String, mut rx: mpsc::Receiver<Msg>) -> Res
         .writer_options(&path, options)
         .await
         .map_err(|e| target.error("cannot start the upload", e))?;
+    let mut pace = target.limit.map(Pace::new);
     loop {
         match rx.recv().await {
             Some(Msg::Data(chunk)) => {
+                if let Some(p) = &mut pace {
+                    p.take(chunk.len()).await;
+                }
                 if let Err(e) = w.write(chunk).await {
                     let _ = w.abort().await;
                     return Err(target.error(&format!("upload of {path} failed"), e));
@@ -274,6 +414,30 @@ async fn drain(target: Target, path: String, mut rx: mpsc::Receiver<Msg>) -> Res
     }
 }
 
+/// A target's bandwidth limit: bytes are handed to the upload no faster
+/// than `rate` per second on average since the upload started.
+struct Pace {
+    rate: f64,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Pace {
+        Pace {
+            rate: rate.max(1) as f64,
+            start: tokio::time::Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn take(&mut self, n: usize) {
+        let due = self.start + std::time::Duration::from_secs_f64(self.sent as f64 / self.rate);
+        self.sent += n as u64;
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 /// Reads a recovery point, hands the raw stream to `consume` (on a blocking
 /// thread) and checks sizes and digests of both the stored and raw streams.
 /// On a mismatch the result of `consume` is dropped (so staged work is
@@ -281,6 +445,7 @@ async fn drain(target: Target, path: String, mut rx: mpsc::Receiver<Msg>) -> Res
 pub async fn read_verified<T, F>(
     target: &Target,
     manifest: &Manifest,
+    identities: &Identities,
     progress: Reporter,
     consume: F,
 ) -> Result<T>
@@ -288,6 +453,7 @@ where
     T: Send + 'static,
     F: FnOnce(&mut dyn Read) -> std::result::Result<T, Error> + Send + 'static,
 {
+    let unseal = unsealing(manifest, identities)?;
     let object = manifest.stored.object.clone();
     let reader = target
         .op
@@ -311,7 +477,7 @@ where
     // Decompression, the consumer and each digest run on threads of their
     // own, so the slowest of them sets the pace, not their sum.
     let (raw_tx, raw_rx) = mpsc::channel(QUEUE);
-    let decoder = tokio::task::spawn_blocking(move || decode(rx, raw_tx, progress));
+    let decoder = tokio::task::spawn_blocking(move || decode(rx, raw_tx, unseal, progress));
     let consumer = tokio::task::spawn_blocking(move || consume(&mut ChannelReader::new(raw_rx)));
     let consumed = consumer
         .await
@@ -350,11 +516,18 @@ where
         ));
     }
     if let Some(e) = decoded.error {
-        return Err(integrity(
-            "zstd frame",
-            "a complete frame with a matching checksum".into(),
-            e.to_string(),
-        ));
+        return Err(match &manifest.encryption {
+            None => integrity(
+                "zstd frame",
+                "a complete frame with a matching checksum".into(),
+                e.to_string(),
+            ),
+            Some(_) => integrity(
+                "encrypted stream",
+                "authenticated age chunks to the last one, holding a complete zstd frame".into(),
+                e.to_string(),
+            ),
+        });
     }
     let value = consumed?;
     if raw.size != manifest.raw.size {
@@ -372,6 +545,85 @@ where
         ));
     }
     Ok(value)
+}
+
+/// The identities to decrypt `manifest`'s object with: `None` when it is
+/// not encrypted; an error, before anything is read, when none of
+/// `identities` is one of its recipients.
+pub(crate) fn unsealing(
+    manifest: &Manifest,
+    identities: &Identities,
+) -> Result<Option<Identities>> {
+    let Some(sealed) = &manifest.encryption else {
+        return Ok(None);
+    };
+    let ours = identities.fingerprints();
+    if sealed
+        .recipients
+        .iter()
+        .any(|r| ours.contains(&r.fingerprint))
+    {
+        return Ok(Some(identities.clone()));
+    }
+    let given = if ours.is_empty() {
+        "no identity was given".to_string()
+    } else {
+        format!("the identities given are {}", ours.join(", "))
+    };
+    Err(Error::Usage(format!(
+        "recovery point {} is encrypted to {}, and {given}: give `--identity FILE` holding one of those (hosts that only back up hold public keys alone, by design)",
+        manifest.id,
+        sealed.describe()
+    )))
+}
+
+/// Reads the stored object of `manifest` to its end and checks its size and
+/// SHA-256, without decrypting or decompressing it: what a host holding
+/// only public keys can check of an encrypted point.
+pub async fn check_stored(target: &Target, manifest: &Manifest, progress: Reporter) -> Result<()> {
+    let object = &manifest.stored.object;
+    let reader = target
+        .op
+        .reader_with(object)
+        .chunk(4 << 20)
+        .await
+        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
+    let mut stream = reader
+        .into_bytes_stream(..)
+        .await
+        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
+    let mut sum = Sum::default();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| Error::target(&target.name, format!("reading {object} failed: {e}")))?;
+        sum.update(&chunk);
+        progress.event(Event::Advanced {
+            bytes: chunk.len() as u64,
+        });
+    }
+    let stored = sum.digest();
+    let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
+        target: target.name.clone(),
+        object: object.clone(),
+        what,
+        expected,
+        actual,
+    };
+    if stored.size != manifest.stored.size {
+        return Err(integrity(
+            "size",
+            manifest.stored.size.to_string(),
+            stored.size.to_string(),
+        ));
+    }
+    if stored.sha256 != manifest.stored.sha256 {
+        return Err(integrity(
+            "SHA-256",
+            manifest.stored.sha256.clone(),
+            stored.sha256,
+        ));
+    }
+    Ok(())
 }
 
 /// What the decoding thread found.
@@ -393,48 +645,62 @@ const RAW_CHUNK: usize = 1 << 20;
 fn decode(
     rx: mpsc::Receiver<io::Result<Bytes>>,
     out: mpsc::Sender<io::Result<Bytes>>,
+    unseal: Option<Identities>,
     progress: Reporter,
 ) -> Decoded {
     let mut stored = ChannelReader::hashed(rx);
     let raw = HashThread::spawn();
     let mut error = None;
-    let counting = Counting {
-        inner: &mut stored,
-        progress: &progress,
-    };
-    match zstd::stream::read::Decoder::new(counting) {
-        Ok(mut dec) => {
-            let mut consumer = Some(out);
-            let mut buf = bytes::BytesMut::new();
-            loop {
-                if buf.len() < RAW_CHUNK / 4 {
-                    buf.clear();
-                    buf.reserve(RAW_CHUNK);
-                    buf.resize(RAW_CHUNK, 0);
-                }
-                let n = match dec.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        if let Some(tx) = consumer.take() {
-                            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
-                        }
-                        error = Some(e);
-                        break;
+    {
+        let counting = Counting {
+            inner: &mut stored,
+            progress: &progress,
+        };
+        let plain: io::Result<Box<dyn Read + '_>> = match &unseal {
+            None => Ok(Box::new(counting)),
+            Some(ids) => age::Decryptor::new(counting)
+                .and_then(|d| d.decrypt(ids.as_age()))
+                .map(|r| Box::new(r) as Box<dyn Read>)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        };
+        match plain.and_then(zstd::stream::read::Decoder::new) {
+            Ok(mut dec) => {
+                let mut consumer = Some(out);
+                let mut buf = bytes::BytesMut::new();
+                loop {
+                    if buf.len() < RAW_CHUNK / 4 {
+                        buf.clear();
+                        buf.reserve(RAW_CHUNK);
+                        buf.resize(RAW_CHUNK, 0);
                     }
-                };
-                let chunk = buf.split_to(n).freeze();
-                raw.update(chunk.clone());
-                // A consumer that stopped early no longer gets chunks.
-                if let Some(tx) = &consumer
-                    && tx.blocking_send(Ok(chunk)).is_err()
-                {
-                    consumer = None;
+                    let n = match dec.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            if let Some(tx) = consumer.take() {
+                                let _ =
+                                    tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+                            }
+                            error = Some(e);
+                            break;
+                        }
+                    };
+                    let chunk = buf.split_to(n).freeze();
+                    raw.update(chunk.clone());
+                    // A consumer that stopped early no longer gets chunks.
+                    if let Some(tx) = &consumer
+                        && tx.blocking_send(Ok(chunk)).is_err()
+                    {
+                        consumer = None;
+                    }
                 }
             }
+            Err(e) => {
+                let _ = out.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+                error = Some(e)
+            }
         }
-        Err(e) => error = Some(e),
     }
     let _ = io::copy(&mut stored, &mut io::sink());
     let failed = stored.failed.take();

@@ -41,9 +41,10 @@ pub struct Plan {
     pub export: String,
     pub manifest: Manifest,
     pub repository: Repository,
-    /// Other targets holding the same point (same digests): a copy found
+    /// Other targets holding the same point (the same raw digest; each
+    /// stores it as its own manifest says, encrypted or not): a copy found
     /// corrupt or missing on one is fetched from the next.
-    pub copies: Vec<Repository>,
+    pub copies: Vec<(Repository, Manifest)>,
     pub destination: Destination,
     /// What exists at the destination and would be replaced.
     pub replaces: Option<String>,
@@ -154,6 +155,8 @@ pub async fn find(
 ) -> Result<(Repository, Manifest, Vec<String>)> {
     let mut notes = Vec::new();
     let mut best: Option<(Repository, Manifest)> = None;
+    // The point asked for by id, found but not to be trusted.
+    let mut refused = None;
     for repo in repos {
         let listing = match repo.list(host, export).await {
             Ok(l) => l,
@@ -169,6 +172,15 @@ pub async fn find(
                 d.object,
                 d.message
             ));
+            if let Selector::Id(id) = selector
+                && d.object == crate::repository::layout::manifest(host, export, id)
+            {
+                refused.get_or_insert(Error::Manifest {
+                    target: repo.name().to_string(),
+                    object: d.object.clone(),
+                    message: d.message.clone(),
+                });
+            }
         }
         let points = match restorable(repo, host, export, listing.points, &mut notes).await {
             Ok(p) => p,
@@ -203,6 +215,7 @@ pub async fn find(
     }
     match best {
         Some((repo, m)) => Ok((repo, m, notes)),
+        None if refused.is_some() => Err(refused.expect("checked")),
         None => {
             let what = match selector {
                 Selector::Latest => "no recovery point".to_string(),
@@ -332,16 +345,19 @@ fn replay_target(
 }
 
 /// The repositories other than `chosen` that hold `manifest`'s point with
-/// the same digests.
-async fn copies(repos: &[Repository], chosen: &Repository, manifest: &Manifest) -> Vec<Repository> {
+/// the same raw digest, with their own manifests.
+async fn copies(
+    repos: &[Repository],
+    chosen: &Repository,
+    manifest: &Manifest,
+) -> Vec<(Repository, Manifest)> {
     let path = crate::repository::layout::manifest(&manifest.host, &manifest.export, &manifest.id);
     let mut out = Vec::new();
     for repo in repos.iter().filter(|r| r.name() != chosen.name()) {
         if let Ok(m) = repo.read_manifest(&path).await
-            && m.stored.sha256 == manifest.stored.sha256
-            && m.raw.sha256 == manifest.raw.sha256
+            && m.raw == manifest.raw
         {
-            out.push(repo.clone());
+            out.push((repo.clone(), m));
         }
     }
     out
@@ -356,6 +372,9 @@ pub async fn plan(
     to: Option<&str>,
 ) -> Result<Plan> {
     let (repository, manifest, notes) = find(repos, host, export, selector).await?;
+    // Said before anything is shown or asked: without an identity it opens,
+    // the point cannot be restored.
+    pipeline::unsealing(&manifest, &repository.keys.identities)?;
     let destination = match to {
         Some(t) => source.destination(t),
         None => source.default_destination(),
@@ -407,11 +426,12 @@ pub async fn execute(
     .await
     .map_err(|e| Error::Failed(format!("locking the destination stopped: {e}")))??;
     let workdir = options.workdir.clone().unwrap_or_else(std::env::temp_dir);
-    let holders: Vec<&Repository> = std::iter::once(&plan.repository)
-        .chain(&plan.copies)
-        .collect();
+    let holders: Vec<(&Repository, &Manifest)> =
+        std::iter::once((&plan.repository, &plan.manifest))
+            .chain(plan.copies.iter().map(|(r, m)| (r, m)))
+            .collect();
     let mut staged = None;
-    for (i, repo) in holders.iter().enumerate() {
+    for (i, (repo, manifest)) in holders.iter().enumerate() {
         let destination = plan.destination.clone();
         let workdir = workdir.clone();
         progress.event(Event::Started {
@@ -424,15 +444,18 @@ pub async fn execute(
             total: Some(plan.manifest.stored.size),
         });
         let src = source.clone();
-        let received =
-            pipeline::read_verified(&repo.target, &plan.manifest, progress.clone(), move |raw| {
-                src.stage(raw, &destination, &workdir).map_err(Error::from)
-            })
-            .await;
+        let received = pipeline::read_verified(
+            &repo.target,
+            manifest,
+            &repo.keys.identities,
+            progress.clone(),
+            move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
+        )
+        .await;
         progress.event(Event::Finished);
         match received {
             Ok(s) => {
-                if let Err(e) = repo.record_verified(&plan.manifest, "restore").await {
+                if let Err(e) = repo.record_verified(manifest, "restore").await {
                     tracing::warn!(error = %e, "the verification of {} is not recorded", plan.manifest.id);
                 }
                 staged = Some((s, repo.name().to_string()));

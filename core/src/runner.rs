@@ -133,17 +133,23 @@ async fn maintain(
         at: Some(Utc::now()),
         ..Default::default()
     };
-    for t in &report.targets {
+    let names: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.result.is_ok())
+        .map(|t| t.target.clone())
+        .collect();
+    let opened = crate::backup::open_targets(policy, &names).await;
+    for (t, (_, repo)) in report
+        .targets
+        .iter()
+        .filter(|t| t.result.is_ok())
+        .zip(opened)
+    {
         let Ok(manifest) = &t.result else { continue };
-        let checked = match policy.targets.get(&t.target) {
-            Some(config) => {
-                match crate::repository::Repository::open(&t.target, config, &policy.base_dir).await
-                {
-                    Ok(repo) => crate::verify::check_point(&repo, manifest, progress.clone()).await,
-                    Err(e) => Err(e),
-                }
-            }
-            None => continue,
+        let checked = match repo {
+            Ok(repo) => crate::verify::check_point(&repo, manifest, progress.clone()).await,
+            Err(e) => Err(e),
         };
         match checked {
             Ok(()) => done.verified.push(t.target.clone()),

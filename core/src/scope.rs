@@ -3,8 +3,10 @@
 //! address from a bare machine.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{Policy, TargetConfig};
+use crate::keys::Keys;
 use crate::repository::Repository;
 use crate::{Error, Result};
 
@@ -19,6 +21,10 @@ pub struct Selection {
     pub from: Option<String>,
     /// Whose recovery points (default: the policy's host).
     pub host: Option<String>,
+    /// Identity files to decrypt with (`--identity`).
+    pub identities: Vec<PathBuf>,
+    /// Keys to trust beside the policy's (`--trust HOST=ed25519:…`).
+    pub trust: Vec<String>,
 }
 
 /// The repositories a command looks at, opened.
@@ -47,13 +53,18 @@ impl Scope {
             };
             let mut seen = std::collections::HashSet::new();
             names.retain(|n| seen.insert(n.clone()));
+            let keys =
+                Arc::new(Keys::for_policy(&policy)?.with_cli(&args.identities, &args.trust)?);
             let mut repos = Vec::new();
             let mut unreachable = Vec::new();
             for name in names {
-                let config = policy.targets.get(&name).ok_or_else(|| {
-                    Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
-                })?;
-                match Repository::open(&name, config, &policy.base_dir).await {
+                if !policy.targets.contains_key(&name) {
+                    return Err(Error::NotFound(format!(
+                        "no target `{name}` in {}",
+                        policy.path.display()
+                    )));
+                }
+                match Repository::for_policy(&policy, &name, &keys).await {
                     Ok(repo) => repos.push(repo),
                     Err(e) => unreachable.push(e),
                 }
@@ -75,7 +86,10 @@ impl Scope {
                 .as_deref()
                 .ok_or_else(|| Error::Usage("give --policy or --target".into()))?;
             let config = TargetConfig::from_address(address)?;
-            let repo = Repository::open("target", &config, std::path::Path::new(".")).await?;
+            let keys = Keys::default().with_cli(&args.identities, &args.trust)?;
+            let repo = Repository::open("target", &config, std::path::Path::new("."))
+                .await?
+                .with_keys(Arc::new(keys));
             Ok(Scope {
                 policy: None,
                 host: args.host.clone(),

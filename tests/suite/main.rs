@@ -15,6 +15,7 @@ mod injection;
 mod policy;
 mod production;
 mod roundtrip;
+mod sealed;
 mod snapshots;
 mod trust;
 mod verdicts;

@@ -133,6 +133,10 @@ pub struct Target {
     pub location: String,
     pub op: Operator,
     pub tuning: WriteTuning,
+    /// Whom recovery points written here are encrypted to (none: plain zstd).
+    pub recipients: std::sync::Arc<[crate::keys::Recipient]>,
+    /// Bytes per second a backup uploads at most (never archiving).
+    pub limit: Option<u64>,
 }
 
 impl Target {
@@ -158,6 +162,8 @@ impl Target {
             location: backend.location(),
             op,
             tuning: backend.tuning(),
+            recipients: std::sync::Arc::new([]),
+            limit: None,
         })
     }
 

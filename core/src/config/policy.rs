@@ -36,6 +36,10 @@ pub struct Policy {
     pub snapshot_retention: Retention,
     /// What a restore does with the data it replaced.
     pub restore: RestoreSettings,
+    /// Encryption recipients, the signing key, trusted keys, identities.
+    pub keys: crate::keys::KeysConfig,
+    /// Per target: its encryption and bandwidth limit.
+    pub target_options: BTreeMap<String, TargetOptions>,
     /// What is accepted but unwise (a webhook URL written in the policy):
     /// located like errors, for `drp check` and the logs to show.
     pub warnings: Vec<Diagnostic>,
@@ -52,6 +56,16 @@ pub struct Policy {
 pub struct RestoreSettings {
     #[serde(default)]
     pub drop_replaced: bool,
+}
+
+/// What a policy says of a target beside where it is: whom its points are
+/// encrypted to and how fast backups upload to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetOptions {
+    /// Names in `keys.recipients`; empty: not encrypted.
+    pub recipients: Vec<String>,
+    /// Bytes per second (`limit: 20MiB/s`).
+    pub limit: Option<u64>,
 }
 
 /// Where the agent publishes Prometheus metrics.
@@ -277,7 +291,8 @@ impl Retention {
 
 const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
 
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "keys",
     "snapshots",
     "snapshot_retention",
     "host",
@@ -291,6 +306,75 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "prune",
     "restore",
 ];
+
+/// Takes a target's own options (`encryption`, `limit`) out of its node,
+/// so that what is left is its kind's settings. By default a target
+/// encrypts to every key in `keys.recipients`; `encryption: none` opts out,
+/// a list names some of them.
+fn target_options(
+    key: &str,
+    node: &mut Value,
+    keys: &crate::keys::KeysConfig,
+    diags: &mut Diagnostics,
+) -> TargetOptions {
+    let mut options = TargetOptions {
+        recipients: keys.recipients.keys().cloned().collect(),
+        limit: None,
+    };
+    let Value::Mapping(m) = node else {
+        return options;
+    };
+    if let Some(v) = m.remove("limit") {
+        match v.as_str().map(super::units::parse_rate) {
+            Some(Ok(rate)) => options.limit = Some(rate),
+            Some(Err(e)) => diags.push(&format!("{key}.limit"), e, None),
+            None => diags.push(
+                &format!("{key}.limit"),
+                "`limit` is a rate such as `20MiB/s`",
+                None,
+            ),
+        }
+    }
+    if let Some(v) = m.remove("encryption") {
+        let ekey = format!("{key}.encryption");
+        match v {
+            Value::String(s) if s == "none" => options.recipients.clear(),
+            Value::Sequence(names) => {
+                options.recipients.clear();
+                for (i, n) in names.iter().enumerate() {
+                    let name = n.as_str().unwrap_or_default();
+                    if keys.recipients.contains_key(name) {
+                        options.recipients.push(name.to_string());
+                    } else {
+                        let known: Vec<&str> = keys.recipients.keys().map(String::as_str).collect();
+                        diags.push(
+                            &format!("{ekey}[{i}]"),
+                            format!("no recipient `{name}` in `keys.recipients`"),
+                            super::did_you_mean(name, &known).or_else(|| {
+                                Some("add its public key under `keys.recipients`".into())
+                            }),
+                        );
+                    }
+                }
+                if options.recipients.is_empty()
+                    && diags.items.iter().all(|d| !d.key.starts_with(&ekey))
+                {
+                    diags.push(
+                        &ekey,
+                        "an empty recipient list encrypts to nobody",
+                        Some("write `encryption: none` to store this target unencrypted".into()),
+                    );
+                }
+            }
+            _ => diags.push(
+                &ekey,
+                "`encryption` is `none` or a list of names from `keys.recipients`",
+                None,
+            ),
+        }
+    }
+    options
+}
 
 impl Policy {
     /// Reads and validates a policy file.
@@ -352,6 +436,7 @@ impl Policy {
         let mut snapshots = BTreeMap::new();
         let mut snapshot_retention = Retention::default();
         let mut restore = RestoreSettings::default();
+        let mut keys = crate::keys::KeysConfig::default();
         let mut warnings = Vec::new();
         for (k, v) in root {
             let key = k.as_str().unwrap_or_default().to_string();
@@ -411,6 +496,15 @@ impl Policy {
                     Ok(r) => restore = r,
                     Err(e) => diags.push_serde("restore", e),
                 },
+                "keys" => match serde_path_to_error::deserialize::<_, crate::keys::KeysConfig>(v) {
+                    Ok(k) => {
+                        for (key, message) in k.problems() {
+                            diags.push(&key, message, None);
+                        }
+                        keys = k;
+                    }
+                    Err(e) => diags.push_serde("keys", e),
+                },
                 "prune" => match serde_path_to_error::deserialize(v) {
                     Ok(p) => prune = p,
                     Err(e) => diags.push_serde("prune", e),
@@ -465,6 +559,7 @@ impl Policy {
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect();
         let mut targets = BTreeMap::new();
+        let mut target_options_out = BTreeMap::new();
         for (name, node) in target_nodes {
             let name = name.as_str().unwrap_or_default().to_string();
             let key = format!("targets.{name}");
@@ -475,8 +570,18 @@ impl Policy {
                     None,
                 );
             }
+            let mut node = node;
+            let options = target_options(&key, &mut node, &keys, &mut diags);
             match serde_path_to_error::deserialize::<_, TargetConfig>(node.clone()) {
                 Ok(t) => {
+                    if options.recipients.is_empty() && !matches!(t, TargetConfig::Local(_)) {
+                        warnings.push(diags.at(
+                            &key,
+                            format!("target `{name}` is off-site and not encrypted: anyone holding its credentials reads every point"),
+                            Some("add public keys under `keys.recipients` (`drp-agent keys generate`); targets then encrypt to them".into()),
+                        ));
+                    }
+                    target_options_out.insert(name.clone(), options);
                     targets.insert(name, t);
                 }
                 Err(e) => diags.push_serde_in(&key, Some(&node), e),
@@ -626,8 +731,26 @@ impl Policy {
             snapshots,
             snapshot_retention,
             restore,
+            keys,
+            target_options: target_options_out,
             warnings,
         })
+    }
+
+    /// The recipients points written to `target` are encrypted to.
+    pub fn recipients(&self, target: &str) -> Vec<crate::keys::Recipient> {
+        let names = self
+            .target_options
+            .get(target)
+            .map(|o| o.recipients.clone())
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let key = self.keys.recipients.get(&name)?.parse().ok()?;
+                Some(crate::keys::Recipient { name, key })
+            })
+            .collect()
     }
 
     pub fn export(&self, name: &str) -> Result<&Export, crate::Error> {

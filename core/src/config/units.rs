@@ -64,6 +64,37 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// A rate written like `20MiB/s`, `2.5MB/s` or `100Mbit/s`, in bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("invalid rate `{text}`: write it like 20MiB/s, 500KiB/s, 2.5MB/s or 100Mbit/s");
+    let t = text.trim();
+    let t = t.strip_suffix("/s").ok_or_else(bad)?;
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let factor = match unit.trim() {
+        "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "kbit" | "Kbit" => 1e3 / 8.0,
+        "Mbit" => 1e6 / 8.0,
+        "Gbit" => 1e9 / 8.0,
+        _ => return Err(bad()),
+    };
+    let rate = number * factor;
+    if rate < 1.0 || !rate.is_finite() {
+        return Err(format!("rate `{text}` is below one byte per second"));
+    }
+    Ok(rate as u64)
+}
+
 /// Formats a byte count for people: `1.4 GiB`, `312 KiB`, `17 B`.
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -100,6 +131,15 @@ mod tests {
         );
         assert!(HumanDuration::parse("30").unwrap_err().contains("unit"));
         assert!(HumanDuration::parse("5 minuts").is_err());
+    }
+
+    #[test]
+    fn rates_as_people_write_them() {
+        assert_eq!(parse_rate("20MiB/s"), Ok(20 << 20));
+        assert_eq!(parse_rate("2.5MB/s"), Ok(2_500_000));
+        assert_eq!(parse_rate("100Mbit/s"), Ok(12_500_000));
+        assert!(parse_rate("20MiB").unwrap_err().contains("20MiB/s"));
+        assert!(parse_rate("fast/s").is_err());
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub fn manifest(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/manifests/{id}.json")
 }
 
+/// The detached signature of the record at `key`.
+pub fn signature(key: &str) -> String {
+    format!("{key}.sig")
+}
+
 pub(crate) fn verified(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/verified/{id}.json")
 }

@@ -15,8 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{FORMAT, Manifest};
 use std::path::Path;
 
+use std::sync::Arc;
+
 use crate::backend::Target;
-use crate::config::TargetConfig;
+use crate::config::{Policy, TargetConfig};
+use crate::keys::Keys;
+use crate::keys::sign::Owner;
 use crate::{Error, Result};
 
 pub use layout::MARKER;
@@ -82,11 +86,39 @@ impl Record {
 #[derive(Clone)]
 pub struct Repository {
     pub(crate) target: Target,
+    /// The signing key records are written with, the keys records are
+    /// checked against, the identities points are decrypted with.
+    pub(crate) keys: Arc<Keys>,
 }
 
 impl Repository {
     pub fn new(target: Target) -> Self {
-        Repository { target }
+        Repository {
+            target,
+            keys: Arc::default(),
+        }
+    }
+
+    /// The same repository read and written with `keys`.
+    pub fn with_keys(mut self, keys: Arc<Keys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Opens target `name` of `policy` as the policy says to write to it:
+    /// its recipients, its bandwidth limit, and `keys`.
+    pub async fn for_policy(policy: &Policy, name: &str, keys: &Arc<Keys>) -> Result<Repository> {
+        let config = policy.targets.get(name).ok_or_else(|| {
+            Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
+        })?;
+        let mut repo = Repository::open(name, config, &policy.base_dir).await?;
+        repo.target.recipients = policy.recipients(name).into();
+        repo.target.limit = policy.target_options.get(name).and_then(|o| o.limit);
+        Ok(repo.with_keys(keys.clone()))
     }
 
     pub fn name(&self) -> &str {
@@ -253,6 +285,9 @@ impl Repository {
         if expected != path {
             return Err(damaged(format!("it describes {expected}, not this path")));
         }
+        self.check_signature(Owner::Host(&m.host), path, &buf.to_vec())
+            .await
+            .map_err(damaged)?;
         if m.stored.object != layout::data(&m.host, &m.export, &m.id) {
             return Err(damaged(format!(
                 "its data object `{}` is outside its recovery point",
@@ -325,10 +360,26 @@ impl Repository {
         }
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         let path = layout::manifest(&manifest.host, &manifest.export, &manifest.id);
-        op.write(&path, body)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.target.error("cannot write the manifest", e))
+        self.write(&path, body, "cannot write the manifest").await
+    }
+
+    /// Checks the detached signature of the record at `key` (when this
+    /// reader requires signatures): the reason it is refused, otherwise.
+    async fn check_signature(
+        &self,
+        owner: Owner<'_>,
+        key: &str,
+        bytes: &[u8],
+    ) -> std::result::Result<(), String> {
+        if !self.keys.trust.required() {
+            return Ok(());
+        }
+        let sig = match self.target.op.read(&layout::signature(key)).await {
+            Ok(b) => Some(b.to_vec()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("its signature cannot be read: {e}")),
+        };
+        self.keys.trust.check(owner, key, bytes, sig.as_deref())
     }
 }
 
@@ -344,11 +395,12 @@ impl Repository {
             .delete(&manifest)
             .await
             .map_err(|e| self.target.error(&format!("cannot delete {manifest}"), e))?;
-        let _ = self
-            .target
-            .op
-            .delete(&layout::verified(host, export, id))
-            .await;
+        for key in [
+            layout::signature(&manifest),
+            layout::verified(host, export, id),
+        ] {
+            let _ = self.target.op.delete(&key).await;
+        }
         Ok(())
     }
 
@@ -413,13 +465,17 @@ impl Repository {
     pub async fn snapshot_set_records(&self, host: &str) -> Result<Vec<Record>> {
         self.records(
             &layout::snapshot_sets_dir(host),
+            Owner::Host(host),
             "cannot list snapshot sets",
         )
         .await
     }
 
     pub async fn delete_snapshot_set(&self, host: &str, id: &str) -> Result<()> {
-        self.delete_object(&layout::snapshot_set(host, id)).await
+        let key = layout::snapshot_set(host, id);
+        self.delete_object(&key).await?;
+        let _ = self.target.op.delete(&layout::signature(&key)).await;
+        Ok(())
     }
 
     /// Stores a run's report: its JSON record and its HTML page.
@@ -433,12 +489,13 @@ impl Repository {
         let what = "cannot store the report";
         self.write(&layout::report(runbook, id, "json"), json, what)
             .await?;
-        self.write(
-            &layout::report(runbook, id, "html"),
-            html.into_bytes(),
-            what,
-        )
-        .await
+        // The page is for people; the JSON record is what readers trust.
+        self.target
+            .op
+            .write(&layout::report(runbook, id, "html"), html.into_bytes())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.target.error(what, e))
     }
 
     /// Every report record (the JSON ones), of every runbook.
@@ -454,12 +511,22 @@ impl Repository {
             .iter()
             .filter(|e| e.metadata().is_dir() && e.path() != layout::REPORTS_DIR)
         {
-            out.extend(self.records(rb.path(), what).await?);
+            out.extend(self.records(rb.path(), Owner::Anyone, what).await?);
         }
         Ok(out)
     }
 
+    /// Writes a record, after its signature when this host signs: a
+    /// record is never visible unsigned to readers that require signatures.
     async fn write(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
+        if let Some(signer) = &self.keys.signer {
+            let sig = serde_json::to_vec(&signer.sign(key, &body)).expect("signature serialises");
+            self.target
+                .op
+                .write(&layout::signature(key), sig)
+                .await
+                .map_err(|e| self.target.error(what, e))?;
+        }
         self.target
             .op
             .write(key, body)
@@ -470,7 +537,7 @@ impl Repository {
 
     /// The JSON records in folder `dir` (none when it does not exist); a
     /// record that cannot be read is skipped.
-    async fn records(&self, dir: &str, what: &str) -> Result<Vec<Record>> {
+    async fn records(&self, dir: &str, owner: Owner<'_>, what: &str) -> Result<Vec<Record>> {
         let entries = match self.target.op.list(dir).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -478,12 +545,22 @@ impl Repository {
         };
         let mut out = Vec::new();
         for e in entries.iter().filter(|e| e.name().ends_with(".json")) {
-            if let Ok(buf) = self.target.op.read(e.path()).await {
-                out.push(Record {
-                    key: e.path().to_string(),
-                    bytes: buf.to_vec(),
-                });
+            let Ok(buf) = self.target.op.read(e.path()).await else {
+                continue;
+            };
+            let bytes = buf.to_vec();
+            if let Err(why) = self.check_signature(owner, e.path(), &bytes).await {
+                tracing::warn!(
+                    "target `{}`: record {} refused: {why}",
+                    self.target.name,
+                    e.path()
+                );
+                continue;
             }
+            out.push(Record {
+                key: e.path().to_string(),
+                bytes,
+            });
         }
         Ok(out)
     }

@@ -1,0 +1,343 @@
+//! Encrypted and signed recovery points: a host that backs up holds only
+//! public keys and cannot read what it wrote; any one identity restores;
+//! altered, truncated, swapped or planted objects and records are refused
+//! with the reason, and nothing is replaced.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Run, Scratch, scratch, tree_digest};
+
+/// A line no compressor hides: if it is in a stored object, the object is
+/// not encrypted.
+const MARKER: &str = "payroll-2026-IBAN-FR7630006000011234567890189";
+
+/// A key pair made by `drp-agent keys generate`: (private key file, public key).
+fn generate(s: &Scratch, name: &str, signing: bool) -> (PathBuf, String) {
+    let out = s.path(name);
+    let mut args = vec!["--json", "keys", "generate", "--out", out.to_str().unwrap()];
+    if signing {
+        args.push("--signing");
+    }
+    let run = s.agent(&args);
+    run.ok();
+    let public = run.json()["public"].as_str().unwrap().to_string();
+    (out, public)
+}
+
+fn site(s: &Scratch) -> PathBuf {
+    let root = s.path("site");
+    std::fs::create_dir_all(root.join("docs/été")).unwrap();
+    std::fs::write(
+        root.join("docs/payroll.csv"),
+        format!("name,iban\nZoé,{MARKER}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("docs/été/notes-日本語.txt"),
+        "ünïcödé\n".repeat(500),
+    )
+    .unwrap();
+    // Incompressible and larger than many 64 KiB age chunks.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    std::fs::write(root.join("blob.bin"), noise).unwrap();
+    root
+}
+
+struct Keys {
+    ops: (PathBuf, String),
+    escrow: (PathBuf, String),
+    signing: (PathBuf, String),
+}
+
+fn keys(s: &Scratch) -> Keys {
+    Keys {
+        ops: generate(s, "ops.age", false),
+        escrow: generate(s, "escrow.age", false),
+        signing: generate(s, "db-1.signing", true),
+    }
+}
+
+/// A policy of host `host` encrypting to ops and escrow and signing with
+/// `signing`; `extra` goes under `keys:`.
+fn policy(s: &Scratch, file: &str, host: &str, k: &Keys, signing: &Path, extra: &str) -> String {
+    s.write(
+        file,
+        &format!(
+            "host: {host}\nkeys:\n  recipients:\n    ops: {}\n    escrow: {}\n  signing: {{file: {}}}\n{extra}{}exports:\n  site:\n    source: {{kind: directory, path: site}}\n    targets: [nas, s3]\n",
+            k.ops.1,
+            k.escrow.1,
+            signing.display(),
+            s.targets_yaml()
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+fn restore(s: &Scratch, p: &str, to: &Path, more: &[&str]) -> Run {
+    let mut args = vec![
+        "restore",
+        "--policy",
+        p,
+        "--export",
+        "site",
+        "--to",
+        to.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    s.drp(&args)
+}
+
+fn stored_object(s: &Scratch, manifest: &serde_json::Value) -> PathBuf {
+    s.path("nas")
+        .join(manifest["stored"]["object"].as_str().unwrap())
+}
+
+#[test]
+fn two_recipients_each_identity_restores_and_the_host_that_backs_up_cannot() {
+    let s = scratch("sealed");
+    let before = tree_digest(&site(&s));
+    let k = keys(&s);
+    let p = policy(&s, "policy.yaml", "db-1", &k, &k.signing.0, "");
+    let backup = s.agent(&["--json", "backup", "--policy", &p]);
+    backup.ok();
+    let targets = backup.json()["backups"][0]["targets"].clone();
+    let manifest = targets[0]["manifest"].clone();
+    let enc = &manifest["encryption"];
+    assert_eq!(enc["format"], "age", "{manifest}");
+    let names: Vec<&str> = enc["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["escrow", "ops"]);
+    assert!(manifest["signed_by"].is_string(), "{manifest}");
+    // Both targets encrypt to the same keys: one encryption serves both.
+    assert_eq!(
+        targets[1]["manifest"]["stored"]["sha256"],
+        manifest["stored"]["sha256"]
+    );
+
+    // What lies on the NAS is age, not zstd, and hides even short strings.
+    let object = std::fs::read(stored_object(&s, &manifest)).unwrap();
+    assert!(object.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!object.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()));
+
+    // The host holds public keys only: it can check what it stored, not read it.
+    let verify = s.agent(&["verify", "--policy", &p]);
+    verify.ok();
+    let to = s.path("restored");
+    let refused = restore(&s, &p, &to, &[]);
+    refused.code(2);
+    assert!(
+        refused.stderr.contains("encrypted to escrow (") && refused.stderr.contains("--identity"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!to.exists(), "a refused restore created its destination");
+
+    // Either identity restores, from either target.
+    for (identity, from) in [(&k.ops.0, "nas"), (&k.escrow.0, "s3")] {
+        let to = s.path(&format!("restored-{from}"));
+        restore(
+            &s,
+            &p,
+            &to,
+            &["--identity", identity.to_str().unwrap(), "--from", from],
+        )
+        .ok();
+        assert_eq!(
+            tree_digest(&to),
+            before,
+            "restored with {}",
+            identity.display()
+        );
+    }
+    s.agent(&[
+        "verify",
+        "--policy",
+        &p,
+        "--identity",
+        k.ops.0.to_str().unwrap(),
+    ])
+    .ok();
+
+    // Which keys the points need: both keys, one point on each target.
+    let listed = s.agent(&["--json", "keys", "list", "--policy", &p]);
+    listed.ok();
+    let keys = listed.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k["points"] == 2 && k["current"] == true),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_drill_restores_with_the_escrow_identity_alone() {
+    let s = scratch("escrow");
+    let before = tree_digest(&site(&s));
+    let k = keys(&s);
+    let extra = format!("  identity: {{file: {}}}\n", k.escrow.0.display());
+    policy(&s, "policy.yaml", "db-1", &k, &k.signing.0, &extra);
+    std::fs::remove_file(&k.ops.0).unwrap();
+    s.write(
+        "runbook.yaml",
+        "name: site-lost\npolicy: policy.yaml\nobjectives: {rto: 5m, rpo: 30m}\ndrill:\n  backup_first: true\n  settle: 0s\n  inject:\n    - name: the site is deleted\n      action: {kind: command, destructive: true, run: [rm, -rf, site]}\nsteps:\n  - name: restore\n    phase: restore\n    action: {kind: restore_backup, export: site}\n  - name: the files are back\n    phase: verify\n    action: {kind: command, run: [test, -s, site/docs/payroll.csv]}\n",
+    );
+    let drill = s.drp(&["--json", "drill", "runbook.yaml", "--yes"]);
+    drill.ok();
+    assert_eq!(drill.json()["status"], "passed", "{}", drill.stdout);
+    assert_eq!(tree_digest(&s.path("site")), before);
+}
+
+/// Restores the latest point and says whether it was refused (exit 4)
+/// naming `reason`, with the destination untouched.
+fn refused(s: &Scratch, p: &str, id: Option<&str>, identity: &Path, reason: &str) {
+    let to = s.path("untouched");
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::write(to.join("keep.txt"), "live data").unwrap();
+    let mut args = vec![
+        "--identity",
+        identity.to_str().unwrap(),
+        "--yes",
+        "--from",
+        "nas",
+    ];
+    if let Some(id) = id {
+        args.extend_from_slice(&["--point", id]);
+    }
+    let run = restore(s, p, &to, &args);
+    run.code(4);
+    assert!(
+        run.stderr.contains(reason),
+        "expected `{reason}` in: {}",
+        run.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"], "the destination was touched");
+    assert_eq!(
+        std::fs::read_to_string(to.join("keep.txt")).unwrap(),
+        "live data"
+    );
+}
+
+#[test]
+fn altered_truncated_swapped_or_planted_points_are_refused_and_nothing_is_replaced() {
+    let s = scratch("tamper");
+    site(&s);
+    let k = keys(&s);
+    let (db2_key, db2_public) = generate(&s, "db-2.signing", true);
+    let (stranger, _) = generate(&s, "stranger.signing", true);
+    // The reader trusts db-1's key and db-2's (for db-2's own records).
+    let trusted = format!(
+        "  trusted:\n    db-1: {}\n    db-2: {db2_public}\n",
+        k.signing.1
+    );
+    let p = policy(&s, "policy.yaml", "db-1", &k, &k.signing.0, &trusted);
+    let ops = k.ops.0.clone();
+    let point = |run: &Run| run.json()["backups"][0]["targets"][0]["manifest"].clone();
+    let first = point(s.agent(&["--json", "backup", "--policy", &p]).ok());
+    std::fs::write(s.path("site/docs/new.txt"), "second").unwrap();
+    let second = point(s.agent(&["--json", "backup", "--policy", &p]).ok());
+    let id = |m: &serde_json::Value| m["id"].as_str().unwrap().to_string();
+    let (a, b) = (stored_object(&s, &first), stored_object(&s, &second));
+    let original = std::fs::read(&b).unwrap();
+
+    // A flipped byte in the ciphertext.
+    let mut flipped = original.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x20;
+    std::fs::write(&b, &flipped).unwrap();
+    refused(&s, &p, Some(&id(&second)), &ops, "SHA-256");
+    // The final chunk dropped.
+    std::fs::write(&b, &original[..original.len() - 1000]).unwrap();
+    refused(&s, &p, Some(&id(&second)), &ops, "size");
+    // The first point's object put in the place of the second's.
+    std::fs::copy(&a, &b).unwrap();
+    refused(&s, &p, Some(&id(&second)), &ops, "integrity check failed");
+    std::fs::write(&b, &original).unwrap();
+    restore(
+        &s,
+        &p,
+        &s.path("whole"),
+        &[
+            "--identity",
+            ops.to_str().unwrap(),
+            "--from",
+            "nas",
+            "--point",
+            &id(&second),
+        ],
+    )
+    .ok();
+
+    // Points planted in db-1's tree by writers the reader does not trust for it.
+    let plant = |file: &str, key: &Path| {
+        let planted = policy(&s, file, "db-1", &k, key, "");
+        id(&point(
+            s.agent(&["--json", "backup", "--policy", &planted]).ok(),
+        ))
+    };
+    let unknown = plant("stranger.yaml", &stranger);
+    refused(&s, &p, Some(&unknown), &ops, "which is not trusted here");
+    let foreign = plant("db-2.yaml", &db2_key);
+    refused(
+        &s,
+        &p,
+        Some(&foreign),
+        &ops,
+        "signed by db-2's key, but it is a record of db-1",
+    );
+    // An unsigned manifest.
+    let unsigned = id(&point(
+        s.agent(&["--json", "backup", "--policy", &planted_unsigned(&s, &k)])
+            .ok(),
+    ));
+    refused(&s, &p, Some(&unsigned), &ops, "not signed");
+    // The newest point is a planted one: `latest` skips it, says why, and
+    // restores the newest trusted point.
+    let latest = restore(
+        &s,
+        &p,
+        &s.path("latest"),
+        &["--identity", ops.to_str().unwrap(), "--from", "nas"],
+    );
+    latest.ok();
+    assert!(latest.all().contains(&id(&second)), "{}", latest.all());
+    assert!(latest.all().contains("not signed"), "{}", latest.all());
+    // `list` names them as damaged.
+    let listed = s.agent(&["list", "--policy", &p, "--from", "nas"]);
+    listed.code(4);
+    assert!(
+        listed.stderr.contains("not trusted here"),
+        "{}",
+        listed.stderr
+    );
+}
+
+fn planted_unsigned(s: &Scratch, k: &Keys) -> String {
+    s.write(
+        "unsigned.yaml",
+        &format!(
+            "host: db-1\nkeys:\n  recipients: {{ops: {}}}\n{}exports:\n  site:\n    source: {{kind: directory, path: site}}\n    targets: [nas]\n",
+            k.ops.1,
+            s.targets_yaml()
+        ),
+    )
+    .display()
+    .to_string()
+}
