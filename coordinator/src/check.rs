@@ -10,7 +10,7 @@ use drp_core::config::units::format_duration;
 use drp_core::posture;
 use drp_core::{ExitCode, Result};
 
-pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
+pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     let now = Utc::now();
     let mut invalid = false;
     let mut missed = false;
@@ -103,6 +103,22 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
         }
+        let immutability = immutability(&policy).await;
+        if !out.json {
+            for t in &immutability {
+                let line = format!(
+                    "{}: target `{}`: {}",
+                    file.display(),
+                    t["target"].as_str().unwrap_or_default(),
+                    t["why"].as_str().unwrap_or_default()
+                );
+                if t["history_deletable"] == true {
+                    eprintln!("warning: {line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+        }
         if !policy.snapshots.is_empty() && !out.json {
             let names: Vec<String> = policy
                 .snapshots
@@ -145,6 +161,7 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         json.push(serde_json::json!({
             "file": file, "valid": true, "host": policy.host, "exports": assessed,
             "warnings": policy.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            "targets": immutability,
         }));
     }
     if out.json {
@@ -166,4 +183,45 @@ pub fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     } else {
         ExitCode::Ok
     })
+}
+
+/// For each S3 target: whether a stolen agent key could destroy its history,
+/// read from the bucket's versioning and Object Lock settings, and whether
+/// its lock lasts as long as retention keeps the points written there.
+async fn immutability(policy: &Policy) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (name, config) in &policy.targets {
+        let drp_core::config::TargetConfig::S3(s3) = config else {
+            continue;
+        };
+        let mut row = match drp_core::backend::lock_posture(s3, &policy.base_dir).await {
+            Ok(p) => {
+                let (deletable, why) = p.verdict(s3.lock.as_ref());
+                serde_json::json!({"target": name, "history_deletable": deletable, "why": why})
+            }
+            Err(e) => {
+                serde_json::json!({"target": name, "history_deletable": serde_json::Value::Null,
+                "why": format!("its Object Lock settings could not be read: {e}")})
+            }
+        };
+        let horizon = policy
+            .exports
+            .values()
+            .filter(|e| e.targets.contains(name))
+            .filter_map(|e| e.retention.horizon_days())
+            .max();
+        if let (Some(lock), Some(days)) = (&s3.lock, horizon)
+            && lock.days < days
+        {
+            row["history_deletable"] = true.into();
+            row["why"] = format!(
+                "{}; but points are locked for {} days while retention keeps them up to {days}: the older ones stand unprotected",
+                row["why"].as_str().unwrap_or_default(),
+                lock.days
+            )
+            .into();
+        }
+        out.push(row);
+    }
+    out
 }

@@ -103,7 +103,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
-        Command::Check { files } => crate::check::run(files, &out),
+        Command::Check { files } => crate::check::run(files, &out).await,
         Command::Run {
             runbook,
             failed_at,

@@ -103,8 +103,24 @@ pub(crate) async fn prune_target(
             "no point deleted: {shortfall}; run `drp-agent verify --policy FILE --latest` to check the newest point"
         ));
     }
-    for (decision, verified) in decisions.into_iter().zip(verified) {
+    for (mut decision, verified) in decisions.into_iter().zip(verified) {
         let mut deleted = false;
+        if !decision.keep() {
+            // A locked point is kept until its lock ends: a delete would
+            // only hide it behind a delete marker.
+            let m = by_id[decision.id.as_str()];
+            match repo.locked_until(&m.stored.object).await {
+                Ok(Some(until)) if until > now => decision.reasons.push(format!(
+                    "object lock until {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                )),
+                Ok(_) => {}
+                Err(e) => {
+                    out.errors.push(format!("{e}; the point is kept"));
+                    decision.reasons.push("object lock unknown".into());
+                }
+            }
+        }
         if !decision.keep() && !dry_run {
             let m = by_id[decision.id.as_str()];
             match repo.uncommit(host, &export.name, &m.id).await {

@@ -24,6 +24,22 @@ impl Decision {
 }
 
 impl Retention {
+    /// The longest the calendar rules keep a point, in days (`keep_last`
+    /// alone depends on how often backups run: `None`).
+    pub fn horizon_days(&self) -> Option<u32> {
+        [
+            self.keep_hourly.map(|n| n.div_ceil(24)),
+            self.keep_daily,
+            self.keep_weekly.map(|n| n * 7),
+            self.keep_monthly.map(|n| n * 31),
+            self.keep_yearly.map(|n| n * 366),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .filter(|d| *d > 0)
+    }
+
     pub fn is_empty(&self) -> bool {
         [
             self.keep_last,

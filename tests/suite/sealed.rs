@@ -341,3 +341,176 @@ fn planted_unsigned(s: &Scratch, k: &Keys) -> String {
     .display()
     .to_string()
 }
+
+/// A bucket with Object Lock on the AWS API emulator (Garage has no
+/// Object Lock); prints what `script` prints.
+fn moto(script: &str) -> String {
+    let endpoint = crate::harness::services().get("DRP_TEST_AWS_ENDPOINT");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import boto3, json\nfrom botocore.config import Config\ns3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', aws_access_key_id='agent', aws_secret_access_key='agent', config=Config(retries={{'max_attempts': 1}}))\n{script}"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The example off-site policy, pointed at this test's folders, keys and a
+/// fresh locked bucket.
+fn offsite(s: &mut Scratch, k: &Keys) -> String {
+    let bucket = s.id.replace('_', "-");
+    moto(&format!(
+        "s3.create_bucket(Bucket='{bucket}', ObjectLockEnabledForBucket=True)"
+    ));
+    let svc = crate::harness::services();
+    for (key, value) in [
+        ("DRP_RECIPIENT_OPS", k.ops.1.clone()),
+        ("DRP_RECIPIENT_ESCROW", k.escrow.1.clone()),
+        ("DRP_SIGNING_KEY", k.signing.0.display().to_string()),
+        ("DRP_NAS", s.path("nas").display().to_string()),
+        ("DRP_S3_BUCKET", bucket.clone()),
+        (
+            "DRP_S3_ENDPOINT",
+            svc.get("DRP_TEST_AWS_ENDPOINT").to_string(),
+        ),
+        ("DRP_S3_REGION", "us-east-1".into()),
+        ("DRP_S3_ACCESS_KEY_ID", "agent".into()),
+        ("DRP_S3_SECRET_ACCESS_KEY", "agent".into()),
+        ("FILES_ROOT", s.path("site").display().to_string()),
+    ] {
+        s.set_env(key, &value);
+    }
+    bucket
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+#[test]
+fn the_recommended_offsite_target_is_encrypted_and_locked_and_prune_keeps_what_the_lock_holds() {
+    let mut s = scratch("vault");
+    let before = tree_digest(&site(&s));
+    let k = keys(&s);
+    let bucket = offsite(&mut s, &k);
+    let example = example("offsite.yaml");
+    let ex = example.to_str().unwrap();
+
+    // drp check reads the bucket: versioned, locked in governance mode.
+    let check = s.drp(&["--json", "check", ex]);
+    check.ok();
+    let targets = check.json()["policies"][0]["targets"].clone();
+    assert_eq!(targets[0]["target"], "vault", "{targets}");
+    assert_eq!(targets[0]["history_deletable"], false, "{targets}");
+    assert!(
+        targets[0]["why"].as_str().unwrap().contains("governance"),
+        "{targets}"
+    );
+
+    // Retention that keeps one point, so that prune wants the first gone.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let one = text.replace(
+        "retention: {keep_last: 6, keep_daily: 30}",
+        "retention: {keep_last: 1}",
+    );
+    assert_ne!(one, text);
+    let p = s.write("offsite-keep-one.yaml", &one).display().to_string();
+    let point = |run: &Run| run.json()["backups"][0]["targets"][1]["manifest"].clone();
+    let first = point(s.agent(&["--json", "backup", "--policy", &p]).ok());
+    assert_eq!(first["encryption"]["format"], "age");
+    std::fs::write(s.path("site/docs/new.txt"), "second").unwrap();
+    s.agent(&["backup", "--policy", &p]).ok();
+
+    // Every object of the point is locked for the policy's 35 days.
+    let key = format!("files-1/{}", first["stored"]["object"].as_str().unwrap());
+    let head = moto(&format!(
+        "h = s3.head_object(Bucket='{bucket}', Key='{key}')\nprint(h['ObjectLockMode'], (h['ObjectLockRetainUntilDate'] - h['LastModified']).days)"
+    ));
+    assert_eq!(head.trim(), "GOVERNANCE 35", "{head}");
+
+    // The host checks what it stored (it cannot decrypt it): what
+    // retention's min_verified counts.
+    s.agent(&["verify", "--policy", &p]).ok();
+    let pruned = s.agent(&["--json", "prune", "--policy", &p, "--export", "files"]);
+    pruned.ok();
+    let vault = pruned.json()["prune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "vault")
+        .expect("a verdict for the vault")
+        .clone();
+    let verdict = vault["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == first["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(verdict["deleted"], false, "{vault}");
+    assert!(
+        verdict["reasons"].to_string().contains("object lock until"),
+        "{vault}"
+    );
+
+    // The agent's own key cannot destroy a locked version either.
+    let attempts = moto(&format!(
+        "vs = s3.list_object_versions(Bucket='{bucket}', Prefix='{key}')['Versions']\nfor v in vs:\n    try:\n        s3.delete_object(Bucket='{bucket}', Key='{key}', VersionId=v['VersionId'])\n        print('deleted')\n    except Exception as e:\n        print(e.response['Error']['Code'])"
+    ));
+    assert_eq!(attempts.trim(), "AccessDenied", "{attempts}");
+
+    // And the vault restores, with the ops identity.
+    let to = s.path("from-vault");
+    s.drp(&[
+        "restore",
+        "--policy",
+        &p,
+        "--export",
+        "files",
+        "--from",
+        "vault",
+        "--point",
+        first["id"].as_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--identity",
+        k.ops.0.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(tree_digest(&to), before);
+}
+
+#[test]
+fn a_target_limit_holds_uploads_to_its_rate() {
+    let s = scratch("limit");
+    site(&s);
+    let p = s.write(
+        "policy.yaml",
+        "host: h\ntargets:\n  nas: {kind: local, path: nas, limit: 1MiB/s}\nexports:\n  site:\n    source: {kind: directory, path: site}\n    targets: [nas]\n    compression: {level: 1}\n",
+    );
+    let started = std::time::Instant::now();
+    let run = s.agent(&["--json", "backup", "--policy", p.to_str().unwrap()]);
+    run.ok();
+    let elapsed = started.elapsed().as_secs_f64();
+    let stored = run.json()["backups"][0]["targets"][0]["manifest"]["stored"]["size"]
+        .as_u64()
+        .unwrap() as f64;
+    // A lower bound only: a busy machine makes it slower, never faster.
+    let floor = (stored - 1_048_576.0) / 1_048_576.0;
+    assert!(
+        stored > 2.5 * 1_048_576.0,
+        "the site is {stored} bytes stored"
+    );
+    assert!(
+        elapsed >= floor,
+        "{stored} bytes at 1 MiB/s took {elapsed:.2}s"
+    );
+}

@@ -3,6 +3,8 @@
 //! kind the same way here, not inside the implementations.
 
 pub mod local;
+#[cfg(feature = "aws")]
+pub mod lock;
 pub mod s3;
 pub mod sftp;
 
@@ -52,6 +54,11 @@ pub trait Backend {
             chunk: None,
             concurrent: 1,
         }
+    }
+    /// Whether a write is seen whole or not at all by readers (a process
+    /// killed mid-write leaves no partial file under the key).
+    fn atomic_writes(&self) -> bool {
+        true
     }
 }
 
@@ -107,6 +114,7 @@ impl TargetConfig {
                 access_key_id: None,
                 secret_access_key: None,
                 virtual_host_style: query("virtual_host_style").as_deref() == Some("true"),
+                lock: None,
             })),
             "sftp" => Ok(TargetConfig::Sftp(sftp::SftpConfig {
                 host: url.host_str().unwrap_or_default().to_string(),
@@ -126,6 +134,25 @@ impl TargetConfig {
     }
 }
 
+/// Reads an S3 bucket's versioning and Object Lock settings.
+pub async fn lock_posture(
+    config: &s3::S3Config,
+    base_dir: &Path,
+) -> std::result::Result<s3::Posture, String> {
+    #[cfg(feature = "aws")]
+    {
+        lock::ObjectLock::new(config, base_dir)
+            .await?
+            .posture()
+            .await
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        let _ = (config, base_dir);
+        Err("this drp was built without the `aws` feature that reads S3 Object Lock".into())
+    }
+}
+
 /// An opened target: its name in the policy, its operator and how to write to it.
 #[derive(Clone)]
 pub struct Target {
@@ -137,6 +164,8 @@ pub struct Target {
     pub recipients: std::sync::Arc<[crate::keys::Recipient]>,
     /// Bytes per second a backup uploads at most (never archiving).
     pub limit: Option<u64>,
+    /// See [`Backend::atomic_writes`].
+    pub atomic_writes: bool,
 }
 
 impl Target {
@@ -164,6 +193,7 @@ impl Target {
             tuning: backend.tuning(),
             recipients: std::sync::Arc::new([]),
             limit: None,
+            atomic_writes: backend.atomic_writes(),
         })
     }
 

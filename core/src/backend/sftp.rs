@@ -52,6 +52,11 @@ impl std::str::FromStr for KnownHosts {
 }
 
 impl Backend for SftpConfig {
+    /// An SFTP write creates the file, then fills it.
+    fn atomic_writes(&self) -> bool {
+        false
+    }
+
     fn operator(&self, base_dir: &Path) -> Result<Operator, BackendError> {
         let strategy = match self.known_hosts {
             KnownHosts::Strict => "Strict",

@@ -89,6 +89,9 @@ pub struct Repository {
     /// The signing key records are written with, the keys records are
     /// checked against, the identities points are decrypted with.
     pub(crate) keys: Arc<Keys>,
+    /// S3 Object Lock, when the target sets it.
+    #[cfg(feature = "aws")]
+    lock: Option<Arc<crate::backend::lock::ObjectLock>>,
 }
 
 impl Repository {
@@ -96,7 +99,35 @@ impl Repository {
         Repository {
             target,
             keys: Arc::default(),
+            #[cfg(feature = "aws")]
+            lock: None,
         }
+    }
+
+    /// Locks the object at `key` as the target's Object Lock says; until when.
+    pub(crate) async fn lock_object(&self, key: &str) -> Result<Option<chrono::DateTime<Utc>>> {
+        #[cfg(feature = "aws")]
+        if let Some(lock) = &self.lock {
+            return lock
+                .protect(key)
+                .await
+                .map_err(|e| Error::target(self.name(), e));
+        }
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Until when the object at `key` is locked, on an Object Lock target.
+    pub(crate) async fn locked_until(&self, key: &str) -> Result<Option<chrono::DateTime<Utc>>> {
+        #[cfg(feature = "aws")]
+        if let Some(lock) = &self.lock {
+            return lock
+                .locked_until(key)
+                .await
+                .map_err(|e| Error::target(self.name(), e));
+        }
+        let _ = key;
+        Ok(None)
     }
 
     /// The same repository read and written with `keys`.
@@ -118,6 +149,21 @@ impl Repository {
         let mut repo = Repository::open(name, config, &policy.base_dir).await?;
         repo.target.recipients = policy.recipients(name).into();
         repo.target.limit = policy.target_options.get(name).and_then(|o| o.limit);
+        if let TargetConfig::S3(s3) = config
+            && s3.lock.is_some()
+        {
+            #[cfg(feature = "aws")]
+            {
+                let lock = crate::backend::lock::ObjectLock::new(s3, &policy.base_dir)
+                    .await
+                    .map_err(|e| Error::target(name, e))?;
+                repo.lock = Some(Arc::new(lock));
+            }
+            #[cfg(not(feature = "aws"))]
+            return Err(Error::Usage(format!(
+                "target `{name}` sets `lock`, and this drp was built without the `aws` feature that sets S3 Object Lock"
+            )));
+        }
         Ok(repo.with_keys(keys.clone()))
     }
 
@@ -358,9 +404,17 @@ impl Repository {
                 ),
             ));
         }
+        // On an Object Lock target, the data is locked before the point
+        // exists, and its records as soon as they do.
+        self.lock_object(&manifest.stored.object).await?;
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         let path = layout::manifest(&manifest.host, &manifest.export, &manifest.id);
-        self.write(&path, body, "cannot write the manifest").await
+        self.write(&path, body, "cannot write the manifest").await?;
+        self.lock_object(&path).await?;
+        if self.keys.signer.is_some() {
+            self.lock_object(&layout::signature(&path)).await?;
+        }
+        Ok(())
     }
 
     /// Checks the detached signature of the record at `key` (when this
@@ -521,18 +575,37 @@ impl Repository {
     async fn write(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
         if let Some(signer) = &self.keys.signer {
             let sig = serde_json::to_vec(&signer.sign(key, &body)).expect("signature serialises");
-            self.target
-                .op
-                .write(&layout::signature(key), sig)
+            self.put_whole(&layout::signature(key), sig)
                 .await
                 .map_err(|e| self.target.error(what, e))?;
         }
-        self.target
-            .op
-            .write(key, body)
+        self.put_whole(key, body)
             .await
-            .map(|_| ())
             .map_err(|e| self.target.error(what, e))
+    }
+
+    /// Writes `body` at `key` so that no reader, nor a kill midway, ever
+    /// leaves a partial record there: on targets whose writes are not seen
+    /// whole, through a temporary file renamed into place.
+    async fn put_whole(&self, key: &str, body: Vec<u8>) -> opendal::Result<()> {
+        let op = &self.target.op;
+        if self.target.atomic_writes {
+            return op.write(key, body).await.map(|_| ());
+        }
+        let tmp = format!("{}{:016x}.part", layout::TMP_DIR, rand::random::<u64>());
+        op.write(&tmp, body).await?;
+        if let Err(e) = op.rename(&tmp, key).await {
+            // SFTP's rename refuses to replace: a record rewritten in place.
+            let replaced = async {
+                op.delete(key).await?;
+                op.rename(&tmp, key).await
+            };
+            if replaced.await.is_err() {
+                let _ = op.delete(&tmp).await;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The JSON records in folder `dir` (none when it does not exist); a

@@ -22,13 +22,22 @@ pub async fn sdk_config(region: &str, endpoint: Option<&str>) -> aws_config::Sdk
 /// requests' credentials are never part of them).
 #[cfg(feature = "aws")]
 pub fn api_error(op: &'static str, e: &(dyn std::error::Error + 'static)) -> SnapshotError {
+    SnapshotError::Api {
+        op,
+        message: error_chain(e),
+    }
+}
+
+/// An error with its whole chain of causes, `: `-separated.
+#[cfg(feature = "aws")]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         message = format!("{message}: {s}");
         source = s.source();
     }
-    SnapshotError::Api { op, message }
+    message
 }
 
 /// Polls `check` every `interval` until it gives a value or fails, or until

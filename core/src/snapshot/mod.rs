@@ -28,7 +28,7 @@
 //!    [`SnapshotConfig::kind`] (its name) and [`provider()`] (its constructor).
 
 #[cfg(feature = "aws")]
-mod aws;
+pub(crate) mod aws;
 pub mod btrfs;
 mod config;
 pub mod directory;
