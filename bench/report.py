@@ -6,6 +6,15 @@ seconds, peak RSS in KiB and the CPU seconds the PostgreSQL server spent
 meanwhile. The n-th run of every name belongs to round n; a ratio is the
 median of the per-round ratios (runs of a round are minutes apart at most),
 shown with its range over the rounds.
+
+    report.py [--merge-with BASE.tsv] [--merged-out OUT.tsv] RESULTS DUMP_BYTES ZSTD_BYTES MB REPS [PROFILE STREAM_BYTES PGB_SECONDS PGB_SCALE]
+
+--merge-with: RESULTS is a partial run (`DRP_BENCH_ONLY=pipeline`): its rows
+replace the rows of the same names in BASE (a full run's bench/last-run.tsv),
+and the report is made from the merged rows; --merged-out writes them (run.sh
+then copies them to bench/last-run.tsv). The report goes to standard output.
+Rows `info:KEY` carry each run's date, scale and sizes (`info:pipeline_KEY`
+for a pipeline-only run's), so a merged report says which part is from which run.
 """
 import os
 import platform
@@ -14,19 +23,56 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-results, dump_bytes, zstd_bytes, mb, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-profile = sys.argv[6] if len(sys.argv) > 6 else None
-stream_bytes = int(sys.argv[7]) if len(sys.argv) > 7 else dump_bytes
-pgb_seconds = sys.argv[8] if len(sys.argv) > 8 else "30"
-pgb_scale = sys.argv[9] if len(sys.argv) > 9 else "10"
+args, opts = [], {}
+argv = sys.argv[1:]
+while argv:
+    a = argv.pop(0)
+    if a in ("--merge-with", "--merged-out"):
+        opts[a] = argv.pop(0)
+    else:
+        args.append(a)
+results, dump_bytes, zstd_bytes, mb, reps = args[0], int(args[1]), int(args[2]), args[3], args[4]
+profile = args[5] if len(args) > 5 else None
+stream_bytes = int(args[6]) if len(args) > 6 else dump_bytes
+pgb_seconds = args[7] if len(args) > 7 else "30"
+pgb_scale = args[8] if len(args) > 8 else "10"
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_rows(path):
+    """The lines of a results file, as (name, figures)."""
+    rows = []
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line.strip():
+            name, figures = line.split("\t", 1)
+            rows.append((name, figures))
+    return rows
+
+
+rows = read_rows(results)
+if "--merge-with" in opts:
+    # The new run's rows replace every row of the same name in the base; they
+    # go, in their own order, where the first replaced row was (at the end
+    # when none was), so the table keeps the rounds' order.
+    base = read_rows(opts["--merge-with"]) if os.path.exists(opts["--merge-with"]) else []
+    new_names = {n for n, _ in rows}
+    at = next((i for i, (n, _) in enumerate(base) if n in new_names), None)
+    kept = [r for r in base if r[0] not in new_names]
+    if at is None:
+        rows = kept + rows
+    else:
+        at = sum(1 for n, _ in base[:at] if n not in new_names)
+        rows = kept[:at] + rows + kept[at:]
+if "--merged-out" in opts:
+    with open(opts["--merged-out"], "w") as f:
+        f.writelines(f"{n}\t{fig}\n" for n, fig in rows)
 
 runs = OrderedDict()
 failed = {}
 info = {}  # info:KEY -> value (sizes run.sh measured)
 wal = OrderedDict()  # wal:ARCHIVER -> {key: value} (the pgbench part)
-for line in open(results):
-    name, figures = line.rstrip("\n").split("\t", 1)
+for name, figures in rows:
     if name.startswith("info:"):
         info[name[5:]] = figures.strip()
         continue
@@ -41,6 +87,22 @@ for line in open(results):
     runs.setdefault(name, []).append(
         {"wall": float(wall), "cpu": float(user) + float(sys_), "user": float(user), "sys": float(sys_), "rss": int(rss), "server": float(server)}
     )
+
+# Each run's date, scale and sizes: the full run's from its info: rows (the
+# command line's when the rows have none, as in files written before they
+# existed), a pipeline-only run's from its info:pipeline_ rows.
+dump_bytes = int(info.get("dump_bytes") or dump_bytes)
+zstd_bytes = int(info.get("zstd_bytes") or zstd_bytes)
+stream_bytes = int(info.get("stream_bytes") or stream_bytes)
+mb = info.get("mb") or mb
+reps = info.get("reps") or reps
+# The pipeline's figures (zstd alone, drp's stream plain and encrypted).
+p_dump = int(info.get("pipeline_dump_bytes") or dump_bytes)
+p_zstd = int(info.get("pipeline_zstd_bytes") or zstd_bytes)
+p_stream = int(info.get("pipeline_stream_bytes") or stream_bytes)
+p_mb = info.get("pipeline_mb") or mb
+p_reps = info.get("pipeline_reps") or reps
+two_runs = "pipeline_date" in info
 
 
 def ok(name):
@@ -110,23 +172,49 @@ SHELL = "ten trivial commands from a shell"
 DRILL = "drp drill of ten trivial steps"
 MEM_SMALL = "memory: drp pipeline, 100 MB"
 MEM_BIG = PIPE
+SEALED = "drp pipeline, encrypted (age), to local vault"
+VERIFY = "drp verify of the pipeline's point"
+VERIFY_SEALED = "drp verify of the encrypted point (--identity)"
+# What `DRP_BENCH_ONLY=pipeline` runs (its rows replace these in a merge).
+PIPELINE_ROWS = [ZSTD, ZSTD_SHA, PIPE, SEALED, VERIFY, VERIFY_SEALED]
 
 out = []
 p = out.append
 p("# Benchmarks\n")
-p("Produced by `bash bench/run.sh` in one run on one machine; every figure below")
-p("comes from that run. Rerun it to check them: absolute times vary on shared")
-p("machines, the ratios are what to compare.\n")
+if two_runs and not any(n not in PIPELINE_ROWS for n in runs):
+    p("Produced by `DRP_BENCH_ONLY=pipeline bash bench/run.sh` in one run on one machine: the pipeline's")
+    p(f"runs alone ({info['pipeline_date']}); a full `bash bench/run.sh` adds the rest. Absolute times vary on")
+    p("shared machines, the ratios are what to compare.\n")
+elif two_runs:
+    full_date = info.get("date")
+    p("Produced by `bash bench/run.sh` on one machine, in two runs: a full one, then")
+    p("`DRP_BENCH_ONLY=pipeline bash bench/run.sh`, whose rows replaced the same rows of the first. Rerun")
+    p("them to check the figures: absolute times vary on shared machines, the ratios are what to compare.\n")
+    p(f"*Which run each part comes from:* the pipeline-only run of {info['pipeline_date']} ({p_reps} rounds,")
+    p(f"`DRP_BENCH_MB={p_mb}`) gave the pipeline's runs, {', '.join(f'`{n}`' for n in PIPELINE_ROWS)}:")
+    p("so the pipeline's ratios, the encryption section and those rows of the tables. Everything else (the")
+    p("database runs, physical mode, WAL archiving, the drill, the 100 MB slice's memory, the profile) is from the full run of "
+      + (f"{full_date} ({reps} rounds, `DRP_BENCH_MB={mb}`)." if full_date else
+         "an earlier date, not recorded in its rows (nor are its sizes and rounds: those shown are the pipeline-only run's)."))
+    p("The peak-RSS row compares the two runs' figures.\n")
+else:
+    p("Produced by `bash bench/run.sh` in one run on one machine; every figure below")
+    p("comes from that run. Rerun it to check them: absolute times vary on shared")
+    p("machines, the ratios are what to compare.\n")
 p("## Machine and data\n")
 p(f"- CPU: {cpu}, {cores} cores, {mem} GiB RAM; {platform.system()} {platform.release()}")
 p("- Data: a PostgreSQL database of customers and orders (text, numeric, timestamps, jsonb) whose")
 p(f"  `pg_dump -Fc -Z0` is {dump_bytes/1e6:.0f} MB (scale `DRP_BENCH_MB={mb}`); zstd -3 makes it")
 p(f"  {zstd_bytes/1e6:.0f} MB, a ratio of {dump_bytes/zstd_bytes:.2f}. The PostgreSQL server runs on the same machine.")
-p(f"- The pipeline runs (drp, and zstd alone) read the dump twice over as one {stream_bytes/1e9:.1f} GB file.")
+p(f"- The pipeline runs (drp, and zstd alone) read the dump twice over as one {p_stream/1e9:.1f} GB file"
+  + (f" (the pipeline-only run's dump, `DRP_BENCH_MB={p_mb}`: {p_dump/1e6:.0f} MB, {p_zstd/1e6:.0f} MB with zstd -3)." if p_stream != stream_bytes else "."))
+p("  drp backs it up to a local target unencrypted (`nas`, `encryption: none`) and, as the export")
+p("  `stream-sealed`, to another encrypted to the policy's one recipient (`vault`), and verifies both points.")
 if info.get("phys_bytes") and info.get("db_bytes"):
     p(f"- On disk the database takes {int(info['db_bytes'])/1e9:.2f} GB, and the whole cluster (what a physical backup copies,")
     p(f"  as restored) {int(info['phys_bytes'])/1e9:.2f} GB.")
-p(f"- {reps} rounds; each round runs every tool once, in the order of the table below. A ratio is the")
+p(f"- {reps} rounds; each round runs every tool once, in the order of the table below (drp's plain and")
+p("  encrypted runs of the stream alternate which goes first). A ratio is the")
 p("  median of the ratios within each round, with their range over the rounds. Before each run the")
 p("  page cache is flushed to disk (`sync`); the files read (the stream, the baseline's dump) are read")
 p("  once beforehand so every tool finds them in memory; the restored copies are dropped at the end of")
@@ -219,10 +307,22 @@ if small and big:
     s_rss, b_rss = max(r["rss"] for r in small), max(r["rss"] for r in big)
     met = b_rss <= 64 * 1024 and b_rss <= s_rss * 1.25
     verdicts["rss"] = (b_rss / 1024, met)
-    p(f"| peak RSS of drp-agent, 100 MB stream → {stream_bytes/1e9:.1f} GB stream | {s_rss/1024:.0f} → {b_rss/1024:.0f} MiB | | ≤ 64 MiB, flat | {'met' if met else 'MISSED'} |")
+    p(f"| peak RSS of drp-agent, 100 MB stream → {p_stream/1e9:.1f} GB stream | {s_rss/1024:.0f} → {b_rss/1024:.0f} MiB | | ≤ 64 MiB, flat | {'met' if met else 'MISSED'} |")
 sh_, dr = med(SHELL), med(DRILL)
 if sh_ is not None and dr is not None:
     p(f"| drill of ten trivial steps − the same commands from a shell | {(dr - sh_)*1000:.0f} ms added | | — | orchestration, preflight, heartbeat and the report stored on each of the policy's three targets (local, S3, SFTP; `settle: 0s`) |")
+p("")
+
+p("## Encryption (age, X25519 + ChaCha20-Poly1305)\n")
+p(f"The same {p_stream/1e9:.1f} GB stream at the same zstd level (-3), in the same rounds, backed up and then")
+p("verified once unencrypted and once encrypted to one X25519 recipient: the compressed stream is encrypted")
+p("once per recipient set (not per target), streamed in 64 KiB authenticated chunks, and the encrypted verify")
+p("decrypts it with `--identity` before checking the digests as the plain one does. Throughput ratio:")
+p("the plain run's wall time ÷ the encrypted run's, per round (their order alternates), median of the rounds.\n")
+p("| comparison | ratio (median) | range | target | verdict |")
+p("| --- | --- | --- | --- | --- |")
+row("enc-backup", "backup of the stream: encrypted ÷ plain throughput", paired(SEALED, PIPE, invert=True), "≥ 0.95×", below=False)
+row("enc-verify", "verify --latest of its point (decrypting): encrypted ÷ plain throughput", paired(VERIFY_SEALED, VERIFY, invert=True), "≥ 0.95×", below=False)
 p("")
 
 p("## CPU: what the machine had to do\n")
@@ -230,7 +330,7 @@ p(f"Wall time cannot be below the CPU work divided by the {cores} cores. For the
 p("server's backends work too (they run `COPY` and format every row), on the same cores.\n")
 p("| run | client CPU s | server CPU s | total CPU s | bound: total ÷ cores, s | wall s |")
 p("| --- | --- | --- | --- | --- | --- |")
-for name in [PG_DUMP, PG_ZSTD, DRP_NAS, DRP_S3, DRP_SFTP, RESTIC, BORG, PG_BASE, PG_BASE_ZSTD, PG_BASE_NONE, DRP_BASE, PGBR, ZSTD, ZSTD_SHA, PIPE]:
+for name in [PG_DUMP, PG_ZSTD, DRP_NAS, DRP_S3, DRP_SFTP, RESTIC, BORG, PG_BASE, PG_BASE_ZSTD, PG_BASE_NONE, DRP_BASE, PGBR, ZSTD, ZSTD_SHA, PIPE, SEALED, VERIFY, VERIFY_SEALED]:
     if ok(name):
         c, s = med(name, "cpu"), med(name, "server")
         p(f"| {cell(name)} | {c:.2f} | {s:.2f} | {c+s:.2f} | {(c+s)/cores:.2f} | {med(name):.2f} |")
@@ -370,7 +470,7 @@ if ok(DRP_NAS) and ok(PG_DUMP) and ok(PG_ZSTD):
         p("  encryption) runs on the same two cores and takes its share of them; its CPU is not in these figures.")
 if ok(PIPE) and ok(ZSTD):
     z_c, d_c, z_w, d_w = med(ZSTD, "cpu"), med(PIPE, "cpu"), med(ZSTD), med(PIPE)
-    hashed = stream_bytes * (1 + zstd_bytes / dump_bytes)
+    hashed = p_stream * (1 + p_zstd / p_dump)
     sha = hashed / 1.7e9
     p(f"- **Pipeline vs `zstd -T0` alone** ({verdicts.get('pipe', (0,))[0]:.2f}×). drp spends {d_c:.2f} CPU-s against zstd's {z_c:.2f}, {d_c - z_c:.2f} more.")
     p("  The two SHA-256 digests the SPEC requires, of the raw and of the stored stream, account for it:")
@@ -381,6 +481,16 @@ if ok(PIPE) and ok(ZSTD):
     p(f"  stream, drp is {verdicts.get('pipe-sha', (0,))[0]:.2f}× as fast. Hashing runs on the thread that feeds zstd (threads of their")
     p("  own were tried, above). Plan: none that keeps both SHA-256 digests; the few points of utilization")
     p("  left (the archiver thread taking turns with zstd's workers) are worth a few hundredths at most.")
+if ok(SEALED) and ok(PIPE):
+    s_c, d_c, s_w, d_w = med(SEALED, "cpu"), med(PIPE, "cpu"), med(SEALED), med(PIPE)
+    stored = p_stream * p_zstd / p_dump
+    line = (f"- **Encryption** (backup {verdicts.get('enc-backup', (0,))[0]:.2f}× the plain throughput"
+            + (f", verify {verdicts['enc-verify'][0]:.2f}×" if "enc-verify" in verdicts else "") + ").")
+    p(line + f" The encrypted backup spends {s_c:.2f} CPU-s against {d_c:.2f}, {s_c - d_c:+.2f},")
+    p(f"  for about {stored / 1e9:.2f} GB of compressed stream encrypted (in {s_w:.2f} s against {d_w:.2f} s of wall time).")
+    if ok(VERIFY_SEALED) and ok(VERIFY):
+        vs_c, v_c = med(VERIFY_SEALED, "cpu"), med(VERIFY, "cpu")
+        p(f"  Its verify, decrypting, spends {vs_c:.2f} CPU-s against {v_c:.2f} ({vs_c - v_c:+.2f}), in {med(VERIFY_SEALED):.2f} s against {med(VERIFY):.2f} s.")
 if ok(DRP_R_NAS) and ok(PG_RESTORE):
     gap = med(DRP_R_NAS) - med(PG_RESTORE)
     p(f"- **Restore vs `pg_restore`** ({verdicts.get('restore', (0,))[0]:.2f}×). drp receives the point, decompresses it and checks both")
@@ -434,6 +544,7 @@ if ok(DRP_BASE) and ok(PG_BASE):
     p("  measure next.")
 if ok(DRP_PR) and ok(PGBR_RR):
     stage, total = info.get("phys_stage_s"), info.get("phys_total_s")
+    v = None
     p(f"- **Physical restore vs pgBackRest** ({verdicts.get('phys-r', (0,))[0]:.2f}× like for like; {verdicts.get('phys-r-dir', (0,))[0]:.2f}× against its data-directory")
     p("  copy alone). drp's figure is the whole restore: the base backup received, decompressed and unpacked,")
     p("  both digests checked, `pg_verifybackup`, a private PostgreSQL server (socket only) replaying drp's")

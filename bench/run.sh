@@ -4,6 +4,14 @@
 #
 #   bash bench/run.sh            # about 1 GB of PostgreSQL dump (DRP_BENCH_MB=1024)
 #   DRP_BENCH_MB=256 bash bench/run.sh
+#   DRP_BENCH_ONLY=pipeline bash bench/run.sh   # the pipeline part alone
+#
+# DRP_BENCH_ONLY=pipeline runs only the pipeline's rounds (zstd alone, drp's
+# stream backed up plain and encrypted, and verified): the database is built
+# only for its dump, which the stream is made of (a smaller DRP_BENCH_MB makes
+# it quicker); no peers, no physical mode, no pgbench, no drill, no profile.
+# Its rows replace the rows of the same name in bench/last-run.tsv, and
+# BENCHMARKS.md is regenerated from the merged rows (report.py --merge-with).
 #
 # Starts its own services with tests/services/start.sh, installs the peers
 # (restic, borg, pgBackRest) from Debian when missing. Logical runs (pg_dump)
@@ -13,8 +21,10 @@
 # DRP_BENCH_PGBENCH_SCALE, default 10). Timings are wall, user and system
 # seconds and peak RSS from /usr/bin/time, plus the CPU time the PostgreSQL
 # server spent meanwhile. Each round runs every tool once, in the
-# same order; there are DRP_BENCH_REPS rounds (default 4), and every ratio is
-# the median of the ratios within a round (paired runs, minutes apart at most).
+# same order (but for drp's stream backed up and verified plain and encrypted,
+# each pair alternating which goes first); there are DRP_BENCH_REPS rounds
+# (default 4), and every ratio is the median of the ratios within a round
+# (paired runs, minutes apart at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,12 +33,21 @@ REPS=${DRP_BENCH_REPS:-4}
 PGB_SECONDS=${DRP_BENCH_PGBENCH_SECONDS:-30}
 PGB_SCALE=${DRP_BENCH_PGBENCH_SCALE:-10}
 LEVEL=3
+ONLY=${DRP_BENCH_ONLY:-}
+case "$ONLY" in
+    "" | pipeline) ;;
+    *) echo "bench: DRP_BENCH_ONLY is empty (everything) or pipeline, not '$ONLY'" >&2; exit 2 ;;
+esac
+full() { [ -z "$ONLY" ]; } # true when the whole benchmark runs
+STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/drp/target}
 
 need=()
-command -v restic >/dev/null || need+=(restic)
-command -v borg >/dev/null || need+=(borgbackup)
-command -v pgbackrest >/dev/null || need+=(pgbackrest)
+if full; then
+    command -v restic >/dev/null || need+=(restic)
+    command -v borg >/dev/null || need+=(borgbackup)
+    command -v pgbackrest >/dev/null || need+=(pgbackrest)
+fi
 [ -x /usr/bin/time ] || need+=(time)
 command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -91,11 +110,14 @@ measure() {
 # needs, discarded as with archiving off), drp's `wal push` during drp's
 # physical runs, pgBackRest's `archive-push` during pgBackRest's, so each
 # tool restores from its own archive.
+# (The pipeline alone, DRP_BENCH_ONLY=pipeline, archives nothing: no restart.)
 PG_OPTS="-c listen_addresses=127.0.0.1 -p $PGPORT -c unix_socket_directories='$SVC/pg' -c fsync=off"
-psql -q -c "alter system set archive_mode = on" -c "alter system set archive_command = 'true'" \
-    -c "alter system set archive_timeout = 60" >/dev/null
-$AS_PG $PGBIN/pg_ctl -D "$PGDATA" -m fast -w -t 120 stop >/dev/null
-$AS_PG $PGBIN/pg_ctl -D "$PGDATA" -l "$SVC/pg/log" -w -t 60 -o "$PG_OPTS" start >/dev/null
+if full; then
+    psql -q -c "alter system set archive_mode = on" -c "alter system set archive_command = 'true'" \
+        -c "alter system set archive_timeout = 60" >/dev/null
+    $AS_PG $PGBIN/pg_ctl -D "$PGDATA" -m fast -w -t 120 stop >/dev/null
+    $AS_PG $PGBIN/pg_ctl -D "$PGDATA" -l "$SVC/pg/log" -w -t 60 -o "$PG_OPTS" start >/dev/null
+fi
 # set_archive COMMAND: the server's archive_command from now on.
 set_archive() {
     psql -q -c "alter system set archive_command = \$ac\$$1\$ac\$" -c "select pg_reload_conf()" >/dev/null
@@ -148,17 +170,42 @@ ZSTD_BYTES=$(zstd -T0 -$LEVEL -c "$DUMP" | wc -c)
 echo "bench: dump $DUMP_BYTES bytes, zstd -$LEVEL $ZSTD_BYTES bytes" >&2
 
 # The pipeline's stream: the dump twice over, a multi-GB file.
-mkdir -p "$WORK/nas" "$WORK/stream"
+mkdir -p "$WORK/nas" "$WORK/vault" "$WORK/stream"
 STREAM=$WORK/stream/stream.bin
 cat "$DUMP" "$DUMP" > "$STREAM"
 STREAM_BYTES=$(stat -c %s "$STREAM")
 
-# drp policies: the database to a local NAS and to S3; the stream as a tree.
-cat > "$WORK/policy.yaml" <<YAML
+# An age identity for the encrypted pipeline (the policy holds its public key
+# only; the encrypted verify reads the private one with --identity).
+OPS_AGE=$WORK/ops.age
+OPS_PUBLIC=$("$AGENT" --json keys generate --out "$OPS_AGE" 2> "$WORK/keys.err" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["public"])') \
+    || { echo "bench: keys generate failed: $(tail -3 "$WORK/keys.err")" >&2; exit 1; }
+case "$OPS_PUBLIC" in age1*) ;; *) echo "bench: keys generate printed no age1 public key" >&2; exit 1 ;; esac
+
+# drp policies: the database to a local NAS and to S3; the stream as a tree,
+# to the NAS unencrypted and, as stream-sealed, to a local vault encrypted to
+# ops's key (every target encrypts to keys.recipients unless it says
+# `encryption: none`, as the three measured before encryption existed do).
+# drp_policy FILE SEALED: SEALED=1 writes the recipients, the vault and
+# stream-sealed; 0 leaves them out (the drill's policy: its report is stored on
+# every target of its policy, the same three as before).
+drp_policy() {
+    local keys="" vault="" sealed=""
+    if [ "$2" = 1 ]; then
+        keys="keys: {recipients: {ops: $OPS_PUBLIC}}"
+        vault="  vault: {kind: local, path: $WORK/vault}"
+        sealed="  stream-sealed:
+    source: {kind: directory, path: $WORK/stream}
+    targets: [vault]
+    compression: {level: $LEVEL}"
+    fi
+    cat > "$1" <<YAML
 host: bench
 state_dir: $WORK/state
+$keys
 targets:
-  nas: {kind: local, path: $WORK/nas}
+  nas: {kind: local, path: $WORK/nas, encryption: none}
   s3:
     kind: s3
     bucket: $DRP_TEST_S3_BUCKET
@@ -167,6 +214,7 @@ targets:
     region: garage
     access_key_id: {env: DRP_TEST_S3_KEY_ID}
     secret_access_key: {env: DRP_TEST_S3_SECRET}
+    encryption: none
   sftp:
     kind: sftp
     host: 127.0.0.1
@@ -175,6 +223,8 @@ targets:
     key: $DRP_TEST_SFTP_KEY
     path: $DRP_TEST_SFTP_ROOT/bench
     known_hosts: accept
+    encryption: none
+$vault
 exports:
   db-nas:
     source: {kind: postgres, host: 127.0.0.1, port: $PGPORT, user: postgres, database: bench, password: {env: PGPASSWORD}, bin_dir: $PGBIN, restore_jobs: 2}
@@ -192,15 +242,21 @@ exports:
     source: {kind: directory, path: $WORK/stream}
     targets: [nas]
     compression: {level: $LEVEL}
+$sealed
 YAML
+}
+drp_policy "$WORK/policy.yaml" 1
+drp_policy "$WORK/policy-drill.yaml" 0
 
 # drp's repositories: created by init, as on a real host.
 "$AGENT" -q init --policy "$WORK/policy.yaml" >/dev/null
 
-# Peers' repositories (restic and borg get a fresh one every round, below).
-export RESTIC_PASSWORD=bench-only BORG_PASSPHRASE=bench-only BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-mkdir -p "$WORK/pgbackrest" && chown postgres: "$WORK/pgbackrest"
-cat > "$WORK/pgbackrest.conf" <<CONF
+# Peers, and the physical mode (not in DRP_BENCH_ONLY=pipeline).
+if full; then
+    # Peers' repositories (restic and borg get a fresh one every round, below).
+    export RESTIC_PASSWORD=bench-only BORG_PASSPHRASE=bench-only BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+    mkdir -p "$WORK/pgbackrest" && chown postgres: "$WORK/pgbackrest"
+    cat > "$WORK/pgbackrest.conf" <<CONF
 [global]
 repo1-path=$WORK/pgbackrest
 compress-type=zst
@@ -213,18 +269,18 @@ pg1-path=$PGDATA
 pg1-port=$PGPORT
 pg1-socket-path=$SVC/pg
 CONF
-chmod 644 "$WORK/pgbackrest.conf"
-PGBR="su postgres -s /bin/sh -c 'pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench"
-su postgres -s /bin/sh -c "pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench stanza-create" > "$WORK/pgbr-stanza.log" 2>&1 || echo "bench: pgBackRest stanza-create failed: $(tail -2 "$WORK/pgbr-stanza.log")" >&2
+    chmod 644 "$WORK/pgbackrest.conf"
+    PGBR="su postgres -s /bin/sh -c 'pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench"
+    su postgres -s /bin/sh -c "pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench stanza-create" > "$WORK/pgbr-stanza.log" 2>&1 || echo "bench: pgBackRest stanza-create failed: $(tail -2 "$WORK/pgbr-stanza.log")" >&2
 
-# The cluster export (physical mode): its own policy, state and NAS folder,
-# postgres's; the WAL part below gets another of each, so its latency figures
-# are its own pushes only.
-CL=$WORK/cluster
-PHYS=$WORK/phys # restores land here: a fresh folder every time, removed after
-install -d -o postgres -m 700 "$CL" "$CL/nas" "$CL/nas-wal" "$PHYS" "$PHYS/sock"
-cluster_policy() { # FILE STATE NAS
-    cat > "$1" <<YAML
+    # The cluster export (physical mode): its own policy, state and NAS folder,
+    # postgres's; the WAL part below gets another of each, so its latency figures
+    # are its own pushes only.
+    CL=$WORK/cluster
+    PHYS=$WORK/phys # restores land here: a fresh folder every time, removed after
+    install -d -o postgres -m 700 "$CL" "$CL/nas" "$CL/nas-wal" "$PHYS" "$PHYS/sock"
+    cluster_policy() { # FILE STATE NAS
+        cat > "$1" <<YAML
 host: bench
 state_dir: $2
 targets:
@@ -235,18 +291,18 @@ exports:
     targets: [nasc]
     compression: {level: $LEVEL}
 YAML
-    chown postgres: "$1" && chmod 600 "$1"
-}
-CPOL=$CL/policy.yaml
-cluster_policy "$CPOL" "$CL/state" "$CL/nas"
-$AS_PG "$AGENT" -q init --policy "$CPOL" >/dev/null
-DRP_PUSH="$AGENT wal push --policy $CPOL --export cluster %p"
-PGBR_PUSH="pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench archive-push %p"
-# A pgBackRest restore brought to the same end as drp's: PostgreSQL replays
-# pgBackRest's archive (the restore_command pgBackRest wrote) until it
-# promotes, then stops cleanly (fast shutdown, its checkpoint), as drp's
-# private server does; also a private socket, no TCP, no archiving.
-cat > "$WORK/recover.sh" <<'SH'
+        chown postgres: "$1" && chmod 600 "$1"
+    }
+    CPOL=$CL/policy.yaml
+    cluster_policy "$CPOL" "$CL/state" "$CL/nas"
+    $AS_PG "$AGENT" -q init --policy "$CPOL" >/dev/null
+    DRP_PUSH="$AGENT wal push --policy $CPOL --export cluster %p"
+    PGBR_PUSH="pgbackrest --config=$WORK/pgbackrest.conf --stanza=bench archive-push %p"
+    # A pgBackRest restore brought to the same end as drp's: PostgreSQL replays
+    # pgBackRest's archive (the restore_command pgBackRest wrote) until it
+    # promotes, then stops cleanly (fast shutdown, its checkpoint), as drp's
+    # private server does; also a private socket, no TCP, no archiving.
+    cat > "$WORK/recover.sh" <<'SH'
 #!/bin/bash
 # recover.sh DATADIR SOCKETDIR BINDIR
 set -euo pipefail
@@ -261,25 +317,48 @@ done
 kill -INT $pid
 wait $pid
 SH
-chmod 755 "$WORK/recover.sh"
+    chmod 755 "$WORK/recover.sh"
+fi
 
 # Warm the tables: the first full read writes hint bits.
-psql -q -d bench -c "select count(*), sum(length(note)) from orders" -c "select count(*) from customers" >/dev/null
-$PGBIN/pg_dump -Fc -Z0 -d bench > /dev/null
+if full; then
+    psql -q -d bench -c "select count(*), sum(length(note)) from orders" -c "select count(*) from customers" >/dev/null
+    $PGBIN/pg_dump -Fc -Z0 -d bench > /dev/null
+fi
+
+# plain_sealed PLAIN_NAME PLAIN_COMMAND SEALED_NAME SEALED_COMMAND: the same
+# run unencrypted and encrypted, one after the other, the plain one first in
+# odd rounds and second in even ones (report.py pairs them by round).
+plain_sealed() {
+    if [ $((rep % 2)) -eq 1 ]; then
+        measure "$1" "$2"; measure "$3" "$4"
+    else
+        measure "$3" "$4"; measure "$1" "$2"
+    fi
+}
 
 for rep in $(seq 1 "$REPS"); do
     echo "bench: round $rep of $REPS" >&2
-    # restic and borg deduplicate: a fresh repository each round makes them
-    # store the dump in full, as drp does, instead of finding it there.
-    rm -rf "$WORK/restic" "$WORK/borg"
-    restic init -q --repo "$WORK/restic" >/dev/null
-    borg init --encryption=none "$WORK/borg" 2>/dev/null
+    if full; then
+        # restic and borg deduplicate: a fresh repository each round makes them
+        # store the dump in full, as drp does, instead of finding it there.
+        rm -rf "$WORK/restic" "$WORK/borg"
+        restic init -q --repo "$WORK/restic" >/dev/null
+        borg init --encryption=none "$WORK/borg" 2>/dev/null
+    fi
     # The pipeline on the same bytes, read from the page cache by all three
     # (the restores of the previous round may have pushed the file out).
     cat "$STREAM" > /dev/null
     measure "zstd -T0 -$LEVEL (bound)" "zstd -q -T0 -$LEVEL -c '$STREAM' > /dev/null"
     measure "zstd -T0 -$LEVEL | sha256sum" "zstd -q -T0 -$LEVEL -c '$STREAM' | sha256sum"
-    measure "drp pipeline to local NAS" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export stream"
+    # The same stream unencrypted to the NAS and encrypted (age) to the vault,
+    # then each point read back in full (verify --latest: decompressed, and
+    # decrypted with the identity, both digests checked; nothing restored).
+    plain_sealed "drp pipeline to local NAS" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export stream" \
+        "drp pipeline, encrypted (age), to local vault" "'$AGENT' -q backup --policy '$WORK/policy.yaml' --export stream-sealed"
+    plain_sealed "drp verify of the pipeline's point" "'$AGENT' -q verify --policy '$WORK/policy.yaml' --export stream --latest" \
+        "drp verify of the encrypted point (--identity)" "'$AGENT' -q verify --policy '$WORK/policy.yaml' --export stream-sealed --latest --identity '$OPS_AGE'"
+    full || continue # DRP_BENCH_ONLY=pipeline: the stream's runs alone
     # PostgreSQL backups.
     measure "pg_dump -Fc -Z0 > /dev/null (producer bound)" "$PGBIN/pg_dump -Fc -Z0 -d bench > /dev/null"
     measure "pg_dump -Fc > /dev/null (gzip 6)" "$PGBIN/pg_dump -Fc -d bench > /dev/null"
@@ -331,6 +410,36 @@ for rep in $(seq 1 "$REPS"); do
     rm -rf "$PHYS/pgbr"
     set_archive true
 done
+
+# meta PREFIX: this run's date, scale and sizes, as info: rows (report.py reads
+# them; a pipeline-only run's are prefixed, so that merged into a full run's
+# rows, each part keeps its own).
+meta() {
+    { echo -e "info:${1}date\t$STARTED"
+      echo -e "info:${1}mb\t$MB"
+      echo -e "info:${1}reps\t$REPS"
+      echo -e "info:${1}dump_bytes\t$DUMP_BYTES"
+      echo -e "info:${1}zstd_bytes\t$ZSTD_BYTES"
+      echo -e "info:${1}stream_bytes\t$STREAM_BYTES"
+    } >> "$RESULTS"
+}
+# write_report [REPORT.PY OPTIONS]: BENCHMARKS.md from the results, written
+# only once report.py has succeeded.
+write_report() {
+    python3 bench/report.py "$@" "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" "$PROFILE" "$STREAM_BYTES" "$PGB_SECONDS" "$PGB_SCALE" > "$WORK/BENCHMARKS.md"
+    cp "$WORK/BENCHMARKS.md" BENCHMARKS.md
+}
+if ! full; then
+    # The pipeline alone: its rows replace those of the same name in
+    # bench/last-run.tsv (the full run's other rows and the profile stay).
+    meta pipeline_
+    PROFILE=bench/last-profile.txt
+    write_report --merge-with bench/last-run.tsv --merged-out "$WORK/merged.tsv"
+    cp "$WORK/merged.tsv" bench/last-run.tsv
+    echo "bench: wrote BENCHMARKS.md from bench/last-run.tsv with this run's pipeline rows merged in" >&2
+    exit 0
+fi
+
 echo -e "info:phys_bytes\t$(cat "$WORK/phys.bytes" 2>/dev/null || echo 0)" >> "$RESULTS"
 # Where drp's physical restore spends its time, once more outside the rounds:
 # its progress events end when the base backup is received, decompressed,
@@ -432,7 +541,7 @@ psql -q -c "drop database if exists pgb"
 # commands in a row from a shell.
 cat > "$WORK/trivial.yaml" <<YAML
 name: trivial
-policy: policy.yaml
+policy: policy-drill.yaml
 objectives: {rto: 5m, rpo: 30m}
 drill:
   settle: 0s
@@ -471,7 +580,8 @@ else
     echo "perf is not installed: no profile" > "$PROFILE"
 fi
 
+meta ""
 cp "$RESULTS" bench/last-run.tsv
-python3 bench/report.py "$RESULTS" "$DUMP_BYTES" "$ZSTD_BYTES" "$MB" "$REPS" "$PROFILE" "$STREAM_BYTES" "$PGB_SECONDS" "$PGB_SCALE" > BENCHMARKS.md
+write_report
 cp "$PROFILE" bench/last-profile.txt
 echo "bench: wrote BENCHMARKS.md (raw figures in bench/last-run.tsv)" >&2

@@ -156,7 +156,12 @@ async fn maintain(
             Err(e) => done.errors.push(format!("verify on `{}`: {e}", t.target)),
         }
     }
-    match crate::prune::prune_export(policy, export, now, false).await {
+    let pruned = if policy.prune.after_backup {
+        crate::prune::prune_export(policy, export, now, false).await
+    } else {
+        Ok(Vec::new())
+    };
+    match pruned {
         Ok(results) => {
             for r in results {
                 match r {

@@ -137,9 +137,18 @@ pub struct PruneSettings {
     /// they may belong to a backup still running on another host.
     #[serde(default = "PruneSettings::default_grace")]
     pub grace: HumanDuration,
+    /// Whether the agent prunes after each backup (default `true`). Off on
+    /// hosts whose S3 keys may not delete: prune then runs from a machine
+    /// holding a key that may.
+    #[serde(default = "PruneSettings::default_after_backup")]
+    pub after_backup: bool,
 }
 
 impl PruneSettings {
+    fn default_after_backup() -> bool {
+        true
+    }
+
     fn default_grace() -> HumanDuration {
         HumanDuration(std::time::Duration::from_secs(24 * 3600))
     }
@@ -149,6 +158,7 @@ impl Default for PruneSettings {
     fn default() -> Self {
         PruneSettings {
             grace: PruneSettings::default_grace(),
+            after_backup: true,
         }
     }
 }
@@ -675,6 +685,20 @@ impl Policy {
                     Some("use 1 (fastest) to 19 (smallest); 3 is a good default".into()),
                 );
             }
+            if let Some(source) = &source
+                && source.archives_continuously()
+                && let Some(t) = export_targets.iter().find(|t| {
+                    target_options_out
+                        .get(*t)
+                        .is_some_and(|o: &TargetOptions| !o.recipients.is_empty())
+                })
+            {
+                warnings.push(diags.at(
+                    &key,
+                    format!("`{name}` archives its logs continuously: its exports are encrypted on `{t}`, its archived WAL or binary logs are not"),
+                    Some("keep log archives on targets whose storage is already private; encrypting them is not built yet".into()),
+                ));
+            }
             if let (Some(source), Some(schedule)) = (source, schedule) {
                 exports.insert(
                     name.clone(),
@@ -818,6 +842,38 @@ fn root_has(diags: &Diagnostics, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_targets_encryption_and_limit_are_read_and_their_mistakes_located() {
+        let base = "host: h\nkeys:\n  recipients:\n    ops: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n";
+        let ok = format!(
+            "{base}targets:\n  nas: {{kind: local, path: /n, limit: 20MiB/s}}\n  s3: {{kind: s3, bucket: b, encryption: none}}\nexports:\n  e:\n    source: {{kind: directory, path: /d}}\n    targets: [nas, s3]\n"
+        );
+        let p = parse(&ok).unwrap();
+        assert_eq!(p.recipients("nas").len(), 1);
+        assert!(p.recipients("s3").is_empty());
+        assert_eq!(p.target_options["nas"].limit, Some(20 << 20));
+        // An off-site target without encryption is said.
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.to_string().contains("`s3` is off-site and not encrypted"))
+        );
+
+        let bad = format!(
+            "{base}targets:\n  nas: {{kind: local, path: /n, limit: fast, encryption: [opz]}}\nexports:\n  e:\n    source: {{kind: directory, path: /d}}\n    targets: [nas]\n"
+        );
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("6:32: `targets.nas.limit`: invalid rate `fast`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("6:58: `targets.nas.encryption[0]`: no recipient `opz`")
+                && err.contains("did you mean `ops`"),
+            "{err}"
+        );
+    }
 
     const TARGETS: &str = "host: a\ntargets:\n  nas: {kind: local, path: /srv/nas}\n";
 
