@@ -120,36 +120,20 @@ async fn list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result<Exi
         .unwrap_or_default();
     let mut keys: BTreeMap<String, PerKey> = BTreeMap::new();
     let mut plain = 0usize;
-    let mut failed: Vec<String> = scope.unreachable.iter().map(|e| e.to_string()).collect();
-    for repo in &scope.repos {
-        let pairs = match scope.pairs(repo, export).await {
-            Ok(p) => p,
-            Err(e) => {
-                failed.push(e.to_string());
+    let (listings, failed) = crate::repo::listings(&scope, export).await;
+    for (_, listing) in &listings {
+        for m in &listing.points {
+            let Some(enc) = &m.encryption else {
+                plain += 1;
                 continue;
-            }
-        };
-        for (host, name) in pairs {
-            let listing = match repo.list(&host, &name).await {
-                Ok(l) => l,
-                Err(e) => {
-                    failed.push(e.to_string());
-                    continue;
-                }
             };
-            for m in &listing.points {
-                let Some(enc) = &m.encryption else {
-                    plain += 1;
-                    continue;
-                };
-                for k in &enc.recipients {
-                    let e = keys.entry(k.fingerprint.clone()).or_default();
-                    e.name = k.name.clone();
-                    e.points += 1;
-                    let t = m.consistency_time;
-                    e.oldest = Some(e.oldest.map_or(t, |o| o.min(t)));
-                    e.newest = Some(e.newest.map_or(t, |n| n.max(t)));
-                }
+            for k in &enc.recipients {
+                let e = keys.entry(k.fingerprint.clone()).or_default();
+                e.name = k.name.clone();
+                e.points += 1;
+                let t = m.consistency_time;
+                e.oldest = Some(e.oldest.map_or(t, |o| o.min(t)));
+                e.newest = Some(e.newest.map_or(t, |n| n.max(t)));
             }
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use drp_core::config::units::{format_bytes, format_duration};
+use drp_core::repository::Listing;
 use drp_core::scope::{Scope, Selection};
 use drp_core::{ExitCode, Result};
 
@@ -60,53 +61,42 @@ pub async fn list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
         "RAW",
         "STORED",
         "TARGET",
+        "ENCRYPTED TO",
     ]);
     let mut json = Vec::new();
     let mut damaged = Vec::new();
-    let mut failed = scope
-        .unreachable
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>();
-    for repo in &scope.repos {
-        let pairs = match scope.pairs(repo, export).await {
-            Ok(p) => p,
-            Err(e) => {
-                failed.push(e.to_string());
-                continue;
-            }
-        };
-        for (host, name) in pairs {
-            let listing = match repo.list(&host, &name).await {
-                Ok(l) => l,
-                Err(e) => {
-                    failed.push(e.to_string());
-                    continue;
-                }
-            };
-            for m in &listing.points {
-                table.row(vec![
-                    if scope.policy.is_some() {
-                        m.export.clone()
-                    } else {
-                        format!("{}/{}", m.host, m.export)
-                    },
-                    m.id.clone(),
-                    m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
-                    format_bytes(m.raw.size),
-                    format_bytes(m.stored.size),
-                    repo.name().to_string(),
-                ]);
-                json.push(serde_json::json!({"target": repo.name(), "manifest": m}));
-            }
-            damaged.extend(
-                listing
-                    .damaged
-                    .into_iter()
-                    .map(|d| format!("target `{}`: {}: {}", repo.name(), d.object, d.message)),
-            );
+    let (listings, failed) = listings(&scope, export).await;
+    for (repo, listing) in listings {
+        for m in &listing.points {
+            let keys = m.encryption.as_ref().map_or("-".to_string(), |e| {
+                e.recipients
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            table.row(vec![
+                if scope.policy.is_some() {
+                    m.export.clone()
+                } else {
+                    format!("{}/{}", m.host, m.export)
+                },
+                m.id.clone(),
+                m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
+                format_bytes(m.raw.size),
+                format_bytes(m.stored.size),
+                repo.clone(),
+                keys,
+            ]);
+            json.push(serde_json::json!({"target": repo, "manifest": m}));
         }
+        damaged.extend(
+            listing
+                .damaged
+                .into_iter()
+                .map(|d| format!("target `{repo}`: {}: {}", d.object, d.message)),
+        );
     }
     if out.json {
         out.print_json(
@@ -132,4 +122,30 @@ pub async fn list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
     } else {
         ExitCode::Ok
     })
+}
+
+/// What every repository of `scope` holds for each of its exports (`export`
+/// alone, if given), by target name; and what could not be listed.
+pub async fn listings(
+    scope: &Scope,
+    export: Option<&str>,
+) -> (Vec<(String, Listing)>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut failed: Vec<String> = scope.unreachable.iter().map(|e| e.to_string()).collect();
+    for repo in &scope.repos {
+        let pairs = match scope.pairs(repo, export).await {
+            Ok(p) => p,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
+        for (host, name) in pairs {
+            match repo.list(&host, &name).await {
+                Ok(l) => out.push((repo.name().to_string(), l)),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+    }
+    (out, failed)
 }

@@ -167,10 +167,13 @@ impl Write for FanOut {
     }
 }
 
+/// A lane once its stream is complete: its targets' senders and the digest
+/// of what they store.
+type LaneEnd = (Vec<Option<mpsc::Sender<Msg>>>, Digest);
+
 impl FanOut {
-    /// Finishes every live lane: per lane, its senders and stored digest.
-    #[allow(clippy::type_complexity)]
-    fn finish(self) -> io::Result<Vec<Option<(Vec<Option<mpsc::Sender<Msg>>>, Digest)>>> {
+    /// Finishes every live lane (`None`: every target of the lane failed).
+    fn finish(self) -> io::Result<Vec<Option<LaneEnd>>> {
         let mut out = Vec::new();
         for lane in self.lanes {
             out.push(match lane.map(Lane::finish) {
@@ -206,30 +209,29 @@ pub async fn export(
     targets: Vec<(Target, String)>,
     progress: Reporter,
 ) -> Outcome {
-    // Lanes: the targets storing the same bytes, by recipients.
-    let mut lanes: Vec<(Vec<Recipient>, Vec<usize>)> = Vec::new();
+    // Lanes: the targets storing the same bytes, by recipients; per
+    // target, its lane and its place among the lane's senders.
+    let mut recipients: Vec<Vec<Recipient>> = Vec::new();
     let mut senders: Vec<Vec<Option<mpsc::Sender<Msg>>>> = Vec::new();
     let mut lane_of = Vec::new();
     let mut tasks = Vec::new();
-    for (i, (target, path)) in targets.into_iter().enumerate() {
-        let lane = match lanes
+    for (target, path) in targets {
+        let lane = match recipients
             .iter()
-            .position(|(r, _)| same_recipients(r, &target.recipients))
+            .position(|r| same_recipients(r, &target.recipients))
         {
             Some(l) => l,
             None => {
-                lanes.push((target.recipients.to_vec(), Vec::new()));
+                recipients.push(target.recipients.to_vec());
                 senders.push(Vec::new());
-                lanes.len() - 1
+                recipients.len() - 1
             }
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        lanes[lane].1.push(i);
         senders[lane].push(Some(tx));
         lane_of.push((lane, senders[lane].len() - 1));
         tasks.push(tokio::spawn(drain(target, path, rx)));
     }
-    let recipients: Vec<Vec<Recipient>> = lanes.into_iter().map(|(r, _)| r).collect();
     // A named thread (zstd's workers inherit the name): profiles then show
     // where the compressor's time goes.
     let (done, compressor) = tokio::sync::oneshot::channel();
@@ -301,7 +303,7 @@ fn same_recipients(a: &[Recipient], b: &[Recipient]) -> bool {
 type Compressed = (
     std::result::Result<ExportInfo, Error>,
     Digest,
-    Vec<Option<(Vec<Option<mpsc::Sender<Msg>>>, Digest)>>,
+    Vec<Option<LaneEnd>>,
 );
 
 fn compress(
@@ -454,17 +456,7 @@ where
     F: FnOnce(&mut dyn Read) -> std::result::Result<T, Error> + Send + 'static,
 {
     let unseal = unsealing(manifest, identities)?;
-    let object = manifest.stored.object.clone();
-    let reader = target
-        .op
-        .reader_with(&object)
-        .chunk(4 << 20)
-        .await
-        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
-    let mut stream = reader
-        .into_bytes_stream(..)
-        .await
-        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
+    let mut stream = Box::pin(stream_object(target, &manifest.stored.object).await?);
     let (tx, rx) = mpsc::channel(QUEUE);
     let fetch = tokio::spawn(async move {
         while let Some(item) = stream.next().await {
@@ -500,21 +492,8 @@ where
         expected,
         actual,
     };
-    let (stored, raw) = (decoded.stored, decoded.raw);
-    if stored.size != manifest.stored.size {
-        return Err(integrity(
-            "size",
-            manifest.stored.size.to_string(),
-            stored.size.to_string(),
-        ));
-    }
-    if stored.sha256 != manifest.stored.sha256 {
-        return Err(integrity(
-            "SHA-256",
-            manifest.stored.sha256.clone(),
-            stored.sha256,
-        ));
-    }
+    let raw = decoded.raw;
+    stored_matches(target, manifest, decoded.stored)?;
     if let Some(e) = decoded.error {
         return Err(match &manifest.encryption {
             None => integrity(
@@ -582,16 +561,7 @@ pub(crate) fn unsealing(
 /// only public keys can check of an encrypted point.
 pub async fn check_stored(target: &Target, manifest: &Manifest, progress: Reporter) -> Result<()> {
     let object = &manifest.stored.object;
-    let reader = target
-        .op
-        .reader_with(object)
-        .chunk(4 << 20)
-        .await
-        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
-    let mut stream = reader
-        .into_bytes_stream(..)
-        .await
-        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
+    let mut stream = std::pin::pin!(stream_object(target, object).await?);
     let mut sum = Sum::default();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
@@ -601,10 +571,15 @@ pub async fn check_stored(target: &Target, manifest: &Manifest, progress: Report
             bytes: chunk.len() as u64,
         });
     }
-    let stored = sum.digest();
+    stored_matches(target, manifest, sum.digest())
+}
+
+/// Whether what was read of `manifest`'s object is what its manifest says
+/// is stored: the size first, then the SHA-256.
+fn stored_matches(target: &Target, manifest: &Manifest, stored: Digest) -> Result<()> {
     let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
         target: target.name.clone(),
-        object: object.clone(),
+        object: manifest.stored.object.clone(),
         what,
         expected,
         actual,
@@ -624,6 +599,23 @@ pub async fn check_stored(target: &Target, manifest: &Manifest, progress: Report
         ));
     }
     Ok(())
+}
+
+/// The bytes of `object` on `target`, as a stream of chunks.
+async fn stream_object(
+    target: &Target,
+    object: &str,
+) -> Result<impl futures::Stream<Item = io::Result<Bytes>> + use<>> {
+    let reader = target
+        .op
+        .reader_with(object)
+        .chunk(4 << 20)
+        .await
+        .map_err(|e| target.error(&format!("cannot read {object}"), e))?;
+    reader
+        .into_bytes_stream(..)
+        .await
+        .map_err(|e| target.error(&format!("cannot read {object}"), e))
 }
 
 /// What the decoding thread found.

@@ -148,13 +148,6 @@ impl Trust {
         !self.keys.is_empty()
     }
 
-    /// The hosts trusted, with their keys' fingerprints.
-    pub fn hosts(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.keys
-            .iter()
-            .map(|(h, (id, _))| (h.as_str(), id.as_str()))
-    }
-
     /// Checks the signature of the record at `key` whose bytes are `bytes`.
     /// The error says why in words a person can act on.
     pub fn check(

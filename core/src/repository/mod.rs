@@ -136,10 +136,6 @@ impl Repository {
         self
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     /// Opens target `name` of `policy` as the policy says to write to it:
     /// its recipients, its bandwidth limit, and `keys`.
     pub async fn for_policy(policy: &Policy, name: &str, keys: &Arc<Keys>) -> Result<Repository> {
