@@ -199,6 +199,29 @@ fn a_drill_restores_with_the_escrow_identity_alone() {
     drill.ok();
     assert_eq!(drill.json()["status"], "passed", "{}", drill.stdout);
     assert_eq!(tree_digest(&s.path("site")), before);
+
+    // The report is signed: read back as it was, counted; its copy altered
+    // on the NAS is refused, and the intact copy on S3 still counts.
+    let passed = |s: &Scratch| {
+        let r = s.drp(&["--json", "report", "--policy", "policy.yaml"]);
+        (r.json()["runbooks"][0]["passed"].clone(), r.stderr)
+    };
+    assert_eq!(passed(&s).0, 1);
+    let dir = s.path("nas/reports/site-lost");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.replacen("\"passed\"", "\"failed\"", 1)).unwrap();
+        }
+    }
+    let (count, stderr) = passed(&s);
+    assert!(
+        stderr.contains("target `nas`: record reports/site-lost/")
+            && stderr.contains("was altered"),
+        "{stderr}"
+    );
+    assert_eq!(count, 1);
 }
 
 /// Restores the latest point and says whether it was refused (exit 4)
