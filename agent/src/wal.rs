@@ -34,6 +34,9 @@ pub enum WalCommand {
         policy: PathBuf,
         #[arg(long, short)]
         export: Option<String>,
+        /// An age identity file, to fetch from an encrypted archive.
+        #[arg(long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
         /// The file's name (%f).
         name: String,
         /// Where PostgreSQL wants it (%p).
@@ -87,12 +90,15 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
         WalCommand::Get {
             policy,
             export,
+            identities,
             name,
             path,
         } => {
             let result = async {
                 let policy = Policy::load(policy)?;
-                let archive = ExportArchive::open(&policy, export.as_deref()).await?;
+                let archive = ExportArchive::open(&policy, export.as_deref())
+                    .await?
+                    .with_identities(identities)?;
                 archive.get(name, path).await
             }
             .await;

@@ -248,7 +248,12 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
         (Some(_), Some(policy)) => {
             let in_place =
                 restore::same_destination(&plan.destination, &source.default_destination());
-            drp_core::wal::run::replay_commands(policy, &args.export, in_place)?
+            drp_core::wal::run::replay_commands(
+                policy,
+                &args.export,
+                in_place,
+                &args.repo.identities,
+            )?
         }
     };
     let options = restore::Options {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backend::Target;
-use crate::chunk::{ChannelReader, HashThread, Sum};
+use crate::chunk::{ChannelReader, ChunkWriter, HashThread, Sum};
 use crate::config::Compression;
 use crate::keys::{Identities, Recipient};
 use crate::manifest::{Digest, Manifest};
@@ -640,22 +640,42 @@ fn decode(
     unseal: Option<Identities>,
     progress: Reporter,
 ) -> Decoded {
-    let mut stored = ChannelReader::hashed(rx);
     let raw = HashThread::spawn();
     let mut error = None;
+    // An encrypted stream is decrypted on a thread of its own, so that
+    // decryption and decompression overlap.
+    let (mut stored, mut decrypting) = match unseal {
+        None => (Some(ChannelReader::hashed(rx)), None),
+        Some(ids) => {
+            let (tx, plain) = mpsc::channel(QUEUE);
+            let stored = ChannelReader::hashed(rx);
+            let progress = progress.clone();
+            let thread = std::thread::Builder::new()
+                .name("drp-decrypt".into())
+                .spawn(move || decrypt(stored, &ids, tx, &progress));
+            match thread {
+                Ok(t) => (None, Some((t, ChannelReader::new(plain)))),
+                Err(e) => {
+                    return Decoded {
+                        stored: Digest::default(),
+                        raw: raw.finish(),
+                        failed: Some(format!("cannot start decrypting: {e}")),
+                        error: None,
+                    };
+                }
+            }
+        }
+    };
     {
-        let counting = Counting {
-            inner: &mut stored,
-            progress: &progress,
+        let input: Box<dyn Read + '_> = match (&mut stored, &mut decrypting) {
+            (Some(s), _) => Box::new(Counting {
+                inner: s,
+                progress: &progress,
+            }),
+            (None, Some((_, plain))) => Box::new(plain),
+            (None, None) => unreachable!("a stream is either plain or decrypted"),
         };
-        let plain: io::Result<Box<dyn Read + '_>> = match &unseal {
-            None => Ok(Box::new(counting)),
-            Some(ids) => age::Decryptor::new(counting)
-                .and_then(|d| d.decrypt(ids.as_age()))
-                .map(|r| Box::new(r) as Box<dyn Read>)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        };
-        match plain.and_then(zstd::stream::read::Decoder::new) {
+        match zstd::stream::read::Decoder::new(input) {
             Ok(mut dec) => {
                 let mut consumer = Some(out);
                 let mut buf = bytes::BytesMut::new();
@@ -694,15 +714,65 @@ fn decode(
             }
         }
     }
-    let _ = io::copy(&mut stored, &mut io::sink());
-    let failed = stored.failed.take();
-    let stored = stored.tap.take().map(HashThread::finish);
+    let (stored, failed) = match (stored, decrypting) {
+        (Some(stored), _) => read_to_end(stored),
+        (None, Some((thread, plain))) => {
+            // Stops the decrypting thread if decompression stopped first.
+            drop(plain);
+            thread.join().unwrap_or_else(|_| {
+                (
+                    Digest::default(),
+                    Some("the decrypting thread panicked".into()),
+                )
+            })
+        }
+        (None, None) => unreachable!("a stream is either plain or decrypted"),
+    };
     Decoded {
-        stored: stored.unwrap_or_default(),
+        stored,
         raw: raw.finish(),
         failed,
         error,
     }
+}
+
+/// Reads `stored` to its end, so that its digest covers everything; its
+/// digest, and why the target failed mid-read if it did.
+fn read_to_end(mut stored: ChannelReader) -> (Digest, Option<String>) {
+    let _ = io::copy(&mut stored, &mut io::sink());
+    let failed = stored.failed.take();
+    let digest = stored.tap.take().map(HashThread::finish);
+    (digest.unwrap_or_default(), failed)
+}
+
+/// Decrypts the age stream `stored` into `tx` (a failure to decrypt is
+/// the stream's last item), then reads `stored` to its end.
+fn decrypt(
+    mut stored: ChannelReader,
+    ids: &Identities,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    progress: &Reporter,
+) -> (Digest, Option<String>) {
+    {
+        let counting = Counting {
+            inner: &mut stored,
+            progress,
+        };
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let result = age::Decryptor::new(counting)
+            .map_err(|e| invalid(e.to_string()))
+            .and_then(|d| d.decrypt(ids.as_age()).map_err(|e| invalid(e.to_string())))
+            .and_then(|mut plain| {
+                let mut w = ChunkWriter::new(tx.clone());
+                io::copy(&mut plain, &mut w)?;
+                w.flush()
+            });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    }
+    drop(tx);
+    read_to_end(stored)
 }
 
 struct Counting<'a, R> {

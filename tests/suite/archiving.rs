@@ -106,13 +106,18 @@ struct Site {
 
 impl Site {
     fn new(tag: &str) -> Site {
+        Site::with(tag, "")
+    }
+
+    /// A site whose policy has `extra` (top-level keys) too.
+    fn with(tag: &str, extra: &str) -> Site {
         let s = scratch(tag);
         let sock = socket_dir();
         let (nas, state, data) = (s.path("nas"), s.path("state"), s.path("db"));
         let policy = s.write(
             "policy.yaml",
             &format!(
-                "host: db1\nstate_dir: {state}\ntargets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  main:\n    source:\n      kind: postgres-cluster\n      host: {sock}\n      port: {PORT}\n      user: postgres\n      bin_dir: {PG_BIN}\n      data_directory: {data}\n    targets: [nas]\n",
+                "host: db1\nstate_dir: {state}\n{extra}targets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  main:\n    source:\n      kind: postgres-cluster\n      host: {sock}\n      port: {PORT}\n      user: postgres\n      bin_dir: {PG_BIN}\n      data_directory: {data}\n    targets: [nas]\n",
                 state = state.display(),
                 nas = nas.display(),
                 sock = sock.path().display(),
@@ -1469,4 +1474,75 @@ fn a_corrupt_base_backup_is_refused_with_exit_4_and_replaces_nothing() {
         site.entries_like("db.drp-replaced-").is_empty(),
         "something was moved aside"
     );
+}
+
+#[test]
+fn an_encrypted_archive_holds_no_plaintext_and_replays_only_with_an_identity() {
+    // The identity is made first, outside the site: the host never holds it.
+    let keys = scratch("walkeys");
+    let identity = keys.path("ops.age");
+    let made = keys.agent(&[
+        "--json",
+        "keys",
+        "generate",
+        "--out",
+        identity.to_str().unwrap(),
+    ]);
+    made.ok();
+    let public = made.json()["public"].as_str().unwrap().to_string();
+    chown_postgres(keys.dir.path());
+    chown_postgres(&identity);
+    let site = Site::with(
+        "walsealed",
+        &format!("keys: {{recipients: {{ops: {public}}}}}\n"),
+    );
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    const SECRET: &str = "payroll-IBAN-FR7630006000011234567890189";
+    pg.event(SECRET);
+    let segment = pg.switch_wal();
+
+    // What lies in the archive is age, holding no trace of the row.
+    let objects = site.objects(&segment);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let stored = std::fs::read(&objects[0]).unwrap();
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!stored.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+    // The host that archives cannot fetch it back (126: recovery stops,
+    // never promotes early); with the identity it can.
+    let dest = site.dir("fetched").join(&segment);
+    let d = dest.to_str().unwrap();
+    site.agent(&["wal", "get", &segment, d]).code(126);
+    assert!(!dest.exists());
+    let id = identity.to_str().unwrap();
+    site.agent(&["wal", "get", "--identity", id, &segment, d])
+        .ok();
+    let fetched = std::fs::read(&dest).unwrap();
+    assert!(
+        fetched
+            .windows(SECRET.len())
+            .any(|w| w == SECRET.as_bytes())
+    );
+    // Pushing it again is still success, without the identity.
+    site.agent(&["wal", "push", dest.to_str().unwrap()]).ok();
+
+    // A restore needs the identity, and replays the encrypted archive with it.
+    let copy = site.s.path("copy");
+    let (refused, _) = site.restore(&["--latest", "--to", &copy.display().to_string()]);
+    refused.code(2);
+    assert!(!copy.exists(), "a refused restore created its destination");
+    let (r, _) = site.restore(&[
+        "--latest",
+        "--identity",
+        id,
+        "--to",
+        &copy.display().to_string(),
+    ]);
+    r.ok();
+    let restored = PgCluster::adopt(&copy, Sock::Own(socket_dir()));
+    restored.configure("archive_mode = off\n");
+    restored.start();
+    assert_eq!(restored.notes(), [SECRET]);
 }

@@ -97,6 +97,8 @@ impl Action for RestoreBackup {
                     policy,
                     &self.export,
                     restore::same_destination(&plan.destination, &source.default_destination()),
+                    // The policy's own `keys.identity`, read by `wal get` itself.
+                    &[],
                 )?,
                 None => (None, None),
             };

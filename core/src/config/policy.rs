@@ -685,20 +685,6 @@ impl Policy {
                     Some("use 1 (fastest) to 19 (smallest); 3 is a good default".into()),
                 );
             }
-            if let Some(source) = &source
-                && source.archives_continuously()
-                && let Some(t) = export_targets.iter().find(|t| {
-                    target_options_out
-                        .get(*t)
-                        .is_some_and(|o: &TargetOptions| !o.recipients.is_empty())
-                })
-            {
-                warnings.push(diags.at(
-                    &key,
-                    format!("`{name}` archives its logs continuously: its exports are encrypted on `{t}`, its archived WAL or binary logs are not"),
-                    Some("keep log archives on targets whose storage is already private; encrypting them is not built yet".into()),
-                ));
-            }
             if let (Some(source), Some(schedule)) = (source, schedule) {
                 exports.insert(
                     name.clone(),

@@ -235,6 +235,42 @@ impl Keys {
     }
 }
 
+/// `bytes` encrypted to `recipients` (unchanged when there are none): for
+/// objects small enough to hold whole, such as WAL segments.
+pub(crate) fn seal(recipients: &[Recipient], bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    if recipients.is_empty() {
+        return Ok(bytes);
+    }
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| &r.key as &dyn age::Recipient))
+            .map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(bytes.len() + 1024);
+    let mut w = encryptor.wrap_output(&mut out)?;
+    w.write_all(&bytes)?;
+    w.finish()?;
+    Ok(out)
+}
+
+/// The plaintext of `bytes` when it is an age file, else `bytes` itself.
+/// Failing to decrypt (no identity opens it, a chunk fails its tag) is an
+/// `InvalidData` error.
+pub(crate) fn unseal(identities: &Identities, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    if !bytes.starts_with(b"age-encryption.org/v1\n") {
+        return Ok(bytes);
+    }
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut out = Vec::with_capacity(bytes.len());
+    age::Decryptor::new_buffered(&bytes[..])
+        .map_err(|e| invalid(e.to_string()))?
+        .decrypt(identities.as_age())
+        .map_err(|e| invalid(e.to_string()))?
+        .read_to_end(&mut out)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(out)
+}
+
 /// A new key pair for encryption: the identity file's text (with its
 /// recipient as a comment) and the recipient.
 pub fn generate_identity() -> (String, String) {

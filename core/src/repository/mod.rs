@@ -583,7 +583,7 @@ impl Repository {
     /// Writes `body` at `key` so that no reader, nor a kill midway, ever
     /// leaves a partial record there: on targets whose writes are not seen
     /// whole, through a temporary file renamed into place.
-    async fn put_whole(&self, key: &str, body: Vec<u8>) -> opendal::Result<()> {
+    pub(crate) async fn put_whole(&self, key: &str, body: Vec<u8>) -> opendal::Result<()> {
         let op = &self.target.op;
         if self.target.atomic_writes {
             return op.write(key, body).await.map(|_| ());

@@ -147,9 +147,9 @@ impl Archive<'_> {
             self.check_identity(repo, header).await?;
         }
         for existing in repo.wal_find(self.host, self.export, &ready.file).await? {
-            match repo.wal_read(&existing).await {
-                Ok(_) if existing.sha256 == ready.sha256 => return Ok(Pushed::AlreadyArchived),
-                Ok(_) => {
+            match repo.wal_intact(&existing).await {
+                Ok(()) if existing.sha256 == ready.sha256 => return Ok(Pushed::AlreadyArchived),
+                Ok(()) => {
                     return Err(Error::Conflict(format!(
                         "target `{}` already archives a different {} (SHA-256 {}, this one {}): another cluster \
                          is archiving into export `{}`, or a server was promoted without a new timeline; \

@@ -97,6 +97,22 @@ impl<'p> ExportArchive<'p> {
         })
     }
 
+    /// The same archive read with these identity files too (`wal get
+    /// --identity`, which a restore passes to the server it replays in).
+    pub fn with_identities(mut self, files: &[PathBuf]) -> Result<Self> {
+        if files.is_empty() {
+            return Ok(self);
+        }
+        let keys =
+            std::sync::Arc::new(crate::keys::Keys::for_policy(self.policy)?.with_cli(files, &[])?);
+        self.repos = self
+            .repos
+            .into_iter()
+            .map(|r| r.with_keys(keys.clone()))
+            .collect();
+        Ok(self)
+    }
+
     fn archive(&self) -> Archive<'_> {
         Archive {
             host: &self.policy.host,
@@ -517,6 +533,7 @@ pub fn replay_commands(
     policy: &Policy,
     export: &str,
     in_place: bool,
+    identities: &[PathBuf],
 ) -> Result<(Option<String>, Option<String>)> {
     let agent = agent_path();
     let policy_path = std::path::absolute(&policy.path)
@@ -529,8 +546,17 @@ pub fn replay_commands(
             shell_quote(export)
         )
     };
+    // The identity files' paths (never their content) let the replay
+    // decrypt an encrypted archive.
+    let mut get = String::new();
+    for file in identities {
+        let file =
+            std::path::absolute(file).map_err(|e| Error::io_path("cannot resolve", file, e))?;
+        get += &format!("--identity {} ", shell_quote(&file.to_string_lossy()));
+    }
+    get += "%f %p";
     Ok((
-        Some(command("get", "%f %p")),
+        Some(command("get", &get)),
         in_place.then(|| command("push", "%p")),
     ))
 }
