@@ -208,7 +208,7 @@ async fn prune_wal(
         let Some(segno) = object.file.segno(oldest.segment_size) else {
             continue;
         };
-        if segno >= from {
+        if segno >= from || held_by_lock(repo, &object.key, out).await {
             continue;
         }
         if !dry_run && let Err(e) = repo.wal_delete(&object).await {
@@ -218,6 +218,18 @@ async fn prune_wal(
         out.wal_removed.push(object.file.to_string());
     }
     Ok(())
+}
+
+/// Whether an Object Lock still holds the object at `key` (kept until it
+/// ends: a delete would only hide it). A lock that cannot be read keeps it.
+async fn held_by_lock(repo: &Repository, key: &str, out: &mut TargetPrune) -> bool {
+    match repo.locked_until(key).await {
+        Ok(until) => until.is_some_and(|t| t > Utc::now()),
+        Err(e) => {
+            out.errors.push(format!("{e}; kept"));
+            true
+        }
+    }
 }
 
 /// Removes the shipped binary logs before the oldest kept export's own
@@ -241,7 +253,7 @@ async fn prune_binlogs(
     let from = crate::wal::binlog::sequence(&oldest.file).unwrap_or(0);
     out.wal_kept_from = Some(oldest.file.clone());
     for object in repo.binlog_list(host, export).await? {
-        if object.sequence() >= from {
+        if object.sequence() >= from || held_by_lock(repo, &object.key, out).await {
             continue;
         }
         if !dry_run && let Err(e) = repo.binlog_delete(host, export, &object).await {

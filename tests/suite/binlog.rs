@@ -33,10 +33,19 @@ impl Server {
         self.dir.join("sock")
     }
 
+    /// The server's own temporary folder: servers of tests running at once
+    /// never share one.
+    fn tmpdir(&self) -> String {
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        format!("--tmpdir={}", tmp.display())
+    }
+
     fn install(&self) {
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(self.tmpdir())
             .output()
             .expect("mariadb-install-db runs");
         assert!(
@@ -50,6 +59,7 @@ impl Server {
         let child = Command::new("mariadbd")
             .args(["--no-defaults", "--user=root", "--skip-networking"])
             .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(self.tmpdir())
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
             .arg(format!("--log-error={}", self.dir.join("log").display()))
