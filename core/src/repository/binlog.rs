@@ -82,8 +82,15 @@ impl Repository {
         object: &BinlogObject,
     ) -> Option<BinlogFacts> {
         let key = layout::binlog_record(host, export, &object.name, &object.sha256);
-        let buf = self.target.op.read(&key).await.ok()?;
-        serde_json::from_slice(&buf.to_vec()).ok()
+        let bytes = self.target.op.read(&key).await.ok()?.to_vec();
+        if let Err(why) = self
+            .check_signature(crate::keys::sign::Owner::Host(host), &key, &bytes)
+            .await
+        {
+            tracing::warn!("target `{}`: record {key} refused: {why}", self.target.name);
+            return None;
+        }
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Reads a shipped binary log back, decompressed and checked against

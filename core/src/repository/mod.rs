@@ -415,7 +415,7 @@ impl Repository {
 
     /// Checks the detached signature of the record at `key` (when this
     /// reader requires signatures): the reason it is refused, otherwise.
-    async fn check_signature(
+    pub(super) async fn check_signature(
         &self,
         owner: Owner<'_>,
         key: &str,
