@@ -134,6 +134,19 @@ pub enum Command {
         #[arg(long)]
         sample: Option<usize>,
     },
+    /// Restore tests: the newest point, and one at random, restored into a
+    /// throwaway instance drp starts and removes (never the live service),
+    /// checked, and recorded as restore-tested in every target's repository.
+    TestRestore {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Only these exports (default: all).
+        #[arg(long, short)]
+        export: Vec<String>,
+        /// An age identity file, for encrypted points.
+        #[arg(long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
+    },
     /// Restore a recovery point (asks before replacing anything).
     Restore(RestoreArgs),
     /// Encryption and signing keys: make them, and which points need which.
@@ -202,6 +215,11 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             };
             crate::verify::run(repo, export.as_deref(), which, &out).await
         }
+        Command::TestRestore {
+            policy,
+            export,
+            identities,
+        } => crate::test_restore::run(policy, export, identities, &out).await,
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
         Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::Wal(cmd) => crate::wal::run(cmd, &out).await,

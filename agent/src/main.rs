@@ -5,6 +5,7 @@ mod cli;
 mod prune;
 mod status;
 mod systemd;
+mod test_restore;
 mod verify;
 mod wal;
 

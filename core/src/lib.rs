@@ -38,6 +38,7 @@ pub mod progress;
 pub mod prune;
 pub mod repository;
 pub mod restore;
+pub mod restore_test;
 pub mod retention;
 pub mod runner;
 mod scheduler;

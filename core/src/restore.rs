@@ -111,6 +111,9 @@ pub struct Report {
     pub destination: String,
     pub raw_bytes: u64,
     pub seconds: f64,
+    /// Of `seconds`, receiving the point: fetching, decrypting,
+    /// decompressing, both digests and staging (the rest is the load).
+    pub received_seconds: f64,
     /// What became of the data the restore replaced.
     pub replaced: Committed,
 }
@@ -469,6 +472,7 @@ pub async fn execute(
         }
     }
     let (staged, target) = staged.expect("the last copy either loads or returns its error");
+    let received_seconds = started.elapsed().as_secs_f64();
     let binlog_dir = tempfile::Builder::new()
         .prefix(".drp-binlogs-")
         .tempdir_in(&workdir)
@@ -522,6 +526,7 @@ pub async fn execute(
         destination: plan.destination.to_string(),
         raw_bytes: plan.manifest.raw.size,
         seconds: started.elapsed().as_secs_f64(),
+        received_seconds,
         replaced,
     })
 }

@@ -14,6 +14,7 @@ mod faults;
 mod injection;
 mod policy;
 mod production;
+mod proving;
 mod roundtrip;
 mod sealed;
 mod snapshots;

@@ -178,6 +178,8 @@ pub struct Export {
     pub targets: Vec<String>,
     pub compression: Compression,
     pub retention: Retention,
+    /// How restore tests treat the export (`drp-agent test-restore`).
+    pub restore_test: Option<crate::restore_test::RestoreTestConfig>,
 }
 
 /// A cron schedule: standard 5-field crontab, or the 6/7-field form with
@@ -299,7 +301,14 @@ impl Retention {
     }
 }
 
-const EXPORT_KEYS: [&str; 5] = ["source", "schedule", "targets", "compression", "retention"];
+const EXPORT_KEYS: [&str; 6] = [
+    "source",
+    "schedule",
+    "targets",
+    "compression",
+    "retention",
+    "restore_test",
+];
 
 const TOP_LEVEL_KEYS: [&str; 13] = [
     "keys",
@@ -641,6 +650,8 @@ impl Policy {
                 field(&mut diags, &node, &key, "targets", true);
             let compression: Option<Compression> =
                 field(&mut diags, &node, &key, "compression", false);
+            let restore_test: Option<crate::restore_test::RestoreTestConfig> =
+                field(&mut diags, &node, &key, "restore_test", false);
             let mut retention: Retention =
                 field(&mut diags, &node, &key, "retention", false).unwrap_or_default();
             retention.validate(&mut diags, &format!("{key}.retention"));
@@ -695,6 +706,7 @@ impl Policy {
                         targets: export_targets,
                         compression,
                         retention,
+                        restore_test,
                     },
                 );
             }

@@ -40,6 +40,15 @@ pub fn manifest(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/manifests/{id}.json")
 }
 
+/// The newest restore test of a point.
+pub(crate) fn restore_test(host: &str, export: &str, id: &str) -> String {
+    format!("{host}/{export}/tested/{id}.json")
+}
+
+pub(crate) fn restore_tests_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/tested/")
+}
+
 /// The detached signature of the record at `key`.
 pub fn signature(key: &str) -> String {
     format!("{key}.sig")

@@ -501,6 +501,39 @@ impl Repository {
         out
     }
 
+    /// Records a restore test of a point (its newest replaces the one before).
+    pub async fn save_restore_test(&self, tested: &crate::restore_test::Tested) -> Result<()> {
+        let body = serde_json::to_vec_pretty(tested).expect("record serialises");
+        self.write(
+            &layout::restore_test(&tested.host, &tested.export, &tested.id),
+            body,
+            "cannot record the restore test",
+        )
+        .await
+    }
+
+    /// The restore tests of one export, newest last.
+    pub async fn restore_tests(
+        &self,
+        host: &str,
+        export: &str,
+    ) -> Result<Vec<crate::restore_test::Tested>> {
+        let records = self
+            .records(
+                &layout::restore_tests_dir(host, export),
+                Owner::Host(host),
+                "cannot list restore tests",
+            )
+            .await?;
+        let mut out: Vec<crate::restore_test::Tested> = records
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.bytes).ok())
+            .filter(|t: &crate::restore_test::Tested| t.host == host && t.export == export)
+            .collect();
+        out.sort_by_key(|t| t.at);
+        Ok(out)
+    }
+
     /// Records a snapshot set (JSON) under its host.
     pub async fn save_snapshot_set(&self, host: &str, id: &str, body: Vec<u8>) -> Result<()> {
         self.write(

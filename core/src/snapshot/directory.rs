@@ -52,6 +52,7 @@ impl DirectorySnap {
                 targets,
                 compression: Compression::default(),
                 retention: Retention::default(),
+                restore_test: None,
             },
         );
         (policy, name)

@@ -45,6 +45,7 @@ pub struct PostgresConfig {
 pub mod cluster;
 mod framing;
 mod load;
+pub mod scratch;
 
 use framing::FRAMING_NAME;
 

@@ -1,0 +1,132 @@
+//! `test-restore`: restore tests by hand (or from the schedule), their
+//! verdicts for people and scripts, and a notification when one fails.
+
+use std::path::{Path, PathBuf};
+
+use drp_cli::{Output, Table};
+use drp_core::config::Policy;
+use drp_core::restore_test::Tested;
+use drp_core::{ExitCode, Result};
+
+pub async fn run(
+    policy_path: &Path,
+    only: &[String],
+    identities: &[PathBuf],
+    out: &Output,
+) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let names: Vec<String> = if only.is_empty() {
+        policy.exports.keys().cloned().collect()
+    } else {
+        only.to_vec()
+    };
+    let mut code = ExitCode::Ok;
+    let mut all: Vec<Tested> = Vec::new();
+    for name in &names {
+        let export = policy.export(name)?;
+        match drp_core::restore_test::run(&policy, export, identities, out.progress()).await {
+            Ok(tested) => all.extend(tested),
+            Err(e) => {
+                code = code.worse(e.exit_code());
+                eprintln!("{name}: not tested: {e}");
+            }
+        }
+    }
+    for t in all.iter().filter(|t| !t.passed) {
+        code = code.worse(failure_code(t));
+        notify(&policy, t).await;
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({ "tests": all }));
+        return Ok(code);
+    }
+    let mut table = Table::new(&[
+        "EXPORT",
+        "POINT",
+        "TARGET",
+        "RESULT",
+        "RECEIVE",
+        "LOAD",
+        "CHECKS",
+        "RESTORE RATE",
+    ]);
+    for t in &all {
+        table.row(vec![
+            t.export.clone(),
+            t.id.clone(),
+            t.target.clone(),
+            if t.passed { "passed" } else { "FAILED" }.into(),
+            format!("{:.1}s", t.receive_seconds),
+            format!("{:.1}s", t.load_seconds),
+            format!(
+                "{}/{} passed",
+                t.checks.iter().filter(|c| c.passed).count(),
+                t.checks.len()
+            ),
+            format!(
+                "{}/s",
+                drp_core::config::units::format_bytes(t.restore_bytes_per_second as u64)
+            ),
+        ]);
+    }
+    if !table.is_empty() {
+        println!("{}", table.render());
+    }
+    for t in &all {
+        if let Some(e) = &t.error {
+            eprintln!("{} {}: {e}", t.export, t.id);
+        }
+        for c in t.checks.iter().filter(|c| !c.passed) {
+            eprintln!(
+                "{} {}: check failed: {}: {}",
+                t.export, t.id, c.check, c.detail
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// A test that found the point corrupt is an integrity failure (4); any
+/// other failure, 1.
+fn failure_code(t: &Tested) -> ExitCode {
+    match &t.error {
+        Some(e) if e.contains("integrity check failed") || e.contains("unreadable") => {
+            ExitCode::Integrity
+        }
+        _ => ExitCode::Failed,
+    }
+}
+
+async fn notify(policy: &Policy, t: &Tested) {
+    let message = drp_core::notify::Message {
+        host: t.host.clone(),
+        export: t.export.clone(),
+        result: drp_core::state::RunResult::Failed,
+        point: Some(t.id.clone()),
+        committed: Vec::new(),
+        failed: vec![t.target.clone()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect(),
+        errors: t
+            .error
+            .iter()
+            .cloned()
+            .chain(
+                t.checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| format!("check failed: {}: {}", c.check, c.detail)),
+            )
+            .collect(),
+        seconds: t.receive_seconds + t.load_seconds + t.validate_seconds,
+        at: t.at,
+        title: Some(format!(
+            "drp: restore test of {}/{} FAILED",
+            t.host, t.export
+        )),
+    };
+    for e in drp_core::notify::send(&policy.notify, &policy.base_dir, &message).await {
+        eprintln!("{}: notification failed: {e}", t.export);
+    }
+}

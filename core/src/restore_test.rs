@@ -1,0 +1,449 @@
+//! Restore tests: a recovery point restored into a throwaway instance that
+//! drp starts and removes itself — a scratch SQLite file, a scratch folder,
+//! a private PostgreSQL cluster — never the live service; then checked
+//! (the engine answers, tables hold rows, the policy's own checks) and
+//! recorded in every repository as "restore-tested", with its timings.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Export, HumanDuration, Policy, SourceConfig};
+use crate::keys::Keys;
+use crate::manifest::Manifest;
+use crate::progress::Reporter;
+use crate::repository::Repository;
+use crate::restore::{self, Selector};
+use crate::source::{self, Source};
+use crate::{Error, Result};
+
+/// An export's `restore_test:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestConfig {
+    /// How often `run --due` tests the export (default 7d).
+    #[serde(default = "RestoreTestConfig::default_every")]
+    pub every: HumanDuration,
+    /// Besides the newest point, also one picked at random among those of
+    /// this window (default 30d; `0s`: the newest only).
+    #[serde(default = "RestoreTestConfig::default_window")]
+    pub random_within: HumanDuration,
+    /// What the restored copy must answer.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+impl RestoreTestConfig {
+    fn default_every() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_secs(7 * 86_400))
+    }
+
+    fn default_window() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_secs(30 * 86_400))
+    }
+}
+
+impl Default for RestoreTestConfig {
+    fn default() -> Self {
+        RestoreTestConfig {
+            every: RestoreTestConfig::default_every(),
+            random_within: RestoreTestConfig::default_window(),
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// One check of a restored copy.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum Check {
+    /// A query whose first value must read `expect` (databases).
+    Sql { sql: String, expect: String },
+    /// At least this many files (directories).
+    Files { min_files: u64 },
+}
+
+/// What one check found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub check: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// A restore test of one point: the record stored beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tested {
+    pub id: String,
+    pub host: String,
+    pub export: String,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub passed: bool,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub raw_sha256: String,
+    pub stored_sha256: String,
+    pub target: String,
+    pub tools: std::collections::BTreeMap<String, String>,
+    /// Starting the throwaway instance.
+    pub start_seconds: f64,
+    /// Fetching, decrypting, decompressing and checking both digests.
+    pub receive_seconds: f64,
+    /// Loading into the instance.
+    pub load_seconds: f64,
+    pub validate_seconds: f64,
+    pub raw_bytes: u64,
+    /// Raw bytes per second over receive and load.
+    pub restore_bytes_per_second: f64,
+    pub checks: Vec<CheckResult>,
+    pub agent: String,
+}
+
+/// The points a test takes: the newest, and one at random among the
+/// others consistent within `window` of it.
+pub fn pick(points: &[Manifest], window: std::time::Duration) -> Vec<Manifest> {
+    use rand::seq::IndexedRandom;
+    let Some(newest) = points.last() else {
+        return Vec::new();
+    };
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
+    let older: Vec<&Manifest> = points[..points.len() - 1]
+        .iter()
+        .filter(|m| newest.consistency_time - m.consistency_time <= window)
+        .collect();
+    let mut out = vec![newest.clone()];
+    if let Some(m) = older.choose(&mut rand::rng()) {
+        out.push((*m).clone());
+    }
+    out
+}
+
+/// Tests the points `pick` chooses for `export`; the records, one per
+/// point, are stored on every reachable target of the export.
+pub async fn run(
+    policy: &Policy,
+    export: &Export,
+    identities: &[PathBuf],
+    progress: Reporter,
+) -> Result<Vec<Tested>> {
+    let keys = Arc::new(Keys::for_policy(policy)?.with_cli(identities, &[])?);
+    let mut repos = Vec::new();
+    for name in &export.targets {
+        match Repository::for_policy(policy, name, &keys).await {
+            Ok(r) => repos.push(r),
+            Err(e) => tracing::warn!("restore test of {}: {e}", export.name),
+        }
+    }
+    let Some(first) = repos.first() else {
+        return Err(Error::Failed(format!(
+            "no target of `{}` is reachable",
+            export.name
+        )));
+    };
+    let listing = first.list(&policy.host, &export.name).await?;
+    let config = export.restore_test.clone().unwrap_or_default();
+    let points = pick(&listing.points, config.random_within.as_duration());
+    if points.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no recovery point of `{}` to test",
+            export.name
+        )));
+    }
+    let mut out = Vec::new();
+    for m in points {
+        let tested = test_point(policy, export, &config, &repos, &m, progress.clone()).await;
+        for repo in &repos {
+            if let Err(e) = repo.save_restore_test(&tested).await {
+                tracing::warn!("the restore test of {} is not recorded: {e}", m.id);
+            }
+        }
+        out.push(tested);
+    }
+    Ok(out)
+}
+
+async fn test_point(
+    policy: &Policy,
+    export: &Export,
+    config: &RestoreTestConfig,
+    repos: &[Repository],
+    m: &Manifest,
+    progress: Reporter,
+) -> Tested {
+    let mut tested = Tested {
+        id: m.id.clone(),
+        host: m.host.clone(),
+        export: m.export.clone(),
+        kind: m.kind.clone(),
+        at: Utc::now(),
+        passed: false,
+        error: None,
+        raw_sha256: m.raw.sha256.clone(),
+        stored_sha256: m.stored.sha256.clone(),
+        target: String::new(),
+        tools: m.tools.clone(),
+        start_seconds: 0.0,
+        receive_seconds: 0.0,
+        load_seconds: 0.0,
+        validate_seconds: 0.0,
+        raw_bytes: m.raw.size,
+        restore_bytes_per_second: 0.0,
+        checks: Vec::new(),
+        agent: crate::repository::agent_id(),
+    };
+    match restore_and_check(policy, export, config, repos, m, progress, &mut tested).await {
+        Ok(()) => tested.passed = tested.checks.iter().all(|c| c.passed),
+        Err(e) => tested.error = Some(e.to_string()),
+    }
+    tested
+}
+
+async fn restore_and_check(
+    policy: &Policy,
+    export: &Export,
+    config: &RestoreTestConfig,
+    repos: &[Repository],
+    m: &Manifest,
+    progress: Reporter,
+    tested: &mut Tested,
+) -> Result<()> {
+    let started = Instant::now();
+    let scratch = Scratch::new()?;
+    let instance = Instance::start(&export.source, &scratch, &policy.base_dir)?;
+    tested.start_seconds = started.elapsed().as_secs_f64();
+    let source: Arc<dyn Source> = Arc::from(source::build(&instance.config, &policy.base_dir));
+    let plan = restore::plan(
+        repos,
+        &policy.host,
+        &export.name,
+        &Selector::Id(m.id.clone()),
+        source.clone(),
+        instance.to.as_deref(),
+    )
+    .await?;
+    let options = restore::Options {
+        confirmed: false,
+        workdir: Some(scratch.path().to_path_buf()),
+        drop_replaced: true,
+        lock_dir: Some(policy.state_dir.clone()),
+        restore_command: None,
+        archive_command: None,
+    };
+    let report = restore::execute(&plan, source.clone(), options, progress).await?;
+    tested.target = report.target.clone();
+    tested.receive_seconds = report.received_seconds;
+    tested.load_seconds = report.seconds - report.received_seconds;
+    if report.seconds > 0.0 {
+        tested.restore_bytes_per_second = report.raw_bytes as f64 / report.seconds;
+    }
+    let validating = Instant::now();
+    let (src, inst, checks) = (
+        source.clone(),
+        instance.clone_for_checks(),
+        config.checks.clone(),
+    );
+    tested.checks = tokio::task::spawn_blocking(move || validate(src.as_ref(), &inst, &checks))
+        .await
+        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))?;
+    tested.validate_seconds = validating.elapsed().as_secs_f64();
+    drop(instance);
+    Ok(())
+}
+
+/// A private folder for the instance and the staged data, removed with it.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("drp-restore-test-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create the restore test's folder", e))?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// The throwaway copy a point is restored into: the source's settings
+/// pointed at it, and what a restore's `--to` is.
+struct Instance {
+    config: SourceConfig,
+    to: Option<String>,
+    /// A private PostgreSQL server, stopped when dropped (held for that).
+    _server: Option<crate::source::postgres::scratch::ScratchServer>,
+}
+
+/// What the checks need of an instance.
+#[derive(Clone)]
+struct Checked {
+    kind: SourceConfig,
+    to: Option<String>,
+}
+
+impl Instance {
+    fn start(source: &SourceConfig, scratch: &Scratch, base_dir: &Path) -> Result<Instance> {
+        match source {
+            SourceConfig::Sqlite(_) => {
+                let file = scratch.path().join("restored.db");
+                Ok(Instance {
+                    config: SourceConfig::Sqlite(source::sqlite::SqliteConfig {
+                        path: file.clone(),
+                    }),
+                    to: Some(file.display().to_string()),
+                    _server: None,
+                })
+            }
+            SourceConfig::Directory(c) => {
+                let dir = scratch.path().join("restored");
+                let mut c = c.clone();
+                c.path = dir.clone();
+                Ok(Instance {
+                    config: SourceConfig::Directory(c),
+                    to: Some(dir.display().to_string()),
+                    _server: None,
+                })
+            }
+            SourceConfig::Postgres(c) => {
+                let server = crate::source::postgres::scratch::ScratchServer::start(
+                    c,
+                    scratch.path(),
+                    base_dir,
+                )?;
+                Ok(Instance {
+                    config: SourceConfig::Postgres(server.config()),
+                    to: None,
+                    _server: Some(server),
+                })
+            }
+            other => Err(Error::Usage(format!(
+                "restore tests of {} exports are not built yet (sqlite, directory and postgres are)",
+                other.kind().name()
+            ))),
+        }
+    }
+
+    fn clone_for_checks(&self) -> Checked {
+        Checked {
+            kind: self.config.clone(),
+            to: self.to.clone(),
+        }
+    }
+}
+
+/// The engine answers, tables hold rows, and the policy's checks pass.
+fn validate(source: &dyn Source, instance: &Checked, checks: &[Check]) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let database = match &instance.kind {
+        SourceConfig::Sqlite(_) => instance.to.clone(),
+        _ => None,
+    };
+    match &instance.kind {
+        SourceConfig::Directory(c) => {
+            let files = count_files(&c.path);
+            out.push(CheckResult {
+                check: "the tree holds files".into(),
+                passed: files > 0,
+                detail: format!("{files} files"),
+            });
+            for check in checks {
+                if let Check::Files { min_files } = check {
+                    out.push(CheckResult {
+                        check: format!("at least {min_files} files"),
+                        passed: files >= *min_files,
+                        detail: format!("{files} files"),
+                    });
+                }
+            }
+        }
+        kind => {
+            let tables = match kind {
+                SourceConfig::Sqlite(_) => {
+                    "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by 1"
+                }
+                _ => {
+                    "select quote_ident(schemaname) || '.' || quote_ident(tablename) from pg_tables \
+                     where schemaname not in ('pg_catalog', 'information_schema') order by 1"
+                }
+            };
+            match source.sql(database.as_deref(), tables) {
+                Ok(rows) => {
+                    let names: Vec<String> = rows
+                        .into_iter()
+                        .filter_map(|r| r.into_iter().next())
+                        .collect();
+                    let mut empty = Vec::new();
+                    for t in &names {
+                        let q = format!("select count(*) from (select 1 from {t} limit 1) x");
+                        match source.sql(database.as_deref(), &q) {
+                            Ok(r)
+                                if r.first().and_then(|r| r.first()).is_some_and(|v| v == "1") => {}
+                            _ => empty.push(t.clone()),
+                        }
+                    }
+                    out.push(CheckResult {
+                        check: "the engine answers and its tables hold rows".into(),
+                        passed: !names.is_empty() && empty.len() < names.len(),
+                        detail: if empty.is_empty() {
+                            format!("{} tables, none empty", names.len())
+                        } else {
+                            format!("{} tables; empty: {}", names.len(), empty.join(", "))
+                        },
+                    });
+                }
+                Err(e) => out.push(CheckResult {
+                    check: "the engine answers".into(),
+                    passed: false,
+                    detail: e.to_string(),
+                }),
+            }
+            for check in checks {
+                if let Check::Sql { sql, expect } = check {
+                    let got = source.sql(database.as_deref(), sql).map(|r| {
+                        r.first()
+                            .and_then(|r| r.first())
+                            .cloned()
+                            .unwrap_or_default()
+                    });
+                    out.push(match got {
+                        Ok(v) => CheckResult {
+                            check: sql.clone(),
+                            passed: &v == expect,
+                            detail: format!("{v:?} (expected {expect:?})"),
+                        },
+                        Err(e) => CheckResult {
+                            check: sql.clone(),
+                            passed: false,
+                            detail: e.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn count_files(dir: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => n += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,205 @@
+//! A throwaway PostgreSQL server for restore tests: `initdb` in a private
+//! folder, no TCP (a Unix socket in that folder), trust authentication for
+//! its own socket only, stopped and removed when dropped. Run as the
+//! `postgres` user when drp runs as root (PostgreSQL refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::PostgresConfig;
+use crate::source::SourceError;
+
+/// The port in the socket's name (nothing listens on TCP).
+const PORT: u16 = 5432;
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ScratchServer {
+    sock: PathBuf,
+    bin: PathBuf,
+    database: Option<String>,
+    restore_jobs: Option<u32>,
+    child: Child,
+}
+
+impl ScratchServer {
+    /// Starts a new empty server in `dir` with the binaries of `live`
+    /// (its `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`).
+    pub fn start(live: &PostgresConfig, dir: &Path, base_dir: &Path) -> Result<Self, SourceError> {
+        let bin = match &live.bin_dir {
+            Some(b) => crate::config::resolve_relative(base_dir, b),
+            None => newest_bin_dir().ok_or_else(|| {
+                SourceError::Invalid(
+                    "no PostgreSQL server binaries for the restore test: set the export's `bin_dir`".into(),
+                )
+            })?,
+        };
+        let data = dir.join("data");
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock)
+            .map_err(|e| SourceError::io("creating the socket folder", e))?;
+        let owner = server_user();
+        if let Some((uid, gid)) = owner {
+            for p in [dir, sock.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| {
+                    SourceError::io("handing the restore test's folder to postgres", e)
+                })?;
+            }
+        }
+        let out = as_server_user(&bin.join("initdb"), owner.is_some())
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(|e| SourceError::io("running initdb", e))?;
+        if !out.status.success() {
+            return Err(SourceError::Invalid(format!(
+                "initdb of the restore test's server failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let log = std::fs::File::create(dir.join("server.log"))
+            .map_err(|e| SourceError::io("creating the server's log", e))?;
+        if let Some((uid, gid)) = owner {
+            let _ = std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid));
+        }
+        let mut cmd = as_server_user(&bin.join("postgres"), owner.is_some());
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&sock)
+            .args(["-p", &PORT.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args([
+                "-c",
+                "logging_collector=off",
+                "-c",
+                "shared_preload_libraries=",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| SourceError::io("starting the restore test's server", e))?;
+        let server = ScratchServer {
+            sock,
+            bin,
+            database: live.database.clone(),
+            restore_jobs: live.restore_jobs,
+            child,
+        };
+        server.wait_ready(dir)?;
+        Ok(server)
+    }
+
+    /// The source's settings pointed at this server.
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig {
+            url: None,
+            host: Some(self.sock.display().to_string()),
+            port: Some(PORT),
+            user: Some("postgres".into()),
+            database: self.database.clone(),
+            password: None,
+            bin_dir: Some(self.bin.clone()),
+            restore_jobs: self.restore_jobs,
+            no_owner: false,
+            include_role_passwords: false,
+        }
+    }
+
+    fn wait_ready(&self, dir: &Path) -> Result<(), SourceError> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(&self.sock)
+                .args(["-p", &PORT.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(SourceError::Invalid(format!(
+                    "the restore test's server did not start within {}s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    /// An immediate shutdown of the whole process group (the server and its
+    /// backends), then a kill if it has not ended within 10 seconds.
+    fn drop(&mut self) {
+        let group = self.child.id() as i32;
+        // SAFETY: signals a process group this server created.
+        unsafe { libc::killpg(group, libc::SIGQUIT) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The `postgres` user's ids when drp runs as root.
+fn server_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns null or a pointer to a static record, read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is not null.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn as_server_user(program: &Path, switch: bool) -> Command {
+    if switch {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn newest_bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}

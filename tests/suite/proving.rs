@@ -1,0 +1,179 @@
+//! Restore tests: points restored into throwaway instances drp starts and
+//! removes (never the live service), checked, recorded; a corrupt point
+//! fails its test, exits 4 and notifies.
+
+use std::path::Path;
+
+use crate::harness::{Run, pg_table_digest, psql, scratch};
+
+/// What is left in `dir` (the agent's temporary folder).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Processes whose command line names `dir`: scratch servers still running.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect()
+}
+
+fn databases(like: &str) -> String {
+    psql(
+        "postgres",
+        &format!(
+            "select string_agg(datname, ',' order by datname) from pg_database where datname like '{like}%'"
+        ),
+    )
+}
+
+#[test]
+fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_database() {
+    let s = scratch("provepg");
+    let db = s.id.clone();
+    let owner = format!("{db}_owner");
+    psql("postgres", &format!("create database {db}"));
+    psql(
+        &db,
+        &format!(
+            "do $$ begin create role {owner}; exception when duplicate_object then null; end $$;
+             create table orders (id int primary key, customer text not null, total numeric(10,2));
+             alter table orders owner to {owner};
+             insert into orders select i, 'Zoé ' || i || ' 日本', i * 1.5 from generate_series(1, 5000) i;
+             create table audit (at timestamptz default now(), what text);
+             create function log_order() returns trigger language plpgsql as $f$ begin insert into audit (what) values ('order ' || new.id); return new; end $f$;
+             create trigger orders_audit after insert on orders for each row execute function log_order();
+             select lo_from_bytea(0, 'a large object');"
+        ),
+    );
+    let before = pg_table_digest(&db, "orders");
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: db-1\n{}exports:\n  shop:\n    source: {}\n    targets: [nas, s3]\n    restore_test:\n      checks:\n        - {{sql: \"select count(*) >= 5000 from orders\", expect: \"t\"}}\n        - {{sql: \"select tableowner from pg_tables where tablename = 'orders'\", expect: \"{owner}\"}}\n        - {{sql: \"select count(*) from pg_trigger where tgname = 'orders_audit'\", expect: \"1\"}}\n        - {{sql: \"select count(*) from pg_largeobject_metadata\", expect: \"1\"}}\n",
+            s.targets_yaml(),
+            s.pg_source_yaml(&db)
+        ),
+    );
+    let p = p.to_str().unwrap();
+    s.agent(&["backup", "--policy", p]).ok();
+    // Rows written after the point, and a second point: the test takes both.
+    psql(&db, "insert into orders values (5001, 'after', 1)");
+    s.agent(&["backup", "--policy", p]).ok();
+    let live = pg_table_digest(&db, "orders");
+    assert_ne!(live, before);
+
+    let tmp = s.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
+    cmd.env("TMPDIR", &tmp);
+    let run = Run::from(cmd.output().unwrap());
+    run.ok();
+    let tests = run.json()["tests"].as_array().unwrap().clone();
+    assert_eq!(tests.len(), 2, "the newest and one at random: {tests:#?}");
+    let newest = &tests[0];
+    assert_eq!(newest["passed"], true, "{newest:#}");
+    let checks = newest["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 5, "{checks:#?}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:#?}");
+    let older = &tests[1];
+    assert_eq!(older["passed"], true, "{older:#}");
+    assert!(newest["restore_bytes_per_second"].as_f64().unwrap() > 0.0);
+    assert!(newest["load_seconds"].as_f64().unwrap() > 0.0);
+
+    // Recorded on both targets; the live database, untouched and alone.
+    let id = newest["id"].as_str().unwrap();
+    assert!(s.path(&format!("nas/db-1/shop/tested/{id}.json")).is_file());
+    assert_eq!(pg_table_digest(&db, "orders"), live);
+    assert_eq!(
+        databases(&db),
+        db,
+        "a database was created on the live server"
+    );
+    assert_eq!(
+        leftovers(&tmp),
+        Vec::<String>::new(),
+        "the scratch folders are left"
+    );
+    assert_eq!(
+        processes_in(&tmp),
+        Vec::<String>::new(),
+        "a scratch server is still running"
+    );
+}
+
+#[test]
+fn a_corrupt_point_fails_its_restore_test_with_exit_4_is_recorded_and_notified() {
+    let s = scratch("provecorrupt");
+    let hook = crate::receivers::http_sink(false);
+    let db = s.path("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "create table t (v text);
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < 2000)
+         insert into t select 'row ' || i from n;",
+    )
+    .unwrap();
+    drop(c);
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: app-1\nnotify: {{webhook: {{url: \"{}\"}}}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n    restore_test:\n      random_within: 0s\n      checks:\n        - {{sql: \"select count(*) from t\", expect: \"2000\"}}\n",
+            hook.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let point = s.agent(&["--json", "backup", "--policy", p]);
+    point.ok();
+    let manifest = point.json()["backups"][0]["targets"][0]["manifest"].clone();
+    s.agent(&["test-restore", "--policy", p]).ok();
+    assert!(
+        hook.bodies.lock().unwrap().is_empty(),
+        "a passing test notified"
+    );
+
+    // One byte of the stored point flipped.
+    let object = s
+        .path("nas")
+        .join(manifest["stored"]["object"].as_str().unwrap());
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let run = s.agent(&["--json", "test-restore", "--policy", p]);
+    run.code(4);
+    let t = &run.json()["tests"][0];
+    assert_eq!(t["passed"], false);
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("integrity check failed"),
+        "{t:#}"
+    );
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.path(&format!(
+            "nas/app-1/app/tested/{}.json",
+            manifest["id"].as_str().unwrap()
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["passed"], false);
+    let bodies = hook.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(
+        bodies[0].contains("restore test") && bodies[0].contains("integrity check failed"),
+        "{}",
+        bodies[0]
+    );
+}
