@@ -168,6 +168,8 @@ pub async fn due(
     let now = now_or(now)?;
     // Continuous archiving has its turn on every call, before any backup.
     drp_core::wal::run::archive_turn(&policy).await;
+    // Restore tests on their own schedule, before the backups due.
+    let tested = crate::test_restore::due(&policy, now, out).await;
     let due = runner::due_exports(&policy, now);
     if due.is_empty() {
         if out.json {
@@ -175,7 +177,7 @@ pub async fn due(
         } else if !out.quiet {
             println!("nothing due");
         }
-        return Ok(ExitCode::Ok);
+        return Ok(tested);
     }
     if !out.json && !out.quiet {
         for (name, slot) in &due {
@@ -193,7 +195,7 @@ pub async fn due(
     )
     .await;
     runner::expire_snapshots(&policy).await;
-    code
+    code.map(|c| c.worse(tested))
 }
 
 pub async fn daemon(

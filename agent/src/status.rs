@@ -47,6 +47,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
         }
         rows.push((e, st, exposure, within));
     }
+    let tests = restore_tests(&policy, now).await;
     if out.json {
         out.print_json(&serde_json::json!({
             "host": policy.host,
@@ -64,6 +65,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             })).collect::<Vec<_>>(),
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
             "snapshots": snapshots_status(&policy, now),
+            "restore_tests": tests,
         }));
     } else {
         let mut table = Table::new(&[
@@ -134,6 +136,9 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
                 ),
             }
         }
+        for t in &tests {
+            println!("{}", t["line"].as_str().unwrap_or_default());
+        }
         for (n, s) in &health {
             println!("target `{n}`: {s}");
         }
@@ -179,4 +184,73 @@ fn snapshots_status(policy: &Policy, now: DateTime<Utc>) -> Vec<serde_json::Valu
             None => serde_json::json!({"snapshot": name, "kind": config.kind(), "taken_at": null}),
         })
         .collect()
+}
+
+/// Per export: the last restore test on this host, whether one is overdue
+/// (never, or older than twice its schedule), and the restore time
+/// predicted for the newest point at the throughput that test measured.
+async fn restore_tests(policy: &Policy, now: DateTime<Utc>) -> Vec<serde_json::Value> {
+    use drp_core::config::units::format_bytes;
+    use drp_core::restore_test::{LastTest, predict};
+    let rto = policy.objectives.rto.map(|d| d.as_duration());
+    let mut out = Vec::new();
+    for e in policy.exports.values() {
+        let last = LastTest::load(&policy.state_dir, &e.name);
+        let every = e.restore_test.as_ref().map(|c| c.every.as_duration());
+        let overdue = match (last.at, every) {
+            (None, _) => true,
+            (Some(at), Some(every)) => {
+                now - at > chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::MAX)
+            }
+            (Some(_), None) => false,
+        };
+        let (repos, _) = drp_core::backup::open_reachable(policy, &e.targets).await;
+        let mut points = Vec::new();
+        if let Some(repo) = repos.first()
+            && let Ok(listing) = repo.list(&policy.host, &e.name).await
+        {
+            points = listing.points;
+        }
+        let prediction = predict(&last, &points, rto);
+        let mut line = match last.at {
+            None => format!(
+                "{}: never restore-tested (`drp-agent test-restore`)",
+                e.name
+            ),
+            Some(at) => format!(
+                "{}: restore test {} {} ago (point {}, {}/s){}",
+                e.name,
+                if last.passed { "passed" } else { "FAILED" },
+                format_duration((now - at).to_std().unwrap_or_default()),
+                last.point.as_deref().unwrap_or("-"),
+                format_bytes(last.restore_bytes_per_second as u64),
+                if overdue { " — OVERDUE" } else { "" }
+            ),
+        };
+        if let Some(p) = &prediction {
+            line += &format!(
+                "; restoring the newest point ({}) would take about {}",
+                format_bytes(p.raw_bytes),
+                format_duration(std::time::Duration::from_secs_f64(p.seconds))
+            );
+            if let (Some(r), Some(fits)) = (rto, p.fits) {
+                line += &format!(
+                    " — {} the RTO of {}",
+                    if fits { "within" } else { "OVER" },
+                    format_duration(r)
+                );
+            }
+            if let (Some(g), Some(m)) = (p.growth_bytes_per_month, p.months_left) {
+                line += &format!(
+                    "; growing {}/month, it stops fitting in about {m:.0} months",
+                    format_bytes(g as u64)
+                );
+            }
+        }
+        out.push(serde_json::json!({
+            "export": e.name, "last": last, "overdue": overdue,
+            "predicted_restore": prediction, "line": line,
+        }));
+    }
+    out
 }

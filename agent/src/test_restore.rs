@@ -36,6 +36,9 @@ pub async fn run(
         code = code.worse(failure_code(t));
         notify(&policy, t).await;
     }
+    if let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now()) {
+        eprintln!("metrics not written: {e}");
+    }
     if out.json {
         out.print_json(&serde_json::json!({ "tests": all }));
         return Ok(code);
@@ -84,6 +87,50 @@ pub async fn run(
         }
     }
     Ok(code)
+}
+
+/// The restore tests the policy's schedules say are due (exports with a
+/// `restore_test:` section, every `every`), as `run --due` runs them; a
+/// failure is notified. The worst exit code of them.
+pub async fn due(policy: &Policy, now: chrono::DateTime<chrono::Utc>, out: &Output) -> ExitCode {
+    let mut code = ExitCode::Ok;
+    for e in policy.exports.values() {
+        let Some(config) = &e.restore_test else {
+            continue;
+        };
+        let last = drp_core::restore_test::LastTest::load(&policy.state_dir, &e.name);
+        if !last.due(config.every.as_duration(), now) {
+            continue;
+        }
+        let result =
+            drp_core::restore_test::run(policy, e, &[], drp_core::progress::silent()).await;
+        if let Err(e) = drp_core::metrics::write_textfile(policy, chrono::Utc::now()) {
+            eprintln!("metrics not written: {e}");
+        }
+        match result {
+            Ok(tested) => {
+                for t in &tested {
+                    if !out.json && !out.quiet {
+                        println!(
+                            "{}: restore test of {} {}",
+                            t.export,
+                            t.id,
+                            if t.passed { "passed" } else { "FAILED" }
+                        );
+                    }
+                    if !t.passed {
+                        code = code.worse(failure_code(t));
+                        notify(policy, t).await;
+                    }
+                }
+            }
+            Err(err) => {
+                eprintln!("{}: restore test not run: {err}", e.name);
+                code = code.worse(err.exit_code());
+            }
+        }
+    }
+    code
 }
 
 /// A test that found the point corrupt is an integrity failure (4); any

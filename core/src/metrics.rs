@@ -38,6 +38,7 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         now,
     );
     text += &render_archives(policy, now);
+    text += &render_restore_tests(policy);
     let newest = state::newest(policy);
     if !newest.by_name.is_empty() {
         let host = escape(&policy.host);
@@ -53,6 +54,52 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         }
     }
     text
+}
+
+/// The last restore test of each export tested on this host.
+fn render_restore_tests(policy: &Policy) -> String {
+    use crate::restore_test::LastTest;
+    let host = escape(&policy.host);
+    let tests: Vec<(String, LastTest)> = policy
+        .exports
+        .values()
+        .map(|e| {
+            (
+                format!("host=\"{host}\",export=\"{}\"", escape(&e.name)),
+                LastTest::load(&policy.state_dir, &e.name),
+            )
+        })
+        .filter(|(_, t)| t.at.is_some())
+        .collect();
+    let mut out = String::new();
+    let families: [(&str, &str, fn(&LastTest) -> f64); 3] = [
+        (
+            "drp_export_last_restore_test_timestamp_seconds",
+            "Unix time of the export's last restore test.",
+            |t| t.at.map_or(0.0, |a| a.timestamp_millis() as f64 / 1000.0),
+        ),
+        (
+            "drp_export_last_restore_test_result",
+            "1 when the last restore test passed, 0 when it failed.",
+            |t| if t.passed { 1.0 } else { 0.0 },
+        ),
+        (
+            "drp_export_restore_seconds",
+            "Seconds the last restore test took to receive and load its point.",
+            |t| t.restore_seconds,
+        ),
+    ];
+    for (name, help, f) in families {
+        if tests.is_empty() {
+            break;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (labels, t) in &tests {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", f(t));
+        }
+    }
+    out
 }
 
 /// The WAL archiving of `postgres-cluster` exports, from the state the

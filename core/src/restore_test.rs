@@ -103,6 +103,117 @@ pub struct Tested {
     pub agent: String,
 }
 
+/// The last restore test of an export on this host (the agent's state:
+/// what `status` and the metrics read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LastTest {
+    pub at: Option<DateTime<Utc>>,
+    pub passed: bool,
+    pub point: Option<String>,
+    /// Receive and load, in seconds.
+    pub restore_seconds: f64,
+    pub raw_bytes: u64,
+    pub restore_bytes_per_second: f64,
+    pub error: Option<String>,
+}
+
+impl LastTest {
+    fn path(state_dir: &Path, export: &str) -> PathBuf {
+        state_dir.join(format!("{export}.restore-test.json"))
+    }
+
+    pub fn load(state_dir: &Path, export: &str) -> LastTest {
+        std::fs::read(LastTest::path(state_dir, export))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::io_path("cannot create", state_dir, e))?;
+        let path = LastTest::path(state_dir, export);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("state serialises"),
+        )
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io_path("cannot write", &path, e))
+    }
+
+    fn of(t: &Tested) -> LastTest {
+        LastTest {
+            at: Some(t.at),
+            passed: t.passed,
+            point: Some(t.id.clone()),
+            restore_seconds: t.receive_seconds + t.load_seconds,
+            raw_bytes: t.raw_bytes,
+            restore_bytes_per_second: t.restore_bytes_per_second,
+            error: t.error.clone(),
+        }
+    }
+
+    /// Whether the schedule (`every`) wants a test now.
+    pub fn due(&self, every: std::time::Duration, now: DateTime<Utc>) -> bool {
+        self.at.is_none_or(|t| {
+            now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
+        })
+    }
+}
+
+/// How long restoring the newest point would take at the throughput the
+/// last restore test measured, and when growth makes it miss the RTO.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prediction {
+    pub seconds: f64,
+    pub raw_bytes: u64,
+    pub rto_seconds: Option<f64>,
+    pub fits: Option<bool>,
+    /// Growth of the raw size over the points of the last 90 days.
+    pub growth_bytes_per_month: Option<f64>,
+    /// Months until the prediction passes the RTO at that growth.
+    pub months_left: Option<f64>,
+}
+
+const MONTH: f64 = 30.44 * 86_400.0;
+
+/// Predicts from `last` (the throughput) for `points` (oldest first).
+pub fn predict(
+    last: &LastTest,
+    points: &[Manifest],
+    rto: Option<std::time::Duration>,
+) -> Option<Prediction> {
+    if last.restore_bytes_per_second <= 0.0 {
+        return None;
+    }
+    let newest = points.last()?;
+    let rate = last.restore_bytes_per_second;
+    let seconds = newest.raw.size as f64 / rate;
+    let rto_seconds = rto.map(|r| r.as_secs_f64());
+    let window = chrono::Duration::days(90);
+    let growth = points
+        .iter()
+        .find(|m| newest.consistency_time - m.consistency_time <= window)
+        .filter(|m| m.id != newest.id)
+        .map(|first| {
+            let span = (newest.consistency_time - first.consistency_time).num_seconds() as f64;
+            (newest.raw.size as f64 - first.raw.size as f64) / span.max(1.0) * MONTH
+        });
+    let months_left = match (rto_seconds, growth) {
+        (Some(r), Some(g)) if g > 0.0 => Some(((r * rate - newest.raw.size as f64) / g).max(0.0)),
+        _ => None,
+    };
+    Some(Prediction {
+        seconds,
+        raw_bytes: newest.raw.size,
+        rto_seconds,
+        fits: rto_seconds.map(|r| seconds <= r),
+        growth_bytes_per_month: growth,
+        months_left,
+    })
+}
+
 /// The points a test takes: the newest, and one at random among the
 /// others consistent within `window` of it.
 pub fn pick(points: &[Manifest], window: std::time::Duration) -> Vec<Manifest> {
@@ -162,6 +273,11 @@ pub async fn run(
             }
         }
         out.push(tested);
+    }
+    if let Some(newest) = out.first()
+        && let Err(e) = LastTest::of(newest).save(&policy.state_dir, &export.name)
+    {
+        tracing::warn!("the restore test's state is not saved: {e}");
     }
     Ok(out)
 }
@@ -446,4 +562,56 @@ fn count_files(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(days_ago: i64, raw: u64) -> Manifest {
+        let at = Utc::now() - chrono::Duration::days(days_ago);
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "id": format!("p{days_ago}"), "host": "h", "export": "e", "kind": "sqlite",
+            "source": {}, "consistency_time": at, "started_at": at, "finished_at": at,
+            "raw": {"size": raw, "sha256": ""}, "stored": {"object": "", "size": 0, "sha256": ""},
+            "compression": {"algorithm": "zstd", "level": 3}, "tools": {}, "agent": "drp"
+        }))
+        .unwrap();
+        m.raw.size = raw;
+        m
+    }
+
+    #[test]
+    fn the_prediction_is_the_newest_size_at_the_tested_rate_and_growth_says_when_it_stops_fitting()
+    {
+        let last = LastTest {
+            restore_bytes_per_second: 10e6,
+            ..Default::default()
+        };
+        // From nothing to 2 GB in 61 days; 2 GB now: 200 s at 10 MB/s.
+        let points = [
+            point(61, 2_000_000_000 - 2_000_000_000),
+            point(0, 2_000_000_000),
+        ];
+        let p = predict(&last, &points, Some(std::time::Duration::from_secs(300))).unwrap();
+        assert!((p.seconds - 200.0).abs() < 1e-6);
+        assert_eq!(p.fits, Some(true));
+        let g = p.growth_bytes_per_month.unwrap();
+        assert!((g - 2e9 / 61.0 * 30.44).abs() < 1e3, "{g}");
+        // 300 s at 10 MB/s is 3 GB: 1 GB more, at the growth per month.
+        let months = p.months_left.unwrap();
+        assert!((months - 1e9 / g).abs() < 1e-6, "{months}");
+    }
+
+    #[test]
+    fn the_newest_and_one_older_point_within_the_window_are_picked() {
+        let points = [point(90, 1), point(10, 1), point(1, 1)];
+        for _ in 0..20 {
+            let picked = pick(&points, std::time::Duration::from_secs(30 * 86_400));
+            assert_eq!(picked.len(), 2);
+            assert_eq!(picked[0].id, "p1");
+            assert_eq!(picked[1].id, "p10", "p90 is outside the window");
+        }
+        assert_eq!(pick(&points, std::time::Duration::ZERO).len(), 1);
+    }
 }

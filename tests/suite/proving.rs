@@ -104,6 +104,20 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
         Vec::<String>::new(),
         "the scratch folders are left"
     );
+
+    // status predicts the newest point's restore from the measured rate.
+    let status = s.agent(&["--json", "status", "--policy", p]);
+    let tested = status.json()["restore_tests"][0].clone();
+    assert_eq!(tested["last"]["passed"], true, "{tested:#}");
+    let rate = newest["raw_bytes"].as_f64().unwrap()
+        / (newest["receive_seconds"].as_f64().unwrap() + newest["load_seconds"].as_f64().unwrap());
+    let predicted = tested["predicted_restore"]["seconds"].as_f64().unwrap();
+    let newest_raw = tested["predicted_restore"]["raw_bytes"].as_f64().unwrap();
+    assert!(
+        (predicted - newest_raw / rate).abs() < 1e-6 * predicted.max(1.0),
+        "{tested:#}"
+    );
+    assert_eq!(tested["overdue"], false);
     assert_eq!(
         processes_in(&tmp),
         Vec::<String>::new(),
@@ -127,7 +141,7 @@ fn a_corrupt_point_fails_its_restore_test_with_exit_4_is_recorded_and_notified()
     let p = s.write(
         "policy.yaml",
         &format!(
-            "host: app-1\nnotify: {{webhook: {{url: \"{}\"}}}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n    restore_test:\n      random_within: 0s\n      checks:\n        - {{sql: \"select count(*) from t\", expect: \"2000\"}}\n",
+            "host: app-1\nmetrics: {{textfile: drp.prom}}\nnotify: {{webhook: {{url: \"{}\"}}}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n    restore_test:\n      random_within: 0s\n      checks:\n        - {{sql: \"select count(*) from t\", expect: \"2000\"}}\n",
             hook.url
         ),
     );
@@ -135,10 +149,24 @@ fn a_corrupt_point_fails_its_restore_test_with_exit_4_is_recorded_and_notified()
     let point = s.agent(&["--json", "backup", "--policy", p]);
     point.ok();
     let manifest = point.json()["backups"][0]["targets"][0]["manifest"].clone();
-    s.agent(&["test-restore", "--policy", p]).ok();
+    // The schedule runs it (never tested: due), once.
+    let scheduled = s.agent(&["run", "--due", "--policy", p]);
+    scheduled.ok();
+    let line = format!(
+        "app: restore test of {} passed",
+        manifest["id"].as_str().unwrap()
+    );
+    assert!(scheduled.stdout.contains(&line), "{}", scheduled.stdout);
+    let again = s.agent(&["run", "--due", "--policy", p]);
+    assert!(!again.stdout.contains("restore test"), "{}", again.stdout);
     assert!(
         hook.bodies.lock().unwrap().is_empty(),
         "a passing test notified"
+    );
+    let prom = std::fs::read_to_string(s.path("drp.prom")).unwrap_or_default();
+    assert!(
+        prom.contains("drp_export_last_restore_test_result{host=\"app-1\",export=\"app\"} 1"),
+        "{prom}"
     );
 
     // One byte of the stored point flipped.
@@ -169,6 +197,11 @@ fn a_corrupt_point_fails_its_restore_test_with_exit_4_is_recorded_and_notified()
     )
     .unwrap();
     assert_eq!(record["passed"], false);
+    let prom = std::fs::read_to_string(s.path("drp.prom")).unwrap();
+    assert!(
+        prom.contains("drp_export_last_restore_test_result{host=\"app-1\",export=\"app\"} 0"),
+        "{prom}"
+    );
     let bodies = hook.bodies.lock().unwrap().clone();
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert!(
