@@ -72,7 +72,8 @@ fn render_restore_tests(policy: &Policy) -> String {
         .filter(|(_, t)| t.at.is_some())
         .collect();
     let mut out = String::new();
-    let families: [(&str, &str, fn(&LastTest) -> f64); 3] = [
+    type Family = (&'static str, &'static str, fn(&LastTest) -> f64);
+    let families: [Family; 3] = [
         (
             "drp_export_last_restore_test_timestamp_seconds",
             "Unix time of the export's last restore test.",
