@@ -371,20 +371,62 @@ async fn restore_and_check(
 }
 
 /// A private folder for the instance and the staged data, removed with it.
+/// It names the process it belongs to, so that the next test removes it
+/// (and stops its server) if that process was killed.
 struct Scratch(tempfile::TempDir);
+
+const SCRATCH_PREFIX: &str = "drp-restore-test-";
+const OWNER_FILE: &str = "owner.pid";
 
 impl Scratch {
     fn new() -> Result<Scratch> {
+        sweep();
         let dir = tempfile::Builder::new()
-            .prefix("drp-restore-test-")
+            .prefix(SCRATCH_PREFIX)
             .tempdir()
             .map_err(|e| Error::io("cannot create the restore test's folder", e))?;
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| Error::io("cannot write the restore test's owner", e))?;
         Ok(Scratch(dir))
     }
 
     fn path(&self) -> &Path {
         self.0.path()
     }
+}
+
+/// Removes the scratch folders of restore tests whose process is gone (a
+/// test killed midway), stopping the private server left running in one.
+fn sweep() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        match owner {
+            Some(pid) if alive(pid) => continue,
+            // Being created this very moment by another test.
+            None if !dir.join("data").exists() => continue,
+            _ => {}
+        }
+        crate::source::postgres::scratch::stop_left_over(&dir.join("data"));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::warn!("removed {} (a restore test killed midway)", dir.display()),
+            Err(err) => tracing::warn!("cannot remove {}: {err}", dir.display()),
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
 
 /// The throwaway copy a point is restored into: the source's settings

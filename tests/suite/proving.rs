@@ -210,3 +210,63 @@ fn a_corrupt_point_fails_its_restore_test_with_exit_4_is_recorded_and_notified()
         bodies[0]
     );
 }
+
+#[test]
+fn a_restore_test_killed_midway_is_cleaned_up_by_the_next_one() {
+    let s = scratch("provekill");
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    psql(
+        &db,
+        "create table big (id bigint primary key, payload text);
+         insert into big select i, md5(i::text) || md5((i * 7)::text) from generate_series(1, 600000) i;",
+    );
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: db-1\n{}exports:\n  big:\n    source: {}\n    targets: [nas]\n    restore_test: {{random_within: 0s}}\n",
+            s.targets_yaml(),
+            s.pg_source_yaml(&db)
+        ),
+    );
+    let p = p.to_str().unwrap();
+    s.agent(&["backup", "--policy", p]).ok();
+    let tmp = s.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // Killed once its private server runs and the load has begun.
+    let mut cmd = s.agent_cmd(&["test-restore", "--policy", p]);
+    cmd.env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !processes_in(&tmp).iter().any(|c| c.contains("pg_restore")) {
+        assert!(started.elapsed().as_secs() < 60, "the load never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the test ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        leftovers(&tmp).len(),
+        1,
+        "the killed test left nothing to clean"
+    );
+
+    // The next test stops the server left behind and removes its folder.
+    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
+    cmd.env("TMPDIR", &tmp);
+    let again = Run::from(cmd.output().unwrap());
+    again.ok();
+    assert_eq!(again.json()["tests"][0]["passed"], true);
+    let started = std::time::Instant::now();
+    while !processes_in(&tmp).is_empty() && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(&tmp), Vec::<String>::new());
+    assert_eq!(processes_in(&tmp), Vec::<String>::new());
+}
