@@ -155,6 +155,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             }
             let bad = c.drills.iter().any(|d| !d.passed())
                 || c.exposure.iter().any(|e| e.within == Some(false))
+                || c.exposure
+                    .iter()
+                    .any(|e| e.restore_test_overdue || e.restore_test_passed == Some(false))
                 || !c.not_drilled.is_empty();
             Ok(if bad {
                 ExitCode::ObjectivesMissed

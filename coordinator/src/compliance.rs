@@ -65,6 +65,17 @@ pub struct Exposure {
     pub exposure_seconds: Option<f64>,
     pub rpo_objective_seconds: Option<f64>,
     pub within: Option<bool>,
+    /// The newest restore test of the export, on any of its targets.
+    pub last_restore_test: Option<DateTime<Utc>>,
+    pub restore_test_passed: Option<bool>,
+    /// What that test measured: receiving and loading its point.
+    pub measured_restore_seconds: Option<f64>,
+    /// The newest point's restore at the rate that test measured.
+    pub predicted_restore_seconds: Option<f64>,
+    pub rto_objective_seconds: Option<f64>,
+    /// The export has a restore-test schedule, and no test within twice
+    /// its period (or none at all).
+    pub restore_test_overdue: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +176,8 @@ pub async fn build(
     let mut exposure = Vec::new();
     for e in policy.exports.values() {
         let mut newest: Option<DateTime<Utc>> = None;
+        let mut newest_raw = None;
+        let mut tested: Option<drp_core::restore_test::Tested> = None;
         for repo in store
             .repos
             .iter()
@@ -172,10 +185,27 @@ pub async fn build(
         {
             if let Ok(l) = repo.list(&policy.host, &e.name).await
                 && let Some(m) = l.points.last()
+                && newest.is_none_or(|n| m.consistency_time > n)
             {
-                newest = newest.max(Some(m.consistency_time));
+                newest = Some(m.consistency_time);
+                newest_raw = Some(m.raw.size);
+            }
+            if let Ok(tests) = repo.restore_tests(&policy.host, &e.name).await
+                && let Some(t) = tests.into_iter().last()
+                && tested.as_ref().is_none_or(|b| t.at > b.at)
+            {
+                tested = Some(t);
             }
         }
+        let rate = tested
+            .as_ref()
+            .map(|t| t.restore_bytes_per_second)
+            .filter(|r| *r > 0.0);
+        let overdue = e.restore_test.as_ref().is_some_and(|c| {
+            let every = chrono::Duration::from_std(c.every.as_duration() * 2)
+                .unwrap_or(chrono::Duration::MAX);
+            tested.as_ref().is_none_or(|t| now - t.at > every)
+        });
         let x = newest.map(|t| crate::engine::secs(now - t));
         let goal = policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64());
         exposure.push(Exposure {
@@ -184,6 +214,12 @@ pub async fn build(
             exposure_seconds: x,
             rpo_objective_seconds: goal,
             within: goal.map(|g| x.is_some_and(|x| x <= g)),
+            last_restore_test: tested.as_ref().map(|t| t.at),
+            restore_test_passed: tested.as_ref().map(|t| t.passed),
+            measured_restore_seconds: tested.as_ref().map(|t| t.receive_seconds + t.load_seconds),
+            predicted_restore_seconds: rate.zip(newest_raw).map(|(r, raw)| raw as f64 / r),
+            rto_objective_seconds: policy.objectives.rto.map(|d| d.as_duration().as_secs_f64()),
+            restore_test_overdue: overdue,
         });
     }
     Ok(Compliance {
@@ -261,6 +297,35 @@ pub fn markdown(c: &Compliance) -> String {
             rto.unwrap_or_else(|| "-".into()),
             rpo.unwrap_or_else(|| "-".into()),
             d.failure.clone().unwrap_or_default().replace('|', "\\|")
+        );
+    }
+    s += "\n## Restore tests\n\n| export | last restore test | result | measured restore | predicted restore of the newest point | RTO |\n| --- | --- | --- | --- | --- | --- |\n";
+    for e in &c.exposure {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            e.export,
+            e.last_restore_test
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "never".into())
+                + if e.restore_test_overdue {
+                    " (OVERDUE)"
+                } else {
+                    ""
+                },
+            match e.restore_test_passed {
+                Some(true) => "passed",
+                Some(false) => "FAILED",
+                None => "-",
+            },
+            e.measured_restore_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
+            e.predicted_restore_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
+            e.rto_objective_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
         );
     }
     s += "\n## Live RPO exposure\n\n| export | newest point | exposure | objective | |\n| --- | --- | --- | --- | --- |\n";

@@ -274,10 +274,15 @@ pub async fn run(
         }
         out.push(tested);
     }
-    if let Some(newest) = out.first()
-        && let Err(e) = LastTest::of(newest).save(&policy.state_dir, &export.name)
-    {
-        tracing::warn!("the restore test's state is not saved: {e}");
+    // The rate is the most recent test's (as `drp report` reads it from the
+    // records); the verdict is all of them.
+    if let Some(last) = out.last() {
+        let mut state = LastTest::of(last);
+        state.passed = out.iter().all(|t| t.passed);
+        state.error = out.iter().find_map(|t| t.error.clone());
+        if let Err(e) = state.save(&policy.state_dir, &export.name) {
+            tracing::warn!("the restore test's state is not saved: {e}");
+        }
     }
     Ok(out)
 }

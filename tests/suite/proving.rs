@@ -109,8 +109,9 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
     let status = s.agent(&["--json", "status", "--policy", p]);
     let tested = status.json()["restore_tests"][0].clone();
     assert_eq!(tested["last"]["passed"], true, "{tested:#}");
-    let rate = newest["raw_bytes"].as_f64().unwrap()
-        / (newest["receive_seconds"].as_f64().unwrap() + newest["load_seconds"].as_f64().unwrap());
+    // The rate of the most recent test (the older point, tested second).
+    let rate = older["raw_bytes"].as_f64().unwrap()
+        / (older["receive_seconds"].as_f64().unwrap() + older["load_seconds"].as_f64().unwrap());
     let predicted = tested["predicted_restore"]["seconds"].as_f64().unwrap();
     let newest_raw = tested["predicted_restore"]["raw_bytes"].as_f64().unwrap();
     assert!(
@@ -118,6 +119,20 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
         "{tested:#}"
     );
     assert_eq!(tested["overdue"], false);
+
+    // drp report shows it per export, as stored in the repositories.
+    let report = s.drp(&["--json", "report", "--policy", p]);
+    report.ok();
+    let e = report.json()["exposure"][0].clone();
+    assert_eq!(e["restore_test_passed"], true, "{e:#}");
+    assert!(e["last_restore_test"].is_string(), "{e:#}");
+    let reported = e["predicted_restore_seconds"].as_f64().unwrap();
+    assert!(
+        (reported - predicted).abs() < 1e-6 * predicted.max(1.0),
+        "{e:#} vs {predicted}"
+    );
+    let md = s.drp(&["report", "--policy", p]);
+    assert!(md.stdout.contains("## Restore tests"), "{}", md.stdout);
     assert_eq!(
         processes_in(&tmp),
         Vec::<String>::new(),
