@@ -1,6 +1,6 @@
 //! Restore tests: a recovery point restored into a throwaway instance that
 //! drp starts and removes itself — a scratch SQLite file, a scratch folder,
-//! a private PostgreSQL cluster — never the live service; then checked
+//! a private PostgreSQL or MariaDB server — never the live service; then checked
 //! (the engine answers, tables hold rows, the policy's own checks) and
 //! recorded in every repository as "restore-tested", with its timings.
 
@@ -421,10 +421,39 @@ fn sweep() {
             None if !dir.join("data").exists() => continue,
             _ => {}
         }
-        crate::source::postgres::scratch::stop_left_over(&dir.join("data"));
+        stop_left_over(&dir.join("data"));
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => tracing::warn!("removed {} (a restore test killed midway)", dir.display()),
             Err(err) => tracing::warn!("cannot remove {}: {err}", dir.display()),
+        }
+    }
+}
+
+/// Stops the server a killed restore test left running on `data`: the
+/// process its pid file names (PostgreSQL's postmaster gets an immediate
+/// shutdown first), killed if still there after 10 seconds.
+fn stop_left_over(data: &Path) {
+    for (file, first) in [
+        ("postmaster.pid", libc::SIGQUIT),
+        (crate::source::mysql_scratch::PID_FILE, libc::SIGKILL),
+    ] {
+        let Some(pid) = std::fs::read_to_string(data.join(file))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signals the server that this data folder names.
+        unsafe { libc::kill(pid, first) };
+        let started = Instant::now();
+        while alive(pid) {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                // SAFETY: the server, still running after its shutdown.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }
@@ -439,8 +468,8 @@ fn alive(pid: i32) -> bool {
 struct Instance {
     config: SourceConfig,
     to: Option<String>,
-    /// A private PostgreSQL server, stopped when dropped (held for that).
-    _server: Option<crate::source::postgres::scratch::ScratchServer>,
+    /// A private server, stopped when dropped (held for that).
+    _server: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What the checks need of an instance.
@@ -482,11 +511,20 @@ impl Instance {
                 Ok(Instance {
                     config: SourceConfig::Postgres(server.config()),
                     to: None,
-                    _server: Some(server),
+                    _server: Some(Box::new(server)),
+                })
+            }
+            SourceConfig::Mysql(c) => {
+                let server =
+                    crate::source::mysql_scratch::ScratchMariadb::start(c, scratch.path())?;
+                Ok(Instance {
+                    config: SourceConfig::Mysql(server.config()),
+                    to: None,
+                    _server: Some(Box::new(server)),
                 })
             }
             other => Err(Error::Usage(format!(
-                "restore tests of {} exports are not built yet (sqlite, directory and postgres are)",
+                "restore tests of {} exports are not built yet (postgres, mariadb, sqlite and directory are)",
                 other.kind().name()
             ))),
         }
@@ -529,6 +567,10 @@ fn validate(source: &dyn Source, instance: &Checked, checks: &[Check]) -> Vec<Ch
             let tables = match kind {
                 SourceConfig::Sqlite(_) => {
                     "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by 1"
+                }
+                SourceConfig::Mysql(_) => {
+                    "select concat('`', replace(table_name, '`', '``'), '`') from information_schema.tables \
+                     where table_schema = database() and table_type = 'BASE TABLE' order by 1"
                 }
                 _ => {
                     "select quote_ident(schemaname) || '.' || quote_ident(tablename) from pg_tables \

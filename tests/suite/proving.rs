@@ -285,3 +285,47 @@ fn a_restore_test_killed_midway_is_cleaned_up_by_the_next_one() {
     assert_eq!(leftovers(&tmp), Vec::<String>::new());
     assert_eq!(processes_in(&tmp), Vec::<String>::new());
 }
+
+#[test]
+fn a_mariadb_restore_test_loads_a_private_server_and_never_touches_the_live_database() {
+    let s = scratch("provemy");
+    let db = s.id.clone();
+    crate::harness::mariadb(None, &format!("create database {db} character set utf8mb4"));
+    crate::harness::mariadb(
+        Some(&db),
+        "create table accounts (id int primary key auto_increment, name varchar(100), balance decimal(12,2));
+         create table audit (id int primary key auto_increment, account_id int);
+         create trigger accounts_audit after update on accounts for each row insert into audit (account_id) values (new.id);
+         create view rich as select id, name from accounts where balance > 1000;
+         insert into accounts (name, balance) select concat('kōnto-', seq), seq * 3.25 from seq_1_to_1001;",
+    );
+    let live = || crate::harness::mariadb(Some(&db), "select count(*), sum(balance) from accounts");
+    let before = live();
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: db-1\n{}exports:\n  crm:\n    source: {}\n    targets: [nas]\n    restore_test:\n      random_within: 0s\n      checks:\n        - {{sql: \"select count(*) from accounts where name like 'kōnto-%'\", expect: \"1001\"}}\n        - {{sql: \"select count(*) from information_schema.triggers where trigger_schema = database()\", expect: \"1\"}}\n",
+            s.targets_yaml(),
+            s.my_source_yaml(&db)
+        ),
+    );
+    let p = p.to_str().unwrap();
+    s.agent(&["backup", "--policy", p]).ok();
+    let tmp = s.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
+    cmd.env("TMPDIR", &tmp);
+    let run = Run::from(cmd.output().unwrap());
+    run.ok();
+    let t = &run.json()["tests"][0];
+    assert_eq!(t["passed"], true, "{t:#}");
+    assert_eq!(t["checks"].as_array().unwrap().len(), 3, "{t:#}");
+    assert_eq!(live(), before);
+    let copies = crate::harness::mariadb(
+        None,
+        &format!("select count(*) from information_schema.schemata where schema_name like '{db}%'"),
+    );
+    assert_eq!(copies, "1", "a database was added to the live server");
+    assert_eq!(leftovers(&tmp), Vec::<String>::new());
+    assert_eq!(processes_in(&tmp), Vec::<String>::new());
+}

@@ -164,32 +164,6 @@ impl Drop for ScratchServer {
     }
 }
 
-/// Stops the server a killed restore test left running on `data` (the
-/// postmaster named in its `postmaster.pid`): an immediate shutdown, then
-/// a kill.
-pub fn stop_left_over(data: &Path) {
-    let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
-        .ok()
-        .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-    else {
-        return;
-    };
-    // SAFETY: signals the postmaster that data directory names.
-    unsafe { libc::kill(pid, libc::SIGQUIT) };
-    let started = Instant::now();
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = || unsafe { libc::kill(pid, 0) } == 0;
-    while alive() {
-        if started.elapsed() > Duration::from_secs(10) {
-            // SAFETY: the postmaster, still running after its shutdown.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The `postgres` user's ids when drp runs as root.
 fn server_user() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.

@@ -1,0 +1,133 @@
+//! A throwaway MariaDB server for restore tests: `mariadb-install-db` in a
+//! private folder, no TCP (a Unix socket in that folder), its root user
+//! reachable without a password on that socket only; stopped and removed
+//! when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SourceError;
+use super::mysql::MysqlConfig;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where the server writes its pid, inside its data folder (what a later
+/// test reads to stop a server a killed one left running).
+pub const PID_FILE: &str = "mariadb.pid";
+
+pub struct ScratchMariadb {
+    sock: PathBuf,
+    live: MysqlConfig,
+    child: Child,
+}
+
+impl ScratchMariadb {
+    pub fn start(live: &MysqlConfig, dir: &Path) -> Result<Self, SourceError> {
+        let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| SourceError::io("creating the server's folder", e))?;
+        let root = unsafe { libc::geteuid() } == 0;
+        let tool = |name: &str| match &live.bin_dir {
+            Some(b) => b.join(name),
+            None => PathBuf::from(name),
+        };
+        let mut install = Command::new(tool("mariadb-install-db"));
+        install
+            .args([
+                "--no-defaults",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()));
+        if root {
+            install.arg("--user=root");
+        }
+        let out = install
+            .output()
+            .map_err(|e| SourceError::io("running mariadb-install-db", e))?;
+        if !out.status.success() {
+            return Err(SourceError::Invalid(format!(
+                "mariadb-install-db of the restore test's server failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let sock = dir.join("sock");
+        let mut server = Command::new(tool("mariadbd"));
+        server
+            .args(["--no-defaults", "--skip-networking", "--skip-log-bin"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!("--pid-file={}", data.join(PID_FILE).display()))
+            .arg(format!("--log-error={}", dir.join("server.log").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if root {
+            server.arg("--user=root");
+        }
+        std::os::unix::process::CommandExt::process_group(&mut server, 0);
+        let child = server
+            .spawn()
+            .map_err(|e| SourceError::io("starting the restore test's server", e))?;
+        let scratch = ScratchMariadb {
+            sock,
+            live: live.clone(),
+            child,
+        };
+        scratch.wait_ready(dir, &tool("mariadb-admin"))?;
+        Ok(scratch)
+    }
+
+    /// The source's settings pointed at this server.
+    pub fn config(&self) -> MysqlConfig {
+        MysqlConfig {
+            host: None,
+            port: None,
+            socket: Some(self.sock.clone()),
+            user: Some("root".into()),
+            password: None,
+            database: self.live.database.clone(),
+            bin_dir: self.live.bin_dir.clone(),
+            binlog: None,
+        }
+    }
+
+    fn wait_ready(&self, dir: &Path, admin: &Path) -> Result<(), SourceError> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(admin)
+                .args(["--no-defaults", "-uroot"])
+                .arg(format!("--socket={}", self.sock.display()))
+                .arg("ping")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(SourceError::Invalid(format!(
+                    "the restore test's server did not start within {}s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ScratchMariadb {
+    fn drop(&mut self) {
+        let group = self.child.id() as i32;
+        // SAFETY: signals the process group this server was started in.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
