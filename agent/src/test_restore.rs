@@ -34,7 +34,7 @@ pub async fn run(
     }
     for t in all.iter().filter(|t| !t.passed) {
         code = code.worse(failure_code(t));
-        notify(&policy, t).await;
+        drp_core::restore_test::notify_failure(&policy, t).await;
     }
     if let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now()) {
         eprintln!("metrics not written: {e}");
@@ -89,24 +89,11 @@ pub async fn run(
     Ok(code)
 }
 
-/// The restore tests the policy's schedules say are due (exports with a
-/// `restore_test:` section, every `every`), as `run --due` runs them; a
-/// failure is notified. The worst exit code of them.
+/// The restore tests the policy's schedules say are due, as `run --due`
+/// runs them (failures notified): a line each, and their worst exit code.
 pub async fn due(policy: &Policy, now: chrono::DateTime<chrono::Utc>, out: &Output) -> ExitCode {
     let mut code = ExitCode::Ok;
-    for e in policy.exports.values() {
-        let Some(config) = &e.restore_test else {
-            continue;
-        };
-        let last = drp_core::restore_test::LastTest::load(&policy.state_dir, &e.name);
-        if !last.due(config.every.as_duration(), now) {
-            continue;
-        }
-        let result =
-            drp_core::restore_test::run(policy, e, &[], drp_core::progress::silent()).await;
-        if let Err(e) = drp_core::metrics::write_textfile(policy, chrono::Utc::now()) {
-            eprintln!("metrics not written: {e}");
-        }
+    for (export, result) in drp_core::restore_test::run_due(policy, now).await {
         match result {
             Ok(tested) => {
                 for t in &tested {
@@ -120,12 +107,11 @@ pub async fn due(policy: &Policy, now: chrono::DateTime<chrono::Utc>, out: &Outp
                     }
                     if !t.passed {
                         code = code.worse(failure_code(t));
-                        notify(policy, t).await;
                     }
                 }
             }
             Err(err) => {
-                eprintln!("{}: restore test not run: {err}", e.name);
+                eprintln!("{export}: restore test not run: {err}");
                 code = code.worse(err.exit_code());
             }
         }
@@ -141,39 +127,5 @@ fn failure_code(t: &Tested) -> ExitCode {
             ExitCode::Integrity
         }
         _ => ExitCode::Failed,
-    }
-}
-
-async fn notify(policy: &Policy, t: &Tested) {
-    let message = drp_core::notify::Message {
-        host: t.host.clone(),
-        export: t.export.clone(),
-        result: drp_core::state::RunResult::Failed,
-        point: Some(t.id.clone()),
-        committed: Vec::new(),
-        failed: vec![t.target.clone()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect(),
-        errors: t
-            .error
-            .iter()
-            .cloned()
-            .chain(
-                t.checks
-                    .iter()
-                    .filter(|c| !c.passed)
-                    .map(|c| format!("check failed: {}: {}", c.check, c.detail)),
-            )
-            .collect(),
-        seconds: t.receive_seconds + t.load_seconds + t.validate_seconds,
-        at: t.at,
-        title: Some(format!(
-            "drp: restore test of {}/{} FAILED",
-            t.host, t.export
-        )),
-    };
-    for e in drp_core::notify::send(&policy.notify, &policy.base_dir, &message).await {
-        eprintln!("{}: notification failed: {e}", t.export);
     }
 }

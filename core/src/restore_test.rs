@@ -214,6 +214,70 @@ pub fn predict(
     })
 }
 
+/// Runs the restore tests the schedules say are due (exports with a
+/// `restore_test:` section whose last test is `every` old), notifies the
+/// failures and rewrites the metrics file: per export tested, its tests
+/// or why none ran.
+pub async fn run_due(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, Result<Vec<Tested>>)> {
+    let mut out = Vec::new();
+    for e in policy.exports.values() {
+        let Some(config) = &e.restore_test else {
+            continue;
+        };
+        if !LastTest::load(&policy.state_dir, &e.name).due(config.every.as_duration(), now) {
+            continue;
+        }
+        let result = run(policy, e, &[], crate::progress::silent()).await;
+        if let Ok(tested) = &result {
+            for t in tested.iter().filter(|t| !t.passed) {
+                notify_failure(policy, t).await;
+            }
+        }
+        out.push((e.name.clone(), result));
+    }
+    if !out.is_empty()
+        && let Err(e) = crate::metrics::write_textfile(policy, Utc::now())
+    {
+        tracing::warn!("metrics not written: {e}");
+    }
+    out
+}
+
+/// Tells the policy's channels that a restore test failed.
+pub async fn notify_failure(policy: &Policy, t: &Tested) {
+    let message = crate::notify::Message {
+        host: t.host.clone(),
+        export: t.export.clone(),
+        result: crate::state::RunResult::Failed,
+        point: Some(t.id.clone()),
+        committed: Vec::new(),
+        failed: vec![t.target.clone()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect(),
+        errors: t
+            .error
+            .iter()
+            .cloned()
+            .chain(
+                t.checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| format!("check failed: {}: {}", c.check, c.detail)),
+            )
+            .collect(),
+        seconds: t.receive_seconds + t.load_seconds + t.validate_seconds,
+        at: t.at,
+        title: Some(format!(
+            "drp: restore test of {}/{} FAILED",
+            t.host, t.export
+        )),
+    };
+    for e in crate::notify::send(&policy.notify, &policy.base_dir, &message).await {
+        tracing::warn!("{}: notification failed: {e}", t.export);
+    }
+}
+
 /// The points a test takes: the newest, and one at random among the
 /// others consistent within `window` of it.
 pub fn pick(points: &[Manifest], window: std::time::Duration) -> Vec<Manifest> {

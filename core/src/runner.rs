@@ -289,6 +289,16 @@ pub async fn daemon(
             on_run(&result, &export);
         }
         expire_snapshots(&current).await;
+        for (export, result) in crate::restore_test::run_due(&current, Utc::now()).await {
+            match result {
+                Ok(tested) => {
+                    for t in tested {
+                        tracing::info!(export, point = t.id, passed = t.passed, "restore test");
+                    }
+                }
+                Err(e) => tracing::warn!(export, error = %e, "restore test not run"),
+            }
+        }
         let now = Utc::now();
         let next = current
             .exports

@@ -621,7 +621,7 @@ fn the_daemon_keeps_its_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     let p = sqlite_policy(
         &s,
         &format!("metrics: {{listen: \"127.0.0.1:{port}\"}}\n"),
-        "    schedule: \"*/2 * * * * *\"\n",
+        "    schedule: \"*/2 * * * * *\"\n    restore_test: {random_within: 0s}\n",
     );
     let mut daemon = KillOnDrop(
         s.agent_cmd(&["-q", "run", "--policy", &p])
@@ -640,6 +640,11 @@ fn the_daemon_keeps_its_schedule_reloads_on_sighup_and_stops_on_sigterm() {
         }
     };
     wait_for("two scheduled runs", &|| count_points(&s, &p, "nas") >= 2);
+    // The daemon runs the export's restore test on its schedule too.
+    wait_for("a scheduled restore test", &|| {
+        http_get(port, "/metrics")
+            .contains("drp_export_last_restore_test_result{host=\"a\",export=\"app\"} 1")
+    });
     // A second daemon on the same policy refuses to start.
     let second = s.agent(&["run", "--policy", &p]);
     second.code(7);
