@@ -103,6 +103,41 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
         }
+        let mut predicted = Vec::new();
+        for e in policy.exports.values() {
+            let Some((tested, p)) = drp_core::restore_test::predicted(&policy, e).await else {
+                continue;
+            };
+            if !out.json {
+                println!(
+                    "{}: {}: restoring the newest point would take about {} at the rate its restore test of {} measured{}{}",
+                    file.display(),
+                    e.name,
+                    format_duration(std::time::Duration::from_secs_f64(p.seconds)),
+                    tested.at.format("%Y-%m-%d"),
+                    match (p.fits, p.rto_seconds) {
+                        (Some(true), Some(r)) => format!(
+                            ", within the RTO of {}",
+                            format_duration(std::time::Duration::from_secs_f64(r))
+                        ),
+                        (Some(false), Some(r)) => format!(
+                            ", OVER the RTO of {}",
+                            format_duration(std::time::Duration::from_secs_f64(r))
+                        ),
+                        _ => String::new(),
+                    },
+                    p.months_left
+                        .map(|m| format!("; at its growth it stops fitting in about {m:.0} months"))
+                        .unwrap_or_default()
+                );
+            }
+            if p.fits == Some(false) {
+                missed = true;
+            }
+            predicted.push(
+                serde_json::json!({"export": e.name, "tested_at": tested.at, "prediction": p}),
+            );
+        }
         let immutability = immutability(&policy).await;
         if !out.json {
             for t in &immutability {
@@ -162,6 +197,7 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             "file": file, "valid": true, "host": policy.host, "exports": assessed,
             "warnings": policy.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
             "targets": immutability,
+            "predicted_restore": predicted,
         }));
     }
     if out.json {

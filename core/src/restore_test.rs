@@ -278,6 +278,33 @@ pub async fn notify_failure(policy: &Policy, t: &Tested) {
     }
 }
 
+/// The restore time predicted for `export`'s newest point from what its
+/// repositories hold (any machine can ask): the most recent restore test's
+/// rate, the newest point's size, the growth of the points.
+pub async fn predicted(policy: &Policy, export: &Export) -> Option<(Tested, Prediction)> {
+    let (repos, _) = crate::backup::open_reachable(policy, &export.targets).await;
+    let mut newest: Option<Tested> = None;
+    let mut points: Vec<Manifest> = Vec::new();
+    for repo in &repos {
+        if let Ok(tests) = repo.restore_tests(&policy.host, &export.name).await
+            && let Some(t) = tests.into_iter().last()
+            && newest.as_ref().is_none_or(|n| t.at > n.at)
+        {
+            newest = Some(t);
+        }
+        if points.is_empty()
+            && let Ok(listing) = repo.list(&policy.host, &export.name).await
+        {
+            points = listing.points;
+        }
+    }
+    let tested = newest?;
+    let last = LastTest::of(&tested);
+    let rto = policy.objectives.rto.map(|d| d.as_duration());
+    let prediction = predict(&last, &points, rto)?;
+    Some((tested, prediction))
+}
+
 /// The points a test takes: the newest, and one at random among the
 /// others consistent within `window` of it.
 pub fn pick(points: &[Manifest], window: std::time::Duration) -> Vec<Manifest> {

@@ -133,6 +133,16 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
     );
     let md = s.drp(&["report", "--policy", p]);
     assert!(md.stdout.contains("## Restore tests"), "{}", md.stdout);
+    // drp check predicts the same from the repositories.
+    let check = s.drp(&["--json", "check", p]);
+    let checked = check.json()["policies"][0]["predicted_restore"][0]["prediction"]["seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (checked - predicted).abs() < 1e-6 * predicted.max(1.0),
+        "{} vs {predicted}",
+        check.stdout
+    );
     assert_eq!(
         processes_in(&tmp),
         Vec::<String>::new(),
