@@ -25,6 +25,20 @@ pub struct Cli {
 pub enum Command {
     /// Restore a recovery point: pick, preview, confirm, verify, load.
     Restore(RestoreArgs),
+    /// The handover page: hosts, exports, targets, where keys and secrets
+    /// are, the commands that restore each export from a bare machine, the
+    /// runbooks, and what is not protected; written to --out and stored in
+    /// the repositories.
+    Handover {
+        /// Policy files (one per host).
+        #[arg(long = "policy", short, required = true)]
+        policies: Vec<PathBuf>,
+        /// Folder of runbooks to include.
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Encryption and signing keys: make them, and which points need which.
     #[command(subcommand)]
     Keys(drp_cli::keys::KeysCommand),
@@ -101,6 +115,38 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
         Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
+        Command::Handover {
+            policies,
+            runbooks,
+            out: dir,
+        } => {
+            let policies = policies
+                .iter()
+                .map(|p| drp_core::config::Policy::load(p))
+                .collect::<drp_core::Result<Vec<_>>>()?;
+            let mut books = Vec::new();
+            if let Some(d) = runbooks {
+                for f in drp_coordinator::compliance::runbook_files(d)? {
+                    books.push(drp_coordinator::runbook::Runbook::load(&f)?);
+                }
+            }
+            let failed = drp_coordinator::handover::write(&policies, &books, dir).await?;
+            for f in &failed {
+                eprintln!("handover not stored on {f}");
+            }
+            if !out.quiet {
+                println!(
+                    "wrote {} and {}",
+                    dir.join("handover.md").display(),
+                    dir.join("handover.html").display()
+                );
+            }
+            Ok(if failed.is_empty() {
+                drp_core::ExitCode::Ok
+            } else {
+                drp_core::ExitCode::ReportNotStored
+            })
+        }
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out).await,

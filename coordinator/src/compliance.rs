@@ -353,14 +353,36 @@ pub fn markdown(c: &Compliance) -> String {
 }
 
 pub fn html(c: &Compliance) -> String {
-    let md = markdown(c);
+    page(
+        &format!("drp compliance {} {}", c.host, c.period),
+        &markdown(c),
+        &format!("drp report, {}", c.to.year()),
+    )
+}
+
+/// A self-contained HTML page of the Markdown drp writes (headings,
+/// paragraphs, tables, fenced code).
+pub fn page(title: &str, md: &str, footer: &str) -> String {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut body = String::new();
     let mut in_table = false;
+    let mut in_code = false;
     for line in md.lines() {
-        let esc = line
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
+        let esc = escape(line);
+        if line.starts_with("```") {
+            body += if in_code { "</pre>" } else { "<pre>" };
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            body += &esc;
+            body += "\n";
+            continue;
+        }
         if line.starts_with('|') {
             if line.starts_with("| ---") {
                 continue;
@@ -383,10 +405,14 @@ pub fn html(c: &Compliance) -> String {
             body += "</table>";
             in_table = false;
         }
-        if let Some(h) = esc.strip_prefix("## ") {
+        if let Some(h) = esc.strip_prefix("### ") {
+            body += &format!("<h3>{h}</h3>");
+        } else if let Some(h) = esc.strip_prefix("## ") {
             body += &format!("<h2>{h}</h2>");
         } else if let Some(h) = esc.strip_prefix("# ") {
             body += &format!("<h1>{h}</h1>");
+        } else if let Some(item) = esc.strip_prefix("- ") {
+            body += &format!("<p>• {}</p>", item.replace("**", ""));
         } else if !esc.trim().is_empty() {
             body += &format!("<p>{}</p>", esc.replace("**", ""));
         }
@@ -394,9 +420,9 @@ pub fn html(c: &Compliance) -> String {
     if in_table {
         body += "</table>";
     }
-    let year_note = c.to.year();
     format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>drp compliance {} {}</title><style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}</style></head><body>{body}<p><small>drp report, {year_note}</small></p></body></html>\n",
-        c.host, c.period
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}</style></head><body>{body}<p><small>{}</small></p></body></html>\n",
+        escape(title),
+        escape(footer)
     )
 }

@@ -7,5 +7,6 @@ pub mod action;
 pub mod compliance;
 pub mod drill;
 pub mod engine;
+pub mod handover;
 pub mod report;
 pub mod runbook;

@@ -2,6 +2,7 @@
 //! services (PostgreSQL, MariaDB, Garage S3, OpenSSH SFTP) started by
 //! tests/run.sh on loopback.
 
+mod handover;
 mod harness;
 mod receivers;
 mod reliability;

@@ -84,6 +84,64 @@ impl TargetConfig {
         }
     }
 
+    /// The address a bare machine reaches this target by (what
+    /// [`TargetConfig::from_address`] reads back); credentials are never in
+    /// it: S3 ones come from the AWS environment, an SFTP key is a path.
+    pub fn address(&self, base_dir: &Path) -> String {
+        match self {
+            TargetConfig::Local(c) => {
+                let path = crate::config::resolve_relative(base_dir, &c.path);
+                std::path::absolute(&path)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string()
+            }
+            TargetConfig::S3(c) => {
+                let mut query = Vec::new();
+                if let Some(e) = &c.endpoint {
+                    query.push(format!("endpoint={e}"));
+                }
+                query.push(format!(
+                    "region={}",
+                    c.region.as_deref().unwrap_or("us-east-1")
+                ));
+                if c.virtual_host_style {
+                    query.push("virtual_host_style=true".into());
+                }
+                let prefix = c.prefix.as_deref().unwrap_or("").trim_matches('/');
+                format!("s3://{}/{prefix}?{}", c.bucket, query.join("&"))
+            }
+            TargetConfig::Sftp(c) => {
+                let user = c
+                    .user
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+                let mut query = vec![format!(
+                    "known_hosts={}",
+                    match c.known_hosts {
+                        sftp::KnownHosts::Strict => "strict",
+                        sftp::KnownHosts::Add => "add",
+                        sftp::KnownHosts::Accept => "accept",
+                    }
+                )];
+                if let Some(k) = &c.key {
+                    query.push(format!(
+                        "key={}",
+                        crate::config::resolve_relative(base_dir, k).display()
+                    ));
+                }
+                format!(
+                    "sftp://{user}{}{port}{}?{}",
+                    c.host,
+                    c.path,
+                    query.join("&")
+                )
+            }
+        }
+    }
+
     /// Reads a target from its address, for use without a policy:
     /// `/mnt/nas/drp`, `file:///mnt/nas/drp`,
     /// `s3://bucket/prefix?endpoint=https://…&region=…` (credentials from the

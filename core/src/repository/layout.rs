@@ -40,6 +40,11 @@ pub fn manifest(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/manifests/{id}.json")
 }
 
+/// The handover page of a host (`md` or `html`).
+pub(crate) fn handover(host: &str, ext: &str) -> String {
+    format!("handover/{host}.{ext}")
+}
+
 /// The newest restore test of a point.
 pub(crate) fn restore_test(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/tested/{id}.json")

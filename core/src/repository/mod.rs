@@ -501,6 +501,16 @@ impl Repository {
         out
     }
 
+    /// Stores a host's handover page: its Markdown (signed, as records are)
+    /// and its HTML rendering.
+    pub async fn save_handover(&self, host: &str, md: Vec<u8>, html: String) -> Result<()> {
+        let what = "cannot store the handover page";
+        self.write(&layout::handover(host, "md"), md, what).await?;
+        self.put_whole(&layout::handover(host, "html"), html.into_bytes())
+            .await
+            .map_err(|e| self.target.error(what, e))
+    }
+
     /// Records a restore test of a point (its newest replaces the one before).
     pub async fn save_restore_test(&self, tested: &crate::restore_test::Tested) -> Result<()> {
         let body = serde_json::to_vec_pretty(tested).expect("record serialises");
