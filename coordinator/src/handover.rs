@@ -259,23 +259,30 @@ fn describe_source(source: &SourceConfig) -> String {
     }
 }
 
-/// The commands that restore `e` from its first target, from a bare machine.
+/// The commands that restore `e` from a bare machine, from each of its targets.
 fn restore_commands(s: &mut String, policy: &Policy, e: &drp_core::config::Export) {
-    let Some((target, config)) = e
-        .targets
-        .iter()
-        .find_map(|t| policy.targets.get(t).map(|c| (t, c)))
-    else {
-        return;
-    };
+    for target in &e.targets {
+        if let Some(config) = policy.targets.get(target) {
+            restore_from(s, policy, e, target, config);
+        }
+    }
+}
+
+fn restore_from(
+    s: &mut String,
+    policy: &Policy,
+    e: &drp_core::config::Export,
+    target: &str,
+    config: &TargetConfig,
+) {
     let _ = writeln!(
         s,
-        "### Restoring `{}` of `{}` from a bare machine\n",
+        "### Restoring `{}` of `{}` from `{target}`\n",
         e.name, policy.host
     );
-    let _ = writeln!(
+    let _ = write!(
         s,
-        "From target `{target}`; each line below is run as it is, in a shell, on the machine that restores."
+        "From a bare machine; each line below is run as it is, in a shell, on the machine that restores."
     );
     let mut cmds = Vec::new();
     if let TargetConfig::S3(c) = config

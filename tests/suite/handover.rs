@@ -4,6 +4,45 @@
 
 use crate::harness::{pg_table_digest, psql, scratch, services};
 
+/// The shell block under `heading`.
+fn commands_of(md: &str, heading: &str) -> String {
+    let block = &md[md
+        .find(heading)
+        .unwrap_or_else(|| panic!("no `{heading}` in {md}"))..];
+    let start = block.find("```sh\n").unwrap() + 6;
+    block[start..start + block[start..].find("```").unwrap()].to_string()
+}
+
+/// Runs `commands` with bash on a clean folder (holding `files`), `drp` on
+/// the PATH and `env` set, as a newcomer would on a bare machine.
+fn run_on_a_clean_folder(commands: &str, files: &[&std::path::Path], env: &[(&str, &str)]) {
+    let clean = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(f, clean.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let drp_dir = std::path::Path::new(env!("CARGO_BIN_EXE_drp"))
+        .parent()
+        .unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", commands])
+        .current_dir(clean.path())
+        .env(
+            "PATH",
+            format!("{}:{}", drp_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("DRP_STATE_DIR", clean.path().join("state"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{commands}\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 #[test]
 fn the_handover_page_opens_in_chromium_and_its_commands_restore_postgres_from_s3() {
     let s = scratch("handover");
@@ -80,40 +119,61 @@ fn the_handover_page_opens_in_chromium_and_its_commands_restore_postgres_from_s3
         .expect("chromium runs (tests/services/setup.sh installs it)");
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
-        dom.contains("<h3>Restoring `shop` of `db-1` from a bare machine</h3>"),
+        dom.contains("<h3>Restoring `shop` of `db-1` from `s3`</h3>"),
         "{dom}"
     );
 
     // Disaster: the database is gone. The page's commands, as written, on a
     // clean folder holding only the identity file, bring it back.
     psql("postgres", &format!("drop database {db} with (force)"));
-    let heading = md.find("### Restoring `shop` of `db-1`").unwrap();
-    let block = &md[heading..];
-    let start = block.find("```sh\n").unwrap() + 6;
-    let commands = &block[start..start + block[start..].find("```").unwrap()];
-    let clean = tempfile::tempdir().unwrap();
-    std::fs::copy(s.path("ops.age"), clean.path().join("ops.age")).unwrap();
-    let drp_dir = std::path::Path::new(env!("CARGO_BIN_EXE_drp"))
-        .parent()
-        .unwrap();
-    let run = std::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", commands])
-        .current_dir(clean.path())
-        .env(
-            "PATH",
-            format!("{}:{}", drp_dir.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("TEST_S3_KEY_ID", svc.get("DRP_TEST_S3_KEY_ID"))
-        .env("TEST_S3_SECRET", svc.get("DRP_TEST_S3_SECRET"))
-        .env("TEST_PG_PASSWORD", svc.get("DRP_TEST_PG_PASSWORD"))
-        .env("DRP_STATE_DIR", clean.path().join("state"))
-        .output()
-        .unwrap();
+    let commands = commands_of(&md, "### Restoring `shop` of `db-1` from `s3`");
+    run_on_a_clean_folder(
+        &commands,
+        &[&s.path("ops.age")],
+        &[
+            ("TEST_S3_KEY_ID", svc.get("DRP_TEST_S3_KEY_ID")),
+            ("TEST_S3_SECRET", svc.get("DRP_TEST_S3_SECRET")),
+            ("TEST_PG_PASSWORD", svc.get("DRP_TEST_PG_PASSWORD")),
+        ],
+    );
+    assert_eq!(pg_table_digest(&db, "orders"), before);
+    psql("postgres", &format!("drop database {db} with (force)"));
+}
+
+#[test]
+fn the_handover_of_the_readme_example_policy_restores_its_postgres_database_from_s3() {
+    let mut s = scratch("handshop");
+    s.shop_env();
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    psql(
+        &db,
+        "create table orders (id int primary key, total numeric(10,2));
+         insert into orders select i, i * 2.5 from generate_series(1, 2000) i;",
+    );
+    let before = pg_table_digest(&db, "orders");
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/shop.yaml");
+    let p = policy.to_str().unwrap();
+    s.agent(&["backup", "--policy", p, "--export", "shop-db"])
+        .ok();
+    let out = s.path("handover");
+    s.drp(&["handover", "--policy", p, "--out", out.to_str().unwrap()]);
+    let md = std::fs::read_to_string(out.join("handover.md")).unwrap();
     assert!(
-        run.status.success(),
-        "{commands}\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+        md.contains("environment variable `DRP_S3_SECRET_ACCESS_KEY`"),
+        "{md}"
+    );
+    let svc = services();
+    assert!(!md.contains(svc.get("DRP_TEST_S3_SECRET")));
+    psql("postgres", &format!("drop database {db} with (force)"));
+    run_on_a_clean_folder(
+        &commands_of(&md, "### Restoring `shop-db` of `shop-1` from `offsite`"),
+        &[],
+        &[
+            ("DRP_S3_ACCESS_KEY_ID", svc.get("DRP_TEST_S3_KEY_ID")),
+            ("DRP_S3_SECRET_ACCESS_KEY", svc.get("DRP_TEST_S3_SECRET")),
+            ("SHOP_PG_PASSWORD", svc.get("DRP_TEST_PG_PASSWORD")),
+        ],
     );
     assert_eq!(pg_table_digest(&db, "orders"), before);
     psql("postgres", &format!("drop database {db} with (force)"));
