@@ -65,6 +65,11 @@ pub struct Exposure {
     pub exposure_seconds: Option<f64>,
     pub rpo_objective_seconds: Option<f64>,
     pub within: Option<bool>,
+    /// The newest drill of the period that restored this export: when, its
+    /// verdict and the RTO it measured.
+    pub last_drill: Option<DateTime<Utc>>,
+    pub last_drill_status: Option<String>,
+    pub last_drill_rto_seconds: Option<f64>,
     /// The newest restore test of the export, on any of its targets.
     pub last_restore_test: Option<DateTime<Utc>>,
     pub restore_test_passed: Option<bool>,
@@ -208,7 +213,18 @@ pub async fn build(
         });
         let x = newest.map(|t| crate::engine::secs(now - t));
         let goal = policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64());
+        let drill = drills
+            .iter()
+            .filter(|d| {
+                d.rpo
+                    .as_ref()
+                    .is_some_and(|r| r.restored.iter().any(|p| p.export == e.name))
+            })
+            .max_by_key(|d| d.started_at);
         exposure.push(Exposure {
+            last_drill: drill.map(|d| d.started_at),
+            last_drill_status: drill.map(|d| d.shown_status().to_string()),
+            last_drill_rto_seconds: drill.and_then(|d| d.rto.as_ref()?.measured_seconds),
             export: e.name.clone(),
             newest_point: newest,
             exposure_seconds: x,
@@ -299,11 +315,21 @@ pub fn markdown(c: &Compliance) -> String {
             d.failure.clone().unwrap_or_default().replace('|', "\\|")
         );
     }
-    s += "\n## Restore tests\n\n| export | last restore test | result | measured restore | predicted restore of the newest point | RTO |\n| --- | --- | --- | --- | --- | --- |\n";
+    s += "\n## Per export\n\n| export | last drill | drill RTO | last restore test | result | measured restore | predicted restore of the newest point | RTO |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for e in &c.exposure {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             e.export,
+            e.last_drill
+                .map(|t| format!(
+                    "{} ({})",
+                    t.format("%Y-%m-%d"),
+                    e.last_drill_status.as_deref().unwrap_or("")
+                ))
+                .unwrap_or_else(|| "none in the period".into()),
+            e.last_drill_rto_seconds
+                .map(fmt_secs)
+                .unwrap_or_else(|| "-".into()),
             e.last_restore_test
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "never".into())

@@ -132,7 +132,7 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
         "{e:#} vs {predicted}"
     );
     let md = s.drp(&["report", "--policy", p]);
-    assert!(md.stdout.contains("## Restore tests"), "{}", md.stdout);
+    assert!(md.stdout.contains("## Per export"), "{}", md.stdout);
     // drp check predicts the same from the repositories.
     let check = s.drp(&["--json", "check", p]);
     let checked = check.json()["policies"][0]["predicted_restore"][0]["prediction"]["seconds"]

@@ -207,6 +207,17 @@ fn a_drill_restores_with_the_escrow_identity_alone() {
         (r.json()["runbooks"][0]["passed"].clone(), r.stderr)
     };
     assert_eq!(passed(&s).0, 1);
+    // Per export, the report names the drill that restored it.
+    let report = s
+        .drp(&["--json", "report", "--policy", "policy.yaml"])
+        .json();
+    let site = &report["exposure"][0];
+    assert_eq!(site["export"], "site");
+    assert_eq!(site["last_drill_status"], "passed", "{site:#}");
+    assert!(
+        site["last_drill_rto_seconds"].as_f64().is_some(),
+        "{site:#}"
+    );
     let dir = s.path("nas/reports/site-lost");
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();
