@@ -100,6 +100,10 @@ pub struct Tested {
     /// Raw bytes per second over receive and load.
     pub restore_bytes_per_second: f64,
     pub checks: Vec<CheckResult>,
+    /// For a physical base backup: the random instant it was restored to
+    /// (`None`: to the end of its archive).
+    #[serde(default)]
+    pub to_time: Option<DateTime<Utc>>,
     pub agent: String,
 }
 
@@ -357,7 +361,18 @@ pub async fn run(
     }
     let mut out = Vec::new();
     for m in points {
-        let tested = test_point(policy, export, &config, &repos, &m, progress.clone()).await;
+        let pitr = out.is_empty();
+        let tested = test_point(
+            policy,
+            export,
+            &config,
+            &repos,
+            &m,
+            identities,
+            pitr,
+            progress.clone(),
+        )
+        .await;
         for repo in &repos {
             if let Err(e) = repo.save_restore_test(&tested).await {
                 tracing::warn!("the restore test of {} is not recorded: {e}", m.id);
@@ -378,12 +393,15 @@ pub async fn run(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn test_point(
     policy: &Policy,
     export: &Export,
     config: &RestoreTestConfig,
     repos: &[Repository],
     m: &Manifest,
+    identities: &[PathBuf],
+    pitr: bool,
     progress: Reporter,
 ) -> Tested {
     let mut tested = Tested {
@@ -405,9 +423,28 @@ async fn test_point(
         raw_bytes: m.raw.size,
         restore_bytes_per_second: 0.0,
         checks: Vec::new(),
+        to_time: None,
         agent: crate::repository::agent_id(),
     };
-    match restore_and_check(policy, export, config, repos, m, progress, &mut tested).await {
+    let result = match &export.source {
+        SourceConfig::PostgresCluster(c) => {
+            restore_cluster(
+                policy,
+                export,
+                c,
+                config,
+                repos,
+                m,
+                identities,
+                pitr,
+                progress,
+                &mut tested,
+            )
+            .await
+        }
+        _ => restore_and_check(policy, export, config, repos, m, progress, &mut tested).await,
+    };
+    match result {
         Ok(()) => tested.passed = tested.checks.iter().all(|c| c.passed),
         Err(e) => tested.error = Some(e.to_string()),
     }
@@ -463,6 +500,104 @@ async fn restore_and_check(
         .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))?;
     tested.validate_seconds = validating.elapsed().as_secs_f64();
     drop(instance);
+    Ok(())
+}
+
+/// A physical base backup restored into a scratch data directory, its
+/// archive replayed (for the newest point, to a random instant between the
+/// end of the backup and the newest instant the archive reaches), then
+/// started as a private server for the checks.
+#[allow(clippy::too_many_arguments)]
+async fn restore_cluster(
+    policy: &Policy,
+    export: &Export,
+    cluster: &crate::source::postgres::cluster::ClusterConfig,
+    config: &RestoreTestConfig,
+    repos: &[Repository],
+    m: &Manifest,
+    identities: &[PathBuf],
+    pitr: bool,
+    progress: Reporter,
+    tested: &mut Tested,
+) -> Result<()> {
+    use crate::source::postgres::scratch::ScratchServer;
+    let scratch = Scratch::new()?;
+    let data = scratch.path().join("restored");
+    let mut restored = cluster.clone();
+    restored.data_directory = data.clone();
+    let source: Arc<dyn Source> = Arc::from(source::build(
+        &SourceConfig::PostgresCluster(restored.clone()),
+        &policy.base_dir,
+    ));
+    let to = data.display().to_string();
+    let mut selector = Selector::Id(m.id.clone());
+    let mut plan = restore::plan(
+        repos,
+        &policy.host,
+        &export.name,
+        &selector,
+        source.clone(),
+        Some(&to),
+    )
+    .await?;
+    if pitr
+        && let (Some(w), Some(until)) = (&m.wal, plan.replay.as_ref().and_then(|r| r.until))
+        && until > w.consistent_after
+    {
+        let span = (until - w.consistent_after).num_milliseconds().max(1);
+        let at = w.consistent_after + chrono::Duration::milliseconds(rand::random_range(0..span));
+        selector = Selector::At(at);
+        plan = restore::plan(
+            repos,
+            &policy.host,
+            &export.name,
+            &selector,
+            source.clone(),
+            Some(&to),
+        )
+        .await?;
+        if plan.manifest.id != m.id {
+            return Err(Error::Failed(format!(
+                "a point-in-time restore to {at} picks point {}, not {}",
+                plan.manifest.id, m.id
+            )));
+        }
+        tested.to_time = Some(at);
+    }
+    let (restore_command, _) =
+        crate::wal::run::replay_commands(policy, &export.name, false, identities)?;
+    let options = restore::Options {
+        confirmed: false,
+        workdir: Some(scratch.path().to_path_buf()),
+        drop_replaced: true,
+        lock_dir: Some(policy.state_dir.clone()),
+        restore_command,
+        archive_command: None,
+    };
+    let report = restore::execute(&plan, source, options, progress).await?;
+    tested.target = report.target.clone();
+    tested.receive_seconds = report.received_seconds;
+    tested.load_seconds = report.seconds - report.received_seconds;
+    if report.seconds > 0.0 {
+        tested.restore_bytes_per_second = report.raw_bytes as f64 / report.seconds;
+    }
+    let validating = Instant::now();
+    let bin = ScratchServer::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
+    let server = ScratchServer::adopt(bin, &data, scratch.path())?;
+    let mut checked = restored;
+    checked.url = None;
+    checked.host = Some(server.socket_dir().display().to_string());
+    checked.port = Some(server.port());
+    checked.password = None;
+    let kind = SourceConfig::PostgresCluster(checked);
+    let src: Arc<dyn Source> = Arc::from(source::build(&kind, &policy.base_dir));
+    let inst = Checked { kind, to: None };
+    let checks = config.checks.clone();
+    tested.checks = tokio::task::spawn_blocking(move || validate(src.as_ref(), &inst, &checks))
+        .await
+        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))?;
+    tested.validate_seconds = validating.elapsed().as_secs_f64();
+    drop(server);
     Ok(())
 }
 

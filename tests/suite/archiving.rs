@@ -1546,3 +1546,43 @@ fn an_encrypted_archive_holds_no_plaintext_and_replays_only_with_an_identity() {
     restored.start();
     assert_eq!(restored.notes(), [SECRET]);
 }
+
+#[test]
+fn a_base_backup_is_restore_tested_to_a_random_instant_in_a_private_server() {
+    let site = Site::new("walrestoretest");
+    let text = std::fs::read_to_string(&site.policy).unwrap()
+        + "    restore_test:\n      checks:\n        - {sql: \"select count(*) >= 1 from events where note = 'before'\", expect: \"t\"}\n";
+    std::fs::write(&site.policy, text).unwrap();
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    pg.event("before");
+    site.agent(&["backup"]).ok();
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.event("after 1");
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.event("after 2");
+    pg.switch_wal();
+    let live = pg.notes();
+
+    let tmp = site.dir("tmp");
+    let mut cmd = as_postgres(&agent_bin(), site.s.dir.path());
+    cmd.env("TMPDIR", &tmp)
+        .args(["--json", "test-restore", "--policy"])
+        .arg(&site.policy);
+    let run = Run::from(cmd.output().unwrap());
+    run.ok();
+    let t = &run.json()["tests"][0];
+    assert_eq!(t["passed"], true, "{t:#}");
+    let checks = t["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{checks:#?}");
+    // The newest base backup, replayed to an instant after its end.
+    let at = json_time(&t["to_time"]);
+    assert!(at <= Utc::now(), "{t:#}");
+    assert!(t["load_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(pg.notes(), live, "the live cluster changed");
+    assert!(
+        std::fs::read_dir(&tmp).unwrap().next().is_none(),
+        "the scratch folder is left"
+    );
+}

@@ -26,14 +26,7 @@ impl ScratchServer {
     /// Starts a new empty server in `dir` with the binaries of `live`
     /// (its `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`).
     pub fn start(live: &PostgresConfig, dir: &Path, base_dir: &Path) -> Result<Self, SourceError> {
-        let bin = match &live.bin_dir {
-            Some(b) => crate::config::resolve_relative(base_dir, b),
-            None => newest_bin_dir().ok_or_else(|| {
-                SourceError::Invalid(
-                    "no PostgreSQL server binaries for the restore test: set the export's `bin_dir`".into(),
-                )
-            })?,
-        };
+        let bin = Self::bin_dir(live.bin_dir.as_deref(), base_dir)?;
         let data = dir.join("data");
         let sock = dir.join("sock");
         std::fs::create_dir_all(&sock)
@@ -58,6 +51,49 @@ impl ScratchServer {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+        Self::spawn(
+            bin,
+            &data,
+            dir,
+            &[],
+            live.database.clone(),
+            live.restore_jobs,
+            owner,
+        )
+    }
+
+    /// Starts a server on `data`, a cluster a restore test just restored
+    /// (stopped), with its own `pg_hba.conf` (trust on its socket only) and
+    /// archiving off, so it answers the checks and never archives anywhere.
+    pub fn adopt(bin: PathBuf, data: &Path, dir: &Path) -> Result<Self, SourceError> {
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock)
+            .map_err(|e| SourceError::io("creating the socket folder", e))?;
+        let hba = dir.join("pg_hba.conf");
+        std::fs::write(&hba, "local all all trust\n")
+            .map_err(|e| SourceError::io("writing the restore test's pg_hba.conf", e))?;
+        let hba_setting = format!("hba_file={}", hba.display());
+        Self::spawn(
+            bin,
+            data,
+            dir,
+            &["-c", &hba_setting, "-c", "archive_mode=off"],
+            Some("postgres".into()),
+            None,
+            server_user(),
+        )
+    }
+
+    fn spawn(
+        bin: PathBuf,
+        data: &Path,
+        dir: &Path,
+        extra: &[&str],
+        database: Option<String>,
+        restore_jobs: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Self, SourceError> {
+        let sock = dir.join("sock");
         let log = std::fs::File::create(dir.join("server.log"))
             .map_err(|e| SourceError::io("creating the server's log", e))?;
         if let Some((uid, gid)) = owner {
@@ -65,7 +101,7 @@ impl ScratchServer {
         }
         let mut cmd = as_server_user(&bin.join("postgres"), owner.is_some());
         cmd.arg("-D")
-            .arg(&data)
+            .arg(data)
             .arg("-k")
             .arg(&sock)
             .args(["-p", &PORT.to_string()])
@@ -83,6 +119,7 @@ impl ScratchServer {
                 "-c",
                 "shared_preload_libraries=",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -93,12 +130,34 @@ impl ScratchServer {
         let server = ScratchServer {
             sock,
             bin,
-            database: live.database.clone(),
-            restore_jobs: live.restore_jobs,
+            database,
+            restore_jobs,
             child,
         };
         server.wait_ready(dir)?;
         Ok(server)
+    }
+
+    /// The binaries of `live` (its `bin_dir`, else the newest installed).
+    pub fn bin_dir(live: Option<&Path>, base_dir: &Path) -> Result<PathBuf, SourceError> {
+        match live {
+            Some(b) => Ok(crate::config::resolve_relative(base_dir, b)),
+            None => newest_bin_dir().ok_or_else(|| {
+                SourceError::Invalid(
+                    "no PostgreSQL server binaries for the restore test: set the export's `bin_dir`"
+                        .into(),
+                )
+            }),
+        }
+    }
+
+    /// The folder of the server's socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.sock
+    }
+
+    pub fn port(&self) -> u16 {
+        PORT
     }
 
     /// The source's settings pointed at this server.
