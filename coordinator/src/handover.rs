@@ -180,26 +180,26 @@ async fn host_section(s: &mut String, policy: &Policy, unprotected: &mut Vec<Str
         );
     }
     s.push('\n');
-    *s += "### Exports\n\n| export | source | schedule | newest point | RPO exposure | last restore test | predicted restore |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+    *s += "### Exports\n\n| export | source | schedule | newest point | RPO exposure | last drill | last restore test | predicted restore |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     let now = Utc::now();
+    // What `drp report` says of the last twelve months, per export.
+    let year = crate::compliance::build(
+        policy,
+        None,
+        now - chrono::Duration::days(366),
+        now,
+        "the last 12 months".into(),
+    )
+    .await
+    .ok();
     let mut restores = String::new();
     for e in policy.exports.values() {
-        let (repos, _) = drp_core::backup::open_reachable(policy, &e.targets).await;
-        let mut newest = None;
-        for repo in &repos {
-            if let Ok(l) = repo.list(host, &e.name).await
-                && let Some(m) = l.points.last()
-                && newest
-                    .as_ref()
-                    .is_none_or(|n: &drp_core::manifest::Manifest| {
-                        m.consistency_time > n.consistency_time
-                    })
-            {
-                newest = Some(m.clone());
-            }
-        }
-        let predicted = drp_core::restore_test::predicted(policy, e).await;
-        if predicted.is_none() {
+        let row = year
+            .as_ref()
+            .and_then(|c| c.exposure.iter().find(|x| x.export == e.name));
+        let day = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d").to_string());
+        let newest = row.and_then(|r| r.newest_point);
+        if row.and_then(|r| r.last_restore_test).is_none() {
             unprotected.push(format!(
                 "export `{}` of `{host}` has never been restore-tested",
                 e.name
@@ -213,29 +213,35 @@ async fn host_section(s: &mut String, policy: &Policy, unprotected: &mut Vec<Str
         }
         let _ = writeln!(
             s,
-            "| {} | {} | `{}` | {} | {} | {} | {} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} |",
             e.name,
             describe_source(&e.source),
             e.schedule.expression,
             newest
-                .as_ref()
-                .map(|m| m.consistency_time.format("%Y-%m-%d %H:%M UTC").to_string())
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_else(|| "none".into()),
             newest
-                .as_ref()
-                .map(|m| format_duration((now - m.consistency_time).to_std().unwrap_or_default()))
+                .map(|t| format_duration((now - t).to_std().unwrap_or_default()))
                 .unwrap_or_else(|| "-".into()),
-            predicted
-                .as_ref()
-                .map(|(t, _)| format!(
+            row.and_then(|r| {
+                Some(format!(
                     "{} {}",
-                    if t.passed { "passed" } else { "FAILED" },
-                    t.at.format("%Y-%m-%d")
+                    r.last_drill_status.as_deref()?,
+                    day(r.last_drill)?
                 ))
-                .unwrap_or_else(|| "never".into()),
-            predicted
-                .as_ref()
-                .map(|(_, p)| format_duration(std::time::Duration::from_secs_f64(p.seconds)))
+            })
+            .unwrap_or_else(|| "none this year".into()),
+            row.and_then(|r| {
+                let passed = if r.restore_test_passed? {
+                    "passed"
+                } else {
+                    "FAILED"
+                };
+                Some(format!("{passed} {}", day(r.last_restore_test)?))
+            })
+            .unwrap_or_else(|| "never".into()),
+            row.and_then(|r| r.predicted_restore_seconds)
+                .map(|p| format_duration(std::time::Duration::from_secs_f64(p)))
                 .unwrap_or_else(|| "-".into()),
         );
         restore_commands(&mut restores, policy, e);

@@ -509,20 +509,13 @@ where
         });
     }
     let value = consumed?;
-    if raw.size != manifest.raw.size {
-        return Err(integrity(
-            "raw size",
-            manifest.raw.size.to_string(),
-            raw.size.to_string(),
-        ));
-    }
-    if raw.sha256 != manifest.raw.sha256 {
-        return Err(integrity(
-            "raw SHA-256",
-            manifest.raw.sha256.clone(),
-            raw.sha256,
-        ));
-    }
+    digests_match(
+        target,
+        manifest,
+        ("raw size", "raw SHA-256"),
+        (manifest.raw.size, &manifest.raw.sha256),
+        raw,
+    )?;
     Ok(value)
 }
 
@@ -577,6 +570,24 @@ pub async fn check_stored(target: &Target, manifest: &Manifest, progress: Report
 /// Whether what was read of `manifest`'s object is what its manifest says
 /// is stored: the size first, then the SHA-256.
 fn stored_matches(target: &Target, manifest: &Manifest, stored: Digest) -> Result<()> {
+    digests_match(
+        target,
+        manifest,
+        ("size", "SHA-256"),
+        (manifest.stored.size, &manifest.stored.sha256),
+        stored,
+    )
+}
+
+/// `actual` against the size and SHA-256 expected, as an integrity error
+/// naming the object (`what`: how each is called in the error).
+fn digests_match(
+    target: &Target,
+    manifest: &Manifest,
+    what: (&'static str, &'static str),
+    expected: (u64, &str),
+    actual: Digest,
+) -> Result<()> {
     let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
         target: target.name.clone(),
         object: manifest.stored.object.clone(),
@@ -584,19 +595,15 @@ fn stored_matches(target: &Target, manifest: &Manifest, stored: Digest) -> Resul
         expected,
         actual,
     };
-    if stored.size != manifest.stored.size {
+    if actual.size != expected.0 {
         return Err(integrity(
-            "size",
-            manifest.stored.size.to_string(),
-            stored.size.to_string(),
+            what.0,
+            expected.0.to_string(),
+            actual.size.to_string(),
         ));
     }
-    if stored.sha256 != manifest.stored.sha256 {
-        return Err(integrity(
-            "SHA-256",
-            manifest.stored.sha256.clone(),
-            stored.sha256,
-        ));
+    if actual.sha256 != expected.1 {
+        return Err(integrity(what.1, expected.1.to_string(), actual.sha256));
     }
     Ok(())
 }

@@ -107,6 +107,18 @@ pub struct Tested {
     pub agent: String,
 }
 
+impl Tested {
+    /// What the restore of the point took: from whom, receiving and loading.
+    fn timed(&mut self, report: &restore::Report) {
+        self.target = report.target.clone();
+        self.receive_seconds = report.received_seconds;
+        self.load_seconds = report.seconds - report.received_seconds;
+        if report.seconds > 0.0 {
+            self.restore_bytes_per_second = report.raw_bytes as f64 / report.seconds;
+        }
+    }
+}
+
 /// The last restore test of an export on this host (the agent's state:
 /// what `status` and the metrics read).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -474,33 +486,26 @@ async fn restore_and_check(
         instance.to.as_deref(),
     )
     .await?;
-    let options = restore::Options {
-        confirmed: false,
-        workdir: Some(scratch.path().to_path_buf()),
-        drop_replaced: true,
-        lock_dir: Some(policy.state_dir.clone()),
-        restore_command: None,
-        archive_command: None,
-    };
+    let options = scratch.options(policy, None);
     let report = restore::execute(&plan, source.clone(), options, progress).await?;
-    tested.target = report.target.clone();
-    tested.receive_seconds = report.received_seconds;
-    tested.load_seconds = report.seconds - report.received_seconds;
-    if report.seconds > 0.0 {
-        tested.restore_bytes_per_second = report.raw_bytes as f64 / report.seconds;
-    }
+    tested.timed(&report);
     let validating = Instant::now();
-    let (src, inst, checks) = (
-        source.clone(),
-        instance.clone_for_checks(),
-        config.checks.clone(),
-    );
-    tested.checks = tokio::task::spawn_blocking(move || validate(src.as_ref(), &inst, &checks))
-        .await
-        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))?;
+    tested.checks = check(source.clone(), instance.clone_for_checks(), &config.checks).await?;
     tested.validate_seconds = validating.elapsed().as_secs_f64();
     drop(instance);
     Ok(())
+}
+
+/// The checks of a restored copy, on a blocking thread (they run tools).
+async fn check(
+    source: Arc<dyn Source>,
+    instance: Checked,
+    checks: &[Check],
+) -> Result<Vec<CheckResult>> {
+    let checks = checks.to_vec();
+    tokio::task::spawn_blocking(move || validate(source.as_ref(), &instance, &checks))
+        .await
+        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))
 }
 
 /// A physical base backup restored into a scratch data directory, its
@@ -530,32 +535,28 @@ async fn restore_cluster(
         &policy.base_dir,
     ));
     let to = data.display().to_string();
-    let mut selector = Selector::Id(m.id.clone());
-    let mut plan = restore::plan(
-        repos,
-        &policy.host,
-        &export.name,
-        &selector,
-        source.clone(),
-        Some(&to),
-    )
-    .await?;
+    let plan_for = |selector: Selector| {
+        let (source, to) = (source.clone(), to.clone());
+        async move {
+            restore::plan(
+                repos,
+                &policy.host,
+                &export.name,
+                &selector,
+                source,
+                Some(&to),
+            )
+            .await
+        }
+    };
+    let mut plan = plan_for(Selector::Id(m.id.clone())).await?;
     if pitr
         && let (Some(w), Some(until)) = (&m.wal, plan.replay.as_ref().and_then(|r| r.until))
         && until > w.consistent_after
     {
         let span = (until - w.consistent_after).num_milliseconds().max(1);
         let at = w.consistent_after + chrono::Duration::milliseconds(rand::random_range(0..span));
-        selector = Selector::At(at);
-        plan = restore::plan(
-            repos,
-            &policy.host,
-            &export.name,
-            &selector,
-            source.clone(),
-            Some(&to),
-        )
-        .await?;
+        plan = plan_for(Selector::At(at)).await?;
         if plan.manifest.id != m.id {
             return Err(Error::Failed(format!(
                 "a point-in-time restore to {at} picks point {}, not {}",
@@ -566,21 +567,9 @@ async fn restore_cluster(
     }
     let (restore_command, _) =
         crate::wal::run::replay_commands(policy, &export.name, false, identities)?;
-    let options = restore::Options {
-        confirmed: false,
-        workdir: Some(scratch.path().to_path_buf()),
-        drop_replaced: true,
-        lock_dir: Some(policy.state_dir.clone()),
-        restore_command,
-        archive_command: None,
-    };
+    let options = scratch.options(policy, restore_command);
     let report = restore::execute(&plan, source, options, progress).await?;
-    tested.target = report.target.clone();
-    tested.receive_seconds = report.received_seconds;
-    tested.load_seconds = report.seconds - report.received_seconds;
-    if report.seconds > 0.0 {
-        tested.restore_bytes_per_second = report.raw_bytes as f64 / report.seconds;
-    }
+    tested.timed(&report);
     let validating = Instant::now();
     let bin = ScratchServer::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
     let server = ScratchServer::adopt(bin, &data, scratch.path())?;
@@ -591,11 +580,7 @@ async fn restore_cluster(
     checked.password = None;
     let kind = SourceConfig::PostgresCluster(checked);
     let src: Arc<dyn Source> = Arc::from(source::build(&kind, &policy.base_dir));
-    let inst = Checked { kind, to: None };
-    let checks = config.checks.clone();
-    tested.checks = tokio::task::spawn_blocking(move || validate(src.as_ref(), &inst, &checks))
-        .await
-        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))?;
+    tested.checks = check(src, Checked { kind, to: None }, &config.checks).await?;
     tested.validate_seconds = validating.elapsed().as_secs_f64();
     drop(server);
     Ok(())
@@ -623,6 +608,19 @@ impl Scratch {
 
     fn path(&self) -> &Path {
         self.0.path()
+    }
+
+    /// A restore into this folder's instance: staged here, nothing to
+    /// confirm (nothing is there), nothing kept.
+    fn options(&self, policy: &Policy, restore_command: Option<String>) -> restore::Options {
+        restore::Options {
+            confirmed: false,
+            workdir: Some(self.path().to_path_buf()),
+            drop_replaced: true,
+            lock_dir: Some(policy.state_dir.clone()),
+            restore_command,
+            archive_command: None,
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::SourceError;
 use super::mysql::MysqlConfig;
@@ -96,30 +96,21 @@ impl ScratchMariadb {
     }
 
     fn wait_ready(&self, dir: &Path, admin: &Path) -> Result<(), SourceError> {
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(admin)
-                .args(["--no-defaults", "-uroot"])
-                .arg(format!("--socket={}", self.sock.display()))
-                .arg("ping")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(SourceError::Invalid(format!(
-                    "the restore test's server did not start within {}s: {}",
-                    READY_TIMEOUT.as_secs(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::process::wait_ready(
+            "the restore test's server",
+            READY_TIMEOUT,
+            &dir.join("server.log"),
+            || {
+                Command::new(admin)
+                    .args(["--no-defaults", "-uroot"])
+                    .arg(format!("--socket={}", self.sock.display()))
+                    .arg("ping")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )
     }
 }
 

@@ -177,29 +177,20 @@ impl ScratchServer {
     }
 
     fn wait_ready(&self, dir: &Path) -> Result<(), SourceError> {
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .arg("-q")
-                .arg("-h")
-                .arg(&self.sock)
-                .args(["-p", &PORT.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(SourceError::Invalid(format!(
-                    "the restore test's server did not start within {}s: {}",
-                    READY_TIMEOUT.as_secs(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::source::process::wait_ready(
+            "the restore test's server",
+            READY_TIMEOUT,
+            &dir.join("server.log"),
+            || {
+                Command::new(self.bin.join("pg_isready"))
+                    .arg("-q")
+                    .arg("-h")
+                    .arg(&self.sock)
+                    .args(["-p", &PORT.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )
     }
 }
 
