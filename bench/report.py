@@ -494,8 +494,9 @@ if ok(SEALED) and ok(PIPE):
         p(f"  Both verifies keep the two cores busy ({v_c / med(VERIFY):.1f} and {vs_c / med(VERIFY_SEALED):.1f} CPU-s per second of wall time):")
         p("  decompression, each digest and decryption run on threads of their own (first built decrypting")
         p("  on the decompressing thread, it measured 0.75× on this machine), so the decryption's CPU costs wall time")
-        p("  as on one core. With a core free for it the gap closes; what is left to cut is a copy per chunk")
-        p("  (age's reader into the chunk zstd reads), worth a fraction of those CPU-seconds.")
+        p("  as on one core. With a core free for it the gap closes. The plaintext is read straight into the")
+        p("  chunks zstd reads; what is left is age's own copy of each 64 KiB chunk out of its buffer, and the")
+        p("  cipher itself.")
 if ok(DRP_R_NAS) and ok(PG_RESTORE):
     gap = med(DRP_R_NAS) - med(PG_RESTORE)
     p(f"- **Restore vs `pg_restore`** ({verdicts.get('restore', (0,))[0]:.2f}×). drp receives the point, decompresses it and checks both")
