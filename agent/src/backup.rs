@@ -80,14 +80,7 @@ pub async fn backup(
     out: &Output,
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
-    let names: Vec<String> = if only.is_empty() {
-        policy.exports.keys().cloned().collect()
-    } else {
-        for n in only {
-            policy.export(n)?;
-        }
-        only.to_vec()
-    };
+    let names = policy.exports_named(only)?;
     run_exports(&policy, &names, wait, Utc::now(), runner::Upkeep::None, out).await
 }
 

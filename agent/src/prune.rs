@@ -13,11 +13,7 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = crate::backup::now_or(now)?;
-    let names: Vec<String> = if only.is_empty() {
-        policy.exports.keys().cloned().collect()
-    } else {
-        only.to_vec()
-    };
+    let names = policy.exports_named(only)?;
     let mut code = ExitCode::Ok;
     let mut json = Vec::new();
     for name in &names {

@@ -15,11 +15,7 @@ pub async fn run(
     out: &Output,
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
-    let names: Vec<String> = if only.is_empty() {
-        policy.exports.keys().cloned().collect()
-    } else {
-        only.to_vec()
-    };
+    let names = policy.exports_named(only)?;
     let mut code = ExitCode::Ok;
     let mut all: Vec<Tested> = Vec::new();
     for name in &names {

@@ -485,13 +485,7 @@ where
             format!("reading {} failed: {e}", manifest.stored.object),
         ));
     }
-    let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
-        target: target.name.clone(),
-        object: manifest.stored.object.clone(),
-        what,
-        expected,
-        actual,
-    };
+    let integrity = |what, expected, actual| integrity(target, manifest, what, expected, actual);
     let raw = decoded.raw;
     stored_matches(target, manifest, decoded.stored)?;
     if let Some(e) = decoded.error {
@@ -588,13 +582,7 @@ fn digests_match(
     expected: (u64, &str),
     actual: Digest,
 ) -> Result<()> {
-    let integrity = |what: &'static str, expected: String, actual: String| Error::Integrity {
-        target: target.name.clone(),
-        object: manifest.stored.object.clone(),
-        what,
-        expected,
-        actual,
-    };
+    let integrity = |what, expected, actual| integrity(target, manifest, what, expected, actual);
     if actual.size != expected.0 {
         return Err(integrity(
             what.0,
@@ -606,6 +594,23 @@ fn digests_match(
         return Err(integrity(what.1, expected.1.to_string(), actual.sha256));
     }
     Ok(())
+}
+
+/// The point's object failed a check: `what`, expected and found.
+fn integrity(
+    target: &Target,
+    manifest: &Manifest,
+    what: &'static str,
+    expected: String,
+    actual: String,
+) -> Error {
+    Error::Integrity {
+        target: target.name.clone(),
+        object: manifest.stored.object.clone(),
+        what,
+        expected,
+        actual,
+    }
 }
 
 /// The bytes of `object` on `target`, as a stream of chunks.

@@ -371,20 +371,17 @@ pub async fn run(
             export.name
         )));
     }
+    let tester = Tester {
+        policy,
+        export,
+        config: &config,
+        repos: &repos,
+        identities,
+        progress,
+    };
     let mut out = Vec::new();
     for m in points {
-        let pitr = out.is_empty();
-        let tested = test_point(
-            policy,
-            export,
-            &config,
-            &repos,
-            &m,
-            identities,
-            pitr,
-            progress.clone(),
-        )
-        .await;
+        let tested = tester.test_point(&m, out.is_empty()).await;
         for repo in &repos {
             if let Err(e) = repo.save_restore_test(&tested).await {
                 tracing::warn!("the restore test of {} is not recorded: {e}", m.id);
@@ -405,95 +402,160 @@ pub async fn run(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn test_point(
-    policy: &Policy,
-    export: &Export,
-    config: &RestoreTestConfig,
-    repos: &[Repository],
-    m: &Manifest,
-    identities: &[PathBuf],
-    pitr: bool,
+/// What every point of one export's restore test shares.
+struct Tester<'a> {
+    policy: &'a Policy,
+    export: &'a Export,
+    config: &'a RestoreTestConfig,
+    repos: &'a [Repository],
+    identities: &'a [PathBuf],
     progress: Reporter,
-) -> Tested {
-    let mut tested = Tested {
-        id: m.id.clone(),
-        host: m.host.clone(),
-        export: m.export.clone(),
-        kind: m.kind.clone(),
-        at: Utc::now(),
-        passed: false,
-        error: None,
-        raw_sha256: m.raw.sha256.clone(),
-        stored_sha256: m.stored.sha256.clone(),
-        target: String::new(),
-        tools: m.tools.clone(),
-        start_seconds: 0.0,
-        receive_seconds: 0.0,
-        load_seconds: 0.0,
-        validate_seconds: 0.0,
-        raw_bytes: m.raw.size,
-        restore_bytes_per_second: 0.0,
-        checks: Vec::new(),
-        to_time: None,
-        agent: crate::repository::agent_id(),
-    };
-    let result = match &export.source {
-        SourceConfig::PostgresCluster(c) => {
-            restore_cluster(
-                policy,
-                export,
-                c,
-                config,
-                repos,
-                m,
-                identities,
-                pitr,
-                progress,
-                &mut tested,
-            )
-            .await
-        }
-        _ => restore_and_check(policy, export, config, repos, m, progress, &mut tested).await,
-    };
-    match result {
-        Ok(()) => tested.passed = tested.checks.iter().all(|c| c.passed),
-        Err(e) => tested.error = Some(e.to_string()),
-    }
-    tested
 }
 
-async fn restore_and_check(
-    policy: &Policy,
-    export: &Export,
-    config: &RestoreTestConfig,
-    repos: &[Repository],
-    m: &Manifest,
-    progress: Reporter,
-    tested: &mut Tested,
-) -> Result<()> {
-    let started = Instant::now();
-    let scratch = Scratch::new()?;
-    let instance = Instance::start(&export.source, &scratch, &policy.base_dir)?;
-    tested.start_seconds = started.elapsed().as_secs_f64();
-    let source: Arc<dyn Source> = Arc::from(source::build(&instance.config, &policy.base_dir));
-    let plan = restore::plan(
-        repos,
-        &policy.host,
-        &export.name,
-        &Selector::Id(m.id.clone()),
-        source.clone(),
-        instance.to.as_deref(),
-    )
-    .await?;
-    let options = scratch.options(policy, None);
-    let report = restore::execute(&plan, source.clone(), options, progress).await?;
-    tested.timed(&report);
-    let validating = Instant::now();
-    tested.checks = check(source.clone(), instance.clone_for_checks(), &config.checks).await?;
-    tested.validate_seconds = validating.elapsed().as_secs_f64();
-    drop(instance);
-    Ok(())
+impl Tester<'_> {
+    /// Restores and checks `m`; `pitr`: a physical base backup is replayed
+    /// to a random instant rather than to the end of its archive.
+    async fn test_point(&self, m: &Manifest, pitr: bool) -> Tested {
+        let mut tested = Tested {
+            id: m.id.clone(),
+            host: m.host.clone(),
+            export: m.export.clone(),
+            kind: m.kind.clone(),
+            at: Utc::now(),
+            passed: false,
+            error: None,
+            raw_sha256: m.raw.sha256.clone(),
+            stored_sha256: m.stored.sha256.clone(),
+            target: String::new(),
+            tools: m.tools.clone(),
+            start_seconds: 0.0,
+            receive_seconds: 0.0,
+            load_seconds: 0.0,
+            validate_seconds: 0.0,
+            raw_bytes: m.raw.size,
+            restore_bytes_per_second: 0.0,
+            checks: Vec::new(),
+            to_time: None,
+            agent: crate::repository::agent_id(),
+        };
+        let result = match &self.export.source {
+            SourceConfig::PostgresCluster(c) => self.restore_cluster(c, m, pitr, &mut tested).await,
+            _ => self.restore_and_check(m, &mut tested).await,
+        };
+        match result {
+            Ok(()) => tested.passed = tested.checks.iter().all(|c| c.passed),
+            Err(e) => tested.error = Some(e.to_string()),
+        }
+        tested
+    }
+
+    async fn plan(
+        &self,
+        selector: Selector,
+        source: Arc<dyn Source>,
+        to: Option<&str>,
+    ) -> Result<restore::Plan> {
+        restore::plan(
+            self.repos,
+            &self.policy.host,
+            &self.export.name,
+            &selector,
+            source,
+            to,
+        )
+        .await
+    }
+
+    async fn restore_and_check(&self, m: &Manifest, tested: &mut Tested) -> Result<()> {
+        let started = Instant::now();
+        let scratch = Scratch::new()?;
+        let instance = Instance::start(&self.export.source, &scratch, &self.policy.base_dir)?;
+        tested.start_seconds = started.elapsed().as_secs_f64();
+        let kind = &instance.checked.kind;
+        let source: Arc<dyn Source> = Arc::from(source::build(kind, &self.policy.base_dir));
+        let plan = self
+            .plan(
+                Selector::Id(m.id.clone()),
+                source.clone(),
+                instance.checked.to.as_deref(),
+            )
+            .await?;
+        let options = scratch.options(self.policy, None);
+        let report =
+            restore::execute(&plan, source.clone(), options, self.progress.clone()).await?;
+        tested.timed(&report);
+        let validating = Instant::now();
+        tested.checks = check(source, instance.checked.clone(), &self.config.checks).await?;
+        tested.validate_seconds = validating.elapsed().as_secs_f64();
+        drop(instance);
+        Ok(())
+    }
+
+    /// A physical base backup restored into a scratch data directory, its
+    /// archive replayed (with `pitr`, to a random instant between the end
+    /// of the backup and the newest instant the archive reaches), then
+    /// started as a private server for the checks.
+    async fn restore_cluster(
+        &self,
+        cluster: &crate::source::postgres::cluster::ClusterConfig,
+        m: &Manifest,
+        pitr: bool,
+        tested: &mut Tested,
+    ) -> Result<()> {
+        use crate::source::postgres::scratch::ScratchServer;
+        let (policy, export) = (self.policy, self.export);
+        let scratch = Scratch::new()?;
+        // `data`, as every scratch server's: a test killed midway leaves
+        // the server a later sweep stops.
+        let data = scratch.path().join("data");
+        let mut restored = cluster.clone();
+        restored.data_directory = data.clone();
+        let source: Arc<dyn Source> = Arc::from(source::build(
+            &SourceConfig::PostgresCluster(restored.clone()),
+            &policy.base_dir,
+        ));
+        let to = data.display().to_string();
+        let mut plan = self
+            .plan(Selector::Id(m.id.clone()), source.clone(), Some(&to))
+            .await?;
+        if pitr
+            && let (Some(w), Some(until)) = (&m.wal, plan.replay.as_ref().and_then(|r| r.until))
+            && until > w.consistent_after
+        {
+            let span = (until - w.consistent_after).num_milliseconds().max(1);
+            let at =
+                w.consistent_after + chrono::Duration::milliseconds(rand::random_range(0..span));
+            plan = self
+                .plan(Selector::At(at), source.clone(), Some(&to))
+                .await?;
+            if plan.manifest.id != m.id {
+                return Err(Error::Failed(format!(
+                    "a point-in-time restore to {at} picks point {}, not {}",
+                    plan.manifest.id, m.id
+                )));
+            }
+            tested.to_time = Some(at);
+        }
+        let (restore_command, _) =
+            crate::wal::run::replay_commands(policy, &export.name, false, self.identities)?;
+        let options = scratch.options(policy, restore_command);
+        let report = restore::execute(&plan, source, options, self.progress.clone()).await?;
+        tested.timed(&report);
+        let validating = Instant::now();
+        let bin = ScratchServer::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
+        let server = ScratchServer::adopt(bin, &data, scratch.path())?;
+        let mut checked = restored;
+        checked.url = None;
+        checked.host = Some(server.socket_dir().display().to_string());
+        checked.port = Some(server.port());
+        checked.password = None;
+        let kind = SourceConfig::PostgresCluster(checked);
+        let src: Arc<dyn Source> = Arc::from(source::build(&kind, &policy.base_dir));
+        tested.checks = check(src, Checked { kind, to: None }, &self.config.checks).await?;
+        tested.validate_seconds = validating.elapsed().as_secs_f64();
+        drop(server);
+        Ok(())
+    }
 }
 
 /// The checks of a restored copy, on a blocking thread (they run tools).
@@ -506,84 +568,6 @@ async fn check(
     tokio::task::spawn_blocking(move || validate(source.as_ref(), &instance, &checks))
         .await
         .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))
-}
-
-/// A physical base backup restored into a scratch data directory, its
-/// archive replayed (for the newest point, to a random instant between the
-/// end of the backup and the newest instant the archive reaches), then
-/// started as a private server for the checks.
-#[allow(clippy::too_many_arguments)]
-async fn restore_cluster(
-    policy: &Policy,
-    export: &Export,
-    cluster: &crate::source::postgres::cluster::ClusterConfig,
-    config: &RestoreTestConfig,
-    repos: &[Repository],
-    m: &Manifest,
-    identities: &[PathBuf],
-    pitr: bool,
-    progress: Reporter,
-    tested: &mut Tested,
-) -> Result<()> {
-    use crate::source::postgres::scratch::ScratchServer;
-    let scratch = Scratch::new()?;
-    let data = scratch.path().join("restored");
-    let mut restored = cluster.clone();
-    restored.data_directory = data.clone();
-    let source: Arc<dyn Source> = Arc::from(source::build(
-        &SourceConfig::PostgresCluster(restored.clone()),
-        &policy.base_dir,
-    ));
-    let to = data.display().to_string();
-    let plan_for = |selector: Selector| {
-        let (source, to) = (source.clone(), to.clone());
-        async move {
-            restore::plan(
-                repos,
-                &policy.host,
-                &export.name,
-                &selector,
-                source,
-                Some(&to),
-            )
-            .await
-        }
-    };
-    let mut plan = plan_for(Selector::Id(m.id.clone())).await?;
-    if pitr
-        && let (Some(w), Some(until)) = (&m.wal, plan.replay.as_ref().and_then(|r| r.until))
-        && until > w.consistent_after
-    {
-        let span = (until - w.consistent_after).num_milliseconds().max(1);
-        let at = w.consistent_after + chrono::Duration::milliseconds(rand::random_range(0..span));
-        plan = plan_for(Selector::At(at)).await?;
-        if plan.manifest.id != m.id {
-            return Err(Error::Failed(format!(
-                "a point-in-time restore to {at} picks point {}, not {}",
-                plan.manifest.id, m.id
-            )));
-        }
-        tested.to_time = Some(at);
-    }
-    let (restore_command, _) =
-        crate::wal::run::replay_commands(policy, &export.name, false, identities)?;
-    let options = scratch.options(policy, restore_command);
-    let report = restore::execute(&plan, source, options, progress).await?;
-    tested.timed(&report);
-    let validating = Instant::now();
-    let bin = ScratchServer::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
-    let server = ScratchServer::adopt(bin, &data, scratch.path())?;
-    let mut checked = restored;
-    checked.url = None;
-    checked.host = Some(server.socket_dir().display().to_string());
-    checked.port = Some(server.port());
-    checked.password = None;
-    let kind = SourceConfig::PostgresCluster(checked);
-    let src: Arc<dyn Source> = Arc::from(source::build(&kind, &policy.base_dir));
-    tested.checks = check(src, Checked { kind, to: None }, &config.checks).await?;
-    tested.validate_seconds = validating.elapsed().as_secs_f64();
-    drop(server);
-    Ok(())
 }
 
 /// A private folder for the instance and the staged data, removed with it.
@@ -687,16 +671,15 @@ fn alive(pid: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
 
-/// The throwaway copy a point is restored into: the source's settings
-/// pointed at it, and what a restore's `--to` is.
+/// The throwaway copy a point is restored into, and the private server
+/// holding it (stopped when dropped).
 struct Instance {
-    config: SourceConfig,
-    to: Option<String>,
-    /// A private server, stopped when dropped (held for that).
+    checked: Checked,
     _server: Option<Box<dyn std::any::Any + Send>>,
 }
 
-/// What the checks need of an instance.
+/// What the restore and the checks need of an instance: the source's
+/// settings pointed at it, and what a restore's `--to` is.
 #[derive(Clone)]
 struct Checked {
     kind: SourceConfig,
@@ -705,26 +688,26 @@ struct Checked {
 
 impl Instance {
     fn start(source: &SourceConfig, scratch: &Scratch, base_dir: &Path) -> Result<Instance> {
-        match source {
+        let at =
+            |kind, to: Option<&Path>, server: Option<Box<dyn std::any::Any + Send>>| Instance {
+                checked: Checked {
+                    kind,
+                    to: to.map(|p| p.display().to_string()),
+                },
+                _server: server,
+            };
+        Ok(match source {
             SourceConfig::Sqlite(_) => {
                 let file = scratch.path().join("restored.db");
-                Ok(Instance {
-                    config: SourceConfig::Sqlite(source::sqlite::SqliteConfig {
-                        path: file.clone(),
-                    }),
-                    to: Some(file.display().to_string()),
-                    _server: None,
-                })
+                let kind =
+                    SourceConfig::Sqlite(source::sqlite::SqliteConfig { path: file.clone() });
+                at(kind, Some(&file), None)
             }
             SourceConfig::Directory(c) => {
-                let dir = scratch.path().join("restored");
                 let mut c = c.clone();
-                c.path = dir.clone();
-                Ok(Instance {
-                    config: SourceConfig::Directory(c),
-                    to: Some(dir.display().to_string()),
-                    _server: None,
-                })
+                c.path = scratch.path().join("restored");
+                let dir = c.path.clone();
+                at(SourceConfig::Directory(c), Some(&dir), None)
             }
             SourceConfig::Postgres(c) => {
                 let server = crate::source::postgres::scratch::ScratchServer::start(
@@ -732,33 +715,25 @@ impl Instance {
                     scratch.path(),
                     base_dir,
                 )?;
-                Ok(Instance {
-                    config: SourceConfig::Postgres(server.config()),
-                    to: None,
-                    _server: Some(Box::new(server)),
-                })
+                at(
+                    SourceConfig::Postgres(server.config()),
+                    None,
+                    Some(Box::new(server)),
+                )
             }
             SourceConfig::Mysql(c) => {
                 let server =
                     crate::source::mysql_scratch::ScratchMariadb::start(c, scratch.path())?;
-                Ok(Instance {
-                    config: SourceConfig::Mysql(server.config()),
-                    to: None,
-                    _server: Some(Box::new(server)),
-                })
+                at(
+                    SourceConfig::Mysql(server.config()),
+                    None,
+                    Some(Box::new(server)),
+                )
             }
-            other => Err(Error::Usage(format!(
-                "restore tests of {} exports are not built yet (postgres, mariadb, sqlite and directory are)",
-                other.kind().name()
-            ))),
-        }
-    }
-
-    fn clone_for_checks(&self) -> Checked {
-        Checked {
-            kind: self.config.clone(),
-            to: self.to.clone(),
-        }
+            SourceConfig::PostgresCluster(_) => {
+                unreachable!("physical base backups are restored by Tester::restore_cluster")
+            }
+        })
     }
 }
 

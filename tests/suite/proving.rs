@@ -4,7 +4,14 @@
 
 use std::path::Path;
 
-use crate::harness::{Run, pg_table_digest, psql, scratch};
+use crate::harness::{Run, Scratch, pg_table_digest, psql, scratch};
+
+/// `test-restore --json` with its temporary files in `tmp`.
+fn test_restore(s: &Scratch, policy: &str, tmp: &Path) -> Run {
+    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", policy]);
+    cmd.env("TMPDIR", tmp);
+    Run::from(cmd.output().unwrap())
+}
 
 /// What is left in `dir` (the agent's temporary folder).
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -74,9 +81,7 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
 
     let tmp = s.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
-    cmd.env("TMPDIR", &tmp);
-    let run = Run::from(cmd.output().unwrap());
+    let run = test_restore(&s, p, &tmp);
     run.ok();
     let tests = run.json()["tests"].as_array().unwrap().clone();
     assert_eq!(tests.len(), 2, "the newest and one at random: {tests:#?}");
@@ -283,9 +288,7 @@ fn a_restore_test_killed_midway_is_cleaned_up_by_the_next_one() {
     );
 
     // The next test stops the server left behind and removes its folder.
-    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
-    cmd.env("TMPDIR", &tmp);
-    let again = Run::from(cmd.output().unwrap());
+    let again = test_restore(&s, p, &tmp);
     again.ok();
     assert_eq!(again.json()["tests"][0]["passed"], true);
     let started = std::time::Instant::now();
@@ -323,9 +326,7 @@ fn a_mariadb_restore_test_loads_a_private_server_and_never_touches_the_live_data
     s.agent(&["backup", "--policy", p]).ok();
     let tmp = s.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cmd = s.agent_cmd(&["--json", "test-restore", "--policy", p]);
-    cmd.env("TMPDIR", &tmp);
-    let run = Run::from(cmd.output().unwrap());
+    let run = test_restore(&s, p, &tmp);
     run.ok();
     let t = &run.json()["tests"][0];
     assert_eq!(t["passed"], true, "{t:#}");

@@ -775,6 +775,18 @@ impl Policy {
             .collect()
     }
 
+    /// The exports a command names (`--export`), each checked to exist; all
+    /// of them when it names none.
+    pub fn exports_named(&self, only: &[String]) -> Result<Vec<String>, crate::Error> {
+        if only.is_empty() {
+            return Ok(self.exports.keys().cloned().collect());
+        }
+        for n in only {
+            self.export(n)?;
+        }
+        Ok(only.to_vec())
+    }
+
     pub fn export(&self, name: &str) -> Result<&Export, crate::Error> {
         self.exports.get(name).ok_or_else(|| {
             crate::Error::NotFound(format!(
