@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Run, Scratch, scratch, tree_digest};
+use crate::harness::{Run, Scratch, pg_table_digest, psql, scratch, tree_digest};
 
 /// A line no compressor hides: if it is in a stored object, the object is
 /// not encrypted.
@@ -547,4 +547,80 @@ fn a_target_limit_holds_uploads_to_its_rate() {
         elapsed >= floor,
         "{stored} bytes at 1 MiB/s took {elapsed:.2}s"
     );
+}
+
+#[test]
+fn over_a_live_database_an_encrypted_point_shows_its_plan_and_a_load_failing_halfway_changes_nothing()
+ {
+    let s = scratch("sealedpg");
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    // An index over a function reading a table by its unqualified name: it
+    // works live and fails in pg_restore (empty search_path), halfway
+    // through the load.
+    psql(
+        &db,
+        "create table buckets (n int); insert into buckets values (1), (2), (3);
+         create function bucket(i int) returns int language sql immutable
+           as 'select i % (select count(*)::int from buckets)';
+         create table items (id int primary key, name text);
+         insert into items select i, 'item ' || i from generate_series(1, 1001) i;
+         create index items_bucket on items (bucket(id));",
+    );
+    let k = keys(&s);
+    let p = s.write(
+        "policy.yaml",
+        &format!(
+            "host: db-1\nkeys:\n  recipients: {{ops: {}}}\n{}exports:\n  shop:\n    source: {}\n    targets: [nas]\n",
+            k.ops.1,
+            s.targets_yaml(),
+            s.pg_source_yaml(&db)
+        ),
+    );
+    let p = p.to_str().unwrap();
+    s.agent(&["backup", "--policy", p]).ok();
+    psql(
+        &db,
+        "insert into items values (5000, 'written after the point')",
+    );
+    let before = pg_table_digest(&db, "items");
+    let id = ["--identity", k.ops.0.to_str().unwrap()];
+
+    // Without --yes: the plan says what would be replaced and where it
+    // would be kept, and nothing is done.
+    let mut asked = vec!["restore", "--policy", p, "--export", "shop"];
+    asked.extend_from_slice(&id);
+    let plan = s.drp(&asked);
+    plan.code(5);
+    let shown = plan.all();
+    assert!(
+        shown.contains("Restore plan")
+            && shown.contains(&format!("replaces         PostgreSQL database `{db}`"))
+            && shown.contains(&format!("renamed to `{db}_drp_replaced_")),
+        "{shown}"
+    );
+    assert_eq!(pg_table_digest(&db, "items"), before);
+
+    // With --yes: the point decrypts and verifies, its load fails halfway,
+    // and the live database is exactly as it was.
+    asked.push("--yes");
+    let r = s.drp(&asked);
+    r.code(1);
+    assert!(
+        r.stderr
+            .contains(&format!("database `{db}` was not touched")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        pg_table_digest(&db, "items"),
+        before,
+        "the live data changed"
+    );
+    let copies = psql(
+        "postgres",
+        &format!("select count(*) from pg_database where datname like '{db}_drp_%'"),
+    );
+    assert_eq!(copies, "0", "the partial copy was left behind");
+    psql("postgres", &format!("drop database {db} with (force)"));
 }
