@@ -83,6 +83,16 @@ pub enum Command {
         #[arg(long, short)]
         policy: PathBuf,
     },
+    /// Serve a coordinator on stdin/stdout (started by sshd for the key
+    /// pinned to it in authorized_keys): only the steps this host's policy
+    /// allows, checked against it.
+    Serve {
+        /// Talk over stdin and stdout (the only transport).
+        #[arg(long, required = true)]
+        stdio: bool,
+        #[arg(long, short, default_value = "/etc/drp/policy.yaml")]
+        policy: PathBuf,
+    },
     /// Snapshot sets tied to changes: create, list, rollback, expire.
     #[command(subcommand)]
     Snapshot(drp_cli::snapshot::SnapshotCommand),
@@ -187,6 +197,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             now,
         } => crate::prune::run(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => crate::status::run(policy, &out).await,
+        Command::Serve { policy, .. } => crate::serve::run(policy).await,
         Command::Snapshot(cmd) => drp_cli::snapshot::run(cmd, &out).await,
         Command::Guard {
             policy,

@@ -3,6 +3,7 @@
 mod backup;
 mod cli;
 mod prune;
+mod serve;
 mod status;
 mod systemd;
 mod test_restore;

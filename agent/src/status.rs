@@ -8,8 +8,19 @@ use drp_core::config::units::format_duration;
 use drp_core::repository::Repository;
 use drp_core::{Error, ExitCode, Result, runner, state};
 
-pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode> {
-    let policy = Policy::load(policy_path)?;
+/// What `status` reports of one host: its exports against the RPO, its
+/// targets, restore tests and snapshots.
+struct Gathered<'a> {
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+    rpo: Option<std::time::Duration>,
+    rows: Vec<(&'a drp_core::config::Export, state::ExportState, Option<std::time::Duration>, Option<bool>)>,
+    health: Vec<(String, String)>,
+    tests: Vec<serde_json::Value>,
+    over: bool,
+}
+
+async fn gather(policy: &Policy) -> Gathered<'_> {
     let now = Utc::now();
     let rpo = policy.objectives.rpo.map(|d| d.as_duration());
     let mut rows = Vec::new();
@@ -27,7 +38,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
     let mut over = false;
     for e in policy.exports.values() {
         let mut st = state::load(&policy.state_dir, &policy.host, &e.name);
-        runner::refresh_points(&policy, &e.name, &mut st).await;
+        runner::refresh_points(policy, &e.name, &mut st).await;
         // An archived cluster's loss is bounded by its WAL, not its base backups.
         let archived = e.source.archives_continuously().then(|| {
             drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
@@ -47,9 +58,19 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
         }
         rows.push((e, st, exposure, within));
     }
-    let tests = restore_tests(&policy, now).await;
-    if out.json {
-        out.print_json(&serde_json::json!({
+    let tests = restore_tests(policy, now).await;
+    Gathered { policy, now, rpo, rows, health, tests, over }
+}
+
+/// The status of the host as `status --json` prints it (and `serve` answers).
+pub async fn json(policy: &Policy) -> serde_json::Value {
+    to_json(&gather(policy).await)
+}
+
+fn to_json(g: &Gathered) -> serde_json::Value {
+    let Gathered { policy, now, rpo, rows, health, tests, .. } = g;
+    let (now, rpo) = (*now, *rpo);
+    serde_json::json!({
             "host": policy.host,
             "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
             "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
@@ -66,12 +87,21 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
             "snapshots": snapshots_status(&policy, now),
             "restore_tests": tests,
-        }));
+        })
+}
+
+pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let g = gather(&policy).await;
+    if out.json {
+        out.print_json(&to_json(&g));
     } else {
+        let Gathered { now, rpo, rows, health, tests, .. } = &g;
+        let (now, rpo) = (*now, *rpo);
         let mut table = Table::new(&[
             "EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO",
         ]);
-        for (e, st, exposure, within) in &rows {
+        for (e, st, exposure, within) in rows.iter() {
             let ago = |t: Option<DateTime<Utc>>| {
                 t.map(|t| {
                     format!(
@@ -106,7 +136,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             ]);
         }
         println!("{}", table.render());
-        for (e, st, _, _) in &rows {
+        for (e, st, _, _) in rows.iter() {
             match &st.last_maintenance {
                 Some(m) => println!(
                     "{}: after the last scheduled run{}: newest point read back on {}, retention kept {} and deleted {} points, {} orphans removed{}",
@@ -136,10 +166,10 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
                 ),
             }
         }
-        for t in &tests {
+        for t in tests.iter() {
             println!("{}", t["line"].as_str().unwrap_or_default());
         }
-        for (n, s) in &health {
+        for (n, s) in health.iter() {
             println!("target `{n}`: {s}");
         }
         for v in snapshots_status(&policy, now) {
@@ -163,7 +193,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             }
         }
     }
-    Ok(if over {
+    Ok(if g.over {
         ExitCode::ObjectivesMissed
     } else {
         ExitCode::Ok

@@ -30,6 +30,16 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         if is_runbook {
             match drp_coordinator::runbook::Runbook::load(file) {
                 Ok(rb) => {
+                    // Steps on other hosts are checked by those hosts.
+                    let remote = drp_coordinator::drill::hosts_ready(&rb).await;
+                    for c in &remote {
+                        if !c.ok {
+                            invalid = true;
+                            eprintln!("{}: {}: {}", file.display(), c.check, c.detail);
+                        } else if !out.json {
+                            println!("{}: {}: {}", file.display(), c.check, c.detail);
+                        }
+                    }
                     let budget = rb.worst_case_duration();
                     let fits = budget <= rb.rto;
                     if !fits {
@@ -57,7 +67,8 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                         }
                     }
                     json.push(serde_json::json!({
-                        "file": file, "valid": true, "runbook": rb.name, "steps": rb.steps.len(),
+                        "file": file, "valid": remote.iter().all(|c| c.ok), "runbook": rb.name, "steps": rb.steps.len(),
+                        "hosts": remote,
                         "worst_case_seconds": budget.as_secs(), "rto_seconds": rb.rto.as_secs(), "timeouts_fit_rto": fits,
                     }));
                     if !out.json {

@@ -82,6 +82,16 @@ pub enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// Every host of an inventory: exports, newest point, RPO exposure,
+    /// archive lag and last drill, asking the agents at once over SSH.
+    Status {
+        /// An Ansible YAML inventory (`ansible_host`, `drp_policy`, …).
+        #[arg(long, short)]
+        inventory: PathBuf,
+        /// The coordinator's policy, whose targets hold the drill reports.
+        #[arg(long, short)]
+        policy: Option<PathBuf>,
+    },
     /// Validate policies and runbooks; say which objectives they can meet.
     Check {
         /// Policy and runbook files.
@@ -150,6 +160,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out).await,
+        Command::Status { inventory, policy } => {
+            fleet_status(inventory, policy.as_deref(), &out).await
+        }
         Command::Run {
             runbook,
             failed_at,
@@ -355,4 +368,49 @@ async fn run_runbook(
         }
     }
     Ok(report.exit_code(not_stored.is_empty()))
+}
+
+/// `drp status --inventory`: the fleet's table (or JSON); unreachable
+/// hosts are listed. Exit 8 when an export is over its RPO or a host did
+/// not answer (its exposure is unknown).
+async fn fleet_status(
+    inventory: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    out: &Output,
+) -> Result<ExitCode> {
+    use drp_coordinator::fleet;
+    let inventory = fleet::inventory::Inventory::load(inventory)?;
+    let reports = match policy {
+        Some(p) => {
+            let policy = drp_core::config::Policy::load(p)?;
+            drp_coordinator::report::Store::open(&policy)
+                .await
+                .load_all()
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let now = chrono::Utc::now();
+    let hosts = fleet::status::gather(&inventory, &reports).await;
+    let rows = fleet::status::rows(&hosts, now);
+    let unreachable = rows.iter().filter(|r| r["reachable"] == false).count();
+    let over = rows.iter().filter(|r| r["within_rpo"] == false).count();
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "hosts": hosts.len(), "unreachable": unreachable, "exports_over_rpo": over, "rows": rows,
+        }));
+    } else {
+        println!("{}", fleet::status::table(&rows, now));
+        println!(
+            "{} hosts, {} unreachable, {} exports over their RPO",
+            hosts.len(),
+            unreachable,
+            over
+        );
+    }
+    Ok(if unreachable + over > 0 {
+        ExitCode::ObjectivesMissed
+    } else {
+        ExitCode::Ok
+    })
 }

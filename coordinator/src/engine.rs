@@ -26,6 +26,9 @@ pub struct StepRecord {
     pub section: String,
     pub name: String,
     pub phase: Option<Phase>,
+    /// The inventory host it ran on; `None`: where `drp` ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub action: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
@@ -38,6 +41,11 @@ pub struct StepRecord {
 impl StepRecord {
     pub fn passed(&self) -> bool {
         self.status == StepStatus::Passed
+    }
+
+    /// The host it ran on, `local` being the coordinator's host's name.
+    pub fn host_or<'a>(&'a self, local: &'a str) -> &'a str {
+        self.host.as_deref().unwrap_or(local)
     }
 }
 
@@ -82,6 +90,7 @@ pub async fn run_step(
         section: section.to_string(),
         name: step.name.clone(),
         phase,
+        host: step.host.clone(),
         action: action.describe(),
         started_at,
         ended_at: Utc::now(),
@@ -94,9 +103,19 @@ pub async fn run_step(
     record
 }
 
-/// One attempt of the step's action, given up after the step's timeout.
+/// One attempt of the step's action, here or on its host, given up after
+/// the step's timeout (a remote step is then cancelled on its host).
 async fn attempt(step: &Step, action: &dyn Action, ctx: &Context) -> Result<String, ActionError> {
-    tokio::time::timeout(step.timeout, action.run(ctx))
+    let run = async {
+        match (&step.host, &ctx.fleet) {
+            (None, _) => action.run(ctx).await,
+            (Some(host), Some(fleet)) => fleet.run(host, step, ctx).await,
+            (Some(host), None) => Err(ActionError::failed(format!(
+                "step on host `{host}` without an inventory"
+            ))),
+        }
+    };
+    tokio::time::timeout(step.timeout, run)
         .await
         .unwrap_or(Err(ActionError::TimedOut(step.timeout)))
 }
@@ -170,7 +189,9 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Runs steps in order, applying each one's on-failure choice.
+/// Runs steps in order, applying each one's on-failure choice; the steps
+/// of a phase the runbook runs in parallel start together, and their
+/// failures are handled in step order once all have ended.
 pub async fn run_steps(
     section: &str,
     steps: &[Step],
@@ -179,35 +200,66 @@ pub async fn run_steps(
     observe: Observer<'_>,
 ) -> Outcome {
     let mut records = Vec::new();
-    for step in steps {
-        let record = run_step(section, step, step.phase, ctx, observe).await;
-        let failure = (!record.passed()).then(|| Failure::from(&record));
-        records.push(record);
-        let Some(failure) = failure else {
-            continue;
+    let mut rest = steps;
+    while let Some(first) = rest.first() {
+        let together = match first.phase {
+            Some(p) if runbook.parallel.contains(&p) => {
+                rest.iter().take_while(|s| s.phase == Some(p)).count()
+            }
+            _ => 1,
         };
-        let aborted = match &step.on_failure {
+        let (group, after) = rest.split_at(together);
+        rest = after;
+        let ran = futures::future::join_all(
+            group
+                .iter()
+                .map(|step| run_step(section, step, step.phase, ctx, observe)),
+        )
+        .await;
+        for (step, record) in group.iter().zip(ran) {
+            if let Some(aborted) =
+                after_step(step, record, runbook, ctx, observe, &mut records).await
+            {
+                return Outcome {
+                    records,
+                    aborted: Some(aborted),
+                };
+            }
+        }
+    }
+    Outcome {
+        records,
+        aborted: None,
+    }
+}
+
+/// Records a step and applies its on-failure choice: why the procedure
+/// stops, if it does.
+async fn after_step(
+    step: &Step,
+    record: StepRecord,
+    runbook: &Runbook,
+    ctx: &Context,
+    observe: Observer<'_>,
+    records: &mut Vec<StepRecord>,
+) -> Option<Aborted> {
+    let failure = (!record.passed()).then(|| Failure::from(&record));
+    records.push(record);
+    let failure = failure?;
+    match &step.on_failure {
             OnFailure::Continue => None,
             OnFailure::Abort => Some(Aborted {
                 step: failure,
                 fallback: None,
             }),
             OnFailure::Fallback(names) => {
-                run_fallbacks(names, step, runbook, ctx, observe, &mut records)
+                run_fallbacks(names, step, runbook, ctx, observe, records)
                     .await
                     .map(|fallback| Aborted {
                         step: failure,
                         fallback: Some(fallback),
                     })
             }
-        };
-        if aborted.is_some() {
-            return Outcome { records, aborted };
-        }
-    }
-    Outcome {
-        records,
-        aborted: None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod action;
 pub mod compliance;
 pub mod drill;
 pub mod engine;
+pub mod fleet;
 pub mod handover;
 pub mod report;
 pub mod runbook;

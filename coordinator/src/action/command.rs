@@ -6,14 +6,18 @@ use std::fmt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Action, ActionError, Context, Poll};
+use super::{Action, ActionError, Context, Invalid, Poll};
+use drp_core::config::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandAction {
     /// The command line, run without a shell: a list (`[test, -s, /srv/index.html]`)
     /// or a string split into words (see [`Argv`]).
-    pub run: Argv,
+    pub run: Option<Argv>,
+    /// Or a command the host's policy declares under `serve.commands`, by
+    /// name: the only kind of command another host's coordinator may run.
+    pub named: Option<String>,
     #[serde(default)]
     pub expect_exit: i32,
     pub output_contains: Option<String>,
@@ -207,8 +211,25 @@ pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), ActionErr
 }
 
 impl CommandAction {
+    /// The argument vector: as written, or the host's declaration of `named`.
+    fn argv(&self, policy: &Policy) -> Result<Argv, Invalid> {
+        match (&self.run, &self.named) {
+            (Some(run), None) => Ok(run.clone()),
+            (None, Some(name)) => {
+                let declared = policy
+                    .serve
+                    .commands
+                    .get(name)
+                    .ok_or_else(|| Invalid::unknown_command(name, policy))?;
+                Argv::new(declared.run.clone()).map_err(|_| Invalid::unknown_command(name, policy))
+            }
+            _ => Err(Invalid::RunOrNamed),
+        }
+    }
+
     async fn once(&self, ctx: &Context) -> Result<String, ActionError> {
-        let (code, output) = exec(&self.run, ctx).await?;
+        let argv = self.argv(&ctx.policy).map_err(|e| ActionError::failed(e.to_string()))?;
+        let (code, output) = exec(&argv, ctx).await?;
         let tail: String = output
             .trim()
             .chars()
@@ -220,29 +241,38 @@ impl CommandAction {
             .collect();
         if code != self.expect_exit {
             return Err(ActionError::failed(format!(
-                "`{}` exited {code}, expected {}: {tail}",
-                self.run, self.expect_exit
+                "`{argv}` exited {code}, expected {}: {tail}",
+                self.expect_exit
             )));
         }
         if let Some(want) = &self.output_contains
             && !output.contains(want.as_str())
         {
             return Err(ActionError::failed(format!(
-                "`{}`: output does not contain `{want}`: {tail}",
-                self.run
+                "`{argv}`: output does not contain `{want}`: {tail}"
             )));
         }
-        Ok(format!("`{}` exited {code}", self.run))
+        Ok(format!("`{argv}` exited {code}"))
     }
 }
 
 impl Action for CommandAction {
     fn describe(&self) -> String {
-        format!("run `{}`", self.run)
+        match (&self.run, &self.named) {
+            (Some(run), _) => format!("run `{run}`"),
+            (None, Some(name)) => format!("run the host's command `{name}`"),
+            _ => "run".into(),
+        }
     }
 
+    /// A named command is taken as a change unless its host says otherwise
+    /// (the agent serving it reads its own declaration).
     fn destructive(&self) -> bool {
-        self.destructive
+        self.destructive || self.named.is_some()
+    }
+
+    fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
+        self.argv(policy).map(|_| ())
     }
 
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {

@@ -31,9 +31,28 @@ pub enum Invalid {
 
     #[error("give exactly one of `unit` or `command`")]
     UnitOrCommand,
+
+    #[error("give exactly one of `run` or `named`")]
+    RunOrNamed,
+
+    #[error("no command `{name}` under `serve.commands` in the policy of host `{host}`; it declares: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownCommand {
+        name: String,
+        host: String,
+        known: Vec<String>,
+    },
 }
 
 impl Invalid {
+    /// `name` is not one of the policy's named commands.
+    pub fn unknown_command(name: &str, policy: &drp_core::config::Policy) -> Invalid {
+        Invalid::UnknownCommand {
+            name: name.to_string(),
+            host: policy.host.clone(),
+            known: policy.serve.commands.keys().cloned().collect(),
+        }
+    }
+
     /// `export` is not one of the policy's exports.
     pub fn unknown_export(export: &str, policy: &drp_core::config::Policy) -> Invalid {
         Invalid::UnknownExport {

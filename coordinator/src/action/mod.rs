@@ -43,6 +43,8 @@ pub struct Context {
     /// Recovery points restored so far, for the RPO.
     pub restored: Mutex<Vec<RestoredPoint>>,
     pub workdir: Option<std::path::PathBuf>,
+    /// The hosts of the runbook's inventory, for steps with `host:`.
+    pub fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]

@@ -21,7 +21,7 @@ use crate::report::{self, Kind, Report, Store};
 use crate::runbook::{Drill, Runbook};
 use drp_core::Result;
 
-pub use preflight::{Preflight, preflight};
+pub use preflight::{Preflight, hosts_ready, preflight};
 
 /// How a run was asked for.
 pub struct Options {
@@ -112,7 +112,10 @@ pub fn summary_line(r: &StepRecord) -> String {
         "{:<8} {:<8} {:<40} {:<9} {:>7}  {}",
         r.section,
         r.phase.map(|p| p.name()).unwrap_or("-"),
-        r.name,
+        match &r.host {
+            Some(h) => format!("{} @{h}", r.name),
+            None => r.name.clone(),
+        },
         engine::status_word(r.status),
         report::markdown::fmt_secs(r.seconds),
         r.message

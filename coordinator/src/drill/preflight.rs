@@ -22,9 +22,11 @@ impl Preflight {
     }
 }
 
-/// Targets reachable, a recovery point to restore, tools installed.
+/// Targets reachable, a recovery point to restore, tools installed; every
+/// other host reachable and willing to run its steps.
 pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> {
     let mut out = targets_reachable(runbook).await;
+    out.extend(hosts_ready(runbook).await);
     for export in &runbook.restored_exports() {
         out.push(tools_installed(runbook, export).await);
         if !backup_first {
@@ -83,6 +85,51 @@ async fn targets_reachable(runbook: &Runbook) -> Vec<Preflight> {
             };
             Preflight::new(format!("target `{name}` reachable"), result)
         })
+        .collect()
+}
+
+/// Each host of the runbook answers, and accepts each of its steps.
+pub async fn hosts_ready(runbook: &Runbook) -> Vec<Preflight> {
+    let Some(inventory) = &runbook.inventory else {
+        return Vec::new();
+    };
+    let fleet = crate::fleet::Fleet::new(inventory.clone());
+    let hosts = runbook.remote_hosts();
+    let opened = fleet.link_all(&hosts).await;
+    let checks = opened.into_iter().map(|(host, link)| {
+        let fleet = &fleet;
+        async move {
+            let mut out = vec![Preflight::new(
+                format!("host `{host}` reachable"),
+                link.as_ref()
+                    .map(|r| {
+                        format!(
+                            "agent {} serving {} (protocol {})",
+                            r.hello.agent_version, r.hello.policy, r.hello.protocol
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+            )];
+            if link.is_ok() {
+                for step in runbook.all_steps().filter(|s| s.host.as_ref() == Some(&host)) {
+                    let result = fleet
+                        .validate(&host, step)
+                        .await
+                        .map(|(describe, _)| describe)
+                        .map_err(|e| e.to_string());
+                    out.push(Preflight::new(
+                        format!("step `{}` on `{host}`", step.name),
+                        result,
+                    ));
+                }
+            }
+            out
+        }
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
         .collect()
 }
 

@@ -42,7 +42,15 @@ pub(super) async fn recover(
         t_fail: options.failed_at.unwrap_or(report.started_at),
         restored: Mutex::new(Vec::new()),
         workdir: options.workdir.clone(),
+        fleet: runbook
+            .inventory
+            .clone()
+            .map(|i| std::sync::Arc::new(crate::fleet::Fleet::new(i))),
     };
+    if let Some(fleet) = &ctx.fleet {
+        // Every host at once, before the clock that matters runs.
+        fleet.link_all(&runbook.remote_hosts()).await;
+    }
     let last_written = match drill {
         Some(drill) => inject(runbook, drill, &mut ctx, report, observe).await?,
         None => {

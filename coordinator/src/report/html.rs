@@ -91,10 +91,11 @@ pub fn render(r: &Report) -> String {
     let mut rows = String::new();
     for s in &r.steps {
         rows += &format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             crate::engine::status_word(s.status).replace(' ', "-"),
             esc(&s.section),
             s.phase.map(|p| p.name()).unwrap_or("-"),
+            esc(s.host_or(&r.host)),
             esc(&s.name),
             crate::engine::status_word(s.status),
             s.attempts,
@@ -168,7 +169,7 @@ tr.failed td, tr.timed-out td {{ background: #fdecea; }}
 <h2>Timeline</h2>
 {timeline}
 <h2>Steps</h2>
-<table><tr><th>section</th><th>phase</th><th>step</th><th>result</th><th>attempts</th><th>time</th><th>detail</th></tr>
+<table><tr><th>section</th><th>phase</th><th>host</th><th>step</th><th>result</th><th>attempts</th><th>time</th><th>detail</th></tr>
 {rows}</table>
 </body></html>
 "#,

@@ -92,12 +92,13 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    s += "\n## Steps\n\n| section | phase | step | result | attempts | time | detail |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+    s += "\n## Steps\n\n| section | phase | host | step | result | attempts | time | detail |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for st in &r.steps {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             st.section,
             st.phase.map(|p| p.name()).unwrap_or("-"),
+            st.host_or(&r.host),
             st.name,
             crate::engine::status_word(st.status),
             st.attempts,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
 
 use super::steps::Section;
+use crate::fleet::inventory::Inventory;
 use super::{Drill, Heartbeat, OnFailure, Phase, Step};
 
 /// Main steps in phase order, each with a phase and fallbacks that exist,
@@ -51,10 +52,45 @@ pub(super) fn step_order(d: &mut Diagnostics, steps: &[Step], fallbacks: &BTreeM
     }
 }
 
-/// Every step's action, in every list, against the policy.
+/// Every step with a `host` names one of the inventory's.
+pub(super) fn hosts(
+    d: &mut Diagnostics,
+    inventory: Option<&Inventory>,
+    sections: &[(Section, Vec<&Step>); 4],
+) {
+    for (section, steps) in sections {
+        for (i, s) in steps.iter().enumerate() {
+            let Some(host) = &s.host else { continue };
+            let at = format!("{}[{i}].host", section.key());
+            match inventory {
+                None => d.push(
+                    &at,
+                    format!("step on host `{host}`, and the runbook names no `inventory`"),
+                    Some("add `inventory: fleet.yaml` (an Ansible YAML inventory)".into()),
+                ),
+                Some(inv) if inv.host(host).is_none() => {
+                    let known: Vec<&str> = inv.hosts.keys().map(String::as_str).collect();
+                    d.push(
+                        &at,
+                        format!("host `{host}` is not in the inventory {}", inv.path.display()),
+                        drp_core::config::did_you_mean(host, &known),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Every step's action on this host, in every list, against the policy.
+/// A step on another host is checked by that host (`drp check`, the
+/// drill's preflight, and the agent before it runs anything).
 pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section, Vec<&Step>); 4]) {
     for (section, steps) in sections {
         for (i, s) in steps.into_iter().enumerate() {
+            if s.host.is_some() {
+                continue;
+            }
             if let Err(invalid) = s.action.validate(policy) {
                 d.push(
                     &format!("{}[{i}].action", section.key()),

@@ -7,7 +7,7 @@
 //! [`Runbook::parse`] reads the YAML (`yaml`), the step lists and the drill
 //! (`steps`), then checks them together and against the policy (`checks`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
 use serde::Deserialize;
 
 use crate::action::ActionConfig;
+use crate::fleet::inventory::Inventory;
 use steps::Section;
 
 mod checks;
@@ -83,7 +84,11 @@ impl TryFrom<RawOnFailure> for OnFailure {
 pub struct Step {
     pub name: String,
     pub phase: Option<Phase>,
+    /// The inventory host it runs on; `None`: where `drp` runs.
+    pub host: Option<String>,
     pub action: ActionConfig,
+    /// The action as written, for the host that runs it to read again.
+    pub action_value: serde_json::Value,
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
@@ -135,9 +140,23 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     pub fallbacks: BTreeMap<String, Step>,
     pub cleanup: Vec<Step>,
+    /// The hosts steps with `host:` run on.
+    pub inventory: Option<Inventory>,
+    /// Phases whose steps run at the same time.
+    pub parallel: BTreeSet<Phase>,
 }
 
-const KEYS: [&str; 9] = [
+/// `phases: {verify: {parallel: true}}`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseSettings {
+    #[serde(default)]
+    parallel: bool,
+}
+
+const KEYS: [&str; 11] = [
+    "inventory",
+    "phases",
     "name",
     "description",
     "policy",
@@ -167,6 +186,16 @@ impl Runbook {
         let objectives: Option<Objectives> = yaml::field(&mut d, &root, "", "objectives", false);
         let heartbeat: Option<Heartbeat> = yaml::field(&mut d, &root, "", "heartbeat", false);
         let policy = policy_path.and_then(|p| load_policy(&mut d, path, &p));
+        let inventory_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "inventory", false);
+        let inventory = inventory_path.and_then(|p| load_inventory(&mut d, path, &p));
+        let phases: Option<BTreeMap<Phase, PhaseSettings>> =
+            yaml::field(&mut d, &root, "", "phases", false);
+        let parallel = phases
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| s.parallel)
+            .map(|(p, _)| p)
+            .collect();
         let steps = steps::main_steps(&mut d, &root);
         let cleanup = steps::optional_steps(&mut d, &root, Section::Cleanup);
         let fallback_list = steps::fallbacks(&mut d, &root);
@@ -177,8 +206,9 @@ impl Runbook {
         let drill = steps::drill(&mut d, &root);
 
         checks::step_order(&mut d, &steps, &fallbacks);
+        let sections = checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref());
+        checks::hosts(&mut d, inventory.as_ref(), &sections);
         if let Some(policy) = &policy {
-            let sections = checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref());
             checks::actions(&mut d, policy, sections);
             if let Some(hb) = &heartbeat {
                 checks::heartbeat(&mut d, policy, hb);
@@ -205,7 +235,26 @@ impl Runbook {
             steps,
             fallbacks,
             cleanup,
+            inventory,
+            parallel,
         })
+    }
+
+    /// Every step of every list, in the order the lists run.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        let inject = self.drill.iter().flat_map(|d| d.inject.iter());
+        inject
+            .chain(&self.steps)
+            .chain(self.fallbacks.values())
+            .chain(&self.cleanup)
+    }
+
+    /// The hosts its steps run on, each once, sorted.
+    pub fn remote_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.all_steps().filter_map(|s| s.host.clone()).collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     /// The sum of the step timeouts, retries included: the longest the
@@ -214,10 +263,11 @@ impl Runbook {
         worst_case(&self.steps)
     }
 
-    /// The exports the main steps restore, each once, in step order.
+    /// The exports of this host's policy the main steps restore, each once,
+    /// in step order (another host's restores are that host's to check).
     pub fn restored_exports(&self) -> Vec<String> {
         let mut exports: Vec<String> = Vec::new();
-        for s in &self.steps {
+        for s in self.steps.iter().filter(|s| s.host.is_none()) {
             if let ActionConfig::RestoreBackup(r) = &s.action
                 && !exports.contains(&r.export)
             {
@@ -239,6 +289,22 @@ fn load_policy(d: &mut Diagnostics, runbook: &Path, policy: &Path) -> Option<Pol
         Ok(p) => Some(p),
         Err(e) => {
             d.push("policy", format!("the policy does not load: {e}"), None);
+            None
+        }
+    }
+}
+
+/// The inventory at `inventory` (relative to the runbook's folder), or a
+/// diagnostic saying why it does not load.
+fn load_inventory(d: &mut Diagnostics, runbook: &Path, inventory: &Path) -> Option<Inventory> {
+    let base = runbook
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match Inventory::load(&drp_core::config::resolve_relative(base, inventory)) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            d.push("inventory", format!("the inventory does not load: {e}"), None);
             None
         }
     }

@@ -49,7 +49,7 @@ impl Section {
 struct RawStep {
     name: String,
     phase: Option<Phase>,
-    /// Where the step runs; only this host for now.
+    /// The inventory host it runs on (default: this host).
     host: Option<String>,
     action: ActionConfig,
     timeout: Option<HumanDuration>,
@@ -119,7 +119,7 @@ pub(super) fn drill(d: &mut Diagnostics, root: &Mapping) -> Option<Drill> {
 }
 
 /// The steps of a list: each deserialised, with defaults for timeout and
-/// backoff, on this host only, named once, with a phase only where one belongs.
+/// backoff, named once, with a phase only where one belongs.
 fn parse_steps(d: &mut Diagnostics, node: &Value, section: Section) -> Vec<Step> {
     let key = section.key();
     let Value::Sequence(items) = node else {
@@ -133,7 +133,8 @@ fn parse_steps(d: &mut Diagnostics, node: &Value, section: Section) -> Vec<Step>
         match serde_path_to_error::deserialize::<_, RawStep>(item.clone()) {
             Ok(raw) => {
                 check_raw_step(d, &at, &raw, section, &mut names);
-                out.push(step(raw));
+                let written = item.get("action").cloned().unwrap_or_default();
+                out.push(step(raw, written));
             }
             Err(e) => d.push_serde(&at, e),
         }
@@ -150,17 +151,6 @@ fn check_raw_step(
     section: Section,
     names: &mut HashSet<String>,
 ) {
-    if let Some(h) = raw
-        .host
-        .as_deref()
-        .filter(|h| !matches!(*h, "local" | "localhost"))
-    {
-        d.push(
-            &format!("{at}.host"),
-            format!("step on host `{h}`: only the local host is supported"),
-            Some("run drp on that host, or drop `host`".into()),
-        );
-    }
     if !names.insert(raw.name.clone()) {
         d.push(
             &format!("{at}.name"),
@@ -177,11 +167,15 @@ fn check_raw_step(
     }
 }
 
-fn step(raw: RawStep) -> Step {
+fn step(raw: RawStep, action_written: Value) -> Step {
     Step {
         name: raw.name,
         phase: raw.phase,
+        host: raw
+            .host
+            .filter(|h| !matches!(h.as_str(), "local" | "localhost")),
         action: raw.action,
+        action_value: serde_json::to_value(&action_written).unwrap_or_default(),
         timeout: raw
             .timeout
             .map(|t| t.as_duration())

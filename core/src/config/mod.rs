@@ -17,7 +17,7 @@ pub use crate::source::SourceConfig;
 pub use locate::Locations;
 pub use policy::{
     Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings,
-    RestoreSettings, Retention, Schedule,
+    RestoreSettings, ServeSettings, NamedCommand, Retention, Schedule,
 };
 pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;

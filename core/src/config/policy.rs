@@ -40,6 +40,8 @@ pub struct Policy {
     pub keys: crate::keys::KeysConfig,
     /// Per target: its encryption and bandwidth limit.
     pub target_options: BTreeMap<String, TargetOptions>,
+    /// What a coordinator may ask of this host over `drp-agent serve`.
+    pub serve: ServeSettings,
     /// What is accepted but unwise (a webhook URL written in the policy):
     /// located like errors, for `drp check` and the logs to show.
     pub warnings: Vec<Diagnostic>,
@@ -56,6 +58,37 @@ pub struct Policy {
 pub struct RestoreSettings {
     #[serde(default)]
     pub drop_replaced: bool,
+}
+
+/// The `serve:` section: what this host lets a coordinator run here
+/// through `drp-agent serve --stdio`. Checks and restores of declared
+/// exports are typed and always allowed; the rest is opt-in.
+///
+/// `allow_destructive` (default `false`): steps that change something
+/// (a restore over live data, a rollback, a restart, a command declared
+/// `destructive`) are refused unless it is `true`. `units`: the systemd
+/// units a `restart` step may name. `commands`: the only commands a
+/// coordinator may run here, by name; nothing else is ever executed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    #[serde(default)]
+    pub allow_destructive: bool,
+    #[serde(default)]
+    pub units: Vec<String>,
+    #[serde(default)]
+    pub commands: BTreeMap<String, NamedCommand>,
+}
+
+/// A command a coordinator may run on this host by its name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamedCommand {
+    /// The argument vector, run without a shell.
+    pub run: Vec<String>,
+    /// Whether it changes something: then only with `allow_destructive`.
+    #[serde(default)]
+    pub destructive: bool,
 }
 
 /// What a policy says of a target beside where it is: whom its points are
@@ -310,7 +343,8 @@ const EXPORT_KEYS: [&str; 6] = [
     "restore_test",
 ];
 
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
+    "serve",
     "keys",
     "snapshots",
     "snapshot_retention",
@@ -455,6 +489,7 @@ impl Policy {
         let mut snapshots = BTreeMap::new();
         let mut snapshot_retention = Retention::default();
         let mut restore = RestoreSettings::default();
+        let mut serve = ServeSettings::default();
         let mut keys = crate::keys::KeysConfig::default();
         let mut warnings = Vec::new();
         for (k, v) in root {
@@ -514,6 +549,21 @@ impl Policy {
                 "restore" => match serde_path_to_error::deserialize(v) {
                     Ok(r) => restore = r,
                     Err(e) => diags.push_serde("restore", e),
+                },
+                "serve" => match serde_path_to_error::deserialize::<_, ServeSettings>(v) {
+                    Ok(s) => {
+                        for (name, c) in &s.commands {
+                            if !is_safe_name(name) || c.run.first().is_none_or(|p| p.is_empty()) {
+                                diags.push(
+                                    &format!("serve.commands.{name}"),
+                                    "a named command has a safe name (letters, digits, `-`, `_`, `.`) and a non-empty `run` list",
+                                    Some("e.g. `stop-db: {run: [systemctl, stop, postgresql], destructive: true}`".into()),
+                                );
+                            }
+                        }
+                        serve = s;
+                    }
+                    Err(e) => diags.push_serde("serve", e),
                 },
                 "keys" => match serde_path_to_error::deserialize::<_, crate::keys::KeysConfig>(v) {
                     Ok(k) => {
@@ -753,6 +803,7 @@ impl Policy {
             snapshots,
             snapshot_retention,
             restore,
+            serve,
             keys,
             target_options: target_options_out,
             warnings,
