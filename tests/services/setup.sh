@@ -15,6 +15,7 @@ command -v mariadbd >/dev/null || command -v /usr/sbin/mariadbd >/dev/null || ne
 command -v mariadb-dump >/dev/null || need+=(mariadb-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
 [ -x /usr/bin/chromium ] || need+=(chromium)

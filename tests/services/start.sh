@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the real services the suite talks to, each on loopback on a free
 # port, in a fresh folder: PostgreSQL 15, MariaDB, Garage (S3) and OpenSSH
-# (SFTP). Prints the path of an env file describing them; tests read it
+# (SFTP), and a fleet of hosts as network namespaces with their own sshd. Prints the path of an env file describing them; tests read it
 # through DRP_TEST_ENV. Stop everything with tests/services/stop.sh FOLDER.
 set -euo pipefail
 
@@ -84,6 +84,74 @@ mkdir -p "$DIR/btrfs"
 mount -o loop "$DIR/btrfs.img" "$DIR/btrfs" || die "cannot mount the btrfs image on a loop device"
 log "btrfs on $DIR/btrfs"
 
+# --- Fleet: hosts as network namespaces, each with its own sshd ---------------
+# A bridge with no route anywhere joins them to this namespace, where the
+# coordinator runs. Host N is namespace ${FLEET_NS}N at ${FLEET_NET}.$((10+N)),
+# its sshd on port 22 there. Tests write each host's authorized_keys (the
+# line pinning `drp-agent serve --stdio`) and policy. Host 2 also runs a
+# PostgreSQL of its own, on its address.
+FLEET_HOSTS=${DRP_FLEET_HOSTS:-10}
+TAG=$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tail -c 6)
+FLEET_NS="drp$TAG-h"
+FLEET_LINK="vh$TAG"
+FLEET_BR="drpbr$TAG"
+FLEET_NET="10.$((200 + RANDOM % 50)).$((RANDOM % 250))"
+FLEET="$DIR/fleet"
+mkdir -p "$FLEET"
+echo "$FLEET_BR" > "$FLEET/bridge"
+ip link add "$FLEET_BR" type bridge || die "cannot create the fleet's bridge (needs root and network namespaces)"
+ip addr add "$FLEET_NET.1/24" dev "$FLEET_BR"
+ip link set "$FLEET_BR" up
+ssh-keygen -q -t ed25519 -N '' -C drp-coordinator -f "$FLEET/coordinator_key"
+ssh-keygen -q -t ed25519 -N '' -C stranger -f "$FLEET/stranger_key"
+: > "$FLEET/known_hosts"
+for i in $(seq 1 "$FLEET_HOSTS"); do
+    NS="$FLEET_NS$i"
+    H="$FLEET/h$i"
+    ADDR="$FLEET_NET.$((10 + i))"
+    mkdir -p "$H"
+    echo "$NS" >> "$FLEET/namespaces"
+    ip netns add "$NS" || die "cannot create network namespace $NS"
+    ip link add "$FLEET_LINK$i" type veth peer name eth0 netns "$NS"
+    ip link set "$FLEET_LINK$i" master "$FLEET_BR" up
+    ip -n "$NS" addr add "$ADDR/24" dev eth0
+    ip -n "$NS" link set eth0 up
+    ip -n "$NS" link set lo up
+    ssh-keygen -q -t ed25519 -N '' -f "$H/host_key"
+    : > "$H/authorized_keys"
+    cat > "$H/sshd_config" <<CONF
+Port 22
+ListenAddress $ADDR
+HostKey $H/host_key
+PidFile $H/sshd.pid
+AuthorizedKeysFile $H/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin forced-commands-only
+StrictModes no
+UsePAM no
+ClientAliveInterval 1
+ClientAliveCountMax 3
+MaxStartups 100
+CONF
+    ip netns exec "$NS" /usr/sbin/sshd -f "$H/sshd_config" -E "$H/sshd.log" || die "sshd in $NS did not start"
+    echo "$ADDR $(cut -d' ' -f1,2 "$H/host_key.pub")" >> "$FLEET/known_hosts"
+done
+for i in $(seq 1 "$FLEET_HOSTS"); do
+    wait_for 30 python3 -c "import socket; socket.create_connection(('$FLEET_NET.$((10 + i))', 22), 1)" \
+        || die "sshd of fleet host $i did not answer"
+done
+mkdir -p "$FLEET/h2/pg"
+chown postgres: "$FLEET/h2/pg"
+cp "$DIR/pg/pwfile" "$FLEET/h2/pg/pwfile"
+chown postgres: "$FLEET/h2/pg/pwfile"
+su postgres -s /bin/sh -c "$PGBIN/initdb -D '$FLEET/h2/pg/data' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$FLEET/h2/pg/pwfile' -E UTF8 --locale=C.UTF-8" > "$FLEET/h2/pg/initdb.log" 2>&1 \
+    || die "PostgreSQL initdb for fleet host 2 failed"
+echo "host all all $FLEET_NET.0/24 scram-sha-256" >> "$FLEET/h2/pg/data/pg_hba.conf"
+ip netns exec "${FLEET_NS}2" su postgres -s /bin/sh -c "$PGBIN/pg_ctl -D '$FLEET/h2/pg/data' -l '$FLEET/h2/pg/log' -w -t 60 -o \"-c listen_addresses=$FLEET_NET.12 -p 5432 -c unix_socket_directories='$FLEET/h2/pg' -c fsync=off\" start" > /dev/null \
+    || die "PostgreSQL of fleet host 2 did not start"
+log "fleet: $FLEET_HOSTS hosts in namespaces ${FLEET_NS}1.. on $FLEET_NET.0/24, PostgreSQL on $FLEET_NET.12"
+
 # --- moto (EC2 and RDS API emulator) -------------------------------------------
 MOTO_PORT=$(free_port)
 MOTO=$(command -v moto_server || echo "python3 -m moto.server")
@@ -110,6 +178,15 @@ DRP_TEST_SFTP_KEY=$DIR/ssh/client_key
 DRP_TEST_SFTP_ROOT=$DIR/sftp
 DRP_TEST_BTRFS=$DIR/btrfs
 DRP_TEST_AWS_ENDPOINT=http://127.0.0.1:$MOTO_PORT
+DRP_TEST_FLEET_DIR=$FLEET
+DRP_TEST_FLEET_HOSTS=$FLEET_HOSTS
+DRP_TEST_FLEET_NET=$FLEET_NET
+DRP_TEST_FLEET_NS=$FLEET_NS
+DRP_TEST_FLEET_LINK=$FLEET_LINK
+DRP_TEST_FLEET_KEY=$FLEET/coordinator_key
+DRP_TEST_FLEET_STRANGER_KEY=$FLEET/stranger_key
+DRP_TEST_FLEET_KNOWN_HOSTS=$FLEET/known_hosts
+DRP_TEST_FLEET_PG=$FLEET_NET.12
 VARS
 chmod 600 "$ENV"
 echo "$ENV"

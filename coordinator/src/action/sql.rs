@@ -21,6 +21,10 @@ pub struct SqlCheck {
     pub destructive: bool,
     #[serde(flatten)]
     pub poll: Poll,
+    /// Run in a session that cannot write: set by a host for the checks it
+    /// runs for a coordinator, never read from a runbook.
+    #[serde(skip)]
+    pub read_only: bool,
 }
 
 /// What the result must be; every condition given must hold. The value is
@@ -39,7 +43,12 @@ impl SqlCheck {
         let export = ctx.policy.export(&self.export)?;
         let source = drp_core::source::build(&export.source, &ctx.policy.base_dir);
         let (db, query) = (self.database.clone(), self.query.clone());
-        let rows = tokio::task::spawn_blocking(move || source.sql(db.as_deref(), &query)).await??;
+        let read_only = self.read_only;
+        let rows = tokio::task::spawn_blocking(move || match read_only {
+            true => source.sql_read_only(db.as_deref(), &query),
+            false => source.sql(db.as_deref(), &query),
+        })
+        .await??;
         let first = rows.first().and_then(|r| r.first()).cloned();
         let e = &self.expect;
         if let Some(n) = e.rows

@@ -25,9 +25,10 @@ pub struct Admitted {
 /// decides; the error is the refusal, in words naming the host.
 pub fn admit(policy: &Policy, action: &serde_json::Value) -> Result<Admitted, String> {
     let host = &policy.host;
-    let action: ActionConfig = serde_path_to_error::deserialize(action)
+    let mut action: ActionConfig = serde_path_to_error::deserialize(action)
         .map_err(|e| format!("host `{host}` cannot read the step's action: {e}"))?;
     let destructive = destructive(policy, &action)?;
+    read_only_checks(&mut action, destructive);
     if let Err(invalid) = action.validate(policy) {
         return Err(format!("host `{host}` refuses the step: {invalid}"));
     }
@@ -67,6 +68,20 @@ fn destructive(policy: &Policy, action: &ActionConfig) -> Result<bool, String> {
         },
         ActionConfig::Restart(r) => restart(policy, r),
         other => Ok(other.action().destructive()),
+    }
+}
+
+/// SQL that is not declared a change runs in a session that cannot write,
+/// here and in a restart's check: a coordinator's "check" cannot alter data.
+fn read_only_checks(action: &mut ActionConfig, destructive: bool) {
+    match action {
+        ActionConfig::Sql(q) if !destructive => q.read_only = true,
+        ActionConfig::Restart(r) => {
+            if let Some(check) = r.until.as_deref_mut() {
+                read_only_checks(check, false);
+            }
+        }
+        _ => {}
     }
 }
 

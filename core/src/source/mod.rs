@@ -308,6 +308,17 @@ pub trait Source: Send + Sync {
         Err(SourceError::Invalid("this source has no SQL".into()))
     }
 
+    /// Like [`Source::sql`], in a session that cannot write: the database
+    /// refuses any change the statement would make.
+    fn sql_read_only(
+        &self,
+        database: Option<&str>,
+        sql: &str,
+    ) -> Result<Vec<Vec<String>>, SourceError> {
+        let _ = (database, sql);
+        Err(SourceError::Invalid("this source has no SQL".into()))
+    }
+
     /// Checks the tools a restore needs are installed; returns their versions.
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
         Ok(Vec::new())

@@ -751,6 +751,14 @@ impl Source for Mysql {
         Ok(super::postgres::rows(&self.query(Some(db), sql)?))
     }
 
+    fn sql_read_only(
+        &self,
+        database: Option<&str>,
+        sql: &str,
+    ) -> Result<Vec<Vec<String>>, SourceError> {
+        self.sql(database, &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"))
+    }
+
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let dump = self.tool(&["mariadb-dump", "mysqldump"])?;

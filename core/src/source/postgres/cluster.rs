@@ -306,6 +306,15 @@ impl Source for Cluster {
         self.pg.sql(Some(database.unwrap_or("postgres")), sql)
     }
 
+    fn sql_read_only(
+        &self,
+        database: Option<&str>,
+        sql: &str,
+    ) -> Result<Vec<Vec<String>>, SourceError> {
+        self.pg
+            .sql_read_only(Some(database.unwrap_or("postgres")), sql)
+    }
+
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
         ["pg_basebackup", "postgres", "pg_verifybackup", "psql"]
             .iter()
