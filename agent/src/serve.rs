@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use drp_coordinator::action::Context;
 use drp_coordinator::fleet::allow;
 use drp_coordinator::fleet::protocol::{
-    ErrorKind, Hello, Op, PROTOCOL, Reply, Request, Response, StepRequest,
+    ErrorKind, Hello, Op, PROTOCOL, Reply, Request, Response, SILENCE, StepRequest,
 };
 use drp_core::config::Policy;
 use drp_core::{ExitCode, Result};
@@ -48,7 +48,15 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let mut greeted = false;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        let line = match tokio::time::timeout(SILENCE, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => break,
+            Err(_) => {
+                tracing::warn!("no word from the coordinator for {}s: taking it for gone", SILENCE.as_secs());
+                break;
+            }
+        };
         let request: Request = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => {
@@ -81,6 +89,7 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                     reply: Reply::Hello(hello(&policy, &served)),
                 });
             }
+            Op::Ping => {}
             _ if !greeted => {
                 let _ = tx.send(error(id, ErrorKind::BadRequest, "say hello first".into()));
             }

@@ -216,10 +216,13 @@ pub async fn run_steps(
                 .map(|step| run_step(section, step, step.phase, ctx, observe)),
         )
         .await;
-        for (step, record) in group.iter().zip(ran) {
+        let mut ran = group.iter().zip(ran);
+        while let Some((step, record)) = ran.next() {
             if let Some(aborted) =
                 after_step(step, record, runbook, ctx, observe, &mut records).await
             {
+                // The steps that ran beside it are recorded too.
+                records.extend(ran.map(|(_, r)| r));
                 return Outcome {
                     records,
                     aborted: Some(aborted),

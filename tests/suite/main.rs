@@ -12,6 +12,7 @@ mod binlog;
 mod cli;
 mod drills;
 mod faults;
+mod fleet;
 mod injection;
 mod policy;
 mod production;

@@ -11,7 +11,9 @@
 //!
 //! The first request is `hello`, with the coordinator's protocol version;
 //! an agent speaking another version answers with an `error` of kind
-//! `protocol` and closes. Everything a request carries is data the agent
+//! `protocol` and closes. The coordinator pings every second; an agent
+//! that hears nothing for five seconds stops what it runs and exits.
+//! Everything a request carries is data the agent
 //! checks against its own policy ([`super::allow`]); nothing in it is ever
 //! run as a command.
 
@@ -50,7 +52,15 @@ pub enum Op {
     /// The host's exports, newest points, exposure and tests, as
     /// `drp-agent status --json` prints them.
     Status,
+    /// Sent every [`PING_EVERY`] by the coordinator, never answered: an
+    /// agent that hears nothing for [`SILENCE`] takes the coordinator for
+    /// gone (a cut link can leave the SSH session open for minutes) and
+    /// stops every step it runs for it.
+    Ping,
 }
+
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A runbook step as the coordinator read it: its name and its action as
 /// written (`kind` and settings), to be read by the agent again.

@@ -132,6 +132,18 @@ impl Remote {
             p.lock().expect("pending").take();
         });
 
+        // Keeps the agent sure the coordinator is there (see `Op::Ping`).
+        let pinger = lines.clone();
+        tokio::spawn(async move {
+            let ping = Request { id: 0, op: Op::Ping }.line();
+            let mut every = tokio::time::interval(super::protocol::PING_EVERY);
+            loop {
+                every.tick().await;
+                if pinger.send(ping.clone()).is_err() {
+                    break;
+                }
+            }
+        });
         let mut remote = Remote {
             host: host.clone(),
             hello: Hello {
@@ -325,7 +337,7 @@ pub fn ssh_command(host: &HostEntry) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.args(["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
-        .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+        .args(["-o", "ConnectTimeout=10"])
         .args(["-p", &host.port.to_string(), "-l", &host.user]);
     if let Some(id) = &host.identity {
         cmd.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
