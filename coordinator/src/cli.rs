@@ -81,6 +81,9 @@ pub enum Command {
         /// Also write the report as a self-contained HTML page.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Also ask every host of this inventory for its exports' exposure.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
     /// Every host of an inventory: exports, newest point, RPO exposure,
     /// archive lag and last drill, asking the agents at once over SSH.
@@ -193,6 +196,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             quarter,
             runbooks,
             html,
+            inventory,
         } => {
             let policy = drp_core::config::Policy::load(policy)?;
             let (from, to, label) = drp_coordinator::compliance::period(
@@ -200,9 +204,14 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 quarter.as_deref(),
                 chrono::Utc::now(),
             )?;
-            let c =
+            let mut c =
                 drp_coordinator::compliance::build(&policy, runbooks.as_deref(), from, to, label)
                     .await?;
+            if let Some(inv) = inventory {
+                let inv = drp_coordinator::fleet::inventory::Inventory::load(inv)?;
+                let hosts = drp_coordinator::fleet::status::gather(&inv, &c.drills).await;
+                c.fleet = drp_coordinator::fleet::status::rows(&hosts, chrono::Utc::now());
+            }
             if let Some(path) = html {
                 std::fs::write(path, drp_coordinator::compliance::html(&c))
                     .map_err(|e| drp_core::Error::io_path("cannot write", path, e))?;
@@ -217,7 +226,10 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 || c.exposure
                     .iter()
                     .any(|e| e.restore_test_overdue || e.restore_test_passed == Some(false))
-                || !c.not_drilled.is_empty();
+                || !c.not_drilled.is_empty()
+                || c.fleet
+                    .iter()
+                    .any(|r| r["reachable"] == false || r["within_rpo"] == false);
             Ok(if bad {
                 ExitCode::ObjectivesMissed
             } else {

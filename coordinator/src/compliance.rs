@@ -93,6 +93,10 @@ pub struct Compliance {
     pub runbooks: Vec<RunbookSummary>,
     pub not_drilled: Vec<String>,
     pub exposure: Vec<Exposure>,
+    /// With an inventory: every host's exports as its agent reports them
+    /// (`drp status --inventory` rows), unreachable hosts included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet: Vec<serde_json::Value>,
 }
 
 fn trend(rtos: &[f64]) -> String {
@@ -247,6 +251,7 @@ pub async fn build(
         runbooks,
         not_drilled,
         exposure,
+        fleet: Vec::new(),
     })
 }
 
@@ -374,6 +379,42 @@ pub fn markdown(c: &Compliance) -> String {
                 None => "",
             }
         );
+    }
+    if !c.fleet.is_empty() {
+        s += "\n## Fleet\n\n| host | export | newest point | exposure | objective | last drill with a step there |\n| --- | --- | --- | --- | --- | --- |\n";
+        for r in &c.fleet {
+            let drill = match &r["last_drill"] {
+                serde_json::Value::Null => "never".to_string(),
+                d => format!(
+                    "{} {} ({})",
+                    d["at"].as_str().unwrap_or_default(),
+                    d["runbook"].as_str().unwrap_or_default(),
+                    if d["passed"] == true { "passed" } else { "FAILED" }
+                ),
+            };
+            let secs = |v: &serde_json::Value| v.as_f64().map(fmt_secs).unwrap_or_else(|| "-".into());
+            s += &if r["reachable"] == false {
+                format!(
+                    "| {} | UNREACHABLE: {} | | | | {drill} |\n",
+                    r["host"].as_str().unwrap_or_default(),
+                    r["error"].as_str().unwrap_or_default().replace('|', "\\|")
+                )
+            } else {
+                format!(
+                    "| {} | {} | {} | {} | {} {} | {drill} |\n",
+                    r["host"].as_str().unwrap_or_default(),
+                    r["export"].as_str().unwrap_or("(no export)"),
+                    r["newest_point"].as_str().unwrap_or("none"),
+                    secs(&r["rpo_exposure_seconds"]),
+                    secs(&r["rpo_objective_seconds"]),
+                    match r["within_rpo"] {
+                        serde_json::Value::Bool(true) => "ok",
+                        serde_json::Value::Bool(false) => "OVER",
+                        _ => "",
+                    }
+                )
+            };
+        }
     }
     s
 }

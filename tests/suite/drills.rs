@@ -471,7 +471,7 @@ fn a_runbook_referencing_a_missing_export_is_refused_before_anything_runs() {
     );
     assert!(e.contains("no fallback step named `nope`"), "{e}");
     assert!(
-        e.contains("`steps[2].host`: step on host `db-2`: only the local host is supported"),
+        e.contains("`steps[2].host`: step on host `db-2`, and the runbook names no `inventory`"),
         "{e}"
     );
     let r = s.drp(&["drill", rb.to_str().unwrap(), "--yes"]);

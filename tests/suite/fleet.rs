@@ -48,15 +48,16 @@ impl Host {
     /// Writes the host's policy (`host:` and `state_dir:` added) and the
     /// authorized_keys line that pins the coordinator's key to the agent.
     pub fn serve(&self, policy_body: &str) {
-        std::fs::write(
-            self.policy_path(),
-            format!(
-                "host: {}\nstate_dir: {}\n{policy_body}",
-                self.name,
-                self.dir.join("state").display()
-            ),
-        )
-        .unwrap();
+        self.serve_policy(&format!(
+            "host: {}\nstate_dir: {}\n{policy_body}",
+            self.name,
+            self.dir.join("state").display()
+        ));
+    }
+
+    /// Writes `policy` as the host's policy, and the authorized_keys line.
+    pub fn serve_policy(&self, policy: &str) {
+        std::fs::write(self.policy_path(), policy).unwrap();
         let key = std::fs::read_to_string(format!("{}.pub", services().get("DRP_TEST_FLEET_KEY"))).unwrap();
         std::fs::write(
             self.sshd_dir.join("authorized_keys"),
@@ -83,19 +84,6 @@ impl Host {
         std::fs::write(&p, value).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
-    }
-
-    /// The S3 target's definition for a policy on this host, its keys in files.
-    pub fn s3_target(&self, s: &Scratch) -> String {
-        let v = services();
-        format!(
-            "  s3:\n    kind: s3\n    bucket: {}\n    prefix: {}\n    endpoint: {}\n    region: garage\n    access_key_id: {{file: {}}}\n    secret_access_key: {{file: {}}}\n",
-            v.get("DRP_TEST_S3_BUCKET"),
-            s.id,
-            v.get("DRP_TEST_S3_ENDPOINT"),
-            self.secret("s3-key-id", v.get("DRP_TEST_S3_KEY_ID")).display(),
-            self.secret("s3-secret", v.get("DRP_TEST_S3_SECRET")).display(),
-        )
     }
 
     /// Runs a program inside the host's namespace.
@@ -226,6 +214,28 @@ pub fn raw_session(h: &Host, key: &str, remote_command: &[&str], requests: &[ser
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     (replies, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `text` with each `${NAME}` / `${NAME:-default}` replaced from `vars`
+/// (or its default): an example policy as it reads on the host it is for.
+pub fn render(text: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find('}').expect("closed") + at;
+        let inner = &rest[at + 2..end];
+        let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+        let value = vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| default.to_string());
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Waits until `f` holds, at most `within`.

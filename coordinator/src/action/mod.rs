@@ -12,6 +12,7 @@
 //! The enum [`ActionConfig`] and its dispatch to the trait are generated from
 //! that list, so the compiler checks every `match` on the kinds.
 
+pub mod backup;
 pub mod command;
 mod error;
 pub mod http;
@@ -100,6 +101,8 @@ actions! {
     Command(command::CommandAction),
     /// `kind: sql`: a query and what its result must be.
     Sql(sql::SqlCheck),
+    /// `kind: backup`: a recovery point of an export taken now.
+    Backup(backup::Backup),
     /// `kind: restore_backup`: an export's recovery point restored.
     RestoreBackup(restore_backup::RestoreBackup),
     /// `kind: restore_snapshot`: a rollback to a change's snapshot set.

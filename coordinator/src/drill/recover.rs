@@ -96,7 +96,7 @@ async fn inject(
         None => None,
     };
     if drill.backup_first {
-        backup_first(runbook, report).await?;
+        backup_first(runbook, ctx, report).await?;
     }
     tokio::time::sleep(drill.settle).await;
     let last_written = match heartbeat {
@@ -183,10 +183,35 @@ async fn snapshot_points(runbook: &Runbook, main: &[StepRecord]) -> Vec<Restored
     points
 }
 
-/// A fresh recovery point of every export the steps restore.
-async fn backup_first(runbook: &Runbook, report: &mut Report) -> Result<()> {
+/// A fresh recovery point of every export the steps restore, here and on
+/// the hosts that restore theirs.
+async fn backup_first(runbook: &Runbook, ctx: &Context, report: &mut Report) -> Result<()> {
     let exports = runbook.restored_exports();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    for step in runbook.steps.iter() {
+        let (Some(host), Some(fleet), ActionConfig::RestoreBackup(r)) =
+            (&step.host, &ctx.fleet, &step.action)
+        else {
+            continue;
+        };
+        let backup = crate::runbook::Step {
+            name: format!("drill backup of `{}`", r.export),
+            phase: None,
+            host: Some(host.clone()),
+            action: ActionConfig::Backup(crate::action::backup::Backup {
+                export: r.export.clone(),
+            }),
+            action_value: serde_json::json!({"kind": "backup", "export": r.export}),
+            timeout: Duration::from_secs(600),
+            retries: 0,
+            backoff: Duration::from_secs(1),
+            on_failure: crate::runbook::OnFailure::Abort,
+        };
+        let done = fleet.run(host, &backup, ctx).await.map_err(|e| {
+            drp_core::Error::Failed(format!("drill backup of `{}` on `{host}`: {e}", r.export))
+        })?;
+        report.notes.push(format!("drill backup of `{}` on `{host}`: {done}", r.export));
+    }
     for e in exports {
         let outcome = drp_core::runner::run_export(
             &runbook.policy,

@@ -52,13 +52,15 @@ impl Inventory {
 
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, drp_core::Error> {
         let mut d = Diagnostics::new(path, text);
-        let root: Value = match serde_yaml_ng::from_str(text) {
+        let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 d.push("", format!("not valid YAML: {e}"), None);
                 return Err(drp_core::Error::Policy(d.into_result().unwrap_err()));
             }
         };
+        // `${VAR}` on parsed values, as in policies and runbooks.
+        d.expand_env(&mut root);
         let mut found: BTreeMap<String, Vars> = BTreeMap::new();
         match root {
             Value::Mapping(groups) => {

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::*;
 use crate::harness::Run;
 
@@ -62,11 +64,17 @@ impl Drop for WebApp {
     }
 }
 
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/fleet").join(rel)
+}
+
+/// The README's three-host set-up, as `policies/fleet/` ships it: the
+/// coordinator here, db-1 (PostgreSQL) and web-1 (the shop) as namespaces.
 #[test]
 fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
-    let s = scratch("fleet_drill");
-    let db_host = host(&s, 2, "db");
-    let web_host = host(&s, 3, "web");
+    let mut s = scratch("fleet_drill");
+    let db_host = host(&s, 2, "db-1");
+    let web_host = host(&s, 3, "web-1");
     let gone = host(&s, 9, "gone");
     forward_into(&db_host.ns, s3_port());
     let db = s.id.clone();
@@ -84,84 +92,76 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
         ),
     );
     let v = services();
-    let pg_password = db_host.secret("pg-password", v.get("DRP_TEST_PG_PASSWORD"));
+    // The example host policies, as they read once installed on each host.
+    db_host.secret("pg-password", v.get("DRP_TEST_PG_PASSWORD"));
+    db_host.secret("s3-key-id", v.get("DRP_TEST_S3_KEY_ID"));
+    db_host.secret("s3-secret", v.get("DRP_TEST_S3_SECRET"));
     let socket_dir = PathBuf::from(v.get("DRP_TEST_FLEET_DIR")).join("h2/pg");
-    db_host.serve(&format!(
-        "objectives: {{rto: 5m, rpo: 30m}}\ntargets:\n{}exports:\n  shop:\n    source: {{kind: postgres, host: {pg}, port: 5432, user: postgres, database: {db}, password: {{file: {pw}}}}}\n    targets: [s3]\nserve:\n  allow_destructive: true\n  commands:\n    drop-shop-db: {{run: [dropdb, -h, {sock}, -U, postgres, --force, {db}], destructive: true}}\n",
-        db_host.s3_target(&s),
-        pg = v.get("DRP_TEST_FLEET_PG"),
-        pw = pg_password.display(),
-        sock = socket_dir.display(),
+    db_host.serve_policy(&render(
+        &std::fs::read_to_string(example("db-1.yaml")).unwrap(),
+        &[
+            ("DRP_STATE_DIR", db_host.dir.join("state").display().to_string()),
+            ("DRP_S3_BUCKET", v.get("DRP_TEST_S3_BUCKET").into()),
+            ("DRP_S3_PREFIX", s.id.clone()),
+            ("DRP_S3_ENDPOINT", v.get("DRP_TEST_S3_ENDPOINT").into()),
+            ("DRP_S3_REGION", "garage".into()),
+            ("DRP_SECRETS", db_host.dir.display().to_string()),
+            ("SHOP_PG_HOST", v.get("DRP_TEST_FLEET_PG").into()),
+            ("SHOP_PG_DB", db.clone()),
+            ("SHOP_PG_SOCKET", socket_dir.display().to_string()),
+        ],
     ));
-    web_host.serve(
-        "targets:\n  nas: {kind: local, path: nas}\nexports:\n  site:\n    source: {kind: directory, path: /etc/ssh}\n    targets: [nas]\n",
-    );
-    // A recovery point on S3, taken by the db host's agent.
-    let backup = Run::from(
-        db_host
-            .exec(agent_bin().to_str().unwrap())
-            .args(["backup", "--policy", db_host.policy_path().to_str().unwrap()])
-            .output()
-            .unwrap(),
-    );
-    backup.ok();
+    std::fs::create_dir_all(web_host.dir.join("site")).unwrap();
+    std::fs::write(web_host.dir.join("site/index.html"), "shop\n").unwrap();
+    web_host.serve_policy(&render(
+        &std::fs::read_to_string(example("web-1.yaml")).unwrap(),
+        &[
+            ("DRP_STATE_DIR", web_host.dir.join("state").display().to_string()),
+            ("DRP_NAS", web_host.dir.join("nas").display().to_string()),
+            ("SITE_ROOT", web_host.dir.join("site").display().to_string()),
+        ],
+    ));
     let before = host_psql(&db, "select md5(string_agg(id || item || qty, ',' order by id)) from orders");
     let _web = WebApp::start(&web_host, &db);
 
-    coordinator_policy(&s);
-    inventory(&s, "fleet.yaml", &[&db_host, &web_host, &gone], None, None);
-    s.write(
-        "db-lost.yaml",
-        r#"name: shop-db-lost-fleet
-policy: coordinator.yaml
-inventory: fleet.yaml
-objectives: {rto: 5m, rpo: 30m}
-phases:
-  verify: {parallel: true}
-drill:
-  inject:
-    - name: drop the shop database
-      host: db
-      action: {kind: command, named: drop-shop-db}
-steps:
-  - name: the site fails
-    phase: detect
-    host: web
-    action: {kind: http, url: "http://127.0.0.1:8080/", until: fails, interval: 500ms}
-    timeout: 30s
-  - name: restore the shop database from S3
-    phase: restore
-    host: db
-    action: {kind: restore_backup, export: shop, from: s3}
-    timeout: 2m
-  - name: the site shows the orders, seen from the web host
-    phase: verify
-    host: web
-    action: {kind: http, url: "http://127.0.0.1:8080/", body_contains: "orders=1000"}
-    timeout: 20s
-    retries: 3
-  - name: the orders are back, on the db host
-    phase: verify
-    host: db
-    action: {kind: sql, export: shop, query: "select count(*) from orders", expect: {value: "1000"}}
-    timeout: 20s
-"#,
-    );
-    let check = s.drp(&["check", "db-lost.yaml"]);
+    // The coordinator's side: the example inventory, policy and runbook.
+    s.write("runbooks/README", "the on-call runbooks\n");
+    for (k, val) in [
+        ("DRP_FLEET_USER", "root".to_string()),
+        ("DRP_FLEET_KEY", v.get("DRP_TEST_FLEET_KEY").into()),
+        ("DRP_FLEET_KNOWN_HOSTS", v.get("DRP_TEST_FLEET_KNOWN_HOSTS").into()),
+        ("DRP_FLEET_AGENT", agent_bin().display().to_string()),
+        ("DB1_ADDRESS", db_host.addr.clone()),
+        ("DB1_POLICY", db_host.policy_path().display().to_string()),
+        ("WEB1_ADDRESS", web_host.addr.clone()),
+        ("WEB1_POLICY", web_host.policy_path().display().to_string()),
+        ("DRP_COORDINATOR", "coordinator".into()),
+        ("DRP_NAS", s.path("nas").display().to_string()),
+        ("DRP_RUNBOOKS", s.path("runbooks").display().to_string()),
+        ("SHOP_EXPECT", "orders=1000".into()),
+    ] {
+        s.set_env(k, &val);
+    }
+    let runbook = example("db-lost.yaml").display().to_string();
+    let check = s.drp(&["check", &runbook]);
     check.ok();
-    assert!(check.stdout.contains("host `db` reachable: agent"), "{}", check.stdout);
-    assert!(check.stdout.contains("step `restore the shop database from S3` on `db`: restore `shop`"), "{}", check.stdout);
+    assert!(check.stdout.contains("host `db-1` reachable: agent"), "{}", check.stdout);
+    assert!(check.stdout.contains("step `restore the shop database from S3` on `db-1`: restore `shop`"), "{}", check.stdout);
 
-    let r = s.drp(&["--json", "drill", "db-lost.yaml", "--yes", "--out", "reports"]);
+    let r = s.drp(&["--json", "drill", &runbook, "--yes", "--out", "reports"]);
     r.ok();
     let report = r.json();
     assert_eq!(report["status"], "passed", "{report:#}");
     assert_eq!(report["rto"]["met"], true, "{report:#}");
     assert!(report["rto"]["measured_seconds"].as_f64().unwrap() > 0.0);
     let restored = report["rpo"]["restored"].as_array().unwrap();
-    assert_eq!(restored.len(), 1, "the db host's restore is measured: {report:#}");
+    assert_eq!(restored.len(), 1, "db-1's restore is measured: {report:#}");
     assert_eq!(restored[0]["export"], "shop");
     assert!(report["rpo"]["measured_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with("drill backup of `shop` on `db-1`: backup ")),
+        "the drill's fresh point was taken on db-1: {report:#}"
+    );
     let hosts: Vec<(&str, &str)> = report["steps"]
         .as_array()
         .unwrap()
@@ -171,30 +171,32 @@ steps:
     assert_eq!(
         hosts,
         [
-            ("drop the shop database", "db"),
-            ("the site fails", "web"),
-            ("restore the shop database from S3", "db"),
-            ("the site shows the orders, seen from the web host", "web"),
-            ("the orders are back, on the db host", "db"),
+            ("drop the shop database", "db-1"),
+            ("the site fails", "web-1"),
+            ("restore the shop database from S3", "db-1"),
+            ("the site shows the orders, seen from web-1", "web-1"),
+            ("the orders are back, on db-1", "db-1"),
         ]
     );
     assert_eq!(
         host_psql(&db, "select md5(string_agg(id || item || qty, ',' order by id)) from orders"),
         before,
-        "the orders restored on host b are the ones backed up"
+        "the orders restored on db-1 are the ones backed up"
     );
     assert_eq!(host_psql(&db, "select count(*) from audit"), "1000", "the trigger's table came back");
     let id = report["id"].as_str().unwrap();
     let md = std::fs::read_to_string(s.path(&format!("reports/shop-db-lost-fleet-{id}.md"))).unwrap();
-    assert!(md.contains("| main | restore | db | restore the shop database from S3 | passed"), "{md}");
+    assert!(md.contains("| main | restore | db-1 | restore the shop database from S3 | passed"), "{md}");
 
-    // The fleet view: the db host's export and its last drill; the host
-    // nobody serves is listed as unreachable, not fatal.
-    let st = s.drp(&["--json", "status", "--inventory", "fleet.yaml", "--policy", "coordinator.yaml"]);
+    // The fleet view: db-1's export and its last drill; a host nobody
+    // serves is listed as unreachable, not fatal.
+    inventory(&s, "fleet.yaml", &[&db_host, &web_host, &gone], None, None);
+    let policy = example("coordinator.yaml").display().to_string();
+    let st = s.drp(&["--json", "status", "--inventory", "fleet.yaml", "--policy", &policy]);
     st.code(8);
     let rows = st.json()["rows"].as_array().unwrap().clone();
     let shop = rows.iter().find(|r| r["export"] == "shop").unwrap_or_else(|| panic!("{rows:#?}"));
-    assert_eq!(shop["host"], "db");
+    assert_eq!(shop["host"], "db-1");
     assert_eq!(shop["within_rpo"], true, "{shop:#}");
     assert_eq!(shop["last_drill"]["runbook"], "shop-db-lost-fleet");
     assert_eq!(shop["last_drill"]["passed"], true);
@@ -204,6 +206,13 @@ steps:
     let table = s.drp(&["status", "--inventory", "fleet.yaml"]);
     assert!(table.stdout.contains("UNREACHABLE"), "{}", table.stdout);
     assert!(table.stdout.contains("3 hosts, 1 unreachable"), "{}", table.stdout);
+    // The quarter's page covers the fleet: the drill, and every host's exposure.
+    let rep = s.drp(&["report", "--policy", &policy, "--inventory", "fleet.yaml"]);
+    rep.code(8);
+    assert!(rep.stdout.contains("## Fleet"), "{}", rep.stdout);
+    assert!(rep.stdout.contains("| db-1 | shop |"), "{}", rep.stdout);
+    assert!(rep.stdout.contains("| gone | UNREACHABLE: "), "{}", rep.stdout);
+    assert!(rep.stdout.contains("shop-db-lost-fleet"), "{}", rep.stdout);
 }
 
 #[test]
