@@ -40,7 +40,8 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(r) = replies.recv().await {
-            if stdout.write_all(r.line().as_bytes()).await.is_err() || stdout.flush().await.is_err() {
+            if stdout.write_all(r.line().as_bytes()).await.is_err() || stdout.flush().await.is_err()
+            {
                 break;
             }
         }
@@ -53,7 +54,10 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
             Ok(Ok(Some(line))) => line,
             Ok(_) => break,
             Err(_) => {
-                tracing::warn!("no word from the coordinator for {}s: taking it for gone", SILENCE.as_secs());
+                tracing::warn!(
+                    "no word from the coordinator for {}s: taking it for gone",
+                    SILENCE.as_secs()
+                );
                 break;
             }
         };
@@ -64,7 +68,11 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                     .ok()
                     .and_then(|v| v["id"].as_u64())
                     .unwrap_or(0);
-                let _ = tx.send(error(id, ErrorKind::BadRequest, format!("request not understood: {e}")));
+                let _ = tx.send(error(
+                    id,
+                    ErrorKind::BadRequest,
+                    format!("request not understood: {e}"),
+                ));
                 continue;
             }
         };
@@ -115,7 +123,12 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                     });
                 }
                 Ok(admitted) => {
-                    tracing::info!(step = step.name, action = admitted.describe, runbook, "running a step for the coordinator");
+                    tracing::info!(
+                        step = step.name,
+                        action = admitted.describe,
+                        runbook,
+                        "running a step for the coordinator"
+                    );
                     let ctx = Context {
                         policy: (*policy).clone(),
                         runbook,
@@ -124,15 +137,29 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                         workdir: None,
                         fleet: None,
                     };
-                    let task = tokio::spawn(run_step(id, step.name, admitted.action, ctx, tx.clone(), running.clone()));
-                    running.lock().expect("running").insert(id, task.abort_handle());
+                    let task = tokio::spawn(run_step(
+                        id,
+                        step.name,
+                        admitted.action,
+                        ctx,
+                        tx.clone(),
+                        running.clone(),
+                    ));
+                    running
+                        .lock()
+                        .expect("running")
+                        .insert(id, task.abort_handle());
                 }
             },
             Op::Cancel => {
                 if let Some(task) = running.lock().expect("running").remove(&id) {
                     tracing::warn!(id, "the coordinator cancelled a step: stopping it");
                     task.abort();
-                    let _ = tx.send(error(id, ErrorKind::Cancelled, format!("cancelled on host `{}`", policy.host)));
+                    let _ = tx.send(error(
+                        id,
+                        ErrorKind::Cancelled,
+                        format!("cancelled on host `{}`", policy.host),
+                    ));
                 }
             }
             Op::Status => {
@@ -150,7 +177,10 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
     // The session ended: nothing keeps running for a coordinator that is gone.
     let left: Vec<_> = running.lock().expect("running").drain().collect();
     if !left.is_empty() {
-        tracing::warn!(steps = left.len(), "the coordinator went away: stopping its running steps");
+        tracing::warn!(
+            steps = left.len(),
+            "the coordinator went away: stopping its running steps"
+        );
     }
     for (_, task) in left {
         task.abort();
@@ -196,7 +226,12 @@ async fn run_step(
             message: e.to_string(),
         },
     };
-    tracing::info!(step = name, seconds, ok = matches!(reply, Reply::Done { .. }), "step ended");
+    tracing::info!(
+        step = name,
+        seconds,
+        ok = matches!(reply, Reply::Done { .. }),
+        "step ended"
+    );
     let _ = tx.send(Response { id, reply });
 }
 

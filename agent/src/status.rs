@@ -14,7 +14,12 @@ struct Gathered<'a> {
     policy: &'a Policy,
     now: DateTime<Utc>,
     rpo: Option<std::time::Duration>,
-    rows: Vec<(&'a drp_core::config::Export, state::ExportState, Option<std::time::Duration>, Option<bool>)>,
+    rows: Vec<(
+        &'a drp_core::config::Export,
+        state::ExportState,
+        Option<std::time::Duration>,
+        Option<bool>,
+    )>,
     health: Vec<(String, String)>,
     tests: Vec<serde_json::Value>,
     over: bool,
@@ -59,7 +64,15 @@ async fn gather(policy: &Policy) -> Gathered<'_> {
         rows.push((e, st, exposure, within));
     }
     let tests = restore_tests(policy, now).await;
-    Gathered { policy, now, rpo, rows, health, tests, over }
+    Gathered {
+        policy,
+        now,
+        rpo,
+        rows,
+        health,
+        tests,
+        over,
+    }
 }
 
 /// The status of the host as `status --json` prints it (and `serve` answers).
@@ -68,26 +81,34 @@ pub async fn json(policy: &Policy) -> serde_json::Value {
 }
 
 fn to_json(g: &Gathered) -> serde_json::Value {
-    let Gathered { policy, now, rpo, rows, health, tests, .. } = g;
+    let Gathered {
+        policy,
+        now,
+        rpo,
+        rows,
+        health,
+        tests,
+        ..
+    } = g;
     let (now, rpo) = (*now, *rpo);
     serde_json::json!({
-            "host": policy.host,
-            "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
-            "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
-                "export": e.name, "schedule": e.schedule.expression,
-                "last_attempt": st.last_attempt, "last_result": st.last_result, "last_error": st.last_error,
-                "last_success": st.last_success, "next_run": e.schedule.next(now),
-                "points": st.points, "newest_consistency": st.newest_consistency,
-                "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
-                "recoverable_until": e.source.archives_continuously().then(|| {
-                    drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
-                }).flatten(),
-                "last_maintenance": st.last_maintenance,
-            })).collect::<Vec<_>>(),
-            "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
-            "snapshots": snapshots_status(&policy, now),
-            "restore_tests": tests,
-        })
+        "host": policy.host,
+        "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
+        "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
+            "export": e.name, "schedule": e.schedule.expression,
+            "last_attempt": st.last_attempt, "last_result": st.last_result, "last_error": st.last_error,
+            "last_success": st.last_success, "next_run": e.schedule.next(now),
+            "points": st.points, "newest_consistency": st.newest_consistency,
+            "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
+            "recoverable_until": e.source.archives_continuously().then(|| {
+                drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
+            }).flatten(),
+            "last_maintenance": st.last_maintenance,
+        })).collect::<Vec<_>>(),
+        "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
+        "snapshots": snapshots_status(&policy, now),
+        "restore_tests": tests,
+    })
 }
 
 pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode> {
@@ -96,7 +117,14 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
     if out.json {
         out.print_json(&to_json(&g));
     } else {
-        let Gathered { now, rpo, rows, health, tests, .. } = &g;
+        let Gathered {
+            now,
+            rpo,
+            rows,
+            health,
+            tests,
+            ..
+        } = &g;
         let (now, rpo) = (*now, *rpo);
         let mut table = Table::new(&[
             "EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO",

@@ -31,7 +31,13 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
             match drp_coordinator::runbook::Runbook::load(file) {
                 Ok(rb) => {
                     // Steps on other hosts are checked by those hosts.
-                    let remote = drp_coordinator::drill::hosts_ready(&rb).await;
+                    let remote = match &rb.inventory {
+                        Some(inv) => {
+                            let fleet = drp_coordinator::fleet::Fleet::new(inv.clone());
+                            drp_coordinator::drill::hosts_ready(&rb, &fleet).await
+                        }
+                        None => Vec::new(),
+                    };
                     for c in &remote {
                         if !c.ok {
                             invalid = true;

@@ -389,10 +389,15 @@ pub fn markdown(c: &Compliance) -> String {
                     "{} {} ({})",
                     d["at"].as_str().unwrap_or_default(),
                     d["runbook"].as_str().unwrap_or_default(),
-                    if d["passed"] == true { "passed" } else { "FAILED" }
+                    if d["passed"] == true {
+                        "passed"
+                    } else {
+                        "FAILED"
+                    }
                 ),
             };
-            let secs = |v: &serde_json::Value| v.as_f64().map(fmt_secs).unwrap_or_else(|| "-".into());
+            let secs =
+                |v: &serde_json::Value| v.as_f64().map(fmt_secs).unwrap_or_else(|| "-".into());
             s += &if r["reachable"] == false {
                 format!(
                     "| {} | UNREACHABLE: {} | | | | {drill} |\n",

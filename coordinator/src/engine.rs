@@ -250,19 +250,17 @@ async fn after_step(
     records.push(record);
     let failure = failure?;
     match &step.on_failure {
-            OnFailure::Continue => None,
-            OnFailure::Abort => Some(Aborted {
+        OnFailure::Continue => None,
+        OnFailure::Abort => Some(Aborted {
+            step: failure,
+            fallback: None,
+        }),
+        OnFailure::Fallback(names) => run_fallbacks(names, step, runbook, ctx, observe, records)
+            .await
+            .map(|fallback| Aborted {
                 step: failure,
-                fallback: None,
+                fallback: Some(fallback),
             }),
-            OnFailure::Fallback(names) => {
-                run_fallbacks(names, step, runbook, ctx, observe, records)
-                    .await
-                    .map(|fallback| Aborted {
-                        step: failure,
-                        fallback: Some(fallback),
-                    })
-            }
     }
 }
 

@@ -58,7 +58,8 @@ impl Host {
     /// Writes `policy` as the host's policy, and the authorized_keys line.
     pub fn serve_policy(&self, policy: &str) {
         std::fs::write(self.policy_path(), policy).unwrap();
-        let key = std::fs::read_to_string(format!("{}.pub", services().get("DRP_TEST_FLEET_KEY"))).unwrap();
+        let key = std::fs::read_to_string(format!("{}.pub", services().get("DRP_TEST_FLEET_KEY")))
+            .unwrap();
         std::fs::write(
             self.sshd_dir.join("authorized_keys"),
             format!(
@@ -74,7 +75,11 @@ impl Host {
             .args(["init", "--policy", self.policy_path().to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+        assert!(
+            init.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
     }
 
     /// A secret in a 0600 file of the host's folder, for its policy to reference.
@@ -96,12 +101,20 @@ impl Host {
 
 /// An Ansible inventory of `hosts`, reached with the coordinator's key
 /// (or `key`) and the known_hosts file `known_hosts` (default: the real one).
-pub fn inventory(s: &Scratch, rel: &str, hosts: &[&Host], key: Option<&str>, known_hosts: Option<&Path>) -> PathBuf {
+pub fn inventory(
+    s: &Scratch,
+    rel: &str,
+    hosts: &[&Host],
+    key: Option<&str>,
+    known_hosts: Option<&Path>,
+) -> PathBuf {
     let v = services();
     let mut text = format!(
         "all:\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    drp_known_hosts: {}\n    drp_agent: {}\n  children:\n    fleet:\n      hosts:\n",
         key.unwrap_or(v.get("DRP_TEST_FLEET_KEY")),
-        known_hosts.map(|p| p.display().to_string()).unwrap_or_else(|| v.get("DRP_TEST_FLEET_KNOWN_HOSTS").to_string()),
+        known_hosts
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| v.get("DRP_TEST_FLEET_KNOWN_HOSTS").to_string()),
         agent_bin().display(),
     );
     for h in hosts {
@@ -126,9 +139,15 @@ pub fn forward_into(ns: &str, port: u16) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // setns applies to this thread only: listen there, connect here.
-        assert_eq!(unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        assert_eq!(unsafe { libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         tx.send(()).unwrap();
         for inbound in listener.incoming().flatten() {
             std::thread::spawn(move || {
@@ -166,14 +185,22 @@ pub struct LinkCut(String);
 impl LinkCut {
     pub fn new(h: &Host) -> LinkCut {
         let link = format!("{}{}", services().get("DRP_TEST_FLEET_LINK"), h.n);
-        assert!(Command::new("ip").args(["link", "set", &link, "down"]).status().unwrap().success());
+        assert!(
+            Command::new("ip")
+                .args(["link", "set", &link, "down"])
+                .status()
+                .unwrap()
+                .success()
+        );
         LinkCut(link)
     }
 }
 
 impl Drop for LinkCut {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "set", &self.0, "up"]).status();
+        let _ = Command::new("ip")
+            .args(["link", "set", &self.0, "up"])
+            .status();
     }
 }
 
@@ -189,12 +216,28 @@ pub fn running(cmdline: &str) -> bool {
 
 /// Talks to a host's agent directly over SSH, as a rogue coordinator
 /// would: sends `requests` (JSON lines), returns the replies.
-pub fn raw_session(h: &Host, key: &str, remote_command: &[&str], requests: &[serde_json::Value]) -> (Vec<serde_json::Value>, String) {
+pub fn raw_session(
+    h: &Host,
+    key: &str,
+    remote_command: &[&str],
+    requests: &[serde_json::Value],
+) -> (Vec<serde_json::Value>, String) {
     let v = services();
     let mut child = Command::new("ssh")
-        .args(["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
+        .args([
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", v.get("DRP_TEST_FLEET_KNOWN_HOSTS")))
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            v.get("DRP_TEST_FLEET_KNOWN_HOSTS")
+        ))
         .args(["-i", key, "-l", "root", &h.addr])
         .args(remote_command)
         .stdin(Stdio::piped())

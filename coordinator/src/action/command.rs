@@ -228,7 +228,9 @@ impl CommandAction {
     }
 
     async fn once(&self, ctx: &Context) -> Result<String, ActionError> {
-        let argv = self.argv(&ctx.policy).map_err(|e| ActionError::failed(e.to_string()))?;
+        let argv = self
+            .argv(&ctx.policy)
+            .map_err(|e| ActionError::failed(e.to_string()))?;
         let (code, output) = exec(&argv, ctx).await?;
         let tail: String = output
             .trim()

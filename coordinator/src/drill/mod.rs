@@ -47,9 +47,13 @@ pub async fn execute(
     let drill = drill_of(runbook, options.kind)?;
     let mut report = record::new_report(runbook, options.kind);
     let store = Store::open(&runbook.policy).await;
+    let fleet = runbook
+        .inventory
+        .clone()
+        .map(|i| std::sync::Arc::new(crate::fleet::Fleet::new(i)));
 
     if let Some(drill) = drill {
-        if !preflight::passes(runbook, drill.backup_first, &mut report).await {
+        if !preflight::passes(runbook, drill.backup_first, fleet.as_deref(), &mut report).await {
             let not_stored = store.save(&report).await;
             return Ok((report, not_stored));
         }
@@ -60,7 +64,7 @@ pub async fn execute(
     // (Where this first save fails, the final one reports it.)
     let _ = store.save(&report).await;
 
-    match recover::recover(runbook, drill, &options, &mut report, observe).await {
+    match recover::recover(runbook, drill, &options, fleet, &mut report, observe).await {
         Ok(measured) => judge::judge(runbook, &mut report, measured),
         Err(err) => {
             record::stopped(&mut report, &err);

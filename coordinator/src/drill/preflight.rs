@@ -3,6 +3,7 @@
 //! installed and, unless the drill takes a fresh backup, there is a
 //! recovery point to restore.
 
+use crate::fleet::Fleet;
 use crate::report::{FailureKind, Report};
 use crate::runbook::Runbook;
 
@@ -23,10 +24,17 @@ impl Preflight {
 }
 
 /// Targets reachable, a recovery point to restore, tools installed; every
-/// other host reachable and willing to run its steps.
-pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> {
+/// other host reachable (through `fleet`, whose sessions the run then
+/// uses) and willing to run its steps.
+pub async fn preflight(
+    runbook: &Runbook,
+    backup_first: bool,
+    fleet: Option<&Fleet>,
+) -> Vec<Preflight> {
     let mut out = targets_reachable(runbook).await;
-    out.extend(hosts_ready(runbook).await);
+    if let Some(fleet) = fleet {
+        out.extend(hosts_ready(runbook, fleet).await);
+    }
     for export in &runbook.restored_exports() {
         out.push(tools_installed(runbook, export).await);
         if !backup_first {
@@ -38,8 +46,13 @@ pub async fn preflight(runbook: &Runbook, backup_first: bool) -> Vec<Preflight> 
 
 /// Runs the preflight and notes each check in the report; when one failed,
 /// ends the report as failed and says so.
-pub(super) async fn passes(runbook: &Runbook, backup_first: bool, report: &mut Report) -> bool {
-    let checks = preflight(runbook, backup_first).await;
+pub(super) async fn passes(
+    runbook: &Runbook,
+    backup_first: bool,
+    fleet: Option<&Fleet>,
+    report: &mut Report,
+) -> bool {
+    let checks = preflight(runbook, backup_first, fleet).await;
     report.notes.extend(
         checks
             .iter()
@@ -89,42 +102,38 @@ async fn targets_reachable(runbook: &Runbook) -> Vec<Preflight> {
 }
 
 /// Each host of the runbook answers, and accepts each of its steps.
-pub async fn hosts_ready(runbook: &Runbook) -> Vec<Preflight> {
-    let Some(inventory) = &runbook.inventory else {
-        return Vec::new();
-    };
-    let fleet = crate::fleet::Fleet::new(inventory.clone());
+pub async fn hosts_ready(runbook: &Runbook, fleet: &Fleet) -> Vec<Preflight> {
     let hosts = runbook.remote_hosts();
     let opened = fleet.link_all(&hosts).await;
-    let checks = opened.into_iter().map(|(host, link)| {
-        let fleet = &fleet;
-        async move {
-            let mut out = vec![Preflight::new(
-                format!("host `{host}` reachable"),
-                link.as_ref()
-                    .map(|r| {
-                        format!(
-                            "agent {} serving {} (protocol {})",
-                            r.hello.agent_version, r.hello.policy, r.hello.protocol
-                        )
-                    })
-                    .map_err(|e| e.to_string()),
-            )];
-            if link.is_ok() {
-                for step in runbook.all_steps().filter(|s| s.host.as_ref() == Some(&host)) {
-                    let result = fleet
-                        .validate(&host, step)
-                        .await
-                        .map(|(describe, _)| describe)
-                        .map_err(|e| e.to_string());
-                    out.push(Preflight::new(
-                        format!("step `{}` on `{host}`", step.name),
-                        result,
-                    ));
-                }
+    let checks = opened.into_iter().map(|(host, link)| async move {
+        let mut out = vec![Preflight::new(
+            format!("host `{host}` reachable"),
+            link.as_ref()
+                .map(|r| {
+                    format!(
+                        "agent {} serving {} (protocol {})",
+                        r.hello.agent_version, r.hello.policy, r.hello.protocol
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        )];
+        if link.is_ok() {
+            for step in runbook
+                .all_steps()
+                .filter(|s| s.host.as_ref() == Some(&host))
+            {
+                let result = fleet
+                    .validate(&host, step)
+                    .await
+                    .map(|(describe, _)| describe)
+                    .map_err(|e| e.to_string());
+                out.push(Preflight::new(
+                    format!("step `{}` on `{host}`", step.name),
+                    result,
+                ));
             }
-            out
         }
+        out
     });
     futures::future::join_all(checks)
         .await

@@ -33,6 +33,7 @@ pub(super) async fn recover(
     runbook: &Runbook,
     drill: Option<&Drill>,
     options: &Options,
+    fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
     report: &mut Report,
     observe: Observer<'_>,
 ) -> Result<Measured> {
@@ -42,14 +43,13 @@ pub(super) async fn recover(
         t_fail: options.failed_at.unwrap_or(report.started_at),
         restored: Mutex::new(Vec::new()),
         workdir: options.workdir.clone(),
-        fleet: runbook
-            .inventory
-            .clone()
-            .map(|i| std::sync::Arc::new(crate::fleet::Fleet::new(i))),
+        fleet,
     };
-    if let Some(fleet) = &ctx.fleet {
-        // Every host at once, before the clock that matters runs.
-        fleet.link_all(&runbook.remote_hosts()).await;
+    if let Some(fleet) = ctx.fleet.clone() {
+        // Every host at once, in the background: a step waits only for its
+        // own host's session, the others open meanwhile.
+        let hosts = runbook.remote_hosts();
+        tokio::spawn(async move { fleet.link_all(&hosts).await });
     }
     let last_written = match drill {
         Some(drill) => inject(runbook, drill, &mut ctx, report, observe).await?,
@@ -210,7 +210,10 @@ async fn backup_first(runbook: &Runbook, ctx: &Context, report: &mut Report) -> 
         let done = fleet.run(host, &backup, ctx).await.map_err(|e| {
             drp_core::Error::Failed(format!("drill backup of `{}` on `{host}`: {e}", r.export))
         })?;
-        report.notes.push(format!("drill backup of `{}` on `{host}`: {done}", r.export));
+        report.notes.push(format!(
+            "drill backup of `{}` on `{host}`: {done}",
+            r.export
+        ));
     }
     for e in exports {
         let outcome = drp_core::runner::run_export(

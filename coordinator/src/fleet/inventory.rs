@@ -112,7 +112,11 @@ fn read_group(
         Value::Null => return,
         Value::Mapping(m) => m,
         _ => {
-            d.push(at, "a group is a mapping with `hosts`, `children` or `vars`", None);
+            d.push(
+                at,
+                "a group is a mapping with `hosts`, `children` or `vars`",
+                None,
+            );
             return;
         }
     };
@@ -203,7 +207,11 @@ fn host_entry(d: &mut Diagnostics, base: &Path, name: String, vars: &Vars) -> Op
     let port = match text(d, "ansible_port") {
         None => 22,
         Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
-            d.push(&vars["ansible_port"].1, format!("`{p}` is not a port number"), None);
+            d.push(
+                &vars["ansible_port"].1,
+                format!("`{p}` is not a port number"),
+                None,
+            );
             22
         }),
     };
@@ -216,8 +224,14 @@ fn host_entry(d: &mut Diagnostics, base: &Path, name: String, vars: &Vars) -> Op
     let identity = file(d, "ansible_ssh_private_key_file");
     let known_hosts = file(d, "drp_known_hosts");
     // Sent as the remote command: words a remote shell reads as they are.
-    for (key, value) in [("drp_policy", &policy), ("drp_agent", &agent), ("ansible_user", &user)] {
-        if !value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-@+".contains(c))
+    for (key, value) in [
+        ("drp_policy", &policy),
+        ("drp_agent", &agent),
+        ("ansible_user", &user),
+    ] {
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-@+".contains(c))
             || value.starts_with('-')
         {
             let at = vars.get(key).map(|(_, at)| at.clone()).unwrap_or_default();
@@ -229,7 +243,11 @@ fn host_entry(d: &mut Diagnostics, base: &Path, name: String, vars: &Vars) -> Op
         }
     }
     if address.starts_with('-') {
-        d.push(&format!("{name}.ansible_host"), "an address cannot start with `-`", None);
+        d.push(
+            &format!("{name}.ansible_host"),
+            "an address cannot start with `-`",
+            None,
+        );
     }
     (d.items.len() == before).then_some(HostEntry {
         name,
@@ -278,7 +296,10 @@ all:
         );
         assert_eq!(inv.host("db-2").unwrap().policy, "/srv/drp/policy.yaml");
         let web = inv.host("web-1").unwrap();
-        assert_eq!((web.port, web.policy.as_str()), (22, "/etc/drp/policy.yaml"));
+        assert_eq!(
+            (web.port, web.policy.as_str()),
+            (22, "/etc/drp/policy.yaml")
+        );
     }
 
     #[test]
@@ -294,7 +315,10 @@ all:
             .collect();
         assert_eq!(
             found,
-            [(4, "all.hosts.db-1.drp_polcy"), (5, "all.hosts.db-1.drp_agent")],
+            [
+                (4, "all.hosts.db-1.drp_polcy"),
+                (5, "all.hosts.db-1.drp_agent")
+            ],
             "{e}"
         );
         assert!(e.to_string().contains("drp_policy"), "did you mean: {e}");

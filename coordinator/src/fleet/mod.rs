@@ -27,14 +27,17 @@ use crate::runbook::Step;
 /// after a connection is lost.
 pub struct Fleet {
     pub inventory: Inventory,
-    links: tokio::sync::Mutex<HashMap<String, Arc<Remote>>>,
+    /// Each host's session, behind a lock of its own: hosts connect at once.
+    links: std::sync::Mutex<HashMap<String, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Remote>>>>;
 
 impl Fleet {
     pub fn new(inventory: Inventory) -> Fleet {
         Fleet {
             inventory,
-            links: tokio::sync::Mutex::new(HashMap::new()),
+            links: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -46,17 +49,27 @@ impl Fleet {
                 self.inventory.path.display()
             ))
         })?;
-        let mut links = self.links.lock().await;
-        if let Some(r) = links.get(host).filter(|r| !r.closed()) {
+        let slot = self
+            .links
+            .lock()
+            .expect("links")
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let mut link = slot.lock().await;
+        if let Some(r) = link.as_ref().filter(|r| !r.closed()) {
             return Ok(r.clone());
         }
         let r = Arc::new(Remote::connect(entry).await?);
-        links.insert(host.to_string(), r.clone());
+        *link = Some(r.clone());
         Ok(r)
     }
 
     /// Connects to every host in `hosts` at once; each one's session or why not.
-    pub async fn link_all(&self, hosts: &[String]) -> Vec<(String, Result<Arc<Remote>, RemoteError>)> {
+    pub async fn link_all(
+        &self,
+        hosts: &[String],
+    ) -> Vec<(String, Result<Arc<Remote>, RemoteError>)> {
         let opened = futures::future::join_all(hosts.iter().map(|h| self.link(h))).await;
         hosts.iter().cloned().zip(opened).collect()
     }
@@ -83,7 +96,10 @@ impl Fleet {
 
     /// Runs `step` on its host; what it restored is added to `ctx`.
     pub async fn run(&self, host: &str, step: &Step, ctx: &Context) -> Result<String, ActionError> {
-        let remote = self.link(host).await.map_err(|e| ActionError::failed(e.to_string()))?;
+        let remote = self
+            .link(host)
+            .await
+            .map_err(|e| ActionError::failed(e.to_string()))?;
         match remote.run(request(step), ctx.t_fail, &ctx.runbook).await {
             Ok(ran) => {
                 ctx.restored

@@ -87,7 +87,9 @@ pub enum Reply {
         destructive: bool,
     },
     /// The step is still running, `seconds` after it started.
-    Running { seconds: f64 },
+    Running {
+        seconds: f64,
+    },
     Done {
         message: String,
         /// The recovery points it restored, for the RPO.
@@ -95,8 +97,13 @@ pub enum Reply {
         restored: Vec<RestoredPoint>,
         seconds: f64,
     },
-    Status { status: serde_json::Value },
-    Error { kind: ErrorKind, message: String },
+    Status {
+        status: serde_json::Value,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -135,7 +135,11 @@ impl Remote {
         // Keeps the agent sure the coordinator is there (see `Op::Ping`).
         let pinger = lines.clone();
         tokio::spawn(async move {
-            let ping = Request { id: 0, op: Op::Ping }.line();
+            let ping = Request {
+                id: 0,
+                op: Op::Ping,
+            }
+            .line();
             let mut every = tokio::time::interval(super::protocol::PING_EVERY);
             loop {
                 every.tick().await;
@@ -316,7 +320,11 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            tracing::info!(host = self.remote.host.name, id = self.id, "cancelling the step on the host");
+            tracing::info!(
+                host = self.remote.host.name,
+                id = self.id,
+                "cancelling the step on the host"
+            );
             let _ = self.remote.lines.send(
                 Request {
                     id: self.id,
@@ -335,10 +343,16 @@ impl Drop for CancelOnDrop<'_> {
 /// command (an `authorized_keys` entry pinning it makes that the only one).
 pub fn ssh_command(host: &HostEntry) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.args(["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
-        .args(["-o", "ConnectTimeout=10"])
-        .args(["-p", &host.port.to_string(), "-l", &host.user]);
+    cmd.args([
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
+    .args(["-o", "ConnectTimeout=10"])
+    .args(["-p", &host.port.to_string(), "-l", &host.user]);
     if let Some(id) = &host.identity {
         cmd.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
     }

@@ -62,9 +62,10 @@ fn last_drill(reports: &[Report], host: &str) -> Option<(DateTime<Utc>, String, 
 pub fn rows(hosts: &[HostStatus], now: DateTime<Utc>) -> Vec<Value> {
     let mut out = Vec::new();
     for h in hosts {
-        let drill = h.last_drill.as_ref().map(|(at, runbook, passed)| {
-            json!({"at": at, "runbook": runbook, "passed": passed})
-        });
+        let drill = h
+            .last_drill
+            .as_ref()
+            .map(|(at, runbook, passed)| json!({"at": at, "runbook": runbook, "passed": passed}));
         let status = match &h.status {
             Ok(s) => s,
             Err(why) => {
@@ -107,7 +108,13 @@ pub fn table(rows: &[Value], now: DateTime<Utc>) -> String {
             .map(|s| format_duration(std::time::Duration::from_secs(s)))
     };
     let mut t = drp_cli::Table::new(&[
-        "HOST", "EXPORT", "NEWEST POINT", "EXPOSURE", "RPO", "ARCHIVE LAG", "LAST DRILL",
+        "HOST",
+        "EXPORT",
+        "NEWEST POINT",
+        "EXPOSURE",
+        "RPO",
+        "ARCHIVE LAG",
+        "LAST DRILL",
     ]);
     for r in rows {
         let drill = match &r["last_drill"] {
@@ -119,7 +126,11 @@ pub fn table(rows: &[Value], now: DateTime<Utc>) -> String {
                     .and_then(|t| t.parse::<DateTime<Utc>>().ok())
                     .map(|t| format_duration((now - t).to_std().unwrap_or_default()))
                     .unwrap_or_default(),
-                if d["passed"] == true { "passed" } else { "FAILED" },
+                if d["passed"] == true {
+                    "passed"
+                } else {
+                    "FAILED"
+                },
                 d["runbook"].as_str().unwrap_or_default()
             ),
         };

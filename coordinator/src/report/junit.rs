@@ -33,8 +33,16 @@ pub fn render(r: &Report) -> String {
     };
     for s in &r.steps {
         let failure = (!s.passed()).then(|| s.message.clone());
-        let on = s.host.as_ref().map(|h| format!(" @{h}")).unwrap_or_default();
-        case(&format!("{}: {}{on}", s.section, s.name), s.seconds, failure);
+        let on = s
+            .host
+            .as_ref()
+            .map(|h| format!(" @{h}"))
+            .unwrap_or_default();
+        case(
+            &format!("{}: {}{on}", s.section, s.name),
+            s.seconds,
+            failure,
+        );
     }
     if let Some(rto) = &r.rto {
         let f = (!rto.met).then(|| match rto.measured_seconds {

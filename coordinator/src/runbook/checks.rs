@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
 
 use super::steps::Section;
-use crate::fleet::inventory::Inventory;
 use super::{Drill, Heartbeat, OnFailure, Phase, Step};
+use crate::fleet::inventory::Inventory;
 
 /// Main steps in phase order, each with a phase and fallbacks that exist,
 /// and at least one verify step.
@@ -72,7 +72,10 @@ pub(super) fn hosts(
                     let known: Vec<&str> = inv.hosts.keys().map(String::as_str).collect();
                     d.push(
                         &at,
-                        format!("host `{host}` is not in the inventory {}", inv.path.display()),
+                        format!(
+                            "host `{host}` is not in the inventory {}",
+                            inv.path.display()
+                        ),
                         drp_core::config::did_you_mean(host, &known),
                     );
                 }

@@ -185,9 +185,11 @@ impl Runbook {
         let policy_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "policy", true);
         let objectives: Option<Objectives> = yaml::field(&mut d, &root, "", "objectives", false);
         let heartbeat: Option<Heartbeat> = yaml::field(&mut d, &root, "", "heartbeat", false);
-        let policy = policy_path.and_then(|p| load_policy(&mut d, path, &p));
+        let policy =
+            policy_path.and_then(|p| load_beside(&mut d, path, "policy", &p, Policy::load));
         let inventory_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "inventory", false);
-        let inventory = inventory_path.and_then(|p| load_inventory(&mut d, path, &p));
+        let inventory = inventory_path
+            .and_then(|p| load_beside(&mut d, path, "inventory", &p, Inventory::load));
         let phases: Option<BTreeMap<Phase, PhaseSettings>> =
             yaml::field(&mut d, &root, "", "phases", false);
         let parallel = phases
@@ -278,33 +280,23 @@ impl Runbook {
     }
 }
 
-/// The policy at `policy` (relative to the runbook's folder), or a
-/// diagnostic saying why it does not load.
-fn load_policy(d: &mut Diagnostics, runbook: &Path, policy: &Path) -> Option<Policy> {
+/// The file at `key` of the runbook (relative to its folder), loaded; or a
+/// diagnostic at `key` saying why it does not load.
+fn load_beside<T>(
+    d: &mut Diagnostics,
+    runbook: &Path,
+    key: &str,
+    file: &Path,
+    load: impl FnOnce(&Path) -> Result<T, drp_core::Error>,
+) -> Option<T> {
     let base = runbook
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    match Policy::load(&drp_core::config::resolve_relative(base, policy)) {
-        Ok(p) => Some(p),
+    match load(&drp_core::config::resolve_relative(base, file)) {
+        Ok(v) => Some(v),
         Err(e) => {
-            d.push("policy", format!("the policy does not load: {e}"), None);
-            None
-        }
-    }
-}
-
-/// The inventory at `inventory` (relative to the runbook's folder), or a
-/// diagnostic saying why it does not load.
-fn load_inventory(d: &mut Diagnostics, runbook: &Path, inventory: &Path) -> Option<Inventory> {
-    let base = runbook
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match Inventory::load(&drp_core::config::resolve_relative(base, inventory)) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            d.push("inventory", format!("the inventory does not load: {e}"), None);
+            d.push(key, format!("the {key} does not load: {e}"), None);
             None
         }
     }

@@ -16,8 +16,8 @@ pub use crate::backend::TargetConfig;
 pub use crate::source::SourceConfig;
 pub use locate::Locations;
 pub use policy::{
-    Compression, Export, Metrics, Notify, NotifyWhen, Objectives, Policy, PruneSettings,
-    RestoreSettings, ServeSettings, NamedCommand, Retention, Schedule,
+    Compression, Export, Metrics, NamedCommand, Notify, NotifyWhen, Objectives, Policy,
+    PruneSettings, RestoreSettings, Retention, Schedule, ServeSettings,
 };
 pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;

@@ -756,7 +756,10 @@ impl Source for Mysql {
         database: Option<&str>,
         sql: &str,
     ) -> Result<Vec<Vec<String>>, SourceError> {
-        self.sql(database, &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"))
+        self.sql(
+            database,
+            &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"),
+        )
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {

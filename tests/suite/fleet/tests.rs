@@ -9,12 +9,34 @@ use crate::harness::Run;
 fn host_psql(database: &str, sql: &str) -> String {
     let v = services();
     let out = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
-        .args(["-h", v.get("DRP_TEST_FLEET_PG"), "-p", "5432", "-d", database, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-h",
+            v.get("DRP_TEST_FLEET_PG"),
+            "-p",
+            "5432",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", v.get("DRP_TEST_PG_PASSWORD"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "psql on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -50,7 +72,10 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
             .unwrap();
         let url = format!("http://{}:8080/", web.addr);
         assert!(
-            eventually(Duration::from_secs(10), || Command::new("curl").args(["-sf", &url]).status().is_ok_and(|s| s.success())),
+            eventually(Duration::from_secs(10), || Command::new("curl")
+                .args(["-sf", &url])
+                .status()
+                .is_ok_and(|s| s.success())),
             "the web application answers"
         );
         WebApp(child)
@@ -65,7 +90,9 @@ impl Drop for WebApp {
 }
 
 fn example(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/fleet").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/fleet")
+        .join(rel)
 }
 
 /// The README's three-host set-up, as `policies/fleet/` ships it: the
@@ -81,7 +108,8 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     host_psql("postgres", &format!("create database {db}"));
     host_psql(
         &db,
-        &format!("create role {role}; \
+        &format!(
+            "create role {role}; \
          create table orders (id serial primary key, item text not null, qty int, placed timestamptz default now()); \
          create table audit (order_id int, at timestamptz default now()); \
          create function log_order() returns trigger language plpgsql as $$ begin insert into audit (order_id) values (new.id); return new; end $$; \
@@ -100,7 +128,10 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     db_host.serve_policy(&render(
         &std::fs::read_to_string(example("db-1.yaml")).unwrap(),
         &[
-            ("DRP_STATE_DIR", db_host.dir.join("state").display().to_string()),
+            (
+                "DRP_STATE_DIR",
+                db_host.dir.join("state").display().to_string(),
+            ),
             ("DRP_S3_BUCKET", v.get("DRP_TEST_S3_BUCKET").into()),
             ("DRP_S3_PREFIX", s.id.clone()),
             ("DRP_S3_ENDPOINT", v.get("DRP_TEST_S3_ENDPOINT").into()),
@@ -116,12 +147,18 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     web_host.serve_policy(&render(
         &std::fs::read_to_string(example("web-1.yaml")).unwrap(),
         &[
-            ("DRP_STATE_DIR", web_host.dir.join("state").display().to_string()),
+            (
+                "DRP_STATE_DIR",
+                web_host.dir.join("state").display().to_string(),
+            ),
             ("DRP_NAS", web_host.dir.join("nas").display().to_string()),
             ("SITE_ROOT", web_host.dir.join("site").display().to_string()),
         ],
     ));
-    let before = host_psql(&db, "select md5(string_agg(id || item || qty, ',' order by id)) from orders");
+    let before = host_psql(
+        &db,
+        "select md5(string_agg(id || item || qty, ',' order by id)) from orders",
+    );
     let _web = WebApp::start(&web_host, &db);
 
     // The coordinator's side: the example inventory, policy and runbook.
@@ -129,7 +166,10 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     for (k, val) in [
         ("DRP_FLEET_USER", "root".to_string()),
         ("DRP_FLEET_KEY", v.get("DRP_TEST_FLEET_KEY").into()),
-        ("DRP_FLEET_KNOWN_HOSTS", v.get("DRP_TEST_FLEET_KNOWN_HOSTS").into()),
+        (
+            "DRP_FLEET_KNOWN_HOSTS",
+            v.get("DRP_TEST_FLEET_KNOWN_HOSTS").into(),
+        ),
         ("DRP_FLEET_AGENT", agent_bin().display().to_string()),
         ("DB1_ADDRESS", db_host.addr.clone()),
         ("DB1_POLICY", db_host.policy_path().display().to_string()),
@@ -145,8 +185,18 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     let runbook = example("db-lost.yaml").display().to_string();
     let check = s.drp(&["check", &runbook]);
     check.ok();
-    assert!(check.stdout.contains("host `db-1` reachable: agent"), "{}", check.stdout);
-    assert!(check.stdout.contains("step `restore the shop database from S3` on `db-1`: restore `shop`"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("host `db-1` reachable: agent"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("step `restore the shop database from S3` on `db-1`: restore `shop`"),
+        "{}",
+        check.stdout
+    );
 
     let r = s.drp(&["--json", "drill", &runbook, "--yes", "--out", "reports"]);
     r.ok();
@@ -159,14 +209,22 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     assert_eq!(restored[0]["export"], "shop");
     assert!(report["rpo"]["measured_seconds"].as_f64().unwrap() > 0.0);
     assert!(
-        report["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with("drill backup of `shop` on `db-1`: backup ")),
+        report["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("drill backup of `shop` on `db-1`: backup ")),
         "the drill's fresh point was taken on db-1: {report:#}"
     );
     let hosts: Vec<(&str, &str)> = report["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|st| (st["name"].as_str().unwrap(), st["host"].as_str().unwrap_or("-")))
+        .map(|st| {
+            (
+                st["name"].as_str().unwrap(),
+                st["host"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
     assert_eq!(
         hosts,
@@ -179,39 +237,74 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
         ]
     );
     assert_eq!(
-        host_psql(&db, "select md5(string_agg(id || item || qty, ',' order by id)) from orders"),
+        host_psql(
+            &db,
+            "select md5(string_agg(id || item || qty, ',' order by id)) from orders"
+        ),
         before,
         "the orders restored on db-1 are the ones backed up"
     );
-    assert_eq!(host_psql(&db, "select count(*) from audit"), "1000", "the trigger's table came back");
+    assert_eq!(
+        host_psql(&db, "select count(*) from audit"),
+        "1000",
+        "the trigger's table came back"
+    );
     let id = report["id"].as_str().unwrap();
-    let md = std::fs::read_to_string(s.path(&format!("reports/shop-db-lost-fleet-{id}.md"))).unwrap();
-    assert!(md.contains("| main | restore | db-1 | restore the shop database from S3 | passed"), "{md}");
+    let md =
+        std::fs::read_to_string(s.path(&format!("reports/shop-db-lost-fleet-{id}.md"))).unwrap();
+    assert!(
+        md.contains("| main | restore | db-1 | restore the shop database from S3 | passed"),
+        "{md}"
+    );
 
     // The fleet view: db-1's export and its last drill; a host nobody
     // serves is listed as unreachable, not fatal.
     inventory(&s, "fleet.yaml", &[&db_host, &web_host, &gone], None, None);
     let policy = example("coordinator.yaml").display().to_string();
-    let st = s.drp(&["--json", "status", "--inventory", "fleet.yaml", "--policy", &policy]);
+    let st = s.drp(&[
+        "--json",
+        "status",
+        "--inventory",
+        "fleet.yaml",
+        "--policy",
+        &policy,
+    ]);
     st.code(8);
     let rows = st.json()["rows"].as_array().unwrap().clone();
-    let shop = rows.iter().find(|r| r["export"] == "shop").unwrap_or_else(|| panic!("{rows:#?}"));
+    let shop = rows
+        .iter()
+        .find(|r| r["export"] == "shop")
+        .unwrap_or_else(|| panic!("{rows:#?}"));
     assert_eq!(shop["host"], "db-1");
     assert_eq!(shop["within_rpo"], true, "{shop:#}");
     assert_eq!(shop["last_drill"]["runbook"], "shop-db-lost-fleet");
     assert_eq!(shop["last_drill"]["passed"], true);
     let unreachable = rows.iter().find(|r| r["host"] == "gone").unwrap();
     assert_eq!(unreachable["reachable"], false);
-    assert!(unreachable["error"].as_str().unwrap().contains("Permission denied"), "{unreachable:#}");
+    assert!(
+        unreachable["error"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{unreachable:#}"
+    );
     let table = s.drp(&["status", "--inventory", "fleet.yaml"]);
     assert!(table.stdout.contains("UNREACHABLE"), "{}", table.stdout);
-    assert!(table.stdout.contains("3 hosts, 1 unreachable"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("3 hosts, 1 unreachable"),
+        "{}",
+        table.stdout
+    );
     // The quarter's page covers the fleet: the drill, and every host's exposure.
     let rep = s.drp(&["report", "--policy", &policy, "--inventory", "fleet.yaml"]);
     rep.code(8);
     assert!(rep.stdout.contains("## Fleet"), "{}", rep.stdout);
     assert!(rep.stdout.contains("| db-1 | shop |"), "{}", rep.stdout);
-    assert!(rep.stdout.contains("| gone | UNREACHABLE: "), "{}", rep.stdout);
+    assert!(
+        rep.stdout.contains("| gone | UNREACHABLE: "),
+        "{}",
+        rep.stdout
+    );
     assert!(rep.stdout.contains("shop-db-lost-fleet"), "{}", rep.stdout);
 }
 
@@ -236,9 +329,7 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
     let key = v.get("DRP_TEST_FLEET_KEY");
     let marker = s.path("pwned");
     let hello = serde_json::json!({"id": 1, "op": "hello", "protocol": 1});
-    let step = |id: u64, op: &str, action: serde_json::Value| {
-        serde_json::json!({"id": id, "op": op, "step": {"name": "x", "action": action}, "t_fail": "2026-12-02T10:00:00Z", "runbook": "rogue"})
-    };
+    let step = |id: u64, op: &str, action: serde_json::Value| serde_json::json!({"id": id, "op": op, "step": {"name": "x", "action": action}, "t_fail": "2026-12-02T10:00:00Z", "runbook": "rogue"});
     // A coordinator bypassed: the agent itself refuses, whatever it is sent.
     let (replies, _) = raw_session(
         &h,
@@ -246,13 +337,41 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
         &[],
         &[
             hello.clone(),
-            step(2, "run", serde_json::json!({"kind": "restore_backup", "export": "pages"})),
-            step(3, "run", serde_json::json!({"kind": "restore_backup", "export": "billing"})),
-            step(4, "run", serde_json::json!({"kind": "restart", "unit": "nginx.service"})),
-            step(5, "run", serde_json::json!({"kind": "command", "run": ["touch", marker.to_str().unwrap()]})),
-            step(6, "run", serde_json::json!({"kind": "command", "named": "flush", "destructive": false, "run": ["touch", marker.to_str().unwrap()]})),
-            step(7, "run", serde_json::json!({"kind": "restart", "unit": "shop.service"})),
-            step(8, "validate", serde_json::json!({"kind": "command", "named": "flush"})),
+            step(
+                2,
+                "run",
+                serde_json::json!({"kind": "restore_backup", "export": "pages"}),
+            ),
+            step(
+                3,
+                "run",
+                serde_json::json!({"kind": "restore_backup", "export": "billing"}),
+            ),
+            step(
+                4,
+                "run",
+                serde_json::json!({"kind": "restart", "unit": "nginx.service"}),
+            ),
+            step(
+                5,
+                "run",
+                serde_json::json!({"kind": "command", "run": ["touch", marker.to_str().unwrap()]}),
+            ),
+            step(
+                6,
+                "run",
+                serde_json::json!({"kind": "command", "named": "flush", "destructive": false, "run": ["touch", marker.to_str().unwrap()]}),
+            ),
+            step(
+                7,
+                "run",
+                serde_json::json!({"kind": "restart", "unit": "shop.service"}),
+            ),
+            step(
+                8,
+                "validate",
+                serde_json::json!({"kind": "command", "named": "flush"}),
+            ),
         ],
     );
     let by_id = |id: u64| {
@@ -266,8 +385,15 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
     assert_eq!(by_id(1)["host"], "app");
     let refused = |id: u64, words: &str| {
         let r = by_id(id);
-        assert_eq!((r["reply"].as_str(), r["kind"].as_str()), (Some("error"), Some("refused")), "{id}: {r:#}");
-        assert!(r["message"].as_str().unwrap().contains(words), "{id}: {r:#}");
+        assert_eq!(
+            (r["reply"].as_str(), r["kind"].as_str()),
+            (Some("error"), Some("refused")),
+            "{id}: {r:#}"
+        );
+        assert!(
+            r["message"].as_str().unwrap().contains(words),
+            "{id}: {r:#}"
+        );
     };
     refused(2, "allow_destructive");
     refused(3, "unknown export `billing`");
@@ -278,10 +404,18 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
     assert_eq!(by_id(8)["reply"], "allowed");
     assert_eq!(by_id(8)["destructive"], false);
     assert!(!marker.exists(), "nothing a coordinator sent was run");
-    assert_eq!(std::fs::read_to_string(h.dir.join("data/index.html")).unwrap(), "live\n");
+    assert_eq!(
+        std::fs::read_to_string(h.dir.join("data/index.html")).unwrap(),
+        "live\n"
+    );
 
     // The key can start nothing but the agent: a command asked for is ignored.
-    let (replies, _) = raw_session(&h, key, &["touch", marker.to_str().unwrap()], &[hello.clone()]);
+    let (replies, _) = raw_session(
+        &h,
+        key,
+        &["touch", marker.to_str().unwrap()],
+        &[hello.clone()],
+    );
     assert_eq!(replies[0]["reply"], "hello", "{replies:#?}");
     assert!(!marker.exists(), "authorized_keys pins the serve command");
 
@@ -294,7 +428,12 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
     );
     let c = s.drp(&["check", "rb.yaml"]);
     c.code(2);
-    assert!(c.stderr.contains("step `put the pages back` on `app`: host `app` refuses `restore `pages`"), "{}", c.stderr);
+    assert!(
+        c.stderr
+            .contains("step `put the pages back` on `app`: host `app` refuses `restore `pages`"),
+        "{}",
+        c.stderr
+    );
     assert!(c.stdout.contains("step `flush` on `app`"), "{}", c.stdout);
 
     // A host whose key does not match the pinned one, and a key the host does not know.
@@ -303,16 +442,41 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
         &format!(
             "{} {}",
             h.addr,
-            std::fs::read_to_string(format!("{}.pub", v.get("DRP_TEST_FLEET_STRANGER_KEY"))).unwrap().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+            std::fs::read_to_string(format!("{}.pub", v.get("DRP_TEST_FLEET_STRANGER_KEY")))
+                .unwrap()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     );
     inventory(&s, "spoofed.yaml", &[&h], None, Some(&wrong));
-    s.write("spoofed-rb.yaml", &std::fs::read_to_string(s.path("rb.yaml")).unwrap().replace("fleet.yaml", "spoofed.yaml"));
+    s.write(
+        "spoofed-rb.yaml",
+        &std::fs::read_to_string(s.path("rb.yaml"))
+            .unwrap()
+            .replace("fleet.yaml", "spoofed.yaml"),
+    );
     let c = s.drp(&["check", "spoofed-rb.yaml"]);
     c.code(2);
-    assert!(c.stderr.contains("Host key verification failed"), "{}", c.stderr);
-    inventory(&s, "stranger.yaml", &[&h], Some(v.get("DRP_TEST_FLEET_STRANGER_KEY")), None);
-    s.write("stranger-rb.yaml", &std::fs::read_to_string(s.path("rb.yaml")).unwrap().replace("fleet.yaml", "stranger.yaml"));
+    assert!(
+        c.stderr.contains("Host key verification failed"),
+        "{}",
+        c.stderr
+    );
+    inventory(
+        &s,
+        "stranger.yaml",
+        &[&h],
+        Some(v.get("DRP_TEST_FLEET_STRANGER_KEY")),
+        None,
+    );
+    s.write(
+        "stranger-rb.yaml",
+        &std::fs::read_to_string(s.path("rb.yaml"))
+            .unwrap()
+            .replace("fleet.yaml", "stranger.yaml"),
+    );
     let c = s.drp(&["check", "stranger-rb.yaml"]);
     c.code(2);
     assert!(c.stderr.contains("Permission denied"), "{}", c.stderr);
@@ -342,21 +506,43 @@ fn a_host_cut_off_mid_step_fails_within_its_timeout_and_the_others_go_on() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(15), || running("sleep 47")), "the far step started");
+    assert!(
+        eventually(Duration::from_secs(15), || running("sleep 47")),
+        "the far step started"
+    );
     let started = Instant::now();
     let link = LinkCut::new(&cut);
     let r = Run::from(child.wait_with_output().unwrap());
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(25), "the step failed within its timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "the step failed within its timeout: {took:?}"
+    );
     let report = r.json();
     let step = |name: &str| {
-        report["steps"].as_array().unwrap().iter().find(|st| st["name"] == name).unwrap_or_else(|| panic!("{}", r.all())).clone()
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["name"] == name)
+            .unwrap_or_else(|| panic!("{}", r.all()))
+            .clone()
     };
     let far = step("far check");
-    assert_eq!((far["status"].as_str(), far["host"].as_str()), (Some("failed"), Some("far")), "{far:#}");
+    assert_eq!(
+        (far["status"].as_str(), far["host"].as_str()),
+        (Some("failed"), Some("far")),
+        "{far:#}"
+    );
     let msg = far["message"].as_str().unwrap();
-    assert!(msg.contains("connection to host `far` lost during the step"), "{msg}");
-    assert!(msg.contains("last known state: running on the host for"), "{msg}");
+    assert!(
+        msg.contains("connection to host `far` lost during the step"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("last known state: running on the host for"),
+        "{msg}"
+    );
     assert_eq!(step("near check")["status"], "passed", "{report:#}");
     assert_ne!(r.code, 0);
     // The host's sshd drops the session; the agent stops the step there.
@@ -384,7 +570,12 @@ fn a_timed_out_remote_step_is_cancelled_on_its_host() {
     );
     let r = s.drp(&["--json", "run", "rb.yaml", "--yes"]);
     let report = r.json();
-    let steps = report["steps"].as_array().unwrap_or_else(|| panic!("{}", r.all()));
+    let steps = report["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.all()));
     assert_eq!(steps[0]["status"], "timed_out", "{report:#}");
-    assert_eq!(steps[1]["status"], "passed", "the host stopped the timed-out step: {report:#}");
+    assert_eq!(
+        steps[1]["status"], "passed",
+        "the host stopped the timed-out step: {report:#}"
+    );
 }
