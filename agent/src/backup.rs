@@ -159,8 +159,12 @@ pub async fn due(
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
-    // Continuous archiving has its turn on every call, before any backup.
+    // Continuous archiving has its turn on every call, before any backup;
+    // the metrics say what it saw even when nothing else is due.
     drp_core::wal::run::archive_turn(&policy).await;
+    if let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now()) {
+        tracing::warn!(error = %e, "metrics textfile not written");
+    }
     // Restore tests on their own schedule, before the backups due.
     let tested = crate::test_restore::due(&policy, now, out).await;
     let due = runner::due_exports(&policy, now);

@@ -93,6 +93,12 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/drp/policy.yaml")]
         policy: PathBuf,
     },
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Snapshot sets tied to changes: create, list, rollback, expire.
     #[command(subcommand)]
     Snapshot(drp_cli::snapshot::SnapshotCommand),
@@ -197,6 +203,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             now,
         } => crate::prune::run(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => crate::status::run(policy, &out).await,
+        Command::GenerateAssets { out: dir } => {
+            use clap::CommandFactory;
+            let written = drp_cli::generate::write(Cli::command(), dir)
+                .map_err(|e| drp_core::Error::io_path("cannot write", dir, e))?;
+            if !out.quiet {
+                println!("wrote {} files under {}", written.len(), dir.display());
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Serve { policy, .. } => crate::serve::run(policy).await,
         Command::Snapshot(cmd) => drp_cli::snapshot::run(cmd, &out).await,
         Command::Guard {

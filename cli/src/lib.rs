@@ -1,6 +1,7 @@
 //! The command-line layer shared by `drp-agent` and `drp`: the only code
 //! that prints. Tables and progress bars for people, JSON for scripts.
 
+pub mod generate;
 pub mod keys;
 pub mod output;
 pub mod repo;

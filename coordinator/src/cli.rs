@@ -95,6 +95,12 @@ pub enum Command {
         #[arg(long, short)]
         policy: Option<PathBuf>,
     },
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate policies and runbooks; say which objectives they can meet.
     Check {
         /// Policy and runbook files.
@@ -163,6 +169,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out).await,
+        Command::GenerateAssets { out: dir } => {
+            use clap::CommandFactory;
+            let written = drp_cli::generate::write(Cli::command(), dir)
+                .map_err(|e| drp_core::Error::io_path("cannot write", dir, e))?;
+            if !out.quiet {
+                println!("wrote {} files under {}", written.len(), dir.display());
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Status { inventory, policy } => {
             fleet_status(inventory, policy.as_deref(), &out).await
         }

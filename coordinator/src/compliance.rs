@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::report::markdown::fmt_secs;
@@ -86,6 +86,9 @@ pub struct Exposure {
 #[derive(Debug, Serialize)]
 pub struct Compliance {
     pub host: String,
+    /// The policy's zone, for the times shown.
+    #[serde(skip)]
+    pub timezone: chrono_tz::Tz,
     pub period: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -244,6 +247,7 @@ pub async fn build(
     }
     Ok(Compliance {
         host: policy.host.clone(),
+        timezone: policy.timezone,
         period: label,
         from,
         to,
@@ -336,7 +340,7 @@ pub fn markdown(c: &Compliance) -> String {
                 .map(fmt_secs)
                 .unwrap_or_else(|| "-".into()),
             e.last_restore_test
-                .map(|t| t.to_rfc3339())
+                .map(|t| drp_core::time::shown_in(t, c.timezone))
                 .unwrap_or_else(|| "never".into())
                 + if e.restore_test_overdue {
                     " (OVERDUE)"
@@ -365,7 +369,7 @@ pub fn markdown(c: &Compliance) -> String {
             "| {} | {} | {} | {} | {} |\n",
             e.export,
             e.newest_point
-                .map(|t| t.to_rfc3339())
+                .map(|t| drp_core::time::shown_in(t, c.timezone))
                 .unwrap_or_else(|| "none".into()),
             e.exposure_seconds
                 .map(fmt_secs)
@@ -387,7 +391,11 @@ pub fn markdown(c: &Compliance) -> String {
                 serde_json::Value::Null => "never".to_string(),
                 d => format!(
                     "{} {} ({})",
-                    d["at"].as_str().unwrap_or_default(),
+                    d["at"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .map(|t| drp_core::time::shown_in(t, c.timezone))
+                        .unwrap_or_default(),
                     d["runbook"].as_str().unwrap_or_default(),
                     if d["passed"] == true {
                         "passed"
@@ -409,7 +417,11 @@ pub fn markdown(c: &Compliance) -> String {
                     "| {} | {} | {} | {} | {} {} | {drill} |\n",
                     r["host"].as_str().unwrap_or_default(),
                     r["export"].as_str().unwrap_or("(no export)"),
-                    r["newest_point"].as_str().unwrap_or("none"),
+                    r["newest_point"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .map(|t| drp_core::time::shown_in(t, c.timezone))
+                        .unwrap_or_else(|| "none".into()),
                     secs(&r["rpo_exposure_seconds"]),
                     secs(&r["rpo_objective_seconds"]),
                     match r["within_rpo"] {
@@ -428,7 +440,12 @@ pub fn html(c: &Compliance) -> String {
     page(
         &format!("drp compliance {} {}", c.host, c.period),
         &markdown(c),
-        &format!("drp report, {}", c.to.year()),
+        &format!(
+            "drp report {} for {}, generated {}",
+            c.period,
+            c.host,
+            drp_core::time::shown_in(chrono::Utc::now(), c.timezone)
+        ),
     )
 }
 

@@ -40,6 +40,18 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     text += &render_archives(policy, now);
     text += &render_restore_tests(policy);
     let newest = state::newest(policy);
+    if !newest.failed.is_empty() {
+        let host = escape(&policy.host);
+        text += "# HELP drp_snapshot_last_failure_timestamp_seconds Unix time a declared snapshot last failed to be taken (the change it guarded was not run).\n";
+        text += "# TYPE drp_snapshot_last_failure_timestamp_seconds gauge\n";
+        for (name, at) in &newest.failed {
+            text += &format!(
+                "drp_snapshot_last_failure_timestamp_seconds{{host=\"{host}\",snapshot=\"{}\"}} {}\n",
+                escape(name),
+                at.timestamp_millis() as f64 / 1000.0
+            );
+        }
+    }
     if !newest.by_name.is_empty() {
         let host = escape(&policy.host);
         text += "# HELP drp_snapshot_last_success_timestamp_seconds Unix time of the newest complete snapshot of each declared snapshot.\n";

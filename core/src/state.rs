@@ -122,6 +122,10 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Newest {
     pub by_name: BTreeMap<String, NewestSnapshot>,
+    /// When each snapshot last failed to be taken (a change it guards was
+    /// then not run): newer than its `by_name` entry means changes go unprotected.
+    #[serde(default)]
+    pub failed: BTreeMap<String, DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,14 +148,16 @@ pub fn newest(policy: &Policy) -> Newest {
         .unwrap_or_default()
 }
 
-/// Records snapshots just taken, by name, over what was recorded before.
-/// A failure to write is logged: the state is a cache.
+/// Records snapshots just taken, by name, over what was recorded before,
+/// and those that failed. A failure to write is logged: the state is a cache.
 pub(crate) fn record_newest(
     policy: &Policy,
     taken: impl IntoIterator<Item = (String, NewestSnapshot)>,
+    failed: impl IntoIterator<Item = (String, DateTime<Utc>)>,
 ) {
     let mut n = newest(policy);
     n.by_name.extend(taken);
+    n.failed.extend(failed);
     let body = serde_json::to_vec_pretty(&n).expect("serialises");
     if let Err(e) = write_atomically(&newest_path(policy), &body) {
         tracing::warn!(error = %e, "snapshot state not recorded");

@@ -4,6 +4,22 @@
 
 use crate::Error;
 
+/// An instant as people read it in reports and tables:
+/// `2026-11-22 10:57:37 UTC` (to the second; measures keep their precision).
+pub fn shown(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// [`shown`] in a time zone: `2026-11-22 11:57:37 CET`.
+pub fn shown_in(t: chrono::DateTime<chrono::Utc>, zone: chrono_tz::Tz) -> String {
+    if zone == chrono_tz::UTC {
+        return shown(t);
+    }
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
 /// A time someone gave, as the instant it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GivenTime {

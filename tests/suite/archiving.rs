@@ -808,6 +808,32 @@ fn a_point_in_time_restore_brings_back_the_rows_up_to_the_instant_and_none_after
 }
 
 #[test]
+fn an_archiving_cluster_exports_every_wal_metric_the_monitoring_kit_uses() {
+    let site = Site::with("walmetrics", "metrics: {textfile: drp.prom}\n");
+    let pg = site.primary("");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    pg.event("archived");
+    pg.switch_wal();
+    // A scheduled run's archiving turn records the archive's state, and
+    // writes it into the metrics.
+    site.agent(&["run", "--due"]).ok();
+    let text = std::fs::read_to_string(site.s.path("drp.prom")).unwrap();
+    let exported = crate::monitoring::metric_names(&text);
+    let used: Vec<String> = crate::monitoring::kit_metrics()
+        .into_iter()
+        .filter(|n| crate::monitoring::is_archive_metric(n))
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    let missing: Vec<_> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the kit uses {missing:?}, not exported by an archiving cluster:\n{text}"
+    );
+}
+
+#[test]
 fn a_point_in_time_restore_to_an_instant_after_the_last_archived_commit_restores_everything() {
     let site = Site::new("walquiet");
     let pg = site.primary("");

@@ -14,6 +14,7 @@ mod drills;
 mod faults;
 mod fleet;
 mod injection;
+mod monitoring;
 mod policy;
 mod production;
 mod proving;

@@ -20,7 +20,7 @@ const COLORS: [(&str, &str); 4] = [
 
 /// The timeline: phases as consecutive bars from T_fail, the objective as a line.
 pub fn timeline(r: &Report) -> String {
-    let (w, h, left, right) = (900.0, 170.0, 20.0, 20.0);
+    let (w, h, left, right) = (900.0, 200.0, 20.0, 20.0);
     let rto_goal = r.objectives.rto_seconds;
     let phases = r.rto.as_ref().map(|x| x.phases.clone()).unwrap_or_default();
     let total: f64 = phases.values().sum();
@@ -68,13 +68,36 @@ pub fn timeline(r: &Report) -> String {
             fmt_secs(total)
         );
     }
+    // A recovery far shorter than the objective is a sliver at that scale:
+    // the phases again, enlarged to the recovery's own length.
+    if total > 0.0 && total < span * 0.05 {
+        let z = |t: f64| left + (w - left - right) * t / total;
+        svg += r#"<g id="timeline-zoom">"#;
+        let mut t = 0.0;
+        for (name, color) in COLORS {
+            if let Some(d) = phases.get(name) {
+                let (x0, x1) = (z(t), z(t + d));
+                svg += &format!(
+                    r#"<rect class="phase-zoom" data-phase="{name}" x="{x0:.1}" y="140" width="{:.1}" height="16" fill="{color}"><title>{name}: {}</title></rect>"#,
+                    (x1 - x0).max(1.0),
+                    fmt_secs(*d)
+                );
+                t += d;
+            }
+        }
+        svg += &format!(
+            r##"<text x="{left}" y="135" font-size="11" fill="#555">enlarged: the {} of the recovery, the objective being {}</text></g>"##,
+            fmt_secs(total),
+            fmt_secs(rto_goal)
+        );
+    }
     // Legend: each phase with its time.
     let mut lx = left;
     for (name, color) in COLORS {
         if let Some(d) = phases.get(name) {
-            svg += &format!(r#"<rect x="{lx:.1}" y="140" width="12" height="12" fill="{color}"/>"#);
+            svg += &format!(r#"<rect x="{lx:.1}" y="172" width="12" height="12" fill="{color}"/>"#);
             svg += &format!(
-                r##"<text x="{:.1}" y="151" font-size="12" fill="#333">{name} {}</text>"##,
+                r##"<text x="{:.1}" y="183" font-size="12" fill="#333">{name} {}</text>"##,
                 lx + 16.0,
                 fmt_secs(*d)
             );
@@ -181,10 +204,10 @@ tr.failed td, tr.timed-out td {{ background: #fdecea; }}
         host = esc(&r.host),
         status_upper = status.to_uppercase(),
         id = esc(&r.id),
-        started = r.started_at.to_rfc3339(),
+        started = drp_core::time::shown(r.started_at),
         tfail = r
             .t_fail
-            .map(|t| t.to_rfc3339())
+            .map(drp_core::time::shown)
             .unwrap_or_else(|| "-".into()),
         timeline = timeline(r),
     )

@@ -1,6 +1,7 @@
 //! The report as Markdown, for a ticket or a wiki page.
 
 use super::Report;
+use drp_core::time::shown;
 
 pub fn fmt_secs(s: f64) -> String {
     if s.abs() < 1.0 {
@@ -39,12 +40,12 @@ pub fn render(r: &Report) -> String {
         r.shown_status().to_uppercase()
     );
     s += &format!("- Report: `{}` (runbook file `{}`)\n", r.id, r.runbook_file);
-    s += &format!("- Started: {}\n", r.started_at.to_rfc3339());
+    s += &format!("- Started: {}\n", shown(r.started_at));
     if let Some(t) = r.t_fail {
-        s += &format!("- Failure at (T_fail): {}\n", t.to_rfc3339());
+        s += &format!("- Failure at (T_fail): {}\n", shown(t));
     }
     if let Some(e) = r.ended_at {
-        s += &format!("- Ended: {}\n", e.to_rfc3339());
+        s += &format!("- Ended: {}\n", shown(e));
     }
     if let Some(f) = &r.failure {
         s += &format!("- **Why it failed:** {f}\n");
@@ -116,7 +117,7 @@ pub fn render(r: &Report) -> String {
                 p.id,
                 p.export,
                 p.target,
-                p.consistency_time.to_rfc3339()
+                shown(p.consistency_time)
             );
         }
     }

@@ -108,6 +108,10 @@ pub async fn create(
                 },
             )
         }),
+        set.members
+            .iter()
+            .filter(|m| !m.ok)
+            .map(|m| (m.name.clone(), m.created_at)),
     );
     if let Err(e) = crate::metrics::write_textfile(policy, Utc::now()) {
         tracing::warn!(error = %e, "metrics textfile not written");
