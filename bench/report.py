@@ -596,11 +596,12 @@ if "drp" in wal:
 p("- restic's `--stdin` and borg read the same dump as drp; both chunk it and deduplicate, which costs")
 p("  CPU on a first backup and saves it on later ones.")
 p("")
-# The fleet's section, from bench/fleet.sh (a run of its own).
-try:
-    with open("bench/fleet.md") as f:
-        p(f.read().rstrip("\n"))
-        p("")
-except FileNotFoundError:
-    pass
+# The sections of the other scripts (runs of their own): bench/fleet.sh, bench/build.sh.
+for section in ("bench/fleet.md", "bench/build.md"):
+    try:
+        with open(section) as f:
+            p(f.read().rstrip("\n"))
+            p("")
+    except FileNotFoundError:
+        pass
 print("\n".join(out))

@@ -84,6 +84,9 @@ pub enum Command {
         /// Also ask every host of this inventory for its exports' exposure.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Also print the HTML page to PDF, through headless Chromium.
+        #[arg(long)]
+        pdf: Option<PathBuf>,
     },
     /// Every host of an inventory: exports, newest point, RPO exposure,
     /// archive lag and last drill, asking the agents at once over SSH.
@@ -212,6 +215,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             runbooks,
             html,
             inventory,
+            pdf,
         } => {
             let policy = drp_core::config::Policy::load(policy)?;
             let (from, to, label) = drp_coordinator::compliance::period(
@@ -230,6 +234,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             if let Some(path) = html {
                 std::fs::write(path, drp_coordinator::compliance::html(&c))
                     .map_err(|e| drp_core::Error::io_path("cannot write", path, e))?;
+            }
+            if let Some(path) = pdf {
+                print_pdf(&drp_coordinator::compliance::html(&c), path)?;
             }
             if out.json {
                 out.print_json(&serde_json::to_value(&c).expect("serialises"));
@@ -440,4 +447,62 @@ async fn fleet_status(
     } else {
         ExitCode::Ok
     })
+}
+
+/// Prints `html` to the PDF file `out` with headless Chromium (no network:
+/// the page is self-contained).
+fn print_pdf(html: &str, out: &std::path::Path) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let page = dir.join("report.html");
+    std::fs::write(&page, html).map_err(|e| drp_core::Error::io_path("cannot write", &page, e))?;
+    let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .ok_or_else(|| {
+            drp_core::Error::Failed("printing a PDF needs Chromium (apt install chromium)".into())
+        })?;
+    let status = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-pdf-header-footer",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("--print-to-pdf={}", out_abs.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .map_err(|e| drp_core::Error::Failed(format!("cannot start {browser}: {e}")))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.status.success() || !out_abs.is_file() {
+        return Err(drp_core::Error::Failed(format!(
+            "{browser} did not print {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&status.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// A private folder for the browser's profile and the page.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("drp-pdf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| drp_core::Error::io_path("cannot create", &dir, e))?;
+    Ok(dir)
 }

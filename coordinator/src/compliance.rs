@@ -437,7 +437,7 @@ pub fn markdown(c: &Compliance) -> String {
 }
 
 pub fn html(c: &Compliance) -> String {
-    page(
+    let page = page(
         &format!("drp compliance {} {}", c.host, c.period),
         &markdown(c),
         &format!(
@@ -446,7 +446,137 @@ pub fn html(c: &Compliance) -> String {
             c.host,
             drp_core::time::shown_in(chrono::Utc::now(), c.timezone)
         ),
-    )
+    );
+    // The charts go before the footer.
+    let at = page.rfind("<p><small>").unwrap_or(page.len());
+    format!("{}{}{}", &page[..at], charts(c), &page[at..])
+}
+
+/// Per runbook, every drill of the period as a bar of its measured RTO and
+/// RPO against the objective's line (inline SVG), green when met.
+fn charts(c: &Compliance) -> String {
+    let mut out = String::from("<h2>Drills against the objectives</h2>");
+    for rb in &c.runbooks {
+        let mut drills: Vec<&Report> = c
+            .drills
+            .iter()
+            .filter(|d| d.runbook == rb.runbook)
+            .collect();
+        drills.sort_by_key(|d| d.started_at);
+        if drills.is_empty() {
+            continue;
+        }
+        out += &format!(
+            "<h3>{}</h3><div class=\"charts\">",
+            escape_html(&rb.runbook)
+        );
+        for (measure, label) in [("rto", "RTO"), ("rpo", "RPO")] {
+            let points: Vec<(String, Option<f64>, bool, f64)> = drills
+                .iter()
+                .map(|d| {
+                    let (value, met) = match measure {
+                        "rto" => (
+                            d.rto.as_ref().and_then(|x| x.measured_seconds),
+                            d.rto.as_ref().is_some_and(|x| x.met),
+                        ),
+                        _ => (
+                            d.rpo.as_ref().and_then(|x| x.measured_seconds),
+                            d.rpo.as_ref().is_some_and(|x| x.met),
+                        ),
+                    };
+                    let objective = match measure {
+                        "rto" => d.objectives.rto_seconds,
+                        _ => d.objectives.rpo_seconds,
+                    };
+                    (
+                        d.started_at.format("%m-%d %H:%M").to_string(),
+                        value,
+                        met,
+                        objective,
+                    )
+                })
+                .collect();
+            out += &chart(&rb.runbook, measure, label, &points);
+        }
+        out += "</div>";
+    }
+    out
+}
+
+fn escape_html(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One bar chart: (label, measured, met, objective) per drill.
+fn chart(
+    runbook: &str,
+    measure: &str,
+    label: &str,
+    points: &[(String, Option<f64>, bool, f64)],
+) -> String {
+    let (w, h, top, bottom, left) = (460.0, 220.0, 28.0, 40.0, 56.0);
+    let objective = points.last().map(|p| p.3).unwrap_or(0.0);
+    let max = points
+        .iter()
+        .filter_map(|p| p.1)
+        .fold(objective, f64::max)
+        .max(0.001)
+        * 1.15;
+    let y = |v: f64| top + (h - top - bottom) * (1.0 - v / max);
+    let slot = (w - left - 10.0) / points.len() as f64;
+    let mut svg = format!(
+        r##"<svg class="drill-chart" data-runbook="{}" data-measure="{measure}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{label} of each drill"><rect x="0" y="0" width="{w}" height="{h}" fill="#fafafa"/><text x="{left}" y="16" font-size="13" fill="#333">{label} per drill, objective {}</text>"##,
+        escape_html(runbook),
+        fmt_secs(objective)
+    );
+    for (i, (when, value, met, _)) in points.iter().enumerate() {
+        let x = left + slot * i as f64 + slot * 0.2;
+        let bw = (slot * 0.6).max(2.0);
+        match value {
+            Some(v) => {
+                let (class, color) = if *met {
+                    ("met", "#2eaa6a")
+                } else {
+                    ("missed", "#d9534f")
+                };
+                svg += &format!(
+                    r#"<rect class="drill-bar {class}" x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{color}"><title>{when}: {} ({})</title></rect>"#,
+                    y(*v),
+                    (y(0.0) - y(*v)).max(1.0),
+                    fmt_secs(*v),
+                    if *met { "met" } else { "missed" }
+                );
+            }
+            None => {
+                svg += &format!(
+                    r##"<text class="drill-bar none" x="{x:.1}" y="{:.1}" font-size="11" fill="#d9534f">not recovered</text>"##,
+                    y(0.0) - 4.0
+                );
+            }
+        }
+        svg += &format!(
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{when}</text>"##,
+            x + bw / 2.0,
+            h - bottom + 14.0
+        );
+    }
+    let gy = y(objective);
+    svg += &format!(
+        r##"<line class="objective" x1="{left}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/><text x="4" y="{:.1}" font-size="10" fill="#d9534f">{}</text>"##,
+        w - 10.0,
+        gy + 3.0,
+        fmt_secs(objective)
+    );
+    svg += &format!(
+        r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/></svg>"##,
+        y(0.0),
+        w - 10.0,
+        y(0.0)
+    );
+    svg
 }
 
 /// A self-contained HTML page of the Markdown drp writes (headings,
@@ -485,7 +615,20 @@ pub fn page(title: &str, md: &str, footer: &str) -> String {
                 "<tr>{}</tr>",
                 cells
                     .iter()
-                    .map(|c| format!("<td>{}</td>", c.trim()))
+                    .map(|c| {
+                        let c = c.trim();
+                        let class = match c {
+                            "MISSED" | "OVER" | "FAILED" | "failed" | "interrupted" => {
+                                " class=\"bad\""
+                            }
+                            "met" | "ok" | "passed" => " class=\"good\"",
+                            _ if c.starts_with("UNREACHABLE") || c.contains("OVERDUE") => {
+                                " class=\"bad\""
+                            }
+                            _ => "",
+                        };
+                        format!("<td{class}>{c}</td>")
+                    })
                     .collect::<String>()
             );
             continue;
@@ -510,7 +653,7 @@ pub fn page(title: &str, md: &str, footer: &str) -> String {
         body += "</table>";
     }
     format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}</style></head><body>{body}<p><small>{}</small></p></body></html>\n",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}td.bad{{background:#fbe3e2;color:#a12622;font-weight:600}}td.good{{background:#e3f4ea;color:#1d6b40}}.charts{{display:flex;flex-wrap:wrap;gap:1em}}@media print{{body{{margin:0}}.charts{{break-inside:avoid}}}}</style></head><body>{body}<p><small>{}</small></p></body></html>\n",
         escape(title),
         escape(footer)
     )

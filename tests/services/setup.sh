@@ -37,6 +37,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The EC2/RDS API emulator (no AWS account is reachable from tests).
+if ! command -v ansible-playbook >/dev/null; then
+    echo "setup: installing ansible-core from PyPI"
+    python3 -m pip install --quiet 'ansible-core>=2.16,<2.18'
+fi
 if ! python3 -c 'import moto.server' 2>/dev/null; then
     echo "setup: installing moto[server] from PyPI"
     python3 -m pip install --quiet 'moto[server]'

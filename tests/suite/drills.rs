@@ -538,6 +538,80 @@ fn compliance_report_counts_drills_and_shows_the_trend() {
     assert_eq!(app["within"], true, "{app}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("sqlite-app") && page.contains("<table>"));
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        !page.contains(&format!("{today}T")) && page.contains(&format!("{today} ")),
+        "times are shown as `{today} HH:MM:SS UTC`, not RFC 3339"
+    );
+
+    // The page as Chromium renders it: per runbook, a bar per drill for the
+    // RTO and the RPO against the objective's line, the failed drill in red.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs (tests/services/setup.sh installs it)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let chart = |measure: &str| {
+        let at = dom
+            .find(&format!(
+                r#"data-runbook="sqlite-app" data-measure="{measure}""#
+            ))
+            .unwrap_or_else(|| panic!("no {measure} chart for sqlite-app:\n{dom}"));
+        let end = dom[at..].find("</svg>").unwrap() + at;
+        dom[at..end].to_string()
+    };
+    let rto = chart("rto");
+    assert_eq!(rto.matches("drill-bar met").count(), 2, "{rto}");
+    assert_eq!(
+        rto.matches(r#"class="drill-bar none""#).count(),
+        1,
+        "the failed drill: {rto}"
+    );
+    assert_eq!(rto.matches(r#"class="objective""#).count(), 1);
+    assert_eq!(chart("rpo").matches(r#"class="objective""#).count(), 1);
+    assert!(
+        dom.contains(r#"<td class="bad">FAILED</td>"#)
+            || dom.contains(r#"<td class="bad">failed</td>"#),
+        "verdicts are coloured"
+    );
+    let footer = regex_lite_footer(&dom);
+    assert!(
+        footer.starts_with("drp report last 1d for ") && footer.ends_with(" UTC"),
+        "{footer}"
+    );
+
+    // And printed to PDF.
+    let pdf = s.path("compliance.pdf");
+    s.drp(&[
+        "report",
+        "--policy",
+        &policy,
+        "--since",
+        "1d",
+        "--pdf",
+        pdf.to_str().unwrap(),
+    ])
+    .code(8);
+    let bytes = std::fs::read(&pdf).unwrap();
+    assert!(
+        bytes.starts_with(b"%PDF-") && bytes.len() > 10_000,
+        "a PDF of {} bytes",
+        bytes.len()
+    );
     let q = s.drp(&[
         "--json",
         "report",
@@ -551,6 +625,13 @@ fn compliance_report_counts_drills_and_shows_the_trend() {
         0,
         "no drill in 2020"
     );
+}
+
+/// The page's footer text.
+fn regex_lite_footer(dom: &str) -> String {
+    let at = dom.rfind("<p><small>").expect("a footer") + "<p><small>".len();
+    let end = dom[at..].find("</small>").unwrap() + at;
+    dom[at..end].to_string()
 }
 
 #[test]

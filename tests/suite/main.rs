@@ -7,6 +7,7 @@ mod harness;
 mod receivers;
 mod reliability;
 
+mod ansible;
 mod archiving;
 mod binlog;
 mod cli;
@@ -15,6 +16,7 @@ mod faults;
 mod fleet;
 mod injection;
 mod monitoring;
+mod packaging;
 mod policy;
 mod production;
 mod proving;
