@@ -204,13 +204,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         } => crate::prune::run(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => crate::status::run(policy, &out).await,
         Command::GenerateAssets { out: dir } => {
-            use clap::CommandFactory;
-            let written = drp_cli::generate::write(Cli::command(), dir)
-                .map_err(|e| drp_core::Error::io_path("cannot write", dir, e))?;
-            if !out.quiet {
-                println!("wrote {} files under {}", written.len(), dir.display());
-            }
-            Ok(ExitCode::Ok)
+            drp_cli::generate::run(<Cli as clap::CommandFactory>::command(), dir, &out)
         }
         Command::Serve { policy, .. } => crate::serve::run(policy).await,
         Command::Snapshot(cmd) => drp_cli::snapshot::run(cmd, &out).await,

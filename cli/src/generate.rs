@@ -29,3 +29,16 @@ pub fn write(mut cmd: clap::Command, out: &Path) -> std::io::Result<Vec<PathBuf>
     written.sort();
     Ok(written)
 }
+
+/// `generate-assets --out DIR` of either binary.
+pub fn run(
+    cmd: clap::Command,
+    dir: &Path,
+    out: &crate::Output,
+) -> drp_core::Result<drp_core::ExitCode> {
+    let written = write(cmd, dir).map_err(|e| drp_core::Error::io_path("cannot write", dir, e))?;
+    if !out.quiet {
+        println!("wrote {} files under {}", written.len(), dir.display());
+    }
+    Ok(drp_core::ExitCode::Ok)
+}

@@ -173,13 +173,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
         Command::Check { files } => crate::check::run(files, &out).await,
         Command::GenerateAssets { out: dir } => {
-            use clap::CommandFactory;
-            let written = drp_cli::generate::write(Cli::command(), dir)
-                .map_err(|e| drp_core::Error::io_path("cannot write", dir, e))?;
-            if !out.quiet {
-                println!("wrote {} files under {}", written.len(), dir.display());
-            }
-            Ok(ExitCode::Ok)
+            drp_cli::generate::run(<Cli as clap::CommandFactory>::command(), dir, &out)
         }
         Command::Status { inventory, policy } => {
             fleet_status(inventory, policy.as_deref(), &out).await

@@ -53,6 +53,19 @@ pub async fn run_export(
     .await
     .map_err(|e| Error::Failed(format!("lock task stopped: {e}")))??;
     let attempt = now;
+    let ping = policy.export(export)?.ping.clone();
+    let mut ping_errors = Vec::new();
+    if let Some(p) = &ping
+        && let Err(e) = p
+            .send(
+                &policy.base_dir,
+                notify::ping::Ping::Start,
+                format!("{}/{export}: starting", policy.host),
+            )
+            .await
+    {
+        ping_errors.push(format!("ping: {e}"));
+    }
     let report = backup::run(policy, export, progress.clone()).await?;
     let mut st = state::load(&policy.state_dir, &policy.host, export);
     st.last_attempt = Some(attempt);
@@ -113,7 +126,20 @@ pub async fn run_export(
         at: Utc::now(),
         title: None,
     };
-    let notify_errors = notify::send(&policy.notify, &policy.base_dir, &message).await;
+    let mut notify_errors = notify::send(&policy.notify, &policy.base_dir, &message).await;
+    if let Some(p) = &ping {
+        let which = match result {
+            state::RunResult::Ok => notify::ping::Ping::Success,
+            _ => notify::ping::Ping::Fail,
+        };
+        if let Err(e) = p.send(&policy.base_dir, which, message.text()).await {
+            ping_errors.push(format!("ping: {e}"));
+        }
+    }
+    for e in &ping_errors {
+        tracing::warn!("{e}");
+    }
+    notify_errors.extend(ping_errors);
     Ok(RunOutcome {
         report,
         notify_errors,

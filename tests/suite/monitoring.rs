@@ -14,6 +14,16 @@ fn kit(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// An SQLite database with one row.
+fn sqlite_db(path: &Path) {
+    let out = Command::new("sqlite3")
+        .arg(path)
+        .arg("create table t (x); insert into t values (1);")
+        .status()
+        .unwrap();
+    assert!(out.success());
+}
+
 /// The families only an archiving cluster exports.
 pub fn is_archive_metric(name: &str) -> bool {
     name.starts_with("drp_wal_") || name == "drp_export_recoverable_until_timestamp_seconds"
@@ -74,12 +84,7 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_agent_exports() {
     // `archiving::an_archiving_cluster_exports_every_wal_metric_the_monitoring_kit_uses`.)
     std::fs::create_dir_all(s.path("site")).unwrap();
     std::fs::write(s.path("site/index.html"), "ok").unwrap();
-    let out = Command::new("sqlite3")
-        .arg(s.path("app.db"))
-        .arg("create table t (x); insert into t values (1);")
-        .status()
-        .unwrap();
-    assert!(out.success());
+    sqlite_db(&s.path("app.db"));
     let p = s.write(
         "policy.yaml",
         &format!(
@@ -131,6 +136,58 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_agent_exports() {
         assert!(
             !panel["targets"][0]["expr"].as_str().unwrap().is_empty(),
             "{panel}"
+        );
+    }
+}
+
+#[test]
+fn each_run_pings_its_dead_mans_switch_at_start_and_with_its_outcome() {
+    let s = scratch("ping");
+    let hc = crate::receivers::http_sink(false);
+    let check = format!("{}/b7e1c9-check", hc.url);
+    s.write("ping-url", &check);
+    sqlite_db(&s.path("app.db"));
+    let p = s.write(
+        "policy.yaml",
+        "host: hc-1\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n    ping: {url: {file: ping-url}}\n",
+    );
+    let p = p.to_str().unwrap();
+    let ok = s.agent(&["backup", "--policy", p]);
+    ok.ok();
+    // The source gone: the run fails, and says so.
+    std::fs::remove_file(s.path("app.db")).unwrap();
+    let failed = s.agent(&["backup", "--policy", p]);
+    failed.code(1);
+    let path = check
+        .split_once("127.0.0.1")
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .1;
+    let requests = hc.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        [
+            format!("POST /{path}/start"),
+            format!("POST /{path}"),
+            format!("POST /{path}/start"),
+            format!("POST /{path}/fail"),
+        ]
+    );
+    let bodies = hc.bodies.lock().unwrap().clone();
+    assert!(
+        bodies[1].contains("app"),
+        "the success ping says what ran: {bodies:?}"
+    );
+    assert!(
+        bodies[3].contains("app.db") || bodies[3].to_lowercase().contains("fail"),
+        "{bodies:?}"
+    );
+    for run in [&ok, &failed] {
+        assert!(
+            !run.all().contains("b7e1c9"),
+            "the check's token is never shown"
         );
     }
 }

@@ -11,30 +11,48 @@ use std::time::Duration;
 pub struct HttpSink {
     pub url: String,
     pub bodies: Arc<Mutex<Vec<String>>>,
+    /// `METHOD PATH` of each request, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn http_sink(hang: bool) -> HttpSink {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = bodies.clone();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (store, lines) = (bodies.clone(), requests.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let store = store.clone();
-            std::thread::spawn(move || handle_http(stream, store, hang));
+            let (store, lines) = (store.clone(), lines.clone());
+            std::thread::spawn(move || handle_http(stream, store, lines, hang));
         }
     });
-    HttpSink { url, bodies }
+    HttpSink {
+        url,
+        bodies,
+        requests,
+    }
 }
 
-fn handle_http(stream: TcpStream, store: Arc<Mutex<Vec<String>>>, hang: bool) {
+fn handle_http(
+    stream: TcpStream,
+    store: Arc<Mutex<Vec<String>>>,
+    lines: Arc<Mutex<Vec<String>>>,
+    hang: bool,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut length = 0usize;
+    let mut first = true;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
+        }
+        if first {
+            let request: Vec<&str> = line.split_whitespace().take(2).collect();
+            lines.lock().unwrap().push(request.join(" "));
+            first = false;
         }
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);

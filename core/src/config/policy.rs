@@ -213,6 +213,8 @@ pub struct Export {
     pub retention: Retention,
     /// How restore tests treat the export (`drp-agent test-restore`).
     pub restore_test: Option<crate::restore_test::RestoreTestConfig>,
+    /// A dead man's switch pinged at the start and end of each run.
+    pub ping: Option<crate::notify::ping::PingConfig>,
 }
 
 /// A cron schedule: standard 5-field crontab, or the 6/7-field form with
@@ -334,7 +336,8 @@ impl Retention {
     }
 }
 
-const EXPORT_KEYS: [&str; 6] = [
+const EXPORT_KEYS: [&str; 7] = [
+    "ping",
     "source",
     "schedule",
     "targets",
@@ -702,6 +705,20 @@ impl Policy {
                 field(&mut diags, &node, &key, "compression", false);
             let restore_test: Option<crate::restore_test::RestoreTestConfig> =
                 field(&mut diags, &node, &key, "restore_test", false);
+            let ping: Option<crate::notify::ping::PingConfig> =
+                field(&mut diags, &node, &key, "ping", false);
+            if let Some(p) = &ping {
+                use crate::notify::webhook::WebhookUrl;
+                if let Err(msg) = p.url.check_inline() {
+                    diags.push(&format!("{key}.ping.url"), msg, None);
+                } else if matches!(p.url, WebhookUrl::Inline(_)) {
+                    warnings.push(diags.at(
+                        &format!("{key}.ping.url"),
+                        "the ping URL is written in the policy: its token is readable by anyone who reads the file",
+                        Some("reference it instead: `url: {file: /etc/drp/secrets/ping-<export>}`".into()),
+                    ));
+                }
+            }
             let mut retention: Retention =
                 field(&mut diags, &node, &key, "retention", false).unwrap_or_default();
             retention.validate(&mut diags, &format!("{key}.retention"));
@@ -757,6 +774,7 @@ impl Policy {
                         compression,
                         retention,
                         restore_test,
+                        ping,
                     },
                 );
             }

@@ -4,6 +4,7 @@
 
 pub mod email;
 mod error;
+pub mod ping;
 pub mod webhook;
 
 use std::path::Path;

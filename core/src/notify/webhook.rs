@@ -156,7 +156,7 @@ impl Notifier for Webhook {
 
 /// What went wrong, in words of our own: reqwest errors include the URL,
 /// which may carry a token (Slack's do).
-fn without_url(e: &reqwest::Error) -> &'static str {
+pub(crate) fn without_url(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

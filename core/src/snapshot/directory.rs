@@ -53,6 +53,7 @@ impl DirectorySnap {
                 compression: Compression::default(),
                 retention: Retention::default(),
                 restore_test: None,
+                ping: None,
             },
         );
         (policy, name)
