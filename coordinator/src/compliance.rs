@@ -517,13 +517,18 @@ fn chart(
     label: &str,
     points: &[(String, Option<f64>, bool, f64)],
 ) -> String {
-    let (w, h, top, bottom, left) = (460.0, 220.0, 28.0, 40.0, 56.0);
+    let (w, h, top, bottom, left) = (460.0, 230.0, 44.0, 40.0, 56.0);
     let objective = points.last().map(|p| p.3).unwrap_or(0.0);
-    let max = points
-        .iter()
-        .filter_map(|p| p.1)
-        .fold(objective, f64::max)
-        .max(0.001)
+    let highest = points.iter().filter_map(|p| p.1).fold(0.0, f64::max);
+    // Drills far inside the objective would be slivers under its line: the
+    // scale is then theirs, and the objective is said above the chart.
+    let zoomed = highest > 0.0 && highest < objective * 0.2;
+    let max = if zoomed {
+        highest
+    } else {
+        highest.max(objective)
+    }
+    .max(0.001)
         * 1.15;
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v / max);
     let slot = (w - left - 10.0) / points.len() as f64;
@@ -549,6 +554,12 @@ fn chart(
                     fmt_secs(*v),
                     if *met { "met" } else { "missed" }
                 );
+                svg += &format!(
+                    r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#333" text-anchor="middle">{}</text>"##,
+                    x + bw / 2.0,
+                    y(*v) - 3.0,
+                    fmt_secs(*v)
+                );
             }
             None => {
                 svg += &format!(
@@ -563,13 +574,21 @@ fn chart(
             h - bottom + 14.0
         );
     }
-    let gy = y(objective);
-    svg += &format!(
-        r##"<line class="objective" x1="{left}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/><text x="4" y="{:.1}" font-size="10" fill="#d9534f">{}</text>"##,
-        w - 10.0,
-        gy + 3.0,
-        fmt_secs(objective)
-    );
+    if zoomed {
+        svg += &format!(
+            r##"<text class="objective" x="{left}" y="{:.1}" font-size="11" fill="#d9534f">objective {} is above, off this scale: every drill is under a fifth of it</text>"##,
+            top - 12.0,
+            fmt_secs(objective)
+        );
+    } else {
+        let gy = y(objective);
+        svg += &format!(
+            r##"<line class="objective" x1="{left}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#d9534f" stroke-width="2" stroke-dasharray="5,3"/><text x="4" y="{:.1}" font-size="10" fill="#d9534f">{}</text>"##,
+            w - 10.0,
+            gy + 3.0,
+            fmt_secs(objective)
+        );
+    }
     svg += &format!(
         r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/></svg>"##,
         y(0.0),
@@ -606,6 +625,7 @@ pub fn page(title: &str, md: &str, footer: &str) -> String {
             if line.starts_with("| ---") {
                 continue;
             }
+            let header = !in_table;
             if !in_table {
                 body += "<table>";
                 in_table = true;
@@ -618,6 +638,7 @@ pub fn page(title: &str, md: &str, footer: &str) -> String {
                     .map(|c| {
                         let c = c.trim();
                         let class = match c {
+                            _ if header => "",
                             "MISSED" | "OVER" | "FAILED" | "failed" | "interrupted" => {
                                 " class=\"bad\""
                             }

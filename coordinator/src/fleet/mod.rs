@@ -106,7 +106,8 @@ impl Fleet {
                     .lock()
                     .expect("restored lock")
                     .extend(ran.restored);
-                Ok(ran.message)
+                // The host's own time beside the step's: the rest is the link.
+                Ok(format!("{} ({:.1}s on the host)", ran.message, ran.seconds))
             }
             Err(RemoteError::Answered {
                 kind: ErrorKind::Failed,

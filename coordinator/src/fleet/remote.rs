@@ -262,7 +262,7 @@ impl Remote {
             t_fail,
             runbook: runbook.to_string(),
         })?;
-        let guard = CancelOnDrop {
+        let mut guard = CancelOnDrop {
             remote: self,
             id,
             armed: true,
@@ -303,7 +303,7 @@ impl Remote {
                 }
             }
         };
-        let mut guard = guard;
+        // Ended here: nothing to cancel on the host.
         guard.armed = false;
         self.forget(id);
         result
