@@ -14,15 +14,20 @@ struct Gathered<'a> {
     policy: &'a Policy,
     now: DateTime<Utc>,
     rpo: Option<std::time::Duration>,
-    rows: Vec<(
-        &'a drp_core::config::Export,
-        state::ExportState,
-        Option<std::time::Duration>,
-        Option<bool>,
-    )>,
+    rows: Vec<Row<'a>>,
     health: Vec<(String, String)>,
     tests: Vec<serde_json::Value>,
     over: bool,
+}
+
+/// One export: its state, exposure, whether within the RPO, and for an
+/// archived cluster how far its WAL archive reaches.
+struct Row<'a> {
+    export: &'a drp_core::config::Export,
+    st: state::ExportState,
+    exposure: Option<std::time::Duration>,
+    within: Option<bool>,
+    recoverable_until: Option<DateTime<Utc>>,
 }
 
 async fn gather(policy: &Policy) -> Gathered<'_> {
@@ -61,7 +66,13 @@ async fn gather(policy: &Policy) -> Gathered<'_> {
         if within == Some(false) {
             over = true;
         }
-        rows.push((e, st, exposure, within));
+        rows.push(Row {
+            export: e,
+            st,
+            exposure,
+            within,
+            recoverable_until: archived.flatten(),
+        });
     }
     let tests = restore_tests(policy, now).await;
     Gathered {
@@ -94,15 +105,13 @@ fn to_json(g: &Gathered) -> serde_json::Value {
     serde_json::json!({
         "host": policy.host,
         "rpo_objective_seconds": rpo.map(|r| r.as_secs()),
-        "exports": rows.iter().map(|(e, st, exposure, within)| serde_json::json!({
+        "exports": rows.iter().map(|Row { export: e, st, exposure, within, recoverable_until }| serde_json::json!({
             "export": e.name, "schedule": e.schedule.expression,
             "last_attempt": st.last_attempt, "last_result": st.last_result, "last_error": st.last_error,
             "last_success": st.last_success, "next_run": e.schedule.next(now),
             "points": st.points, "newest_consistency": st.newest_consistency,
             "rpo_exposure_seconds": exposure.map(|x| x.as_secs()), "within_rpo": within,
-            "recoverable_until": e.source.archives_continuously().then(|| {
-                drp_core::wal::run::ArchiveState::load(&policy.state_dir, &e.name).recoverable_until
-            }).flatten(),
+            "recoverable_until": recoverable_until,
             "last_maintenance": st.last_maintenance,
         })).collect::<Vec<_>>(),
         "targets": health.iter().map(|(n, s)| serde_json::json!({"target": n, "status": s})).collect::<Vec<_>>(),
@@ -129,7 +138,14 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
         let mut table = Table::new(&[
             "EXPORT", "LAST RUN", "RESULT", "NEXT RUN", "POINTS", "EXPOSURE", "RPO",
         ]);
-        for (e, st, exposure, within) in rows.iter() {
+        for Row {
+            export: e,
+            st,
+            exposure,
+            within,
+            ..
+        } in rows.iter()
+        {
             let ago = |t: Option<DateTime<Utc>>| {
                 t.map(|t| {
                     format!(
@@ -164,7 +180,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
             ]);
         }
         println!("{}", table.render());
-        for (e, st, _, _) in rows.iter() {
+        for Row { export: e, st, .. } in rows.iter() {
             match &st.last_maintenance {
                 Some(m) => println!(
                     "{}: after the last scheduled run{}: newest point read back on {}, retention kept {} and deleted {} points, {} orphans removed{}",

@@ -269,6 +269,8 @@ async fn run_runbook(
         .transpose()?;
     let yes = args.yes;
     let interactive = !out.json && std::io::stdin().is_terminal();
+    let prompting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = prompting.clone();
     let confirm = Box::new(move |what: &str| {
         if yes {
             return true;
@@ -277,7 +279,10 @@ async fn run_runbook(
             eprintln!("{what} Not confirmed: pass --yes to proceed without a terminal.");
             return false;
         }
-        drp_cli::confirm(what)
+        asking.store(true, std::sync::atomic::Ordering::SeqCst);
+        let answer = drp_cli::confirm(what);
+        asking.store(false, std::sync::atomic::Ordering::SeqCst);
+        answer
     });
     if !out.json {
         eprintln!(
@@ -323,7 +328,32 @@ async fn run_runbook(
         confirm,
         workdir: args.workdir.clone(),
     };
-    let (report, not_stored) = drp_coordinator::drill::execute(&runbook, options, &observe).await?;
+    // Steps' commands and tools run in process groups of their own, out of
+    // reach of the terminal's signals: on Ctrl-C or SIGTERM the run is
+    // abandoned (dropping it stops them, here and on remote hosts) and its
+    // stored record, never finished, reads as interrupted. At a prompt,
+    // nothing has been changed yet: the answer is no.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| drp_core::Error::io("cannot watch SIGTERM", e))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if prompting.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("\nNot confirmed: nothing was changed.");
+            std::process::exit(ExitCode::NotConfirmed as i32);
+        }
+        let _ = stop.send(());
+    });
+    let (report, not_stored) = tokio::select! {
+        r = drp_coordinator::drill::execute(&runbook, options, &observe) => r?,
+        _ = stopped => return Err(drp_core::Error::Failed(format!(
+            "`{}` was interrupted: its running steps were stopped, and its report stays as it was when they started (interrupted)",
+            runbook.name
+        ))),
+    };
     // Kept locally when asked, and always when a store could not take it.
     let local_dir = match (&args.out, not_stored.is_empty()) {
         (Some(d), _) => Some(d.clone()),

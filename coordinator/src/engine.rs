@@ -109,7 +109,7 @@ async fn attempt(step: &Step, action: &dyn Action, ctx: &Context) -> Result<Stri
     let run = async {
         match (&step.host, &ctx.fleet) {
             (None, _) => action.run(ctx).await,
-            (Some(host), Some(fleet)) => fleet.run(host, step, ctx).await,
+            (Some(host), Some(fleet)) => fleet.run(host, crate::fleet::request(step), ctx).await,
             (Some(host), None) => Err(ActionError::failed(format!(
                 "step on host `{host}` without an inventory"
             ))),

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::harness::{Run, Scratch, mariadb, pg_table_digest, psql, scratch};
+use crate::harness::{
+    Run, Scratch, chromium, eventually, mariadb, pg_table_digest, psql, rendered_dom, running,
+    scratch,
+};
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -219,29 +222,7 @@ fn drill_sqlite_app_and_open_its_report_in_a_browser() {
     } else {
         s.path(html.to_str().unwrap())
     };
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("chromium is not installed: tests/services/setup.sh installs it");
-    let profile = s.path("chromium-profile");
-    let base = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let url = format!("file://{}", html.display());
-    let dom = std::process::Command::new(chromium)
-        .args(base)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--dump-dom", &url])
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = rendered_dom(&html);
     assert!(
         dom.contains("id=\"timeline\""),
         "the timeline is in the rendered page"
@@ -251,15 +232,21 @@ fn drill_sqlite_app_and_open_its_report_in_a_browser() {
         "{dom}"
     );
     assert!(dom.contains("PASSED"));
+    // Recovered in far less than the objective: the phases are shown again
+    // at the recovery's own scale.
+    assert!(
+        dom.contains("id=\"timeline-zoom\"")
+            && dom.contains("class=\"phase-zoom\" data-phase=\"restore\""),
+        "{dom}"
+    );
     let artifacts =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
             .join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("drill-report.png");
     let _ = std::fs::remove_file(&shot);
-    let out = std::process::Command::new(chromium)
-        .args(base)
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let url = format!("file://{}", html.display());
+    let out = chromium(&s.path("chromium-profile"))
         .args([
             "--window-size=1000,800",
             &format!("--screenshot={}", shot.display()),
@@ -415,6 +402,44 @@ fn a_drill_killed_midway_is_reported_as_interrupted_not_passed() {
 }
 
 #[test]
+fn a_drill_stopped_with_ctrl_c_stops_what_its_step_started_and_reads_as_interrupted() {
+    let s = scratch("ctrl_c_drill");
+    let rb = fault_setup(
+        &s,
+        "",
+        "  - name: slow check\n    phase: verify\n    action: {kind: command, run: [sh, -c, \"sleep 59; true\"]}\n    timeout: 2m\n",
+    );
+    let child = s
+        .drp_cmd(&["drill", &rb, "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || running("sleep 59")),
+        "the step's command started"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`fault` was interrupted"), "{stderr}");
+    // Not only the shell: the `sleep` it started is gone too.
+    assert!(
+        eventually(Duration::from_secs(5), || !running("sleep 59")),
+        "the step's command was left running"
+    );
+    let c = s
+        .drp(&["--json", "report", "--policy", "policy.yaml"])
+        .json();
+    assert_eq!(c["runbooks"][0]["interrupted"], 1, "{c:#}");
+}
+
+#[test]
 fn an_unreachable_report_store_keeps_the_report_locally_and_says_so() {
     let s = scratch("nostore");
     let rb = fault_setup(
@@ -546,25 +571,7 @@ fn compliance_report_counts_drills_and_shows_the_trend() {
 
     // The page as Chromium renders it: per runbook, a bar per drill for the
     // RTO and the RPO against the objective's line, the failed drill in red.
-    let profile = tempfile::tempdir().unwrap();
-    let dom = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium runs (tests/services/setup.sh installs it)");
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = rendered_dom(&html);
     let chart = |measure: &str| {
         let at = dom
             .find(&format!(

@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::harness::{Scratch, scratch, services};
+use crate::harness::{Scratch, eventually, psql_at, running, scratch, services};
 
 /// Host `n` of the test fleet.
 pub struct Host {
@@ -204,16 +204,6 @@ impl Drop for LinkCut {
     }
 }
 
-/// Whether a process whose command line is exactly `cmdline` runs.
-pub fn running(cmdline: &str) -> bool {
-    Command::new("pgrep")
-        .args(["-x", "-f", cmdline])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 /// Talks to a host's agent directly over SSH, as a rogue coordinator
 /// would: sends `requests` (JSON lines), returns the replies.
 pub fn raw_session(
@@ -279,18 +269,6 @@ pub fn render(text: &str, vars: &[(&str, String)]) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Waits until `f` holds, at most `within`.
-pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    f()
 }
 
 /// A coordinator policy: this host, a NAS folder for the reports, its

@@ -2,7 +2,7 @@
 //! without their values, and its commands, run literally on a clean folder,
 //! restore the export from S3.
 
-use crate::harness::{pg_table_digest, psql, scratch, services};
+use crate::harness::{pg_table_digest, psql, rendered_dom, scratch, services};
 
 /// The shell block under `heading`.
 fn commands_of(md: &str, heading: &str) -> String {
@@ -100,24 +100,7 @@ fn the_handover_page_opens_in_chromium_and_its_commands_restore_postgres_from_s3
     assert!(s.path("nas/handover/db-1.html").is_file());
 
     // The page opens in a browser.
-    let profile = tempfile::tempdir().unwrap();
-    let dom = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", out.join("handover.html").display()))
-        .output()
-        .expect("chromium runs (tests/services/setup.sh installs it)");
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = rendered_dom(&out.join("handover.html"));
     assert!(
         dom.contains("<h3>Restoring `shop` of `db-1` from `s3`</h3>"),
         "{dom}"

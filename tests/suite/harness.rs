@@ -348,7 +348,17 @@ impl Run {
 
 /// Runs SQL on the test PostgreSQL server and returns psql's unaligned output.
 pub fn psql(database: &str, sql: &str) -> String {
-    let s = services();
+    psql_at(
+        "127.0.0.1",
+        services().get("DRP_TEST_PG_PORT"),
+        database,
+        sql,
+    )
+}
+
+/// Runs SQL as `postgres` on the PostgreSQL server at `host:port` (the
+/// suite's password) and returns psql's unaligned output.
+pub fn psql_at(host: &str, port: &str, database: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -357,21 +367,57 @@ pub fn psql(database: &str, sql: &str) -> String {
             "-t",
             "-v",
             "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
             "-U",
             "postgres",
         ])
-        .args(["-p", s.get("DRP_TEST_PG_PORT"), "-d", database, "-c", sql])
-        .env("PGPASSWORD", s.get("DRP_TEST_PG_PASSWORD"))
+        .args(["-h", host, "-p", port, "-d", database, "-c", sql])
+        .env("PGPASSWORD", services().get("DRP_TEST_PG_PASSWORD"))
         .output()
         .expect("psql runs");
     assert!(
         out.status.success(),
-        "psql failed on {sql}: {}",
+        "psql on {host}:{port} failed on {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Headless Chromium with its own profile folder and no traffic of its own.
+pub fn chromium(profile: &Path) -> Command {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chromium is not installed: tests/services/setup.sh installs it");
+    let mut c = Command::new(bin);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// A local HTML page's DOM as headless Chromium renders it.
+pub fn rendered_dom(html: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(profile.path())
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium on {}: {}",
+        html.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs SQL on the test MariaDB server (as root over its socket).
@@ -453,4 +499,26 @@ pub fn walk(dir: PathBuf) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Whether a process whose command line is exactly `cmdline` runs.
+pub fn running(cmdline: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-x", "-f", cmdline])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Waits until `f` holds, at most `within`.
+pub fn eventually(within: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    f()
 }

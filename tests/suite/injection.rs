@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::harness::{Scratch, scratch};
+use crate::harness::{Scratch, mariadb, psql, scratch};
 use crate::receivers;
 
 /// A SQLite application database with a few orders.
@@ -104,6 +104,62 @@ fn a_restart_unit_or_a_command_argument_never_reaches_a_shell() {
         !s.path("pwned-by-list").exists(),
         "a shell ran the argument"
     );
+}
+
+#[test]
+fn sql_in_a_step_is_sent_to_the_server_never_run_as_a_client_command() {
+    let s = scratch("inject_sql");
+    let db = s.id.clone();
+    psql("postgres", &format!("create database {db}"));
+    mariadb(None, &format!("create database {db}"));
+    s.write(
+        "policy.yaml",
+        &format!(
+            "host: i\nobjectives: {{rto: 5m, rpo: 30m}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  pg:\n    source: {}\n    targets: [nas]\n  my:\n    source: {}\n    targets: [nas]\n",
+            s.pg_source_yaml(&db),
+            s.my_source_yaml(&db)
+        ),
+    );
+    let (pg_marker, my_marker) = (s.path("pwned-by-psql"), s.path("pwned-by-mariadb"));
+    let step = |name: &str, export: &str, query: String| {
+        format!(
+            "  - name: {name}\n    phase: verify\n    on_failure: continue\n    action: {{kind: sql, export: {export}, query: {}}}\n",
+            serde_json::to_string(&query).unwrap()
+        )
+    };
+    s.write(
+        "runbook.yaml",
+        &format!(
+            "name: sql\npolicy: policy.yaml\nsteps:\n{}{}{}",
+            step(
+                "psql",
+                "pg",
+                format!("select 1\n\\! touch {}\n", pg_marker.display())
+            ),
+            step(
+                "mariadb",
+                "my",
+                format!("select 1;\n\\! touch {}\n", my_marker.display())
+            ),
+            step(
+                "mariadb system",
+                "my",
+                format!("system touch {}\n", my_marker.display())
+            ),
+        ),
+    );
+    let r = s.drp(&["--json", "run", "runbook.yaml", "--yes"]);
+    let report = r.json();
+    for step in report["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], "failed", "{report:#}");
+    }
+    assert!(!pg_marker.exists(), "psql ran a shell command from a query");
+    assert!(
+        !my_marker.exists(),
+        "mariadb ran a shell command from a query"
+    );
+    psql("postgres", &format!("drop database {db} with (force)"));
+    mariadb(None, &format!("drop database {db}"));
 }
 
 #[test]

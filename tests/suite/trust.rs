@@ -318,6 +318,23 @@ fn a_mariadb_restore_moves_the_live_objects_aside_and_a_failed_load_changes_noth
         my_schemas(&format!("{db}_drp_restore_%")),
         Vec::<String>::new()
     );
+
+    // A planted dump, without the sandbox line mariadb-dump now writes first,
+    // holding a client command: the restore runs no command and changes nothing.
+    let marker = s.path("pwned-by-dump");
+    rewrite_newest_point(&s.path("nas"), "db-1", "crm", |raw| {
+        let text = String::from_utf8(raw).unwrap();
+        let body = match text.split_once('\n') {
+            Some((first, rest)) if first.contains("sandbox") => rest.to_string(),
+            _ => text,
+        };
+        format!("\\! touch {}\n{body}", marker.display()).into_bytes()
+    });
+    let r = s.drp(&["restore", "--policy", p, "--export", "crm", "--yes"]);
+    r.code(1);
+    assert!(!marker.exists(), "a dump ran a shell command: {}", r.all());
+    assert!(r.stderr.contains("was not touched"), "{}", r.stderr);
+    assert_eq!(my_digest(&db), live);
     for schema in my_schemas(&format!("{db}%")) {
         mariadb(None, &format!("drop database `{schema}`"));
     }

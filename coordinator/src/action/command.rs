@@ -191,23 +191,52 @@ impl<'de> Deserialize<'de> for Argv {
     }
 }
 
-/// Runs `argv` (no shell); the process is killed if the step times out.
+/// Runs `argv` (no shell). If the step times out or the run is cancelled
+/// before it exits, its whole process group is killed: what a `sh -c` of a
+/// declared command started goes with it.
 pub async fn exec(argv: &Argv, ctx: &Context) -> Result<(i32, String), ActionError> {
-    let out = tokio::process::Command::new(argv.program())
+    let spawned = tokio::process::Command::new(argv.program())
         .args(argv.args())
         .env("DRP_T_FAIL", ctx.t_fail.to_rfc3339())
         .env("DRP_RUNBOOK", &ctx.runbook)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
-        .output()
+        .spawn();
+    let child = spawned.map_err(|source| ActionError::Spawn {
+        argv: argv.clone(),
+        source,
+    })?;
+    let mut group = Group(child.id());
+    let out = child
+        .wait_with_output()
         .await
         .map_err(|source| ActionError::Spawn {
             argv: argv.clone(),
             source,
         })?;
+    // It exited by itself: what it left running on purpose is not ours to stop.
+    group.0 = None;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// The process group a running command leads, killed when dropped.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: signals the group this command leads; a group's id is
+            // not reused while any of its members lives.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl CommandAction {

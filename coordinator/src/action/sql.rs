@@ -44,11 +44,9 @@ impl SqlCheck {
         let source = drp_core::source::build(&export.source, &ctx.policy.base_dir);
         let (db, query) = (self.database.clone(), self.query.clone());
         let read_only = self.read_only;
-        let rows = tokio::task::spawn_blocking(move || match read_only {
-            true => source.sql_read_only(db.as_deref(), &query),
-            false => source.sql(db.as_deref(), &query),
-        })
-        .await??;
+        let rows =
+            tokio::task::spawn_blocking(move || source.run_sql(db.as_deref(), &query, read_only))
+                .await??;
         let first = rows.first().and_then(|r| r.first()).cloned();
         let e = &self.expect;
         if let Some(n) = e.rows

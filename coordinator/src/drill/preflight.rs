@@ -122,11 +122,7 @@ pub async fn hosts_ready(runbook: &Runbook, fleet: &Fleet) -> Vec<Preflight> {
                 .all_steps()
                 .filter(|s| s.host.as_ref() == Some(&host))
             {
-                let result = fleet
-                    .validate(&host, step)
-                    .await
-                    .map(|(describe, _)| describe)
-                    .map_err(|e| e.to_string());
+                let result = fleet.validate(&host, step).await.map_err(|e| e.to_string());
                 out.push(Preflight::new(
                     format!("step `{}` on `{host}`", step.name),
                     result,

@@ -194,20 +194,11 @@ async fn backup_first(runbook: &Runbook, ctx: &Context, report: &mut Report) -> 
         else {
             continue;
         };
-        let backup = crate::runbook::Step {
+        let backup = crate::fleet::protocol::StepRequest {
             name: format!("drill backup of `{}`", r.export),
-            phase: None,
-            host: Some(host.clone()),
-            action: ActionConfig::Backup(crate::action::backup::Backup {
-                export: r.export.clone(),
-            }),
-            action_value: serde_json::json!({"kind": "backup", "export": r.export}),
-            timeout: Duration::from_secs(600),
-            retries: 0,
-            backoff: Duration::from_secs(1),
-            on_failure: crate::runbook::OnFailure::Abort,
+            action: serde_json::json!({"kind": "backup", "export": r.export}),
         };
-        let done = fleet.run(host, &backup, ctx).await.map_err(|e| {
+        let done = fleet.run(host, backup, ctx).await.map_err(|e| {
             drp_core::Error::Failed(format!("drill backup of `{}` on `{host}`: {e}", r.export))
         })?;
         report.notes.push(format!(

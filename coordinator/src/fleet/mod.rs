@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use inventory::Inventory;
-use protocol::{ErrorKind, Op, Reply, StepRequest};
+use protocol::{Op, Reply, StepRequest};
 use remote::{Remote, RemoteError};
 
 use crate::action::{ActionError, Context};
@@ -75,8 +75,8 @@ impl Fleet {
     }
 
     /// Asks `host` whether it would run `step`: the host's description of
-    /// it and whether it counts as a change, or its refusal.
-    pub async fn validate(&self, host: &str, step: &Step) -> Result<(String, bool), RemoteError> {
+    /// it, or its refusal.
+    pub async fn validate(&self, host: &str, step: &Step) -> Result<String, RemoteError> {
         let remote = self.link(host).await?;
         match remote
             .call(Op::Validate {
@@ -84,23 +84,25 @@ impl Fleet {
             })
             .await?
         {
-            Reply::Allowed {
-                describe,
-                destructive,
-            } => Ok((describe, destructive)),
+            Reply::Allowed { describe, .. } => Ok(describe),
             other => Err(RemoteError::Lost(format!(
                 "host `{host}` answered validate with {other:?}"
             ))),
         }
     }
 
-    /// Runs `step` on its host; what it restored is added to `ctx`.
-    pub async fn run(&self, host: &str, step: &Step, ctx: &Context) -> Result<String, ActionError> {
+    /// Runs a step on `host`; what it restored is added to `ctx`.
+    pub async fn run(
+        &self,
+        host: &str,
+        step: StepRequest,
+        ctx: &Context,
+    ) -> Result<String, ActionError> {
         let remote = self
             .link(host)
             .await
             .map_err(|e| ActionError::failed(e.to_string()))?;
-        match remote.run(request(step), ctx.t_fail, &ctx.runbook).await {
+        match remote.run(step, ctx.t_fail, &ctx.runbook).await {
             Ok(ran) => {
                 ctx.restored
                     .lock()
@@ -109,16 +111,13 @@ impl Fleet {
                 // The host's own time beside the step's: the rest is the link.
                 Ok(format!("{} ({:.1}s on the host)", ran.message, ran.seconds))
             }
-            Err(RemoteError::Answered {
-                kind: ErrorKind::Failed,
-                message,
-            }) => Err(ActionError::failed(message)),
             Err(e) => Err(ActionError::failed(e.to_string())),
         }
     }
 }
 
-fn request(step: &Step) -> StepRequest {
+/// A runbook step as a host receives it.
+pub fn request(step: &Step) -> StepRequest {
     StepRequest {
         name: step.name.clone(),
         action: step.action_value.clone(),

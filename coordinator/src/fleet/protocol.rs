@@ -122,7 +122,7 @@ pub enum ErrorKind {
 }
 
 /// Who answers: the agent's side of the session.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Hello {
     pub protocol: u32,
     /// The policy's `host`.

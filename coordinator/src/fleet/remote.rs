@@ -150,16 +150,8 @@ impl Remote {
         });
         let mut remote = Remote {
             host: host.clone(),
-            hello: Hello {
-                protocol: 0,
-                host: String::new(),
-                agent_version: String::new(),
-                policy: String::new(),
-                exports: Vec::new(),
-                allow_destructive: false,
-                units: Vec::new(),
-                commands: Vec::new(),
-            },
+            // Until the agent's own, just below.
+            hello: Hello::default(),
             next_id: AtomicU64::new(1),
             lines,
             pending,

@@ -304,18 +304,19 @@ pub trait Source: Send + Sync {
     /// and returns the rows, each as its columns' text. Directory sources have
     /// no SQL.
     fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        let _ = (database, sql);
-        Err(SourceError::Invalid("this source has no SQL".into()))
+        self.run_sql(database, sql, false)
     }
 
-    /// Like [`Source::sql`], in a session that cannot write: the database
-    /// refuses any change the statement would make.
-    fn sql_read_only(
+    /// [`Source::sql`], in a session that cannot write when `read_only`
+    /// (the database refuses any change the statement would make). What
+    /// a source with SQL implements.
+    fn run_sql(
         &self,
         database: Option<&str>,
         sql: &str,
+        read_only: bool,
     ) -> Result<Vec<Vec<String>>, SourceError> {
-        let _ = (database, sql);
+        let _ = (database, sql, read_only);
         Err(SourceError::Invalid("this source has no SQL".into()))
     }
 

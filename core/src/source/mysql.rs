@@ -108,6 +108,16 @@ impl Mysql {
         Ok(f)
     }
 
+    /// The client, reading SQL only: in sandbox mode it refuses its own
+    /// commands (`\!`, `system`, `source`, `tee`…), so neither a dump read
+    /// from a repository nor a query can run a shell or touch files here.
+    fn client(&self, options: &tempfile::NamedTempFile) -> Result<Command, SourceError> {
+        let client = self.tool(&["mariadb", "mysql"])?;
+        let mut cmd = self.command(&client, options);
+        cmd.arg("--sandbox");
+        Ok(cmd)
+    }
+
     fn command(&self, tool: &Path, options: &tempfile::NamedTempFile) -> Command {
         let mut cmd = Command::new(tool);
         // Must be the first argument.
@@ -158,9 +168,8 @@ impl Mysql {
             &format!("create database {} {charset};", quoted(&staged)),
         )?;
         let loaded = (|| {
-            let client = self.tool(&["mariadb", "mysql"])?;
             let opts = self.option_file()?;
-            let mut cmd = self.command(&client, &opts);
+            let mut cmd = self.client(&opts)?;
             cmd.arg("--").arg(&staged);
             process::run_with_stdin_file(&mut cmd, dump, &options.cancel)?;
             options.cancel.check()?;
@@ -281,12 +290,11 @@ impl Mysql {
         ))? {
             drops += &format!("drop event {}.{};\n", quoted(from), quoted(&r[0]));
         }
-        let client = self.tool(&["mariadb", "mysql"])?;
         let replay = |db: &str, sql: &str| -> Result<(), SourceError> {
             if sql.trim().is_empty() {
                 return Ok(());
             }
-            let mut cmd = self.command(&client, &opts);
+            let mut cmd = self.client(&opts)?;
             cmd.arg("--").arg(db);
             process::run(&mut cmd, Some(sql.as_bytes())).map(|_| ())
         };
@@ -295,7 +303,7 @@ impl Mysql {
         {
             // Some definitions may be gone: recreate those that are
             // missing (`--force` goes past the ones still there).
-            let mut cmd = self.command(&client, &opts);
+            let mut cmd = self.client(&opts)?;
             cmd.args(["--force", "--"]).arg(from);
             let _ = process::run(&mut cmd, Some(format!("{code}\n{view_sql}").as_bytes()));
             return Err(e);
@@ -466,9 +474,8 @@ impl Mysql {
             });
         }
         refuse_unsafe_statements(script.path(), logged)?;
-        let client = self.tool(&["mariadb", "mysql"])?;
         let opts = self.option_file()?;
-        let mut cmd = self.command(&client, &opts);
+        let mut cmd = self.client(&opts)?;
         // Replayed changes are not logged again: the server's own log (and its
         // replicas) already hold them under their original GTIDs.
         cmd.arg("--init-command=SET SESSION sql_log_bin=0")
@@ -479,9 +486,8 @@ impl Mysql {
     }
 
     fn query(&self, database: Option<&str>, sql: &str) -> Result<String, SourceError> {
-        let client = self.tool(&["mariadb", "mysql"])?;
         let options = self.option_file()?;
-        let mut cmd = self.command(&client, &options);
+        let mut cmd = self.client(&options)?;
         cmd.args([
             "--batch",
             "--raw",
@@ -745,27 +751,36 @@ impl Source for Mysql {
         Destination::Database(self.config.database.clone())
     }
 
-    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        let db = database.unwrap_or(&self.config.database);
-        check_name(db)?;
-        Ok(super::postgres::rows(&self.query(Some(db), sql)?))
-    }
-
-    fn sql_read_only(
+    fn run_sql(
         &self,
         database: Option<&str>,
         sql: &str,
+        read_only: bool,
     ) -> Result<Vec<Vec<String>>, SourceError> {
-        self.sql(
-            database,
-            &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"),
-        )
+        let db = database.unwrap_or(&self.config.database);
+        check_name(db)?;
+        let rows = match read_only {
+            true => self.query(
+                Some(db),
+                &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"),
+            )?,
+            false => self.query(Some(db), sql)?,
+        };
+        Ok(super::postgres::rows(&rows))
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let dump = self.tool(&["mariadb-dump", "mysqldump"])?;
-        Ok(vec![process::version(&client)?, process::version(&dump)?])
+        let version = process::version(&client)?;
+        // Every load and query needs it (see `client`).
+        if process::run(Command::new(&client).args(["--sandbox", "--version"]), None).is_err() {
+            return Err(SourceError::Invalid(format!(
+                "`{}` ({version}) has no --sandbox mode, so SQL read from a repository could run shell commands here: install MariaDB's client, 10.5.25, 10.6.18, 10.11.8, 11.0.6 or later (it also serves MySQL servers)",
+                client.display()
+            )));
+        }
+        Ok(vec![version, process::version(&dump)?])
     }
 
     fn destination(&self, text: &str) -> Destination {

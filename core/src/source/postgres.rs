@@ -78,38 +78,6 @@ impl Postgres {
         }
     }
 
-    /// SQL on `database` (default the export's); in a read-only session
-    /// when `read_only` (every transaction read-only, as the server sees it).
-    fn run_sql(
-        &self,
-        database: Option<&str>,
-        sql: &str,
-        read_only: bool,
-    ) -> Result<Vec<Vec<String>>, SourceError> {
-        let db = database
-            .map(str::to_string)
-            .unwrap_or_else(|| self.database());
-        let psql = self.tool("psql")?;
-        let mut cmd = self.command(&psql)?;
-        if read_only {
-            cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
-        }
-        cmd.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-F",
-            "\t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-        ])
-        .arg(self.conninfo(&db));
-        let out = process::run(&mut cmd, Some(sql.as_bytes()))?;
-        Ok(rows(&out))
-    }
-
     fn tool(&self, name: &str) -> Result<PathBuf, SourceError> {
         let dir = self
             .config
@@ -370,16 +338,40 @@ impl Source for Postgres {
         Destination::Database(self.database())
     }
 
-    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        self.run_sql(database, sql, false)
-    }
-
-    fn sql_read_only(
+    /// SQL on `database` (default the export's); in a read-only session
+    /// when `read_only` (every transaction read-only, as the server sees it).
+    fn run_sql(
         &self,
         database: Option<&str>,
         sql: &str,
+        read_only: bool,
     ) -> Result<Vec<Vec<String>>, SourceError> {
-        self.run_sql(database, sql, true)
+        let db = database
+            .map(str::to_string)
+            .unwrap_or_else(|| self.database());
+        let psql = self.tool("psql")?;
+        let mut cmd = self.command(&psql)?;
+        if read_only {
+            cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
+        }
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+        ])
+        .arg(self.conninfo(&db))
+        // Given with -c, the text goes to the server as it is: psql reads no
+        // command of its own in it (`\!` would run a shell).
+        .arg("-c")
+        .arg(sql);
+        let out = process::run(&mut cmd, None)?;
+        Ok(rows(&out))
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {

@@ -37,56 +37,6 @@ pub struct Sqlite {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Sqlite {
-    /// SQL on the file (or `database`, another file); opened read-only
-    /// when `read_only`.
-    fn run_sql(
-        &self,
-        database: Option<&str>,
-        sql: &str,
-        read_only: bool,
-    ) -> Result<Vec<Vec<String>>, SourceError> {
-        let path = database
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.path.clone());
-        let conn = if read_only {
-            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        } else {
-            Connection::open(&path)
-        }
-        .map_err(|e| sql_err("cannot open", &path, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| sql_err("cannot open", &path, e))?;
-        let mut out = Vec::new();
-        // Runs every statement; returns the rows of the last one that has any.
-        let mut batch = rusqlite::Batch::new(&conn, sql);
-        while let Some(mut stmt) = fallible_iterator::FallibleIterator::next(&mut batch)
-            .map_err(|e| sql_err("SQL on", &path, e))?
-        {
-            let n = stmt.column_count();
-            let mut rows = stmt.raw_query();
-            let mut these = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| sql_err("SQL on", &path, e))? {
-                let mut cols = Vec::with_capacity(n);
-                for i in 0..n {
-                    let v: rusqlite::types::Value =
-                        row.get(i).map_err(|e| sql_err("SQL on", &path, e))?;
-                    cols.push(match v {
-                        rusqlite::types::Value::Null => String::new(),
-                        rusqlite::types::Value::Integer(i) => i.to_string(),
-                        rusqlite::types::Value::Real(f) => f.to_string(),
-                        rusqlite::types::Value::Text(t) => t,
-                        rusqlite::types::Value::Blob(b) => format!("<{} bytes>", b.len()),
-                    });
-                }
-                these.push(cols);
-            }
-            if n > 0 {
-                out = these;
-            }
-        }
-        Ok(out)
-    }
-
     pub fn new(config: SqliteConfig, base_dir: &Path) -> Self {
         Sqlite {
             path: resolve_relative(base_dir, &config.path),
@@ -186,16 +136,54 @@ impl Source for Sqlite {
         Destination::Path(self.path.clone())
     }
 
-    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        self.run_sql(database, sql, false)
-    }
-
-    fn sql_read_only(
+    /// SQL on the file (or `database`, another file); opened read-only
+    /// when `read_only`.
+    fn run_sql(
         &self,
         database: Option<&str>,
         sql: &str,
+        read_only: bool,
     ) -> Result<Vec<Vec<String>>, SourceError> {
-        self.run_sql(database, sql, true)
+        let path = database
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.path.clone());
+        let conn = if read_only {
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        } else {
+            Connection::open(&path)
+        }
+        .map_err(|e| sql_err("cannot open", &path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err("cannot open", &path, e))?;
+        let mut out = Vec::new();
+        // Runs every statement; returns the rows of the last one that has any.
+        let mut batch = rusqlite::Batch::new(&conn, sql);
+        while let Some(mut stmt) = fallible_iterator::FallibleIterator::next(&mut batch)
+            .map_err(|e| sql_err("SQL on", &path, e))?
+        {
+            let n = stmt.column_count();
+            let mut rows = stmt.raw_query();
+            let mut these = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| sql_err("SQL on", &path, e))? {
+                let mut cols = Vec::with_capacity(n);
+                for i in 0..n {
+                    let v: rusqlite::types::Value =
+                        row.get(i).map_err(|e| sql_err("SQL on", &path, e))?;
+                    cols.push(match v {
+                        rusqlite::types::Value::Null => String::new(),
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Real(f) => f.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        rusqlite::types::Value::Blob(b) => format!("<{} bytes>", b.len()),
+                    });
+                }
+                these.push(cols);
+            }
+            if n > 0 {
+                out = these;
+            }
+        }
+        Ok(out)
     }
 
     fn destination(&self, text: &str) -> Destination {

@@ -7,37 +7,7 @@ use crate::harness::Run;
 
 /// SQL on fleet host 2's own PostgreSQL server.
 fn host_psql(database: &str, sql: &str) -> String {
-    let v = services();
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-        ])
-        .args([
-            "-h",
-            v.get("DRP_TEST_FLEET_PG"),
-            "-p",
-            "5432",
-            "-d",
-            database,
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", v.get("DRP_TEST_PG_PASSWORD"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql on {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    psql_at(services().get("DRP_TEST_FLEET_PG"), "5432", database, sql)
 }
 
 /// A small web application in `web`'s namespace that shows the number of
@@ -558,12 +528,13 @@ fn a_timed_out_remote_step_is_cancelled_on_its_host() {
     let s = scratch("fleet_cancel");
     let h = host(&s, 7, "slow");
     h.serve(&format!(
-        "targets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  etc:\n    source: {{kind: directory, path: /etc/ssh}}\n    targets: [nas]\nserve:\n  commands:\n    slow-check: {{run: [sleep, \"53\"]}}\n",
+        "targets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  etc:\n    source: {{kind: directory, path: /etc/ssh}}\n    targets: [nas]\nserve:\n  commands:\n    slow-check: {{run: [sh, -c, \"sleep 53; true\"]}}\n",
         nas = h.dir.join("nas").display(),
     ));
     coordinator_policy(&s);
     inventory(&s, "fleet.yaml", &[&h], None, None);
-    // While drp still runs (and its session is open), the host has stopped the step.
+    // While drp still runs (and its session is open), the host has stopped the
+    // step: the shell and the `sleep` it started, its whole process group.
     s.write(
         "rb.yaml",
         "name: slow\npolicy: coordinator.yaml\ninventory: fleet.yaml\nobjectives: {rto: 5m, rpo: 30m}\nsteps:\n  - {name: slow check, phase: detect, host: slow, timeout: 2s, on_failure: continue, action: {kind: command, named: slow-check}}\n  - {name: the slow check no longer runs there, phase: verify, timeout: 10s, action: {kind: command, run: [sh, -c, \"sleep 1; ! pgrep -x -f 'sleep 53'\"]}}\n",

@@ -302,17 +302,14 @@ impl Source for Cluster {
         }
     }
 
-    fn sql(&self, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        self.pg.sql(Some(database.unwrap_or("postgres")), sql)
-    }
-
-    fn sql_read_only(
+    fn run_sql(
         &self,
         database: Option<&str>,
         sql: &str,
+        read_only: bool,
     ) -> Result<Vec<Vec<String>>, SourceError> {
         self.pg
-            .sql_read_only(Some(database.unwrap_or("postgres")), sql)
+            .run_sql(Some(database.unwrap_or("postgres")), sql, read_only)
     }
 
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
