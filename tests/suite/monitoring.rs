@@ -158,6 +158,12 @@ fn each_run_pings_its_dead_mans_switch_at_start_and_with_its_outcome() {
     std::fs::remove_file(s.path("app.db")).unwrap();
     let failed = s.agent(&["backup", "--policy", p]);
     failed.code(1);
+    // The NAS not mounted (no repository there): the run stops before it
+    // starts a backup, and still tells the switch.
+    sqlite_db(&s.path("app.db"));
+    std::fs::remove_file(s.path("nas/drp-repository.json")).unwrap();
+    let unmounted = s.agent(&["backup", "--policy", p]);
+    unmounted.code(6);
     let path = check
         .split_once("127.0.0.1")
         .unwrap()
@@ -173,6 +179,8 @@ fn each_run_pings_its_dead_mans_switch_at_start_and_with_its_outcome() {
             format!("POST /{path}"),
             format!("POST /{path}/start"),
             format!("POST /{path}/fail"),
+            format!("POST /{path}/start"),
+            format!("POST /{path}/fail"),
         ]
     );
     let bodies = hc.bodies.lock().unwrap().clone();
@@ -184,7 +192,8 @@ fn each_run_pings_its_dead_mans_switch_at_start_and_with_its_outcome() {
         bodies[3].contains("app.db") || bodies[3].to_lowercase().contains("fail"),
         "{bodies:?}"
     );
-    for run in [&ok, &failed] {
+    assert!(bodies[5].contains("repository"), "{bodies:?}");
+    for run in [&ok, &failed, &unmounted] {
         assert!(
             !run.all().contains("b7e1c9"),
             "the check's token is never shown"
