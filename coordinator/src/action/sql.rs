@@ -46,7 +46,13 @@ impl SqlCheck {
         let read_only = self.read_only;
         let rows =
             tokio::task::spawn_blocking(move || source.run_sql(db.as_deref(), &query, read_only))
-                .await??;
+                .await?
+                .map_err(|e| match read_only {
+                    true => ActionError::failed(format!(
+                        "{e} (this host runs a coordinator's SQL as one statement that only reads, unless the step is declared a change on a host that allows changes)"
+                    )),
+                    false => e.into(),
+                })?;
         let first = rows.first().and_then(|r| r.first()).cloned();
         let e = &self.expect;
         if let Some(n) = e.rows

@@ -503,6 +503,19 @@ impl Mysql {
     }
 }
 
+/// A check a host runs for a coordinator: the text, given as a hex literal
+/// (never parsed by the client, never quoted by hand), is prepared as one
+/// statement (a second one is a syntax error) and runs in a read-only
+/// transaction of a read-only session, so that even a statement that commits
+/// implicitly (DDL) cannot write.
+fn read_only_check(sql: &str) -> String {
+    let one = sql.trim().trim_end_matches(';').trim_end();
+    format!(
+        "SET SESSION TRANSACTION READ ONLY;\nSTART TRANSACTION READ ONLY;\nSET @drp_check = CONVERT(X'{}' USING utf8mb4);\nPREPARE drp_check FROM @drp_check;\nEXECUTE drp_check;\nROLLBACK;\n",
+        hex::encode(one)
+    )
+}
+
 /// Refuses a replay that could act outside the staged copy: a statement
 /// naming the exported database explicitly (`shop.orders`, `DROP DATABASE
 /// shop`: `--rewrite-db` renames only the default database and row events,
@@ -760,10 +773,7 @@ impl Source for Mysql {
         let db = database.unwrap_or(&self.config.database);
         check_name(db)?;
         let rows = match read_only {
-            true => self.query(
-                Some(db),
-                &format!("SET SESSION TRANSACTION READ ONLY;\n{sql}"),
-            )?,
+            true => self.query(Some(db), &read_only_check(sql))?,
             false => self.query(Some(db), sql)?,
         };
         Ok(super::postgres::rows(&rows))

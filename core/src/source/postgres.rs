@@ -227,6 +227,66 @@ impl Postgres {
     }
 }
 
+/// A check a host runs for a coordinator: the text (psql variable
+/// `drp_sql`, never part of the script, so never a psql command) runs as one
+/// statement — a cursor's, which refuses a second statement and anything that
+/// returns no rows, such as `COMMIT` or `SET` — inside a read-only transaction
+/// that has taken its snapshot, so nothing in it can make it read-write
+/// again. Each row comes back as the hex of its text form.
+const READ_ONLY_CHECK: &str = r#"\o /dev/null
+BEGIN TRANSACTION READ ONLY;
+SELECT set_config('drp.check', :'drp_sql', true);
+DO $drp$
+DECLARE
+  r record;
+  found text := '';
+BEGIN
+  FOR r IN EXECUTE current_setting('drp.check') LOOP
+    found := found || encode(convert_to(r::text, 'UTF8'), 'hex') || E'\n';
+  END LOOP;
+  PERFORM set_config('drp.rows', found, true);
+END
+$drp$;
+\o
+SELECT current_setting('drp.rows');
+ROLLBACK;
+"#;
+
+/// One row of [`READ_ONLY_CHECK`]'s output: the hex of a record's text form.
+fn record_row(hex_line: &str) -> Result<Vec<String>, SourceError> {
+    let text = hex::decode(hex_line.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| SourceError::Invalid(format!("unreadable check row `{hex_line}`")))?;
+    Ok(record_fields(&text))
+}
+
+/// The fields of a record's text form (`(1,"a b",)`), as psql prints them:
+/// NULL as an empty field.
+fn record_fields(text: &str) -> Vec<String> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(text);
+    let mut fields = vec![String::new()];
+    let mut chars = inner.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut().expect("one field at least");
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' => quoted = !quoted,
+            '\\' => field.extend(chars.next()),
+            ',' if !quoted => fields.push(String::new()),
+            c => field.push(c),
+        }
+    }
+    fields
+}
+
 /// Tab-separated lines into rows of columns.
 pub fn rows(out: &str) -> Vec<Vec<String>> {
     out.lines()
@@ -338,8 +398,8 @@ impl Source for Postgres {
         Destination::Database(self.database())
     }
 
-    /// SQL on `database` (default the export's); in a read-only session
-    /// when `read_only` (every transaction read-only, as the server sees it).
+    /// SQL on `database` (default the export's); when `read_only`, exactly
+    /// one statement that cannot write (see [`READ_ONLY_CHECK`]).
     fn run_sql(
         &self,
         database: Option<&str>,
@@ -349,11 +409,16 @@ impl Source for Postgres {
         let db = database
             .map(str::to_string)
             .unwrap_or_else(|| self.database());
+        if read_only {
+            let out = self.psql(&db, READ_ONLY_CHECK, &[("drp_sql", sql)])?;
+            return out
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(record_row)
+                .collect();
+        }
         let psql = self.tool("psql")?;
         let mut cmd = self.command(&psql)?;
-        if read_only {
-            cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
-        }
         cmd.args([
             "-X",
             "-q",
@@ -447,5 +512,23 @@ impl Source for Postgres {
                 .run()
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_text_form_reads_back_as_psql_prints_its_fields() {
+        assert_eq!(record_fields("(1000)"), ["1000"]);
+        assert_eq!(
+            record_fields(r#"(1,"a, b",,"say ""hi""","back\\slash",ünï)"#),
+            ["1", "a, b", "", r#"say "hi""#, r"back\slash", "ünï"]
+        );
+        assert_eq!(record_fields(r#"("")"#), [""]);
+        let hex = hex::encode(r#"(2026-12-03 09:00:00+00,t)"#);
+        assert_eq!(record_row(&hex).unwrap(), ["2026-12-03 09:00:00+00", "t"]);
+        assert!(record_row("zz").is_err());
     }
 }

@@ -550,3 +550,116 @@ fn a_timed_out_remote_step_is_cancelled_on_its_host() {
         "the host stopped the timed-out step: {report:#}"
     );
 }
+
+/// Requests to a `drp-agent serve --stdio` started here, one at a time: each
+/// gets its final reply before the next is sent.
+fn local_session(policy: &Path, requests: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let mut child = Command::new(agent_bin())
+        .args(["serve", "--stdio", "--policy"])
+        .arg(policy)
+        .env("TEST_PG_PASSWORD", services().get("DRP_TEST_PG_PASSWORD"))
+        .env("TEST_MY_PASSWORD", services().get("DRP_TEST_MY_PASSWORD"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut finals = Vec::new();
+    for r in requests {
+        writeln!(stdin, "{r}").unwrap();
+        let reply = loop {
+            let line = lines.next().expect("a reply").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == r["id"] && v["reply"] != "running" {
+                break v;
+            }
+        };
+        finals.push(reply);
+    }
+    drop(stdin);
+    child.wait().unwrap();
+    finals
+}
+
+#[test]
+fn a_coordinators_check_runs_as_one_statement_that_cannot_write() {
+    let s = scratch("fleet_read_only");
+    let db = s.id.clone();
+    crate::harness::psql("postgres", &format!("create database {db}"));
+    crate::harness::psql(
+        &db,
+        "create table t (id int); insert into t values (1), (2)",
+    );
+    crate::harness::mariadb(None, &format!("create database {db}"));
+    crate::harness::mariadb(
+        Some(&db),
+        "create table t (id int); insert into t values (1), (2)",
+    );
+    let policy = s.write(
+        "policy.yaml",
+        &format!(
+            "host: db\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  pg:\n    source: {}\n    targets: [nas]\n  my:\n    source: {}\n    targets: [nas]\n",
+            s.pg_source_yaml(&db),
+            s.my_source_yaml(&db)
+        ),
+    );
+    let mut requests = vec![serde_json::json!({"id": 0, "op": "hello", "protocol": 1})];
+    let writes = [
+        "delete from t",
+        "select 1; delete from t",
+        "commit; delete from t",
+        "drop table t",
+        "delete from t returning id",
+        "select set_config('transaction_read_only', 'off', false), (select count(*) from t)",
+        "create table u (a int)",
+    ];
+    let lifts = [
+        ("pg", "set transaction read write; delete from t"),
+        ("my", "set session transaction read write; delete from t"),
+    ];
+    for export in ["pg", "my"] {
+        let lift = lifts.iter().filter(|(e, _)| *e == export).map(|(_, q)| q);
+        for (i, query) in writes.iter().chain(lift).enumerate() {
+            requests.push(serde_json::json!({
+                "id": requests.len(), "op": "run", "t_fail": "2026-12-03T10:00:00Z", "runbook": "rogue",
+                "step": {"name": format!("{export} write {i}"), "action": {"kind": "sql", "export": export, "query": query}},
+            }));
+        }
+        requests.push(serde_json::json!({
+            "id": requests.len(), "op": "run", "t_fail": "2026-12-03T10:00:00Z", "runbook": "rogue",
+            "step": {"name": format!("{export} read"), "action": {"kind": "sql", "export": export,
+                "query": "select count(*), 'a, \"b\"' from t;", "expect": {"value": "2"}}},
+        }));
+    }
+    let replies = local_session(&policy, &requests);
+    assert_eq!(replies[0]["reply"], "hello", "{:#?}", replies[0]);
+    for (request, reply) in requests.iter().zip(&replies).skip(1) {
+        let name = request["step"]["name"].as_str().unwrap();
+        if name.ends_with("read") {
+            assert_eq!(reply["reply"], "done", "{name}: {reply:#}");
+        } else {
+            assert_eq!(reply["kind"], "failed", "{name}: {reply:#}");
+            assert!(
+                reply["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("one statement that only reads"),
+                "{name}: {reply:#}"
+            );
+        }
+    }
+    assert_eq!(crate::harness::psql(&db, "select count(*) from t"), "2");
+    assert_eq!(
+        crate::harness::psql(&db, "select count(*) from pg_tables where tablename = 'u'"),
+        "0"
+    );
+    assert_eq!(
+        crate::harness::mariadb(Some(&db), "select count(*) from t"),
+        "2"
+    );
+    assert_eq!(crate::harness::mariadb(Some(&db), "show tables"), "t");
+    crate::harness::psql("postgres", &format!("drop database {db} with (force)"));
+    crate::harness::mariadb(None, &format!("drop database {db}"));
+}
