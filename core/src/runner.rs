@@ -66,21 +66,7 @@ pub async fn run_export(
     {
         ping_errors.push(format!("ping: {e}"));
     }
-    let report = match backup::run(policy, export, progress.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(p) = &ping {
-                let why = format!("{}/{export}: {e}", policy.host);
-                if let Err(pe) = p
-                    .send(&policy.base_dir, notify::ping::Ping::Fail, why)
-                    .await
-                {
-                    tracing::warn!("ping: {pe}");
-                }
-            }
-            return Err(e);
-        }
-    };
+    let report = backup::run(policy, export, progress.clone()).await?;
     let mut st = state::load(&policy.state_dir, &policy.host, export);
     st.last_attempt = Some(attempt);
     st.last_duration_seconds = Some(report.seconds);

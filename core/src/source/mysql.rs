@@ -782,14 +782,20 @@ impl Source for Mysql {
     fn check_tools(&self) -> Result<Vec<String>, SourceError> {
         let client = self.tool(&["mariadb", "mysql"])?;
         let dump = self.tool(&["mariadb-dump", "mysqldump"])?;
-        let version = process::version(&client)?;
-        // Every load and query needs it (see `client`).
-        if process::run(Command::new(&client).args(["--sandbox", "--version"]), None).is_err() {
-            return Err(SourceError::Invalid(format!(
-                "`{}` ({version}) has no --sandbox mode, so SQL read from a repository could run shell commands here: install MariaDB's client, 10.5.25, 10.6.18, 10.11.8, 11.0.6 or later (it also serves MySQL servers)",
-                client.display()
-            )));
-        }
+        // Every load and query needs its sandbox mode (see `client`).
+        let version = process::run(Command::new(&client).args(["--sandbox", "--version"]), None)
+            .map_err(|_| {
+                SourceError::Invalid(format!(
+                    "`{}` has no --sandbox mode, so SQL read from a repository could run shell commands here: install MariaDB's client, 10.5.25, 10.6.18, 10.11.8, 11.0.6 or later (it also serves MySQL servers)",
+                    client.display()
+                ))
+            })?;
+        let version = version
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         Ok(vec![version, process::version(&dump)?])
     }
 

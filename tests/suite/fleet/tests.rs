@@ -3,7 +3,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use super::*;
-use crate::harness::Run;
+use crate::harness::{Run, mariadb, psql};
 
 /// SQL on fleet host 2's own PostgreSQL server.
 fn host_psql(database: &str, sql: &str) -> String {
@@ -587,13 +587,13 @@ fn local_session(policy: &Path, requests: &[serde_json::Value]) -> Vec<serde_jso
 fn a_coordinators_check_runs_as_one_statement_that_cannot_write() {
     let s = scratch("fleet_read_only");
     let db = s.id.clone();
-    crate::harness::psql("postgres", &format!("create database {db}"));
-    crate::harness::psql(
+    psql("postgres", &format!("create database {db}"));
+    psql(
         &db,
         "create table t (id int); insert into t values (1), (2)",
     );
-    crate::harness::mariadb(None, &format!("create database {db}"));
-    crate::harness::mariadb(
+    mariadb(None, &format!("create database {db}"));
+    mariadb(
         Some(&db),
         "create table t (id int); insert into t values (1), (2)",
     );
@@ -650,16 +650,13 @@ fn a_coordinators_check_runs_as_one_statement_that_cannot_write() {
             );
         }
     }
-    assert_eq!(crate::harness::psql(&db, "select count(*) from t"), "2");
+    assert_eq!(psql(&db, "select count(*) from t"), "2");
     assert_eq!(
-        crate::harness::psql(&db, "select count(*) from pg_tables where tablename = 'u'"),
+        psql(&db, "select count(*) from pg_tables where tablename = 'u'"),
         "0"
     );
-    assert_eq!(
-        crate::harness::mariadb(Some(&db), "select count(*) from t"),
-        "2"
-    );
-    assert_eq!(crate::harness::mariadb(Some(&db), "show tables"), "t");
-    crate::harness::psql("postgres", &format!("drop database {db} with (force)"));
-    crate::harness::mariadb(None, &format!("drop database {db}"));
+    assert_eq!(mariadb(Some(&db), "select count(*) from t"), "2");
+    assert_eq!(mariadb(Some(&db), "show tables"), "t");
+    psql("postgres", &format!("drop database {db} with (force)"));
+    mariadb(None, &format!("drop database {db}"));
 }
