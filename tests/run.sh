@@ -8,8 +8,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/drp/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 bash tests/services/setup.sh
-# The suite drives the binaries, so build them before the tests run.
-cargo build --workspace --bins --locked
+# The suite drives the binaries, so build them before the tests run; the
+# tests in the same build, so dependencies compile once with one feature set.
+cargo build --workspace --bins --tests --locked
 ENV_FILE=$(bash tests/services/start.sh)
 trap 'bash tests/services/stop.sh "$(dirname "$ENV_FILE")"' EXIT
 export DRP_TEST_ENV=$ENV_FILE

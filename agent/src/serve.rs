@@ -165,7 +165,7 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
             Op::Status => {
                 let (tx, policy) = (tx.clone(), policy.clone());
                 tokio::spawn(async move {
-                    let status = crate::status::json(&policy).await;
+                    let status = Box::new(crate::status::gather(&policy).await);
                     let _ = tx.send(Response {
                         id,
                         reply: Reply::Status { status },

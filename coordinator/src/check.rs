@@ -122,7 +122,11 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         }
         let mut predicted = Vec::new();
         for e in policy.exports.values() {
-            let Some((tested, p)) = drp_core::restore_test::predicted(&policy, e).await else {
+            let status =
+                drp_core::export_status::ExportStatus::gather(&policy, e, chrono::Utc::now())
+                    .await;
+            let (Some(tested), Some(p)) = (status.last_restore_test, status.predicted_restore)
+            else {
                 continue;
             };
             if !out.json {

@@ -222,8 +222,8 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                     .await?;
             if let Some(inv) = inventory {
                 let inv = drp_coordinator::fleet::inventory::Inventory::load(inv)?;
-                let hosts = drp_coordinator::fleet::status::gather(&inv, &c.drills).await;
-                c.fleet = drp_coordinator::fleet::status::rows(&hosts, chrono::Utc::now());
+                let hosts = drp_coordinator::fleet::status::gather(&inv).await;
+                c.fleet = drp_coordinator::fleet::status::rows(&hosts, &c.drills);
             }
             if let Some(path) = html {
                 std::fs::write(path, drp_coordinator::compliance::html(&c))
@@ -238,14 +238,16 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 println!("{}", drp_coordinator::compliance::markdown(&c));
             }
             let bad = c.drills.iter().any(|d| !d.passed())
-                || c.exposure.iter().any(|e| e.within == Some(false))
-                || c.exposure
-                    .iter()
-                    .any(|e| e.restore_test_overdue || e.restore_test_passed == Some(false))
+                || c.exposure.iter().any(|e| {
+                    e.within_rpo == Some(false)
+                        || e.restore_test_overdue
+                        || e.last_restore_test.as_ref().is_some_and(|t| !t.passed)
+                })
                 || !c.not_drilled.is_empty()
-                || c.fleet
-                    .iter()
-                    .any(|r| r["reachable"] == false || r["within_rpo"] == false);
+                || c.fleet.iter().any(|r| {
+                    !r.reachable
+                        || r.export.as_ref().is_some_and(|e| e.within_rpo == Some(false))
+                });
             Ok(if bad {
                 ExitCode::ObjectivesMissed
             } else {
@@ -449,10 +451,13 @@ async fn fleet_status(
         None => Vec::new(),
     };
     let now = chrono::Utc::now();
-    let hosts = fleet::status::gather(&inventory, &reports).await;
-    let rows = fleet::status::rows(&hosts, now);
-    let unreachable = rows.iter().filter(|r| r["reachable"] == false).count();
-    let over = rows.iter().filter(|r| r["within_rpo"] == false).count();
+    let hosts = fleet::status::gather(&inventory).await;
+    let rows = fleet::status::rows(&hosts, &reports);
+    let unreachable = rows.iter().filter(|r| !r.reachable).count();
+    let over = rows
+        .iter()
+        .filter(|r| r.export.as_ref().is_some_and(|e| e.within_rpo == Some(false)))
+        .count();
     if out.json {
         out.print_json(&serde_json::json!({
             "hosts": hosts.len(), "unreachable": unreachable, "exports_over_rpo": over, "rows": rows,

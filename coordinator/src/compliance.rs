@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use drp_core::export_status::ExportStatus;
 use serde::Serialize;
 
 use crate::report::markdown::fmt_secs;
@@ -59,31 +60,6 @@ pub struct RunbookSummary {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Exposure {
-    pub export: String,
-    pub newest_point: Option<DateTime<Utc>>,
-    pub exposure_seconds: Option<f64>,
-    pub rpo_objective_seconds: Option<f64>,
-    pub within: Option<bool>,
-    /// The newest drill of the period that restored this export: when, its
-    /// verdict and the RTO it measured.
-    pub last_drill: Option<DateTime<Utc>>,
-    pub last_drill_status: Option<String>,
-    pub last_drill_rto_seconds: Option<f64>,
-    /// The newest restore test of the export, on any of its targets.
-    pub last_restore_test: Option<DateTime<Utc>>,
-    pub restore_test_passed: Option<bool>,
-    /// What that test measured: receiving and loading its point.
-    pub measured_restore_seconds: Option<f64>,
-    /// The newest point's restore at the rate that test measured.
-    pub predicted_restore_seconds: Option<f64>,
-    pub rto_objective_seconds: Option<f64>,
-    /// The export has a restore-test schedule, and no test within twice
-    /// its period (or none at all).
-    pub restore_test_overdue: bool,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Compliance {
     pub host: String,
     /// The policy's zone, for the times shown.
@@ -95,11 +71,13 @@ pub struct Compliance {
     pub drills: Vec<Report>,
     pub runbooks: Vec<RunbookSummary>,
     pub not_drilled: Vec<String>,
-    pub exposure: Vec<Exposure>,
+    /// Each export where it stands now, with the newest drill of the
+    /// period that restored it.
+    pub exposure: Vec<ExportStatus>,
     /// With an inventory: every host's exports as its agent reports them
     /// (`drp status --inventory` rows), unreachable hosts included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fleet: Vec<serde_json::Value>,
+    pub fleet: Vec<crate::fleet::status::FleetRow>,
 }
 
 fn trend(rtos: &[f64]) -> String {
@@ -187,63 +165,9 @@ pub async fn build(
     let now = Utc::now();
     let mut exposure = Vec::new();
     for e in policy.exports.values() {
-        let mut newest: Option<DateTime<Utc>> = None;
-        let mut newest_raw = None;
-        let mut tested: Option<drp_core::restore_test::Tested> = None;
-        for repo in store
-            .repos
-            .iter()
-            .filter(|r| e.targets.iter().any(|t| t == r.name()))
-        {
-            if let Ok(l) = repo.list(&policy.host, &e.name).await
-                && let Some(m) = l.points.last()
-                && newest.is_none_or(|n| m.consistency_time > n)
-            {
-                newest = Some(m.consistency_time);
-                newest_raw = Some(m.raw.size);
-            }
-            if let Ok(tests) = repo.restore_tests(&policy.host, &e.name).await
-                && let Some(t) = tests.into_iter().last()
-                && tested.as_ref().is_none_or(|b| t.at > b.at)
-            {
-                tested = Some(t);
-            }
-        }
-        let rate = tested
-            .as_ref()
-            .map(|t| t.restore_bytes_per_second)
-            .filter(|r| *r > 0.0);
-        let overdue = e.restore_test.as_ref().is_some_and(|c| {
-            let every = chrono::Duration::from_std(c.every.as_duration() * 2)
-                .unwrap_or(chrono::Duration::MAX);
-            tested.as_ref().is_none_or(|t| now - t.at > every)
-        });
-        let x = newest.map(|t| crate::engine::secs(now - t));
-        let goal = policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64());
-        let drill = drills
-            .iter()
-            .filter(|d| {
-                d.rpo
-                    .as_ref()
-                    .is_some_and(|r| r.restored.iter().any(|p| p.export == e.name))
-            })
-            .max_by_key(|d| d.started_at);
-        exposure.push(Exposure {
-            last_drill: drill.map(|d| d.started_at),
-            last_drill_status: drill.map(|d| d.shown_status().to_string()),
-            last_drill_rto_seconds: drill.and_then(|d| d.rto.as_ref()?.measured_seconds),
-            export: e.name.clone(),
-            newest_point: newest,
-            exposure_seconds: x,
-            rpo_objective_seconds: goal,
-            within: goal.map(|g| x.is_some_and(|x| x <= g)),
-            last_restore_test: tested.as_ref().map(|t| t.at),
-            restore_test_passed: tested.as_ref().map(|t| t.passed),
-            measured_restore_seconds: tested.as_ref().map(|t| t.receive_seconds + t.load_seconds),
-            predicted_restore_seconds: rate.zip(newest_raw).map(|(r, raw)| raw as f64 / r),
-            rto_objective_seconds: policy.objectives.rto.map(|d| d.as_duration().as_secs_f64()),
-            restore_test_overdue: overdue,
-        });
+        let mut status = ExportStatus::gather(policy, e, now).await;
+        status.last_drill = crate::fleet::status::last_drill(&drills, &policy.host, &e.name);
+        exposure.push(status);
     }
     Ok(Compliance {
         host: policy.host.clone(),
@@ -326,114 +250,107 @@ pub fn markdown(c: &Compliance) -> String {
     }
     s += "\n## Per export\n\n| export | last drill | drill RTO | last restore test | result | measured restore | predicted restore of the newest point | RTO |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for e in &c.exposure {
+        let test = e.last_restore_test.as_ref();
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             e.export,
             e.last_drill
-                .map(|t| format!(
+                .as_ref()
+                .map(|d| format!(
                     "{} ({})",
-                    t.format("%Y-%m-%d"),
-                    e.last_drill_status.as_deref().unwrap_or("")
+                    d.at.format("%Y-%m-%d"),
+                    if d.passed { "passed" } else { "failed" }
                 ))
                 .unwrap_or_else(|| "none in the period".into()),
-            e.last_drill_rto_seconds
+            e.last_drill
+                .as_ref()
+                .and_then(|d| d.rto_seconds)
                 .map(fmt_secs)
                 .unwrap_or_else(|| "-".into()),
-            e.last_restore_test
-                .map(|t| drp_core::time::shown_in(t, c.timezone))
+            test.map(|t| drp_core::time::shown_in(t.at, c.timezone))
                 .unwrap_or_else(|| "never".into())
                 + if e.restore_test_overdue {
                     " (OVERDUE)"
                 } else {
                     ""
                 },
-            match e.restore_test_passed {
+            match test.map(|t| t.passed) {
                 Some(true) => "passed",
                 Some(false) => "FAILED",
                 None => "-",
             },
-            e.measured_restore_seconds
-                .map(fmt_secs)
+            test.map(|t| fmt_secs(t.restore_seconds))
                 .unwrap_or_else(|| "-".into()),
-            e.predicted_restore_seconds
-                .map(fmt_secs)
+            e.predicted_restore
+                .as_ref()
+                .map(|p| fmt_secs(p.seconds))
                 .unwrap_or_else(|| "-".into()),
             e.rto_objective_seconds
                 .map(fmt_secs)
                 .unwrap_or_else(|| "-".into()),
         );
     }
-    s += "\n## Live RPO exposure\n\n| export | newest point | exposure | objective | |\n| --- | --- | --- | --- | --- |\n";
+    s += "\n## Live RPO exposure\n\n| export | restorable up to | exposure | objective | |\n| --- | --- | --- | --- | --- |\n";
     for e in &c.exposure {
-        s += &format!(
-            "| {} | {} | {} | {} | {} |\n",
-            e.export,
-            e.newest_point
-                .map(|t| drp_core::time::shown_in(t, c.timezone))
-                .unwrap_or_else(|| "none".into()),
-            e.exposure_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            e.rpo_objective_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            match e.within {
-                Some(true) => "ok",
-                Some(false) => "OVER",
-                None => "",
-            }
-        );
+        s += &exposure_row(e, c.timezone, None);
     }
     if !c.fleet.is_empty() {
-        s += "\n## Fleet\n\n| host | export | newest point | exposure | objective | last drill with a step there |\n| --- | --- | --- | --- | --- | --- |\n";
+        s += "\n## Fleet\n\n| host | export | restorable up to | exposure | objective | | last drill that restored it |\n| --- | --- | --- | --- | --- | --- | --- |\n";
         for r in &c.fleet {
-            let drill = match &r["last_drill"] {
-                serde_json::Value::Null => "never".to_string(),
-                d => format!(
-                    "{} {} ({})",
-                    d["at"]
-                        .as_str()
-                        .and_then(|t| t.parse().ok())
-                        .map(|t| drp_core::time::shown_in(t, c.timezone))
-                        .unwrap_or_default(),
-                    d["runbook"].as_str().unwrap_or_default(),
-                    if d["passed"] == true {
-                        "passed"
-                    } else {
-                        "FAILED"
-                    }
+            s += &match (&r.export, &r.error) {
+                (Some(e), _) => exposure_row(e, c.timezone, Some(&r.host)),
+                (None, Some(why)) => format!(
+                    "| {} | UNREACHABLE: {} | | | | | |\n",
+                    r.host,
+                    why.replace('|', "\\|")
                 ),
-            };
-            let secs =
-                |v: &serde_json::Value| v.as_f64().map(fmt_secs).unwrap_or_else(|| "-".into());
-            s += &if r["reachable"] == false {
-                format!(
-                    "| {} | UNREACHABLE: {} | | | | {drill} |\n",
-                    r["host"].as_str().unwrap_or_default(),
-                    r["error"].as_str().unwrap_or_default().replace('|', "\\|")
-                )
-            } else {
-                format!(
-                    "| {} | {} | {} | {} | {} {} | {drill} |\n",
-                    r["host"].as_str().unwrap_or_default(),
-                    r["export"].as_str().unwrap_or("(no export)"),
-                    r["newest_point"]
-                        .as_str()
-                        .and_then(|t| t.parse().ok())
-                        .map(|t| drp_core::time::shown_in(t, c.timezone))
-                        .unwrap_or_else(|| "none".into()),
-                    secs(&r["rpo_exposure_seconds"]),
-                    secs(&r["rpo_objective_seconds"]),
-                    match r["within_rpo"] {
-                        serde_json::Value::Bool(true) => "ok",
-                        serde_json::Value::Bool(false) => "OVER",
-                        _ => "",
-                    }
-                )
+                (None, None) => format!("| {} | (no export) | | | | | |\n", r.host),
             };
         }
     }
     s
+}
+
+/// One export's exposure as a table row (with its host and last drill in
+/// the fleet's table).
+fn exposure_row(e: &ExportStatus, tz: chrono_tz::Tz, host: Option<&str>) -> String {
+    let mut row = String::from("|");
+    if let Some(h) = host {
+        row += &format!(" {h} |");
+    }
+    row += &format!(
+        " {} | {} | {} | {} | {} |",
+        e.export,
+        e.recoverable_until
+            .map(|t| drp_core::time::shown_in(t, tz))
+            .unwrap_or_else(|| "nothing restorable".into()),
+        e.rpo_exposure_seconds
+            .map(fmt_secs)
+            .unwrap_or_else(|| "-".into()),
+        e.rpo_objective_seconds
+            .map(fmt_secs)
+            .unwrap_or_else(|| "-".into()),
+        match e.within_rpo {
+            Some(true) => "ok",
+            Some(false) => "OVER",
+            None => "",
+        }
+    );
+    if host.is_some() {
+        row += &format!(
+            " {} |",
+            e.last_drill
+                .as_ref()
+                .map(|d| format!(
+                    "{} {} ({})",
+                    drp_core::time::shown_in(d.at, tz),
+                    d.runbook,
+                    if d.passed { "passed" } else { "FAILED" }
+                ))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    row + "\n"
 }
 
 pub fn html(c: &Compliance) -> String {

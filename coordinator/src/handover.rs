@@ -198,8 +198,8 @@ async fn host_section(s: &mut String, policy: &Policy, unprotected: &mut Vec<Str
             .as_ref()
             .and_then(|c| c.exposure.iter().find(|x| x.export == e.name));
         let day = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d").to_string());
-        let newest = row.and_then(|r| r.newest_point);
-        if row.and_then(|r| r.last_restore_test).is_none() {
+        let newest = row.and_then(|r| r.newest_point.as_ref().map(|n| n.consistency_time));
+        if row.and_then(|r| r.last_restore_test.as_ref()).is_none() {
             unprotected.push(format!(
                 "export `{}` of `{host}` has never been restore-tested",
                 e.name
@@ -220,28 +220,25 @@ async fn host_section(s: &mut String, policy: &Policy, unprotected: &mut Vec<Str
             newest
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_else(|| "none".into()),
-            newest
-                .map(|t| format_duration((now - t).to_std().unwrap_or_default()))
+            row.and_then(|r| r.rpo_exposure_seconds)
+                .map(|x| format_duration(std::time::Duration::from_secs_f64(x.max(0.0))))
                 .unwrap_or_else(|| "-".into()),
-            row.and_then(|r| {
-                Some(format!(
+            row.and_then(|r| r.last_drill.as_ref())
+                .map(|d| format!(
                     "{} {}",
-                    r.last_drill_status.as_deref()?,
-                    day(r.last_drill)?
+                    if d.passed { "passed" } else { "failed" },
+                    day(Some(d.at)).unwrap_or_default()
                 ))
-            })
-            .unwrap_or_else(|| "none this year".into()),
-            row.and_then(|r| {
-                let passed = if r.restore_test_passed? {
-                    "passed"
-                } else {
-                    "FAILED"
-                };
-                Some(format!("{passed} {}", day(r.last_restore_test)?))
-            })
-            .unwrap_or_else(|| "never".into()),
-            row.and_then(|r| r.predicted_restore_seconds)
-                .map(|p| format_duration(std::time::Duration::from_secs_f64(p)))
+                .unwrap_or_else(|| "none this year".into()),
+            row.and_then(|r| r.last_restore_test.as_ref())
+                .map(|t| format!(
+                    "{} {}",
+                    if t.passed { "passed" } else { "FAILED" },
+                    day(Some(t.at)).unwrap_or_default()
+                ))
+                .unwrap_or_else(|| "never".into()),
+            row.and_then(|r| r.predicted_restore.as_ref())
+                .map(|p| format_duration(std::time::Duration::from_secs_f64(p.seconds)))
                 .unwrap_or_else(|| "-".into()),
         );
         restore_commands(&mut restores, policy, e);

@@ -10,7 +10,9 @@
 //! - restore: [`restore::find`] then [`restore::plan`] and [`restore::execute`];
 //!   verify: [`verify::verify`]; apply retention: [`prune`];
 //! - snapshots before a change: [`snapshot::create`], [`snapshot::rollback`];
-//! - judge objectives: [`posture`]; keep the schedule: [`runner::daemon`].
+//! - judge objectives: [`posture`] (what the schedules can meet) and
+//!   [`export_status`] (where each export stands now); keep the schedule:
+//!   [`runner::daemon`].
 //!
 //! Not public, deliberately: the data path (`pipeline`: compression,
 //! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`lock`) and
@@ -27,6 +29,7 @@ pub mod backup;
 mod chunk;
 pub mod config;
 pub mod error;
+pub mod export_status;
 pub mod keys;
 mod lock;
 pub mod manifest;

@@ -1,6 +1,8 @@
 //! Prometheus metrics in the text exposition format: written as a
 //! textfile-collector file after each one-shot run, served on `/metrics` by
-//! the daemon. Built from the agent's state, so both say the same.
+//! the daemon. Built from the agent's state alone (which every backup,
+//! archive push and `status` keeps), through the same assessment as
+//! `status` ([`ExportStatus`]), so both say the same.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Result;
 use crate::config::Policy;
+use crate::export_status::ExportStatus;
 use crate::state::{self, ExportState};
 use crate::wal::run::ArchiveState;
 
@@ -31,12 +34,12 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             )
         })
         .collect();
-    let mut text = render_states(
-        &policy.host,
-        policy.objectives.rpo.map(|d| d.as_duration().as_secs_f64()),
-        &states,
-        now,
-    );
+    let assessed: Vec<ExportStatus> = policy
+        .exports
+        .values()
+        .map(|e| ExportStatus::from_state(policy, e, now))
+        .collect();
+    let mut text = render_states(&policy.host, &states, &assessed);
     text += &render_archives(policy, now);
     text += &render_restore_tests(policy);
     let newest = state::newest(policy);
@@ -187,12 +190,7 @@ fn render_archives(policy: &Policy, now: DateTime<Utc>) -> String {
     out
 }
 
-fn render_states(
-    host: &str,
-    rpo_objective: Option<f64>,
-    states: &[(&str, ExportState)],
-    now: DateTime<Utc>,
-) -> String {
+fn render_states(host: &str, states: &[(&str, ExportState)], assessed: &[ExportStatus]) -> String {
     let mut out = String::new();
     let host = escape(host);
     let host = host.as_str();
@@ -278,23 +276,31 @@ fn render_states(
         "gauge",
         counts,
     );
+    let assessed_export = |f: &dyn Fn(&ExportStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        assessed
+            .iter()
+            .filter_map(|s| {
+                f(s).map(|v| {
+                    (
+                        format!("host=\"{host}\",export=\"{}\"", escape(&s.export)),
+                        v,
+                    )
+                })
+            })
+            .collect()
+    };
     family(
         "drp_export_rpo_exposure_seconds",
-        "Live RPO exposure: now minus the consistency time of the newest committed point.",
+        "Live RPO exposure: now minus the newest instant a restore reaches (the newest point, or the archive's reach for an export archived continuously).",
         "gauge",
-        per_export(&|s| {
-            s.newest_consistency
-                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
-        }),
+        assessed_export(&|s| s.rpo_exposure_seconds),
     );
-    if let Some(rpo) = rpo_objective {
-        family(
-            "drp_rpo_objective_seconds",
-            "The recovery-point objective of the host's policy.",
-            "gauge",
-            vec![(format!("host=\"{host}\""), rpo)],
-        );
-    }
+    family(
+        "drp_export_rpo_objective_seconds",
+        "The export's recovery-point objective (its own, or the host's).",
+        "gauge",
+        assessed_export(&|s| s.rpo_objective_seconds),
+    );
     out
 }
 

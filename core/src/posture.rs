@@ -26,11 +26,11 @@ pub struct ExportPosture {
 }
 
 pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
-    let rpo = policy.objectives.rpo.map(|d| d.as_duration());
     policy
         .exports
         .values()
         .map(|e| {
+            let rpo = e.objectives(&policy.objectives).rpo.map(|d| d.as_duration());
             if let SourceConfig::PostgresCluster(c) = &e.source {
                 return archive_posture(policy, &e.name, c, rpo);
             }

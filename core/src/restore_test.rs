@@ -180,7 +180,7 @@ impl LastTest {
 
 /// How long restoring the newest point would take at the throughput the
 /// last restore test measured, and when growth makes it miss the RTO.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {
     pub seconds: f64,
     pub raw_bytes: u64,
@@ -204,30 +204,48 @@ pub fn predict(
         return None;
     }
     let newest = points.last()?;
-    let rate = last.restore_bytes_per_second;
-    let seconds = newest.raw.size as f64 / rate;
+    Some(predict_at(
+        last.restore_bytes_per_second,
+        newest.raw.size,
+        points,
+        rto,
+    ))
+}
+
+/// The restore time of `raw_bytes` at `rate` bytes per second, against
+/// the RTO, with the growth seen over `history` (oldest first, the newest
+/// point last).
+pub fn predict_at(
+    rate: f64,
+    raw_bytes: u64,
+    history: &[Manifest],
+    rto: Option<std::time::Duration>,
+) -> Prediction {
+    let seconds = raw_bytes as f64 / rate;
     let rto_seconds = rto.map(|r| r.as_secs_f64());
     let window = chrono::Duration::days(90);
-    let growth = points
-        .iter()
-        .find(|m| newest.consistency_time - m.consistency_time <= window)
-        .filter(|m| m.id != newest.id)
-        .map(|first| {
-            let span = (newest.consistency_time - first.consistency_time).num_seconds() as f64;
-            (newest.raw.size as f64 - first.raw.size as f64) / span.max(1.0) * MONTH
-        });
+    let growth = history.last().and_then(|newest| {
+        history
+            .iter()
+            .find(|m| newest.consistency_time - m.consistency_time <= window)
+            .filter(|m| m.id != newest.id)
+            .map(|first| {
+                let span = (newest.consistency_time - first.consistency_time).num_seconds() as f64;
+                (newest.raw.size as f64 - first.raw.size as f64) / span.max(1.0) * MONTH
+            })
+    });
     let months_left = match (rto_seconds, growth) {
-        (Some(r), Some(g)) if g > 0.0 => Some(((r * rate - newest.raw.size as f64) / g).max(0.0)),
+        (Some(r), Some(g)) if g > 0.0 => Some(((r * rate - raw_bytes as f64) / g).max(0.0)),
         _ => None,
     };
-    Some(Prediction {
+    Prediction {
         seconds,
-        raw_bytes: newest.raw.size,
+        raw_bytes,
         rto_seconds,
         fits: rto_seconds.map(|r| seconds <= r),
         growth_bytes_per_month: growth,
         months_left,
-    })
+    }
 }
 
 /// Runs the restore tests the schedules say are due (exports with a
@@ -292,33 +310,6 @@ pub async fn notify_failure(policy: &Policy, t: &Tested) {
     for e in crate::notify::send(&policy.notify, &policy.base_dir, &message).await {
         tracing::warn!("{}: notification failed: {e}", t.export);
     }
-}
-
-/// The restore time predicted for `export`'s newest point from what its
-/// repositories hold (any machine can ask): the most recent restore test's
-/// rate, the newest point's size, the growth of the points.
-pub async fn predicted(policy: &Policy, export: &Export) -> Option<(Tested, Prediction)> {
-    let (repos, _) = crate::backup::open_reachable(policy, &export.targets).await;
-    let mut newest: Option<Tested> = None;
-    let mut points: Vec<Manifest> = Vec::new();
-    for repo in &repos {
-        if let Ok(tests) = repo.restore_tests(&policy.host, &export.name).await
-            && let Some(t) = tests.into_iter().last()
-            && newest.as_ref().is_none_or(|n| t.at > n.at)
-        {
-            newest = Some(t);
-        }
-        if points.is_empty()
-            && let Ok(listing) = repo.list(&policy.host, &export.name).await
-        {
-            points = listing.points;
-        }
-    }
-    let tested = newest?;
-    let last = LastTest::of(&tested);
-    let rto = policy.objectives.rto.map(|d| d.as_duration());
-    let prediction = predict(&last, &points, rto)?;
-    Some((tested, prediction))
 }
 
 /// The points a test takes: the newest, and one at random among the

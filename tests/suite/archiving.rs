@@ -111,13 +111,20 @@ impl Site {
 
     /// A site whose policy has `extra` (top-level keys) too.
     fn with(tag: &str, extra: &str) -> Site {
+        Site::with_exports(tag, extra, |_| String::new())
+    }
+
+    /// A site whose policy has `extra` top-level keys and the exports
+    /// `more` writes (given the scratch) after its cluster's.
+    fn with_exports(tag: &str, extra: &str, more: impl Fn(&Scratch) -> String) -> Site {
         let s = scratch(tag);
+        let more = more(&s);
         let sock = socket_dir();
         let (nas, state, data) = (s.path("nas"), s.path("state"), s.path("db"));
         let policy = s.write(
             "policy.yaml",
             &format!(
-                "host: db1\nstate_dir: {state}\n{extra}targets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  main:\n    source:\n      kind: postgres-cluster\n      host: {sock}\n      port: {PORT}\n      user: postgres\n      bin_dir: {PG_BIN}\n      data_directory: {data}\n    targets: [nas]\n",
+                "host: db1\nstate_dir: {state}\n{extra}targets:\n  nas: {{kind: local, path: {nas}}}\nexports:\n  main:\n    source:\n      kind: postgres-cluster\n      host: {sock}\n      port: {PORT}\n      user: postgres\n      bin_dir: {PG_BIN}\n      data_directory: {data}\n    targets: [nas]\n{more}",
                 state = state.display(),
                 nas = nas.display(),
                 sock = sock.path().display(),
@@ -1611,4 +1618,204 @@ fn a_base_backup_is_restore_tested_to_a_random_instant_in_a_private_server() {
         std::fs::read_dir(&tmp).unwrap().next().is_none(),
         "the scratch folder is left"
     );
+}
+
+/// Seconds in a duration as `format_duration` writes it (`1m 5s`, `800ms`).
+fn parse_shown(text: &str) -> f64 {
+    text.split_whitespace()
+        .map(|part| {
+            let split = part.find(|c: char| c.is_alphabetic()).unwrap();
+            let (n, unit) = part.split_at(split);
+            let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a duration: {text}"));
+            n * match unit {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86_400.0,
+                _ => panic!("not a duration: {text}"),
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_alone() {
+    // An archiving cluster (RPO 30m, the host's) and a logical SQLite export
+    // with its own objective (a day), both on the same NAS.
+    let site = Site::with_exports(
+        "views",
+        "metrics: {textfile: drp.prom}\nobjectives: {rpo: 30m}\n",
+        |s| {
+            let app = s.path("app.db");
+            let db = rusqlite::Connection::open(&app).unwrap();
+            db.execute_batch("create table t (x); insert into t values ('é');")
+                .unwrap();
+            format!(
+                "  app:\n    source: {{kind: sqlite, path: {}}}\n    targets: [nas]\n    objectives: {{rpo: 1d}}\n",
+                app.display()
+            )
+        },
+    );
+    chown_postgres(site.s.dir.path());
+    let pg = site.primary("archive_timeout = 1s\n");
+    pg.start();
+    pg.psql(EVENTS);
+    site.agent(&["backup"]).ok();
+    let base_done = Utc::now();
+
+    // Writes go on after the base backup; PostgreSQL's archive_command is
+    // the only thing running (no daemon, no timer).
+    let mut last = 0.0;
+    for i in 0..8 {
+        last = pg.event(&format!("write {i}"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = |site: &Site| {
+        let r = site.agent(&["--json", "status"]);
+        r.ok();
+        r.json()
+    };
+    let export = |v: &serde_json::Value, name: &str| {
+        v["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["export"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no export {name}: {v:#}"))
+    };
+    let reaches = |e: &serde_json::Value, t: f64| {
+        e["recoverable_until"]
+            .as_str()
+            .is_some_and(|u| epoch(json_time(&serde_json::json!(u))) >= t.floor())
+    };
+    wait_for("the archive to reach the last write", Duration::from_secs(30), || {
+        reaches(&export(&status(&site), "main"), last)
+    });
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The agent's status: the archive's reach bounds the cluster's loss,
+    // not its base backup; the SQLite export is bounded by its point.
+    let before = Utc::now();
+    let st = status(&site);
+    let (main, app) = (export(&st, "main"), export(&st, "app"));
+    let until = json_time(&main["recoverable_until"]);
+    assert!(epoch(until) >= last.floor(), "{main:#}");
+    assert!(until > base_done, "the reach is the archive's, not the base backup's: {main:#}");
+    assert_eq!(main["bound"], "wal_archive", "{main:#}");
+    assert_eq!(main["rpo_objective_seconds"], 1800.0, "{main:#}");
+    assert_eq!(main["within_rpo"], true, "{main:#}");
+    assert_eq!(app["bound"], "point", "{app:#}");
+    assert_eq!(
+        app["recoverable_until"], app["newest_point"]["consistency_time"],
+        "{app:#}"
+    );
+    assert_eq!(app["rpo_objective_seconds"], 86_400.0, "{app:#}");
+    // Each view's exposure is its own now minus that one instant.
+    let agrees = |view: &str, e: &serde_json::Value, now_from: DateTime<Utc>, now_to: DateTime<Utc>| {
+        let name = e["export"].as_str().unwrap();
+        let ours = if name == "main" { &main } else { &app };
+        assert_eq!(e["recoverable_until"], ours["recoverable_until"], "{view}: {e:#}");
+        assert_eq!(e["within_rpo"], ours["within_rpo"], "{view}: {e:#}");
+        assert_eq!(e["rpo_objective_seconds"], ours["rpo_objective_seconds"], "{view}: {e:#}");
+        let reached = json_time(&e["recoverable_until"]);
+        let x = e["rpo_exposure_seconds"].as_f64().unwrap();
+        let (lo, hi) = (epoch(now_from) - epoch(reached), epoch(now_to) - epoch(reached));
+        assert!(lo - 0.01 <= x && x <= hi + 0.01, "{view}: exposure {x} not in [{lo}, {hi}]: {e:#}");
+    };
+    agrees("status", &main, before, Utc::now());
+    agrees("status", &app, before, Utc::now());
+
+    // The metrics the last push wrote: the same reach, the same objectives.
+    let text = std::fs::read_to_string(site.s.path("drp.prom")).unwrap();
+    let written: DateTime<Utc> = std::fs::metadata(site.s.path("drp.prom"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .into();
+    let sample = |name: &str, export: &str| -> f64 {
+        let needle = format!("{name}{{host=\"db1\",export=\"{export}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        sample("drp_export_recoverable_until_timestamp_seconds", "main"),
+        epoch(until),
+        "the push kept the metrics' reach where the archive is:\n{text}"
+    );
+    assert_eq!(sample("drp_export_rpo_objective_seconds", "main"), 1800.0);
+    assert_eq!(sample("drp_export_rpo_objective_seconds", "app"), 86_400.0);
+    for (name, e) in [("main", &main), ("app", &app)] {
+        let reached = epoch(json_time(&e["recoverable_until"]));
+        let x = sample("drp_export_rpo_exposure_seconds", name);
+        assert!(
+            (x - (epoch(written) - reached)).abs() < 1.0,
+            "{name}: the metrics' exposure {x} is not their time minus the reach:\n{text}"
+        );
+    }
+
+    // The compliance report a manager files.
+    let from = Utc::now();
+    let report = drp_as_postgres(&site, &["--json", "report", "--policy", site.policy.to_str().unwrap()]);
+    report.ok();
+    let to = Utc::now();
+    for e in report.json()["exposure"].as_array().unwrap() {
+        agrees("report", e, from, to);
+    }
+
+    // The fleet's view: the agent asked over SSH, answering typed.
+    let host = crate::fleet::host(&site.s, 8, "db1");
+    std::fs::write(host.policy_path(), std::fs::read_to_string(&site.policy).unwrap()).unwrap();
+    host.authorize();
+    crate::fleet::inventory(&site.s, "fleet.yaml", &[&host], None, None);
+    let from = Utc::now();
+    let fleet = site.s.drp(&["--json", "status", "--inventory", "fleet.yaml"]);
+    fleet.ok();
+    let to = Utc::now();
+    let rows = fleet.json()["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for e in &rows {
+        agrees("fleet", e, from, to);
+    }
+
+    // The handover page: the same exposure, as a duration.
+    let from = Utc::now();
+    drp_as_postgres(
+        &site,
+        &["handover", "--policy", site.policy.to_str().unwrap(), "--out", site.dir("handover").to_str().unwrap()],
+    )
+    .ok();
+    let to = Utc::now();
+    let page = std::fs::read_to_string(site.s.path("handover/handover.md")).unwrap();
+    for (name, e) in [("main", &main), ("app", &app)] {
+        let row = page
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{page}"));
+        let shown = parse_shown(row.split('|').nth(5).unwrap().trim());
+        let reached = epoch(json_time(&e["recoverable_until"]));
+        assert!(
+            epoch(from) - reached - 1.0 <= shown && shown <= epoch(to) - reached,
+            "{name}: handover shows {shown}s: {row}"
+        );
+    }
+
+    // After a point-in-time restore onto timeline 2, the reach follows the
+    // new timeline: status still knows what is restorable.
+    let (r, _) = site.restore(&["--to-time", &rfc3339(base_done)]);
+    r.ok();
+    assert_eq!(r.json()["timeline"], 2, "{}", r.stdout);
+    pg.start();
+    let after = pg.event("after the restore");
+    pg.switch_wal();
+    wait_for("the reach on timeline 2", Duration::from_secs(30), || {
+        reaches(&export(&status(&site), "main"), after)
+    });
+    let e = export(&status(&site), "main");
+    assert_eq!(e["within_rpo"], true, "{e:#}");
 }

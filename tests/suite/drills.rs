@@ -560,7 +560,7 @@ fn compliance_report_counts_drills_and_shows_the_trend() {
         .iter()
         .find(|e| e["export"] == "app-db")
         .unwrap();
-    assert_eq!(app["within"], true, "{app}");
+    assert_eq!(app["within_rpo"], true, "{app}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("sqlite-app") && page.contains("<table>"));
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();

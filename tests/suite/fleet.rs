@@ -58,6 +58,22 @@ impl Host {
     /// Writes `policy` as the host's policy, and the authorized_keys line.
     pub fn serve_policy(&self, policy: &str) {
         std::fs::write(self.policy_path(), policy).unwrap();
+        self.authorize();
+        // The repositories, as an admin creates them once.
+        let init = Command::new(agent_bin())
+            .args(["init", "--policy", self.policy_path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+
+    /// The authorized_keys line that pins the coordinator's key to the
+    /// agent serving the host's policy.
+    pub fn authorize(&self) {
         let key = std::fs::read_to_string(format!("{}.pub", services().get("DRP_TEST_FLEET_KEY")))
             .unwrap();
         std::fs::write(
@@ -70,16 +86,6 @@ impl Host {
             ),
         )
         .unwrap();
-        // The repositories, as an admin creates them once.
-        let init = Command::new(agent_bin())
-            .args(["init", "--policy", self.policy_path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
     }
 
     /// A secret in a 0600 file of the host's folder, for its policy to reference.

@@ -373,7 +373,7 @@ fn metrics_textfile_parses_and_tells_the_rpo_exposure() {
     assert!((now - value("drp_export_last_success_timestamp_seconds")).abs() < 60.0);
     assert_eq!(value("drp_export_last_result"), 1.0);
     assert_eq!(value("drp_export_recovery_points"), 1.0);
-    assert_eq!(value("drp_rpo_objective_seconds"), 1800.0);
+    assert_eq!(value("drp_export_rpo_objective_seconds"), 1800.0);
     let exposure = value("drp_export_rpo_exposure_seconds");
     assert!((0.0..60.0).contains(&exposure), "{exposure}");
     assert!(value("drp_export_last_raw_bytes") > 0.0);
@@ -486,6 +486,42 @@ fn a_hanging_notification_endpoint_does_not_lose_the_backup() {
 }
 
 #[test]
+fn an_export_s_own_objectives_replace_the_host_s_in_check_status_and_metrics() {
+    let s = scratch("ownrpo");
+    // A weekly export under a host whose RPO is 30 minutes: only its own
+    // objective makes the plan true.
+    let weekly = "    schedule: \"0 3 * * sun\"\n";
+    let p = sqlite_policy(&s, "metrics: {textfile: drp.prom}\n", weekly);
+    s.drp(&["check", &p]).code(8);
+    let p = sqlite_policy(
+        &s,
+        "metrics: {textfile: drp.prom}\n",
+        &format!("{weekly}    objectives: {{rpo: 8d}}\n"),
+    );
+    let check = s.drp(&["--json", "check", &p]);
+    check.ok();
+    let posture = &check.json()["policies"][0]["exports"][0];
+    assert_eq!(posture["rpo_objective_seconds"], 8 * 86_400, "{posture:#}");
+    assert_eq!(posture["meets_rpo"], true, "{posture:#}");
+    s.agent(&["backup", "--policy", &p]).ok();
+    let status = s.agent(&["--json", "status", "--policy", &p]);
+    status.ok();
+    let e = &status.json()["exports"][0];
+    assert_eq!(e["rpo_objective_seconds"], 8.0 * 86_400.0, "{e:#}");
+    assert_eq!(e["within_rpo"], true, "{e:#}");
+    let metrics = std::fs::read_to_string(s.path("drp.prom")).unwrap();
+    assert!(
+        metrics.contains("drp_export_rpo_objective_seconds{host=\"a\",export=\"app\"} 691200"),
+        "{metrics}"
+    );
+    // A key the export does not know is located.
+    let bad = sqlite_policy(&s, "", "    objectives: {rpo: 8d, rpp: 1h}\n");
+    let r = s.drp(&["check", &bad]);
+    r.code(2);
+    assert!(r.stderr.contains("exports.app.objectives"), "{}", r.stderr);
+}
+
+#[test]
 fn status_shows_exposure_against_the_objective() {
     let s = scratch("status");
     let p = sqlite_policy(&s, "", "");
@@ -498,7 +534,7 @@ fn status_shows_exposure_against_the_objective() {
     let e = &after.json()["exports"][0];
     assert_eq!(e["within_rpo"], true);
     assert_eq!(e["points"]["nas"], 1);
-    assert!(e["rpo_exposure_seconds"].as_u64().unwrap() < 60);
+    assert!(e["rpo_exposure_seconds"].as_f64().unwrap() < 60.0);
     assert!(e["next_run"].is_string());
     let table = s.agent(&["status", "--policy", &p]);
     assert!(

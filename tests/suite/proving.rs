@@ -112,8 +112,8 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
 
     // status predicts the newest point's restore from the measured rate.
     let status = s.agent(&["--json", "status", "--policy", p]);
-    let tested = status.json()["restore_tests"][0].clone();
-    assert_eq!(tested["last"]["passed"], true, "{tested:#}");
+    let tested = status.json()["exports"][0].clone();
+    assert_eq!(tested["last_restore_test"]["passed"], true, "{tested:#}");
     // The rate of the most recent test (the older point, tested second).
     let rate = older["raw_bytes"].as_f64().unwrap()
         / (older["receive_seconds"].as_f64().unwrap() + older["load_seconds"].as_f64().unwrap());
@@ -123,15 +123,15 @@ fn a_restore_test_loads_a_private_server_checks_it_and_never_touches_the_live_da
         (predicted - newest_raw / rate).abs() < 1e-6 * predicted.max(1.0),
         "{tested:#}"
     );
-    assert_eq!(tested["overdue"], false);
+    assert_eq!(tested["restore_test_overdue"], false);
 
     // drp report shows it per export, as stored in the repositories.
     let report = s.drp(&["--json", "report", "--policy", p]);
     report.ok();
     let e = report.json()["exposure"][0].clone();
-    assert_eq!(e["restore_test_passed"], true, "{e:#}");
-    assert!(e["last_restore_test"].is_string(), "{e:#}");
-    let reported = e["predicted_restore_seconds"].as_f64().unwrap();
+    assert_eq!(e["last_restore_test"]["passed"], true, "{e:#}");
+    assert!(e["last_restore_test"]["at"].is_string(), "{e:#}");
+    let reported = e["predicted_restore"]["seconds"].as_f64().unwrap();
     assert!(
         (reported - predicted).abs() < 1e-6 * predicted.max(1.0),
         "{e:#} vs {predicted}"

@@ -213,9 +213,9 @@ fn a_drill_restores_with_the_escrow_identity_alone() {
         .json();
     let site = &report["exposure"][0];
     assert_eq!(site["export"], "site");
-    assert_eq!(site["last_drill_status"], "passed", "{site:#}");
+    assert_eq!(site["last_drill"]["passed"], true, "{site:#}");
     assert!(
-        site["last_drill_rto_seconds"].as_f64().is_some(),
+        site["last_drill"]["rto_seconds"].as_f64().is_some(),
         "{site:#}"
     );
     let dir = s.path("nas/reports/site-lost");

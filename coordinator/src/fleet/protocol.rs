@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::RestoredPoint;
 
 /// The version both sides must speak.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -98,7 +98,7 @@ pub enum Reply {
         seconds: f64,
     },
     Status {
-        status: serde_json::Value,
+        status: Box<drp_core::export_status::HostStatus>,
     },
     Error {
         kind: ErrorKind,

@@ -1,11 +1,13 @@
-//! `drp status --inventory`: every host's exports in one table, from the
-//! agents asked at once, with the last drill that ran steps on each host
-//! from the coordinator's report store. A host that does not answer is
-//! listed with why; it does not stop the others.
+//! `drp status --inventory`: every host's exports in one table, as each
+//! agent assessed them (the one `ExportStatus`, typed over the protocol),
+//! asked at once, with the newest drill that restored each export from the
+//! coordinator's report store. A host that does not answer is listed with
+//! why; it does not stop the others.
 
 use chrono::{DateTime, Utc};
 use drp_core::config::units::format_duration;
-use serde_json::{Value, json};
+use drp_core::export_status::{ExportStatus, LastDrill};
+use serde::{Deserialize, Serialize};
 
 use super::inventory::Inventory;
 use super::protocol::{Op, Reply};
@@ -20,19 +22,17 @@ const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct HostStatus {
     pub host: String,
     pub address: String,
-    /// The agent's `status --json`, or why it could not be had.
-    pub status: Result<Value, String>,
-    /// The newest drill with a step on this host.
-    pub last_drill: Option<(DateTime<Utc>, String, bool)>,
+    /// The agent's status, or why it could not be had.
+    pub status: Result<drp_core::export_status::HostStatus, String>,
 }
 
 /// Asks every host of `inventory` for its status, all at once.
-pub async fn gather(inventory: &Inventory, reports: &[Report]) -> Vec<HostStatus> {
+pub async fn gather(inventory: &Inventory) -> Vec<HostStatus> {
     let asks = inventory.hosts.values().map(|h| async move {
         let status = async {
             let remote = Remote::connect(h).await.map_err(|e| e.to_string())?;
             match remote.call(Op::Status).await.map_err(|e| e.to_string())? {
-                Reply::Status { status } => Ok(status),
+                Reply::Status { status } => Ok(*status),
                 other => Err(format!("unexpected reply {other:?}")),
             }
         };
@@ -43,124 +43,129 @@ pub async fn gather(inventory: &Inventory, reports: &[Report]) -> Vec<HostStatus
             host: h.name.clone(),
             address: h.address.clone(),
             status,
-            last_drill: last_drill(reports, &h.name),
         }
     });
     futures::future::join_all(asks).await
 }
 
-fn last_drill(reports: &[Report], host: &str) -> Option<(DateTime<Utc>, String, bool)> {
+/// The newest drill that restored `export` on `host` (a step there, or
+/// the drill's own host).
+pub fn last_drill(reports: &[Report], host: &str, export: &str) -> Option<LastDrill> {
     reports
         .iter()
         .filter(|r| r.kind == Kind::Drill)
-        .filter(|r| r.steps.iter().any(|s| s.host.as_deref() == Some(host)))
+        .filter(|r| {
+            r.host == host || r.steps.iter().any(|s| s.host.as_deref() == Some(host))
+        })
+        .filter(|r| {
+            r.rpo
+                .as_ref()
+                .is_some_and(|m| m.restored.iter().any(|p| p.export == export))
+        })
         .max_by_key(|r| r.started_at)
-        .map(|r| (r.started_at, r.runbook.clone(), r.passed()))
+        .map(|r| LastDrill {
+            at: r.started_at,
+            runbook: r.runbook.clone(),
+            passed: r.passed(),
+            rto_seconds: r.rto.as_ref().and_then(|x| x.measured_seconds),
+        })
 }
 
-/// One row per export (one per unreachable host), as JSON.
-pub fn rows(hosts: &[HostStatus], now: DateTime<Utc>) -> Vec<Value> {
+/// One export of one host, or a host that did not answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetRow {
+    pub host: String,
+    pub address: String,
+    pub reachable: bool,
+    /// Why the host did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The export as its agent assessed it (none: the host has no export).
+    #[serde(flatten)]
+    pub export: Option<ExportStatus>,
+}
+
+/// One row per export (one per unreachable host), each with the newest
+/// drill that restored it.
+pub fn rows(hosts: &[HostStatus], reports: &[Report]) -> Vec<FleetRow> {
     let mut out = Vec::new();
     for h in hosts {
-        let drill = h
-            .last_drill
-            .as_ref()
-            .map(|(at, runbook, passed)| json!({"at": at, "runbook": runbook, "passed": passed}));
+        let row = |error: Option<String>, export: Option<ExportStatus>| FleetRow {
+            host: h.host.clone(),
+            address: h.address.clone(),
+            reachable: error.is_none(),
+            error,
+            export,
+        };
         let status = match &h.status {
             Ok(s) => s,
             Err(why) => {
-                out.push(json!({"host": h.host, "address": h.address, "reachable": false, "error": why, "last_drill": drill}));
+                out.push(row(Some(why.clone()), None));
                 continue;
             }
         };
-        let exports = status["exports"].as_array().cloned().unwrap_or_default();
-        if exports.is_empty() {
-            out.push(json!({"host": h.host, "address": h.address, "reachable": true, "export": null, "last_drill": drill}));
+        if status.exports.is_empty() {
+            out.push(row(None, None));
         }
-        for e in exports {
-            let archive_lag = e["recoverable_until"]
-                .as_str()
-                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
-                .map(|t| (now - t).num_seconds().max(0));
-            out.push(json!({
-                "host": h.host,
-                "address": h.address,
-                "reachable": true,
-                "export": e["export"],
-                "newest_point": e["newest_consistency"],
-                "last_result": e["last_result"],
-                "rpo_exposure_seconds": e["rpo_exposure_seconds"],
-                "within_rpo": e["within_rpo"],
-                "rpo_objective_seconds": status["rpo_objective_seconds"],
-                "archive_lag_seconds": archive_lag,
-                "last_drill": drill,
-            }));
+        for e in &status.exports {
+            let mut export = e.status.clone();
+            export.last_drill = last_drill(reports, &h.host, &export.export);
+            out.push(row(None, Some(export)));
         }
     }
     out
 }
 
 /// The rows as a table.
-pub fn table(rows: &[Value], now: DateTime<Utc>) -> String {
-    let secs = |v: &Value| {
-        v.as_u64()
-            .or_else(|| v.as_i64().map(|i| i.max(0) as u64))
-            .map(|s| format_duration(std::time::Duration::from_secs(s)))
+pub fn table(rows: &[FleetRow], now: DateTime<Utc>) -> String {
+    let secs = |s: Option<f64>| {
+        s.map(|s| format_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
+            .unwrap_or_else(|| "-".into())
     };
     let mut t = drp_cli::Table::new(&[
         "HOST",
         "EXPORT",
-        "NEWEST POINT",
+        "RESTORABLE UP TO",
         "EXPOSURE",
         "RPO",
-        "ARCHIVE LAG",
         "LAST DRILL",
     ]);
     for r in rows {
-        let drill = match &r["last_drill"] {
-            Value::Null => "never".to_string(),
-            d => format!(
-                "{} ago, {} ({})",
-                d["at"]
-                    .as_str()
-                    .and_then(|t| t.parse::<DateTime<Utc>>().ok())
-                    .map(|t| format_duration((now - t).to_std().unwrap_or_default()))
-                    .unwrap_or_default(),
-                if d["passed"] == true {
-                    "passed"
-                } else {
-                    "FAILED"
-                },
-                d["runbook"].as_str().unwrap_or_default()
-            ),
-        };
-        if r["reachable"] == false {
+        let Some(e) = &r.export else {
             t.row(vec![
-                r["host"].as_str().unwrap_or_default().into(),
-                format!("UNREACHABLE: {}", r["error"].as_str().unwrap_or_default()),
+                r.host.clone(),
+                match &r.error {
+                    Some(why) => format!("UNREACHABLE: {why}"),
+                    None => "(no export)".into(),
+                },
                 "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
-                drill,
             ]);
             continue;
-        }
+        };
+        let drill = match &e.last_drill {
+            None => "never".to_string(),
+            Some(d) => format!(
+                "{} ago, {} ({})",
+                format_duration((now - d.at).to_std().unwrap_or_default()),
+                if d.passed { "passed" } else { "FAILED" },
+                d.runbook
+            ),
+        };
         t.row(vec![
-            r["host"].as_str().unwrap_or_default().into(),
-            r["export"].as_str().unwrap_or("(no export)").into(),
-            r["newest_point"]
-                .as_str()
-                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+            r.host.clone(),
+            e.export.clone(),
+            e.recoverable_until
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "none".into()),
-            secs(&r["rpo_exposure_seconds"]).unwrap_or_else(|| "-".into()),
-            match (&r["within_rpo"], secs(&r["rpo_objective_seconds"])) {
-                (Value::Bool(true), Some(o)) => format!("ok ({o})"),
-                (Value::Bool(false), Some(o)) => format!("OVER ({o})"),
+                .unwrap_or_else(|| "nothing restorable".into()),
+            secs(e.rpo_exposure_seconds),
+            match (e.within_rpo, e.rpo_objective_seconds) {
+                (Some(true), Some(o)) => format!("ok ({})", secs(Some(o))),
+                (Some(false), Some(o)) => format!("OVER ({})", secs(Some(o))),
                 _ => "no objective".into(),
             },
-            secs(&r["archive_lag_seconds"]).unwrap_or_else(|| "-".into()),
             drill,
         ]);
     }

@@ -215,6 +215,19 @@ pub struct Export {
     pub restore_test: Option<crate::restore_test::RestoreTestConfig>,
     /// A dead man's switch pinged at the start and end of each run.
     pub ping: Option<crate::notify::ping::PingConfig>,
+    /// The export's own RTO and RPO, each one replacing the host's.
+    pub objectives: Objectives,
+}
+
+impl Export {
+    /// The objectives this export is held to: its own, and the host's for
+    /// what it does not set.
+    pub fn objectives(&self, host: &Objectives) -> Objectives {
+        Objectives {
+            rto: self.objectives.rto.or(host.rto),
+            rpo: self.objectives.rpo.or(host.rpo),
+        }
+    }
 }
 
 /// A cron schedule: standard 5-field crontab, or the 6/7-field form with
@@ -336,8 +349,9 @@ impl Retention {
     }
 }
 
-const EXPORT_KEYS: [&str; 7] = [
+const EXPORT_KEYS: [&str; 8] = [
     "ping",
+    "objectives",
     "source",
     "schedule",
     "targets",
@@ -707,6 +721,8 @@ impl Policy {
                 field(&mut diags, &node, &key, "restore_test", false);
             let ping: Option<crate::notify::ping::PingConfig> =
                 field(&mut diags, &node, &key, "ping", false);
+            let export_objectives: Objectives =
+                field(&mut diags, &node, &key, "objectives", false).unwrap_or_default();
             if let Some(p) = &ping {
                 use crate::notify::webhook::WebhookUrl;
                 if let Err(msg) = p.url.check_inline() {
@@ -775,6 +791,7 @@ impl Policy {
                         retention,
                         restore_test,
                         ping,
+                        objectives: export_objectives,
                     },
                 );
             }

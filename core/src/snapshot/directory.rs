@@ -54,6 +54,7 @@ impl DirectorySnap {
                 retention: Retention::default(),
                 restore_test: None,
                 ping: None,
+                objectives: Default::default(),
             },
         );
         (policy, name)

@@ -41,6 +41,11 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// The cluster's segment size, as the segment's own header gives it.
+    pub fn segment_size(&self) -> Option<u64> {
+        self.header.as_ref().map(|h| h.segment_size as u64)
+    }
+
     /// Reads and checks the file at `path` (its name must be a WAL file's).
     pub fn read(path: &Path, level: i32) -> Result<Ready> {
         let name = path

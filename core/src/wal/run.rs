@@ -214,11 +214,42 @@ impl<'p> ExportArchive<'p> {
                 return Err(e);
             }
         };
+        self.carry_reach(&ready, &spool).await;
         Ok(PushReport {
             pushed: Some(pushed),
             ahead,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Carries the recorded reach over the file just archived (and those
+    /// pushed ahead of it), so that `status` and the metrics follow the
+    /// archive with `archive_command` alone. The first push after a base
+    /// backup reads the archive once to learn where the reach stands.
+    async fn carry_reach(&self, ready: &Ready, spool: &Spool) {
+        let dir = &self.policy.state_dir;
+        let mut state = ArchiveState::load(dir, &self.export);
+        let fresh = state.reach_next.is_none();
+        if fresh {
+            state.saw(&self.reach().await);
+        }
+        let name = ready.file.to_string();
+        let size = ready.segment_size().unwrap_or(super::DEFAULT_SEGMENT_SIZE);
+        let moved = state.extend(size, |n| {
+            if n == name {
+                Some(ready.ended)
+            } else {
+                spool.archived_end(n)
+            }
+        });
+        if moved || fresh {
+            if let Err(e) = state.save(dir, &self.export) {
+                tracing::warn!(error = %e, "the archive's reach is not recorded");
+            }
+            if let Err(e) = crate::metrics::write_textfile(self.policy, Utc::now()) {
+                tracing::warn!(error = %e, "the metrics file is not rewritten");
+            }
+        }
     }
 
     /// The daemon's turn: pushes the files waiting in `pg_wal`, alerts on a
@@ -284,23 +315,11 @@ impl<'p> ExportArchive<'p> {
     pub async fn reach(&self) -> ArchiveReach {
         let mut best = ArchiveReach::default();
         for repo in &self.repos {
-            let (Ok(listing), Ok(inv)) = (
-                repo.list(&self.policy.host, &self.export).await,
-                Inventory::read(repo, &self.policy.host, &self.export).await,
-            ) else {
-                continue;
-            };
-            let mut restorable = 0;
-            for m in &listing.points {
-                let Some(range) = &m.wal else { continue };
-                let reach = inv.reach(range);
-                if !reach.restorable {
-                    continue;
-                }
-                restorable += 1;
-                best.until = best.until.max(reach.until);
+            if let Ok(listing) = repo.list(&self.policy.host, &self.export).await
+                && let Ok(r) = wal_reach(repo, &self.policy.host, &self.export, &listing.points).await
+            {
+                best.merge(r);
             }
-            best.restorable = best.restorable.max(restorable);
         }
         best
     }
@@ -335,10 +354,7 @@ impl<'p> ExportArchive<'p> {
             state.lag_p99_seconds,
         ) = spool.latencies();
         if reach {
-            let r = self.reach().await;
-            state.recoverable_until = r.until;
-            state.restorable_base_backups = r.restorable;
-            state.reach_checked_at = Some(Utc::now());
+            state.saw(&self.reach().await);
         }
         state.save(dir, &self.export)?;
         Ok(state)
@@ -385,6 +401,45 @@ pub struct ArchiveReach {
     pub until: Option<chrono::DateTime<Utc>>,
     /// Base backups whose WAL is archived (on the target holding the most).
     pub restorable: usize,
+    /// The first file missing after the newest reach: archiving it (and
+    /// only it) carries the reach further.
+    pub next_missing: Option<String>,
+}
+
+impl ArchiveReach {
+    /// The better of two targets' reaches.
+    pub fn merge(&mut self, other: ArchiveReach) {
+        self.restorable = self.restorable.max(other.restorable);
+        if other.until > self.until {
+            self.until = other.until;
+            self.next_missing = other.next_missing;
+        }
+    }
+}
+
+/// How far the WAL archive on `repo` carries a restore of the best of
+/// `points` (the export's base backups).
+pub async fn wal_reach(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    points: &[crate::manifest::Manifest],
+) -> Result<ArchiveReach> {
+    let inv = Inventory::read(repo, host, export).await?;
+    let mut best = ArchiveReach::default();
+    for m in points {
+        let Some(range) = &m.wal else { continue };
+        let reach = inv.reach(range);
+        if !reach.restorable {
+            continue;
+        }
+        best.restorable += 1;
+        if reach.until > best.until {
+            best.until = reach.until;
+            best.next_missing = Some(reach.next_missing);
+        }
+    }
+    Ok(best)
 }
 
 /// What the agent last saw of an export's archiving, for `status` and
@@ -394,6 +449,10 @@ pub struct ArchiveState {
     pub checked_at: Option<chrono::DateTime<Utc>>,
     /// The newest instant a restore can reach, when last computed.
     pub recoverable_until: Option<chrono::DateTime<Utc>>,
+    /// The first file missing after that reach: a push of exactly this
+    /// file carries the reach to its end, without reading the archive.
+    #[serde(default)]
+    pub reach_next: Option<String>,
     pub reach_checked_at: Option<chrono::DateTime<Utc>>,
     pub restorable_base_backups: usize,
     pub backlog_files: usize,
@@ -407,6 +466,40 @@ pub struct ArchiveState {
 }
 
 impl ArchiveState {
+    /// Records a reach computed from the archive itself.
+    pub fn saw(&mut self, r: &ArchiveReach) {
+        self.recoverable_until = r.until;
+        self.reach_next = r.next_missing.clone();
+        self.restorable_base_backups = r.restorable;
+        self.reach_checked_at = Some(Utc::now());
+    }
+
+    /// Carries the recorded reach over the files just archived on every
+    /// target, `(name, when its last byte was written)`, for as long as
+    /// they continue it without a gap. Returns whether it moved.
+    pub fn extend(
+        &mut self,
+        segment_size: u64,
+        archived: impl Fn(&str) -> Option<chrono::DateTime<Utc>>,
+    ) -> bool {
+        let mut moved = false;
+        while let Some(next) = self.reach_next.clone() {
+            let Some(ended) = archived(&next) else { break };
+            let Some(file @ super::WalFile::Segment { timeline, .. }) = super::WalFile::parse(&next)
+            else {
+                break;
+            };
+            let size = segment_size;
+            let Some(segno) = file.segno(size) else { break };
+            // To the second, as the archive's keys record it.
+            let ended = chrono::DateTime::from_timestamp(ended.timestamp(), 0);
+            self.recoverable_until = self.recoverable_until.max(ended);
+            self.reach_next = Some(super::WalFile::segment(timeline, segno + 1, size).to_string());
+            moved = true;
+        }
+        moved
+    }
+
     fn path(state_dir: &Path, export: &str) -> PathBuf {
         state_dir.join("wal").join(format!("{export}.json"))
     }

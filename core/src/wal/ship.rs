@@ -214,21 +214,38 @@ impl<'p> BinlogArchive<'p> {
     pub async fn reach(&self) -> ArchiveReach {
         let mut best = ArchiveReach::default();
         for repo in &self.repos {
-            let (Ok(listing), Ok(objects)) = (
-                repo.list(&self.policy.host, &self.export).await,
-                repo.binlog_list(&self.policy.host, &self.export).await,
-            ) else {
-                continue;
-            };
-            for m in &listing.points {
-                let Some(start) = &m.binlog else { continue };
-                best.restorable += 1;
-                let until = reach(&objects, start).until.max(Some(m.consistency_time));
-                best.until = best.until.max(until);
+            if let Ok(listing) = repo.list(&self.policy.host, &self.export).await
+                && let Ok(r) =
+                    binlog_reach(repo, &self.policy.host, &self.export, &listing.points).await
+            {
+                best.merge(r);
             }
         }
         best
     }
+}
+
+/// How far the binary logs shipped to `repo` carry a restore of the best
+/// of `points` (the export's dumps).
+pub async fn binlog_reach(
+    repo: &Repository,
+    host: &str,
+    export: &str,
+    points: &[crate::manifest::Manifest],
+) -> Result<ArchiveReach> {
+    let objects = repo.binlog_list(host, export).await?;
+    let mut best = ArchiveReach::default();
+    for m in points {
+        let Some(start) = &m.binlog else { continue };
+        best.restorable += 1;
+        let r = reach(&objects, start);
+        let until = r.until.max(Some(m.consistency_time));
+        if until > best.until {
+            best.until = until;
+            best.next_missing = Some(r.next_missing);
+        }
+    }
+    Ok(best)
 }
 
 /// How far the shipped logs carry an export that stands at `start`.

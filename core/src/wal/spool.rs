@@ -88,6 +88,14 @@ impl Spool {
         }
     }
 
+    /// When the last byte of the file `name` was written, if it is marked
+    /// as on every target.
+    pub fn archived_end(&self, name: &str) -> Option<DateTime<Utc>> {
+        let m = self.marker(name)?;
+        let lag = chrono::TimeDelta::milliseconds((m.lag_seconds * 1000.0) as i64);
+        Some(m.pushed_at - lag)
+    }
+
     /// Whether a file of this name and size was archived (binary logs,
     /// whose names come back after `RESET MASTER`).
     pub fn is_marked_sized(&self, name: &str, size: u64) -> bool {
