@@ -65,6 +65,55 @@ fn example(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// `node`'s entry at `path`, which the example must have.
+fn entry<'a>(node: &'a mut serde_yaml_ng::Value, path: &[&str]) -> &'a mut serde_yaml_ng::Value {
+    path.iter().fold(node, |n, key| {
+        n.get_mut(*key)
+            .unwrap_or_else(|| panic!("the example inventory has `{}`", path.join(".")))
+    })
+}
+
+/// `policies/fleet/inventory.yaml` as shipped, with this fleet set in it:
+/// each host's address and policy, and the coordinator's user, key, known
+/// hosts and agent in the `drp_agents` group's variables.
+fn example_inventory(s: &Scratch, hosts: &[&Host]) -> PathBuf {
+    use serde_yaml_ng::Value;
+    let v = services();
+    let mut inventory: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(example("inventory.yaml")).unwrap())
+            .unwrap();
+    let agents = entry(&mut inventory, &["all", "children", "drp_agents"]);
+    for (key, value) in [
+        ("ansible_user", "root".to_string()),
+        (
+            "ansible_ssh_private_key_file",
+            v.get("DRP_TEST_FLEET_KEY").into(),
+        ),
+        (
+            "drp_known_hosts",
+            v.get("DRP_TEST_FLEET_KNOWN_HOSTS").into(),
+        ),
+        ("drp_agent", agent_bin().display().to_string()),
+    ] {
+        *entry(agents, &["vars", key]) = Value::from(value);
+    }
+    for h in hosts {
+        let group = entry(agents, &["children"])
+            .as_mapping_mut()
+            .unwrap()
+            .values_mut()
+            .find(|g| g["hosts"].get(&h.name).is_some())
+            .unwrap_or_else(|| panic!("the example inventory has a host `{}`", h.name));
+        let vars = entry(group, &["hosts", &h.name]);
+        *entry(vars, &["ansible_host"]) = Value::from(h.addr.clone());
+        *entry(vars, &["drp_policy"]) = Value::from(h.policy_path().display().to_string());
+    }
+    s.write(
+        "inventory.yaml",
+        &serde_yaml_ng::to_string(&inventory).unwrap(),
+    )
+}
+
 /// The README's three-host set-up, as `policies/fleet/` ships it: the
 /// coordinator here, db-1 (PostgreSQL) and web-1 (the shop) as namespaces.
 #[test]
@@ -131,28 +180,22 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     );
     let _web = WebApp::start(&web_host, &db);
 
-    // The coordinator's side: the example inventory, policy and runbook.
+    // The coordinator's side: the example runbook and policy, and the
+    // example inventory with this fleet's addresses, policies and keys.
+    for name in ["db-lost.yaml", "coordinator.yaml"] {
+        s.write(name, &std::fs::read_to_string(example(name)).unwrap());
+    }
+    example_inventory(&s, &[&db_host, &web_host]);
     s.write("runbooks/README", "the on-call runbooks\n");
     for (k, val) in [
-        ("DRP_FLEET_USER", "root".to_string()),
-        ("DRP_FLEET_KEY", v.get("DRP_TEST_FLEET_KEY").into()),
-        (
-            "DRP_FLEET_KNOWN_HOSTS",
-            v.get("DRP_TEST_FLEET_KNOWN_HOSTS").into(),
-        ),
-        ("DRP_FLEET_AGENT", agent_bin().display().to_string()),
-        ("DB1_ADDRESS", db_host.addr.clone()),
-        ("DB1_POLICY", db_host.policy_path().display().to_string()),
-        ("WEB1_ADDRESS", web_host.addr.clone()),
-        ("WEB1_POLICY", web_host.policy_path().display().to_string()),
-        ("DRP_COORDINATOR", "coordinator".into()),
+        ("DRP_COORDINATOR", "coordinator".to_string()),
         ("DRP_NAS", s.path("nas").display().to_string()),
         ("DRP_RUNBOOKS", s.path("runbooks").display().to_string()),
         ("SHOP_EXPECT", "orders=1000".into()),
     ] {
         s.set_env(k, &val);
     }
-    let runbook = example("db-lost.yaml").display().to_string();
+    let runbook = s.path("db-lost.yaml").display().to_string();
     let check = s.drp(&["check", &runbook]);
     check.ok();
     assert!(
@@ -230,7 +273,7 @@ fn a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c() {
     // The fleet view: db-1's export and its last drill; a host nobody
     // serves is listed as unreachable, not fatal.
     inventory(&s, "fleet.yaml", &[&db_host, &web_host, &gone], None, None);
-    let policy = example("coordinator.yaml").display().to_string();
+    let policy = s.path("coordinator.yaml").display().to_string();
     let st = s.drp(&[
         "--json",
         "status",
@@ -298,7 +341,7 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
     .ok();
     let key = v.get("DRP_TEST_FLEET_KEY");
     let marker = s.path("pwned");
-    let hello = serde_json::json!({"id": 1, "op": "hello", "protocol": 1});
+    let hello = serde_json::json!({"id": 1, "op": "hello", "protocol": drp_coordinator::fleet::protocol::PROTOCOL});
     let step = |id: u64, op: &str, action: serde_json::Value| serde_json::json!({"id": id, "op": op, "step": {"name": "x", "action": action}, "t_fail": "2026-12-02T10:00:00Z", "runbook": "rogue"});
     // A coordinator bypassed: the agent itself refuses, whatever it is sent.
     let (replies, _) = raw_session(
@@ -605,7 +648,9 @@ fn a_coordinators_check_runs_as_one_statement_that_cannot_write() {
             s.my_source_yaml(&db)
         ),
     );
-    let mut requests = vec![serde_json::json!({"id": 0, "op": "hello", "protocol": 1})];
+    let mut requests = vec![
+        serde_json::json!({"id": 0, "op": "hello", "protocol": drp_coordinator::fleet::protocol::PROTOCOL}),
+    ];
     let writes = [
         "delete from t",
         "select 1; delete from t",
