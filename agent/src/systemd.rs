@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use drp_cli::Output;
-use drp_core::config::Policy;
+use drp_core::config::{Calendar, Policy, Schedule};
 use drp_core::{Error, ExitCode, Result};
 
 pub struct Units {
@@ -29,9 +29,13 @@ pub fn render(policy: &Policy, policy_path: &Path, bin: &Path) -> Units {
     let mut calendars: Vec<String> = Vec::new();
     let mut cron_lines: Vec<String> = Vec::new();
     for e in policy.exports.values() {
-        let cal = on_calendar(&e.schedule.expression).unwrap_or_else(|| "*-*-* *:*:00".to_string());
-        if !calendars.contains(&cal) {
-            calendars.push(cal);
+        // Without a systemd equivalent, the timer wakes every minute and
+        // `run --due` reads the schedule itself.
+        let cals = on_calendar(&e.schedule).unwrap_or_else(|| vec!["*-*-* *:*:00".to_string()]);
+        for cal in cals {
+            if !calendars.contains(&cal) {
+                calendars.push(cal);
+            }
         }
         let line = format!(
             "{} root {command}",
@@ -103,32 +107,34 @@ fn crontab_fields(expr: &str) -> Option<String> {
     }
 }
 
-/// A systemd calendar expression equivalent to a cron expression, when one
-/// exists (cron ORs day-of-month and day-of-week; systemd ANDs them).
-pub fn on_calendar(expr: &str) -> Option<String> {
-    let f: Vec<&str> = expr.split_whitespace().collect();
-    let (sec, min, hour, dom, month, dow) = match f.len() {
-        5 => ("0", f[0], f[1], f[2], f[3], f[4]),
-        6 => (f[0], f[1], f[2], f[3], f[4], f[5]),
-        _ => return None,
-    };
-    if dom != "*" && dom != "?" && dow != "*" && dow != "?" {
+/// The systemd calendar expressions whose union is a schedule: one per
+/// calendar (a schedule restricting both the day of month and the day of
+/// week runs on either, so it has two). `None` when a field has no systemd
+/// equivalent (a year, cron's `L`, `W` or `#`).
+pub fn on_calendar(schedule: &Schedule) -> Option<Vec<String>> {
+    schedule.calendars().iter().map(calendar).collect()
+}
+
+fn calendar(c: &Calendar) -> Option<String> {
+    if c.years.is_some() {
         return None;
     }
-    let sec = field(sec, 0)?;
-    let min = field(min, 0)?;
-    let hour = field(hour, 0)?;
-    let dom = field(if dom == "?" { "*" } else { dom }, 1)?;
-    let month = field(&month_numbers(month)?, 1)?;
+    let sec = field(&c.seconds, 0)?;
+    let min = field(&c.minutes, 0)?;
+    let hour = field(&c.hours, 0)?;
+    let dom = field(&c.days, 1)?;
+    let month = field(&month_numbers(&c.months)?, 1)?;
     let date = format!("*-{month}-{dom} {hour}:{min}:{sec}");
-    if dow == "*" || dow == "?" {
-        Some(date)
-    } else {
-        Some(format!("{} {date}", weekdays(dow)?))
+    match &c.weekdays {
+        None => Some(date),
+        Some(days) => {
+            let names: Vec<String> = days.iter().map(|d| d.to_string()).collect();
+            Some(format!("{} {date}", names.join(",")))
+        }
     }
 }
 
-/// One cron field in systemd syntax: `*/n` → `start/n`, `a-b` → `a..b`, lists kept.
+/// One cron field in systemd syntax: `*/n` → `start/n`, `a-b[/n]` → `a..b[/n]`, lists kept.
 fn field(f: &str, start: u32) -> Option<String> {
     let parts: Option<Vec<String>> = f
         .split(',')
@@ -138,11 +144,12 @@ fn field(f: &str, start: u32) -> Option<String> {
             } else if let Some(step) = p.strip_prefix("*/") {
                 step.parse::<u32>().ok().map(|s| format!("{start:02}/{s}"))
             } else if let Some((a, b)) = p.split_once('-') {
-                if b.contains('/') {
-                    return None;
-                }
+                let (b, step) = match b.split_once('/') {
+                    Some((b, s)) => (b, format!("/{}", s.parse::<u32>().ok()?)),
+                    None => (b, String::new()),
+                };
                 Some(format!(
-                    "{}..{}",
+                    "{}..{}{step}",
                     a.parse::<u32>().ok()?,
                     b.parse::<u32>().ok()?
                 ))
@@ -169,27 +176,6 @@ fn month_numbers(f: &str) -> Option<String> {
         out = out.replace(n, &(i + 1).to_string());
     }
     Some(out)
-}
-
-fn weekdays(f: &str) -> Option<String> {
-    const NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    let name = |t: &str| -> Option<String> {
-        if let Ok(n) = t.parse::<usize>() {
-            return NAMES.get(n % 7).map(|s| s.to_string());
-        }
-        NAMES
-            .iter()
-            .find(|n| n.eq_ignore_ascii_case(&t[..t.len().min(3)]))
-            .map(|s| s.to_string())
-    };
-    let parts: Option<Vec<String>> = f
-        .split(',')
-        .map(|p| match p.split_once('-') {
-            Some((a, b)) => Some(format!("{}..{}", name(a)?, name(b)?)),
-            None => name(p),
-        })
-        .collect();
-    parts.map(|p| p.join(","))
 }
 
 /// `units`: writes the service and timer, or prints them.
@@ -240,25 +226,227 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
+    use proptest::prelude::*;
+
+    fn calendars(expr: &str) -> Option<Vec<String>> {
+        on_calendar(&Schedule::parse(expr, chrono_tz::UTC).unwrap())
+    }
 
     #[test]
     fn cron_to_systemd_calendars() {
-        assert_eq!(on_calendar("0 6,18 * * *").unwrap(), "*-*-* 06,18:00:00");
-        assert_eq!(on_calendar("*/15 * * * *").unwrap(), "*-*-* *:00/15:00");
+        let one = |e: &str| calendars(e).unwrap().join(" | ");
+        assert_eq!(one("0 6,18 * * *"), "*-*-* 06,18:00:00");
+        assert_eq!(one("*/15 * * * *"), "*-*-* *:00/15:00");
         assert_eq!(
-            on_calendar("30 2 * * Mon-Fri").unwrap(),
-            "Mon..Fri *-*-* 02:30:00"
+            one("30 2 * * Mon-Fri"),
+            "Mon,Tue,Wed,Thu,Fri *-*-* 02:30:00"
         );
-        assert_eq!(on_calendar("0 3 1 * *").unwrap(), "*-*-01 03:00:00");
-        assert_eq!(on_calendar("0 0 4 * * 0").unwrap(), "Sun *-*-* 04:00:00");
-        assert_eq!(on_calendar("0 0 1 jan *").unwrap(), "*-01-01 00:00:00");
-        // cron ORs day-of-month and day-of-week: no systemd equivalent.
-        assert_eq!(on_calendar("0 0 1 * Mon"), None);
+        assert_eq!(one("30 2 * * 1-5"), "Mon,Tue,Wed,Thu,Fri *-*-* 02:30:00");
+        assert_eq!(one("0 3 1 * *"), "*-*-01 03:00:00");
+        assert_eq!(one("0 0 4 * * 0"), "Sun *-*-* 04:00:00");
+        assert_eq!(one("0 0 1 jan *"), "*-01-01 00:00:00");
+        // Both day fields restricted: one calendar for each, as crontab runs on either.
+        assert_eq!(one("0 0 1 * Mon"), "*-*-01 00:00:00 | Mon *-*-* 00:00:00");
+        assert_eq!(calendars("0 0 0 1 1 * 2030"), None);
     }
 
     #[test]
     fn crontab_lines_drop_a_zero_seconds_field() {
         assert_eq!(crontab_fields("0 */5 * * * *").unwrap(), "*/5 * * * *");
         assert_eq!(crontab_fields("30 */5 * * * *"), None);
+    }
+
+    /// crontab(5) read literally, minute by minute: the reference the
+    /// scheduler and the timer are compared with.
+    struct Crontab {
+        minutes: Vec<bool>,
+        hours: Vec<bool>,
+        days: Vec<bool>,
+        months: Vec<bool>,
+        weekdays: Vec<bool>,
+        either_day: bool,
+    }
+
+    impl Crontab {
+        fn new(expr: &str) -> Self {
+            let f: Vec<&str> = expr.split_whitespace().collect();
+            const MONTHS: [&str; 12] = [
+                "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+            ];
+            const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+            let set = |field: &str, lo: u32, hi: u32, names: &[&str], first: u32| {
+                let value = |t: &str| {
+                    let t = t.to_ascii_lowercase();
+                    names
+                        .iter()
+                        .position(|n| *n == t)
+                        .map(|i| i as u32 + first)
+                        .unwrap_or_else(|| t.parse().unwrap())
+                };
+                let mut on = vec![false; hi as usize + 1];
+                for part in field.split(',') {
+                    let (range, step) = match part.split_once('/') {
+                        Some((r, s)) => (r, s.parse::<usize>().unwrap()),
+                        None => (part, 1),
+                    };
+                    let (a, b) = match range.split_once('-') {
+                        _ if range == "*" => (lo, hi),
+                        Some((a, b)) => (value(a), value(b)),
+                        None if step > 1 => (value(range), hi),
+                        None => (value(range), value(range)),
+                    };
+                    for v in (a..=b).step_by(step) {
+                        on[v as usize] = true;
+                    }
+                }
+                on
+            };
+            let mut weekdays = set(f[4], 0, 7, &DAYS, 0);
+            weekdays[0] |= weekdays[7];
+            Crontab {
+                minutes: set(f[0], 0, 59, &[], 0),
+                hours: set(f[1], 0, 23, &[], 0),
+                days: set(f[2], 1, 31, &[], 0),
+                months: set(f[3], 1, 12, &MONTHS, 1),
+                weekdays,
+                either_day: !f[2].starts_with('*') && !f[4].starts_with('*'),
+            }
+        }
+
+        fn day(&self, t: NaiveDateTime) -> bool {
+            let dom = self.days[t.day() as usize];
+            let dow = self.weekdays[t.weekday().num_days_from_sunday() as usize];
+            self.months[t.month() as usize]
+                && if self.either_day {
+                    dom || dow
+                } else {
+                    dom && dow
+                }
+        }
+
+        fn next(&self, after: NaiveDateTime, n: usize) -> Vec<NaiveDateTime> {
+            let mut out = Vec::new();
+            let mut t = after.with_second(0).unwrap() + Duration::minutes(1);
+            let end = after + Duration::days(4 * 366);
+            while out.len() < n && t < end {
+                if !self.day(t) {
+                    t = t.date().succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap();
+                    continue;
+                }
+                if self.hours[t.hour() as usize] && self.minutes[t.minute() as usize] {
+                    out.push(t);
+                }
+                t += Duration::minutes(1);
+            }
+            out
+        }
+    }
+
+    /// The instants `systemd-analyze calendar` gives for a timer's
+    /// calendars, merged.
+    fn systemd_next(calendars: &[String], base: DateTime<Utc>, n: usize) -> Vec<NaiveDateTime> {
+        let mut cmd = std::process::Command::new("systemd-analyze");
+        cmd.arg("calendar")
+            .arg(format!("--iterations={n}"))
+            .arg(format!(
+                "--base-time={} UTC",
+                base.format("%Y-%m-%d %H:%M:%S")
+            ));
+        for c in calendars {
+            cmd.arg(format!("{c} UTC"));
+        }
+        let out = cmd
+            .output()
+            .expect("systemd-analyze (package systemd, installed by tests/services/setup.sh)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut all: Vec<NaiveDateTime> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("Next elapse:") || l.contains("Iter. #"))
+            .map(|l| {
+                let when: Vec<&str> = l.split(": ").nth(1).unwrap().split_whitespace().collect();
+                NaiveDateTime::parse_from_str(
+                    &format!("{} {}", when[1], when[2]),
+                    "%Y-%m-%d %H:%M:%S",
+                )
+                .unwrap()
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        all.truncate(n);
+        all
+    }
+
+    fn expression() -> impl Strategy<Value = String> {
+        let minute = prop_oneof![
+            Just("*".to_string()),
+            (0u32..60).prop_map(|m| m.to_string()),
+            Just("*/15".into()),
+            Just("5,35".into()),
+            Just("10-20/5".into()),
+        ];
+        let hour = prop_oneof![
+            Just("*".to_string()),
+            (0u32..24).prop_map(|h| h.to_string()),
+            Just("6,18".into()),
+            Just("*/6".into()),
+            (0u32..12, 12u32..24).prop_map(|(a, b)| format!("{a}-{b}")),
+        ];
+        let day = prop_oneof![
+            3 => Just("*".to_string()),
+            1 => (1u32..29).prop_map(|d| d.to_string()),
+            1 => Just("1,15".into()),
+            1 => Just("10-20".into()),
+            1 => Just("*/10".into()),
+        ];
+        let month = prop_oneof![
+            3 => Just("*".to_string()),
+            1 => (1u32..13).prop_map(|m| m.to_string()),
+            1 => Just("jan".into()),
+            1 => Just("1-6".into()),
+            1 => Just("*/3".into()),
+        ];
+        let weekday = prop_oneof![
+            2 => Just("*".to_string()),
+            2 => (0u32..8).prop_map(|d| d.to_string()),
+            2 => (0u32..8, 0u32..8).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            1 => Just("Mon-Fri".into()),
+            1 => Just("sat,SUN".into()),
+            1 => Just("*/2".into()),
+            1 => Just("1-5/2".into()),
+            1 => Just("5-7".into()),
+        ];
+        (minute, hour, day, month, weekday)
+            .prop_map(|(m, h, d, mo, w)| format!("{m} {h} {d} {mo} {w}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// `run --due` and the daemon (the scheduler), the systemd timer and
+        /// crontab(5) itself give the same instants for any expression.
+        #[test]
+        fn the_scheduler_and_the_timer_agree_with_crontab(expr in expression(), offset in 0i64..(365 * 24 * 60)) {
+            let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z").unwrap().with_timezone(&Utc)
+                + Duration::minutes(offset);
+            let n = 12;
+            let schedule = Schedule::parse(&expr, chrono_tz::UTC).unwrap();
+            let reference = Crontab::new(&expr).next(base.naive_utc(), n);
+            let mut scheduler = Vec::new();
+            let mut t = base;
+            while scheduler.len() < reference.len() {
+                t = schedule.next(t).unwrap();
+                scheduler.push(t.naive_utc());
+            }
+            prop_assert_eq!(&scheduler, &reference, "scheduler, for `{}`", expr);
+            let timer = systemd_next(&on_calendar(&schedule).unwrap(), base, n);
+            prop_assert_eq!(&timer[..reference.len()], &reference[..], "timer, for `{}`", expr);
+        }
     }
 }

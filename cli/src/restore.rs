@@ -28,16 +28,18 @@ pub struct RestoreArgs {
     /// Restore this recovery point (default: the newest).
     #[arg(long, conflicts_with_all = ["before", "to_time"])]
     pub point: Option<String>,
-    /// Point-in-time restore (postgres-cluster exports): replay the archived WAL up to this instant,
-    /// read as --before is, from the newest base backup that ended before it.
+    /// Point-in-time restore (exports that archive continuously: postgres-cluster's WAL, MariaDB's
+    /// binary logs): replay the archive up to this instant, read as --before is, from the newest
+    /// point that ended before it.
     #[arg(long, conflicts_with_all = ["before", "latest"])]
     pub to_time: Option<String>,
-    /// Restore to the newest instant there is (the default): for postgres-cluster exports, the end of
-    /// the archived WAL.
+    /// Restore to the newest instant there is (the default): for exports that archive continuously,
+    /// the end of the archive.
     #[arg(long, conflicts_with_all = ["point", "before"])]
     pub latest: bool,
-    /// Restore the newest point consistent strictly before this time: RFC 3339 with its offset, or
-    /// `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none; with --target, the machine's zone).
+    /// Restore the newest point consistent strictly before this time: `YYYY-MM-DD HH:MM[:SS]` in the
+    /// policy's `timezone` (UTC when it sets none; with --target, the machine's zone), optionally
+    /// followed by `UTC`, an offset or a zone name; what `date` prints; RFC 3339; or `10 minutes ago`.
     #[arg(long)]
     pub before: Option<String>,
     /// Where to restore: a database name or a path (default: the source itself).

@@ -123,8 +123,7 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
         let mut predicted = Vec::new();
         for e in policy.exports.values() {
             let status =
-                drp_core::export_status::ExportStatus::gather(&policy, e, chrono::Utc::now())
-                    .await;
+                drp_core::export_status::ExportStatus::gather(&policy, e, chrono::Utc::now()).await;
             let (Some(tested), Some(p)) = (status.last_restore_test, status.predicted_restore)
             else {
                 continue;
@@ -200,7 +199,11 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 file.display().to_string(),
                 p.export.clone(),
                 p.schedule.clone(),
-                format_duration(std::time::Duration::from_secs(p.worst_case_rpo_seconds)),
+                if p.worst_case_rpo_seconds == std::time::Duration::MAX.as_secs() {
+                    "unknown".to_string()
+                } else {
+                    format_duration(std::time::Duration::from_secs(p.worst_case_rpo_seconds))
+                },
                 p.rpo_objective_seconds
                     .map(|s| format_duration(std::time::Duration::from_secs(s)))
                     .unwrap_or_else(|| "-".into()),

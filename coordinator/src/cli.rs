@@ -53,7 +53,8 @@ pub enum Command {
     Run {
         runbook: PathBuf,
         /// When the failure happened (default: now), for the RTO and the data-loss window:
-        /// RFC 3339 with its offset, or `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none).
+        /// `YYYY-MM-DD HH:MM` in the policy's `timezone` (UTC when it sets none), with `UTC`, an
+        /// offset or a zone name after it if you like; what `date` prints; RFC 3339; or `10 minutes ago`.
         #[arg(long)]
         failed_at: Option<String>,
         #[command(flatten)]
@@ -246,7 +247,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 || !c.not_drilled.is_empty()
                 || c.fleet.iter().any(|r| {
                     !r.reachable
-                        || r.export.as_ref().is_some_and(|e| e.within_rpo == Some(false))
+                        || r.export
+                            .as_ref()
+                            .is_some_and(|e| e.within_rpo == Some(false))
                 });
             Ok(if bad {
                 ExitCode::ObjectivesMissed
@@ -456,7 +459,11 @@ async fn fleet_status(
     let unreachable = rows.iter().filter(|r| !r.reachable).count();
     let over = rows
         .iter()
-        .filter(|r| r.export.as_ref().is_some_and(|e| e.within_rpo == Some(false)))
+        .filter(|r| {
+            r.export
+                .as_ref()
+                .is_some_and(|e| e.within_rpo == Some(false))
+        })
         .count();
     if out.json {
         out.print_json(&serde_json::json!({

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Offset, TimeZone, Utc};
-use cron::TimeUnitSpec;
 
 use crate::config::Schedule;
 
@@ -83,7 +82,7 @@ impl Schedule {
     /// Whether the hour field is `*`: the schedule runs every hour, by
     /// elapsed time across changes of the clock.
     fn hourly(&self) -> bool {
-        self.cron.hours().is_all()
+        self.every_hour()
     }
 
     fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
@@ -123,7 +122,10 @@ struct Slots<'a> {
     /// Slots up to here have been read into `segment`.
     cursor: DateTime<Utc>,
     /// Slots at one offset, up to an instant.
-    segment: Option<(cron::OwnedScheduleIterator<FixedOffset>, DateTime<Utc>)>,
+    segment: Option<(
+        Box<dyn Iterator<Item = DateTime<FixedOffset>>>,
+        DateTime<Utc>,
+    )>,
     /// The offset changes at this instant, once the current segment is read.
     change: Option<DateTime<Utc>>,
     /// The slot a skipped wall time moved to, given before the next segment.
@@ -164,8 +166,8 @@ impl<'a> Slots<'a> {
 
     /// Slots at offset `offset` in `(from, to]`.
     fn read(&mut self, offset: FixedOffset, from: DateTime<Utc>, to: DateTime<Utc>) {
-        let iter = self.schedule.cron.after_owned(from.with_timezone(&offset));
-        self.segment = Some((iter, to));
+        let iter = self.schedule.after(from.with_timezone(&offset));
+        self.segment = Some((Box::new(iter), to));
     }
 
     /// Prepares the next segment; `false` when the end is reached.
@@ -180,8 +182,7 @@ impl<'a> Slots<'a> {
                 // Wall times the clock jumps over, read at the old offset.
                 let gap_end = change + chrono::Duration::seconds(skipped.into());
                 let in_gap = s
-                    .cron
-                    .after(&just_before.with_timezone(&before))
+                    .after(just_before.with_timezone(&before))
                     .next()
                     .is_some_and(|t| t.with_timezone(&Utc) < gap_end);
                 if in_gap && change <= self.end {

@@ -29,6 +29,7 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v pkill >/dev/null || need+=(procps)
 command -v mariadb-binlog >/dev/null || need+=(mariadb-client)
 command -v runuser >/dev/null || need+=(util-linux)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -40,7 +40,8 @@ mkdir -p "$DIR/my"
 mariadb-install-db --no-defaults --datadir="$DIR/my/data" --user=root --skip-test-db > "$DIR/my/install.log" 2>&1 \
     || die "MariaDB install-db failed"
 mariadbd --no-defaults --user=root --datadir="$DIR/my/data" --port="$MY_PORT" --bind-address=127.0.0.1 \
-    --socket="$DIR/my/sock" --pid-file="$DIR/my/pid" --log-error="$DIR/my/log" --innodb-flush-log-at-trx-commit=0 &
+    --socket="$DIR/my/sock" --pid-file="$DIR/my/pid" --log-error="$DIR/my/log" --innodb-flush-log-at-trx-commit=0 \
+    --log-bin="$DIR/my/binlog" --binlog-format=ROW --server-id=1 &
 wait_for 60 mariadb-admin --no-defaults --socket="$DIR/my/sock" -uroot ping || die "MariaDB did not start"
 mariadb --no-defaults --socket="$DIR/my/sock" -uroot <<SQL || die "MariaDB user setup failed"
 CREATE USER 'drp'@'127.0.0.1' IDENTIFIED BY '$MY_PASSWORD';

@@ -12,6 +12,7 @@ mod archiving;
 mod binlog;
 mod cli;
 mod drills;
+mod examples;
 mod faults;
 mod fleet;
 mod injection;

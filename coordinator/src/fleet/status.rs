@@ -54,9 +54,7 @@ pub fn last_drill(reports: &[Report], host: &str, export: &str) -> Option<LastDr
     reports
         .iter()
         .filter(|r| r.kind == Kind::Drill)
-        .filter(|r| {
-            r.host == host || r.steps.iter().any(|s| s.host.as_deref() == Some(host))
-        })
+        .filter(|r| r.host == host || r.steps.iter().any(|s| s.host.as_deref() == Some(host)))
         .filter(|r| {
             r.rpo
                 .as_ref()

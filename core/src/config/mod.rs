@@ -4,6 +4,7 @@
 
 mod locate;
 mod policy;
+mod schedule;
 mod secret;
 pub mod units;
 
@@ -17,7 +18,7 @@ pub use crate::source::SourceConfig;
 pub use locate::Locations;
 pub use policy::{
     Compression, Export, Metrics, NamedCommand, Notify, NotifyWhen, Objectives, Policy,
-    PruneSettings, RestoreSettings, Retention, Schedule, ServeSettings,
+    PruneSettings, RestoreSettings, Retention, ServeSettings,
 };
 pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-use super::{Diagnostic, Diagnostics, HumanDuration, PolicyError, is_safe_name};
+use super::{Diagnostic, Diagnostics, HumanDuration, PolicyError, Schedule, is_safe_name};
 use crate::backend::TargetConfig;
 use crate::source::SourceConfig;
 
@@ -227,40 +226,6 @@ impl Export {
             rto: self.objectives.rto.or(host.rto),
             rpo: self.objectives.rpo.or(host.rpo),
         }
-    }
-}
-
-/// A cron schedule: standard 5-field crontab, or the 6/7-field form with
-/// seconds, evaluated in the policy's time zone.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub expression: String,
-    pub cron: cron::Schedule,
-    pub timezone: chrono_tz::Tz,
-}
-
-impl Schedule {
-    /// Twice a day, at 06:00 and 18:00.
-    pub const DEFAULT: &'static str = "0 6,18 * * *";
-
-    pub fn parse(expression: &str, timezone: chrono_tz::Tz) -> Result<Self, String> {
-        let fields = expression.split_whitespace().count();
-        let normalized = match fields {
-            5 => format!("0 {expression}"),
-            6 | 7 => expression.to_string(),
-            _ => {
-                return Err(format!(
-                    "invalid schedule `{expression}`: expected 5 fields (min hour day month weekday) or 6-7 with seconds, found {fields}"
-                ));
-            }
-        };
-        let cron = cron::Schedule::from_str(&normalized)
-            .map_err(|e| format!("invalid schedule `{expression}`: {e}"))?;
-        Ok(Schedule {
-            expression: expression.to_string(),
-            cron,
-            timezone,
-        })
     }
 }
 

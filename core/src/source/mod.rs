@@ -401,6 +401,8 @@ impl SourceConfig {
                 database: to.to_string(),
                 bin_dir: None,
                 binlog: None,
+                include_account_passwords: false,
+                throwaway: false,
             }),
             SourceKind::Sqlite => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
             SourceKind::Directory => SourceConfig::Directory(directory::DirectoryConfig {
@@ -461,7 +463,7 @@ impl SourceKind {
                 "drp's continuous WAL archiving (an export of `kind: postgres-cluster` with `archive_command` and `archive_timeout` set)"
             }
             SourceKind::Mysql => {
-                "continuous binary-log shipping (e.g. mariadb-binlog --read-from-remote-server --raw --stop-never)"
+                "drp's binary-log shipping (`binlog: {rotate_every: 5m}` on the source; the server needs `log_bin` and `binlog_format = ROW`)"
             }
             SourceKind::Sqlite => "continuous WAL replication (e.g. Litestream)",
             SourceKind::Directory => "a replicated or snapshotting filesystem",
