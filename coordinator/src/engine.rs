@@ -308,8 +308,8 @@ pub fn status_word(s: StepStatus) -> &'static str {
     }
 }
 
-/// RTO as the SPEC measures it: from the failure to the end of the last
-/// verify step, when every verify step passed; with the time of each phase
+/// The RTO: the time from the failure to the end of the last verify step,
+/// measured only when every verify step passed; with the time of each phase
 /// as consecutive segments (detect ends when the last detect step ends, …).
 pub fn measure_rto(t_fail: DateTime<Utc>, main: &[StepRecord]) -> (Option<f64>, Vec<(Phase, f64)>) {
     let mut phases = Vec::new();

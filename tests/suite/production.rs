@@ -161,11 +161,51 @@ fn a_second_run_of_an_export_never_runs_alongside_and_a_killed_holder_frees_the_
         .agent_cmd(&["-q", "backup", "--policy", &p])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let b = s.agent(&["-q", "backup", "--policy", &p, "--wait", "60s"]);
+    let holder = format!("pid {} ", a.id());
+    let started = Instant::now();
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .starts_with(&holder)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first run never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first run's dump sleeps 3 s after taking the lock, the second's
+    // too: waiting, the second takes both; alongside, about one.
+    let waited = Instant::now();
+    let b = s.agent(&["--json", "backup", "--policy", &p, "--wait", "60s"]);
+    let b_took = waited.elapsed();
     assert!(a.wait().unwrap().success());
     b.ok();
+    assert!(
+        b_took >= Duration::from_millis(4500),
+        "the waiting run took {b_took:?}: it did not wait for the first"
+    );
     assert_eq!(count_points(&s, &p, "nas"), 3);
+    let time = |m: &serde_json::Value, key: &str| {
+        chrono::DateTime::parse_from_rfc3339(m[key].as_str().unwrap()).unwrap()
+    };
+    let b_json = b.json();
+    let b_point = &b_json["backups"][0]["targets"][0]["manifest"];
+    let listed = s.agent(&["--json", "list", "--policy", &p]).json();
+    let a_point = listed["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["manifest"])
+        .filter(|m| m["id"] != b_point["id"])
+        .max_by_key(|m| time(m, "started_at"))
+        .unwrap()
+        .clone();
+    assert!(
+        time(b_point, "started_at") >= time(&a_point, "finished_at"),
+        "the waiting run started at {} before the first finished at {}",
+        b_point["started_at"],
+        a_point["finished_at"]
+    );
 }
 
 fn repo_op(s: &Scratch, target: &str) -> opendal::Operator {

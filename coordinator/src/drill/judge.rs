@@ -1,5 +1,7 @@
-//! The measures against the objectives, as the SPEC defines RTO and RPO,
-//! and the run's verdict.
+//! The measures against the objectives and the run's verdict. The RTO runs
+//! from the failure to the end of the last verify step (when every verify
+//! step passed); the RPO, from the consistency time of the oldest point
+//! restored, and of the newest heartbeat restored, to the failure.
 
 use chrono::Utc;
 

@@ -1,6 +1,8 @@
 //! Running a runbook: for a real incident (`drp run`) or as a drill
 //! (`drp drill`: preflight, heartbeat, injected failure, recovery, cleanup),
-//! measured against the objectives as the SPEC defines RTO and RPO.
+//! measured against the objectives: the RTO from the failure to the end of
+//! the last verify step, the RPO from the consistency time of the oldest
+//! point restored, and from the newest heartbeat restored, to the failure.
 //!
 //! [`execute`] holds the order; each job is its own module: `preflight`
 //! (checks before anything is touched), `recover` (set-up, injection, the
