@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod fleet;
 mod injection;
+mod mariadb_points;
 mod monitoring;
 mod packaging;
 mod policy;

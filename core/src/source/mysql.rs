@@ -1,5 +1,7 @@
 //! MariaDB and MySQL: `mariadb-dump` (or `mysqldump`) in one consistent
-//! transaction with routines, triggers and events; loaded with the client.
+//! transaction with routines, triggers and events, behind the accounts with
+//! a privilege on the database (`mysql/dump.rs`, `mysql/accounts.rs`);
+//! loaded with the client after every statement was checked.
 //!
 //! Credentials go to the tools through a private option file, never argv.
 
@@ -35,6 +37,15 @@ pub struct MysqlConfig {
     /// server close its log every `rotate_every` and archives it.
     #[serde(default)]
     pub binlog: Option<BinlogConfig>,
+    /// Carry the accounts' password hashes in each point (the login needs
+    /// to read them: `SHOW CREATE USER`). Off by default: accounts a restore
+    /// creates are then locked, to be given a password.
+    #[serde(default)]
+    pub include_account_passwords: bool,
+    /// A restore test's private server: what a restore does with accounts
+    /// there is logged, not shown.
+    #[serde(skip)]
+    pub throwaway: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,9 +61,20 @@ fn default_rotate() -> crate::config::units::HumanDuration {
     crate::config::units::HumanDuration::parse("60s").expect("a duration")
 }
 
+mod accounts;
+mod dump;
+mod sql;
+
 pub struct Mysql {
     config: MysqlConfig,
     base_dir: PathBuf,
+}
+
+/// A point received for a restore: what its stream said ahead of the dump,
+/// and why its dump is refused, if it is.
+struct Received {
+    head: dump::Head,
+    refusal: Option<String>,
 }
 
 const HINT: &str = "install the MariaDB client (Debian: mariadb-client) or set `bin_dir`";
@@ -128,6 +150,224 @@ impl Mysql {
         cmd
     }
 
+    /// The accounts and roles with a privilege on the database (and the
+    /// accounts holding those roles), as a point carries them.
+    fn accounts(&self) -> Result<String, SourceError> {
+        let db = &self.config.database;
+        check_name(db)?;
+        // `_` is a wildcard in a database-level grant: `shop\_x` names `shop_x`.
+        let names = format!("'{db}', replace('{db}', '_', concat(char(92 using utf8mb4), '_'))");
+        let out = self.query(
+            None,
+            &format!(
+                "with a as (select user, host from mysql.db where db in ({names}) \
+                   union select user, host from mysql.tables_priv where db = '{db}' \
+                   union select user, host from mysql.columns_priv where db = '{db}' \
+                   union select user, host from mysql.procs_priv where db = '{db}'), \
+                 m as (select user, host from mysql.roles_mapping where role in (select user from a where host = '')) \
+                 select hex(u.user), hex(u.host), u.is_role from mysql.user u \
+                 where (u.user, u.host) in (select user, host from a union select user, host from m) \
+                 order by u.is_role = 'Y' desc, u.user, u.host;"
+            ),
+        )?;
+        let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
+        let mut found = Vec::new();
+        for r in super::postgres::rows(&out) {
+            if let [user, host, role] = &r[..]
+                && let (Some(user), Some(host)) = (text(user), text(host))
+            {
+                found.push(accounts::Account {
+                    user,
+                    host: (role != "Y").then_some(host),
+                });
+            }
+        }
+        let mut carried = Vec::new();
+        for account in &found {
+            let sql = match account.host {
+                Some(_) => format!("show create user {0}; show grants for {0};", account.sql()),
+                None => format!("show grants for {};", account.sql()),
+            };
+            let out = self.query(None, &sql)?;
+            let mut lines = out.lines();
+            let create = match account.host {
+                Some(_) => lines.next(),
+                None => None,
+            };
+            let grants: Vec<&str> = lines.collect();
+            carried.extend(accounts::from_server(
+                account,
+                create,
+                &grants,
+                db,
+                self.config.include_account_passwords,
+            ));
+        }
+        Ok(accounts::write(&accounts::carried(carried), db))
+    }
+
+    /// Loads a received point as `live`: refused (nothing changed) when its
+    /// dump or its accounts are not what drp writes; otherwise the accounts
+    /// the server lacks are created first (so that the definers of views,
+    /// routines and triggers exist), the dump is loaded and swapped in, and
+    /// the grants on its tables and routines follow.
+    fn load(
+        &self,
+        dump: &Path,
+        live: &str,
+        options: &CommitOptions,
+        point: &Received,
+    ) -> Result<Committed, SourceError> {
+        if let Some(why) = &point.refusal {
+            return Err(SourceError::Invalid(format!(
+                "the point was not loaded, so database `{live}` was not touched: {why} (loaded, it could act outside the staged copy)"
+            )));
+        }
+        let source = point.head.database.as_deref().unwrap_or(live);
+        let carried = match &point.head.accounts {
+            Some(text) => Some(accounts::read(text, source).map_err(SourceError::Invalid)?),
+            None => None,
+        };
+        let after = match &carried {
+            Some(all) => self.create_accounts(all, source, live)?,
+            None => {
+                self.say(format_args!(
+                    "this point carries no accounts (it was taken before points carried them): create the accounts the application uses by hand if this server lacks them"
+                ));
+                Vec::new()
+            }
+        };
+        let committed = self.load_dump(dump, live, options)?;
+        if !after.is_empty()
+            && let Err(e) = self.query(None, &accounts::write(&after, live))
+        {
+            tracing::warn!(
+                "the grants on tables and routines of the accounts created were not all given: {e}"
+            );
+        }
+        Ok(committed)
+    }
+
+    /// A note on accounts for whoever restores (logged only on a restore
+    /// test's private server).
+    fn say(&self, args: std::fmt::Arguments) {
+        if self.config.throwaway {
+            tracing::info!("{args}");
+        } else {
+            tracing::warn!("{args}");
+        }
+    }
+
+    /// The accounts and roles the server has (a role has no host).
+    fn server_accounts(
+        &self,
+    ) -> Result<std::collections::BTreeSet<accounts::Account>, SourceError> {
+        let out = self.query(
+            None,
+            "select hex(user), hex(host), is_role from mysql.user;",
+        )?;
+        let text = |h: &str| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default()
+        };
+        Ok(super::postgres::rows(&out)
+            .iter()
+            .filter(|r| r.len() == 3)
+            .map(|r| accounts::Account {
+                user: text(&r[0]),
+                host: (r[2] != "Y").then(|| text(&r[1])),
+            })
+            .collect())
+    }
+
+    /// Creates the point's accounts this server lacks, with their grants on
+    /// the database (`live`) and their roles; returns the grants on tables
+    /// and routines, to give once those exist. Existing accounts are left
+    /// exactly as they are.
+    fn create_accounts(
+        &self,
+        all: &[accounts::Statement],
+        source: &str,
+        live: &str,
+    ) -> Result<Vec<accounts::Statement>, SourceError> {
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
+        let existing = match self.server_accounts() {
+            Ok(e) => e,
+            Err(e) => {
+                self.say(format_args!(
+                    "the point's accounts were not created: this login cannot list the server's accounts ({e})"
+                ));
+                return Ok(Vec::new());
+            }
+        };
+        let plan = accounts::plan(all, &existing);
+        let names = |list: &[accounts::Account]| {
+            list.iter()
+                .map(accounts::Account::shown)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut created = Vec::new();
+        for s in &plan.create {
+            if let Err(e) = self.query(None, &format!("{};", s.sql(live))) {
+                // The client's message may quote the statement, hash and all.
+                let code = error_code(&e);
+                return Err(SourceError::Invalid(format!(
+                    "cannot create the accounts the point carries ({code}); created before the error: {}; the database was not changed",
+                    if created.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names(&created)
+                    }
+                )));
+            }
+            created.extend(s.creates());
+        }
+        if !plan.before.is_empty() {
+            self.query(None, &accounts::write(&plan.before, live))
+                .map_err(|e| {
+                    SourceError::Invalid(format!(
+                        "created the accounts {}, but their grants on `{live}` failed: {e}; the database was not changed",
+                        names(&created)
+                    ))
+                })?;
+        }
+        if !created.is_empty() {
+            self.say(format_args!(
+                "created the accounts the point carries that this server lacked: {}",
+                names(&created)
+            ));
+            if source != live {
+                self.say(format_args!(
+                    "their grants on `{source}` were given on `{live}`, the name it is restored as"
+                ));
+            }
+        }
+        if !plan.need_password.is_empty() {
+            self.say(format_args!(
+                "these accounts were created locked and need a password (the point carries none: `include_account_passwords` is off on its source): {} — set one with ALTER USER … IDENTIFIED BY '…' ACCOUNT UNLOCK",
+                names(&plan.need_password)
+            ));
+        }
+        for (role, to) in &plan.roles_not_granted {
+            self.say(format_args!(
+                "role `{role}` was not granted to {}: this server has its own role of that name, and drp grants only the roles it creates",
+                to.shown()
+            ));
+        }
+        if !plan.existing.is_empty() {
+            tracing::info!(
+                "accounts the point carries that this server has, left as they are: {}",
+                names(&plan.existing)
+            );
+        }
+        Ok(plan.after)
+    }
+
     /// Loads a dump into a new database beside `live`, and only once it has
     /// fully loaded moves `live`'s objects aside (into `<live>_drp_replaced_…`)
     /// and the new ones into `live`.
@@ -136,7 +376,7 @@ impl Mysql {
     /// one atomic `RENAME TABLE`, but tables with triggers and views cannot,
     /// so triggers, views, routines and events are taken out as definitions
     /// (by `mariadb-dump`), dropped, and recreated on the other side.
-    fn load(
+    fn load_dump(
         &self,
         dump: &Path,
         live: &str,
@@ -170,7 +410,10 @@ impl Mysql {
         let loaded = (|| {
             let opts = self.option_file()?;
             let mut cmd = self.client(&opts)?;
-            cmd.arg("--").arg(&staged);
+            // The character set the dump was checked in (see `dump`).
+            cmd.arg("--default-character-set=utf8mb4")
+                .arg("--")
+                .arg(&staged);
             process::run_with_stdin_file(&mut cmd, dump, &options.cancel)?;
             options.cancel.check()?;
             if let Some(Replay {
@@ -200,7 +443,16 @@ impl Mysql {
             None,
             &format!("create database {} {charset};", quoted(&replaced)),
         )?;
+        // Dropping a routine drops its grants: they are given again to the
+        // routines of the same names once the swap is over.
+        let routine_grants = self.routine_grants(live).unwrap_or_else(|e| {
+            tracing::warn!(
+                "the grants on the routines of `{live}` cannot be read, so they are not kept: {e}"
+            );
+            Vec::new()
+        });
         if let Err(e) = self.move_objects(live, &replaced) {
+            self.grant_again(&routine_grants, live);
             let _ = self.query(
                 None,
                 &format!("drop database if exists {};", quoted(&staged)),
@@ -212,6 +464,7 @@ impl Mysql {
         if let Err(e) = self.move_objects(&staged, live) {
             // Put the live objects back where they were.
             let back = self.move_objects(&replaced, live);
+            self.grant_again(&routine_grants, live);
             return Err(SourceError::Invalid(format!(
                 "the loaded copy `{staged}` could not be moved into `{live}` ({e}); {}",
                 match back {
@@ -222,6 +475,7 @@ impl Mysql {
                 }
             )));
         }
+        self.grant_again(&routine_grants, live);
         self.query(None, &format!("drop database {};", quoted(&staged)))?;
         if options.drop_replaced {
             self.query(None, &format!("drop database {};", quoted(&replaced)))?;
@@ -260,16 +514,30 @@ impl Mysql {
             process::run(&mut cmd, None)
         };
         // Triggers, routines and events; views on their own (a view can
-        // only be created once the tables it reads are in place).
-        let code = definitions(
-            &["--no-create-info", "--triggers", "--routines", "--events"],
-            &[],
-        )?;
+        // only be created once the tables it reads are in place). Names
+        // qualified with `from` are made relative to their own database.
         let view_names: Vec<String> = views.iter().filter_map(|r| r.first().cloned()).collect();
+        let known: Vec<String> = tables
+            .iter()
+            .filter_map(|r| r.first().cloned())
+            .chain(view_names.iter().cloned())
+            .collect();
+        let code = requalified(
+            &definitions(
+                &["--no-create-info", "--triggers", "--routines", "--events"],
+                &[],
+            )?,
+            from,
+            &known,
+        )?;
         let view_sql = if view_names.is_empty() {
             String::new()
         } else {
-            definitions(&["--skip-triggers"], &view_names)?
+            requalified(
+                &definitions(&["--skip-triggers"], &view_names)?,
+                from,
+                &known,
+            )?
         };
         let mut drops = String::new();
         for r in list(format!(
@@ -336,7 +604,11 @@ impl Mysql {
             }
         }
         // Routines first: a view may call a function of its database.
-        if let Err(e) = replay(to, &code).and_then(|_| replay(to, &view_sql)) {
+        if let Err(e) = self
+            .repoint_defaults(from, to)
+            .and_then(|_| replay(to, &code))
+            .and_then(|_| replay(to, &view_sql))
+        {
             // Put the tables back where they were, with their definitions.
             let back: Vec<String> = tables
                 .iter()
@@ -359,11 +631,103 @@ impl Mysql {
                     ),
                 );
             }
+            let _ = self.repoint_defaults(to, from);
             let _ = replay(from, &code);
             let _ = replay(from, &view_sql);
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The grants on `db`'s procedures and functions.
+    fn routine_grants(&self, db: &str) -> Result<Vec<accounts::Statement>, SourceError> {
+        let out = self.query(
+            None,
+            &format!(
+                "select hex(p.user), hex(p.host), hex(p.routine_name), p.routine_type, p.proc_priv, \
+                 coalesce((select u.is_role from mysql.user u where u.user = p.user and u.host = p.host), 'N') \
+                 from mysql.procs_priv p where p.db = '{db}';"
+            ),
+        )?;
+        let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
+        let mut grants = Vec::new();
+        for r in super::postgres::rows(&out) {
+            let [user, host, name, kind, privs, role] = &r[..] else {
+                continue;
+            };
+            let (Some(user), Some(host), Some(name)) = (text(user), text(host), text(name)) else {
+                continue;
+            };
+            let privileges: Vec<(String, Vec<String>)> = privs
+                .split(',')
+                .filter(|p| !p.eq_ignore_ascii_case("grant") && !p.is_empty())
+                .map(|p| (p.to_ascii_uppercase(), Vec::new()))
+                .collect();
+            if privileges.is_empty() {
+                continue;
+            }
+            grants.push(accounts::Statement::Grant {
+                privileges,
+                on: accounts::Object::Routine {
+                    function: kind.eq_ignore_ascii_case("function"),
+                    name,
+                },
+                to: accounts::Account {
+                    user,
+                    host: (role != "Y").then_some(host),
+                },
+                grant_option: privs.split(',').any(|p| p.eq_ignore_ascii_case("grant")),
+            });
+        }
+        Ok(grants)
+    }
+
+    /// Gives `grants` on `db`'s routines again, each on its own: a routine
+    /// the restored database lacks loses its grant, and says so.
+    fn grant_again(&self, grants: &[accounts::Statement], db: &str) {
+        for g in grants {
+            if let Err(e) = self.query(None, &format!("{};", g.sql(db))) {
+                tracing::warn!(
+                    "a grant on a routine of `{db}` was not given again ({}): {e}",
+                    g.sql(db)
+                );
+            }
+        }
+    }
+
+    /// Points the column defaults of `to`'s tables that read a sequence of
+    /// `from` (the server stores `nextval(`from`.`s`)` with its database)
+    /// at `to`, where the sequence moved with the tables.
+    fn repoint_defaults(&self, from: &str, to: &str) -> Result<(), SourceError> {
+        let out = self.query(
+            None,
+            &format!(
+                "select hex(table_name), hex(column_name), hex(column_default) from information_schema.columns \
+                 where table_schema = '{to}' and instr(column_default, '`{from}`.') > 0;"
+            ),
+        )?;
+        let text = |h: &str| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default()
+        };
+        let mut alter = String::new();
+        for r in super::postgres::rows(&out) {
+            if let [table, column, default] = &r[..] {
+                alter += &format!(
+                    "alter table {}.{} alter column {} set default ({});\n",
+                    quoted(to),
+                    quoted(&text(table)),
+                    quoted(&text(column)),
+                    text(default).replace(&format!("`{from}`."), &format!("`{to}`."))
+                );
+            }
+        }
+        if alter.is_empty() {
+            return Ok(());
+        }
+        self.query(None, &alter).map(|_| ())
     }
 
     /// The server's binary logs and their sizes, oldest first, with the one
@@ -503,6 +867,41 @@ impl Mysql {
     }
 }
 
+/// Definitions dumped from database `from` (whose tables and views are
+/// `known`), as they load into another: names qualified with `from` made
+/// relative, each trigger, routine, event and view one prepared statement.
+fn requalified(sql: &str, from: &str, known: &[String]) -> Result<String, SourceError> {
+    let out = dump::Filter::new(Some(from), None)
+        .knowing(known.iter().cloned())
+        .run(sql.as_bytes(), Vec::new())
+        .map_err(|e| SourceError::io("cannot read the definitions", e))?
+        .map_err(|why| {
+            SourceError::Invalid(format!(
+                "the definitions of `{from}` cannot be moved: {why}"
+            ))
+        })?;
+    String::from_utf8(out)
+        .map_err(|_| SourceError::Invalid(format!("the definitions of `{from}` are not text")))
+}
+
+/// The error code a failed client run reports (`ERROR 1396 (HY000)`),
+/// without the message, which may quote the statement.
+fn error_code(e: &SourceError) -> String {
+    let text = e.to_string();
+    text.find("ERROR ")
+        .map(|at| {
+            text[at..]
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_else(|| "the client failed".into())
+}
+
 /// A check a host runs for a coordinator: the text, given as a hex literal
 /// (never parsed by the client, never quoted by hand), is prepared as one
 /// statement (a second one is a syntax error) and runs in a read-only
@@ -635,6 +1034,52 @@ impl StatementCheck {
     }
 }
 
+/// Receives a point's stream into a private file in `workdir`: the header
+/// read, the dump checked and rewritten on its way (see `dump`). A point
+/// that is refused is still read to its end, so that its digests are
+/// checked before anything is said about its content.
+fn receive(
+    raw: &mut dyn Read,
+    dest: &str,
+    workdir: &Path,
+) -> Result<(tempfile::NamedTempFile, Received), SourceError> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".drp-stage-")
+        .tempfile_in(workdir)
+        .map_err(|e| {
+            SourceError::io(
+                format!("cannot create a staging file in {}", workdir.display()),
+                e,
+            )
+        })?;
+    let drain = |rest: &mut dyn Read| {
+        std::io::copy(rest, &mut std::io::sink())
+            .map(|_| ())
+            .map_err(|e| SourceError::io("cannot receive the recovery point", e))
+    };
+    let (head, first) = match dump::read_head(raw) {
+        Ok(h) => h,
+        Err(why) => {
+            drain(raw)?;
+            let refusal = Some(format!(
+                "the recovery point is not a MariaDB export drp can read: {why}"
+            ));
+            let head = dump::Head::default();
+            return Ok((file, Received { head, refusal }));
+        }
+    };
+    let mut rest = std::io::Cursor::new(first).chain(raw);
+    let out = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+    let refusal = dump::Filter::new(head.database.as_deref(), Some(dest))
+        .run(&mut rest, out)
+        .map_err(|e| SourceError::io("cannot receive the recovery point", e))?
+        .err();
+    if refusal.is_some() {
+        drain(&mut rest)?;
+    }
+    Ok((file, Received { head, refusal }))
+}
+
 /// The time of the last event a replay of `r` applies (none when it
 /// applies none).
 fn replayed_until(r: &BinlogReplay) -> Option<chrono::DateTime<Utc>> {
@@ -717,7 +1162,18 @@ impl Source for Mysql {
         if let Some(h) = &self.config.host {
             d.insert("host".into(), h.clone());
         }
-        d.insert("format".into(), "sql".into());
+        d.insert(
+            "format".into(),
+            format!("{} (accounts, then mariadb-dump SQL)", dump::FRAMING_NAME),
+        );
+        d.insert(
+            "account_passwords".into(),
+            match self.config.include_account_passwords {
+                true => "carried",
+                false => "not carried",
+            }
+            .into(),
+        );
         d
     }
 
@@ -734,6 +1190,13 @@ impl Source for Mysql {
             tools,
             ..ExportInfo::default()
         };
+        let accounts = self.accounts().unwrap_or_else(|e| {
+            tracing::warn!(
+                "the point carries no accounts: those with a privilege on `{}` cannot be read ({e})",
+                self.config.database
+            );
+            String::new()
+        });
         let options = self.option_file()?;
         let mut cmd = self.command(&dump, &options);
         cmd.args([
@@ -751,13 +1214,18 @@ impl Source for Mysql {
         }
         cmd.arg("--").arg(&self.config.database);
         let child = ChildExport::start(&mut cmd, info, Some(Box::new(options)))?;
-        if self.config.binlog.is_none() {
-            return Ok(Box::new(child));
-        }
-        Ok(Box::new(WithCoordinates {
-            child,
-            head: Vec::new(),
-        }))
+        let dump: Box<dyn ExportStream> = match self.config.binlog {
+            None => Box::new(child),
+            Some(_) => Box::new(WithCoordinates {
+                child,
+                head: Vec::new(),
+            }),
+        };
+        Ok(Box::new(dump::Framed::new(
+            &self.config.database,
+            &accounts,
+            dump,
+        )))
     }
 
     fn default_destination(&self) -> Destination {
@@ -858,12 +1326,12 @@ impl Source for Mysql {
             ));
         };
         check_name(&db)?;
-        let file = super::stage_to_file(raw, workdir)?;
+        let (file, point) = receive(raw, &db, workdir)?;
         let this = Mysql::new(self.config.clone(), &self.base_dir);
         Ok(Box::new(StagedFile {
             file,
             load: move |path: &Path, options: &CommitOptions| {
-                let mut committed = this.load(path, &db, options)?;
+                let mut committed = this.load(path, &db, options, &point)?;
                 if let Some(Replay {
                     from: ReplayFrom::Binlogs(r),
                     ..

@@ -92,6 +92,8 @@ impl ScratchMariadb {
             database: self.live.database.clone(),
             bin_dir: self.live.bin_dir.clone(),
             binlog: None,
+            include_account_passwords: false,
+            throwaway: true,
         }
     }
 
