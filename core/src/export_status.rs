@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::restore_test::{Prediction, Tested};
-use crate::wal::run::{ArchiveReach, ArchiveState};
+use crate::state::{ArchiveState, ExportState, Kept, LastTest};
+use crate::wal::run::ArchiveReach;
 
 /// What bounds the export's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +129,9 @@ impl ExportStatus {
                     continue;
                 }
             };
-            inputs.points.insert(repo.name().to_string(), listing.points.len());
+            inputs
+                .points
+                .insert(repo.name().to_string(), listing.points.len());
             if let Some(m) = listing.points.last()
                 && inputs
                     .newest
@@ -144,12 +147,12 @@ impl ExportStatus {
             }
             let reach = match bound_of(e) {
                 Bound::Point => None,
-                Bound::WalArchive => Some(
-                    crate::wal::run::wal_reach(repo, host, &e.name, &listing.points).await,
-                ),
-                Bound::BinlogArchive => Some(
-                    crate::wal::ship::binlog_reach(repo, host, &e.name, &listing.points).await,
-                ),
+                Bound::WalArchive => {
+                    Some(crate::wal::run::wal_reach(repo, host, &e.name, &listing.points).await)
+                }
+                Bound::BinlogArchive => {
+                    Some(crate::wal::ship::binlog_reach(repo, host, &e.name, &listing.points).await)
+                }
             };
             match (reach, inputs.reach.as_mut()) {
                 (Some(Ok(r)), Some(best)) => best.merge(r),
@@ -168,15 +171,15 @@ impl ExportStatus {
 
     /// Assesses the export from what the host's state recorded.
     pub fn from_state(policy: &Policy, e: &Export, now: DateTime<Utc>) -> ExportStatus {
-        let st = crate::state::load(&policy.state_dir, &policy.host, &e.name);
-        let last = crate::restore_test::LastTest::load(&policy.state_dir, &e.name);
+        let st = ExportState::load(policy, &e.name);
+        let last = LastTest::load(policy, &e.name);
         let newest = st.newest_consistency.map(|t| NewestPoint {
             id: String::new(),
             consistency_time: t,
             raw_bytes: st.last_raw_bytes.unwrap_or_default(),
         });
         let reach = (bound_of(e) != Bound::Point).then(|| {
-            let a = ArchiveState::load(&policy.state_dir, &e.name);
+            let a = ArchiveState::load(policy, &e.name);
             ArchiveReach {
                 until: a.recoverable_until,
                 restorable: a.restorable_base_backups,
@@ -254,18 +257,18 @@ impl ExportStatus {
     /// Records what `gather` read in the host's state, so that the metrics
     /// follow: the points per target, the newest point, the archive's reach.
     pub fn record(&self, policy: &Policy) {
-        let mut st = crate::state::load(&policy.state_dir, &policy.host, &self.export);
+        let mut st = ExportState::load(policy, &self.export);
         st.points = self.points.clone();
         st.newest_consistency = self.newest_point.as_ref().map(|n| n.consistency_time);
-        if let Err(e) = crate::state::save(&policy.state_dir, &policy.host, &self.export, &st) {
+        if let Err(e) = st.save(policy, &self.export) {
             tracing::warn!(error = %e, "the export's state is not recorded");
         }
         if self.bound != Bound::Point {
-            let mut a = ArchiveState::load(&policy.state_dir, &self.export);
+            let mut a = ArchiveState::load(policy, &self.export);
             a.recoverable_until = self.recoverable_until;
             a.reach_next = self.reach_next.clone();
             a.reach_checked_at = Some(Utc::now());
-            if let Err(e) = a.save(&policy.state_dir, &self.export) {
+            if let Err(e) = a.save(policy, &self.export) {
                 tracing::warn!(error = %e, "the archive's reach is not recorded");
             }
         }
@@ -346,15 +349,14 @@ impl HostStatus {
     pub async fn gather(policy: &Policy, now: DateTime<Utc>) -> HostStatus {
         let mut targets = Vec::new();
         for (name, config) in &policy.targets {
-            let status = match crate::repository::Repository::open(name, config, &policy.base_dir)
-                .await
-            {
-                Ok(_) => "ok".to_string(),
-                Err(crate::Error::NotFound(_)) => {
-                    "no repository (not initialised, or the share is not mounted)".to_string()
-                }
-                Err(e) => format!("unreachable: {e}"),
-            };
+            let status =
+                match crate::repository::Repository::open(name, config, &policy.base_dir).await {
+                    Ok(_) => "ok".to_string(),
+                    Err(crate::Error::NotFound(_)) => {
+                        "no repository (not initialised, or the share is not mounted)".to_string()
+                    }
+                    Err(e) => format!("unreachable: {e}"),
+                };
             targets.push(TargetHealth {
                 target: name.clone(),
                 status,
@@ -364,7 +366,7 @@ impl HostStatus {
         for e in policy.exports.values() {
             let status = ExportStatus::gather(policy, e, now).await;
             status.record(policy);
-            let st = crate::state::load(&policy.state_dir, &policy.host, &e.name);
+            let st = ExportState::load(policy, &e.name);
             exports.push(ExportRow {
                 status,
                 last_attempt: st.last_attempt,

@@ -13,8 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::Result;
 use crate::config::Policy;
 use crate::export_status::ExportStatus;
-use crate::state::{self, ExportState};
-use crate::wal::run::ArchiveState;
+use crate::state::{self, ArchiveState, ExportState, Kept, LastTest};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -27,12 +26,7 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     let states: Vec<(&str, ExportState)> = policy
         .exports
         .keys()
-        .map(|name| {
-            (
-                name.as_str(),
-                state::load(&policy.state_dir, &policy.host, name),
-            )
-        })
+        .map(|name| (name.as_str(), ExportState::load(policy, name)))
         .collect();
     let assessed: Vec<ExportStatus> = policy
         .exports
@@ -73,7 +67,6 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
 
 /// The last restore test of each export tested on this host.
 fn render_restore_tests(policy: &Policy) -> String {
-    use crate::restore_test::LastTest;
     let host = escape(&policy.host);
     let tests: Vec<(String, LastTest)> = policy
         .exports
@@ -81,7 +74,7 @@ fn render_restore_tests(policy: &Policy) -> String {
         .map(|e| {
             (
                 format!("host=\"{host}\",export=\"{}\"", escape(&e.name)),
-                LastTest::load(&policy.state_dir, &e.name),
+                LastTest::load(policy, &e.name),
             )
         })
         .filter(|(_, t)| t.at.is_some())
@@ -129,7 +122,7 @@ fn render_archives(policy: &Policy, now: DateTime<Utc>) -> String {
         .map(|e| {
             (
                 format!("host=\"{host}\",export=\"{}\"", escape(&e.name)),
-                ArchiveState::load(&policy.state_dir, &e.name),
+                ArchiveState::load(policy, &e.name),
             )
         })
         .collect();

@@ -11,7 +11,7 @@ use crate::config::Policy;
 use crate::config::units::format_duration;
 use crate::source::SourceConfig;
 use crate::source::postgres::cluster::{Cluster, ClusterConfig};
-use crate::state;
+use crate::state::{ExportState, Kept};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportPosture {
@@ -40,7 +40,7 @@ pub fn assess(policy: &Policy, now: DateTime<Utc>) -> Vec<ExportPosture> {
                 return binlog_posture(policy, &e.name, c, b.rotate_every.0, rpo);
             }
             let gap = e.schedule.longest_gap(now).unwrap_or(Duration::MAX);
-            let run_time = state::load(&policy.state_dir, &policy.host, &e.name)
+            let run_time = ExportState::load(policy, &e.name)
                 .last_duration_seconds
                 .map(Duration::from_secs_f64)
                 .unwrap_or_default();
@@ -147,7 +147,7 @@ fn archive_posture(
 
 /// The slowest recent shipment of an export, or the allowance before any.
 fn push_time(policy: &Policy, export: &str) -> Duration {
-    crate::wal::spool::Spool::open(&policy.state_dir, export)
+    crate::wal::spool::Spool::open(policy, export)
         .ok()
         .and_then(|s| {
             let secs: Vec<f64> = s.markers().iter().map(|(_, m)| m.seconds).collect();

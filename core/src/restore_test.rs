@@ -18,6 +18,7 @@ use crate::progress::Reporter;
 use crate::repository::Repository;
 use crate::restore::{self, Selector};
 use crate::source::{self, Source};
+use crate::state::{ExportState, Kept, LastTest};
 use crate::{Error, Result};
 
 /// An export's `restore_test:` section.
@@ -119,45 +120,7 @@ impl Tested {
     }
 }
 
-/// The last restore test of an export on this host (the agent's state:
-/// what `status` and the metrics read).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct LastTest {
-    pub at: Option<DateTime<Utc>>,
-    pub passed: bool,
-    pub point: Option<String>,
-    /// Receive and load, in seconds.
-    pub restore_seconds: f64,
-    pub raw_bytes: u64,
-    pub restore_bytes_per_second: f64,
-    pub error: Option<String>,
-}
-
 impl LastTest {
-    fn path(state_dir: &Path, export: &str) -> PathBuf {
-        state_dir.join(format!("{export}.restore-test.json"))
-    }
-
-    pub fn load(state_dir: &Path, export: &str) -> LastTest {
-        std::fs::read(LastTest::path(state_dir, export))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| Error::io_path("cannot create", state_dir, e))?;
-        let path = LastTest::path(state_dir, export);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("state serialises"),
-        )
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::io_path("cannot write", &path, e))
-    }
-
     fn of(t: &Tested) -> LastTest {
         LastTest {
             at: Some(t.at),
@@ -168,13 +131,6 @@ impl LastTest {
             restore_bytes_per_second: t.restore_bytes_per_second,
             error: t.error.clone(),
         }
-    }
-
-    /// Whether the schedule (`every`) wants a test now.
-    pub fn due(&self, every: std::time::Duration, now: DateTime<Utc>) -> bool {
-        self.at.is_none_or(|t| {
-            now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
-        })
     }
 }
 
@@ -258,7 +214,12 @@ pub async fn run_due(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, Result
         let Some(config) = &e.restore_test else {
             continue;
         };
-        if !LastTest::load(&policy.state_dir, &e.name).due(config.every.as_duration(), now) {
+        if !LastTest::load(policy, &e.name).due(config.every.as_duration(), now) {
+            continue;
+        }
+        // A test waits for the export's first point (a new host's first
+        // run tests before it backs up).
+        if ExportState::load(policy, &e.name).last_success.is_none() {
             continue;
         }
         let result = run(policy, e, &[], crate::progress::silent()).await;
@@ -386,7 +347,7 @@ pub async fn run(
         let mut state = LastTest::of(last);
         state.passed = out.iter().all(|t| t.passed);
         state.error = out.iter().find_map(|t| t.error.clone());
-        if let Err(e) = state.save(&policy.state_dir, &export.name) {
+        if let Err(e) = state.save(policy, &export.name) {
             tracing::warn!("the restore test's state is not saved: {e}");
         }
     }

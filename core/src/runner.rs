@@ -13,6 +13,7 @@ use crate::config::Policy;
 use crate::lock::ExportLock;
 use crate::notify;
 use crate::progress::Reporter;
+use crate::state::{ExportState, Kept};
 use crate::{Error, ExitCode, Result, metrics, state};
 
 /// A run of one export and what followed it.
@@ -67,7 +68,7 @@ pub async fn run_export(
         ping_errors.push(format!("ping: {e}"));
     }
     let report = backup::run(policy, export, progress.clone()).await?;
-    let mut st = state::load(&policy.state_dir, &policy.host, export);
+    let mut st = ExportState::load(policy, export);
     st.last_attempt = Some(attempt);
     st.last_duration_seconds = Some(report.seconds);
     let result = match report.exit_code() {
@@ -99,7 +100,7 @@ pub async fn run_export(
         st.last_maintenance = Some(maintain(policy, export, &report, now, progress.clone()).await);
     }
     refresh_points(policy, export, &mut st).await;
-    state::save(&policy.state_dir, &policy.host, export, &st)?;
+    st.save(policy, export)?;
     drop(lock);
     if let Err(e) = metrics::write_textfile(policy, Utc::now()) {
         tracing::warn!(error = %e, "metrics textfile not written");
@@ -238,7 +239,7 @@ pub fn due_exports(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, DateTime
         .exports
         .values()
         .filter_map(|e| {
-            let st = state::load(&policy.state_dir, &policy.host, &e.name);
+            let st = ExportState::load(policy, &e.name);
             e.schedule
                 .due(st.last_attempt, now)
                 .map(|slot| (e.name.clone(), slot))

@@ -1,8 +1,13 @@
-//! What the agent remembers between runs, per export: the last attempt and
-//! its result, the last success, sizes, and what the targets held; and per
-//! declared snapshot, the newest one taken. Kept in the state folder as
-//! small JSON files written atomically. Losing it only makes every export
-//! due once (and `status` forget the snapshots until the next one).
+//! What the agent remembers between runs, keyed by host and export, in one
+//! store: per export, its last run (attempt, result, sizes, what the targets
+//! held), what its archiving last saw, and its last restore test; per
+//! declared snapshot, the newest one taken. Each record is a small JSON file,
+//! `<state_dir>/<host>/<kind>/<export>.json`, written atomically.
+//!
+//! The state is a cache of what the repositories hold: losing it only makes
+//! every export and restore test due once, the archive's reach computed
+//! again from the archive, and `status` forget the snapshots until the next
+//! one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,24 +81,99 @@ pub struct Maintenance {
     pub errors: Vec<String>,
 }
 
-fn path(state_dir: &Path, host: &str, export: &str) -> PathBuf {
-    state_dir
-        .join(host)
-        .join("exports")
+/// A record the store keeps per export of a host, each kind in a folder
+/// of its own.
+pub trait Kept: Serialize + serde::de::DeserializeOwned + Default {
+    const FOLDER: &'static str;
+
+    /// The record of `export` on the policy's host; the default when there
+    /// is none, or when it cannot be read (it is a cache).
+    fn load(policy: &Policy, export: &str) -> Self {
+        std::fs::read(path::<Self>(policy, export))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, policy: &Policy, export: &str) -> Result<()> {
+        let body = serde_json::to_vec_pretty(self).expect("state serialises");
+        write_atomically(&path::<Self>(policy, export), &body)
+    }
+}
+
+impl Kept for ExportState {
+    const FOLDER: &'static str = "exports";
+}
+
+impl Kept for ArchiveState {
+    const FOLDER: &'static str = "archive";
+}
+
+impl Kept for LastTest {
+    const FOLDER: &'static str = "restore-tests";
+}
+
+fn path<T: Kept>(policy: &Policy, export: &str) -> PathBuf {
+    policy
+        .state_dir
+        .join(&policy.host)
+        .join(T::FOLDER)
         .join(format!("{export}.json"))
 }
 
-pub fn load(state_dir: &Path, host: &str, export: &str) -> ExportState {
-    std::fs::read(path(state_dir, host, export))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The folder where an archiving export marks the files already on every
+/// target.
+pub fn spool_dir(policy: &Policy, export: &str) -> PathBuf {
+    policy
+        .state_dir
+        .join(&policy.host)
+        .join("wal-spool")
+        .join(export)
 }
 
-pub fn save(state_dir: &Path, host: &str, export: &str, state: &ExportState) -> Result<()> {
-    let p = path(state_dir, host, export);
-    let body = serde_json::to_vec_pretty(state).expect("state serialises");
-    write_atomically(&p, &body)
+/// What the agent last saw of an export's archiving, for `status` and the
+/// metrics: written by each push, the daemon and `wal status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ArchiveState {
+    pub checked_at: Option<DateTime<Utc>>,
+    /// The newest instant a restore can reach, when last computed.
+    pub recoverable_until: Option<DateTime<Utc>>,
+    /// The first file missing after that reach: a push of exactly this
+    /// file carries the reach to its end, without reading the archive.
+    #[serde(default)]
+    pub reach_next: Option<String>,
+    pub reach_checked_at: Option<DateTime<Utc>>,
+    pub restorable_base_backups: usize,
+    pub backlog_files: usize,
+    pub pg_wal_free_bytes: Option<u64>,
+    /// Seconds a push took, lately (50th and 99th percentiles).
+    pub push_p50_seconds: Option<f64>,
+    pub push_p99_seconds: Option<f64>,
+    /// Seconds from a file's last write to every target holding it (99th).
+    pub lag_p99_seconds: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// The last restore test of an export on this host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LastTest {
+    pub at: Option<DateTime<Utc>>,
+    pub passed: bool,
+    pub point: Option<String>,
+    /// Receive and load, in seconds.
+    pub restore_seconds: f64,
+    pub raw_bytes: u64,
+    pub restore_bytes_per_second: f64,
+    pub error: Option<String>,
+}
+
+impl LastTest {
+    /// Whether the schedule (`every`) wants a test now.
+    pub fn due(&self, every: std::time::Duration, now: DateTime<Utc>) -> bool {
+        self.at.is_none_or(|t| {
+            now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
+        })
+    }
 }
 
 /// Writes `body` to `path` through a temporary file and a rename, with mode 0640.

@@ -561,7 +561,7 @@ fn wal_push_and_get_keep_postgresql_s_archive_contract() {
     // is archived), and checked against the target once the marker is gone.
     put(&original);
     push().ok();
-    std::fs::remove_file(site.state.join("wal/main").join(&first)).unwrap();
+    std::fs::remove_file(site.state.join("db1/wal-spool/main").join(&first)).unwrap();
     push().ok();
     assert_eq!(site.objects(&first), stored, "a second object was written");
 
@@ -1311,46 +1311,101 @@ fn a_push_killed_mid_upload_never_leaves_a_partial_object_in_the_archive() {
     pg.psql("create table t (n int); insert into t select generate_series(1, 200000)");
     let name = pg.switch_wal();
     let segment = pg.data.join("pg_wal").join(&name);
-    let bytes = std::fs::read(&segment).unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
     // Stopped, so that nothing recycles it; its shutdown checkpoint may
-    // have, so it is put back as it was.
+    // have, so it is put back. Past its first page, incompressible: a
+    // local push of well-compressing WAL takes milliseconds, too short to
+    // be cut.
     pg.stop();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ crate::harness::rand_u32() as u64;
+    for b in &mut bytes[8192..] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 32) as u8;
+    }
     std::fs::write(&segment, &bytes).unwrap();
     chown_postgres(&segment);
     let out = site.dir("fetched");
-    let mut seed = crate::harness::rand_u32() as u64;
-    let mut cut_short = 0;
-    for round in 0..12 {
-        // Nothing archived yet for this name: each round starts clean.
+    let pattern = format!("wal push --policy {}", site.policy.display());
+    let forget = || {
         for o in site.objects(&name) {
             std::fs::remove_file(o).unwrap();
         }
-        let _ = std::fs::remove_file(site.state.join("wal/main").join(&name));
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis((seed >> 33) % 120);
+        let _ = std::fs::remove_file(site.state.join("db1/wal-spool/main").join(&name));
+    };
+    let push = || {
         let mut c = as_postgres(&agent_bin(), site.s.dir.path());
         c.args(["wal", "push", "--policy"])
             .arg(&site.policy)
             .arg(&segment);
-        let mut child = c.spawn().unwrap();
+        c.spawn().unwrap()
+    };
+    // How long a whole push takes here; the kills sweep its first half,
+    // where the upload is (then it records the archive's reach).
+    forget();
+    let started = std::time::Instant::now();
+    assert!(push().wait().unwrap().success());
+    let span = started.elapsed().as_millis() as u64;
+    let rounds = 24;
+    let mut cut_short = 0;
+    for round in 0..rounds {
+        // Nothing archived yet for this name: each round starts clean.
+        forget();
+        // Kills swept over the first half, with a random jitter.
+        let jitter = crate::harness::rand_u32() as u64 % 5;
+        let delay = Duration::from_millis(span / 2 * round / rounds + jitter);
+        let mut child = push();
+        // From the agent's own start (runuser takes a while to exec it),
+        // read from /proc: a pgrep per poll is slower than the push.
+        let runuser = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let agent = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{runuser}/task/{runuser}/children"))
+                    .unwrap_or_default();
+            let exec = children.split_whitespace().next().filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == agent_bin())
+            });
+            if let Some(pid) = exec {
+                break Some(pid.to_string());
+            }
+            if child.try_wait().unwrap().is_some() {
+                break None;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the push never started"
+            );
+        };
         std::thread::sleep(delay);
-        // runuser forwards the signal to the agent; SIGKILL the whole group.
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("wal push --policy {}", site.policy.display()),
-            ])
-            .status();
+        if let Some(pid) = &agent {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        // runuser and the agent both match; kill until neither is left, so
+        // no agent forked just before the kill goes on alone.
+        wait_for(
+            "the killed push to be gone",
+            Duration::from_secs(10),
+            || {
+                let _ = Command::new("pkill")
+                    .args(["-KILL", "-f", &pattern])
+                    .status();
+                !Command::new("pgrep")
+                    .args(["-f", &pattern])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            },
+        );
         let _ = child.wait();
         // Whatever is listed is whole: `wal get` finds it intact (0) or
         // finds nothing (1), never a damaged copy (126).
         let got = site.agent(&["wal", "get", &name, &out.join(&name).display().to_string()]);
         assert!(
             got.code == 0 || got.code == 1,
-            "round {round} (killed after {delay:?}): wal get exited {}: {}",
+            "round {round} (killed after {delay:?} of {span} ms): wal get exited {}: {}",
             got.code,
             got.all()
         );
@@ -1626,7 +1681,9 @@ fn parse_shown(text: &str) -> f64 {
         .map(|part| {
             let split = part.find(|c: char| c.is_alphabetic()).unwrap();
             let (n, unit) = part.split_at(split);
-            let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a duration: {text}"));
+            let n: f64 = n
+                .parse()
+                .unwrap_or_else(|_| panic!("not a duration: {text}"));
             n * match unit {
                 "ms" => 0.001,
                 "s" => 1.0,
@@ -1690,9 +1747,11 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
             .as_str()
             .is_some_and(|u| epoch(json_time(&serde_json::json!(u))) >= t.floor())
     };
-    wait_for("the archive to reach the last write", Duration::from_secs(30), || {
-        reaches(&export(&status(&site), "main"), last)
-    });
+    wait_for(
+        "the archive to reach the last write",
+        Duration::from_secs(30),
+        || reaches(&export(&status(&site), "main"), last),
+    );
     pg.stop();
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -1703,7 +1762,10 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
     let (main, app) = (export(&st, "main"), export(&st, "app"));
     let until = json_time(&main["recoverable_until"]);
     assert!(epoch(until) >= last.floor(), "{main:#}");
-    assert!(until > base_done, "the reach is the archive's, not the base backup's: {main:#}");
+    assert!(
+        until > base_done,
+        "the reach is the archive's, not the base backup's: {main:#}"
+    );
     assert_eq!(main["bound"], "wal_archive", "{main:#}");
     assert_eq!(main["rpo_objective_seconds"], 1800.0, "{main:#}");
     assert_eq!(main["within_rpo"], true, "{main:#}");
@@ -1714,17 +1776,30 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
     );
     assert_eq!(app["rpo_objective_seconds"], 86_400.0, "{app:#}");
     // Each view's exposure is its own now minus that one instant.
-    let agrees = |view: &str, e: &serde_json::Value, now_from: DateTime<Utc>, now_to: DateTime<Utc>| {
-        let name = e["export"].as_str().unwrap();
-        let ours = if name == "main" { &main } else { &app };
-        assert_eq!(e["recoverable_until"], ours["recoverable_until"], "{view}: {e:#}");
-        assert_eq!(e["within_rpo"], ours["within_rpo"], "{view}: {e:#}");
-        assert_eq!(e["rpo_objective_seconds"], ours["rpo_objective_seconds"], "{view}: {e:#}");
-        let reached = json_time(&e["recoverable_until"]);
-        let x = e["rpo_exposure_seconds"].as_f64().unwrap();
-        let (lo, hi) = (epoch(now_from) - epoch(reached), epoch(now_to) - epoch(reached));
-        assert!(lo - 0.01 <= x && x <= hi + 0.01, "{view}: exposure {x} not in [{lo}, {hi}]: {e:#}");
-    };
+    let agrees =
+        |view: &str, e: &serde_json::Value, now_from: DateTime<Utc>, now_to: DateTime<Utc>| {
+            let name = e["export"].as_str().unwrap();
+            let ours = if name == "main" { &main } else { &app };
+            assert_eq!(
+                e["recoverable_until"], ours["recoverable_until"],
+                "{view}: {e:#}"
+            );
+            assert_eq!(e["within_rpo"], ours["within_rpo"], "{view}: {e:#}");
+            assert_eq!(
+                e["rpo_objective_seconds"], ours["rpo_objective_seconds"],
+                "{view}: {e:#}"
+            );
+            let reached = json_time(&e["recoverable_until"]);
+            let x = e["rpo_exposure_seconds"].as_f64().unwrap();
+            let (lo, hi) = (
+                epoch(now_from) - epoch(reached),
+                epoch(now_to) - epoch(reached),
+            );
+            assert!(
+                lo - 0.01 <= x && x <= hi + 0.01,
+                "{view}: exposure {x} not in [{lo}, {hi}]: {e:#}"
+            );
+        };
     agrees("status", &main, before, Utc::now());
     agrees("status", &app, before, Utc::now());
 
@@ -1761,7 +1836,15 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
 
     // The compliance report a manager files.
     let from = Utc::now();
-    let report = drp_as_postgres(&site, &["--json", "report", "--policy", site.policy.to_str().unwrap()]);
+    let report = drp_as_postgres(
+        &site,
+        &[
+            "--json",
+            "report",
+            "--policy",
+            site.policy.to_str().unwrap(),
+        ],
+    );
     report.ok();
     let to = Utc::now();
     for e in report.json()["exposure"].as_array().unwrap() {
@@ -1770,11 +1853,17 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
 
     // The fleet's view: the agent asked over SSH, answering typed.
     let host = crate::fleet::host(&site.s, 8, "db1");
-    std::fs::write(host.policy_path(), std::fs::read_to_string(&site.policy).unwrap()).unwrap();
+    std::fs::write(
+        host.policy_path(),
+        std::fs::read_to_string(&site.policy).unwrap(),
+    )
+    .unwrap();
     host.authorize();
     crate::fleet::inventory(&site.s, "fleet.yaml", &[&host], None, None);
     let from = Utc::now();
-    let fleet = site.s.drp(&["--json", "status", "--inventory", "fleet.yaml"]);
+    let fleet = site
+        .s
+        .drp(&["--json", "status", "--inventory", "fleet.yaml"]);
     fleet.ok();
     let to = Utc::now();
     let rows = fleet.json()["rows"].as_array().unwrap().clone();
@@ -1787,7 +1876,13 @@ fn every_view_tells_one_exposure_from_the_archive_s_reach_with_archive_command_a
     let from = Utc::now();
     drp_as_postgres(
         &site,
-        &["handover", "--policy", site.policy.to_str().unwrap(), "--out", site.dir("handover").to_str().unwrap()],
+        &[
+            "handover",
+            "--policy",
+            site.policy.to_str().unwrap(),
+            "--out",
+            site.dir("handover").to_str().unwrap(),
+        ],
     )
     .ok();
     let to = Utc::now();

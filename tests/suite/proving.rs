@@ -340,3 +340,54 @@ fn a_mariadb_restore_test_loads_a_private_server_and_never_touches_the_live_data
     assert_eq!(leftovers(&tmp), Vec::<String>::new());
     assert_eq!(processes_in(&tmp), Vec::<String>::new());
 }
+
+/// Two policies on one machine (one state folder) whose exports are both
+/// named `db`: each keeps its own restore tests, run state and metrics.
+#[test]
+fn two_policies_with_exports_of_the_same_name_keep_their_own_state() {
+    let s = scratch("samename");
+    let mut policies = Vec::new();
+    for host in ["shop-1", "blog-1"] {
+        let db = s.path(&format!("{host}.db"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("create table t (x text); insert into t values ('été');")
+            .unwrap();
+        let p = s.write(
+            &format!("{host}.yaml"),
+            &format!(
+                "host: {host}\nobjectives: {{rpo: 30m}}\nmetrics: {{textfile: {host}.prom}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  db:\n    source: {{kind: sqlite, path: {}}}\n    targets: [nas]\n    restore_test: {{every: 7d, random_within: 0s, checks: [{{sql: \"select count(*) from t\", expect: \"1\"}}]}}\n",
+                db.display()
+            ),
+        );
+        policies.push(p.display().to_string());
+    }
+    // Each host's first run backs up (a restore test waits for a first
+    // point), its second tests; the shop's first, then the blog's.
+    for p in &policies {
+        let first = s.agent(&["run", "--due", "--policy", p]);
+        first.ok();
+        assert!(!first.stdout.contains("restore test"), "{}", first.stdout);
+        s.agent(&["run", "--due", "--policy", p]).ok();
+    }
+    for (host, p) in ["shop-1", "blog-1"].iter().zip(&policies) {
+        let status = s.agent(&["--json", "status", "--policy", p]);
+        status.ok();
+        let e = &status.json()["exports"][0];
+        assert_eq!(
+            e["last_restore_test"]["passed"], true,
+            "{host}'s own restore test ran: {e:#}"
+        );
+        let prom = std::fs::read_to_string(s.path(&format!("{host}.prom"))).unwrap();
+        assert!(
+            prom.contains(&format!(
+                "drp_export_last_restore_test_result{{host=\"{host}\",export=\"db\"}} 1"
+            )),
+            "{prom}"
+        );
+    }
+    assert!(
+        s.path("state/shop-1/restore-tests/db.json").is_file()
+            && s.path("state/blog-1/restore-tests/db.json").is_file(),
+        "one record per host and export"
+    );
+}

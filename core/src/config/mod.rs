@@ -20,6 +20,7 @@ pub use policy::{
     Compression, Export, Metrics, NamedCommand, Notify, NotifyWhen, Objectives, Policy,
     PruneSettings, RestoreSettings, Retention, ServeSettings,
 };
+pub use schedule::{Calendar, Schedule};
 pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;
 

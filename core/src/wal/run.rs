@@ -3,6 +3,9 @@
 //! pushes ahead of PostgreSQL.
 
 use std::path::{Path, PathBuf};
+
+pub use crate::state::ArchiveState;
+use crate::state::Kept;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -123,7 +126,7 @@ impl<'p> ExportArchive<'p> {
     }
 
     pub fn spool(&self) -> Result<Spool> {
-        Spool::open(&self.policy.state_dir, &self.export)
+        Spool::open(self.policy, &self.export)
     }
 
     /// The cluster's `pg_wal`.
@@ -227,8 +230,7 @@ impl<'p> ExportArchive<'p> {
     /// archive with `archive_command` alone. The first push after a base
     /// backup reads the archive once to learn where the reach stands.
     async fn carry_reach(&self, ready: &Ready, spool: &Spool) {
-        let dir = &self.policy.state_dir;
-        let mut state = ArchiveState::load(dir, &self.export);
+        let mut state = ArchiveState::load(self.policy, &self.export);
         let fresh = state.reach_next.is_none();
         if fresh {
             state.saw(&self.reach().await);
@@ -243,7 +245,7 @@ impl<'p> ExportArchive<'p> {
             }
         });
         if moved || fresh {
-            if let Err(e) = state.save(dir, &self.export) {
+            if let Err(e) = state.save(self.policy, &self.export) {
                 tracing::warn!(error = %e, "the archive's reach is not recorded");
             }
             if let Err(e) = crate::metrics::write_textfile(self.policy, Utc::now()) {
@@ -316,7 +318,8 @@ impl<'p> ExportArchive<'p> {
         let mut best = ArchiveReach::default();
         for repo in &self.repos {
             if let Ok(listing) = repo.list(&self.policy.host, &self.export).await
-                && let Ok(r) = wal_reach(repo, &self.policy.host, &self.export, &listing.points).await
+                && let Ok(r) =
+                    wal_reach(repo, &self.policy.host, &self.export, &listing.points).await
             {
                 best.merge(r);
             }
@@ -328,8 +331,7 @@ impl<'p> ExportArchive<'p> {
     /// its error), the push latencies, and when `reach` is set, how far a
     /// restore reaches now.
     pub async fn record(&self, turn: Option<Result<Backlog>>, reach: bool) -> Result<ArchiveState> {
-        let dir = &self.policy.state_dir;
-        let mut state = ArchiveState::load(dir, &self.export);
+        let mut state = ArchiveState::load(self.policy, &self.export);
         let spool = self.spool()?;
         // An observation (`wal status`) is not a turn: the last turn's
         // outcome and time stay.
@@ -356,7 +358,7 @@ impl<'p> ExportArchive<'p> {
         if reach {
             state.saw(&self.reach().await);
         }
-        state.save(dir, &self.export)?;
+        state.save(self.policy, &self.export)?;
         Ok(state)
     }
 
@@ -442,29 +444,6 @@ pub async fn wal_reach(
     Ok(best)
 }
 
-/// What the agent last saw of an export's archiving, for `status` and
-/// the metrics: written by the daemon and by `wal status`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct ArchiveState {
-    pub checked_at: Option<chrono::DateTime<Utc>>,
-    /// The newest instant a restore can reach, when last computed.
-    pub recoverable_until: Option<chrono::DateTime<Utc>>,
-    /// The first file missing after that reach: a push of exactly this
-    /// file carries the reach to its end, without reading the archive.
-    #[serde(default)]
-    pub reach_next: Option<String>,
-    pub reach_checked_at: Option<chrono::DateTime<Utc>>,
-    pub restorable_base_backups: usize,
-    pub backlog_files: usize,
-    pub pg_wal_free_bytes: Option<u64>,
-    /// Seconds a push took, lately (50th and 99th percentiles).
-    pub push_p50_seconds: Option<f64>,
-    pub push_p99_seconds: Option<f64>,
-    /// Seconds from a file's last write to every target holding it (99th).
-    pub lag_p99_seconds: Option<f64>,
-    pub last_error: Option<String>,
-}
-
 impl ArchiveState {
     /// Records a reach computed from the archive itself.
     pub fn saw(&mut self, r: &ArchiveReach) {
@@ -485,7 +464,8 @@ impl ArchiveState {
         let mut moved = false;
         while let Some(next) = self.reach_next.clone() {
             let Some(ended) = archived(&next) else { break };
-            let Some(file @ super::WalFile::Segment { timeline, .. }) = super::WalFile::parse(&next)
+            let Some(file @ super::WalFile::Segment { timeline, .. }) =
+                super::WalFile::parse(&next)
             else {
                 break;
             };
@@ -498,22 +478,6 @@ impl ArchiveState {
             moved = true;
         }
         moved
-    }
-
-    fn path(state_dir: &Path, export: &str) -> PathBuf {
-        state_dir.join("wal").join(format!("{export}.json"))
-    }
-
-    pub fn load(state_dir: &Path, export: &str) -> ArchiveState {
-        std::fs::read(Self::path(state_dir, export))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn save(&self, state_dir: &Path, export: &str) -> Result<()> {
-        let body = serde_json::to_vec_pretty(self).expect("state serialises");
-        crate::state::write_atomically(&Self::path(state_dir, export), &body)
     }
 }
 
@@ -538,7 +502,7 @@ const REACH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 pub async fn archive_turn(policy: &Policy) {
     for e in policy.exports.values() {
         let name = &e.name;
-        let last = ArchiveState::load(&policy.state_dir, name);
+        let last = ArchiveState::load(policy, name);
         let since = |t: Option<chrono::DateTime<Utc>>| t.map(|t| Utc::now() - t);
         match &e.source {
             SourceConfig::Mysql(c) => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::binlog::{self, BinlogStart};
-use super::run::{ArchiveReach, ArchiveState};
+use super::run::ArchiveReach;
 use super::spool::Spool;
 use crate::config::Policy;
 use crate::repository::Repository;
@@ -16,6 +16,7 @@ use crate::repository::binlog::BinlogObject;
 use crate::repository::wal::sha256_hex;
 use crate::source::SourceConfig;
 use crate::source::mysql::{Mysql, MysqlConfig};
+use crate::state::{ArchiveState, Kept};
 use crate::{Error, Result};
 
 /// A MariaDB export whose binary logs are shipped, with its opened targets.
@@ -60,7 +61,7 @@ impl<'p> BinlogArchive<'p> {
     }
 
     pub fn spool(&self) -> Result<Spool> {
-        Spool::open(&self.policy.state_dir, &self.export)
+        Spool::open(self.policy, &self.export)
     }
 
     /// Ships every closed binary log not shipped yet; with `rotate`, makes
@@ -163,8 +164,7 @@ impl<'p> BinlogArchive<'p> {
     /// Saves what was seen: the shipment's outcome, the latencies, and how
     /// far a restore reaches now.
     pub async fn record(&self, turn: Option<Result<Shipped>>) -> Result<ArchiveState> {
-        let dir = &self.policy.state_dir;
-        let mut state = ArchiveState::load(dir, &self.export);
+        let mut state = ArchiveState::load(self.policy, &self.export);
         let spool = self.spool()?;
         // An observation (`wal status`) is not a turn: the last turn's
         // outcome and time stay.
@@ -203,7 +203,7 @@ impl<'p> BinlogArchive<'p> {
         state.recoverable_until = r.until;
         state.restorable_base_backups = r.restorable;
         state.reach_checked_at = Some(Utc::now());
-        state.save(dir, &self.export)?;
+        state.save(self.policy, &self.export)?;
         match outcome {
             Some(Err(e)) => Err(e),
             _ => Ok(state),

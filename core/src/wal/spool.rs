@@ -4,7 +4,7 @@
 //! worst-case RPO.
 //!
 //! One small file per archived WAL file, in the policy's state folder:
-//! `<state>/wal/<export>/<file name>`, holding its digest and latency. A
+//! `<state>/<host>/wal-spool/<export>/<file name>`, holding its digest and latency. A
 //! marker only ever says "this exact content is on every target"; a file
 //! whose digest differs is pushed again.
 
@@ -42,8 +42,8 @@ impl Spool {
     /// The spool of `export`. It is a cache: a folder that cannot be
     /// created (another user's, a read-only state folder) only means every
     /// file is pushed in full, never that a push fails.
-    pub fn open(state_dir: &Path, export: &str) -> Result<Spool> {
-        let dir = state_dir.join("wal").join(export);
+    pub fn open(policy: &crate::config::Policy, export: &str) -> Result<Spool> {
+        let dir = crate::state::spool_dir(policy, export);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(error = %e, "the WAL spool {} cannot be created; pushing without it", dir.display());
         }
