@@ -103,8 +103,8 @@ print(f"- Coordinator overhead over {hosts} hosts: **{over:.2f} s** (target ≤ 
 print(f"  {statistics.median(ratios):.2f}× the local one (range {ratios[0]:.2f}–{ratios[-1]:.2f} over the rounds). The sessions open to every host")
 print("  at once, in the background, as the run starts: a step waits only for its own host's session (about")
 print("  0.3 s for one SSH handshake and the agent's start), and each remote step then costs a request and its")
-print("  reply on an open channel. Opening all sessions before the first step measured 1.39 s, and one host")
-print("  after the other (the first version) 2.86 s.")
+print("  reply on an open channel. Opening all sessions before the first step measures 1.39 s, and one host")
+print("  after the other 2.86 s.")
 print()
 PY
 echo "bench: wrote bench/fleet.md and $RESULTS" >&2

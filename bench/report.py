@@ -187,15 +187,15 @@ if two_runs and not any(n not in PIPELINE_ROWS for n in runs):
     p("shared machines, the ratios are what to compare.\n")
 elif two_runs:
     full_date = info.get("date")
-    p("Produced by `bash bench/run.sh` on one machine, in two runs: a full one, then")
-    p("`DRP_BENCH_ONLY=pipeline bash bench/run.sh`, whose rows replaced the same rows of the first. Rerun")
+    p("Produced by `bash bench/run.sh` on one machine, in two runs: a full one, and")
+    p("`DRP_BENCH_ONLY=pipeline bash bench/run.sh`, whose rows take the place of the same rows of the full one. Rerun")
     p("them to check the figures: absolute times vary on shared machines, the ratios are what to compare.\n")
     p(f"*Which run each part comes from:* the pipeline-only run of {info['pipeline_date']} ({p_reps} rounds,")
     p(f"`DRP_BENCH_MB={p_mb}`) gave the pipeline's runs, {', '.join(f'`{n}`' for n in PIPELINE_ROWS)}:")
     p("so the pipeline's ratios, the encryption section and those rows of the tables. Everything else (the")
-    p("database runs, physical mode, WAL archiving, the drill, the 100 MB slice's memory, the profile) is from the full run of "
-      + (f"{full_date} ({reps} rounds, `DRP_BENCH_MB={mb}`)." if full_date else
-         "an earlier date, not recorded in its rows (nor are its sizes and rounds: those shown are the pipeline-only run's)."))
+    p("database runs, physical mode, WAL archiving, the drill, the 100 MB slice's memory, the profile) is from the full run"
+      + (f" of {full_date} ({reps} rounds, `DRP_BENCH_MB={mb}`)." if full_date else
+         ", which precedes the pipeline-only one; its date is not recorded in its rows (nor are its sizes and rounds: those shown are the pipeline-only run's)."))
     p("The peak-RSS row compares the two runs' figures.\n")
 else:
     p("Produced by `bash bench/run.sh` in one run on one machine; every figure below")
@@ -230,7 +230,7 @@ p("  round, so they store the dump in full as drp does. drp's policy names the P
 p("  (`bin_dir`), as the baselines call them.")
 p("- Physical mode: the server runs with `archive_mode = on` and `archive_timeout = 60`, and the")
 p("  `archive_command` is switched by reload within each round: `true` during the logical runs (their")
-p("  restores write GBs of WAL that no one needs, discarded as when archiving was off), drp's `wal push`")
+p("  restores write GBs of WAL that no one needs, discarded as when archiving is off), drp's `wal push`")
 p("  for drp's base backup and physical restore, pgBackRest's `archive-push` for its backup and restores;")
 p("  so each tool restores from its own archive, from the backup it just took to the archive's end. The")
 p("  physical runs come last in each round, after the restored databases are dropped (every round backs")
@@ -473,13 +473,13 @@ if ok(PIPE) and ok(ZSTD):
     hashed = p_stream * (1 + p_zstd / p_dump)
     sha = hashed / 1.7e9
     p(f"- **Pipeline vs `zstd -T0` alone** ({verdicts.get('pipe', (0,))[0]:.2f}×). drp spends {d_c:.2f} CPU-s against zstd's {z_c:.2f}, {d_c - z_c:.2f} more.")
-    p("  The two SHA-256 digests the SPEC requires, of the raw and of the stored stream, account for it:")
+    p("  The two SHA-256 digests every point carries, of the raw and of the stored stream, account for it:")
     p(f"  {hashed / 1e9:.1f} GB at the SHA extensions' speed (about 1.7 GB/s here) is about {sha:.2f} CPU-s. zstd -3 runs only about")
     p("  eight times slower than SHA-256 per core, so the digests are not negligible next to it: with both")
     p(f"  cores busy all the time, drp could reach {z_w / ((z_c + sha) / cores):.2f}× zstd alone at best. It keeps them")
     p(f"  {d_c / (cores * d_w):.0%} busy against zstd's {z_c / (cores * z_w):.0%}; against `zstd | sha256sum`, which hashes one")
     p(f"  stream, drp is {verdicts.get('pipe-sha', (0,))[0]:.2f}× as fast. Hashing runs on the thread that feeds zstd (threads of their")
-    p("  own were tried, above). Plan: none that keeps both SHA-256 digests; the few points of utilization")
+    p("  own measure no better, above). Plan: none that keeps both SHA-256 digests; the few points of utilization")
     p("  left (the archiver thread taking turns with zstd's workers) are worth a few hundredths at most.")
 if ok(SEALED) and ok(PIPE):
     s_c, d_c, s_w, d_w = med(SEALED, "cpu"), med(PIPE, "cpu"), med(SEALED), med(PIPE)
@@ -492,20 +492,20 @@ if ok(SEALED) and ok(PIPE):
         vs_c, v_c = med(VERIFY_SEALED, "cpu"), med(VERIFY, "cpu")
         p(f"  Its verify, decrypting, spends {vs_c:.2f} CPU-s against {v_c:.2f} ({vs_c - v_c:+.2f}), in {med(VERIFY_SEALED):.2f} s against {med(VERIFY):.2f} s.")
         p(f"  Both verifies keep the two cores busy ({v_c / med(VERIFY):.1f} and {vs_c / med(VERIFY_SEALED):.1f} CPU-s per second of wall time):")
-        p("  decompression, each digest and decryption run on threads of their own (first built decrypting")
-        p("  on the decompressing thread, it measured 0.75× on this machine), so the decryption's CPU costs wall time")
+        p("  decompression, each digest and decryption run on threads of their own (decrypting")
+        p("  on the decompressing thread instead measures 0.75× on this machine), so the decryption's CPU costs wall time")
         p("  as on one core. With a core free for it the gap closes. The plaintext is read straight into the")
         p("  chunks zstd reads; what is left is age's own copy of each 64 KiB chunk out of its buffer, and the")
         p("  cipher itself.")
 if ok(DRP_R_NAS) and ok(PG_RESTORE):
     gap = med(DRP_R_NAS) - med(PG_RESTORE)
     p(f"- **Restore vs `pg_restore`** ({verdicts.get('restore', (0,))[0]:.2f}×). drp receives the point, decompresses it and checks both")
-    p("  digests *before* touching the database (the SPEC's rule), so the dump is staged in a file that")
+    p("  digests *before* touching the database (a restore applies nothing it has not verified), so the dump is staged in a file that")
     p("  `pg_restore -j2` then reads (parallel restore needs a seekable file); after that the two do the same")
     p(f"  work. The difference, {gap:.1f} s here, is the staging: decompression, both digests and the file write")
     p("  already run on separate threads, so what is left is zstd decompressing the whole point on one core.")
     p("  `drp-agent restore --json` reports the staging as the `seconds` of the transfer: 1.4 to 3.1 s for")
-    p("  this dump in an earlier check on this machine, with the staging file on disk or")
+    p("  this dump in a separate check on this machine, with the staging file on disk or")
     p("  on tmpfs alike (the file is not the cost). From S3 and SFTP the download adds to it, and their")
     p("  servers run on the same two cores. Plan: write the stored stream as independent zstd frames (say every 32 MiB,")
     p("  their offsets in the manifest) so a restore decompresses them on every core; that is a new")
@@ -567,8 +567,8 @@ if ok(DRP_PR) and ok(PGBR_RR):
         v = info.get("verify_s")
     p(f"  again ({float(v):.1f} s for this cluster on a fresh copy, timed alone after the rounds), the replay and the swap." if v else
       "  again, the replay and the swap.")
-    p("  Order matters here: in a check by hand beside a run, the first restore in a row ran slower than the")
-    p("  next ones (drp 5.0 s then 4.3 s, pgBackRest's copy 4.6 s then 2.9 s), so each round runs drp's restore and then")
+    p("  Order matters here: the first restore in a row runs slower than the next ones (in a check by hand")
+    p("  beside a run: drp 5.0 s then 4.3 s, pgBackRest's copy 4.6 s then 2.9 s), so each round runs drp's restore and then")
     p("  pgBackRest's like-for-like one as the first of their kind; pgBackRest's data-directory-only restore")
     p("  comes second, which flatters it.")
     p("  pgBackRest restores with two processes, decompressing each file on its own, and checks each file as")
@@ -581,13 +581,17 @@ if "drp" in wal:
         nfiles = int(w["archived"]) + int(w["ready_end"])
         rate = float(pgb_seconds) / max(nfiles, 1)
         p50 = float(w["call_p50"])
-        p(f"- **WAL archiving under pgbench.** pgbench wrote {int(w['wal_bytes']) / 1e6:.0f} MB of WAL in {pgb_seconds} s, a segment every {rate:.1f} s;")
-        p(f"  drp's `wal push` took {p50 * 1000:.0f} ms per call at the median ({float(w['call_p99']) * 1000:.0f} ms p99) as the archiver waits for it,")
+        p(f"- **WAL archiving under pgbench.** pgbench writes {int(w['wal_bytes']) / 1e6:.0f} MB of WAL in {pgb_seconds} s, a segment every {rate:.1f} s;")
+        p(f"  drp's `wal push` takes {p50 * 1000:.0f} ms per call at the median ({float(w['call_p99']) * 1000:.0f} ms p99) as the archiver waits for it,")
         if c.get("call_p50"):
             p(f"  `cp` {float(c['call_p50']) * 1000:.0f} ms. drp's call starts the agent, compresses the file, hashes it, writes it durably and")
             p("  records the push; `cp` copies into the page cache.")
-        p(f"  The backlog never passed {w.get('ready_max', '?')} file(s) and was {w.get('backlog', w.get('ready_end'))} when pgbench ended (target met): at that")
-        p(f"  latency one archiver alone keeps up with about {16.8 / p50:.0f} MB/s of WAL, {16.8 / p50 / (int(w['wal_bytes']) / 1e6 / float(pgb_seconds)):.0f}× this load. pgbench did")
+        most, end = w.get("ready_max", "?"), w.get("backlog", w.get("ready_end"))
+        if str(most) == str(end):
+            p(f"  The backlog stays at {end} file(s) throughout and at the end (target met): at that")
+        else:
+            p(f"  The backlog peaks at {most} file(s) and is {end} when pgbench ends (target met): at that")
+        p(f"  latency one archiver alone keeps up with about {16.8 / p50:.0f} MB/s of WAL, {16.8 / p50 / (int(w['wal_bytes']) / 1e6 / float(pgb_seconds)):.0f}× this load. pgbench runs")
         if c.get("tps"):
             p(f"  {float(w['tps']):.0f} tps with drp archiving and {float(c['tps']):.0f} with `cp` (one run each, so within the noise of this shared")
             p("  machine; drp's compression does take CPU from the database on two cores).")
