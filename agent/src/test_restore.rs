@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use drp_cli::{Output, Table};
 use drp_core::config::Policy;
-use drp_core::restore_test::Tested;
+use drp_core::records::Tested;
 use drp_core::{ExitCode, Result};
 
 pub async fn run(
@@ -89,7 +89,13 @@ pub async fn run(
 /// runs them (failures notified): a line each, and their worst exit code.
 pub async fn due(policy: &Policy, now: chrono::DateTime<chrono::Utc>, out: &Output) -> ExitCode {
     let mut code = ExitCode::Ok;
-    for (export, result) in drp_core::restore_test::run_due(policy, now).await {
+    let results = drp_core::restore_test::run_due(policy, now).await;
+    if !results.is_empty()
+        && let Err(e) = drp_core::metrics::write_textfile(policy, chrono::Utc::now())
+    {
+        eprintln!("metrics not written: {e}");
+    }
+    for (export, result) in results {
         match result {
             Ok(tested) => {
                 for t in &tested {

@@ -72,6 +72,11 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
             let policy = Policy::load(policy)?;
             let archive = ExportArchive::open(&policy, export.as_deref()).await?;
             let report = archive.push(path).await?;
+            if report.reach_moved
+                && let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now())
+            {
+                tracing::warn!(error = %e, "the metrics file is not rewritten");
+            }
             let name = file_name(path);
             match report.pushed {
                 None => tracing::info!("{name} was already archived"),

@@ -380,7 +380,7 @@ pub async fn write(
     let mut failed = Vec::new();
     for policy in policies {
         let names: Vec<String> = policy.targets.keys().cloned().collect();
-        for (name, repo) in drp_core::backup::open_targets(policy, &names).await {
+        for (name, repo) in drp_core::repository::open_targets(policy, &names).await {
             let stored = match repo {
                 Ok(repo) => {
                     repo.save_handover(&policy.host, md.clone().into_bytes(), html.clone())

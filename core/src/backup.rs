@@ -1,17 +1,15 @@
 //! One backup: export a source once and store it on every target of the
 //! export, committing each target's copy independently.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 
 use crate::config::Policy;
-use crate::keys::Keys;
 use crate::manifest::{self, CompressionInfo, Encryption, Manifest, StoredObject};
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
-use crate::repository::{self, Repository};
+use crate::repository;
 use crate::source;
 use crate::{Error, ExitCode, Result};
 
@@ -57,34 +55,6 @@ impl BackupReport {
     }
 }
 
-/// Opens the targets of an export; unreachable ones are reported, not fatal.
-pub async fn open_targets(policy: &Policy, names: &[String]) -> Vec<(String, Result<Repository>)> {
-    let keys = Keys::for_policy(policy).map(Arc::new);
-    let mut out = Vec::new();
-    for name in names {
-        let opened = match &keys {
-            Ok(keys) => Repository::for_policy(policy, name, keys).await,
-            Err(e) => Err(Error::Usage(e.to_string())),
-        };
-        out.push((name.clone(), opened));
-    }
-    out
-}
-
-/// Opens the targets of an export: the reachable repositories, and the
-/// errors of the others.
-pub async fn open_reachable(policy: &Policy, names: &[String]) -> (Vec<Repository>, Vec<Error>) {
-    let mut repos = Vec::new();
-    let mut unreachable = Vec::new();
-    for (_, opened) in open_targets(policy, names).await {
-        match opened {
-            Ok(r) => repos.push(r),
-            Err(e) => unreachable.push(e),
-        }
-    }
-    (repos, unreachable)
-}
-
 /// Exports `export_name` once to all of its targets.
 pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Result<BackupReport> {
     let export = policy.export(export_name)?.clone();
@@ -101,7 +71,7 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
     };
 
     let mut live = Vec::new();
-    for (name, opened) in open_targets(policy, &export.targets).await {
+    for (name, opened) in crate::repository::open_targets(policy, &export.targets).await {
         match opened {
             Ok(repo) => live.push(repo),
             Err(e) => report.targets.push(TargetOutcome {

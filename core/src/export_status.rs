@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
-use crate::restore_test::{Prediction, Tested};
+use crate::records::Tested;
+use crate::restore_test::Prediction;
 use crate::state::{ArchiveState, ExportState, Kept, LastTest};
-use crate::wal::run::ArchiveReach;
+use crate::wal::ArchiveReach;
 
 /// What bounds the export's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +112,7 @@ struct Inputs {
 impl ExportStatus {
     /// Reads the export's repositories and archive and assesses them.
     pub async fn gather(policy: &Policy, e: &Export, now: DateTime<Utc>) -> ExportStatus {
-        let (repos, unreachable) = crate::backup::open_reachable(policy, &e.targets).await;
+        let (repos, unreachable) = crate::repository::open_reachable(policy, &e.targets).await;
         let mut inputs = Inputs {
             points: BTreeMap::new(),
             unreadable: unreachable.iter().map(|x| x.to_string()).collect(),

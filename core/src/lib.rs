@@ -39,6 +39,7 @@ mod pipeline;
 pub mod posture;
 pub mod progress;
 pub mod prune;
+pub mod records;
 pub mod repository;
 pub mod restore;
 pub mod restore_test;
@@ -54,3 +55,142 @@ pub mod verify;
 pub mod wal;
 
 pub use error::{Error, ExitCode, Result};
+
+/// The core's layers, read from its own `use` lines: the invariants
+/// ARCHITECTURE.md states, checked on every build of the tests.
+#[cfg(test)]
+mod architecture {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Each module (a file, `a::b` for `a/b.rs`) and the modules of the
+    /// crate it names, tests left out.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let rel = path.strip_prefix(root).unwrap().with_extension("");
+                    let name = rel
+                        .to_str()
+                        .unwrap()
+                        .trim_end_matches("/mod")
+                        .replace('/', "::");
+                    if name != "lib" {
+                        let text = std::fs::read_to_string(&path).unwrap();
+                        let code = text.split("#[cfg(test)]").next().unwrap().to_string();
+                        out.insert(name, code);
+                    }
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut sources = BTreeMap::new();
+        walk(&root, &root, &mut sources);
+        let known: BTreeSet<String> = sources.keys().cloned().collect();
+        let mut graph = BTreeMap::new();
+        for (module, code) in &sources {
+            let parent = module.rsplit_once("::").map(|(p, _)| p.to_string());
+            let mut named = BTreeSet::new();
+            let mut paths: Vec<String> = Vec::new();
+            for (prefix, base) in [("crate::", None), ("super::", parent.as_deref())] {
+                for (i, _) in code.match_indices(prefix) {
+                    let rest: String = code[i + prefix.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    let full = match base {
+                        Some(b) => format!("{b}::{rest}"),
+                        None if prefix == "super::" => continue,
+                        None => rest,
+                    };
+                    paths.push(full);
+                }
+            }
+            for path in paths {
+                let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+                let found = (1..=parts.len())
+                    .rev()
+                    .map(|k| parts[..k].join("::"))
+                    .find(|c| known.contains(c));
+                if let Some(m) = found
+                    && &m != module
+                    && !module.starts_with(&format!("{m}::"))
+                {
+                    named.insert(m);
+                }
+            }
+            graph.insert(module.clone(), named);
+        }
+        graph
+    }
+
+    /// The modules `from` reaches through imports.
+    fn reach(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(m) = todo.pop() {
+            for n in graph.get(&m).into_iter().flatten() {
+                if seen.insert(n.clone()) {
+                    todo.push(n.clone());
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn the_core_has_no_import_loop_but_the_configuration_s_with_its_backends() {
+        let graph = imports();
+        let mut loops = BTreeSet::new();
+        for m in graph.keys() {
+            if reach(&graph, m).contains(m) {
+                loops.insert(m.clone());
+            }
+        }
+        let allowed: BTreeSet<String> = ["backend", "config", "keys"].map(String::from).into();
+        assert_eq!(loops, allowed, "modules on an import loop");
+    }
+
+    #[test]
+    fn lower_layers_import_no_operation() {
+        let graph = imports();
+        let operations = [
+            "backup",
+            "restore",
+            "restore_test",
+            "export_status",
+            "metrics",
+            "runner",
+            "prune",
+            "verify",
+            "snapshot",
+        ];
+        for (module, named) in &graph {
+            let lower = ["repository", "records", "state", "manifest", "wal"]
+                .iter()
+                .any(|l| module == l || module.starts_with(&format!("{l}::")));
+            if !lower {
+                continue;
+            }
+            for op in operations {
+                assert!(
+                    !named
+                        .iter()
+                        .any(|n| n == op || n.starts_with(&format!("{op}::"))),
+                    "{module} imports the operation {op}"
+                );
+            }
+        }
+        assert!(
+            graph["records"].is_empty(),
+            "a record imports nothing: {:?}",
+            graph["records"]
+        );
+        for m in ["repository", "backend"] {
+            assert!(!graph["metrics"].contains(m), "metrics reads {m}");
+        }
+    }
+}

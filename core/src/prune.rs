@@ -300,7 +300,7 @@ pub(crate) async fn prune_export(
 ) -> Result<Vec<Result<TargetPrune>>> {
     let export = policy.export(export_name)?;
     let mut out = Vec::new();
-    for (_, opened) in crate::backup::open_targets(policy, &export.targets).await {
+    for (_, opened) in crate::repository::open_targets(policy, &export.targets).await {
         out.push(match opened {
             Ok(repo) => prune_target(policy, export, &repo, now, dry_run).await,
             Err(e) => Err(e),

@@ -11,102 +11,16 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Export, HumanDuration, Policy, SourceConfig};
+use crate::config::{Check, Export, Policy, RestoreTestConfig, SourceConfig};
 use crate::keys::Keys;
 use crate::manifest::Manifest;
 use crate::progress::Reporter;
+use crate::records::{CheckResult, Tested};
 use crate::repository::Repository;
 use crate::restore::{self, Selector};
 use crate::source::{self, Source};
 use crate::state::{ExportState, Kept, LastTest};
 use crate::{Error, Result};
-
-/// An export's `restore_test:` section.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreTestConfig {
-    /// How often `run --due` tests the export (default 7d).
-    #[serde(default = "RestoreTestConfig::default_every")]
-    pub every: HumanDuration,
-    /// Besides the newest point, also one picked at random among those of
-    /// this window (default 30d; `0s`: the newest only).
-    #[serde(default = "RestoreTestConfig::default_window")]
-    pub random_within: HumanDuration,
-    /// What the restored copy must answer.
-    #[serde(default)]
-    pub checks: Vec<Check>,
-}
-
-impl RestoreTestConfig {
-    fn default_every() -> HumanDuration {
-        HumanDuration(std::time::Duration::from_secs(7 * 86_400))
-    }
-
-    fn default_window() -> HumanDuration {
-        HumanDuration(std::time::Duration::from_secs(30 * 86_400))
-    }
-}
-
-impl Default for RestoreTestConfig {
-    fn default() -> Self {
-        RestoreTestConfig {
-            every: RestoreTestConfig::default_every(),
-            random_within: RestoreTestConfig::default_window(),
-            checks: Vec::new(),
-        }
-    }
-}
-
-/// One check of a restored copy.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, untagged)]
-pub enum Check {
-    /// A query whose first value must read `expect` (databases).
-    Sql { sql: String, expect: String },
-    /// At least this many files (directories).
-    Files { min_files: u64 },
-}
-
-/// What one check found.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub check: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
-/// A restore test of one point: the record stored beside it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tested {
-    pub id: String,
-    pub host: String,
-    pub export: String,
-    pub kind: String,
-    pub at: DateTime<Utc>,
-    pub passed: bool,
-    /// Why it failed, when it did.
-    pub error: Option<String>,
-    pub raw_sha256: String,
-    pub stored_sha256: String,
-    pub target: String,
-    pub tools: std::collections::BTreeMap<String, String>,
-    /// Starting the throwaway instance.
-    pub start_seconds: f64,
-    /// Fetching, decrypting, decompressing and checking both digests.
-    pub receive_seconds: f64,
-    /// Loading into the instance.
-    pub load_seconds: f64,
-    pub validate_seconds: f64,
-    pub raw_bytes: u64,
-    /// Raw bytes per second over receive and load.
-    pub restore_bytes_per_second: f64,
-    pub checks: Vec<CheckResult>,
-    /// For a physical base backup: the random instant it was restored to
-    /// (`None`: to the end of its archive).
-    #[serde(default)]
-    pub to_time: Option<DateTime<Utc>>,
-    pub agent: String,
-}
 
 impl Tested {
     /// What the restore of the point took: from whom, receiving and loading.
@@ -206,7 +120,7 @@ pub fn predict_at(
 
 /// Runs the restore tests the schedules say are due (exports with a
 /// `restore_test:` section whose last test is `every` old), notifies the
-/// failures and rewrites the metrics file: per export tested, its tests
+/// failures: per export tested, its tests
 /// or why none ran.
 pub async fn run_due(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, Result<Vec<Tested>>)> {
     let mut out = Vec::new();
@@ -229,11 +143,6 @@ pub async fn run_due(policy: &Policy, now: DateTime<Utc>) -> Vec<(String, Result
             }
         }
         out.push((e.name.clone(), result));
-    }
-    if !out.is_empty()
-        && let Err(e) = crate::metrics::write_textfile(policy, Utc::now())
-    {
-        tracing::warn!("metrics not written: {e}");
     }
     out
 }

@@ -166,7 +166,7 @@ async fn maintain(
         .filter(|t| t.result.is_ok())
         .map(|t| t.target.clone())
         .collect();
-    let opened = crate::backup::open_targets(policy, &names).await;
+    let opened = crate::repository::open_targets(policy, &names).await;
     for (t, (_, repo)) in report
         .targets
         .iter()
@@ -217,7 +217,7 @@ async fn maintain(
 /// Lists the export on each target to record point counts and the newest point.
 pub async fn refresh_points(policy: &Policy, export: &str, st: &mut state::ExportState) {
     let Ok(e) = policy.export(export) else { return };
-    for (name, opened) in backup::open_targets(policy, &e.targets).await {
+    for (name, opened) in crate::repository::open_targets(policy, &e.targets).await {
         if let Ok(repo) = opened
             && let Ok(listing) = repo.list(&policy.host, export).await
         {
@@ -324,6 +324,9 @@ pub async fn daemon(
                     }
                 }
                 Err(e) => tracing::warn!(export, error = %e, "restore test not run"),
+            }
+            if let Err(e) = metrics::write_textfile(&current, Utc::now()) {
+                tracing::warn!(error = %e, "metrics textfile not written");
             }
         }
         let now = Utc::now();

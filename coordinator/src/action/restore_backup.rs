@@ -65,7 +65,7 @@ impl Action for RestoreBackup {
                 Some(t) => vec![t.clone()],
                 None => export.targets.clone(),
             };
-            let repos: Vec<_> = drp_core::backup::open_targets(policy, &names)
+            let repos: Vec<_> = drp_core::repository::open_targets(policy, &names)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())

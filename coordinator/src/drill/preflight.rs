@@ -86,7 +86,7 @@ async fn targets_reachable(runbook: &Runbook) -> Vec<Preflight> {
         .collect();
     needed.sort();
     needed.dedup();
-    drp_core::backup::open_targets(policy, &needed)
+    drp_core::repository::open_targets(policy, &needed)
         .await
         .into_iter()
         .map(|(name, opened)| {
@@ -156,7 +156,7 @@ async fn tools_installed(runbook: &Runbook, export: &str) -> Preflight {
 async fn recovery_point(runbook: &Runbook, export: &str) -> Preflight {
     let policy = &runbook.policy;
     let e = policy.export(export).expect("validated");
-    let repos: Vec<_> = drp_core::backup::open_targets(policy, &e.targets)
+    let repos: Vec<_> = drp_core::repository::open_targets(policy, &e.targets)
         .await
         .into_iter()
         .filter_map(|(_, r)| r.ok())

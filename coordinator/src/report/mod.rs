@@ -177,7 +177,7 @@ impl Store {
         let names: Vec<String> = policy.targets.keys().cloned().collect();
         let mut repos = Vec::new();
         let mut unreachable = Vec::new();
-        for (name, opened) in drp_core::backup::open_targets(policy, &names).await {
+        for (name, opened) in drp_core::repository::open_targets(policy, &names).await {
             match opened {
                 Ok(r) => repos.push(r),
                 Err(e) => unreachable.push(format!("{name}: {e}")),

@@ -4,6 +4,7 @@
 
 mod locate;
 mod policy;
+mod restore_test;
 mod schedule;
 mod secret;
 pub mod units;
@@ -20,6 +21,7 @@ pub use policy::{
     Compression, Export, Metrics, NamedCommand, Notify, NotifyWhen, Objectives, Policy,
     PruneSettings, RestoreSettings, Retention, ServeSettings,
 };
+pub use restore_test::{Check, RestoreTestConfig};
 pub use schedule::{Calendar, Schedule};
 pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;

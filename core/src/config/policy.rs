@@ -211,7 +211,7 @@ pub struct Export {
     pub compression: Compression,
     pub retention: Retention,
     /// How restore tests treat the export (`drp-agent test-restore`).
-    pub restore_test: Option<crate::restore_test::RestoreTestConfig>,
+    pub restore_test: Option<crate::config::RestoreTestConfig>,
     /// A dead man's switch pinged at the start and end of each run.
     pub ping: Option<crate::notify::ping::PingConfig>,
     /// The export's own RTO and RPO, each one replacing the host's.
@@ -682,7 +682,7 @@ impl Policy {
                 field(&mut diags, &node, &key, "targets", true);
             let compression: Option<Compression> =
                 field(&mut diags, &node, &key, "compression", false);
-            let restore_test: Option<crate::restore_test::RestoreTestConfig> =
+            let restore_test: Option<crate::config::RestoreTestConfig> =
                 field(&mut diags, &node, &key, "restore_test", false);
             let ping: Option<crate::notify::ping::PingConfig> =
                 field(&mut diags, &node, &key, "ping", false);

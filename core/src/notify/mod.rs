@@ -119,3 +119,31 @@ pub async fn send(config: &Notify, base_dir: &Path, message: &Message) -> Vec<St
     }
     errors
 }
+
+/// Logs and notifies a problem of an export's archiving (a conflict, a
+/// backlog): the policy's notification channels, whatever they are set to
+/// report.
+pub(crate) async fn archive_alert(
+    policy: &crate::config::Policy,
+    export: &str,
+    targets: &[String],
+    title: &str,
+    text: &str,
+) {
+    tracing::error!(export = %export, "{title}: {text}");
+    let message = Message {
+        host: policy.host.clone(),
+        export: export.to_string(),
+        result: crate::state::RunResult::Failed,
+        point: None,
+        committed: Vec::new(),
+        failed: targets.to_vec(),
+        errors: vec![text.to_string()],
+        seconds: 0.0,
+        at: chrono::Utc::now(),
+        title: Some(format!("drp: {title} for {}/{export}", policy.host)),
+    };
+    for e in send(&policy.notify, &policy.base_dir, &message).await {
+        tracing::warn!("the alert was not delivered: {e}");
+    }
+}

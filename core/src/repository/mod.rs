@@ -512,7 +512,7 @@ impl Repository {
     }
 
     /// Records a restore test of a point (its newest replaces the one before).
-    pub async fn save_restore_test(&self, tested: &crate::restore_test::Tested) -> Result<()> {
+    pub async fn save_restore_test(&self, tested: &crate::records::Tested) -> Result<()> {
         let body = serde_json::to_vec_pretty(tested).expect("record serialises");
         self.write(
             &layout::restore_test(&tested.host, &tested.export, &tested.id),
@@ -527,7 +527,7 @@ impl Repository {
         &self,
         host: &str,
         export: &str,
-    ) -> Result<Vec<crate::restore_test::Tested>> {
+    ) -> Result<Vec<crate::records::Tested>> {
         let records = self
             .records(
                 &layout::restore_tests_dir(host, export),
@@ -535,10 +535,10 @@ impl Repository {
                 "cannot list restore tests",
             )
             .await?;
-        let mut out: Vec<crate::restore_test::Tested> = records
+        let mut out: Vec<crate::records::Tested> = records
             .iter()
             .filter_map(|r| serde_json::from_slice(&r.bytes).ok())
-            .filter(|t: &crate::restore_test::Tested| t.host == host && t.export == export)
+            .filter(|t: &crate::records::Tested| t.host == host && t.export == export)
             .collect();
         out.sort_by_key(|t| t.at);
         Ok(out)
@@ -687,4 +687,38 @@ fn missing(name: &str, location: &str) -> Error {
 
 pub fn agent_id() -> String {
     format!("drp {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Opens the targets of an export; unreachable ones are reported, not fatal.
+pub async fn open_targets(
+    policy: &crate::config::Policy,
+    names: &[String],
+) -> Vec<(String, crate::Result<Repository>)> {
+    let keys = crate::keys::Keys::for_policy(policy).map(std::sync::Arc::new);
+    let mut out = Vec::new();
+    for name in names {
+        let opened = match &keys {
+            Ok(keys) => Repository::for_policy(policy, name, keys).await,
+            Err(e) => Err(crate::Error::Usage(e.to_string())),
+        };
+        out.push((name.clone(), opened));
+    }
+    out
+}
+
+/// Opens the targets of an export: the reachable repositories, and the
+/// errors of the others.
+pub async fn open_reachable(
+    policy: &crate::config::Policy,
+    names: &[String],
+) -> (Vec<Repository>, Vec<crate::Error>) {
+    let mut repos = Vec::new();
+    let mut unreachable = Vec::new();
+    for (_, opened) in open_targets(policy, names).await {
+        match opened {
+            Ok(r) => repos.push(r),
+            Err(e) => unreachable.push(e),
+        }
+    }
+    (repos, unreachable)
 }

@@ -113,7 +113,7 @@ impl SnapshotProvider for DirectorySnap {
             let id = member.snapshot_ref()?.to_string();
             let (policy, export) = self.policy_with_export(ctx);
             let e = policy.export(&export)?;
-            let repos: Vec<_> = crate::backup::open_targets(&policy, &e.targets)
+            let repos: Vec<_> = crate::repository::open_targets(&policy, &e.targets)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
@@ -156,7 +156,7 @@ impl SnapshotProvider for DirectorySnap {
             };
             let (policy, export) = self.policy_with_export(ctx);
             let e = policy.export(&export)?;
-            for (_, repo) in crate::backup::open_targets(&policy, &e.targets).await {
+            for (_, repo) in crate::repository::open_targets(&policy, &e.targets).await {
                 let Ok(repo) = repo else { continue };
                 repo.uncommit(&policy.host, &export, id).await?;
                 repo.delete_object(&crate::repository::layout::data(&policy.host, &export, id))

@@ -13,7 +13,7 @@ pub(super) async fn stores(policy: &Policy) -> (Vec<Repository>, Vec<String>) {
     let names: Vec<String> = policy.targets.keys().cloned().collect();
     let mut repos = Vec::new();
     let mut failed = Vec::new();
-    for (name, opened) in crate::backup::open_targets(policy, &names).await {
+    for (name, opened) in crate::repository::open_targets(policy, &names).await {
         match opened {
             Ok(r) => repos.push(r),
             Err(e) => failed.push(format!("{name}: {e}")),

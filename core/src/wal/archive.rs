@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -488,45 +487,6 @@ impl Inventory {
             next_missing: WalFile::segment(timeline_of(s), s, self.segment_size).to_string(),
         }
     }
-}
-
-/// Pushes the files waiting in `archive_status` (`*.ready`) that the spool
-/// does not already mark as archived (but `skip`, being pushed by its own
-/// request), up to `max` at once, and marks each one archived. Returns how
-/// many were pushed and the errors met.
-pub async fn push_waiting(
-    archive: &Archive<'_>,
-    pg_wal: &Path,
-    spool: &super::spool::Spool,
-    max: usize,
-    skip: Option<&str>,
-) -> (usize, Vec<Error>) {
-    let waiting: Vec<_> = super::spool::ready_files(pg_wal)
-        .into_iter()
-        .filter(|name| !spool.is_marked_name(name) && Some(name.as_str()) != skip)
-        .take(max)
-        .collect();
-    let results = futures::future::join_all(waiting.iter().map(|name| async move {
-        let path = pg_wal.join(name);
-        let started = Instant::now();
-        let level = archive.level;
-        let p = path.clone();
-        let ready = tokio::task::spawn_blocking(move || Ready::read(&p, level))
-            .await
-            .map_err(|e| Error::Failed(format!("the read task stopped: {e}")))??;
-        archive.push(&ready).await?;
-        spool.mark(&ready, started.elapsed().as_secs_f64())
-    }))
-    .await;
-    let mut pushed = 0;
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(()) => pushed += 1,
-            Err(e) => errors.push(e),
-        }
-    }
-    (pushed, errors)
 }
 
 #[cfg(test)]

@@ -285,6 +285,29 @@ impl WalRange {
     }
 }
 
+/// How far the archive lets a restore go.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveReach {
+    /// The newest instant a restore can reach.
+    pub until: Option<chrono::DateTime<Utc>>,
+    /// Base backups whose WAL is archived (on the target holding the most).
+    pub restorable: usize,
+    /// The first file missing after the newest reach: archiving it (and
+    /// only it) carries the reach further.
+    pub next_missing: Option<String>,
+}
+
+impl ArchiveReach {
+    /// The better of two targets' reaches.
+    pub fn merge(&mut self, other: ArchiveReach) {
+        self.restorable = self.restorable.max(other.restorable);
+        if other.until > self.until {
+            self.until = other.until;
+            self.next_missing = other.next_missing;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

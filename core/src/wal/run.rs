@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::archive::{Archive, Got, Inventory, Pushed, Ready, push_waiting};
+use super::ArchiveReach;
+use super::archive::{Archive, Got, Inventory, Pushed, Ready};
 use super::spool::Spool;
+use super::spool::push_waiting;
 use crate::config::Policy;
-use crate::notify::{self, Message};
+use crate::notify::archive_alert as alert;
 use crate::repository::Repository;
 use crate::source::SourceConfig;
 use crate::source::postgres::cluster::ClusterConfig;
-use crate::state::RunResult;
 use crate::{Error, Result};
 
 /// A `postgres-cluster` export of a policy and its opened targets.
@@ -89,7 +90,7 @@ impl<'p> ExportArchive<'p> {
     pub async fn open(policy: &'p Policy, export: Option<&str>) -> Result<ExportArchive<'p>> {
         let (name, cluster) = cluster_export(policy, export)?;
         let e = policy.export(name)?;
-        let (repos, unreachable) = crate::backup::open_reachable(policy, &e.targets).await;
+        let (repos, unreachable) = crate::repository::open_reachable(policy, &e.targets).await;
         Ok(ExportArchive {
             policy,
             export: name.to_string(),
@@ -180,6 +181,7 @@ impl<'p> ExportArchive<'p> {
                 pushed: None,
                 ahead: 0,
                 seconds: started.elapsed().as_secs_f64(),
+                reach_moved: false,
             });
         }
         self.check_comes_from_the_cluster(path)?;
@@ -217,11 +219,12 @@ impl<'p> ExportArchive<'p> {
                 return Err(e);
             }
         };
-        self.carry_reach(&ready, &spool).await;
+        let reach_moved = self.carry_reach(&ready, &spool).await;
         Ok(PushReport {
             pushed: Some(pushed),
             ahead,
             seconds: started.elapsed().as_secs_f64(),
+            reach_moved,
         })
     }
 
@@ -229,7 +232,8 @@ impl<'p> ExportArchive<'p> {
     /// pushed ahead of it), so that `status` and the metrics follow the
     /// archive with `archive_command` alone. The first push after a base
     /// backup reads the archive once to learn where the reach stands.
-    async fn carry_reach(&self, ready: &Ready, spool: &Spool) {
+    /// Returns whether the recorded reach changed.
+    async fn carry_reach(&self, ready: &Ready, spool: &Spool) -> bool {
         let mut state = ArchiveState::load(self.policy, &self.export);
         let fresh = state.reach_next.is_none();
         if fresh {
@@ -247,11 +251,10 @@ impl<'p> ExportArchive<'p> {
         if moved || fresh {
             if let Err(e) = state.save(self.policy, &self.export) {
                 tracing::warn!(error = %e, "the archive's reach is not recorded");
-            }
-            if let Err(e) = crate::metrics::write_textfile(self.policy, Utc::now()) {
-                tracing::warn!(error = %e, "the metrics file is not rewritten");
+                return false;
             }
         }
+        moved || fresh
     }
 
     /// The daemon's turn: pushes the files waiting in `pg_wal`, alerts on a
@@ -365,57 +368,6 @@ impl<'p> ExportArchive<'p> {
     async fn alert(&self, title: &str, text: &str) {
         let failed: Vec<String> = self.repos.iter().map(|r| r.name().to_string()).collect();
         alert(self.policy, &self.export, &failed, title, text).await;
-    }
-}
-
-/// Logs and notifies a problem of an export's archiving (a conflict, a
-/// backlog): the policy's notification channels, whatever they are set to
-/// report.
-pub(crate) async fn alert(
-    policy: &Policy,
-    export: &str,
-    targets: &[String],
-    title: &str,
-    text: &str,
-) {
-    tracing::error!(export = %export, "{title}: {text}");
-    let message = Message {
-        host: policy.host.clone(),
-        export: export.to_string(),
-        result: RunResult::Failed,
-        point: None,
-        committed: Vec::new(),
-        failed: targets.to_vec(),
-        errors: vec![text.to_string()],
-        seconds: 0.0,
-        at: Utc::now(),
-        title: Some(format!("drp: {title} for {}/{export}", policy.host)),
-    };
-    for e in notify::send(&policy.notify, &policy.base_dir, &message).await {
-        tracing::warn!("the alert was not delivered: {e}");
-    }
-}
-
-/// How far the archive lets a restore go.
-#[derive(Debug, Clone, Default)]
-pub struct ArchiveReach {
-    /// The newest instant a restore can reach.
-    pub until: Option<chrono::DateTime<Utc>>,
-    /// Base backups whose WAL is archived (on the target holding the most).
-    pub restorable: usize,
-    /// The first file missing after the newest reach: archiving it (and
-    /// only it) carries the reach further.
-    pub next_missing: Option<String>,
-}
-
-impl ArchiveReach {
-    /// The better of two targets' reaches.
-    pub fn merge(&mut self, other: ArchiveReach) {
-        self.restorable = self.restorable.max(other.restorable);
-        if other.until > self.until {
-            self.until = other.until;
-            self.next_missing = other.next_missing;
-        }
     }
 }
 
@@ -550,6 +502,8 @@ pub struct PushReport {
     /// Files after it pushed at the same time.
     pub ahead: usize,
     pub seconds: f64,
+    /// The recorded reach moved: the metrics file is worth rewriting.
+    pub reach_moved: bool,
 }
 
 /// The WAL waiting to be archived.

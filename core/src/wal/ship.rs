@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::ArchiveReach;
 use super::binlog::{self, BinlogStart};
-use super::run::ArchiveReach;
 use super::spool::Spool;
 use crate::config::Policy;
+use crate::notify::archive_alert as alert;
 use crate::repository::Repository;
 use crate::repository::binlog::BinlogObject;
 use crate::repository::wal::sha256_hex;
@@ -49,7 +50,7 @@ impl<'p> BinlogArchive<'p> {
                 )));
             }
         };
-        let (repos, unreachable) = crate::backup::open_reachable(policy, &e.targets).await;
+        let (repos, unreachable) = crate::repository::open_reachable(policy, &e.targets).await;
         Ok(BinlogArchive {
             policy,
             export: export.to_string(),
@@ -181,7 +182,7 @@ impl<'p> BinlogArchive<'p> {
                 if let Error::Conflict(msg) = &e {
                     let targets: Vec<String> =
                         self.repos.iter().map(|r| r.name().to_string()).collect();
-                    super::run::alert(
+                    alert(
                         self.policy,
                         &self.export,
                         &targets,

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::archive::Ready;
-use crate::Result;
+use std::time::Instant;
+
+use super::archive::{Archive, Ready};
 use crate::repository::wal::sha256_hex;
+use crate::{Error, Result};
 
 /// How long markers are kept: PostgreSQL removes a file's `.ready` once it
 /// is acknowledged, so older markers only serve the latency figures.
@@ -191,4 +193,43 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+/// Pushes the files waiting in `archive_status` (`*.ready`) that the spool
+/// does not already mark as archived (but `skip`, being pushed by its own
+/// request), up to `max` at once, and marks each one archived. Returns how
+/// many were pushed and the errors met.
+pub async fn push_waiting(
+    archive: &Archive<'_>,
+    pg_wal: &Path,
+    spool: &Spool,
+    max: usize,
+    skip: Option<&str>,
+) -> (usize, Vec<Error>) {
+    let waiting: Vec<_> = ready_files(pg_wal)
+        .into_iter()
+        .filter(|name| !spool.is_marked_name(name) && Some(name.as_str()) != skip)
+        .take(max)
+        .collect();
+    let results = futures::future::join_all(waiting.iter().map(|name| async move {
+        let path = pg_wal.join(name);
+        let started = Instant::now();
+        let level = archive.level;
+        let p = path.clone();
+        let ready = tokio::task::spawn_blocking(move || Ready::read(&p, level))
+            .await
+            .map_err(|e| Error::Failed(format!("the read task stopped: {e}")))??;
+        archive.push(&ready).await?;
+        spool.mark(&ready, started.elapsed().as_secs_f64())
+    }))
+    .await;
+    let mut pushed = 0;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(()) => pushed += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    (pushed, errors)
 }
