@@ -11,6 +11,7 @@ mod ansible;
 mod archiving;
 mod binlog;
 mod cli;
+mod docs;
 mod drills;
 mod examples;
 mod faults;
