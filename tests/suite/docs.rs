@@ -566,3 +566,63 @@ fn every_relative_link_in_the_readme_and_docs_leads_somewhere() {
     assert!(checked >= 20, "links checked: {checked}");
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// The `.rs` files under `dir`, relative to it.
+fn rust_files(dir: &Path, base: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, base, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+        }
+    }
+}
+
+#[test]
+fn architecture_md_maps_every_module_and_every_suite_module() {
+    let map = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
+    let mut unmapped = Vec::new();
+    for krate in ["core", "cli", "agent", "coordinator"] {
+        let src = repo().join(krate).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &src, &mut files);
+        for file in files {
+            let (dir, name) = file.rsplit_once('/').unwrap_or(("", &file));
+            // A folder's `mod.rs` is named by the folder (`wal/`, `action/dns/`),
+            // any other file by its name or a path ending with it
+            // (`dump.rs`, `mysql/dump.rs`).
+            let (path, end) = match name {
+                "mod.rs" => (dir, "/"),
+                _ => (file.as_str(), ""),
+            };
+            let parts: Vec<&str> = path.split('/').collect();
+            let named =
+                (0..parts.len()).any(|k| map.contains(&format!("`{}{end}`", parts[k..].join("/"))));
+            if !named {
+                unmapped.push(format!("{krate}/src/{file}"));
+            }
+        }
+    }
+    let main = std::fs::read_to_string(repo().join("tests/suite/main.rs")).unwrap();
+    let tests = map
+        .split("### `tests/`")
+        .nth(1)
+        .expect("ARCHITECTURE.md maps `tests/`");
+    let tests = tests.split("\n### ").next().unwrap();
+    let modules: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    assert!(modules.len() >= 20, "{modules:?}");
+    for m in modules {
+        if !tests.contains(&format!("`{m}`")) {
+            unmapped.push(format!("tests/suite: mod {m}"));
+        }
+    }
+    assert!(
+        unmapped.is_empty(),
+        "not in ARCHITECTURE.md's code map:\n{}",
+        unmapped.join("\n")
+    );
+}
