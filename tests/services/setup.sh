@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: Debian packages for
-# PostgreSQL, MariaDB, OpenSSH and SQLite, and Garage (S3) built with cargo
+# PostgreSQL, MariaDB, OpenSSH, SQLite and BIND, and Garage (S3) built with cargo
 # into a cache outside the clone so it is built once per machine.
 set -euo pipefail
 
@@ -30,6 +30,10 @@ command -v pkill >/dev/null || need+=(procps)
 command -v mariadb-binlog >/dev/null || need+=(mariadb-client)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v named >/dev/null || [ -x /usr/sbin/named ] || need+=(bind9)
+command -v tsig-keygen >/dev/null || [ -x /usr/sbin/tsig-keygen ] || need+=(bind9-utils)
+command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the real services the suite talks to, each on loopback on a free
-# port, in a fresh folder: PostgreSQL 15, MariaDB, Garage (S3) and OpenSSH
-# (SFTP), and a fleet of hosts as network namespaces with their own sshd. Prints the path of an env file describing them; tests read it
+# port, in a fresh folder: PostgreSQL 15, MariaDB, Garage (S3), OpenSSH
+# (SFTP) and BIND 9 (DNS), and a fleet of hosts as network namespaces with their own sshd. Prints the path of an env file describing them; tests read it
 # through DRP_TEST_ENV. Stop everything with tests/services/stop.sh FOLDER.
 set -euo pipefail
 
@@ -161,6 +161,47 @@ echo $! > "$DIR/moto.pid"
 wait_for 60 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" || die "moto did not start"
 log "EC2/RDS emulator on 127.0.0.1:$MOTO_PORT"
 
+# --- BIND 9 (DNS updates signed with TSIG) ---------------------------------------
+# shop.example. accepts updates signed with the key drp-test; locked.example.
+# accepts none. Tests write their own names under shop.example.
+DNS_PORT=$(free_port)
+DNS="$DIR/dns"
+mkdir -p "$DNS"
+tsig-keygen -a hmac-sha256 drp-test > "$DNS/drp-test.key" || die "tsig-keygen failed"
+sed -n 's/.*secret "\(.*\)";.*/\1/p' "$DNS/drp-test.key" > "$DNS/drp-test.secret"
+[ -s "$DNS/drp-test.secret" ] || die "no secret in $DNS/drp-test.key"
+chmod 600 "$DNS/drp-test.key" "$DNS/drp-test.secret"
+for zone in shop locked; do
+    cat > "$DNS/$zone.example.zone" <<ZONE
+\$TTL 300
+@    IN SOA ns1.$zone.example. hostmaster.$zone.example. (1 60 60 3600 60)
+     IN NS  ns1.$zone.example.
+ns1  IN A   127.0.0.1
+www  IN A   10.0.0.1
+ZONE
+done
+cat > "$DNS/named.conf" <<CONF
+include "$DNS/drp-test.key";
+options {
+    directory "$DNS";
+    pid-file none;
+    session-keyfile none;
+    listen-on port $DNS_PORT { 127.0.0.1; };
+    listen-on-v6 { none; };
+    recursion no;
+    notify no;
+    dnssec-validation no;
+};
+controls { };
+zone "shop.example." { type primary; file "shop.example.zone"; allow-update { key drp-test; }; };
+zone "locked.example." { type primary; file "locked.example.zone"; };
+CONF
+named -g -c "$DNS/named.conf" > "$DNS/log" 2>&1 &
+echo $! > "$DNS/pid"
+wait_for 30 sh -c "dig @127.0.0.1 -p $DNS_PORT shop.example. SOA +short +time=1 +tries=1 | grep -q ns1" \
+    || die "named (BIND) did not answer for shop.example."
+log "BIND on 127.0.0.1:$DNS_PORT"
+
 cat > "$ENV" <<VARS
 DRP_TEST_DIR=$DIR
 DRP_TEST_PG_PORT=$PG_PORT
@@ -188,6 +229,10 @@ DRP_TEST_FLEET_KEY=$FLEET/coordinator_key
 DRP_TEST_FLEET_STRANGER_KEY=$FLEET/stranger_key
 DRP_TEST_FLEET_KNOWN_HOSTS=$FLEET/known_hosts
 DRP_TEST_FLEET_PG=$FLEET_NET.12
+DRP_TEST_DNS_PORT=$DNS_PORT
+DRP_TEST_DNS_TSIG_NAME=drp-test
+DRP_TEST_DNS_TSIG_FILE=$DNS/drp-test.secret
+DRP_TEST_DNS_TSIG_KEY=$DNS/drp-test.key
 VARS
 chmod 600 "$ENV"
 echo "$ENV"

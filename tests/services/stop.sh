@@ -13,7 +13,7 @@ if [ -d "$DIR/fleet" ]; then
     while read -r ns; do ip netns del "$ns" 2>/dev/null; done < "$DIR/fleet/namespaces"
     [ -f "$DIR/fleet/bridge" ] && ip link del "$(cat "$DIR/fleet/bridge")" 2>/dev/null
 fi
-for pidfile in "$DIR/my/pid" "$DIR/garage/pid" "$DIR/ssh/pid" "$DIR/moto.pid"; do
+for pidfile in "$DIR/my/pid" "$DIR/garage/pid" "$DIR/ssh/pid" "$DIR/moto.pid" "$DIR/dns/pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
 done
 # Anything still running from this folder (a server started by a test itself).

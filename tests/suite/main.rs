@@ -14,6 +14,7 @@ mod cli;
 mod docs;
 mod drills;
 mod examples;
+mod failover;
 mod faults;
 mod fleet;
 mod injection;

@@ -14,6 +14,8 @@
 
 pub mod backup;
 pub mod command;
+pub mod dns;
+pub mod dns_switch;
 mod error;
 pub mod http;
 pub mod notify;
@@ -115,6 +117,8 @@ actions! {
     Wait(wait::Wait),
     /// `kind: notify`: a message through the policy's channels.
     Notify(notify::NotifyAction),
+    /// `kind: dns_switch`: a DNS name moved to a new address.
+    DnsSwitch(dns_switch::DnsSwitch),
 }
 
 impl ActionConfig {

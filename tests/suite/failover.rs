@@ -1,0 +1,433 @@
+//! Failover: `dns_switch` moves a name from the old address to the new one
+//! on a real BIND 9 primary (RFC 2136 update signed with TSIG), started by
+//! tests/services/start.sh with zone shop.example. open to the key drp-test
+//! and zone locked.example. open to none. Each test writes its own name.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::harness::{Run, Scratch, rand_u32, scratch, services};
+
+fn port() -> &'static str {
+    services().get("DRP_TEST_DNS_PORT")
+}
+
+/// A name of this test's own under shop.example. (BIND refuses `_` in
+/// host names).
+fn label(tag: &str) -> String {
+    format!("{tag}-{:08x}", rand_u32())
+}
+
+/// Runs an nsupdate script against the test server with the drp-test key.
+fn nsupdate(zone: &str, updates: &[String]) {
+    let script = format!(
+        "server 127.0.0.1 {}\nzone {zone}\n{}\nsend\n",
+        port(),
+        updates.join("\n")
+    );
+    let mut child = Command::new("nsupdate")
+        .args(["-k", services().get("DRP_TEST_DNS_TSIG_KEY")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nsupdate runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nsupdate failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `name` in shop.example. set to exactly `ip`, behind drp's back.
+fn set(name: &str, ip: &str) {
+    let fqdn = format!("{name}.shop.example.");
+    nsupdate(
+        "shop.example.",
+        &[
+            format!("update delete {fqdn} A"),
+            format!("update add {fqdn} 60 A {ip}"),
+        ],
+    );
+}
+
+/// What the server answers for `fqdn` and `rtype`, sorted.
+fn dig(fqdn: &str, rtype: &str) -> Vec<String> {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            port(),
+            "+short",
+            "+norecurse",
+            "+time=2",
+            "+tries=1",
+            fqdn,
+            rtype,
+        ])
+        .output()
+        .expect("dig runs");
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The TTL of `fqdn`'s A RRset as the server answers it.
+fn ttl(fqdn: &str) -> String {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            port(),
+            "+noall",
+            "+answer",
+            "+norecurse",
+            fqdn,
+            "A",
+        ])
+        .output()
+        .expect("dig runs");
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer for {fqdn}: {answer}"))
+        .to_string()
+}
+
+fn serial(zone: &str) -> String {
+    dig(zone, "SOA")
+        .first()
+        .and_then(|soa| soa.split_whitespace().nth(2).map(str::to_string))
+        .unwrap_or_else(|| panic!("no SOA for {zone}"))
+}
+
+/// A failover runbook: the app's database restored on this host (with a
+/// point to restore, taken once), then `name` in `zone` switched from
+/// 10.0.0.1 to 10.0.0.2 with the key `key` whose secret is in `secret`;
+/// `extra` adds keys to the switch.
+fn runbook(s: &Scratch, zone: &str, name: &str, key: &str, secret: &Path, extra: &str) -> String {
+    if !s.path("app.db").exists() {
+        s.write(
+            "policy.yaml",
+            "host: f\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
+        );
+        let db = rusqlite::Connection::open(s.path("app.db")).unwrap();
+        db.execute_batch("create table orders (id integer primary key, item text); insert into orders (item) values ('a');")
+            .unwrap();
+        s.agent(&["backup", "--policy", "policy.yaml"]).ok();
+    }
+    let port = port();
+    s.write(
+        "runbook.yaml",
+        &format!(
+            r#"name: failover
+policy: policy.yaml
+steps:
+  - name: restore the shop's database
+    phase: restore
+    action: {{kind: restore_backup, export: app, point: latest}}
+  - name: move {name}
+    phase: restart
+    timeout: 30s
+    action:
+      kind: dns_switch
+      provider: rfc2136
+      server: "127.0.0.1:{port}"
+      zone: {zone}
+      name: {name}
+      type: A
+      from: 10.0.0.1
+      to: 10.0.0.2
+      ttl: 60s
+      tsig: {{name: {key}, algorithm: hmac-sha256, secret: {{file: {secret}}}}}
+{extra}  - name: the name answers the new address
+    phase: verify
+    action: {{kind: command, run: [dig, "@127.0.0.1", -p, "{port}", +short, "{name}.{zone}", A], output_contains: "10.0.0.2"}}
+"#,
+            secret = secret.display(),
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+fn shop_runbook(s: &Scratch, name: &str, extra: &str) -> String {
+    let secret = PathBuf::from(services().get("DRP_TEST_DNS_TSIG_FILE"));
+    runbook(s, "shop.example.", name, "drp-test", &secret, extra)
+}
+
+/// `drp --json run … --yes`, and the switch step's record from its report.
+fn run(s: &Scratch, rb: &str) -> (Run, serde_json::Value) {
+    let run = s.drp(&["--json", "run", rb, "--yes", "--out", "reports"]);
+    let report = run.json();
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"].as_str().unwrap_or("").starts_with("move "))
+        .cloned()
+        .unwrap_or_else(|| panic!("no switch step in {report:#}"));
+    (run, step)
+}
+
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && String::from_utf8_lossy(&bytes).contains(needle)
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_switch_moves_the_name_and_its_report_keeps_the_old_address() {
+    let s = scratch("dns_switch");
+    let name = label("www");
+    let fqdn = format!("{name}.shop.example.");
+    set(&name, "10.0.0.1");
+    let rb = shop_runbook(&s, &name, "");
+
+    let (run, step) = run(&s, &rb);
+    run.ok();
+    assert_eq!(step["status"], "passed", "{step:#}");
+    assert_eq!(
+        step["message"],
+        format!("{fqdn} A 10.0.0.1 → 10.0.0.2 (ttl 60s), seen on 1 server(s)"),
+        "{step:#}"
+    );
+    assert_eq!(dig(&fqdn, "A"), ["10.0.0.2"]);
+    assert_eq!(ttl(&fqdn), "60", "the new record has the step's ttl");
+    assert!(
+        !files_containing(&s.path("reports"), "10.0.0.1 → 10.0.0.2").is_empty(),
+        "the stored report keeps the old address"
+    );
+}
+
+#[test]
+fn a_second_run_after_a_switch_changes_nothing_and_passes() {
+    let s = scratch("dns_again");
+    let name = label("again");
+    let fqdn = format!("{name}.shop.example.");
+    set(&name, "10.0.0.1");
+    let rb = shop_runbook(&s, &name, "");
+    let (first, _) = run(&s, &rb);
+    first.ok();
+    assert_eq!(dig(&fqdn, "A"), ["10.0.0.2"]);
+
+    // The same address with another TTL: an update would set the step's.
+    nsupdate(
+        "shop.example.",
+        &[
+            format!("update delete {fqdn} A"),
+            format!("update add {fqdn} 123 A 10.0.0.2"),
+        ],
+    );
+    let (again, step) = run(&s, &rb);
+    again.ok();
+    assert_eq!(step["status"], "passed", "{step:#}");
+    assert_eq!(
+        step["message"],
+        format!(
+            "{fqdn} A already points at 10.0.0.2 (from 10.0.0.1: nothing to change), seen on 1 server(s)"
+        ),
+        "{step:#}"
+    );
+    assert_eq!(dig(&fqdn, "A"), ["10.0.0.2"]);
+    assert_eq!(ttl(&fqdn), "123", "no update was sent");
+}
+
+#[test]
+fn a_record_changed_behind_drps_back_is_not_switched() {
+    let s = scratch("dns_cas");
+    let name = label("cas");
+    let fqdn = format!("{name}.shop.example.");
+    set(&name, "10.0.0.1");
+    let rb = shop_runbook(&s, &name, "");
+    // Someone else moves the name before the step runs.
+    set(&name, "10.0.0.9");
+
+    let (run, step) = run(&s, &rb);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert_eq!(step["status"], "failed", "{step:#}");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{fqdn} A holds 10.0.0.9"))
+            && message.contains("not 10.0.0.1")
+            && message.contains("NXRRSET")
+            && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(
+        dig(&fqdn, "A"),
+        ["10.0.0.9"],
+        "the record is left as it was"
+    );
+    assert_eq!(ttl(&fqdn), "60");
+}
+
+#[test]
+fn a_wrong_key_or_a_zone_closed_to_updates_is_refused_and_changes_nothing() {
+    let s = scratch("dns_refused");
+    let name = label("key");
+    let fqdn = format!("{name}.shop.example.");
+    set(&name, "10.0.0.1");
+
+    // The right key name with another secret.
+    let wrong = s.write(
+        "wrong.secret",
+        "c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhIQ==\n",
+    );
+    let rb = runbook(&s, "shop.example.", &name, "drp-test", &wrong, "");
+    let (run_, step) = run(&s, &rb);
+    assert_ne!(run_.code, 0);
+    assert_eq!(step["status"], "failed", "{step:#}");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains("rejected the update's TSIG key drp-test (NOTAUTH, BADSIG)")
+            && message.contains("NOTAUTH, BADSIG")
+            && message.contains("wrong secret"),
+        "{message}"
+    );
+    assert_eq!(dig(&fqdn, "A"), ["10.0.0.1"]);
+
+    // A key the server does not know.
+    let secret = PathBuf::from(services().get("DRP_TEST_DNS_TSIG_FILE"));
+    let rb = runbook(&s, "shop.example.", &name, "nobody", &secret, "");
+    let (_, step) = run(&s, &rb);
+    let message = step["message"].as_str().unwrap();
+    assert!(message.contains("NOTAUTH, BADKEY"), "{message}");
+    assert_eq!(dig(&fqdn, "A"), ["10.0.0.1"]);
+
+    // A zone that accepts no update at all.
+    let before = serial("locked.example.");
+    let rb = runbook(&s, "locked.example.", "www", "drp-test", &secret, "");
+    let (_, step) = run(&s, &rb);
+    assert_eq!(step["status"], "failed", "{step:#}");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains("refused the update of zone locked.example. (REFUSED)")
+            && message.contains("allow-update"),
+        "{message}"
+    );
+    assert_eq!(dig("www.locked.example.", "A"), ["10.0.0.1"]);
+    assert_eq!(serial("locked.example."), before);
+}
+
+#[test]
+fn verify_names_each_server_not_answering_the_new_address() {
+    let s = scratch("dns_verify");
+    let name = label("verify");
+    let fqdn = format!("{name}.shop.example.");
+    set(&name, "10.0.0.1");
+    // A port nothing listens on stands for a name server that is down.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rb = shop_runbook(
+        &s,
+        &name,
+        &format!(
+            "      verify: {{servers: [\"127.0.0.1:{}\", \"{down}\"], timeout: 2s}}\n",
+            port()
+        ),
+    );
+    let (run, step) = run(&s, &rb);
+    assert_ne!(run.code, 0);
+    assert_eq!(step["status"], "failed", "{step:#}");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{fqdn} A 10.0.0.1 → 10.0.0.2 (ttl 60s), but after 2s not every server answers 10.0.0.2: {down}: ")),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&format!("127.0.0.1:{} answers", port())),
+        "the primary answers the new address: {message}"
+    );
+    assert_eq!(
+        dig(&fqdn, "A"),
+        ["10.0.0.2"],
+        "the switch itself went through"
+    );
+}
+
+#[test]
+fn a_name_outside_the_zone_is_refused_when_the_runbook_is_read() {
+    let s = scratch("dns_check");
+    let rb = shop_runbook(&s, "www.elsewhere.example.", "");
+    let check = s.drp(&["check", &rb]);
+    check.code(2);
+    assert!(
+        check
+            .stderr
+            .contains("www.elsewhere.example. is not within zone shop.example."),
+        "{}",
+        check.stderr
+    );
+}
+
+#[test]
+fn the_tsig_secret_never_appears_in_output_or_reports() {
+    let mut s = scratch("dns_secret");
+    s.set_env("RUST_LOG", "debug");
+    let name = label("secret");
+    set(&name, "10.0.0.1");
+    let secret_file = PathBuf::from(services().get("DRP_TEST_DNS_TSIG_FILE"));
+    let secret = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(secret.len() >= 40, "a real secret to look for");
+    let wrong_secret = "c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhIQ==";
+
+    let mut outputs = Vec::new();
+    let rb = shop_runbook(&s, &name, "");
+    outputs.push(s.drp(&["check", &rb]));
+    outputs.push(run(&s, &rb).0);
+    outputs.push(run(&s, &rb).0);
+    outputs.push(s.drp(&["run", &rb, "--yes", "--out", "reports"]));
+    set(&name, "10.0.0.9");
+    outputs.push(run(&s, &rb).0);
+    let wrong = s.write("wrong.secret", wrong_secret);
+    let rb = runbook(&s, "shop.example.", &name, "drp-test", &wrong, "");
+    outputs.push(run(&s, &rb).0);
+    for o in &outputs {
+        let all = o.all();
+        assert!(!all.contains(&secret), "{all}");
+        assert!(!all.contains(wrong_secret), "{all}");
+    }
+    assert!(
+        outputs[1].stderr.contains("DEBUG"),
+        "the debug log was on: {}",
+        outputs[1].stderr
+    );
+    assert!(s.path("reports").read_dir().unwrap().next().is_some());
+    assert!(files_containing(s.dir.path(), &secret).is_empty());
+    let leaked: Vec<String> = files_containing(s.dir.path(), wrong_secret)
+        .into_iter()
+        .filter(|p| !p.ends_with("/wrong.secret"))
+        .collect();
+    assert!(leaked.is_empty(), "the secret is in {leaked:?}");
+}
