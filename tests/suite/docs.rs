@@ -227,6 +227,15 @@ fn runbook_probes() -> Vec<Probe> {
             "{kind: restore_snapshot, zz_unknown: 1}",
         ),
         action("### `restart`", "{kind: restart, zz_unknown: 1}"),
+        action("### `dns_switch`", "{kind: dns_switch, zz_unknown: 1}"),
+        action(
+            "### `tsig` (of a `dns_switch`)",
+            "{kind: dns_switch, tsig: {zz_unknown: 1}}",
+        ),
+        action(
+            "### `verify` (of a `dns_switch`)",
+            "{kind: dns_switch, verify: {zz_unknown: 1}}",
+        ),
         action("### `wait`", "{kind: wait, zz_unknown: 1}"),
         action("### `notify`", "{kind: notify, zz_unknown: 1}"),
     ]
