@@ -92,19 +92,9 @@ fn example_env(s: &mut Scratch) {
     ] {
         std::fs::write(s.path("secrets").join(file), value).unwrap();
     }
-    let keys = |name: &str, signing: bool| {
-        let out = s.path(name);
-        let mut args = vec!["--json", "keys", "generate", "--out", out.to_str().unwrap()];
-        if signing {
-            args.push("--signing");
-        }
-        let run = s.agent(&args);
-        run.ok();
-        (out, run.json()["public"].as_str().unwrap().to_string())
-    };
-    let ops = keys("ops.age", false).1;
-    let escrow = keys("escrow.age", false).1;
-    let signing = keys("files-1.signing", true).0;
+    let ops = s.keypair("ops.age", false).1;
+    let escrow = s.keypair("escrow.age", false).1;
+    let signing = s.keypair("files-1.signing", true).0;
     let dir = s.path("");
     let vars = [
         ("CRM_MY_PORT", v.get("DRP_TEST_MY_PORT").to_string()),

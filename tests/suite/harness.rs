@@ -248,6 +248,20 @@ impl Scratch {
         Run::from(self.command("drp", args).output().expect("drp runs"))
     }
 
+    /// A key pair made by `drp-agent keys generate` into `name`: the private
+    /// key's file and the public key.
+    pub fn keypair(&self, name: &str, signing: bool) -> (PathBuf, String) {
+        let out = self.path(name);
+        let mut args = vec!["--json", "keys", "generate", "--out", out.to_str().unwrap()];
+        if signing {
+            args.push("--signing");
+        }
+        let run = self.agent(&args);
+        run.ok();
+        let public = run.json()["public"].as_str().unwrap().to_string();
+        (out, public)
+    }
+
     /// Target definitions for every kind, each under this test's own prefix.
     pub fn targets_yaml(&self) -> String {
         let s = services();

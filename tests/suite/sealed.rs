@@ -11,19 +11,6 @@ use crate::harness::{Run, Scratch, pg_table_digest, psql, scratch, tree_digest};
 /// not encrypted.
 const MARKER: &str = "payroll-2026-IBAN-FR7630006000011234567890189";
 
-/// A key pair made by `drp-agent keys generate`: (private key file, public key).
-fn generate(s: &Scratch, name: &str, signing: bool) -> (PathBuf, String) {
-    let out = s.path(name);
-    let mut args = vec!["--json", "keys", "generate", "--out", out.to_str().unwrap()];
-    if signing {
-        args.push("--signing");
-    }
-    let run = s.agent(&args);
-    run.ok();
-    let public = run.json()["public"].as_str().unwrap().to_string();
-    (out, public)
-}
-
 fn site(s: &Scratch) -> PathBuf {
     let root = s.path("site");
     std::fs::create_dir_all(root.join("docs/été")).unwrap();
@@ -59,9 +46,9 @@ struct Keys {
 
 fn keys(s: &Scratch) -> Keys {
     Keys {
-        ops: generate(s, "ops.age", false),
-        escrow: generate(s, "escrow.age", false),
-        signing: generate(s, "db-1.signing", true),
+        ops: s.keypair("ops.age", false),
+        escrow: s.keypair("escrow.age", false),
+        signing: s.keypair("db-1.signing", true),
     }
 }
 
@@ -274,8 +261,8 @@ fn altered_truncated_swapped_or_planted_points_are_refused_and_nothing_is_replac
     let s = scratch("tamper");
     site(&s);
     let k = keys(&s);
-    let (db2_key, db2_public) = generate(&s, "db-2.signing", true);
-    let (stranger, _) = generate(&s, "stranger.signing", true);
+    let (db2_key, db2_public) = s.keypair("db-2.signing", true);
+    let (stranger, _) = s.keypair("stranger.signing", true);
     // The reader trusts db-1's key and db-2's (for db-2's own records).
     let trusted = format!(
         "  trusted:\n    db-1: {}\n    db-2: {db2_public}\n",

@@ -145,7 +145,7 @@ impl Cluster {
             return Err(SourceError::Invalid(
                 "the server does not archive its WAL (archive_mode is off or archive_command is empty), so a base \
                  backup could not be restored: set archive_mode = on and archive_command = 'drp-agent wal push \
-                 --policy FILE %p' (see the README), restart the server, then back up"
+                 --policy FILE %p' (see docs/archiving.md), restart the server, then back up"
                     .into(),
             ));
         }
