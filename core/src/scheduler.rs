@@ -109,6 +109,9 @@ impl Schedule {
     }
 }
 
+/// A schedule's instants at one offset, in order.
+type Instants = Box<dyn Iterator<Item = DateTime<FixedOffset>>>;
+
 /// Slots of a schedule strictly after a start and at or before an end, in
 /// order, each once.
 ///
@@ -122,10 +125,7 @@ struct Slots<'a> {
     /// Slots up to here have been read into `segment`.
     cursor: DateTime<Utc>,
     /// Slots at one offset, up to an instant.
-    segment: Option<(
-        Box<dyn Iterator<Item = DateTime<FixedOffset>>>,
-        DateTime<Utc>,
-    )>,
+    segment: Option<(Instants, DateTime<Utc>)>,
     /// The offset changes at this instant, once the current segment is read.
     change: Option<DateTime<Utc>>,
     /// The slot a skipped wall time moved to, given before the next segment.

@@ -87,9 +87,7 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_agent_exports() {
     sqlite_db(&s.path("app.db"));
     let p = s.write(
         "policy.yaml",
-        &format!(
-            "host: mon-1\nobjectives: {{rpo: 30m}}\nmetrics: {{textfile: drp.prom}}\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    targets: [nas]\n    restore_test: {{random_within: 0s, checks: [{{sql: \"select count(*) from t\", expect: \"1\"}}]}}\nsnapshots:\n  site: {{kind: directory, path: site, targets: [nas]}}\n  gone: {{kind: directory, path: no-such-folder, targets: [nas]}}\n",
-        ),
+        "host: mon-1\nobjectives: {rpo: 30m}\nmetrics: {textfile: drp.prom}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n    restore_test: {random_within: 0s, checks: [{sql: \"select count(*) from t\", expect: \"1\"}]}\nsnapshots:\n  site: {kind: directory, path: site, targets: [nas]}\n  gone: {kind: directory, path: no-such-folder, targets: [nas]}\n",
     );
     let p = p.to_str().unwrap();
     s.agent(&["backup", "--policy", p, "--export", "app"]).ok();

@@ -105,19 +105,16 @@ impl Remote {
         let (p, e, name) = (pending.clone(), ended.clone(), host.name.clone());
         tokio::spawn(async move {
             let mut r = BufReader::new(stdout).lines();
-            loop {
-                match r.next_line().await {
-                    Ok(Some(line)) => match serde_json::from_str::<Response>(&line) {
-                        Ok(resp) => {
-                            if let Some(map) = p.lock().expect("pending").as_ref()
-                                && let Some(tx) = map.get(&resp.id)
-                            {
-                                let _ = tx.send(resp.reply);
-                            }
+            while let Ok(Some(line)) = r.next_line().await {
+                match serde_json::from_str::<Response>(&line) {
+                    Ok(resp) => {
+                        if let Some(map) = p.lock().expect("pending").as_ref()
+                            && let Some(tx) = map.get(&resp.id)
+                        {
+                            let _ = tx.send(resp.reply);
                         }
-                        Err(err) => tracing::warn!(host = name, %err, "unreadable reply"),
-                    },
-                    _ => break,
+                    }
+                    Err(err) => tracing::warn!(host = name, %err, "unreadable reply"),
                 }
             }
             // Give ssh's last words a moment to arrive.

@@ -248,11 +248,11 @@ impl<'p> ExportArchive<'p> {
                 spool.archived_end(n)
             }
         });
-        if moved || fresh {
-            if let Err(e) = state.save(self.policy, &self.export) {
-                tracing::warn!(error = %e, "the archive's reach is not recorded");
-                return false;
-            }
+        if (moved || fresh)
+            && let Err(e) = state.save(self.policy, &self.export)
+        {
+            tracing::warn!(error = %e, "the archive's reach is not recorded");
+            return false;
         }
         moved || fresh
     }

@@ -427,7 +427,7 @@ fn each_host_refuses_what_its_policy_does_not_allow() {
         &h,
         key,
         &["touch", marker.to_str().unwrap()],
-        &[hello.clone()],
+        std::slice::from_ref(&hello),
     );
     assert_eq!(replies[0]["reply"], "hello", "{replies:#?}");
     assert!(!marker.exists(), "authorized_keys pins the serve command");

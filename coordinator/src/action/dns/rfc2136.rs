@@ -133,10 +133,7 @@ impl Rfc2136 {
         let answer = exchange(self.server, &bytes).await?;
         let response = response_to(self.server, &request, &answer)?;
         let code = response.response_code;
-        let tsig_error = response
-            .signature
-            .as_ref()
-            .and_then(|s| s.data.error.clone());
+        let tsig_error = response.signature.as_ref().and_then(|s| s.data.error);
         let zone = &record.zone;
         let key = &self.key_name;
         match code {
