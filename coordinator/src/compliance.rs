@@ -2,6 +2,7 @@
 //! drill with its verdict and margins, the trend, runbooks not drilled, and
 //! each export's live RPO exposure.
 
+use crate::report::escape_markup;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -385,7 +386,7 @@ fn charts(c: &Compliance) -> String {
         }
         out += &format!(
             "<h3>{}</h3><div class=\"charts\">",
-            escape_html(&rb.runbook)
+            escape_markup(&rb.runbook)
         );
         for (measure, label) in [("rto", "RTO"), ("rpo", "RPO")] {
             let points: Vec<(String, Option<f64>, bool, f64)> = drills
@@ -420,13 +421,6 @@ fn charts(c: &Compliance) -> String {
     out
 }
 
-fn escape_html(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// One bar chart: (label, measured, met, objective) per drill.
 fn chart(
     runbook: &str,
@@ -451,7 +445,7 @@ fn chart(
     let slot = (w - left - 10.0) / points.len() as f64;
     let mut svg = format!(
         r##"<svg class="drill-chart" data-runbook="{}" data-measure="{measure}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{label} of each drill"><rect x="0" y="0" width="{w}" height="{h}" fill="#fafafa"/><text x="{left}" y="16" font-size="13" fill="#333">{label} per drill, objective {}</text>"##,
-        escape_html(runbook),
+        escape_markup(runbook),
         fmt_secs(objective)
     );
     for (i, (when, value, met, _)) in points.iter().enumerate() {

@@ -1,15 +1,8 @@
 //! The report as one self-contained HTML page (no external assets), with an
 //! inline SVG timeline of the phases against the RTO objective.
 
-use super::Report;
 use super::markdown::{fmt_secs, verdict};
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::{Report, escape_markup};
 
 const COLORS: [(&str, &str); 4] = [
     ("detect", "#f0ad4e"),
@@ -116,14 +109,14 @@ pub fn render(r: &Report) -> String {
         rows += &format!(
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             crate::engine::status_word(s.status).replace(' ', "-"),
-            esc(&s.section),
+            escape_markup(&s.section),
             s.phase.map(|p| p.name()).unwrap_or("-"),
-            esc(s.host_or(&r.host)),
-            esc(&s.name),
+            escape_markup(s.host_or(&r.host)),
+            escape_markup(&s.name),
             crate::engine::status_word(s.status),
             s.attempts,
             fmt_secs(s.seconds),
-            esc(&s.message)
+            escape_markup(&s.message)
         );
     }
     let mut objectives = String::new();
@@ -167,7 +160,7 @@ pub fn render(r: &Report) -> String {
         .map(|f| {
             format!(
                 "<p class=\"why\"><strong>Why it failed:</strong> {}</p>",
-                esc(f)
+                escape_markup(f)
             )
         })
         .unwrap_or_default();
@@ -200,10 +193,10 @@ tr.failed td, tr.timed-out td {{ background: #fdecea; }}
             super::Kind::Drill => "drill",
             super::Kind::Incident => "recovery",
         },
-        runbook = esc(&r.runbook),
-        host = esc(&r.host),
+        runbook = escape_markup(&r.runbook),
+        host = escape_markup(&r.host),
         status_upper = status.to_uppercase(),
-        id = esc(&r.id),
+        id = escape_markup(&r.id),
         started = drp_core::time::shown(r.started_at),
         tfail = r
             .t_fail

@@ -1,15 +1,8 @@
 //! The report as JUnit XML, so a drill run from CI shows as tests: one test
 //! case per step, plus one for each objective.
 
-use super::Report;
 use super::markdown::fmt_secs;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::{Report, escape_markup};
 
 pub fn render(r: &Report) -> String {
     let mut cases = String::new();
@@ -17,15 +10,15 @@ pub fn render(r: &Report) -> String {
     let mut case = |name: &str, seconds: f64, failure: Option<String>| {
         cases += &format!(
             "    <testcase classname=\"drp.{}\" name=\"{}\" time=\"{seconds:.3}\"",
-            esc(&r.runbook),
-            esc(name)
+            escape_markup(&r.runbook),
+            escape_markup(name)
         );
         match failure {
             Some(f) => {
                 failures += 1;
                 cases += &format!(
                     ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
-                    esc(&f)
+                    escape_markup(&f)
                 );
             }
             None => cases += "/>\n",
@@ -75,7 +68,7 @@ pub fn render(r: &Report) -> String {
             super::Kind::Drill => "drill",
             super::Kind::Incident => "recovery",
         },
-        esc(&r.runbook),
+        escape_markup(&r.runbook),
         r.started_at.to_rfc3339()
     )
 }

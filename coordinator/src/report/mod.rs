@@ -247,3 +247,11 @@ pub fn write_local(report: &Report, dir: &Path) -> Result<PathBuf, Error> {
     }
     Ok(dir.join(format!("{stem}.html")))
 }
+
+/// Text as HTML or XML character data and attribute values.
+pub(crate) fn escape_markup(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
