@@ -141,7 +141,7 @@ steps:
     action: {{kind: restore_backup, export: app, point: latest}}
   - name: move {name}
     phase: restart
-    timeout: 30s
+    timeout: 90s
     action:
       kind: dns_switch
       provider: rfc2136
@@ -385,6 +385,32 @@ fn a_name_outside_the_zone_is_refused_when_the_runbook_is_read() {
             .contains("www.elsewhere.example. is not within zone shop.example."),
         "{}",
         check.stderr
+    );
+}
+
+/// A step that would time out before its own verification window ends is
+/// refused where its timeout is written.
+#[test]
+fn a_step_timeout_shorter_than_the_verification_window_is_refused() {
+    let s = scratch("dns_window");
+    let rb = shop_runbook(&s, "www", "      verify: {timeout: 2m}\n");
+    let check = s.drp(&["check", &rb]);
+    check.code(2);
+    assert!(
+        check.stderr.contains("steps[1].timeout")
+            && check.stderr.contains(
+                "the step's timeout (1m 30s) is not longer than its action's own wait (2m)"
+            ),
+        "{}",
+        check.stderr
+    );
+    // With the default window (45 s) the same step is read (the policy's
+    // own schedule is another matter: exit 8).
+    let accepted = s.drp(&["check", &shop_runbook(&s, "www", "")]);
+    assert!(
+        accepted.stdout.contains("runbook failover") && !accepted.all().contains(".timeout"),
+        "{}",
+        accepted.all()
     );
 }
 

@@ -142,7 +142,8 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
             verify_timeout: verify
                 .timeout
                 .map(|t| t.as_duration())
-                .unwrap_or(Duration::from_secs(60)),
+                // Within a step's default timeout (60 s).
+                .unwrap_or(Duration::from_secs(45)),
         })
     }
 }
@@ -269,6 +270,10 @@ impl Action for DnsSwitch {
             self.to,
             self.provider.describe()
         )
+    }
+
+    fn waits(&self) -> Option<Duration> {
+        Some(self.verify_timeout)
     }
 
     fn destructive(&self) -> bool {

@@ -69,6 +69,12 @@ pub trait Action: Send + Sync {
     fn validate(&self, _policy: &Policy) -> Result<(), Invalid> {
         Ok(())
     }
+    /// How long it may wait by its own settings (a verification window):
+    /// its step's timeout must be longer, or the step would end before the
+    /// action can say what it waited for.
+    fn waits(&self) -> Option<Duration> {
+        None
+    }
     /// Runs once; the engine applies timeout and retries. `Ok` carries a
     /// short account of what happened, `Err` why it failed.
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>>;

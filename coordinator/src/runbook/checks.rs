@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use drp_core::config::units::format_duration;
 use drp_core::config::{Diagnostics, HumanDuration, Objectives, Policy};
 
 use super::steps::Section;
@@ -99,6 +100,19 @@ pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section,
                     &format!("{}[{i}].action", section.key()),
                     invalid.to_string(),
                     None,
+                );
+            }
+            if let Some(waits) = s.action.action().waits()
+                && s.timeout <= waits
+            {
+                d.push(
+                    &format!("{}[{i}].timeout", section.key()),
+                    format!(
+                        "the step's timeout ({}) is not longer than its action's own wait ({}): the step would end before the action could say what it waited for",
+                        format_duration(s.timeout),
+                        format_duration(waits)
+                    ),
+                    Some("give the step a longer `timeout:`, or the action a shorter wait".into()),
                 );
             }
         }
