@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::harness::{Run, Scratch, rand_u32, scratch, services};
+use crate::harness::{Run, Scratch, files_containing, rand_u32, scratch, services};
 
 fn port() -> &'static str {
     services().get("DRP_TEST_DNS_PORT")
@@ -181,24 +181,6 @@ fn run(s: &Scratch, rb: &str) -> (Run, serde_json::Value) {
         .cloned()
         .unwrap_or_else(|| panic!("no switch step in {report:#}"));
     (run, step)
-}
-
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && String::from_utf8_lossy(&bytes).contains(needle)
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -536,3 +536,22 @@ pub fn eventually(within: std::time::Duration, mut f: impl FnMut() -> bool) -> b
     }
     f()
 }
+
+/// The files under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && String::from_utf8_lossy(&bytes).contains(needle)
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}

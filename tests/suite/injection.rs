@@ -5,10 +5,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::harness::{Scratch, mariadb, psql, scratch};
+use crate::harness::{Scratch, files_containing, mariadb, psql, scratch};
 use crate::receivers;
 
 /// A SQLite application database with a few orders.
@@ -27,25 +26,6 @@ fn policy(s: &Scratch, notify: &str) {
             "host: i\nobjectives: {{rto: 5m, rpo: 30m}}\n{notify}targets:\n  nas: {{kind: local, path: nas}}\nexports:\n  app:\n    source: {{kind: sqlite, path: app.db}}\n    schedule: \"*/15 * * * *\"\n    targets: [nas]\n"
         ),
     );
-}
-
-/// Every file under `dir` that contains `needle`, by path.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && String::from_utf8_lossy(&bytes).contains(needle)
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -509,12 +509,9 @@ where
     }
 }
 
-/// Copies `raw` into a new private file in `workdir`.
-pub fn stage_to_file(
-    raw: &mut dyn Read,
-    workdir: &Path,
-) -> Result<tempfile::NamedTempFile, SourceError> {
-    let mut file = tempfile::Builder::new()
+/// A new private staging file in `workdir`.
+pub fn staging_file(workdir: &Path) -> Result<tempfile::NamedTempFile, SourceError> {
+    tempfile::Builder::new()
         .prefix(".drp-stage-")
         .tempfile_in(workdir)
         .map_err(|e| {
@@ -522,7 +519,15 @@ pub fn stage_to_file(
                 format!("cannot create a staging file in {}", workdir.display()),
                 e,
             )
-        })?;
+        })
+}
+
+/// Copies `raw` into a new private file in `workdir`.
+pub fn stage_to_file(
+    raw: &mut dyn Read,
+    workdir: &Path,
+) -> Result<tempfile::NamedTempFile, SourceError> {
+    let mut file = staging_file(workdir)?;
     // Large pieces: one write per megabyte rather than per 8 KiB.
     let mut buf = vec![0u8; 1 << 20];
     let out = file.as_file_mut();

@@ -170,11 +170,10 @@ impl Mysql {
                  order by u.is_role = 'Y' desc, u.user, u.host;"
             ),
         )?;
-        let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
         let mut found = Vec::new();
         for r in super::postgres::rows(&out) {
             if let [user, host, role] = &r[..]
-                && let (Some(user), Some(host)) = (text(user), text(host))
+                && let (Some(user), Some(host)) = (unhex(user), unhex(host))
             {
                 found.push(accounts::Account {
                     user,
@@ -266,18 +265,12 @@ impl Mysql {
             None,
             "select hex(user), hex(host), is_role from mysql.user;",
         )?;
-        let text = |h: &str| {
-            hex::decode(h)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default()
-        };
         Ok(super::postgres::rows(&out)
             .iter()
             .filter(|r| r.len() == 3)
             .map(|r| accounts::Account {
-                user: text(&r[0]),
-                host: (r[2] != "Y").then(|| text(&r[1])),
+                user: unhex(&r[0]).unwrap_or_default(),
+                host: (r[2] != "Y").then(|| unhex(&r[1]).unwrap_or_default()),
             })
             .collect())
     }
@@ -649,13 +642,13 @@ impl Mysql {
                  from mysql.procs_priv p where p.db = '{db}';"
             ),
         )?;
-        let text = |h: &str| hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok());
         let mut grants = Vec::new();
         for r in super::postgres::rows(&out) {
             let [user, host, name, kind, privs, role] = &r[..] else {
                 continue;
             };
-            let (Some(user), Some(host), Some(name)) = (text(user), text(host), text(name)) else {
+            let (Some(user), Some(host), Some(name)) = (unhex(user), unhex(host), unhex(name))
+            else {
                 continue;
             };
             let privileges: Vec<(String, Vec<String>)> = privs
@@ -706,21 +699,17 @@ impl Mysql {
                  where table_schema = '{to}' and instr(column_default, '`{from}`.') > 0;"
             ),
         )?;
-        let text = |h: &str| {
-            hex::decode(h)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default()
-        };
         let mut alter = String::new();
         for r in super::postgres::rows(&out) {
             if let [table, column, default] = &r[..] {
                 alter += &format!(
                     "alter table {}.{} alter column {} set default ({});\n",
                     quoted(to),
-                    quoted(&text(table)),
-                    quoted(&text(column)),
-                    text(default).replace(&format!("`{from}`."), &format!("`{to}`."))
+                    quoted(&unhex(table).unwrap_or_default()),
+                    quoted(&unhex(column).unwrap_or_default()),
+                    unhex(default)
+                        .unwrap_or_default()
+                        .replace(&format!("`{from}`."), &format!("`{to}`."))
                 );
             }
         }
@@ -1043,15 +1032,7 @@ fn receive(
     dest: &str,
     workdir: &Path,
 ) -> Result<(tempfile::NamedTempFile, Received), SourceError> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".drp-stage-")
-        .tempfile_in(workdir)
-        .map_err(|e| {
-            SourceError::io(
-                format!("cannot create a staging file in {}", workdir.display()),
-                e,
-            )
-        })?;
+    let mut file = super::staging_file(workdir)?;
     let drain = |rest: &mut dyn Read| {
         std::io::copy(rest, &mut std::io::sink())
             .map(|_| ())
@@ -1078,6 +1059,11 @@ fn receive(
         drain(&mut rest)?;
     }
     Ok((file, Received { head, refusal }))
+}
+
+/// Text the server sent as `hex(…)`, when it is UTF-8.
+fn unhex(h: &str) -> Option<String> {
+    hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
 /// The time of the last event a replay of `r` applies (none when it
