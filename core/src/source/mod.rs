@@ -9,6 +9,7 @@ pub mod directory;
 pub mod mysql;
 pub mod mysql_scratch;
 pub mod postgres;
+pub mod private_server;
 pub mod process;
 pub mod sqlite;
 

@@ -1,24 +1,27 @@
 //! A throwaway MariaDB server for restore tests: `mariadb-install-db` in a
 //! private folder, no TCP (a Unix socket in that folder), its root user
 //! reachable without a password on that socket only; stopped and removed
-//! when dropped.
+//! when dropped. Its lifecycle is the one of every private server
+//! (`private_server.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::SourceError;
 use super::mysql::MysqlConfig;
+use super::private_server::{PrivateServer, Spec};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where the server writes its pid, inside its data folder (what a later
 /// test reads to stop a server a killed one left running).
 pub const PID_FILE: &str = "mariadb.pid";
 
+/// A restore test's throwaway MariaDB server; killed when dropped.
 pub struct ScratchMariadb {
     sock: PathBuf,
     live: MysqlConfig,
-    child: Child,
+    _server: PrivateServer,
 }
 
 impl ScratchMariadb {
@@ -54,31 +57,44 @@ impl ScratchMariadb {
             )));
         }
         let sock = dir.join("sock");
-        let mut server = Command::new(tool("mariadbd"));
-        server
+        let mut mariadbd = Command::new(tool("mariadbd"));
+        mariadbd
             .args(["--no-defaults", "--skip-networking", "--skip-log-bin"])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", sock.display()))
             .arg(format!("--pid-file={}", data.join(PID_FILE).display()))
             .arg(format!("--log-error={}", dir.join("server.log").display()))
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if root {
-            server.arg("--user=root");
+            mariadbd.arg("--user=root");
         }
-        std::os::unix::process::CommandExt::process_group(&mut server, 0);
-        let child = server
-            .spawn()
-            .map_err(|e| SourceError::io("starting the restore test's server", e))?;
-        let scratch = ScratchMariadb {
+        let mut server = PrivateServer::start(
+            &mut mariadbd,
+            Spec {
+                what: "the restore test's server",
+                log: dir.join("server.log"),
+                on_drop: None,
+                cannot_start: "starting the restore test's server".into(),
+            },
+        )?;
+        let admin = tool("mariadb-admin");
+        server.wait_ready(READY_TIMEOUT, || {
+            Command::new(&admin)
+                .args(["--no-defaults", "-uroot"])
+                .arg(format!("--socket={}", sock.display()))
+                .arg("ping")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })?;
+        Ok(ScratchMariadb {
             sock,
             live: live.clone(),
-            child,
-        };
-        scratch.wait_ready(dir, &tool("mariadb-admin"))?;
-        Ok(scratch)
+            _server: server,
+        })
     }
 
     /// The source's settings pointed at this server.
@@ -95,32 +111,5 @@ impl ScratchMariadb {
             include_account_passwords: false,
             throwaway: true,
         }
-    }
-
-    fn wait_ready(&self, dir: &Path, admin: &Path) -> Result<(), SourceError> {
-        super::process::wait_ready(
-            "the restore test's server",
-            READY_TIMEOUT,
-            &dir.join("server.log"),
-            || {
-                Command::new(admin)
-                    .args(["--no-defaults", "-uroot"])
-                    .arg(format!("--socket={}", self.sock.display()))
-                    .arg("ping")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            },
-        )
-    }
-}
-
-impl Drop for ScratchMariadb {
-    fn drop(&mut self) {
-        let group = self.child.id() as i32;
-        // SAFETY: signals the process group this server was started in.
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-        let _ = self.child.wait();
     }
 }

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use super::{Cancel, ExportInfo, ExportStream, SourceError};
 
@@ -298,28 +297,4 @@ impl Drop for ChildExport {
             let _ = child.wait();
         }
     }
-}
-
-/// Polls `ready` every 100 ms until it says yes, for at most `timeout`;
-/// then fails with the last lines of the server's `log`.
-pub fn wait_ready(
-    what: &str,
-    timeout: Duration,
-    log: &Path,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), SourceError> {
-    let started = Instant::now();
-    while !ready() {
-        if started.elapsed() > timeout {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            return Err(SourceError::Invalid(format!(
-                "{what} did not start within {}s: {}",
-                timeout.as_secs(),
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }

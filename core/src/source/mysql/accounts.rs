@@ -21,6 +21,9 @@
 //! another database, the whole server, an account altered or dropped — is
 //! refused, and a restore creates only the accounts the server lacks: an
 //! existing account is never changed, and is given no grant.
+//!
+//! One file, over 600 lines with its tests: the strict reader must accept
+//! exactly what the writer writes, so the two are read side by side.
 
 use std::collections::BTreeSet;
 

@@ -8,6 +8,9 @@
 //! client and the server (a comment inside an executable comment), the
 //! scanner refuses instead of guessing: [`Scanner::next`] then returns
 //! [`Scan::Refused`].
+//!
+//! One file, over 600 lines with its tests: the scanner is one state machine
+//! (quotes, comments, executable comments, delimiters), read as a whole.
 
 use std::io::Read;
 

@@ -1,28 +1,42 @@
 //! A throwaway PostgreSQL server for restore tests: `initdb` in a private
 //! folder, no TCP (a Unix socket in that folder), trust authentication for
 //! its own socket only, stopped and removed when dropped. Run as the
-//! `postgres` user when drp runs as root (PostgreSQL refuses root).
+//! `postgres` user when drp runs as root (PostgreSQL refuses root). Its
+//! lifecycle is the one of every private server (`private_server.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::PostgresConfig;
 use crate::source::SourceError;
+use crate::source::private_server::{PrivateServer, Shutdown, Spec};
 
 /// The port in the socket's name (nothing listens on TCP).
 const PORT: u16 = 5432;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Dropped, the server gets an immediate shutdown of its whole process
+/// group (the server and its backends), then a kill if it has not ended
+/// within 10 seconds.
+const ON_DROP: Shutdown = Shutdown {
+    signal: libc::SIGQUIT,
+    whole_group: true,
+    wait: Duration::from_secs(10),
+};
 
-pub struct ScratchServer {
+/// A restore test's throwaway PostgreSQL server.
+pub struct ScratchPostgres {
     sock: PathBuf,
     bin: PathBuf,
     database: Option<String>,
     restore_jobs: Option<u32>,
-    child: Child,
+    _server: PrivateServer,
 }
 
-impl ScratchServer {
+/// The name restore tests know it by.
+pub use ScratchPostgres as ScratchServer;
+
+impl ScratchPostgres {
     /// Starts a new empty server in `dir` with the binaries of `live`
     /// (its `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`).
     pub fn start(live: &PostgresConfig, dir: &Path, base_dir: &Path) -> Result<Self, SourceError> {
@@ -120,22 +134,34 @@ impl ScratchServer {
                 "shared_preload_libraries=",
             ])
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| SourceError::io("starting the restore test's server", e))?;
-        let server = ScratchServer {
+        let mut server = PrivateServer::start(
+            &mut cmd,
+            Spec {
+                what: "the restore test's server",
+                log: dir.join("server.log"),
+                on_drop: Some(ON_DROP),
+                cannot_start: "starting the restore test's server".into(),
+            },
+        )?;
+        let pg_isready = bin.join("pg_isready");
+        server.wait_ready(READY_TIMEOUT, || {
+            Command::new(&pg_isready)
+                .arg("-q")
+                .arg("-h")
+                .arg(&sock)
+                .args(["-p", &PORT.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        })?;
+        Ok(ScratchPostgres {
             sock,
             bin,
             database,
             restore_jobs,
-            child,
-        };
-        server.wait_ready(dir)?;
-        Ok(server)
+            _server: server,
+        })
     }
 
     /// The binaries of `live` (its `bin_dir`, else the newest installed).
@@ -174,43 +200,6 @@ impl ScratchServer {
             no_owner: false,
             include_role_passwords: false,
         }
-    }
-
-    fn wait_ready(&self, dir: &Path) -> Result<(), SourceError> {
-        crate::source::process::wait_ready(
-            "the restore test's server",
-            READY_TIMEOUT,
-            &dir.join("server.log"),
-            || {
-                Command::new(self.bin.join("pg_isready"))
-                    .arg("-q")
-                    .arg("-h")
-                    .arg(&self.sock)
-                    .args(["-p", &PORT.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            },
-        )
-    }
-}
-
-impl Drop for ScratchServer {
-    /// An immediate shutdown of the whole process group (the server and its
-    /// backends), then a kill if it has not ended within 10 seconds.
-    fn drop(&mut self) {
-        let group = self.child.id() as i32;
-        // SAFETY: signals a process group this server created.
-        unsafe { libc::killpg(group, libc::SIGQUIT) };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above.
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-        let _ = self.child.wait();
     }
 }
 
