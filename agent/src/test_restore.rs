@@ -20,7 +20,7 @@ pub async fn run(
     let mut all: Vec<Tested> = Vec::new();
     for name in &names {
         let export = policy.export(name)?;
-        match drp_core::restore_test::run(&policy, export, identities, out.progress()).await {
+        match drp_core::rehearsal::run(&policy, export, identities, out.progress()).await {
             Ok(tested) => all.extend(tested),
             Err(e) => {
                 code = code.worse(e.exit_code());
@@ -30,7 +30,7 @@ pub async fn run(
     }
     for t in all.iter().filter(|t| !t.passed) {
         code = code.worse(failure_code(t));
-        drp_core::restore_test::notify_failure(&policy, t).await;
+        drp_core::rehearsal::notify_failure(&policy, t).await;
     }
     if let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now()) {
         eprintln!("metrics not written: {e}");
@@ -89,7 +89,7 @@ pub async fn run(
 /// runs them (failures notified): a line each, and their worst exit code.
 pub async fn due(policy: &Policy, now: chrono::DateTime<chrono::Utc>, out: &Output) -> ExitCode {
     let mut code = ExitCode::Ok;
-    let results = drp_core::restore_test::run_due(policy, now).await;
+    let results = drp_core::rehearsal::run_due(policy, now).await;
     if !results.is_empty()
         && let Err(e) = drp_core::metrics::write_textfile(policy, chrono::Utc::now())
     {

@@ -9,7 +9,7 @@ use chrono::Utc;
 use crate::Output;
 use crate::repo::RepoArgs;
 use drp_core::config::units::{format_bytes, format_duration};
-use drp_core::restore::{self, Selector};
+use drp_core::restore::{self, Restore, Selector};
 use drp_core::scope::Scope;
 use drp_core::source::{self, Source};
 use drp_core::time::{GivenTime, parse_time_in};
@@ -127,22 +127,18 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
             ))
         }
     };
-    let plan = restore::plan(
-        &scope.repos,
-        &host,
-        &args.export,
-        &selector,
-        source.clone(),
-        args.to.as_deref(),
-    )
-    .await?;
+    let restore = Restore::new(&scope.repos, &host, &args.export, source)
+        .to(args.to.clone())
+        .policy(scope.policy.as_ref())
+        .identities(&args.repo.identities)
+        .workdir(args.workdir.clone())
+        .drop_replaced(args.drop_replaced)
+        .progress(out.progress());
+    let planned = restore.plan(&selector).await?;
+    let plan = planned.plan();
     let m = &plan.manifest;
     let window = plan.data_loss_window(failed_at);
-    let drop_replaced = args.drop_replaced
-        || scope
-            .policy
-            .as_ref()
-            .is_some_and(|p| p.restore.drop_replaced);
+    let drop_replaced = restore.drops_replaced();
     if out.json {
         if args.dry_run {
             out.print_json(&serde_json::json!({
@@ -235,44 +231,13 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
     let confirmed = args.yes
         || plan.replaces.is_none()
         || (!out.json && crate::confirm(&format!("Replace {}?", plan.destination)));
-    if !confirmed {
-        return Err(Error::NotConfirmed {
-            destination: plan.destination.to_string(),
-        });
-    }
-    let (restore_command, archive_command) = match (&plan.replay, &scope.policy) {
-        (None, _) => (None, None),
-        (Some(_), None) => {
-            return Err(Error::Usage(
-                "a physical restore replays WAL through `drp-agent wal get --policy FILE`: give --policy".into(),
-            ));
-        }
-        (Some(_), Some(policy)) => {
-            let in_place =
-                restore::same_destination(&plan.destination, &source.default_destination());
-            drp_core::wal::run::replay_commands(
-                policy,
-                &args.export,
-                in_place,
-                &args.repo.identities,
-            )?
-        }
-    };
-    let options = restore::Options {
-        confirmed,
-        workdir: args.workdir.clone(),
-        drop_replaced,
-        lock_dir: scope.policy.as_ref().map(|p| p.state_dir.clone()),
-        restore_command,
-        archive_command,
-    };
     // The tools run in process groups of their own, out of reach of the
     // terminal's signals: on Ctrl-C or SIGTERM the restore is abandoned
     // (dropping it stops its tools and removes its copy) before exiting.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
     let report = tokio::select! {
-        r = restore::execute(&plan, source, options, out.progress()) => r?,
+        r = planned.execute(confirmed) => r?,
         _ = tokio::signal::ctrl_c() => return Err(Error::Source(drp_core::source::SourceError::Cancelled)),
         _ = term.recv() => return Err(Error::Source(drp_core::source::SourceError::Cancelled)),
     };

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::records::Tested;
-use crate::restore_test::Prediction;
+use crate::rehearsal::Prediction;
 use crate::state::{ArchiveState, ExportState, Kept, LastTest};
 use crate::wal::ArchiveReach;
 
@@ -225,7 +225,7 @@ impl ExportStatus {
         });
         let predicted_restore = match (&i.test, &i.newest) {
             (Some(t), Some(n)) if t.restore_bytes_per_second > 0.0 => {
-                Some(crate::restore_test::predict_at(
+                Some(crate::rehearsal::predict_at(
                     t.restore_bytes_per_second,
                     n.raw_bytes,
                     &i.history,

@@ -7,7 +7,7 @@
 //!   [`scope::Scope`], [`repository::Repository`];
 //! - back up: [`runner::run_export`] (lock, export, notify, upkeep) or
 //!   [`backup::run`] (the export alone);
-//! - restore: [`restore::find`] then [`restore::plan`] and [`restore::execute`];
+//! - restore: [`restore::find`], then [`restore::Restore`] (plan, then execute);
 //!   verify: [`verify::verify`]; apply retention: [`prune`];
 //! - snapshots before a change: [`snapshot::create`], [`snapshot::rollback`];
 //! - judge objectives: [`posture`] (what the schedules can meet) and
@@ -40,9 +40,9 @@ pub mod posture;
 pub mod progress;
 pub mod prune;
 pub mod records;
+pub mod rehearsal;
 pub mod repository;
 pub mod restore;
-pub mod restore_test;
 pub mod retention;
 pub mod runner;
 mod scheduler;
@@ -160,7 +160,7 @@ mod architecture {
         let operations = [
             "backup",
             "restore",
-            "restore_test",
+            "rehearsal",
             "export_status",
             "metrics",
             "runner",

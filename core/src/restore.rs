@@ -1,22 +1,23 @@
 //! Restore: choose a recovery point, show what will be replaced, receive it
 //! next to the destination, check both digests, and only then apply it.
-//! `drp-agent restore` and `drp restore` both go through here.
+//! Every restore (`drp-agent restore` and `drp restore`, a runbook's
+//! `restore_backup`, a restore test, a directory snapshot's rollback) goes
+//! through [`Restore`], the one sequence in [`sequence`]; this file finds
+//! the point and plans what the restore will do.
 
-use std::path::PathBuf;
+mod sequence;
+
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::lock::ExportLock;
+pub use sequence::{Planned, Restore};
+
 use crate::manifest::Manifest;
 use crate::pipeline;
-use crate::progress::{Event, Reporter};
 use crate::repository::Repository;
 use crate::repository::binlog::BinlogObject;
-use crate::source::{
-    BinlogReplay, Cancel, CommitOptions, Committed, Destination, Replay, ReplayFrom, Source,
-};
+use crate::source::{Committed, Destination, Source};
 use crate::wal::archive::Inventory;
 use crate::{Error, Result};
 
@@ -116,37 +117,6 @@ pub struct Report {
     pub received_seconds: f64,
     /// What became of the data the restore replaced.
     pub replaced: Committed,
-}
-
-/// How a plan is applied.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Existing data may be replaced (the user said yes).
-    pub confirmed: bool,
-    /// Scratch space for staged dumps (default: the system's temporary folder).
-    pub workdir: Option<PathBuf>,
-    /// Drop what was replaced once the restore has succeeded (kept by default).
-    pub drop_replaced: bool,
-    /// Where the per-destination restore locks live (the policy's state folder).
-    pub lock_dir: Option<PathBuf>,
-    /// For a physical restore: the `restore_command` and, in place, the
-    /// `archive_command` its replay runs (see [`crate::source::Replay`]).
-    pub restore_command: Option<String>,
-    pub archive_command: Option<String>,
-}
-
-/// How long a restore waits for another restore of the same destination
-/// (an abandoned one stopping its tools and removing its copy) to end.
-const DESTINATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Sets the cancel flag when dropped: a restore whose future is dropped (a
-/// step's timeout) stops its tools instead of running on beside a retry.
-struct CancelOnDrop(Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
 }
 
 /// Finds the point `selector` designates, searching the repositories in order.
@@ -366,7 +336,9 @@ async fn copies(
     out
 }
 
-pub async fn plan(
+/// What a restore of the point `selector` designates into `to` (the
+/// source itself by default) will do; nothing is changed.
+async fn plan(
     repos: &[Repository],
     host: &str,
     export: &str,
@@ -403,159 +375,6 @@ pub async fn plan(
     })
 }
 
-/// Applies a plan. Existing data is replaced only when confirmed; the point
-/// is fully received and verified before the destination is touched, one
-/// restore of a destination runs at a time, and dropping the returned future
-/// stops the restore (its tools are killed and its staged copy removed).
-pub async fn execute(
-    plan: &Plan,
-    source: Arc<dyn Source>,
-    options: Options,
-    progress: Reporter,
-) -> Result<Report> {
-    if plan.replaces.is_some() && !options.confirmed {
-        return Err(Error::NotConfirmed {
-            destination: plan.destination.to_string(),
-        });
-    }
-    let started = Instant::now();
-    let cancel = CancelOnDrop(Cancel::default());
-    let lock_dir = options.lock_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let key = destination_key(&source, &plan.destination);
-    let what = plan.destination.to_string();
-    let lock = tokio::task::spawn_blocking(move || {
-        ExportLock::restore(&lock_dir, &key, &what, DESTINATION_WAIT)
-    })
-    .await
-    .map_err(|e| Error::Failed(format!("locking the destination stopped: {e}")))??;
-    let workdir = options.workdir.clone().unwrap_or_else(std::env::temp_dir);
-    let holders: Vec<(&Repository, &Manifest)> =
-        std::iter::once((&plan.repository, &plan.manifest))
-            .chain(plan.copies.iter().map(|(r, m)| (r, m)))
-            .collect();
-    let mut staged = None;
-    for (i, (repo, manifest)) in holders.iter().enumerate() {
-        let destination = plan.destination.clone();
-        let workdir = workdir.clone();
-        progress.event(Event::Started {
-            task: format!(
-                "restore {} to {} from `{}`",
-                plan.manifest.id,
-                plan.destination,
-                repo.name()
-            ),
-            total: Some(plan.manifest.stored.size),
-        });
-        let src = source.clone();
-        let received = pipeline::read_verified(
-            &repo.target,
-            manifest,
-            &repo.keys.identities,
-            progress.clone(),
-            move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
-        )
-        .await;
-        progress.event(Event::Finished);
-        match received {
-            Ok(s) => {
-                if let Err(e) = repo.record_verified(manifest, "restore").await {
-                    tracing::warn!(error = %e, "the verification of {} is not recorded", plan.manifest.id);
-                }
-                staged = Some((s, repo.name().to_string()));
-                break;
-            }
-            // This copy is damaged or gone: the next target's may be whole.
-            Err(e @ (Error::Integrity { .. } | Error::Target { .. })) if i + 1 < holders.len() => {
-                tracing::warn!(target = repo.name(), error = %e, "trying the next copy of the point");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let (staged, target) = staged.expect("the last copy either loads or returns its error");
-    let received_seconds = started.elapsed().as_secs_f64();
-    let binlog_dir = tempfile::Builder::new()
-        .prefix(".drp-binlogs-")
-        .tempdir_in(&workdir)
-        .map_err(|e| Error::io_path("cannot create a folder in", &workdir, e))?;
-    let replay = match &plan.replay {
-        None => None,
-        Some(ReplayPlan {
-            target,
-            inclusive,
-            binlogs: Some((files, start)),
-            ..
-        }) => Some(Replay {
-            target: *target,
-            inclusive: *inclusive,
-            from: ReplayFrom::Binlogs(
-                fetch_binlogs(&plan.repository, files, *start, *target, &binlog_dir).await?,
-            ),
-        }),
-        Some(r) => Some(Replay {
-            target: r.target,
-            inclusive: r.inclusive,
-            from: ReplayFrom::Archive {
-                restore_command: options.restore_command.clone().ok_or_else(|| {
-                    Error::Usage(
-                        "a physical restore needs the restore_command its replay runs".into(),
-                    )
-                })?,
-                archive_command: options.archive_command.clone(),
-                archive_ends_at: Some(r.next_missing.clone()),
-                segment_size: r.segment_size,
-                timeline: r.timeline,
-            },
-        }),
-    };
-    let commit = CommitOptions {
-        drop_replaced: options.drop_replaced,
-        cancel: cancel.0.clone(),
-        replay,
-    };
-    let replaced = tokio::task::spawn_blocking(move || {
-        // The lock is released when the load has really ended, even when
-        // this restore was abandoned while it ran.
-        let _lock = lock;
-        staged.commit(&commit)
-    })
-    .await
-    .map_err(|e| Error::Failed(format!("loading stopped: {e}")))??;
-    Ok(Report {
-        id: plan.manifest.id.clone(),
-        target,
-        destination: plan.destination.to_string(),
-        raw_bytes: plan.manifest.raw.size,
-        seconds: started.elapsed().as_secs_f64(),
-        received_seconds,
-        replaced,
-    })
-}
-
-/// Fetches the binary logs a replay needs into `dir`, each checked against
-/// its digest.
-async fn fetch_binlogs(
-    repo: &Repository,
-    files: &[BinlogObject],
-    start_position: u64,
-    target: Option<DateTime<Utc>>,
-    dir: &tempfile::TempDir,
-) -> Result<BinlogReplay> {
-    let mut paths = Vec::new();
-    for f in files {
-        let bytes = repo.binlog_read(f).await?;
-        let path = dir.path().join(&f.name);
-        std::fs::write(&path, bytes).map_err(|e| Error::io_path("cannot write", &path, e))?;
-        paths.push(path);
-    }
-    Ok(BinlogReplay {
-        files: paths,
-        start_position,
-        // Binary-log times are whole seconds: stopping at the second the
-        // target falls in replays nothing later than it.
-        stop: target.and_then(|t| DateTime::from_timestamp(t.timestamp(), 0)),
-    })
-}
-
 /// Whether two destinations are the same database or the same place on
 /// disk, however their paths are spelt (relative, `..`, symbolic links).
 pub fn same_destination(a: &Destination, b: &Destination) -> bool {
@@ -573,28 +392,4 @@ pub fn same_destination(a: &Destination, b: &Destination) -> bool {
         (Destination::Path(x), Destination::Path(y)) => place(x) == place(y),
         _ => a == b,
     }
-}
-
-/// The lock name of a destination: the same database on the same server,
-/// or the same path, gives the same name.
-fn destination_key(source: &Arc<dyn Source>, destination: &Destination) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let facts = source.describe();
-    for key in ["host", "port"] {
-        if let Some(v) = facts.get(key) {
-            h.update(v.as_bytes());
-        }
-        h.update([0]);
-    }
-    match destination {
-        Destination::Database(db) => h.update(format!("db:{db}")),
-        Destination::Path(p) => h.update(format!(
-            "path:{}",
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-        )),
-    }
-    format!("restore-{}", &hex::encode(h.finalize())[..16])
 }

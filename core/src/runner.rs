@@ -316,7 +316,7 @@ pub async fn daemon(
             on_run(&result, &export);
         }
         expire_snapshots(&current).await;
-        for (export, result) in crate::restore_test::run_due(&current, Utc::now()).await {
+        for (export, result) in crate::rehearsal::run_due(&current, Utc::now()).await {
             match result {
                 Ok(tested) => {
                     for t in tested {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Action, ActionError, Context, Invalid, RestoredPoint};
 use drp_core::config::Policy;
-use drp_core::restore::{self, Selector};
+use drp_core::restore::{Restore, Selector};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,9 @@ pub struct RestoreBackup {
     pub point: String,
     /// A database name or path instead of the source itself.
     pub to: Option<String>,
+    /// Another export of the same kind whose source receives the point
+    /// (a standby's database, on another server).
+    pub into: Option<String>,
     /// Only this target.
     pub from: Option<String>,
 }
@@ -35,7 +38,12 @@ impl Action for RestoreBackup {
             .as_deref()
             .map(|t| format!(" into {t}"))
             .unwrap_or_default();
-        format!("restore `{}` ({}){to}", self.export, self.point)
+        let into = self
+            .into
+            .as_deref()
+            .map(|e| format!(" into the source of `{e}`"))
+            .unwrap_or_default();
+        format!("restore `{}` ({}){into}{to}", self.export, self.point)
     }
 
     fn destructive(&self) -> bool {
@@ -53,6 +61,17 @@ impl Action for RestoreBackup {
                 export: self.export.clone(),
                 target: t.clone(),
             });
+        }
+        if let Some(into) = &self.into {
+            let Some(other) = policy.exports.get(into) else {
+                return Err(Invalid::unknown_export(into, policy));
+            };
+            if into == &self.export || other.source.kind() != e.source.kind() {
+                return Err(Invalid::NotInto {
+                    export: self.export.clone(),
+                    into: into.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -81,37 +100,22 @@ impl Action for RestoreBackup {
                 "latest" => Selector::Latest,
                 id => Selector::Id(id.to_string()),
             };
-            let source: Arc<dyn drp_core::source::Source> =
-                Arc::from(drp_core::source::build(&export.source, &policy.base_dir));
-            let plan = restore::plan(
-                &repos,
-                &policy.host,
-                &self.export,
-                &selector,
-                source.clone(),
-                self.to.as_deref(),
-            )
-            .await?;
-            let (restore_command, archive_command) = match &plan.replay {
-                Some(_) => drp_core::wal::run::replay_commands(
-                    policy,
-                    &self.export,
-                    restore::same_destination(&plan.destination, &source.default_destination()),
-                    // The policy's own `keys.identity`, read by `wal get` itself.
-                    &[],
-                )?,
-                None => (None, None),
+            // The point's own source, or another export's (a standby's).
+            let destination = match &self.into {
+                Some(into) => policy.export(into)?,
+                None => export,
             };
-            let options = restore::Options {
-                confirmed: true,
-                workdir: ctx.workdir.clone(),
-                drop_replaced: policy.restore.drop_replaced,
-                lock_dir: Some(policy.state_dir.clone()),
-                restore_command,
-                archive_command,
-            };
-            let report =
-                restore::execute(&plan, source, options, drp_core::progress::silent()).await?;
+            let source: Arc<dyn drp_core::source::Source> = Arc::from(drp_core::source::build(
+                &destination.source,
+                &policy.base_dir,
+            ));
+            let restore = Restore::new(&repos, &policy.host, &self.export, source)
+                .to(self.to.clone())
+                .policy(Some(policy))
+                .workdir(ctx.workdir.clone());
+            let planned = restore.plan(&selector).await?;
+            let plan = planned.plan();
+            let report = planned.execute(true).await?;
             ctx.restored
                 .lock()
                 .expect("restored lock")

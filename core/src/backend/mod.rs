@@ -1,10 +1,14 @@
 //! Targets: where recovery points are stored. Each kind builds an OpenDAL
 //! operator (one file per kind); retries with backoff and timeouts wrap every
-//! kind the same way here, not inside the implementations.
+//! kind the same way here, not inside the implementations. What a policy
+//! adds to a target wraps it where the policy opens it, one file each:
+//! [`paced`] (its bandwidth limit) and [`locked`] (S3 Object Lock).
 
 pub mod local;
 #[cfg(feature = "aws")]
 pub mod lock;
+pub mod locked;
+pub mod paced;
 pub mod s3;
 pub mod sftp;
 
@@ -220,10 +224,13 @@ pub struct Target {
     pub tuning: WriteTuning,
     /// Whom recovery points written here are encrypted to (none: plain zstd).
     pub recipients: std::sync::Arc<[crate::keys::Recipient]>,
-    /// Bytes per second a backup uploads at most (never archiving).
-    pub limit: Option<u64>,
     /// See [`Backend::atomic_writes`].
     pub atomic_writes: bool,
+    /// The limit a backup uploads at (never archiving): [`paced::Paced`].
+    paced: Option<paced::Paced>,
+    /// Its S3 Object Lock: [`locked::Locked`].
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    locked: Option<locked::Locked>,
 }
 
 impl Target {
@@ -250,8 +257,9 @@ impl Target {
             op,
             tuning: backend.tuning(),
             recipients: std::sync::Arc::new([]),
-            limit: None,
             atomic_writes: backend.atomic_writes(),
+            paced: None,
+            locked: None,
         })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod binlog;
 pub mod layout;
+mod records;
 pub mod wal;
 
 use chrono::Utc;
@@ -18,12 +19,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::Target;
+use crate::backend::locked::Locked;
+use crate::backend::paced::Paced;
 use crate::config::{Policy, TargetConfig};
 use crate::keys::Keys;
 use crate::keys::sign::Owner;
 use crate::{Error, Result};
 
 pub use layout::MARKER;
+pub use records::Record;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -68,30 +72,12 @@ pub struct Listing {
     pub damaged: Vec<Damaged>,
 }
 
-/// One stored record (a snapshot set, a report) as read back: its key and
-/// its bytes. The caller parses it and trusts only what its key says.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub key: String,
-    pub bytes: Vec<u8>,
-}
-
-impl Record {
-    /// The file name of the key (its last component).
-    pub fn name(&self) -> &str {
-        self.key.rsplit('/').next().unwrap_or(&self.key)
-    }
-}
-
 #[derive(Clone)]
 pub struct Repository {
     pub(crate) target: Target,
     /// The signing key records are written with, the keys records are
     /// checked against, the identities points are decrypted with.
     pub(crate) keys: Arc<Keys>,
-    /// S3 Object Lock, when the target sets it.
-    #[cfg(feature = "aws")]
-    lock: Option<Arc<crate::backend::lock::ObjectLock>>,
 }
 
 impl Repository {
@@ -99,35 +85,12 @@ impl Repository {
         Repository {
             target,
             keys: Arc::default(),
-            #[cfg(feature = "aws")]
-            lock: None,
         }
-    }
-
-    /// Locks the object at `key` as the target's Object Lock says; until when.
-    pub(crate) async fn lock_object(&self, key: &str) -> Result<Option<chrono::DateTime<Utc>>> {
-        #[cfg(feature = "aws")]
-        if let Some(lock) = &self.lock {
-            return lock
-                .protect(key)
-                .await
-                .map_err(|e| Error::target(self.name(), e));
-        }
-        let _ = key;
-        Ok(None)
     }
 
     /// Until when the object at `key` is locked, on an Object Lock target.
     pub(crate) async fn locked_until(&self, key: &str) -> Result<Option<chrono::DateTime<Utc>>> {
-        #[cfg(feature = "aws")]
-        if let Some(lock) = &self.lock {
-            return lock
-                .locked_until(key)
-                .await
-                .map_err(|e| Error::target(self.name(), e));
-        }
-        let _ = key;
-        Ok(None)
+        self.target.locked_until(key).await
     }
 
     /// The same repository read and written with `keys`.
@@ -137,29 +100,17 @@ impl Repository {
     }
 
     /// Opens target `name` of `policy` as the policy says to write to it:
-    /// its recipients, its bandwidth limit, and `keys`.
+    /// its recipients, its bandwidth limit ([`Paced`]), its Object Lock
+    /// ([`Locked`]), and `keys`.
     pub async fn for_policy(policy: &Policy, name: &str, keys: &Arc<Keys>) -> Result<Repository> {
         let config = policy.targets.get(name).ok_or_else(|| {
             Error::NotFound(format!("no target `{name}` in {}", policy.path.display()))
         })?;
         let mut repo = Repository::open(name, config, &policy.base_dir).await?;
         repo.target.recipients = policy.recipients(name).into();
-        repo.target.limit = policy.target_options.get(name).and_then(|o| o.limit);
-        if let TargetConfig::S3(s3) = config
-            && s3.lock.is_some()
-        {
-            #[cfg(feature = "aws")]
-            {
-                let lock = crate::backend::lock::ObjectLock::new(s3, &policy.base_dir)
-                    .await
-                    .map_err(|e| Error::target(name, e))?;
-                repo.lock = Some(Arc::new(lock));
-            }
-            #[cfg(not(feature = "aws"))]
-            return Err(Error::Usage(format!(
-                "target `{name}` sets `lock`, and this drp was built without the `aws` feature that sets S3 Object Lock"
-            )));
-        }
+        let limit = policy.target_options.get(name).and_then(|o| o.limit);
+        let target = Paced::wrap(repo.target, limit);
+        repo.target = Locked::wrap(target, config, &policy.base_dir).await?;
         Ok(repo.with_keys(keys.clone()))
     }
 
@@ -402,13 +353,13 @@ impl Repository {
         }
         // On an Object Lock target, the data is locked before the point
         // exists, and its records as soon as they do.
-        self.lock_object(&manifest.stored.object).await?;
+        self.target.protect(&manifest.stored.object).await?;
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         let path = layout::manifest(&manifest.host, &manifest.export, &manifest.id);
         self.write(&path, body, "cannot write the manifest").await?;
-        self.lock_object(&path).await?;
+        self.target.protect(&path).await?;
         if self.keys.signer.is_some() {
-            self.lock_object(&layout::signature(&path)).await?;
+            self.target.protect(&layout::signature(&path)).await?;
         }
         Ok(())
     }
@@ -501,114 +452,6 @@ impl Repository {
         out
     }
 
-    /// Stores a host's handover page: its Markdown (signed, as records are)
-    /// and its HTML rendering.
-    pub async fn save_handover(&self, host: &str, md: Vec<u8>, html: String) -> Result<()> {
-        let what = "cannot store the handover page";
-        self.write(&layout::handover(host, "md"), md, what).await?;
-        self.put_whole(&layout::handover(host, "html"), html.into_bytes())
-            .await
-            .map_err(|e| self.target.error(what, e))
-    }
-
-    /// Records a restore test of a point (its newest replaces the one before).
-    pub async fn save_restore_test(&self, tested: &crate::records::Tested) -> Result<()> {
-        let body = serde_json::to_vec_pretty(tested).expect("record serialises");
-        self.write(
-            &layout::restore_test(&tested.host, &tested.export, &tested.id),
-            body,
-            "cannot record the restore test",
-        )
-        .await
-    }
-
-    /// The restore tests of one export, newest last.
-    pub async fn restore_tests(
-        &self,
-        host: &str,
-        export: &str,
-    ) -> Result<Vec<crate::records::Tested>> {
-        let records = self
-            .records(
-                &layout::restore_tests_dir(host, export),
-                Owner::Host(host),
-                "cannot list restore tests",
-            )
-            .await?;
-        let mut out: Vec<crate::records::Tested> = records
-            .iter()
-            .filter_map(|r| serde_json::from_slice(&r.bytes).ok())
-            .filter(|t: &crate::records::Tested| t.host == host && t.export == export)
-            .collect();
-        out.sort_by_key(|t| t.at);
-        Ok(out)
-    }
-
-    /// Records a snapshot set (JSON) under its host.
-    pub async fn save_snapshot_set(&self, host: &str, id: &str, body: Vec<u8>) -> Result<()> {
-        self.write(
-            &layout::snapshot_set(host, id),
-            body,
-            "cannot record the snapshot set",
-        )
-        .await
-    }
-
-    /// Every snapshot-set record of `host`.
-    pub async fn snapshot_set_records(&self, host: &str) -> Result<Vec<Record>> {
-        self.records(
-            &layout::snapshot_sets_dir(host),
-            Owner::Host(host),
-            "cannot list snapshot sets",
-        )
-        .await
-    }
-
-    pub async fn delete_snapshot_set(&self, host: &str, id: &str) -> Result<()> {
-        let key = layout::snapshot_set(host, id);
-        self.delete_object(&key).await?;
-        let _ = self.target.op.delete(&layout::signature(&key)).await;
-        Ok(())
-    }
-
-    /// Stores a run's report: its JSON record and its HTML page.
-    pub async fn save_report(
-        &self,
-        runbook: &str,
-        id: &str,
-        json: Vec<u8>,
-        html: String,
-    ) -> Result<()> {
-        let what = "cannot store the report";
-        self.write(&layout::report(runbook, id, "json"), json, what)
-            .await?;
-        // The page is for people; the JSON record is what readers trust.
-        self.target
-            .op
-            .write(&layout::report(runbook, id, "html"), html.into_bytes())
-            .await
-            .map(|_| ())
-            .map_err(|e| self.target.error(what, e))
-    }
-
-    /// Every report record (the JSON ones), of every runbook.
-    pub async fn report_records(&self) -> Result<Vec<Record>> {
-        let what = "cannot list reports";
-        let runbooks = match self.target.op.list(layout::REPORTS_DIR).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.target.error(what, e)),
-        };
-        let mut out = Vec::new();
-        for rb in runbooks
-            .iter()
-            .filter(|e| e.metadata().is_dir() && e.path() != layout::REPORTS_DIR)
-        {
-            out.extend(self.records(rb.path(), Owner::Anyone, what).await?);
-        }
-        Ok(out)
-    }
-
     /// Writes a record, after its signature when this host signs: a
     /// record is never visible unsigned to readers that require signatures.
     async fn write(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
@@ -645,36 +488,6 @@ impl Repository {
             }
         }
         Ok(())
-    }
-
-    /// The JSON records in folder `dir` (none when it does not exist); a
-    /// record that cannot be read is skipped.
-    async fn records(&self, dir: &str, owner: Owner<'_>, what: &str) -> Result<Vec<Record>> {
-        let entries = match self.target.op.list(dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.target.error(what, e)),
-        };
-        let mut out = Vec::new();
-        for e in entries.iter().filter(|e| e.name().ends_with(".json")) {
-            let Ok(buf) = self.target.op.read(e.path()).await else {
-                continue;
-            };
-            let bytes = buf.to_vec();
-            if let Err(why) = self.check_signature(owner, e.path(), &bytes).await {
-                tracing::warn!(
-                    "target `{}`: record {} refused: {why}",
-                    self.target.name,
-                    e.path()
-                );
-                continue;
-            }
-            out.push(Record {
-                key: e.path().to_string(),
-                bytes,
-            });
-        }
-        Ok(out)
     }
 }
 

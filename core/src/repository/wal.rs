@@ -196,7 +196,7 @@ impl Repository {
                 ),
             ));
         }
-        self.lock_object(key).await?;
+        self.target.protect(key).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{Created, Member, SnapContext, SnapshotError, SnapshotProvider};
 use crate::config::{Compression, Export, Retention, Schedule, SourceConfig};
+use crate::restore::{Restore, Selector};
 use crate::source::directory::DirectoryConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,23 +121,12 @@ impl SnapshotProvider for DirectorySnap {
                 .collect();
             let source: Arc<dyn crate::source::Source> =
                 Arc::from(crate::source::build(&e.source, &policy.base_dir));
-            let plan = crate::restore::plan(
-                &repos,
-                &policy.host,
-                &export,
-                &crate::restore::Selector::Id(id.clone()),
-                source.clone(),
-                None,
-            )
-            .await?;
-            let options = crate::restore::Options {
-                confirmed: true,
-                drop_replaced: policy.restore.drop_replaced,
-                lock_dir: Some(policy.state_dir.clone()),
-                ..Default::default()
-            };
-            let report =
-                crate::restore::execute(&plan, source, options, crate::progress::silent()).await?;
+            let restore = Restore::new(&repos, &policy.host, &export, source).policy(Some(&policy));
+            let report = restore
+                .plan(&Selector::Id(id.clone()))
+                .await?
+                .execute(true)
+                .await?;
             Ok(format!(
                 "{} restored from recovery point {id} (target `{}`)",
                 self.config.path.display(),
