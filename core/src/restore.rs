@@ -2,7 +2,7 @@
 //! next to the destination, check both digests, and only then apply it.
 //! Every restore (`drp-agent restore` and `drp restore`, a runbook's
 //! `restore_backup`, a restore test, a directory snapshot's rollback) goes
-//! through [`Restore`], the one sequence in [`sequence`]; this file finds
+//! through [`Restore`], the one sequence (`restore/sequence.rs`); this file finds
 //! the point and plans what the restore will do.
 
 mod sequence;

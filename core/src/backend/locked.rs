@@ -1,9 +1,9 @@
 //! S3 Object Lock (an S3 target's `lock` in the policy), wrapped around the
 //! target where a policy opens it: the objects of a point (data, manifest,
 //! its signature) and of the archive are locked once written
-//! ([`Target::protect`]), and prune reads how long a lock holds
-//! ([`Target::locked_until`]). On any other target both do nothing. The
-//! retention goes through the S3 SDK ([`super::lock`], behind the `aws`
+//! (`Target::protect`), and prune reads how long a lock holds
+//! (`Target::locked_until`). On any other target both do nothing. The
+//! retention goes through the S3 SDK (`lock.rs`, behind the `aws`
 //! feature); a drp built without it refuses a target that sets `lock`.
 
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Restore tests ("rehearsals"): a recovery point restored into a
 //! throwaway instance that drp starts and removes itself — a scratch SQLite
 //! file, a scratch folder, a private PostgreSQL or MariaDB server
-//! ([`instance`]) — never the live service; then checked ([`checks`]: the
+//! (`instance.rs`) — never the live service; then checked (`checks.rs`: the
 //! engine answers, tables hold rows, the policy's own checks) and recorded
 //! in every repository as "restore-tested", with its timings, from which
 //! [`predict`] tells how long the next restore would take. The scheduled
