@@ -159,6 +159,10 @@ pub async fn due(
 ) -> Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
+    // A fenced host keeps its fenced services down at every turn.
+    if policy.fencing.is_some() {
+        crate::fence::enforce_quietly(&policy).await;
+    }
     // Continuous archiving has its turn on every call, before any backup;
     // the metrics say what it saw even when nothing else is due.
     drp_core::wal::run::archive_turn(&policy).await;

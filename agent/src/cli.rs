@@ -26,6 +26,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FenceCommand {
+    /// Exit 0 when this host is not fenced; when it is, stop what runs of
+    /// its fenced services, alert, and exit 10.
+    Check {
+        #[arg(long, short)]
+        policy: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the repository on the policy's targets (all, or --target). A
     /// target without one is otherwise an error: the share may not be mounted.
@@ -119,6 +129,11 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Read this host's fence records and, when it is fenced after a
+    /// failover, stop the services its policy lists under `fencing:`. Exits
+    /// 10 while fenced: as a unit's `ExecStartPre=`, it keeps the unit down.
+    #[command(subcommand)]
+    Fence(FenceCommand),
     /// Write a systemd service and timer for this policy, and print the crontab lines.
     Units {
         #[arg(long, short)]
@@ -203,6 +218,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             now,
         } => crate::prune::run(policy, export, *dry_run, now.as_deref(), &out).await,
         Command::Status { policy } => crate::status::run(policy, &out).await,
+        Command::Fence(FenceCommand::Check { policy }) => crate::fence::check(policy, &out).await,
         Command::GenerateAssets { out: dir } => {
             drp_cli::generate::run(<Cli as clap::CommandFactory>::command(), dir, &out)
         }

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cli;
+mod fence;
 mod prune;
 mod serve;
 mod status;

@@ -102,7 +102,7 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                 let _ = tx.send(error(id, ErrorKind::BadRequest, "say hello first".into()));
             }
             Op::Validate { step } => {
-                let reply = match allow::admit(&policy, &step.action) {
+                let reply = match admit(&policy, &step.action) {
                     Ok(a) => Reply::Allowed {
                         describe: a.describe,
                         destructive: a.destructive,
@@ -115,7 +115,7 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                 step,
                 t_fail,
                 runbook,
-            } => match allow::admit(&policy, &step.action) {
+            } => match admit(&policy, &step.action) {
                 Err(why) => {
                     let _ = tx.send(Response {
                         id,
@@ -136,6 +136,7 @@ pub async fn run(policy_path: &Path) -> Result<ExitCode> {
                         restored: Mutex::new(Vec::new()),
                         workdir: None,
                         fleet: None,
+                        force: false,
                     };
                     let task = tokio::spawn(run_step(
                         id,
@@ -246,6 +247,27 @@ fn hello(policy: &Policy, served: &str) -> Hello {
         units: policy.serve.units.clone(),
         commands: policy.serve.commands.keys().cloned().collect(),
     }
+}
+
+/// The policy's admission, and while this host is fenced, no restart: a
+/// fenced host's services stay down until the fence is lifted.
+fn admit(
+    policy: &Policy,
+    action: &serde_json::Value,
+) -> std::result::Result<allow::Admitted, String> {
+    let admitted = allow::admit(policy, action)?;
+    if let drp_coordinator::action::ActionConfig::Restart(_) = &admitted.action
+        && let Some(fence) = drp_core::state::load_fence(policy).filter(|f| f.fenced)
+    {
+        return Err(format!(
+            "host `{}` is fenced since {} by {} ({}): it restarts nothing until the fence is lifted",
+            policy.host,
+            fence.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            fence.by,
+            fence.reason
+        ));
+    }
+    Ok(admitted)
 }
 
 fn refused(step: &StepRequest, why: String) -> Reply {

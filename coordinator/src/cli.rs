@@ -60,11 +60,31 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Run a runbook's `failback` section: the way back to the old primary
+    /// after a failover, never run by itself; measured like a recovery.
+    Failback {
+        runbook: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Run a runbook as a drill: preflight, inject the failure, recover, judge.
     Drill {
         runbook: PathBuf,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Lift the fence a failover put on a host: a record on the targets of
+    /// the runbook's policy, and the host's agent told when it answers. Its
+    /// fenced services may then run again.
+    Unfence {
+        /// The host, as the runbook's inventory names it.
+        host: String,
+        /// The failover runbook that fenced it (its policy's targets hold the record).
+        #[arg(long)]
+        runbook: PathBuf,
+        /// Why, for the record.
+        #[arg(long, default_value = "lifted by an operator")]
+        reason: String,
     },
     /// Compliance over a period: every drill against the objectives, trend, exposure.
     Report {
@@ -131,6 +151,10 @@ pub struct RunArgs {
     /// Scratch folder for database dumps during restores.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// Let a `fence` step fence a host that answers neither this
+    /// coordinator nor any witness (recorded in the report).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -172,6 +196,21 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::List { repo, export } => drp_cli::repo::list(repo, export.as_deref(), &out).await,
         Command::Demo { dir } => crate::demo::run(dir, &out).await,
+        Command::Unfence {
+            host,
+            runbook,
+            reason,
+        } => {
+            let runbook = drp_coordinator::runbook::Runbook::load(runbook)?;
+            let ctx = drp_coordinator::action::Context::for_runbook(&runbook);
+            let said = drp_coordinator::action::fence::lift(&ctx, host, reason).await?;
+            if out.json {
+                out.print_json(&serde_json::json!({"host": host, "lifted": true, "detail": said}));
+            } else if !out.quiet {
+                println!("{said}");
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Check { files } => crate::check::run(files, &out).await,
         Command::GenerateAssets { out: dir } => {
             drp_cli::generate::run(<Cli as clap::CommandFactory>::command(), dir, &out)
@@ -185,7 +224,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             run,
         } => {
             run_runbook(
-                runbook,
+                drp_coordinator::runbook::Runbook::load(runbook)?,
                 drp_coordinator::report::Kind::Incident,
                 failed_at.as_deref(),
                 run,
@@ -193,9 +232,27 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Failback { runbook, run } => {
+            let path = runbook;
+            let runbook = drp_coordinator::runbook::Runbook::load(path)?;
+            let back = runbook.failback().ok_or_else(|| {
+                drp_core::Error::Usage(format!(
+                    "runbook `{}` has no `failback` section: nothing to run",
+                    runbook.name
+                ))
+            })?;
+            run_runbook(
+                back,
+                drp_coordinator::report::Kind::Incident,
+                None,
+                run,
+                &out,
+            )
+            .await
+        }
         Command::Drill { runbook, run } => {
             run_runbook(
-                runbook,
+                drp_coordinator::runbook::Runbook::load(runbook)?,
                 drp_coordinator::report::Kind::Drill,
                 None,
                 run,
@@ -245,6 +302,8 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                         || e.last_restore_test.as_ref().is_some_and(|t| !t.passed)
                 })
                 || !c.not_drilled.is_empty()
+                || !c.changed_since_drill.is_empty()
+                || !c.overdue.is_empty()
                 || c.fleet.iter().any(|r| {
                     !r.reachable
                         || r.export
@@ -261,14 +320,13 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
 }
 
 async fn run_runbook(
-    path: &std::path::Path,
+    runbook: drp_coordinator::runbook::Runbook,
     kind: drp_coordinator::report::Kind,
     failed_at: Option<&str>,
     args: &RunArgs,
     out: &Output,
 ) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    let runbook = drp_coordinator::runbook::Runbook::load(path)?;
     let given_failed_at = failed_at
         .map(|t| drp_core::time::parse_time_in(t, Some(runbook.policy.timezone)))
         .transpose()?;
@@ -332,6 +390,7 @@ async fn run_runbook(
         failed_at: given_failed_at.map(|t| t.instant),
         confirm,
         workdir: args.workdir.clone(),
+        force: args.force,
     };
     // Steps' commands and tools run in process groups of their own, out of
     // reach of the terminal's signals: on Ctrl-C or SIGTERM the run is

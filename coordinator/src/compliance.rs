@@ -72,6 +72,14 @@ pub struct Compliance {
     pub drills: Vec<Report>,
     pub runbooks: Vec<RunbookSummary>,
     pub not_drilled: Vec<String>,
+    /// Runbooks whose last passed drill ran another version of them (the
+    /// runbook, its policy or its inventory changed since): that pass
+    /// proves nothing of the runbook as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_since_drill: Vec<String>,
+    /// Runbooks past their `drill.every` since their last passed drill, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overdue: Vec<String>,
     /// Each export where it stands now, with the newest drill of the
     /// period that restored it.
     pub exposure: Vec<ExportStatus>,
@@ -111,16 +119,16 @@ pub async fn build(
             store.unreachable.join("; ")
         )));
     }
-    let drills: Vec<Report> = store
+    let every_drill: Vec<Report> = store
         .load_all()
         .await?
         .into_iter()
-        .filter(|r| {
-            r.kind == Kind::Drill
-                && r.host == policy.host
-                && r.started_at >= from
-                && r.started_at < to
-        })
+        .filter(|r| r.kind == Kind::Drill && r.host == policy.host)
+        .collect();
+    let drills: Vec<Report> = every_drill
+        .iter()
+        .filter(|r| r.started_at >= from && r.started_at < to)
+        .cloned()
         .collect();
     let mut by_runbook: BTreeMap<String, Vec<&Report>> = BTreeMap::new();
     for r in &drills {
@@ -152,14 +160,45 @@ pub async fn build(
             }
         })
         .collect();
-    let mut not_drilled = Vec::new();
+    let (mut not_drilled, mut changed_since_drill, mut overdue) =
+        (Vec::new(), Vec::new(), Vec::new());
     if let Some(dir) = runbooks_dir {
         for file in runbook_files(dir)? {
-            if let Ok(rb) = crate::runbook::Runbook::load(&file)
-                && rb.policy.host == policy.host
-                && !by_runbook.contains_key(&rb.name)
+            let Ok(rb) = crate::runbook::Runbook::load(&file) else {
+                continue;
+            };
+            if rb.policy.host != policy.host {
+                continue;
+            }
+            if !by_runbook.contains_key(&rb.name) {
+                not_drilled.push(rb.name.clone());
+            }
+            let last_pass = every_drill
+                .iter()
+                .filter(|r| r.runbook == rb.name && r.passed() && r.started_at < to)
+                .max_by_key(|r| r.started_at);
+            if let Some(r) = last_pass
+                && r.runbook_digest.as_ref().is_some_and(|d| *d != rb.digest)
             {
-                not_drilled.push(rb.name);
+                changed_since_drill.push(rb.name.clone());
+            }
+            if let Some(every) = rb.drill.as_ref().and_then(|d| d.every) {
+                let due = last_pass
+                    .map(|r| {
+                        r.started_at
+                            + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
+                    })
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                if due < to {
+                    overdue.push(format!(
+                        "{} (every {}; last passed {})",
+                        rb.name,
+                        drp_core::config::units::format_duration(every),
+                        last_pass
+                            .map(|r| r.started_at.format("%Y-%m-%d").to_string())
+                            .unwrap_or_else(|| "never".into())
+                    ));
+                }
             }
         }
     }
@@ -179,6 +218,8 @@ pub async fn build(
         drills,
         runbooks,
         not_drilled,
+        changed_since_drill,
+        overdue,
         exposure,
         fleet: Vec::new(),
     })
@@ -222,6 +263,15 @@ pub fn markdown(c: &Compliance) -> String {
             "\n**Not drilled in the period:** {}\n",
             c.not_drilled.join(", ")
         );
+    }
+    if !c.changed_since_drill.is_empty() {
+        s += &format!(
+            "\n**Changed since its last drill** (the runbook, its policy or its inventory; that pass no longer counts): {}\n",
+            c.changed_since_drill.join(", ")
+        );
+    }
+    if !c.overdue.is_empty() {
+        s += &format!("\n**Drill overdue:** {}\n", c.overdue.join(", "));
     }
     s += "\n## Drills\n\n| date | runbook | result | RTO (margin) | RPO (margin) | why |\n| --- | --- | --- | --- | --- | --- |\n";
     for d in &c.drills {

@@ -105,6 +105,7 @@ pub async fn run(dir: &Path, out: &Output) -> Result<ExitCode> {
         failed_at: None,
         confirm: Box::new(|_| true),
         workdir: None,
+        force: false,
     };
     let quiet = out.json || out.quiet;
     let observe = move |e: drp_coordinator::engine::Event| {

@@ -29,6 +29,8 @@ pub enum ExitCode {
     /// The run succeeded but its report could not be stored on every target
     /// (it was kept locally).
     ReportNotStored = 9,
+    /// This host is fenced after a failover: its services must not run.
+    Fenced = 10,
 }
 
 impl ExitCode {
@@ -97,6 +99,10 @@ pub enum Error {
 
     #[error("{0}")]
     Failed(String),
+
+    /// This host is fenced: what it was asked to start must stay stopped.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl Error {
@@ -109,6 +115,7 @@ impl Error {
             Error::NotConfirmed { .. } => ExitCode::NotConfirmed,
             Error::NotFound(_) => ExitCode::NotFound,
             Error::Busy(_) => ExitCode::Busy,
+            Error::Fenced(_) => ExitCode::Fenced,
             Error::Source(_) | Error::Target { .. } | Error::Io { .. } | Error::Failed(_) => {
                 ExitCode::Failed
             }

@@ -30,6 +30,7 @@ mod chunk;
 pub mod config;
 pub mod error;
 pub mod export_status;
+pub mod fence;
 pub mod keys;
 mod lock;
 pub mod manifest;

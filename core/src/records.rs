@@ -45,3 +45,54 @@ pub struct Tested {
     pub to_time: Option<DateTime<Utc>>,
     pub agent: String,
 }
+
+/// A host fenced after a failover, or its fence lifted: stored in the
+/// repositories under `fencing/<host>/`, the newest (by `at`) in force. The
+/// fenced host's agent reads it at every turn and keeps the services its
+/// own policy lists under `fencing:` stopped while it is fenced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The host it is about.
+    pub host: String,
+    /// `false`: the fence is lifted (failback, or `drp unfence`).
+    pub fenced: bool,
+    pub at: DateTime<Utc>,
+    /// Who wrote it: a coordinator (`drp on HOST`) or the host's own agent.
+    pub by: String,
+    /// Why, in words (`failover by runbook web-failover`).
+    pub reason: String,
+    /// The runbook that fenced it, when one did.
+    #[serde(default)]
+    pub runbook: Option<String>,
+    /// The host that took its place, when the runbook says.
+    #[serde(default)]
+    pub successor: Option<String>,
+    /// Fenced without the host's answer nor a witness's agreement, because
+    /// the operator said `--force`.
+    #[serde(default)]
+    pub forced: bool,
+    /// What the other vantage points saw when the coordinator could not
+    /// reach the host.
+    #[serde(default)]
+    pub witnesses: Vec<Witnessed>,
+}
+
+/// One witness's view of a host the coordinator could not reach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Witnessed {
+    pub witness: String,
+    /// Whether the witness reached the host.
+    pub reached: bool,
+    pub detail: String,
+}
+
+impl Fence {
+    /// The key under `fencing/<host>/` (sortable by time).
+    pub fn id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.at.format("%Y%m%dT%H%M%S%.6fZ"),
+            if self.fenced { "fenced" } else { "lifted" }
+        )
+    }
+}

@@ -297,6 +297,13 @@ pub async fn daemon(
     let _archiver = AbortOnDrop(archiver);
     loop {
         let current = policy.read().await.clone();
+        // A fenced host keeps its fenced services down at every turn.
+        if current.fencing.is_some() {
+            let done = crate::fence::enforce(&current).await;
+            if done.fenced() {
+                tracing::warn!("{}", done.summary());
+            }
+        }
         for (export, slot) in due_exports(&current, Utc::now()) {
             tracing::info!(export, %slot, "running due export");
             let run = run_export(
@@ -338,7 +345,14 @@ pub async fn daemon(
         let sleep = next
             .map(|t| (t - now).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(3600))
-            .min(Duration::from_secs(3600));
+            .min(Duration::from_secs(3600))
+            .min(
+                current
+                    .fencing
+                    .as_ref()
+                    .map(|f| f.check_every())
+                    .unwrap_or(Duration::MAX),
+            );
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = hup.recv() => match Policy::load(&policy_path) {

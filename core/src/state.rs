@@ -176,6 +176,24 @@ impl LastTest {
     }
 }
 
+/// The newest fence record this host has read about itself
+/// (`<host>/fence.json`): kept so that a fenced host stays fenced when no
+/// repository answers.
+pub fn load_fence(policy: &Policy) -> Option<crate::records::Fence> {
+    std::fs::read(fence_path(policy))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+pub fn save_fence(policy: &Policy, fence: &crate::records::Fence) -> Result<()> {
+    let body = serde_json::to_vec_pretty(fence).expect("record serialises");
+    write_atomically(&fence_path(policy), &body)
+}
+
+fn fence_path(policy: &Policy) -> PathBuf {
+    policy.state_dir.join(&policy.host).join("fence.json")
+}
+
 /// Writes `body` to `path` through a temporary file and a rename, with mode 0640.
 pub fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
     use std::io::Write;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::harness::{Run, Scratch, files_containing, rand_u32, scratch, services};
+use crate::harness::{Run, Scratch, files_containing, psql, rand_u32, scratch, services};
 
 fn port() -> &'static str {
     services().get("DRP_TEST_DNS_PORT")
@@ -438,4 +438,183 @@ fn the_tsig_secret_never_appears_in_output_or_reports() {
         .filter(|p| !p.ends_with("/wrong.secret"))
         .collect();
     assert!(leaked.is_empty(), "the secret is in {leaked:?}");
+}
+
+/// A site on `ip`:`port` (a loopback address of its own) that answers
+/// `site=WHO orders=N` from database `db` on the suite's PostgreSQL, or 503
+/// when it cannot read the orders.
+struct Site(std::process::Child);
+
+impl Site {
+    fn start(who: &str, ip: &str, port: u16, db: &str) -> Site {
+        let v = services();
+        let script = r#"
+import http.server, subprocess, sys
+who, ip, port, pg_port, db = sys.argv[1:]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        r = subprocess.run(["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", pg_port, "-U", "postgres", "-d", db,
+                            "-c", "select count(*) from orders"], capture_output=True, text=True)
+        ok = r.returncode == 0
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(("site=%s orders=%s" % (who, r.stdout.strip() if ok else "?")).encode())
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer((ip, int(port)), H).serve_forever()
+"#;
+        let child = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                who,
+                ip,
+                &port.to_string(),
+                v.get("DRP_TEST_PG_PORT"),
+                db,
+            ])
+            .env("PGPASSWORD", v.get("DRP_TEST_PG_PASSWORD"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let up = crate::harness::eventually(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect((ip, port)).is_ok()
+        });
+        assert!(up, "the {who} site listens on {ip}:{port}");
+        Site(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `url` answers when its host is `ip` (curl's `--resolve`).
+fn get(url_host: &str, port: u16, ip: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "--resolve",
+            &format!("{url_host}:{port}:{ip}"),
+            &format!("http://{url_host}:{port}/"),
+        ])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The web agency's plan, as `policies/agency.yaml` and
+/// `runbooks/agency-failover.yaml` ship it: the sites' VPS goes down, the
+/// nightly export is restored from object storage (Garage) onto the
+/// standby's database, the name moves to the standby on a real BIND, and
+/// the sites answer through their name from the standby. The drill
+/// measures RTO and RPO, the RPO also from heartbeats read on the standby.
+#[test]
+fn the_agency_failover_drill_restores_onto_the_standby_and_moves_the_name() {
+    let mut s = scratch("agency");
+    s.shop_env();
+    let v = services();
+    let name = label("sites");
+    let fqdn = format!("{name}.shop.example");
+    let (primary_db, standby_db) = (format!("{}_p", s.id), format!("{}_s", s.id));
+    psql("postgres", &format!("create database {primary_db}"));
+    psql("postgres", &format!("create database {standby_db}"));
+    psql(
+        &primary_db,
+        "create table orders (id serial primary key, item text not null); \
+         insert into orders (item) values ('chaise'), ('Ωmega'), ('桌子');",
+    );
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let primary = Site::start("primary", "127.0.0.2", http_port, &primary_db);
+    let _standby = Site::start("standby", "127.0.0.3", http_port, &standby_db);
+    set(&name, "127.0.0.2");
+    assert!(get(&fqdn, http_port, "127.0.0.2").contains("site=primary orders=3"));
+    for (k, val) in [
+        ("AGENCY_HOST", format!("vps-{}", s.id)),
+        ("AGENCY_PG_PORT", v.get("DRP_TEST_PG_PORT").to_string()),
+        ("AGENCY_PG_USER", "postgres".to_string()),
+        ("AGENCY_PG_DB", primary_db.clone()),
+        ("AGENCY_STANDBY_PG_HOST", "127.0.0.1".to_string()),
+        ("AGENCY_STANDBY_PG_DB", standby_db.clone()),
+        (
+            "AGENCY_PG_PASSWORD",
+            v.get("DRP_TEST_PG_PASSWORD").to_string(),
+        ),
+        ("AGENCY_STOP_PRIMARY", format!("kill {}", primary.pid())),
+        ("AGENCY_NAME", name.clone()),
+        ("AGENCY_ZONE", "shop.example".to_string()),
+        ("AGENCY_HTTP_PORT", http_port.to_string()),
+        ("AGENCY_DNS", format!("127.0.0.1:{}", port())),
+        ("AGENCY_PRIMARY_IP", "127.0.0.2".to_string()),
+        ("AGENCY_STANDBY_IP", "127.0.0.3".to_string()),
+        (
+            "AGENCY_TSIG_NAME",
+            v.get("DRP_TEST_DNS_TSIG_NAME").to_string(),
+        ),
+        (
+            "AGENCY_TSIG_FILE",
+            v.get("DRP_TEST_DNS_TSIG_FILE").to_string(),
+        ),
+    ] {
+        s.set_env(k, &val);
+    }
+    let rb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/agency-failover.yaml");
+
+    let drill = s.drp(&[
+        "--json",
+        "drill",
+        rb.to_str().unwrap(),
+        "--yes",
+        "--out",
+        "reports",
+    ]);
+    drill.ok();
+    let report = drill.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+
+    // The name answers the standby, and the standby serves the orders.
+    assert_eq!(dig(&format!("{fqdn}."), "A"), ["127.0.0.3"]);
+    assert_eq!(get(&fqdn, http_port, "127.0.0.3"), "site=standby orders=3");
+    assert_eq!(
+        psql(
+            &standby_db,
+            "select string_agg(item, ',' order by id) from orders"
+        ),
+        "chaise,Ωmega,桌子"
+    );
+    // The old primary's data is left as it was.
+    assert_eq!(psql(&primary_db, "select count(*) from orders"), "3");
+
+    // RTO from the failure to the check through the name; RPO from the
+    // point restored and from the heartbeats found on the standby.
+    let rto = report["rto"]["measured_seconds"].as_f64().unwrap();
+    assert!(rto > 0.0 && rto <= 900.0, "{report:#}");
+    let rpo = &report["rpo"];
+    assert_eq!(rpo["restored"][0]["export"], "sites-db", "{rpo:#}");
+    let heartbeat = rpo["heartbeat_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the heartbeat was read on the standby: {report:#}"));
+    assert!(heartbeat > 0.0 && heartbeat < 60.0, "{rpo:#}");
+    let steps = report["steps"].as_array().unwrap();
+    let verify = steps.iter().find(|st| st["phase"] == "verify").unwrap();
+    assert!(
+        verify["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{fqdn} is 127.0.0.3")),
+        "{verify:#}"
+    );
 }

@@ -16,6 +16,7 @@ mod drills;
 mod examples;
 mod failover;
 mod faults;
+mod fencing;
 mod fleet;
 mod injection;
 mod mariadb_points;

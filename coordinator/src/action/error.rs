@@ -29,6 +29,14 @@ pub enum Invalid {
     #[error("no snapshot `{0}` in the policy")]
     UnknownSnapshot(String),
 
+    #[error(
+        "the policy of host `{0}` declares no `fencing`: nothing says what stops when it is fenced"
+    )]
+    NoFencing(String),
+
+    #[error("`into: {into}` must name another export of the same kind as `{export}`")]
+    NotInto { export: String, into: String },
+
     #[error("give exactly one of `unit` or `command`")]
     UnitOrCommand,
 

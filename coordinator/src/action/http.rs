@@ -1,8 +1,15 @@
-//! HTTP check: a status code and, optionally, text in the body.
+//! HTTP check: a status code and, optionally, text in the body. With
+//! `resolve_with`, the URL's host is looked up on a DNS server of its zone
+//! rather than through the system's resolver, so the check lands where the
+//! name points now, as a client without a cached answer would.
+
+use std::net::{IpAddr, SocketAddr};
 
 use futures::future::BoxFuture;
+use hickory_proto::rr::Name;
 use serde::Deserialize;
 
+use super::dns::{self, Family, Server};
 use super::{Action, ActionError, Context, Poll};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -12,6 +19,9 @@ pub struct HttpCheck {
     #[serde(default = "default_status")]
     pub status: u16,
     pub body_contains: Option<String>,
+    /// A server of the host name's zone (`ip`, `ip:port`), asked with
+    /// recursion off, instead of the system's resolver.
+    pub resolve_with: Option<Server>,
     #[serde(flatten)]
     pub poll: Poll,
 }
@@ -22,10 +32,15 @@ fn default_status() -> u16 {
 
 impl HttpCheck {
     async fn once(&self) -> Result<String, ActionError> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(ActionError::Http)?;
+        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        let mut landed = String::new();
+        if let Some(server) = &self.resolve_with {
+            let (host, ip) = self.look_up(server).await?;
+            // Port 0: the URL's own port, or its scheme's.
+            client = client.resolve(&host, SocketAddr::new(ip, 0));
+            landed = format!(" ({host} is {ip} on {server})");
+        }
+        let client = client.build().map_err(ActionError::Http)?;
         let r = client
             .get(&self.url)
             .send()
@@ -50,13 +65,39 @@ impl HttpCheck {
                 self.url
             )));
         }
-        Ok(format!("GET {} answered {status}", self.url))
+        Ok(format!("GET {}{landed} answered {status}", self.url))
+    }
+
+    /// The URL's host and the address `server` gives it (A first, then AAAA).
+    async fn look_up(&self, server: &Server) -> Result<(String, IpAddr), ActionError> {
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| ActionError::failed(format!("`{}` is not a URL: {e}", self.url)))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ActionError::failed(format!("`{}` names no host", self.url)))?
+            .to_string();
+        let name = Name::from_ascii(format!("{}.", host.trim_end_matches('.')))
+            .map_err(|e| ActionError::failed(format!("`{host}` is not a DNS name: {e}")))?;
+        let addr = server.resolve().await?;
+        for family in [Family::A, Family::AAAA] {
+            if let Some(ip) = dns::query(addr, &name, family).await?.first() {
+                return Ok((host, *ip));
+            }
+        }
+        Err(ActionError::failed(format!(
+            "{server} has no address for {name}"
+        )))
     }
 }
 
 impl Action for HttpCheck {
     fn describe(&self) -> String {
-        format!("GET {} expecting {}", self.url, self.status)
+        let via = self
+            .resolve_with
+            .as_ref()
+            .map(|s| format!(" (its host as {s} answers)"))
+            .unwrap_or_default();
+        format!("GET {}{via} expecting {}", self.url, self.status)
     }
 
     fn run<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {

@@ -17,6 +17,7 @@ pub mod command;
 pub mod dns;
 pub mod dns_switch;
 mod error;
+pub mod fence;
 pub mod http;
 pub mod notify;
 pub mod restart;
@@ -24,6 +25,7 @@ pub mod restore_backup;
 pub mod restore_snapshot;
 pub mod snapshot;
 pub mod sql;
+pub mod stand_down;
 pub mod tcp;
 pub mod wait;
 
@@ -48,6 +50,28 @@ pub struct Context {
     pub workdir: Option<std::path::PathBuf>,
     /// The hosts of the runbook's inventory, for steps with `host:`.
     pub fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
+    /// The operator said `--force`: a fence may go ahead without a
+    /// witness's agreement (the report records it).
+    pub force: bool,
+}
+
+impl Context {
+    /// A context of `runbook` outside a run (its policy, its inventory's
+    /// hosts), for a command that acts as one of its steps would.
+    pub fn for_runbook(runbook: &crate::runbook::Runbook) -> Context {
+        Context {
+            policy: runbook.policy.clone(),
+            runbook: runbook.name.clone(),
+            t_fail: Utc::now(),
+            restored: Mutex::new(Vec::new()),
+            workdir: None,
+            fleet: runbook
+                .inventory
+                .clone()
+                .map(|i| std::sync::Arc::new(crate::fleet::Fleet::new(i))),
+            force: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -74,6 +98,10 @@ pub trait Action: Send + Sync {
     /// action can say what it waited for.
     fn waits(&self) -> Option<Duration> {
         None
+    }
+    /// Inventory hosts the action itself talks to (beside its step's `host:`).
+    fn hosts(&self) -> Vec<&str> {
+        Vec::new()
     }
     /// Runs once; the engine applies timeout and retries. `Ok` carries a
     /// short account of what happened, `Err` why it failed.
@@ -125,6 +153,12 @@ actions! {
     Notify(notify::NotifyAction),
     /// `kind: dns_switch`: a DNS name moved to a new address.
     DnsSwitch(dns_switch::DnsSwitch),
+    /// `kind: fence`: the old primary fenced before its name moves.
+    Fence(fence::FenceHost),
+    /// `kind: stand_down`: this host fenced, by a coordinator's `fence`.
+    StandDown(stand_down::StandDown),
+    /// `kind: unfence`: a host's fence lifted (failback).
+    Unfence(fence::Unfence),
 }
 
 impl ActionConfig {

@@ -1,6 +1,7 @@
 //! The drill's heartbeat: rows written into the live database until the
-//! failure, then the newest one read back from the restored data, to
-//! measure the RPO from the data itself.
+//! failure, then the newest one read back from the recovered data (the
+//! restored database, or the standby the service moved to), to measure the
+//! RPO from the data itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,13 +98,14 @@ pub(super) enum ReadError {
     },
 }
 
-/// The newest heartbeat in the (restored) database; `None` when it has none.
+/// The newest heartbeat in the recovered database (the restored one, or
+/// the standby's under `read_from`); `None` when it has none.
 pub(super) async fn newest(
     runbook: &Runbook,
     hb: &Heartbeat,
 ) -> std::result::Result<Option<DateTime<Utc>>, ReadError> {
     let policy = &runbook.policy;
-    let export = policy.export(&hb.export)?;
+    let export = policy.export(hb.read_export())?;
     let source = drp_core::source::build(&export.source, &policy.base_dir);
     let sql = format!("select max(beat_at) from {}", hb.table);
     let rows = tokio::task::spawn_blocking(move || source.sql(None, &sql)).await??;

@@ -1,7 +1,8 @@
 //! The measures against the objectives and the run's verdict. The RTO runs
 //! from the failure to the end of the last verify step (when every verify
 //! step passed); the RPO, from the consistency time of the oldest point
-//! restored, and of the newest heartbeat restored, to the failure.
+//! restored, and of the newest heartbeat recovered, to the failure (for a
+//! failover, which restores no point, from the heartbeat alone).
 
 use chrono::Utc;
 
@@ -21,7 +22,7 @@ pub(super) fn judge(runbook: &Runbook, report: &mut Report, m: Measured) {
     let rto = measure_rto(&m, rto_goal);
     let (rpo, rpo_missed) = measure_rpo(m, rpo_goal);
     let (rto_seconds, rto_met) = (rto.measured_seconds, rto.met);
-    let rpo_seconds = rpo.measured_seconds;
+    let (rpo_seconds, rpo_met) = (rpo.measured_seconds, rpo.met);
     report.rto = Some(rto);
     report.rpo = Some(rpo);
     report.ended_at = Some(Utc::now());
@@ -46,7 +47,7 @@ pub(super) fn judge(runbook: &Runbook, report: &mut Report, m: Measured) {
     }
     let kind = if !rto_met {
         Some(FailureKind::RtoMissed)
-    } else if rpo_seconds.is_none() {
+    } else if rpo_seconds.is_none() && !rpo_met {
         Some(FailureKind::NothingRestored)
     } else if !rpo_missed.is_empty() {
         Some(FailureKind::RpoMissed)
@@ -78,26 +79,30 @@ fn measure_rto(m: &Measured, goal: f64) -> RtoMeasure {
 /// The RPO, and each way its objective is not met, in words. It is met
 /// only when a point was restored, its consistency time is within the
 /// objective and, when the drill wrote heartbeats, the newest one restored
-/// is too.
+/// is too. A failover restores no point (the standby already holds the
+/// data): its RPO is the newest heartbeat the standby holds. A drill must
+/// show an RPO; a recovery that restores nothing has none to show, and is
+/// not failed for it.
 fn measure_rpo(m: Measured, goal: f64) -> (RpoMeasure, Vec<String>) {
-    let rpo = m
+    let points = m
         .restored
         .iter()
         .map(|p| engine::secs(m.t_fail - p.consistency_time))
         .reduce(f64::max);
     let heartbeat = m.newest_heartbeat.map(|t| engine::secs(m.t_fail - t));
+    let rpo = points.or(heartbeat);
     let mut missed = Vec::new();
-    match rpo {
-        None => missed.push(format!(
+    match (points, heartbeat) {
+        (None, None) if m.rpo_required => missed.push(format!(
             "RPO objective not shown: nothing was restored, objective {}",
             fmt_secs(goal)
         )),
-        Some(s) if s > goal => missed.push(format!(
+        (Some(s), _) if s > goal => missed.push(format!(
             "RPO objective missed: {} of data lost, objective {}",
             fmt_secs(s),
             fmt_secs(goal)
         )),
-        Some(_) => {}
+        _ => {}
     }
     match heartbeat {
         Some(s) if s > goal => missed.push(format!(
@@ -105,7 +110,7 @@ fn measure_rpo(m: Measured, goal: f64) -> (RpoMeasure, Vec<String>) {
             fmt_secs(s),
             fmt_secs(goal)
         )),
-        None if rpo.is_some() && m.heartbeat_expected => missed.push(
+        None if points.is_some() && m.heartbeat_expected => missed.push(
             "RPO objective not shown: no heartbeat written before the failure was found in the restored data"
                 .to_string(),
         ),

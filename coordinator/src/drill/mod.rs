@@ -34,6 +34,8 @@ pub struct Options {
     /// injection (drill); `true` means go.
     pub confirm: Box<dyn Fn(&str) -> bool + Send + Sync>,
     pub workdir: Option<std::path::PathBuf>,
+    /// `--force`: fences without a witness's agreement.
+    pub force: bool,
 }
 
 /// Runs the runbook and returns its report (stored, or with a note saying where it could not be).

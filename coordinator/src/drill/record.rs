@@ -30,6 +30,7 @@ pub(super) fn new_report(runbook: &Runbook, kind: Kind) -> Report {
         failure: None,
         failure_kind: None,
         notes: Vec::new(),
+        runbook_digest: Some(runbook.digest.clone()),
     }
 }
 

@@ -25,6 +25,11 @@ pub(super) struct Measured {
     pub heartbeat_expected: bool,
     pub newest_heartbeat: Option<DateTime<Utc>>,
     pub last_heartbeat_written: Option<DateTime<Utc>>,
+    /// Whether the run must show an RPO: a drill always does (a drill that
+    /// shows none proves nothing of the data), a recovery when its runbook
+    /// restores something; one that only moves a service (a fence, a DNS
+    /// switch) has none to show.
+    pub rpo_required: bool,
 }
 
 /// Runs the recovery. Step failures are recorded in the report; an error is
@@ -44,6 +49,7 @@ pub(super) async fn recover(
         restored: Mutex::new(Vec::new()),
         workdir: options.workdir.clone(),
         fleet,
+        force: options.force,
     };
     if let Some(fleet) = ctx.fleet.clone() {
         // Every host at once, in the background: a step waits only for its
@@ -62,8 +68,12 @@ pub(super) async fn recover(
     let main = run_main(runbook, &ctx, report, observe).await;
     let mut restored = ctx.restored.lock().expect("restored lock").clone();
     restored.extend(snapshot_points(runbook, &main).await);
+    // A failover to a standby restores nothing on the way: its data is
+    // read where the service moved (`read_from`).
     let newest = match &runbook.heartbeat {
-        Some(hb) if !restored.is_empty() => read_heartbeat(runbook, hb, report).await,
+        Some(hb) if !restored.is_empty() || hb.read_from.is_some() => {
+            read_heartbeat(runbook, hb, report).await
+        }
         _ => None,
     };
     report.steps.extend(main.iter().cloned());
@@ -77,6 +87,13 @@ pub(super) async fn recover(
         heartbeat_expected: last_written.is_some(),
         newest_heartbeat: newest,
         last_heartbeat_written: last_written,
+        rpo_required: drill.is_some()
+            || runbook.steps.iter().any(|s| {
+                matches!(
+                    s.action,
+                    ActionConfig::RestoreBackup(_) | ActionConfig::RestoreSnapshot(_)
+                )
+            }),
     })
 }
 
@@ -144,13 +161,14 @@ async fn read_heartbeat(
         Ok(None) => {
             report
                 .notes
-                .push("no heartbeat found in the restored data".into());
+                .push(format!("no heartbeat found in `{}`", hb.read_export()));
             None
         }
         Err(e) => {
-            report
-                .notes
-                .push(format!("heartbeat not read after the restore: {e}"));
+            report.notes.push(format!(
+                "heartbeat not read from `{}`: {e}",
+                hb.read_export()
+            ));
             None
         }
     }

@@ -6,7 +6,8 @@
 //! step (declared exports, targets, snapshots), and then against its
 //! `serve:` section: commands only by the names it declares, restarts only
 //! of the units it lists, and nothing that changes data or services unless
-//! it says `allow_destructive: true`.
+//! it says `allow_destructive: true`. The one exception is standing down
+//! when fenced: a host that declares `fencing:` consents to that.
 
 use drp_core::config::Policy;
 
@@ -32,7 +33,8 @@ pub fn admit(policy: &Policy, action: &serde_json::Value) -> Result<Admitted, St
     if let Err(invalid) = action.validate(policy) {
         return Err(format!("host `{host}` refuses the step: {invalid}"));
     }
-    if destructive && !policy.serve.allow_destructive {
+    let consented = matches!(action, ActionConfig::StandDown(_));
+    if destructive && !consented && !policy.serve.allow_destructive {
         return Err(format!(
             "host `{host}` refuses `{}`: it changes data or services, and the host's policy does not set `serve: {{allow_destructive: true}}`",
             action.action().describe()
@@ -67,6 +69,14 @@ fn destructive(policy: &Policy, action: &ActionConfig) -> Result<bool, String> {
             )),
         },
         ActionConfig::Restart(r) => restart(policy, r),
+        ActionConfig::Fence(_) | ActionConfig::Unfence(_) => Err(format!(
+            "host `{host}` runs no `{}` step: a coordinator fences and lifts fences, with its own inventory",
+            if matches!(action, ActionConfig::Fence(_)) {
+                "fence"
+            } else {
+                "unfence"
+            }
+        )),
         other => Ok(other.action().destructive()),
     }
 }

@@ -135,6 +135,10 @@ pub struct Report {
     #[serde(default)]
     pub failure_kind: Option<FailureKind>,
     pub notes: Vec<String>,
+    /// The digest of the runbook (and the policy and inventory it names)
+    /// that ran; absent in records written before it was kept.
+    #[serde(default)]
+    pub runbook_digest: Option<String>,
 }
 
 impl Report {

@@ -13,13 +13,18 @@ use crate::fleet::inventory::Inventory;
 
 /// Main steps in phase order, each with a phase and fallbacks that exist,
 /// and at least one verify step.
-pub(super) fn step_order(d: &mut Diagnostics, steps: &[Step], fallbacks: &BTreeMap<String, Step>) {
+pub(super) fn step_order(
+    d: &mut Diagnostics,
+    list: &str,
+    steps: &[Step],
+    fallbacks: &BTreeMap<String, Step>,
+) {
     let mut last = None;
     for (i, s) in steps.iter().enumerate() {
-        let key = format!("steps[{i}].phase");
+        let key = format!("{list}[{i}].phase");
         match s.phase {
             None => d.push(
-                &format!("steps[{i}]"),
+                &format!("{list}[{i}]"),
                 "a step needs a `phase`",
                 Some("one of detect, restore, restart, verify".into()),
             ),
@@ -37,7 +42,7 @@ pub(super) fn step_order(d: &mut Diagnostics, steps: &[Step], fallbacks: &BTreeM
         if let OnFailure::Fallback(names) = &s.on_failure {
             for n in names.iter().filter(|n| !fallbacks.contains_key(*n)) {
                 d.push(
-                    &format!("steps[{i}].on_failure"),
+                    &format!("{list}[{i}].on_failure"),
                     format!("no fallback step named `{n}`"),
                     Some("define it under `fallbacks`".into()),
                 );
@@ -57,30 +62,40 @@ pub(super) fn step_order(d: &mut Diagnostics, steps: &[Step], fallbacks: &BTreeM
 pub(super) fn hosts(
     d: &mut Diagnostics,
     inventory: Option<&Inventory>,
-    sections: &[(Section, Vec<&Step>); 4],
+    sections: &[(Section, Vec<&Step>); 5],
 ) {
     for (section, steps) in sections {
         for (i, s) in steps.iter().enumerate() {
-            let Some(host) = &s.host else { continue };
-            let at = format!("{}[{i}].host", section.key());
-            match inventory {
-                None => d.push(
-                    &at,
-                    format!("step on host `{host}`, and the runbook names no `inventory`"),
-                    Some("add `inventory: fleet.yaml` (an Ansible YAML inventory)".into()),
-                ),
-                Some(inv) if inv.host(host).is_none() => {
-                    let known: Vec<&str> = inv.hosts.keys().map(String::as_str).collect();
-                    d.push(
+            let named = s.action.action().hosts();
+            let hosts = s
+                .host
+                .iter()
+                .map(|h| (format!("{}[{i}].host", section.key()), h.as_str()))
+                .chain(
+                    named
+                        .into_iter()
+                        .map(|h| (format!("{}[{i}].action", section.key()), h)),
+                );
+            for (at, host) in hosts {
+                match inventory {
+                    None => d.push(
                         &at,
-                        format!(
-                            "host `{host}` is not in the inventory {}",
-                            inv.path.display()
-                        ),
-                        drp_core::config::did_you_mean(host, &known),
-                    );
+                        format!("step on host `{host}`, and the runbook names no `inventory`"),
+                        Some("add `inventory: fleet.yaml` (an Ansible YAML inventory)".into()),
+                    ),
+                    Some(inv) if inv.host(host).is_none() => {
+                        let known: Vec<&str> = inv.hosts.keys().map(String::as_str).collect();
+                        d.push(
+                            &at,
+                            format!(
+                                "host `{host}` is not in the inventory {}",
+                                inv.path.display()
+                            ),
+                            drp_core::config::did_you_mean(host, &known),
+                        );
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
     }
@@ -89,7 +104,7 @@ pub(super) fn hosts(
 /// Every step's action on this host, in every list, against the policy.
 /// A step on another host is checked by that host (`drp check`, the
 /// drill's preflight, and the agent before it runs anything).
-pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section, Vec<&Step>); 4]) {
+pub(super) fn actions(d: &mut Diagnostics, policy: &Policy, sections: [(Section, Vec<&Step>); 5]) {
     for (section, steps) in sections {
         for (i, s) in steps.into_iter().enumerate() {
             if s.host.is_some() {
@@ -126,7 +141,8 @@ pub(super) fn sections<'a>(
     cleanup: &'a [Step],
     fallbacks: &'a [Step],
     drill: Option<&'a Drill>,
-) -> [(Section, Vec<&'a Step>); 4] {
+    failback: &'a [Step],
+) -> [(Section, Vec<&'a Step>); 5] {
     [
         (Section::Steps, steps.iter().collect()),
         (Section::Cleanup, cleanup.iter().collect()),
@@ -135,24 +151,26 @@ pub(super) fn sections<'a>(
             Section::Inject,
             drill.iter().flat_map(|dr| dr.inject.iter()).collect(),
         ),
+        (Section::Failback, failback.iter().collect()),
     ]
 }
 
 /// The heartbeat goes into a database export of the policy, in a table
 /// named plainly.
 pub(super) fn heartbeat(d: &mut Diagnostics, policy: &Policy, hb: &Heartbeat) {
-    match policy.exports.get(&hb.export) {
-        None => d.push(
-            "heartbeat.export",
-            format!("unknown export `{}`", hb.export),
-            None,
-        ),
-        Some(e) if !e.source.kind().is_database() => d.push(
-            "heartbeat.export",
-            "a heartbeat needs a database export",
-            None,
-        ),
-        _ => {}
+    let exports = [
+        ("heartbeat.export", Some(&hb.export)),
+        ("heartbeat.read_from", hb.read_from.as_ref()),
+    ];
+    for (key, export) in exports {
+        let Some(export) = export else { continue };
+        match policy.exports.get(export) {
+            None => d.push(key, format!("unknown export `{export}`"), None),
+            Some(e) if !e.source.kind().is_database() => {
+                d.push(key, "a heartbeat needs a database export", None)
+            }
+            _ => {}
+        }
     }
     if !hb
         .table

@@ -102,10 +102,20 @@ pub struct Step {
 pub struct Heartbeat {
     /// The export whose database gets the heartbeat table.
     pub export: String,
+    /// The export whose database is read after the recovery (default:
+    /// `export`): a standby's, when the runbook moves the service to it.
+    pub read_from: Option<String>,
     #[serde(default = "default_heartbeat_table")]
     pub table: String,
     #[serde(default = "default_heartbeat_interval")]
     pub interval: HumanDuration,
+}
+
+impl Heartbeat {
+    /// The export read back after the recovery.
+    pub fn read_export(&self) -> &str {
+        self.read_from.as_deref().unwrap_or(&self.export)
+    }
 }
 
 fn default_heartbeat_table() -> String {
@@ -125,6 +135,8 @@ pub struct Drill {
     pub settle: Duration,
     /// Steps that cause the failure.
     pub inject: Vec<Step>,
+    /// How often it must be drilled: `drp report` flags it overdue after.
+    pub every: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,10 +152,15 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     pub fallbacks: BTreeMap<String, Step>,
     pub cleanup: Vec<Step>,
+    /// The way back after a failover, run by `drp failback` only.
+    pub failback: Vec<Step>,
     /// The hosts steps with `host:` run on.
     pub inventory: Option<Inventory>,
     /// Phases whose steps run at the same time.
     pub parallel: BTreeSet<Phase>,
+    /// SHA-256 of the runbook and the policy and inventory it names, as
+    /// read: a drill proves the runbook whose digest its report holds.
+    pub digest: String,
 }
 
 /// `phases: {verify: {parallel: true}}`.
@@ -154,7 +171,7 @@ struct PhaseSettings {
     parallel: bool,
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "inventory",
     "phases",
     "name",
@@ -166,6 +183,7 @@ const KEYS: [&str; 11] = [
     "steps",
     "fallbacks",
     "cleanup",
+    "failback",
 ];
 
 impl Runbook {
@@ -185,11 +203,20 @@ impl Runbook {
         let policy_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "policy", true);
         let objectives: Option<Objectives> = yaml::field(&mut d, &root, "", "objectives", false);
         let heartbeat: Option<Heartbeat> = yaml::field(&mut d, &root, "", "heartbeat", false);
-        let policy =
-            policy_path.and_then(|p| load_beside(&mut d, path, "policy", &p, Policy::load));
+        let mut read = vec![text.as_bytes().to_vec()];
+        let policy = policy_path.and_then(|p| {
+            load_beside(&mut d, path, "policy", &p, |f| {
+                read.push(std::fs::read(f).unwrap_or_default());
+                Policy::load(f)
+            })
+        });
         let inventory_path: Option<PathBuf> = yaml::field(&mut d, &root, "", "inventory", false);
-        let inventory = inventory_path
-            .and_then(|p| load_beside(&mut d, path, "inventory", &p, Inventory::load));
+        let inventory = inventory_path.and_then(|p| {
+            load_beside(&mut d, path, "inventory", &p, |f| {
+                read.push(std::fs::read(f).unwrap_or_default());
+                Inventory::load(f)
+            })
+        });
         let phases: Option<BTreeMap<Phase, PhaseSettings>> =
             yaml::field(&mut d, &root, "", "phases", false);
         let parallel = phases
@@ -206,9 +233,12 @@ impl Runbook {
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
         let drill = steps::drill(&mut d, &root);
+        let failback = steps::optional_steps(&mut d, &root, Section::Failback);
 
-        checks::step_order(&mut d, &steps, &fallbacks);
-        let sections = checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref());
+        checks::step_order(&mut d, "steps", &steps, &fallbacks);
+        checks::step_order(&mut d, "failback", &failback, &fallbacks);
+        let sections =
+            checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref(), &failback);
         checks::hosts(&mut d, inventory.as_ref(), &sections);
         if let Some(policy) = &policy {
             checks::actions(&mut d, policy, sections);
@@ -237,8 +267,10 @@ impl Runbook {
             steps,
             fallbacks,
             cleanup,
+            failback,
             inventory,
             parallel,
+            digest: digest(&read),
         })
     }
 
@@ -249,11 +281,34 @@ impl Runbook {
             .chain(&self.steps)
             .chain(self.fallbacks.values())
             .chain(&self.cleanup)
+            .chain(&self.failback)
     }
 
-    /// The hosts its steps run on, each once, sorted.
+    /// The runbook of its way back (`drp failback`): the `failback` steps
+    /// as its steps, no drill, the same objectives, cleanup and inventory.
+    pub fn failback(&self) -> Option<Runbook> {
+        if self.failback.is_empty() {
+            return None;
+        }
+        Some(Runbook {
+            name: format!("{}-failback", self.name),
+            steps: self.failback.clone(),
+            drill: None,
+            heartbeat: None,
+            failback: Vec::new(),
+            ..self.clone()
+        })
+    }
+
+    /// The hosts its steps run on or talk to, each once, sorted.
     pub fn remote_hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self.all_steps().filter_map(|s| s.host.clone()).collect();
+        let mut hosts: Vec<String> = self
+            .all_steps()
+            .flat_map(|s| {
+                let named = s.action.action().hosts().into_iter().map(str::to_string);
+                s.host.clone().into_iter().chain(named)
+            })
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts
@@ -278,6 +333,17 @@ impl Runbook {
         }
         exports
     }
+}
+
+/// SHA-256 over the files read, each with its length first.
+fn digest(files: &[Vec<u8>]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f);
+    }
+    format!("{:x}", h.finalize())
 }
 
 /// The file at `key` of the runbook (relative to its folder), loaded; or a

@@ -1,5 +1,5 @@
 //! The step lists of a runbook (`steps`, `fallbacks`, `cleanup`,
-//! `drill.inject`) and the `drill` section, from their YAML.
+//! `drill.inject`, `failback`) and the `drill` section, from their YAML.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -22,6 +22,8 @@ pub(super) enum Section {
     Cleanup,
     /// The drill's steps that cause the failure.
     Inject,
+    /// The way back after a failover, run only by `drp failback`, in phases.
+    Failback,
 }
 
 impl Section {
@@ -32,13 +34,14 @@ impl Section {
             Section::Fallbacks => "fallbacks",
             Section::Cleanup => "cleanup",
             Section::Inject => "drill.inject",
+            Section::Failback => "failback",
         }
     }
 
     /// Whether its steps may name a phase.
     fn phased(self) -> bool {
         match self {
-            Section::Steps | Section::Fallbacks => true,
+            Section::Steps | Section::Fallbacks | Section::Failback => true,
             Section::Cleanup | Section::Inject => false,
         }
     }
@@ -71,6 +74,7 @@ struct RawDrill {
     backup_first: bool,
     settle: Option<HumanDuration>,
     inject: Vec<Value>,
+    every: Option<HumanDuration>,
 }
 
 /// The main steps; they are required.
@@ -110,6 +114,7 @@ pub(super) fn drill(d: &mut Diagnostics, root: &Mapping) -> Option<Drill> {
                 .map(|s| s.as_duration())
                 .unwrap_or(Duration::from_secs(2)),
             inject: parse_steps(d, &Value::Sequence(raw.inject), Section::Inject),
+            every: raw.every.map(|e| e.as_duration()),
         }),
         Err(e) => {
             d.push_serde("drill", e);

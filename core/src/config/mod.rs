@@ -2,6 +2,7 @@
 //! the rest of the core uses. Validation reports every problem at once, each
 //! located by file, line, column and key, with a hint.
 
+pub mod fencing;
 mod locate;
 mod policy;
 mod restore_test;

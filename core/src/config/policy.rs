@@ -56,6 +56,8 @@ pub struct Policy {
     pub target_options: BTreeMap<String, TargetOptions>,
     /// What a coordinator may ask of this host over `drp-agent serve`.
     pub serve: ServeSettings,
+    /// What stops here when a coordinator fences this host.
+    pub fencing: Option<super::fencing::Fencing>,
     /// What is accepted but unwise (a webhook URL written in the policy):
     /// located like errors, for `drp check` and the logs to show.
     pub warnings: Vec<Diagnostic>,
@@ -76,8 +78,9 @@ const EXPORT_KEYS: [&str; 8] = [
 ];
 
 /// The top-level keys; any other is refused with the nearest of these.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "serve",
+    "fencing",
     "keys",
     "snapshots",
     "snapshot_retention",
@@ -149,6 +152,7 @@ impl Policy {
             snapshot_retention: s.snapshot_retention,
             restore: s.restore,
             serve: s.serve,
+            fencing: s.fencing,
             keys: s.keys,
             target_options: targets.options,
             warnings,

@@ -131,9 +131,22 @@ pub(crate) async fn archive_alert(
     text: &str,
 ) {
     tracing::error!(export = %export, "{title}: {text}");
+    let title = format!("drp: {title} for {}/{export}", policy.host);
+    alert(policy, export, targets, title, text).await;
+}
+
+/// Notifies a failure on this host that is not a backup's (`about` stands
+/// in the export's place), through the policy's channels.
+pub(crate) async fn alert(
+    policy: &crate::config::Policy,
+    about: &str,
+    targets: &[String],
+    title: String,
+    text: &str,
+) {
     let message = Message {
         host: policy.host.clone(),
-        export: export.to_string(),
+        export: about.to_string(),
         result: crate::state::RunResult::Failed,
         point: None,
         committed: Vec::new(),
@@ -141,7 +154,7 @@ pub(crate) async fn archive_alert(
         errors: vec![text.to_string()],
         seconds: 0.0,
         at: chrono::Utc::now(),
-        title: Some(format!("drp: {title} for {}/{export}", policy.host)),
+        title: Some(title),
     };
     for e in send(&policy.notify, &policy.base_dir, &message).await {
         tracing::warn!("the alert was not delivered: {e}");

@@ -19,6 +19,7 @@
 //! <host>/<export>/binlog/<file>-<sha256>.json  its times and GTIDs
 //! <host>/snapshot-sets/<set>.json              a snapshot set taken before a change
 //! reports/<runbook>/<id>.json, .html           a drill's or an incident's report
+//! fencing/<host>/<time>-<fenced|lifted>.json   a host fenced after a failover, or lifted
 //! .drp-tmp/                                    partial writes (local targets)
 //! ```
 
@@ -52,6 +53,15 @@ pub(crate) fn restore_test(host: &str, export: &str, id: &str) -> String {
 
 pub(crate) fn restore_tests_dir(host: &str, export: &str) -> String {
     format!("{host}/{export}/tested/")
+}
+
+/// A fence record of `host` (`records::Fence::id`).
+pub(crate) fn fence(host: &str, id: &str) -> String {
+    format!("fencing/{host}/{id}.json")
+}
+
+pub(crate) fn fences_dir(host: &str) -> String {
+    format!("fencing/{host}/")
 }
 
 /// The detached signature of the record at `key`.

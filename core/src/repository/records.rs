@@ -113,6 +113,32 @@ impl Repository {
             .map_err(|e| self.target.error(what, e))
     }
 
+    /// Stores a fence record (signed when this host signs). Records are
+    /// never rewritten: the newest in force is read from the list.
+    pub async fn save_fence(&self, fence: &crate::records::Fence) -> Result<()> {
+        let body = serde_json::to_vec_pretty(fence).expect("record serialises");
+        let key = layout::fence(&fence.host, &fence.id());
+        self.write(&key, body, "cannot store the fence record")
+            .await
+    }
+
+    /// Every fence record of `host`, signed by a trusted key when the
+    /// policy trusts keys; a record naming another host is skipped.
+    pub async fn fences(&self, host: &str) -> Result<Vec<crate::records::Fence>> {
+        let found = self
+            .records(
+                &layout::fences_dir(host),
+                Owner::Anyone,
+                "cannot list fence records",
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<crate::records::Fence>(&r.bytes).ok())
+            .filter(|f| f.host == host)
+            .collect())
+    }
+
     /// Every report record (the JSON ones), of every runbook.
     pub async fn report_records(&self) -> Result<Vec<Record>> {
         let what = "cannot list reports";

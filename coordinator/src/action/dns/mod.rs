@@ -71,7 +71,8 @@ impl fmt::Display for Record {
 }
 
 /// A server to talk to: an address, or a host name resolved when used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Server {
     Addr(SocketAddr),
     Host(String, u16),
@@ -121,6 +122,14 @@ impl Server {
                     what: "the name does not resolve to an address".into(),
                 }),
         }
+    }
+}
+
+impl TryFrom<String> for Server {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Server, String> {
+        Server::parse(&text)
     }
 }
 

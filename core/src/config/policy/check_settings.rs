@@ -35,6 +35,7 @@ pub(super) struct Sections {
     pub snapshot_retention: Retention,
     pub restore: RestoreSettings,
     pub serve: ServeSettings,
+    pub fencing: Option<crate::config::fencing::Fencing>,
     pub keys: KeysConfig,
 }
 
@@ -59,6 +60,7 @@ pub(super) fn check_sections(
         snapshot_retention: Retention::default(),
         restore: RestoreSettings::default(),
         serve: ServeSettings::default(),
+        fencing: None,
         keys: KeysConfig::default(),
     };
     for section in written {
@@ -115,6 +117,7 @@ pub(super) fn check_sections(
                     s.serve = serve;
                 }
             }
+            Section::Fencing(r) => s.fencing = report(d, r),
             Section::Keys(r) => {
                 if let Some(k) = report(d, r) {
                     check_keys(d, &k);
