@@ -13,6 +13,8 @@ use crate::Result;
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
+use crate::repository::binlog::BinlogObject;
+use crate::repository::wal::WalObject;
 use crate::retention::{self, Decision};
 
 #[derive(Debug)]
@@ -146,8 +148,9 @@ pub(crate) async fn prune_target(
         .filter(|p| p.decision.keep())
         .map(|p| by_id[p.decision.id.as_str()])
         .collect();
-    prune_wal(repo, host, &export.name, &kept, dry_run, &mut out).await?;
-    prune_binlogs(repo, host, &export.name, &kept, dry_run, &mut out).await?;
+    for archive in [LogArchive::Wal, LogArchive::Binlog] {
+        prune_logs(archive, repo, host, &export.name, &kept, dry_run, &mut out).await?;
+    }
 
     // Orphans: data objects whose manifest is absent (damaged manifests are
     // reported by list and verify, and their data is left for inspection).
@@ -182,11 +185,115 @@ pub(crate) async fn prune_target(
     Ok(out)
 }
 
-/// Removes the archived WAL that comes before the oldest kept base backup:
-/// no restore can start earlier. Timeline histories are always kept, and
-/// nothing is removed while no base backup is kept (the archive is then
-/// all there is).
-async fn prune_wal(
+/// The archived logs a kept point replays from, one walk for both kinds:
+/// what comes before the oldest kept point's first file is removed, since
+/// no restore or replay starts earlier. Nothing is removed while no point
+/// with a start in that archive is kept (the archive is then all there is).
+#[derive(Debug, Clone, Copy)]
+enum LogArchive {
+    /// PostgreSQL's archived WAL; timeline histories are always kept.
+    Wal,
+    /// MariaDB's shipped binary logs.
+    Binlog,
+}
+
+/// Where the oldest kept point starts in an archive.
+struct ArchiveStart {
+    /// The first position still needed: a WAL segment number or a binary
+    /// log's sequence number.
+    from: u64,
+    /// The name of that first file (reported as `wal_kept_from`).
+    file: String,
+    /// The WAL segment size positions are counted in (unused for binary
+    /// logs, whose sequence numbers are positions already).
+    segment_size: u64,
+}
+
+/// One archived file, of either kind.
+enum ArchivedLog {
+    Wal(WalObject),
+    Binlog(BinlogObject),
+}
+
+impl LogArchive {
+    /// The oldest kept point's start in this archive, if any kept point has one.
+    fn start(self, kept: &[&Manifest]) -> Option<ArchiveStart> {
+        match self {
+            LogArchive::Wal => {
+                let oldest = kept
+                    .iter()
+                    .filter_map(|m| m.wal.as_ref())
+                    .min_by_key(|w| w.first_segment())?;
+                let from = oldest.first_segment();
+                Some(ArchiveStart {
+                    from,
+                    file: crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size)
+                        .to_string(),
+                    segment_size: oldest.segment_size,
+                })
+            }
+            LogArchive::Binlog => {
+                let oldest = kept
+                    .iter()
+                    .filter_map(|m| m.binlog.as_ref())
+                    .min_by_key(|b| crate::wal::binlog::sequence(&b.file))?;
+                Some(ArchiveStart {
+                    from: crate::wal::binlog::sequence(&oldest.file).unwrap_or(0),
+                    file: oldest.file.clone(),
+                    segment_size: 0,
+                })
+            }
+        }
+    }
+
+    async fn list(self, repo: &Repository, host: &str, export: &str) -> Result<Vec<ArchivedLog>> {
+        Ok(match self {
+            LogArchive::Wal => (repo.wal_list(host, export).await?)
+                .into_iter()
+                .map(ArchivedLog::Wal)
+                .collect(),
+            LogArchive::Binlog => (repo.binlog_list(host, export).await?)
+                .into_iter()
+                .map(ArchivedLog::Binlog)
+                .collect(),
+        })
+    }
+}
+
+impl ArchivedLog {
+    /// Its position, counted as `start` counts; none for a timeline history.
+    fn position(&self, start: &ArchiveStart) -> Option<u64> {
+        match self {
+            ArchivedLog::Wal(o) => o.file.segno(start.segment_size),
+            ArchivedLog::Binlog(o) => Some(o.sequence()),
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            ArchivedLog::Wal(o) => &o.key,
+            ArchivedLog::Binlog(o) => &o.key,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            ArchivedLog::Wal(o) => o.file.to_string(),
+            ArchivedLog::Binlog(o) => o.name.clone(),
+        }
+    }
+
+    async fn delete(&self, repo: &Repository, host: &str, export: &str) -> Result<()> {
+        match self {
+            ArchivedLog::Wal(o) => repo.wal_delete(o).await,
+            ArchivedLog::Binlog(o) => repo.binlog_delete(host, export, o).await,
+        }
+    }
+}
+
+/// Removes the files of `archive` that no kept point needs (see [`LogArchive`]).
+async fn prune_logs(
+    archive: LogArchive,
     repo: &Repository,
     host: &str,
     export: &str,
@@ -194,28 +301,22 @@ async fn prune_wal(
     dry_run: bool,
     out: &mut TargetPrune,
 ) -> Result<()> {
-    let Some(oldest) = kept
-        .iter()
-        .filter_map(|m| m.wal.as_ref())
-        .min_by_key(|w| w.first_segment())
-    else {
+    let Some(start) = archive.start(kept) else {
         return Ok(());
     };
-    let from = oldest.first_segment();
-    out.wal_kept_from =
-        Some(crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size).to_string());
-    for object in repo.wal_list(host, export).await? {
-        let Some(segno) = object.file.segno(oldest.segment_size) else {
+    out.wal_kept_from = Some(start.file.clone());
+    for object in archive.list(repo, host, export).await? {
+        let Some(position) = object.position(&start) else {
             continue;
         };
-        if segno >= from || held_by_lock(repo, &object.key, out).await {
+        if position >= start.from || held_by_lock(repo, object.key(), out).await {
             continue;
         }
-        if !dry_run && let Err(e) = repo.wal_delete(&object).await {
+        if !dry_run && let Err(e) = object.delete(repo, host, export).await {
             out.errors.push(e.to_string());
             continue;
         }
-        out.wal_removed.push(object.file.to_string());
+        out.wal_removed.push(object.name());
     }
     Ok(())
 }
@@ -230,39 +331,6 @@ async fn held_by_lock(repo: &Repository, key: &str, out: &mut TargetPrune) -> bo
             true
         }
     }
-}
-
-/// Removes the shipped binary logs before the oldest kept export's own
-/// file: no replay starts earlier. Nothing is removed while no export with
-/// coordinates is kept.
-async fn prune_binlogs(
-    repo: &Repository,
-    host: &str,
-    export: &str,
-    kept: &[&Manifest],
-    dry_run: bool,
-    out: &mut TargetPrune,
-) -> Result<()> {
-    let Some(oldest) = kept
-        .iter()
-        .filter_map(|m| m.binlog.as_ref())
-        .min_by_key(|b| crate::wal::binlog::sequence(&b.file))
-    else {
-        return Ok(());
-    };
-    let from = crate::wal::binlog::sequence(&oldest.file).unwrap_or(0);
-    out.wal_kept_from = Some(oldest.file.clone());
-    for object in repo.binlog_list(host, export).await? {
-        if object.sequence() >= from || held_by_lock(repo, &object.key, out).await {
-            continue;
-        }
-        if !dry_run && let Err(e) = repo.binlog_delete(host, export, &object).await {
-            out.errors.push(e.to_string());
-            continue;
-        }
-        out.wal_removed.push(object.name.clone());
-    }
-    Ok(())
 }
 
 /// Prunes one export on all of its reachable targets, as a command does:

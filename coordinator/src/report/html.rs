@@ -1,7 +1,7 @@
 //! The report as one self-contained HTML page (no external assets), with an
 //! inline SVG timeline of the phases against the RTO objective.
 
-use super::markdown::{fmt_secs, verdict};
+use super::markdown::fmt_secs;
 use super::{Report, escape_markup};
 
 const COLORS: [(&str, &str); 4] = [
@@ -120,37 +120,19 @@ pub fn render(r: &Report) -> String {
         );
     }
     let mut objectives = String::new();
-    if let Some(rto) = &r.rto {
+    for row in r.objective_rows() {
         objectives += &format!(
-            "<tr><th>RTO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-            fmt_secs(r.objectives.rto_seconds),
-            rto.measured_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "not recovered".into()),
-            rto.margin_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            verdict(rto.met).to_lowercase(),
-            verdict(rto.met)
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            row.objective.name(),
+            row.target,
+            row.measured,
+            row.margin,
+            row.verdict.to_lowercase(),
+            row.verdict
         );
-    }
-    if let Some(rpo) = &r.rpo {
-        objectives += &format!(
-            "<tr><th>RPO</th><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-            fmt_secs(r.objectives.rpo_seconds),
-            rpo.measured_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "nothing restored".into()),
-            rpo.margin_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            verdict(rpo.met).to_lowercase(),
-            verdict(rpo.met)
-        );
-        if let Some(hb) = rpo.heartbeat_seconds {
+        if let Some(hb) = &row.heartbeat {
             objectives += &format!(
-                "<tr><th>RPO from the data (heartbeat)</th><td></td><td>{}</td><td></td><td></td></tr>",
-                fmt_secs(hb)
+                "<tr><th>RPO from the data (heartbeat)</th><td></td><td>{hb}</td><td></td><td></td></tr>"
             );
         }
     }

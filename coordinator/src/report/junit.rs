@@ -2,7 +2,7 @@
 //! case per step, plus one for each objective.
 
 use super::markdown::fmt_secs;
-use super::{Report, escape_markup};
+use super::{Objective, Report, escape_markup};
 
 pub fn render(r: &Report) -> String {
     let mut cases = String::new();
@@ -37,26 +37,21 @@ pub fn render(r: &Report) -> String {
             failure,
         );
     }
-    if let Some(rto) = &r.rto {
-        let f = (!rto.met).then(|| match rto.measured_seconds {
-            Some(m) => format!(
-                "RTO {} exceeds the objective {}",
-                fmt_secs(m),
-                fmt_secs(r.objectives.rto_seconds)
+    for row in r.objective_rows() {
+        let name = row.objective.name();
+        let failure = (!row.met).then(|| match (row.objective, row.measured_seconds) {
+            (Objective::Rto, None) => row.measured.clone(),
+            (_, measured) => format!(
+                "{name} {} exceeds the objective {}",
+                measured.map(fmt_secs).unwrap_or_default(),
+                row.target
             ),
-            None => "not recovered".to_string(),
         });
-        case("RTO objective", rto.measured_seconds.unwrap_or(0.0), f);
-    }
-    if let Some(rpo) = &r.rpo {
-        let f = (!rpo.met).then(|| {
-            format!(
-                "RPO {} exceeds the objective {}",
-                rpo.measured_seconds.map(fmt_secs).unwrap_or_default(),
-                fmt_secs(r.objectives.rpo_seconds)
-            )
-        });
-        case("RPO objective", 0.0, f);
+        let seconds = match row.objective {
+            Objective::Rto => row.measured_seconds.unwrap_or(0.0),
+            Objective::Rpo => 0.0,
+        };
+        case(&format!("{name} objective"), seconds, failure);
     }
     if r.status == super::Status::Running {
         case("completed", 0.0, Some("the run was interrupted".into()));

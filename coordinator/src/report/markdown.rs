@@ -52,36 +52,19 @@ pub fn render(r: &Report) -> String {
     }
     s +=
         "\n| objective | target | measured | margin | verdict |\n| --- | --- | --- | --- | --- |\n";
-    if let Some(rto) = &r.rto {
+    for row in r.objective_rows() {
         s += &format!(
-            "| RTO | {} | {} | {} | {} |\n",
-            fmt_secs(r.objectives.rto_seconds),
-            rto.measured_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "not recovered".into()),
-            rto.margin_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            verdict(rto.met)
+            "| {} | {} | {} | {} | {} |\n",
+            row.objective.name(),
+            row.target,
+            row.measured,
+            row.margin,
+            row.verdict
         );
-    }
-    if let Some(rpo) = &r.rpo {
-        s += &format!(
-            "| RPO | {} | {} | {} | {} |\n",
-            fmt_secs(r.objectives.rpo_seconds),
-            rpo.measured_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "nothing restored".into()),
-            rpo.margin_seconds
-                .map(fmt_secs)
-                .unwrap_or_else(|| "-".into()),
-            verdict(rpo.met)
-        );
-        if let Some(hb) = rpo.heartbeat_seconds {
+        if let Some(hb) = &row.heartbeat {
             s += &format!(
-                "| RPO (heartbeat, from the data) | {} | {} | | |\n",
-                fmt_secs(r.objectives.rpo_seconds),
-                fmt_secs(hb)
+                "| RPO (heartbeat, from the data) | {} | {hb} | | |\n",
+                row.target
             );
         }
     }

@@ -169,6 +169,87 @@ impl Report {
     }
 }
 
+/// An objective a report measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    Rto,
+    Rpo,
+}
+
+impl Objective {
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Rto => "RTO",
+            Objective::Rpo => "RPO",
+        }
+    }
+}
+
+/// One objective's row as every rendering shows it: the cells as text, and
+/// the measure and verdict they come from. Renderers only format the cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveRow {
+    pub objective: Objective,
+    /// The objective's target, as a duration.
+    pub target: String,
+    /// The measure, or why there is none (`not recovered`, `nothing restored`).
+    pub measured: String,
+    pub measured_seconds: Option<f64>,
+    /// Target minus measured, or `-`.
+    pub margin: String,
+    pub met: bool,
+    /// `met` or `MISSED`.
+    pub verdict: &'static str,
+    /// The RPO measured from the data (the newest heartbeat found after the
+    /// restore), shown on a line of its own.
+    pub heartbeat: Option<String>,
+}
+
+impl Report {
+    /// The rows of the objectives measured: RTO, then RPO.
+    pub fn objective_rows(&self) -> Vec<ObjectiveRow> {
+        use markdown::{fmt_secs, verdict};
+        let row =
+            |objective, target, measured: Option<f64>, none: &str, margin: Option<f64>, met| {
+                ObjectiveRow {
+                    objective,
+                    target: fmt_secs(target),
+                    measured: measured.map(fmt_secs).unwrap_or_else(|| none.into()),
+                    measured_seconds: measured,
+                    margin: margin.map(fmt_secs).unwrap_or_else(|| "-".into()),
+                    met,
+                    verdict: verdict(met),
+                    heartbeat: None,
+                }
+            };
+        let mut rows = Vec::new();
+        if let Some(rto) = &self.rto {
+            rows.push(row(
+                Objective::Rto,
+                self.objectives.rto_seconds,
+                rto.measured_seconds,
+                "not recovered",
+                rto.margin_seconds,
+                rto.met,
+            ));
+        }
+        if let Some(rpo) = &self.rpo {
+            rows.push(ObjectiveRow {
+                heartbeat: rpo.heartbeat_seconds.map(fmt_secs),
+                ..row(
+                    Objective::Rpo,
+                    self.objectives.rpo_seconds,
+                    rpo.measured_seconds,
+                    "nothing restored",
+                    rpo.margin_seconds,
+                    rpo.met,
+                )
+            });
+        }
+        rows
+    }
+}
+
 /// Where reports are kept: every repository of the policy's targets.
 pub struct Store {
     pub repos: Vec<Repository>,

@@ -1,9 +1,13 @@
 //! What the AWS providers share: the SDK's configuration, API errors with
-//! their causes, and waiting for a resource to reach a state.
+//! their causes, waiting for a resource to reach a state, the tags a
+//! snapshot carries, waiting for a new snapshot, and deleting one. Each
+//! provider keeps only its own API calls and what it checks.
 
 use std::time::Duration;
 
 use super::SnapshotError;
+#[cfg(feature = "aws")]
+use super::{Member, SnapContext};
 
 /// The SDK configured as for AWS: region, the default credential chain,
 /// standard retries (throttling included), and an optional endpoint.
@@ -65,6 +69,73 @@ where
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// The tags every snapshot drp takes carries: the host, the change and
+/// its reason.
+#[cfg(feature = "aws")]
+pub fn snapshot_tags<'a>(ctx: &'a SnapContext<'a>) -> [(&'static str, &'a str); 3] {
+    [
+        ("drp:host", &ctx.policy.host),
+        ("drp:change", ctx.change),
+        ("drp:reason", ctx.reason),
+    ]
+}
+
+/// How far a new snapshot is, as its provider's API reports it.
+#[cfg(feature = "aws")]
+pub enum Progress {
+    Done,
+    Failed,
+    Pending,
+}
+
+/// Polls `progress` every `interval` until the snapshot is done. When it
+/// fails the error says `{snapshot} failed`; when it takes longer than
+/// `timeout`, `{snapshot} not {done} after {timeout}`.
+#[cfg(feature = "aws")]
+pub async fn wait_for_snapshot<F, Fut>(
+    snapshot: &str,
+    done: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut progress: F,
+) -> Result<(), SnapshotError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Progress, SnapshotError>>,
+{
+    wait_until(&format!("{snapshot} not {done}"), timeout, interval, || {
+        let p = progress();
+        async move {
+            match p.await? {
+                Progress::Done => Ok(Some(())),
+                Progress::Failed => Err(SnapshotError::failed(format!("{snapshot} failed"))),
+                Progress::Pending => Ok(None),
+            }
+        }
+    })
+    .await
+}
+
+/// Deletes a member's snapshot (expiry) through `call`, the provider's API
+/// operation `op`, given the snapshot's id. A member that was never taken
+/// has nothing to delete.
+#[cfg(feature = "aws")]
+pub async fn delete_snapshot<F, Fut, T, E>(
+    member: &Member,
+    op: &'static str,
+    call: F,
+) -> Result<(), SnapshotError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let Some(id) = member.reference.clone() else {
+        return Ok(());
+    };
+    call(id).await.map(|_| ()).map_err(|e| api_error(op, &e))
 }
 
 #[cfg(test)]

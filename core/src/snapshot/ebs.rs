@@ -11,7 +11,9 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification, VolumeState};
 use futures::future::BoxFuture;
 
-use super::aws::{api_error, sdk_config, wait_until};
+use super::aws::{
+    Progress, api_error, delete_snapshot, sdk_config, snapshot_tags, wait_for_snapshot, wait_until,
+};
 use super::{Created, EbsConfig, Member, SnapContext, SnapshotError, SnapshotProvider};
 
 pub struct Ebs {
@@ -68,12 +70,13 @@ impl SnapshotProvider for Ebs {
         Box::pin(async move {
             let client = self.client().await;
             let volume = &self.config.volume_id;
-            let tags = TagSpecification::builder()
-                .resource_type(ResourceType::Snapshot)
-                .tags(tag("drp:host", &ctx.policy.host))
-                .tags(tag("drp:change", ctx.change))
-                .tags(tag("drp:reason", ctx.reason))
-                .tags(tag("drp:set", ctx.set_id))
+            let tags = snapshot_tags(ctx)
+                .into_iter()
+                .chain([("drp:set", ctx.set_id)])
+                .fold(
+                    TagSpecification::builder().resource_type(ResourceType::Snapshot),
+                    |b, (k, v)| b.tags(tag(k, v)),
+                )
                 .build();
             let out = client
                 .create_snapshot()
@@ -92,9 +95,9 @@ impl SnapshotProvider for Ebs {
                     op: "CreateSnapshot",
                 })?
                 .to_string();
-            let what = format!("snapshot {id} of {volume} not completed");
-            wait_until(
-                &what,
+            wait_for_snapshot(
+                &format!("snapshot {id} of {volume}"),
+                "completed",
                 self.config.wait_timeout.as_duration(),
                 Duration::from_secs(2),
                 || async {
@@ -104,13 +107,11 @@ impl SnapshotProvider for Ebs {
                         .send()
                         .await
                         .map_err(|e| api_error("DescribeSnapshots", &e))?;
-                    match d.snapshots().first().and_then(|s| s.state()) {
-                        Some(SnapshotState::Completed) => Ok(Some(())),
-                        Some(SnapshotState::Error) => Err(SnapshotError::failed(format!(
-                            "snapshot {id} of {volume} failed"
-                        ))),
-                        _ => Ok(None),
-                    }
+                    Ok(match d.snapshots().first().and_then(|s| s.state()) {
+                        Some(SnapshotState::Completed) => Progress::Done,
+                        Some(SnapshotState::Error) => Progress::Failed,
+                        _ => Progress::Pending,
+                    })
                 },
             )
             .await?;
@@ -224,19 +225,10 @@ impl SnapshotProvider for Ebs {
         _: &'a SnapContext<'a>,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<(), SnapshotError>> {
-        Box::pin(async move {
-            let Some(id) = member.reference.as_deref() else {
-                return Ok(());
-            };
+        Box::pin(delete_snapshot(member, "DeleteSnapshot", move |id| async move {
             let client = self.client().await;
-            client
-                .delete_snapshot()
-                .snapshot_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api_error("DeleteSnapshot", &e))
-        })
+            client.delete_snapshot().snapshot_id(id).send().await
+        }))
     }
 
     fn owns<'a>(

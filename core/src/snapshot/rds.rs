@@ -9,7 +9,9 @@ use aws_sdk_rds::Client;
 use aws_sdk_rds::types::Tag;
 use futures::future::BoxFuture;
 
-use super::aws::{api_error, sdk_config, wait_until};
+use super::aws::{
+    Progress, api_error, delete_snapshot, sdk_config, snapshot_tags, wait_for_snapshot, wait_until,
+};
 use super::{Created, Member, RdsConfig, SnapContext, SnapshotError, SnapshotProvider};
 
 pub struct Rds {
@@ -40,6 +42,10 @@ fn identifier(parts: &[&str]) -> String {
         .to_string()
 }
 
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
 impl Rds {
     pub fn new(config: RdsConfig) -> Self {
         Rds { config }
@@ -63,20 +69,13 @@ impl SnapshotProvider for Rds {
                 .create_db_snapshot()
                 .db_instance_identifier(instance)
                 .db_snapshot_identifier(&id)
-                .tags(
-                    Tag::builder()
-                        .key("drp:host")
-                        .value(&ctx.policy.host)
-                        .build(),
-                )
-                .tags(Tag::builder().key("drp:change").value(ctx.change).build())
-                .tags(Tag::builder().key("drp:reason").value(ctx.reason).build())
+                .set_tags(Some(snapshot_tags(ctx).map(|(k, v)| tag(k, v)).to_vec()))
                 .send()
                 .await
                 .map_err(|e| api_error("CreateDBSnapshot", &e))?;
-            let what = format!("DB snapshot {id} not available");
-            wait_until(
-                &what,
+            wait_for_snapshot(
+                &format!("DB snapshot {id}"),
+                "available",
                 self.config.wait_timeout.as_duration(),
                 Duration::from_secs(5),
                 || async {
@@ -86,13 +85,11 @@ impl SnapshotProvider for Rds {
                         .send()
                         .await
                         .map_err(|e| api_error("DescribeDBSnapshots", &e))?;
-                    match d.db_snapshots().first().and_then(|s| s.status()) {
-                        Some("available") => Ok(Some(())),
-                        Some("failed") => {
-                            Err(SnapshotError::failed(format!("DB snapshot {id} failed")))
-                        }
-                        _ => Ok(None),
-                    }
+                    Ok(match d.db_snapshots().first().and_then(|s| s.status()) {
+                        Some("available") => Progress::Done,
+                        Some("failed") => Progress::Failed,
+                        _ => Progress::Pending,
+                    })
                 },
             )
             .await?;
@@ -118,7 +115,7 @@ impl SnapshotProvider for Rds {
                 .restore_db_instance_from_db_snapshot()
                 .db_instance_identifier(&new_id)
                 .db_snapshot_identifier(snapshot)
-                .tags(Tag::builder().key("drp:change").value(ctx.change).build())
+                .tags(tag("drp:change", ctx.change))
                 .send()
                 .await
                 .map_err(|e| api_error("RestoreDBInstanceFromDBSnapshot", &e))?;
@@ -162,19 +159,18 @@ impl SnapshotProvider for Rds {
         _: &'a SnapContext<'a>,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<(), SnapshotError>> {
-        Box::pin(async move {
-            let Some(id) = member.reference.as_deref() else {
-                return Ok(());
-            };
-            let client = self.client().await;
-            client
-                .delete_db_snapshot()
-                .db_snapshot_identifier(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api_error("DeleteDBSnapshot", &e))
-        })
+        Box::pin(delete_snapshot(
+            member,
+            "DeleteDBSnapshot",
+            move |id| async move {
+                let client = self.client().await;
+                client
+                    .delete_db_snapshot()
+                    .db_snapshot_identifier(id)
+                    .send()
+                    .await
+            },
+        ))
     }
 
     fn owns<'a>(
