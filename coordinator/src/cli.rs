@@ -216,7 +216,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
             drp_cli::generate::run(<Cli as clap::CommandFactory>::command(), dir, &out)
         }
         Command::Status { inventory, policy } => {
-            fleet_status(inventory, policy.as_deref(), &out).await
+            crate::fleet_status::run(inventory, policy.as_deref(), &out).await
         }
         Command::Run {
             runbook,
@@ -490,58 +490,6 @@ async fn run_runbook(
         }
     }
     Ok(report.exit_code(not_stored.is_empty()))
-}
-
-/// `drp status --inventory`: the fleet's table (or JSON); unreachable
-/// hosts are listed. Exit 8 when an export is over its RPO or a host did
-/// not answer (its exposure is unknown).
-async fn fleet_status(
-    inventory: &std::path::Path,
-    policy: Option<&std::path::Path>,
-    out: &Output,
-) -> Result<ExitCode> {
-    use drp_coordinator::fleet;
-    let inventory = fleet::inventory::Inventory::load(inventory)?;
-    let reports = match policy {
-        Some(p) => {
-            let policy = drp_core::config::Policy::load(p)?;
-            drp_coordinator::report::Store::open(&policy)
-                .await
-                .load_all()
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let now = chrono::Utc::now();
-    let hosts = fleet::status::gather(&inventory).await;
-    let rows = fleet::status::rows(&hosts, &reports);
-    let unreachable = rows.iter().filter(|r| !r.reachable).count();
-    let over = rows
-        .iter()
-        .filter(|r| {
-            r.export
-                .as_ref()
-                .is_some_and(|e| e.within_rpo == Some(false))
-        })
-        .count();
-    if out.json {
-        out.print_json(&serde_json::json!({
-            "hosts": hosts.len(), "unreachable": unreachable, "exports_over_rpo": over, "rows": rows,
-        }));
-    } else {
-        println!("{}", fleet::status::table(&rows, now));
-        println!(
-            "{} hosts, {} unreachable, {} exports over their RPO",
-            hosts.len(),
-            unreachable,
-            over
-        );
-    }
-    Ok(if unreachable + over > 0 {
-        ExitCode::ObjectivesMissed
-    } else {
-        ExitCode::Ok
-    })
 }
 
 /// Prints `html` to the PDF file `out` with headless Chromium (no network:

@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod demo;
+mod fleet_status;
 
 use clap::Parser;
 use cli::Cli;

@@ -1,11 +1,9 @@
-//! `drp status --inventory`: every host's exports in one table, as each
+//! `drp status --inventory`: every host's exports, one row each, as each
 //! agent assessed them (the one `ExportStatus`, typed over the protocol),
 //! asked at once, with the newest drill that restored each export from the
 //! coordinator's report store. A host that does not answer is listed with
-//! why; it does not stop the others.
+//! why; it does not stop the others. The binary renders the rows.
 
-use chrono::{DateTime, Utc};
-use drp_core::config::units::format_duration;
 use drp_core::export_status::{ExportStatus, LastDrill};
 use serde::{Deserialize, Serialize};
 
@@ -112,60 +110,4 @@ pub fn rows(hosts: &[HostStatus], reports: &[Report]) -> Vec<FleetRow> {
         }
     }
     out
-}
-
-/// The rows as a table.
-pub fn table(rows: &[FleetRow], now: DateTime<Utc>) -> String {
-    let secs = |s: Option<f64>| {
-        s.map(|s| format_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
-            .unwrap_or_else(|| "-".into())
-    };
-    let mut t = drp_cli::Table::new(&[
-        "HOST",
-        "EXPORT",
-        "RESTORABLE UP TO",
-        "EXPOSURE",
-        "RPO",
-        "LAST DRILL",
-    ]);
-    for r in rows {
-        let Some(e) = &r.export else {
-            t.row(vec![
-                r.host.clone(),
-                match &r.error {
-                    Some(why) => format!("UNREACHABLE: {why}"),
-                    None => "(no export)".into(),
-                },
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
-            continue;
-        };
-        let drill = match &e.last_drill {
-            None => "never".to_string(),
-            Some(d) => format!(
-                "{} ago, {} ({})",
-                format_duration((now - d.at).to_std().unwrap_or_default()),
-                if d.passed { "passed" } else { "FAILED" },
-                d.runbook
-            ),
-        };
-        t.row(vec![
-            r.host.clone(),
-            e.export.clone(),
-            e.recoverable_until
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "nothing restorable".into()),
-            secs(e.rpo_exposure_seconds),
-            match (e.within_rpo, e.rpo_objective_seconds) {
-                (Some(true), Some(o)) => format!("ok ({})", secs(Some(o))),
-                (Some(false), Some(o)) => format!("OVER ({})", secs(Some(o))),
-                _ => "no objective".into(),
-            },
-            drill,
-        ]);
-    }
-    t.render()
 }
