@@ -518,6 +518,8 @@ fn get(url_host: &str, port: u16, ip: &str) -> String {
 /// standby's database, the name moves to the standby on a real BIND, and
 /// the sites answer through their name from the standby. The drill
 /// measures RTO and RPO, the RPO also from heartbeats read on the standby.
+/// Then `drp failback` brings the data written on the standby home and the
+/// name back.
 #[test]
 fn the_agency_failover_drill_restores_onto_the_standby_and_moves_the_name() {
     let mut s = scratch("agency");
@@ -616,5 +618,39 @@ fn the_agency_failover_drill_restores_onto_the_standby_and_moves_the_name() {
             .unwrap()
             .contains(&format!("{fqdn} is 127.0.0.3")),
         "{verify:#}"
+    );
+
+    // vps-1 is repaired; the standby took an order meanwhile. The failback
+    // brings that order home and the name back.
+    psql(
+        &standby_db,
+        "insert into orders (item) values ('pendant la panne')",
+    );
+    drop(primary);
+    let _primary = Site::start("primary", "127.0.0.2", http_port, &primary_db);
+    let back = s.drp(&[
+        "--json",
+        "failback",
+        rb.to_str().unwrap(),
+        "--yes",
+        "--out",
+        "reports",
+    ]);
+    back.ok();
+    let report = back.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    assert_eq!(report["runbook"], "agency-failover-failback");
+    assert_eq!(dig(&format!("{fqdn}."), "A"), ["127.0.0.2"]);
+    assert_eq!(get(&fqdn, http_port, "127.0.0.2"), "site=primary orders=4");
+    assert_eq!(
+        psql(
+            &primary_db,
+            "select item from orders order by id desc limit 1"
+        ),
+        "pendant la panne"
+    );
+    assert_eq!(
+        report["rpo"]["restored"][0]["export"], "standby-db",
+        "{report:#}"
     );
 }

@@ -200,3 +200,80 @@ fn restore_before_an_instant_excludes_a_point_consistent_exactly_then() {
     later.ok();
     assert_eq!(later.json()["plan"]["point"], point["id"]);
 }
+
+/// A drill proves the runbook it ran: once the runbook changes, `drp
+/// report` says so and exits 8 until a drill of the new version passes. A
+/// runbook with `drill.every` that has never passed a drill is overdue.
+#[test]
+fn a_changed_runbook_shows_changed_since_its_last_drill_and_an_undrilled_one_is_overdue() {
+    let s = scratch("changed_since");
+    let drill = "drill:\n  every: 90d\n  settle: 0s\n  inject:\n    - name: break\n      action: {kind: sql, export: app, query: \"delete from orders\"}\n";
+    let rb = setup(&s, "rto: 5m, rpo: 30m", drill, RESTORE_AND_VERIFY);
+    // Only the app: the report's exit then speaks of the drills alone.
+    let policy = std::fs::read_to_string(s.path("policy.yaml")).unwrap();
+    s.write("policy.yaml", policy.split("  beats:").next().unwrap());
+    s.agent(&["backup", "--policy", "policy.yaml", "--export", "app"])
+        .ok();
+    s.drp(&["drill", &rb, "--yes"]).ok();
+    let report = || {
+        s.drp(&[
+            "--json",
+            "report",
+            "--policy",
+            "policy.yaml",
+            "--runbooks",
+            s.path("").to_str().unwrap(),
+        ])
+    };
+    let r = report();
+    r.ok();
+    let c = r.json();
+    assert!(c.get("changed_since_drill").is_none(), "{c:#}");
+    assert!(c.get("overdue").is_none(), "{c:#}");
+
+    // The runbook changes (a step's timeout): its pass no longer counts.
+    let text = std::fs::read_to_string(&rb).unwrap();
+    std::fs::write(&rb, format!("{text}    timeout: 45s\n")).unwrap();
+    let r = report();
+    r.code(8);
+    assert_eq!(
+        r.json()["changed_since_drill"],
+        serde_json::json!(["verdict"])
+    );
+    let md = s.drp(&[
+        "report",
+        "--policy",
+        "policy.yaml",
+        "--runbooks",
+        s.path("").to_str().unwrap(),
+    ]);
+    assert!(
+        md.stdout
+            .contains("**Changed since its last drill** (the runbook, its policy or its inventory; that pass no longer counts): verdict"),
+        "{}",
+        md.stdout
+    );
+    // A drill of the new version proves it again.
+    s.agent(&["backup", "--policy", "policy.yaml", "--export", "app"])
+        .ok();
+    s.drp(&["drill", &rb, "--yes"]).ok();
+    report().ok();
+
+    // A runbook that must be drilled every 30 days and never was.
+    s.write(
+        "never.yaml",
+        &std::fs::read_to_string(&rb)
+            .unwrap()
+            .replace("name: verdict", "name: never")
+            .replace("every: 90d", "every: 30d"),
+    );
+    let r = report();
+    r.code(8);
+    let c = r.json();
+    assert_eq!(c["not_drilled"], serde_json::json!(["never"]), "{c:#}");
+    assert_eq!(
+        c["overdue"],
+        serde_json::json!(["never (every 30d; last passed never)"]),
+        "{c:#}"
+    );
+}
