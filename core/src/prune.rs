@@ -376,3 +376,135 @@ pub(crate) async fn prune_export(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TargetConfig;
+    use crate::backend::local::LocalConfig;
+    use crate::wal::binlog::{BinlogFacts, BinlogStart};
+    use crate::wal::{Lsn, WalFile, WalRange};
+
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    const SIZE: u64 = 16 * 1024 * 1024;
+
+    async fn repository(dir: &std::path::Path) -> Repository {
+        let config = TargetConfig::Local(LocalConfig { path: dir.into() });
+        Repository::create("t", &config, dir).await.unwrap().0
+    }
+
+    fn pruned() -> TargetPrune {
+        TargetPrune {
+            target: "t".into(),
+            points: Vec::new(),
+            orphans: Vec::new(),
+            young_orphans: Vec::new(),
+            errors: Vec::new(),
+            wal_removed: Vec::new(),
+            wal_kept_from: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn archived_wal_before_the_oldest_kept_base_backup_goes_and_histories_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path()).await;
+        let mut files: Vec<WalFile> = (1..=4).map(|n| WalFile::segment(1, n, SIZE)).collect();
+        files.push(WalFile::History { timeline: 2 });
+        for f in &files {
+            repo.wal_store("h", "e", f, SHA, Utc::now(), b"x".to_vec())
+                .await
+                .unwrap();
+        }
+        let mut base = crate::rehearsal::tests::point(1, 1);
+        base.wal = Some(WalRange {
+            timeline: 1,
+            start_lsn: Lsn(3 * SIZE + 40),
+            stop_lsn: Lsn(4 * SIZE),
+            system_identifier: "1".into(),
+            segment_size: SIZE,
+            consistent_after: Utc::now(),
+        });
+        let mut out = pruned();
+        prune_logs(LogArchive::Wal, &repo, "h", "e", &[&base], false, &mut out)
+            .await
+            .unwrap();
+        let name = |n| WalFile::segment(1, n, SIZE).to_string();
+        assert_eq!(out.wal_removed, [name(1), name(2)]);
+        assert_eq!(out.wal_kept_from, Some(name(3)));
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let left: Vec<String> = (repo.wal_list("h", "e").await.unwrap())
+            .iter()
+            .map(|o| o.file.to_string())
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&files[4].to_string()), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn binary_logs_before_the_oldest_kept_dump_go_and_nothing_goes_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path()).await;
+        let facts = BinlogFacts {
+            first_event: None,
+            last_event: None,
+            closed_at: Some(Utc::now()),
+            terminated: true,
+            first_gtid: None,
+            last_gtid: None,
+        };
+        for n in 1..=3 {
+            let name = format!("mariadb-bin.{n:06}");
+            repo.binlog_store("h", "e", &name, SHA, &facts, b"x".to_vec())
+                .await
+                .unwrap();
+        }
+        let mut out = pruned();
+        prune_logs(LogArchive::Binlog, &repo, "h", "e", &[], false, &mut out)
+            .await
+            .unwrap();
+        assert!(out.wal_removed.is_empty() && out.wal_kept_from.is_none());
+        let mut dump = crate::rehearsal::tests::point(1, 1);
+        dump.binlog = Some(BinlogStart {
+            file: "mariadb-bin.000002".into(),
+            position: 4,
+            gtid: None,
+        });
+        prune_logs(
+            LogArchive::Binlog,
+            &repo,
+            "h",
+            "e",
+            &[&dump],
+            true,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.wal_removed, ["mariadb-bin.000001"]);
+        assert_eq!(
+            repo.binlog_list("h", "e").await.unwrap().len(),
+            3,
+            "a dry run removes nothing"
+        );
+        out = pruned();
+        prune_logs(
+            LogArchive::Binlog,
+            &repo,
+            "h",
+            "e",
+            &[&dump],
+            false,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.wal_removed, ["mariadb-bin.000001"]);
+        assert_eq!(out.wal_kept_from.as_deref(), Some("mariadb-bin.000002"));
+        let left: Vec<String> = (repo.binlog_list("h", "e").await.unwrap())
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(left, ["mariadb-bin.000002", "mariadb-bin.000003"]);
+    }
+}

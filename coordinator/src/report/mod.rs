@@ -340,3 +340,90 @@ pub(crate) fn escape_markup(t: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rto: Option<f64>, rpo: Option<f64>, heartbeat: Option<f64>) -> Report {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        Report {
+            schema: SCHEMA.into(),
+            id: "r1".into(),
+            kind: Kind::Drill,
+            runbook: "db-lost".into(),
+            runbook_file: "db-lost.yaml".into(),
+            host: "h".into(),
+            status: Status::Failed,
+            started_at: at,
+            t_fail: Some(at),
+            ended_at: Some(at),
+            objectives: Objectives {
+                rto_seconds: 600.0,
+                rpo_seconds: 300.0,
+            },
+            rto: Some(RtoMeasure {
+                measured_seconds: rto,
+                met: rto.is_some_and(|m| m <= 600.0),
+                margin_seconds: rto.map(|m| 600.0 - m),
+                phases: BTreeMap::new(),
+            }),
+            rpo: Some(RpoMeasure {
+                measured_seconds: rpo,
+                heartbeat_seconds: heartbeat,
+                newest_heartbeat: None,
+                last_heartbeat_written: None,
+                met: rpo.is_some_and(|m| m <= 300.0),
+                margin_seconds: rpo.map(|m| 300.0 - m),
+                restored: Vec::new(),
+            }),
+            steps: Vec::new(),
+            failure: None,
+            failure_kind: None,
+            notes: Vec::new(),
+            runbook_digest: None,
+        }
+    }
+
+    #[test]
+    fn every_rendering_shows_the_same_objective_rows() {
+        let r = report(Some(750.0), Some(42.0), Some(30.5));
+        let md = markdown::render(&r);
+        assert!(
+            md.contains("| RTO | 10m 0s | 12m 30s | -2m 30s | MISSED |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| RPO | 5m 0s | 42.0s | 4m 18s | met |\n| RPO (heartbeat, from the data) | 5m 0s | 30.5s | | |\n"), "{md}");
+        let html = html::render(&r);
+        assert!(html.contains("<tr><th>RTO</th><td>10m 0s</td><td>12m 30s</td><td>-2m 30s</td><td class=\"missed\">MISSED</td></tr><tr><th>RPO</th><td>5m 0s</td><td>42.0s</td><td>4m 18s</td><td class=\"met\">met</td></tr><tr><th>RPO from the data (heartbeat)</th><td></td><td>30.5s</td><td></td><td></td></tr></table>"), "{html}");
+        let junit = junit::render(&r);
+        assert!(junit.contains("name=\"RTO objective\" time=\"750.000\">\n      <failure message=\"RTO 12m 30s exceeds the objective 10m 0s\"/>"), "{junit}");
+        assert!(
+            junit.contains("name=\"RPO objective\" time=\"0.000\"/>"),
+            "{junit}"
+        );
+    }
+
+    #[test]
+    fn rows_without_a_measure_say_why() {
+        let r = report(None, None, None);
+        let md = markdown::render(&r);
+        assert!(md.contains("| RTO | 10m 0s | not recovered | - | MISSED |\n| RPO | 5m 0s | nothing restored | - | MISSED |\n\n"), "{md}");
+        let html = html::render(&r);
+        assert!(html.contains("<td>not recovered</td><td>-</td>"), "{html}");
+        assert!(
+            html.contains(
+                "<td>nothing restored</td><td>-</td><td class=\"missed\">MISSED</td></tr></table>"
+            ),
+            "{html}"
+        );
+        let junit = junit::render(&r);
+        assert!(
+            junit.contains(
+                "name=\"RTO objective\" time=\"0.000\">\n      <failure message=\"not recovered\"/>"
+            ),
+            "{junit}"
+        );
+        assert!(junit.contains("name=\"RPO objective\" time=\"0.000\">\n      <failure message=\"RPO  exceeds the objective 5m 0s\"/>"), "{junit}");
+    }
+}

@@ -186,4 +186,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.to_string(), "snapshot failed");
     }
+
+    #[cfg(feature = "aws")]
+    #[tokio::test]
+    async fn a_new_snapshot_is_waited_for_until_done_failed_or_too_late() {
+        use super::{Progress, wait_for_snapshot};
+        let wait = |answers: Vec<Progress>| {
+            let mut answers = answers.into_iter();
+            wait_for_snapshot(
+                "DB snapshot s-1",
+                "available",
+                Duration::from_millis(200),
+                Duration::from_millis(1),
+                move || {
+                    let p = answers.next().unwrap_or(Progress::Pending);
+                    async move { Ok(p) }
+                },
+            )
+        };
+        wait(vec![Progress::Pending, Progress::Done]).await.unwrap();
+        let failed = wait(vec![Progress::Pending, Progress::Failed]).await;
+        assert_eq!(failed.unwrap_err().to_string(), "DB snapshot s-1 failed");
+        let late = wait(Vec::new()).await;
+        assert_eq!(
+            late.unwrap_err().to_string(),
+            "DB snapshot s-1 not available after 200ms"
+        );
+    }
 }
