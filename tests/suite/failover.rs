@@ -654,3 +654,149 @@ fn the_agency_failover_drill_restores_onto_the_standby_and_moves_the_name() {
         "{report:#}"
     );
 }
+
+/// Runs `f` with a Route 53 client of the test's AWS API emulator (moto).
+fn route53<T>(f: impl AsyncFnOnce(aws_sdk_route53::Client) -> T) -> T {
+    let endpoint = services().get("DRP_TEST_AWS_ENDPOINT").to_string();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(&endpoint)
+                .credentials_provider(aws_sdk_route53::config::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                ))
+                .load()
+                .await;
+            f(aws_sdk_route53::Client::new(&conf)).await
+        })
+}
+
+/// Sets `fqdn`'s A record in `zone_id` to `ip` (TTL 60), behind drp's back.
+fn r53_set(zone_id: &str, fqdn: &str, ip: &str) {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let (zone_id, fqdn, ip) = (zone_id.to_string(), fqdn.to_string(), ip.to_string());
+    route53(async move |c| {
+        let set = ResourceRecordSet::builder()
+            .name(fqdn)
+            .r#type(RrType::A)
+            .ttl(60)
+            .resource_records(ResourceRecord::builder().value(ip).build().unwrap())
+            .build()
+            .unwrap();
+        let change = Change::builder()
+            .action(ChangeAction::Upsert)
+            .resource_record_set(set)
+            .build()
+            .unwrap();
+        c.change_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+    })
+}
+
+/// `fqdn`'s A record in `zone_id`: its addresses and TTL.
+fn r53_get(zone_id: &str, fqdn: &str) -> (Vec<String>, i64) {
+    let (zone_id, fqdn) = (zone_id.to_string(), fqdn.to_string());
+    route53(async move |c| {
+        let out = c
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .send()
+            .await
+            .unwrap();
+        let set = out
+            .resource_record_sets()
+            .iter()
+            .find(|s| s.name().trim_end_matches('.') == fqdn.trim_end_matches('.'))
+            .unwrap_or_else(|| panic!("no record {fqdn}"));
+        (
+            set.resource_records()
+                .iter()
+                .map(|r| r.value().to_string())
+                .collect(),
+            set.ttl().unwrap_or(0),
+        )
+    })
+}
+
+/// `provider: route53` against moto's Route 53: the switch is one batch
+/// (the old record set deleted exactly, the new one created) awaited until
+/// INSYNC, the hosted zone found by its name; a record changed behind
+/// drp's back is not switched.
+#[test]
+fn a_route53_switch_moves_the_name_and_a_changed_record_is_left_alone() {
+    let s = scratch("route53");
+    let zone = format!("r53-{:08x}.example.", rand_u32());
+    let zone_id = route53({
+        let zone = zone.clone();
+        async move |c| {
+            let out = c
+                .create_hosted_zone()
+                .name(zone)
+                .caller_reference(format!("drp-{}", rand_u32()))
+                .send()
+                .await
+                .unwrap();
+            out.hosted_zone()
+                .unwrap()
+                .id()
+                .trim_start_matches("/hostedzone/")
+                .to_string()
+        }
+    });
+    let fqdn = format!("www.{zone}");
+    r53_set(&zone_id, &fqdn, "10.0.0.1");
+    s.write(
+        "policy.yaml",
+        "host: f\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
+    );
+    let rb = s.write(
+        "runbook.yaml",
+        &format!(
+            "name: r53\npolicy: policy.yaml\nsteps:\n  - name: move www\n    phase: restart\n    action: {{kind: dns_switch, provider: route53, endpoint: \"{}\", zone: {zone}, name: www, from: 10.0.0.1, to: 10.0.0.2, ttl: 30s}}\n  - name: the switch waited for INSYNC, its own check\n    phase: verify\n    action: {{kind: wait, duration: 0s}}\n",
+            services().get("DRP_TEST_AWS_ENDPOINT")
+        ),
+    );
+    let rb = rb.to_str().unwrap();
+    let run_it = || {
+        let mut c = s.drp_cmd(&["--json", "run", rb, "--yes"]);
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+        Run::from(c.output().unwrap())
+    };
+    let first = run_it();
+    first.ok();
+    let step = &first.json()["steps"][0];
+    assert_eq!(
+        step["message"],
+        format!("{fqdn} A 10.0.0.1 → 10.0.0.2 (ttl 30s), INSYNC on every Route 53 name server"),
+        "{step:#}"
+    );
+    assert_eq!(r53_get(&zone_id, &fqdn), (vec!["10.0.0.2".to_string()], 30));
+
+    // Someone moved it meanwhile: refused, nothing changed.
+    r53_set(&zone_id, &fqdn, "10.0.0.9");
+    let rb2 = std::fs::read_to_string(rb).unwrap().replace(
+        "from: 10.0.0.1, to: 10.0.0.2",
+        "from: 10.0.0.2, to: 10.0.0.3",
+    );
+    std::fs::write(rb, rb2).unwrap();
+    let refused = run_it();
+    refused.code(1);
+    let message = refused.json()["steps"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("holds 10.0.0.9") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(r53_get(&zone_id, &fqdn), (vec!["10.0.0.9".to_string()], 60));
+}

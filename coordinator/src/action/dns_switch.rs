@@ -36,6 +36,7 @@ pub struct DnsSwitch {
 #[serde(rename_all = "snake_case")]
 enum ProviderKind {
     Rfc2136,
+    Route53,
 }
 
 /// The step as written.
@@ -55,6 +56,12 @@ struct RawDnsSwitch {
     server: Option<String>,
     /// `rfc2136`: the key that signs the update.
     tsig: Option<rfc2136::Tsig>,
+    /// `route53`: the hosted zone's id (found by the zone's name otherwise).
+    hosted_zone_id: Option<String>,
+    /// `route53`: the API's region.
+    region: Option<String>,
+    /// `route53`: another API endpoint.
+    endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +104,27 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
         if ttl.subsec_nanos() != 0 || ttl.as_secs() > i32::MAX as u64 {
             return Err("`ttl` is a whole number of seconds".into());
         }
+        let other = match raw.provider {
+            ProviderKind::Rfc2136 => [
+                ("hosted_zone_id", raw.hosted_zone_id.is_some()),
+                ("region", raw.region.is_some()),
+                ("endpoint", raw.endpoint.is_some()),
+            ],
+            ProviderKind::Route53 => [
+                ("server", raw.server.is_some()),
+                ("tsig", raw.tsig.is_some()),
+                ("", false),
+            ],
+        };
+        if let Some((key, _)) = other.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "`{key}` is not a setting of provider {}",
+                match raw.provider {
+                    ProviderKind::Rfc2136 => "rfc2136",
+                    ProviderKind::Route53 => "route53",
+                }
+            ));
+        }
         let provider = match raw.provider {
             ProviderKind::Rfc2136 => {
                 let server = raw.server.ok_or(
@@ -112,6 +140,7 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
                     tsig,
                 })
             }
+            ProviderKind::Route53 => route53(&raw)?,
         };
         let verify = raw.verify.unwrap_or(RawVerify {
             servers: None,
@@ -148,6 +177,21 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
     }
 }
 
+/// `provider: route53`, when drp is built with AWS support.
+#[cfg(feature = "aws")]
+fn route53(raw: &RawDnsSwitch) -> Result<ProviderConfig, String> {
+    Ok(ProviderConfig::Route53(super::dns::route53::Config {
+        hosted_zone_id: raw.hosted_zone_id.clone(),
+        region: raw.region.clone(),
+        endpoint: raw.endpoint.clone(),
+    }))
+}
+
+#[cfg(not(feature = "aws"))]
+fn route53(_: &RawDnsSwitch) -> Result<ProviderConfig, String> {
+    Err("provider route53: this drp was built without AWS support (the `aws` feature)".into())
+}
+
 /// `name` made absolute: `@` is the zone itself; a name ending in a dot, or
 /// in the zone's name, is taken as written; any other is relative to the
 /// zone (`www`).
@@ -172,7 +216,10 @@ fn absolute_name(name: &str, zone: &Name) -> Result<Name, String> {
 
 impl DnsSwitch {
     async fn switch(&self, ctx: &Context) -> Result<String, ActionError> {
-        let provider = self.provider.open(&ctx.policy.base_dir).await?;
+        let provider = self
+            .provider
+            .open(&ctx.policy.base_dir, &self.record.zone)
+            .await?;
         let record = &self.record;
         let (from, to) = (self.from, self.to);
         let now = provider.current(record).await?;
@@ -198,6 +245,14 @@ impl DnsSwitch {
                 )));
             }
         }
+        let changed = if already {
+            format!("{record} already points at {to} (from {from}: nothing to change)")
+        } else {
+            format!("{record} {from} → {to} (ttl {}s)", self.ttl)
+        };
+        if let (None, Some(settled)) = (&self.verify_servers, provider.settled()) {
+            return Ok(format!("{changed}, {settled}"));
+        }
         let servers = match &self.verify_servers {
             Some(list) => {
                 let mut out = Vec::new();
@@ -210,11 +265,6 @@ impl DnsSwitch {
                 out
             }
             None => provider.name_servers(record).await?,
-        };
-        let changed = if already {
-            format!("{record} already points at {to} (from {from}: nothing to change)")
-        } else {
-            format!("{record} {from} → {to} (ttl {}s)", self.ttl)
         };
         self.wait_until_answered(&servers, &changed).await?;
         Ok(format!("{changed}, seen on {} server(s)", servers.len()))

@@ -1,9 +1,12 @@
 //! DNS records a runbook moves: the [`DnsProvider`] trait, one file per
-//! provider (`rfc2136.rs`: a primary server updated by RFC 2136 with TSIG),
+//! provider (`rfc2136.rs`: a primary server updated by RFC 2136 with TSIG;
+//! `route53.rs`: an Amazon Route 53 hosted zone through its API),
 //! and the plain DNS queries (over TCP, recursion off, authoritative
 //! answers only) that read a record back from any server.
 
 pub mod rfc2136;
+#[cfg(feature = "aws")]
+pub mod route53;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -178,19 +181,32 @@ pub trait DnsProvider: Send + Sync {
         &'a self,
         record: &'a Record,
     ) -> BoxFuture<'a, Result<Vec<SocketAddr>, DnsError>>;
+
+    /// When the provider itself confirms that every one of its servers
+    /// answers the change (`swap` waited for it), in words; the switch then
+    /// waits on no server the runbook does not list.
+    fn settled(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A step's provider and its own settings, chosen by `provider:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderConfig {
     Rfc2136(rfc2136::Config),
+    #[cfg(feature = "aws")]
+    Route53(route53::Config),
 }
 
 impl ProviderConfig {
-    /// The provider, its secrets read (relative to `base`, the policy's folder).
-    pub async fn open(&self, base: &Path) -> Result<Box<dyn DnsProvider>, DnsError> {
+    /// The provider of `zone`, its secrets read (relative to `base`, the
+    /// policy's folder).
+    pub async fn open(&self, base: &Path, zone: &Name) -> Result<Box<dyn DnsProvider>, DnsError> {
+        let _ = zone;
         match self {
             ProviderConfig::Rfc2136(c) => Ok(Box::new(rfc2136::Rfc2136::open(c, base).await?)),
+            #[cfg(feature = "aws")]
+            ProviderConfig::Route53(c) => Ok(Box::new(route53::Route53::open(c, zone).await?)),
         }
     }
 
@@ -198,6 +214,11 @@ impl ProviderConfig {
     pub fn describe(&self) -> String {
         match self {
             ProviderConfig::Rfc2136(c) => format!("{} (RFC 2136)", c.server),
+            #[cfg(feature = "aws")]
+            ProviderConfig::Route53(c) => match &c.hosted_zone_id {
+                Some(id) => format!("Route 53 hosted zone {id}"),
+                None => "Route 53".into(),
+            },
         }
     }
 }
