@@ -57,6 +57,40 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                             format_duration(rb.rto)
                         ));
                     }
+                    // A switched name: clients keep the old answer for its TTL.
+                    let mut ttl_advice = Vec::new();
+                    for s in rb.steps.iter().chain(&rb.failback) {
+                        let drp_coordinator::action::ActionConfig::DnsSwitch(d) = &s.action else {
+                            continue;
+                        };
+                        let ttl = std::time::Duration::from_secs(u64::from(d.ttl));
+                        let line = if ttl >= rb.rto {
+                            missed = true;
+                            format!(
+                                "{}: step `{}` gives {} a TTL of {}, not less than the RTO {}: clients may keep the old address past the objective",
+                                file.display(),
+                                s.name,
+                                d.record,
+                                format_duration(ttl),
+                                format_duration(rb.rto)
+                            )
+                        } else if ttl * 4 > rb.rto {
+                            format!(
+                                "{}: step `{}` gives {} a TTL of {}, more than a quarter of the RTO {}: clients may keep the old address that long after the switch",
+                                file.display(),
+                                s.name,
+                                d.record,
+                                format_duration(ttl),
+                                format_duration(rb.rto)
+                            )
+                        } else {
+                            continue;
+                        };
+                        ttl_advice.push(format!(
+                            "{line} (resolvers and clients may cache longer than the TTL, and they hold the old answer for the old record's TTL: lower it well before a failover)"
+                        ));
+                    }
+                    advice.extend(ttl_advice.iter().cloned());
                     // The posture of the exports it restores, against the runbook's RPO.
                     for p in posture::assess(&rb.policy, now) {
                         let restores = rb.steps.iter().any(|s| matches!(&s.action, drp_coordinator::action::ActionConfig::RestoreBackup(r) if r.export == p.export));
@@ -76,6 +110,7 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                         "file": file, "valid": remote.iter().all(|c| c.ok), "runbook": rb.name, "steps": rb.steps.len(),
                         "hosts": remote,
                         "worst_case_seconds": budget.as_secs(), "rto_seconds": rb.rto.as_secs(), "timeouts_fit_rto": fits,
+                        "dns_ttl": ttl_advice,
                     }));
                     if !out.json {
                         println!(

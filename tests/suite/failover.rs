@@ -800,3 +800,46 @@ fn a_route53_switch_moves_the_name_and_a_changed_record_is_left_alone() {
     );
     assert_eq!(r53_get(&zone_id, &fqdn), (vec!["10.0.0.9".to_string()], 60));
 }
+
+/// `drp check` weighs a switched name's TTL against the RTO: clients keep
+/// the old address that long after the switch.
+#[test]
+fn drp_check_says_when_a_switched_names_ttl_is_too_long_for_the_rto() {
+    let s = scratch("dns_ttl");
+    let rb = shop_runbook(&s, &label("ttl"), "");
+    // Exports every 10 minutes: the RPO holds, only the TTL is weighed.
+    let policy = std::fs::read_to_string(s.path("policy.yaml")).unwrap();
+    s.write(
+        "policy.yaml",
+        &policy.replace(
+            "    targets: [nas]\n",
+            "    targets: [nas]\n    schedule: \"*/10 * * * *\"\n",
+        ),
+    );
+    let text = std::fs::read_to_string(&rb).unwrap();
+    let check = |ttl: &str| {
+        std::fs::write(&rb, text.replace("ttl: 60s", &format!("ttl: {ttl}"))).unwrap();
+        s.drp(&["check", &rb])
+    };
+    let short = check("60s");
+    short.ok();
+    assert!(!short.stdout.contains("TTL"), "{}", short.stdout);
+    let long = check("2m");
+    long.ok();
+    assert!(
+        long.stdout
+            .contains("a TTL of 2m, more than a quarter of the RTO 5m")
+            && long.stdout.contains("cache longer than the TTL"),
+        "{}",
+        long.stdout
+    );
+    let too_long = check("1h");
+    too_long.code(8);
+    assert!(
+        too_long
+            .stdout
+            .contains("a TTL of 1h, not less than the RTO 5m"),
+        "{}",
+        too_long.stdout
+    );
+}
