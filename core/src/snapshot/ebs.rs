@@ -225,10 +225,14 @@ impl SnapshotProvider for Ebs {
         _: &'a SnapContext<'a>,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<(), SnapshotError>> {
-        Box::pin(delete_snapshot(member, "DeleteSnapshot", move |id| async move {
-            let client = self.client().await;
-            client.delete_snapshot().snapshot_id(id).send().await
-        }))
+        Box::pin(delete_snapshot(
+            member,
+            "DeleteSnapshot",
+            move |id| async move {
+                let client = self.client().await;
+                client.delete_snapshot().snapshot_id(id).send().await
+            },
+        ))
     }
 
     fn owns<'a>(
