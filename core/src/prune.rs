@@ -41,6 +41,21 @@ pub struct TargetPrune {
     pub wal_kept_from: Option<String>,
 }
 
+impl TargetPrune {
+    /// A prune of `target` before anything is decided.
+    fn nothing_yet(target: &str) -> TargetPrune {
+        TargetPrune {
+            target: target.to_string(),
+            points: Vec::new(),
+            orphans: Vec::new(),
+            young_orphans: Vec::new(),
+            errors: Vec::new(),
+            wal_removed: Vec::new(),
+            wal_kept_from: None,
+        }
+    }
+}
+
 /// Parses the start time encoded in a point id (`20261121T060001Z-…`).
 pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
     let stamp = id.split('-').next()?;
@@ -58,15 +73,7 @@ pub(crate) async fn prune_target(
 ) -> Result<TargetPrune> {
     let host = &policy.host;
     let listing = repo.list(host, &export.name).await?;
-    let mut out = TargetPrune {
-        target: repo.name().to_string(),
-        points: Vec::new(),
-        orphans: Vec::new(),
-        young_orphans: Vec::new(),
-        errors: Vec::new(),
-        wal_removed: Vec::new(),
-        wal_kept_from: None,
-    };
+    let mut out = TargetPrune::nothing_yet(repo.name());
 
     let points: Vec<(String, DateTime<Utc>)> = listing
         .points
@@ -393,18 +400,6 @@ mod tests {
         Repository::create("t", &config, dir).await.unwrap().0
     }
 
-    fn pruned() -> TargetPrune {
-        TargetPrune {
-            target: "t".into(),
-            points: Vec::new(),
-            orphans: Vec::new(),
-            young_orphans: Vec::new(),
-            errors: Vec::new(),
-            wal_removed: Vec::new(),
-            wal_kept_from: None,
-        }
-    }
-
     #[tokio::test]
     async fn archived_wal_before_the_oldest_kept_base_backup_goes_and_histories_stay() {
         let dir = tempfile::tempdir().unwrap();
@@ -425,7 +420,7 @@ mod tests {
             segment_size: SIZE,
             consistent_after: Utc::now(),
         });
-        let mut out = pruned();
+        let mut out = TargetPrune::nothing_yet("t");
         prune_logs(LogArchive::Wal, &repo, "h", "e", &[&base], false, &mut out)
             .await
             .unwrap();
@@ -459,10 +454,18 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut out = pruned();
-        prune_logs(LogArchive::Binlog, &repo, "h", "e", &[], false, &mut out)
-            .await
-            .unwrap();
+        let names = async || -> Vec<String> {
+            let listed = repo.binlog_list("h", "e").await.unwrap();
+            listed.into_iter().map(|o| o.name).collect()
+        };
+        let prune = async |kept: &[&Manifest], dry_run| {
+            let mut out = TargetPrune::nothing_yet("t");
+            prune_logs(LogArchive::Binlog, &repo, "h", "e", kept, dry_run, &mut out)
+                .await
+                .unwrap();
+            out
+        };
+        let out = prune(&[], false).await;
         assert!(out.wal_removed.is_empty() && out.wal_kept_from.is_none());
         let mut dump = crate::rehearsal::tests::point(1, 1);
         dump.binlog = Some(BinlogStart {
@@ -470,41 +473,13 @@ mod tests {
             position: 4,
             gtid: None,
         });
-        prune_logs(
-            LogArchive::Binlog,
-            &repo,
-            "h",
-            "e",
-            &[&dump],
-            true,
-            &mut out,
-        )
-        .await
-        .unwrap();
+        let out = prune(&[&dump], true).await;
         assert_eq!(out.wal_removed, ["mariadb-bin.000001"]);
-        assert_eq!(
-            repo.binlog_list("h", "e").await.unwrap().len(),
-            3,
-            "a dry run removes nothing"
-        );
-        out = pruned();
-        prune_logs(
-            LogArchive::Binlog,
-            &repo,
-            "h",
-            "e",
-            &[&dump],
-            false,
-            &mut out,
-        )
-        .await
-        .unwrap();
+        assert_eq!(names().await.len(), 3, "a dry run removes nothing");
+        let out = prune(&[&dump], false).await;
         assert_eq!(out.wal_removed, ["mariadb-bin.000001"]);
         assert_eq!(out.wal_kept_from.as_deref(), Some("mariadb-bin.000002"));
-        let left: Vec<String> = (repo.binlog_list("h", "e").await.unwrap())
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let left = names().await;
         assert_eq!(left, ["mariadb-bin.000002", "mariadb-bin.000003"]);
     }
 }
