@@ -53,8 +53,11 @@ impl Scope {
             };
             let mut seen = std::collections::HashSet::new();
             names.retain(|n| seen.insert(n.clone()));
-            let keys =
-                Arc::new(Keys::for_policy(&policy)?.with_cli(&args.identities, &args.trust)?);
+            let keys = Arc::new(
+                policy
+                    .read_keys()?
+                    .with_cli(&args.identities, &args.trust)?,
+            );
             let mut repos = Vec::new();
             let mut unreachable = Vec::new();
             for name in names {

@@ -94,7 +94,7 @@ impl TargetConfig {
     pub fn address(&self, base_dir: &Path) -> String {
         match self {
             TargetConfig::Local(c) => {
-                let path = crate::config::resolve_relative(base_dir, &c.path);
+                let path = crate::paths::resolve_relative(base_dir, &c.path);
                 std::path::absolute(&path)
                     .unwrap_or(path)
                     .display()
@@ -133,7 +133,7 @@ impl TargetConfig {
                 if let Some(k) = &c.key {
                     query.push(format!(
                         "key={}",
-                        crate::config::resolve_relative(base_dir, k).display()
+                        crate::paths::resolve_relative(base_dir, k).display()
                     ));
                 }
                 format!(

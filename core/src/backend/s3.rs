@@ -9,7 +9,7 @@ use opendal::{Operator, services::S3};
 use serde::Deserialize;
 
 use super::{Backend, BackendError, WriteTuning};
-use crate::config::SecretRef;
+use crate::secret::SecretRef;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

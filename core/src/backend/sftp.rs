@@ -6,7 +6,7 @@ use opendal::{Operator, services::Sftp};
 use serde::Deserialize;
 
 use super::{Backend, BackendError};
-use crate::config::resolve_relative;
+use crate::paths::resolve_relative;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

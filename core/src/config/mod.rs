@@ -7,7 +7,6 @@ mod locate;
 mod policy;
 mod restore_test;
 mod schedule;
-mod secret;
 pub mod units;
 
 use std::fmt;
@@ -16,6 +15,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 pub use crate::backend::TargetConfig;
+pub use crate::paths::resolve_relative;
+pub use crate::secret::{Secret, SecretRef};
 pub use crate::source::SourceConfig;
 pub use locate::Locations;
 pub use policy::{
@@ -24,7 +25,6 @@ pub use policy::{
 };
 pub use restore_test::{Check, RestoreTestConfig};
 pub use schedule::{Calendar, Schedule};
-pub use secret::{Secret, SecretRef};
 pub use units::HumanDuration;
 
 /// One problem in a configuration file.
@@ -324,15 +324,6 @@ impl Diagnostics {
             Value::Tagged(t) => self.expand_at(path, &mut t.value),
             _ => {}
         }
-    }
-}
-
-/// A path written in a policy, resolved against the policy's folder.
-pub fn resolve_relative(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
     }
 }
 

@@ -159,6 +159,12 @@ impl Policy {
         })
     }
 
+    /// The keys this policy names, its secrets read now (see
+    /// [`Keys::from_config`](crate::keys::Keys::from_config)).
+    pub fn read_keys(&self) -> Result<crate::keys::Keys, crate::Error> {
+        crate::keys::Keys::from_config(&self.keys, &self.host, &self.base_dir)
+    }
+
     /// The recipients points written to `target` are encrypted to.
     pub fn recipients(&self, target: &str) -> Vec<crate::keys::Recipient> {
         let names = self

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::SecretRef;
+use crate::secret::SecretRef;
 use crate::{Error, Result};
 
 pub use sign::{Signer, Trust};
@@ -208,11 +208,6 @@ impl Keys {
             trust,
             identities,
         })
-    }
-
-    /// The keys of `policy`.
-    pub fn for_policy(policy: &crate::config::Policy) -> Result<Keys> {
-        Keys::from_config(&policy.keys, &policy.host, &policy.base_dir)
     }
 
     /// Adds what a command line gives: identity files and trusted keys

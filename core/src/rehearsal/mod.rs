@@ -23,7 +23,6 @@ use checks::check;
 use instance::{Checked, Instance, Scratch};
 
 use crate::config::{Export, Policy, RestoreTestConfig, SourceConfig};
-use crate::keys::Keys;
 use crate::manifest::Manifest;
 use crate::progress::Reporter;
 use crate::records::Tested;
@@ -150,7 +149,7 @@ pub async fn run(
     identities: &[PathBuf],
     progress: Reporter,
 ) -> Result<Vec<Tested>> {
-    let keys = Arc::new(Keys::for_policy(policy)?.with_cli(identities, &[])?);
+    let keys = Arc::new(policy.read_keys()?.with_cli(identities, &[])?);
     let mut repos = Vec::new();
     for name in &export.targets {
         match Repository::for_policy(policy, name, &keys).await {

@@ -507,7 +507,7 @@ pub async fn open_targets(
     policy: &crate::config::Policy,
     names: &[String],
 ) -> Vec<(String, crate::Result<Repository>)> {
-    let keys = crate::keys::Keys::for_policy(policy).map(std::sync::Arc::new);
+    let keys = policy.read_keys().map(std::sync::Arc::new);
     let mut out = Vec::new();
     for name in names {
         let opened = match &keys {

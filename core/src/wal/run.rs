@@ -107,8 +107,7 @@ impl<'p> ExportArchive<'p> {
         if files.is_empty() {
             return Ok(self);
         }
-        let keys =
-            std::sync::Arc::new(crate::keys::Keys::for_policy(self.policy)?.with_cli(files, &[])?);
+        let keys = std::sync::Arc::new(self.policy.read_keys()?.with_cli(files, &[])?);
         self.repos = self
             .repos
             .into_iter()

@@ -1,5 +1,8 @@
 //! Credentials referenced by a policy. A policy never holds a secret itself:
 //! it names an environment variable or a file, read when the secret is needed.
+//!
+//! A leaf: the policy, the backends and the keys all read secrets, so this
+//! module imports none of them.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -81,7 +84,7 @@ impl SecretRef {
                 .map(Secret)
                 .map_err(|_| format!("environment variable `{name}` is not set")),
             SecretRef::File(path) => {
-                let path = super::resolve_relative(base, path);
+                let path = crate::paths::resolve_relative(base, path);
                 std::fs::read_to_string(&path)
                     .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
                     .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
