@@ -140,3 +140,15 @@ impl Error {
         }
     }
 }
+
+/// An error with its whole chain of causes, `: `-separated (an SDK's
+/// errors carry the service's code and message in their sources).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
+}

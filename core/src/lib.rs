@@ -15,7 +15,7 @@
 //!   [`runner::daemon`].
 //!
 //! Not public, deliberately: the data path (`pipeline`: compression,
-//! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`lock`) and
+//! fan-out, digests), chunk I/O (`chunk`), the per-export locks (`export_lock`) and
 //! the scheduler's DST handling (`scheduler`). Callers get their effects
 //! through the functions above, so commit-last and verify-before-replace
 //! cannot be bypassed; [`runner::run_export`] and [`prune`] hold the
@@ -29,10 +29,10 @@ pub mod backup;
 mod chunk;
 pub mod config;
 pub mod error;
+mod export_lock;
 pub mod export_status;
 pub mod fence;
 pub mod keys;
-mod lock;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;

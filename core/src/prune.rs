@@ -356,7 +356,7 @@ pub async fn prune_export_locked(
         export_name.to_string(),
     );
     let lock = tokio::task::spawn_blocking(move || {
-        crate::lock::ExportLock::acquire(&dir, &host, &n, std::time::Duration::ZERO)
+        crate::export_lock::ExportLock::acquire(&dir, &host, &n, std::time::Duration::ZERO)
     })
     .await
     .map_err(|e| crate::Error::Failed(e.to_string()))??;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::backup::{self, BackupReport};
 use crate::config::Policy;
-use crate::lock::ExportLock;
+use crate::export_lock::ExportLock;
 use crate::notify;
 use crate::progress::Reporter;
 use crate::state::{ExportState, Kept};

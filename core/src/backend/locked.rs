@@ -17,7 +17,7 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct Locked {
     #[cfg(feature = "aws")]
-    lock: std::sync::Arc<super::lock::ObjectLock>,
+    lock: std::sync::Arc<super::object_lock::ObjectLock>,
 }
 
 impl Locked {
@@ -33,7 +33,7 @@ impl Locked {
         #[cfg(feature = "aws")]
         {
             let mut target = target;
-            let lock = super::lock::ObjectLock::new(s3, base_dir)
+            let lock = super::object_lock::ObjectLock::new(s3, base_dir)
                 .await
                 .map_err(|e| Error::target(&target.name, e))?;
             target.locked = Some(Locked {

@@ -5,9 +5,9 @@
 //! [`paced`] (its bandwidth limit) and [`locked`] (S3 Object Lock).
 
 pub mod local;
-#[cfg(feature = "aws")]
-pub mod lock;
 pub mod locked;
+#[cfg(feature = "aws")]
+pub mod object_lock;
 pub mod paced;
 pub mod s3;
 pub mod sftp;
@@ -203,7 +203,7 @@ pub async fn lock_posture(
 ) -> std::result::Result<s3::Posture, String> {
     #[cfg(feature = "aws")]
     {
-        lock::ObjectLock::new(config, base_dir)
+        object_lock::ObjectLock::new(config, base_dir)
             .await?
             .posture()
             .await

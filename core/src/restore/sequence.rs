@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Plan, ReplayPlan, Report, Selector};
 use crate::config::Policy;
-use crate::lock::ExportLock;
+use crate::export_lock::ExportLock;
 use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::progress::{Event, Reporter};

@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::SnapshotError;
 #[cfg(feature = "aws")]
 use super::{Member, SnapContext};
+#[cfg(feature = "aws")]
+use crate::error::error_chain;
 
 /// The SDK configured as for AWS: region, the default credential chain,
 /// standard retries (throttling included), and an optional endpoint.
@@ -30,18 +32,6 @@ pub fn api_error(op: &'static str, e: &(dyn std::error::Error + 'static)) -> Sna
         op,
         message: error_chain(e),
     }
-}
-
-/// An error with its whole chain of causes, `: `-separated.
-#[cfg(feature = "aws")]
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    message
 }
 
 /// Polls `check` every `interval` until it gives a value or fails, or until

@@ -23,6 +23,7 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 
 use super::{DnsError, DnsProvider, Family, Record, Swap};
+use drp_core::error::error_chain;
 
 /// How long a change may take to reach every Route 53 name server.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
@@ -274,14 +275,4 @@ fn api(endpoint: &str, op: &str, e: &(dyn std::error::Error + 'static)) -> DnsEr
         server: endpoint.to_string(),
         what: format!("{op}: {}", error_chain(e)),
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    message
 }

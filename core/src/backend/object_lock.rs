@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::DateTime as SdkTime;
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockRetention, ObjectLockRetentionMode};
 use chrono::{DateTime, Utc};
 
-use crate::snapshot::aws::error_chain;
+use crate::error::error_chain;
 
 use super::s3::{LockConfig, LockMode, Posture, S3Config};
 
