@@ -165,7 +165,7 @@ pub async fn due(
     }
     // Continuous archiving has its turn on every call, before any backup;
     // the metrics say what it saw even when nothing else is due.
-    drp_core::wal::run::archive_turn(&policy).await;
+    drp_core::archiving::run::archive_turn(&policy).await;
     if let Err(e) = drp_core::metrics::write_textfile(&policy, chrono::Utc::now()) {
         tracing::warn!(error = %e, "metrics textfile not written");
     }

@@ -28,14 +28,14 @@ async fn main() -> std::process::ExitCode {
     if restore_command {
         std::panic::set_hook(Box::new(|info| {
             eprintln!("error: {info}");
-            std::process::exit(drp_core::wal::run::GET_FATAL as i32);
+            std::process::exit(drp_core::archiving::run::GET_FATAL as i32);
         }));
     }
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) if restore_command && e.use_stderr() => {
             let _ = e.print();
-            std::process::exit(drp_core::wal::run::GET_FATAL as i32);
+            std::process::exit(drp_core::archiving::run::GET_FATAL as i32);
         }
         Err(e) => e.exit(),
     };

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use drp_cli::{Output, Table};
+use drp_core::archiving::archive::{Got, Pushed};
+use drp_core::archiving::run::{ExportArchive, GET_FATAL, get_status};
+use drp_core::archiving::ship::BinlogArchive;
 use drp_core::config::Policy;
 use drp_core::config::units::format_duration;
 use drp_core::source::SourceConfig;
-use drp_core::wal::archive::{Got, Pushed};
-use drp_core::wal::run::{ExportArchive, GET_FATAL, get_status};
-use drp_core::wal::ship::BinlogArchive;
 use drp_core::{ExitCode, Result};
 
 #[derive(Debug, clap::Subcommand)]
@@ -161,7 +161,7 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
 /// The export `name` names when it ships binary logs, or the policy's only
 /// one that does.
 fn binlog_export(policy: &Policy, name: Option<&str>) -> Result<String> {
-    drp_core::wal::run::export_of(
+    drp_core::archiving::run::export_of(
         policy,
         name,
         |s| matches!(s, SourceConfig::Mysql(c) if c.binlog.is_some()),

@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::archiving::ArchiveReach;
 use crate::config::{Export, Policy};
 use crate::manifest::Manifest;
 use crate::records::Tested;
 use crate::rehearsal::Prediction;
 use crate::state::{ArchiveState, ExportState, Kept, LastTest};
-use crate::wal::ArchiveReach;
 
 /// What bounds the export's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,12 +148,13 @@ impl ExportStatus {
             }
             let reach = match bound_of(e) {
                 Bound::Point => None,
-                Bound::WalArchive => {
-                    Some(crate::wal::run::wal_reach(repo, host, &e.name, &listing.points).await)
-                }
-                Bound::BinlogArchive => {
-                    Some(crate::wal::ship::binlog_reach(repo, host, &e.name, &listing.points).await)
-                }
+                Bound::WalArchive => Some(
+                    crate::archiving::run::wal_reach(repo, host, &e.name, &listing.points).await,
+                ),
+                Bound::BinlogArchive => Some(
+                    crate::archiving::ship::binlog_reach(repo, host, &e.name, &listing.points)
+                        .await,
+                ),
             };
             match (reach, inputs.reach.as_mut()) {
                 (Some(Ok(r)), Some(best)) => best.merge(r),

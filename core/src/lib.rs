@@ -24,6 +24,7 @@
 //! Library code never prints and takes no command line: the `drp-cli` crate
 //! renders output. Long operations report through [`progress::Progress`].
 
+pub mod archiving;
 pub mod backend;
 pub mod backup;
 mod chunk;
@@ -55,7 +56,6 @@ pub mod source;
 pub mod state;
 pub mod time;
 pub mod verify;
-pub mod wal;
 
 pub use error::{Error, ExitCode, Result};
 
@@ -185,7 +185,7 @@ mod architecture {
             "snapshot",
         ];
         for (module, named) in &graph {
-            let lower = ["repository", "records", "state", "manifest", "wal"]
+            let lower = ["repository", "records", "state", "manifest", "archiving"]
                 .iter()
                 .any(|l| module == l || module.starts_with(&format!("{l}::")));
             if !lower {

@@ -35,11 +35,11 @@ pub struct Manifest {
     /// A physical base backup's WAL range: it is restorable once every
     /// segment of the range is archived, and replays on from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wal: Option<crate::wal::WalRange>,
+    pub wal: Option<crate::archiving::WalRange>,
     /// A MariaDB export's binary-log coordinates: a replay of the shipped
     /// binary logs starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binlog: Option<crate::wal::binlog::BinlogStart>,
+    pub binlog: Option<crate::archiving::binlog::BinlogStart>,
     /// How the stored object is encrypted; absent, it is plain zstd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,

@@ -147,11 +147,11 @@ fn archive_posture(
 
 /// The slowest recent shipment of an export, or the allowance before any.
 fn push_time(policy: &Policy, export: &str) -> Duration {
-    crate::wal::spool::Spool::open(policy, export)
+    crate::archiving::spool::Spool::open(policy, export)
         .ok()
         .and_then(|s| {
             let secs: Vec<f64> = s.markers().iter().map(|(_, m)| m.seconds).collect();
-            crate::wal::spool::percentile(&secs, 99.0)
+            crate::archiving::spool::percentile(&secs, 99.0)
         })
         .map_or(PUSH_ALLOWANCE, Duration::from_secs_f64)
 }

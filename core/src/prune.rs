@@ -234,8 +234,12 @@ impl LogArchive {
                 let from = oldest.first_segment();
                 Some(ArchiveStart {
                     from,
-                    file: crate::wal::WalFile::segment(oldest.timeline, from, oldest.segment_size)
-                        .to_string(),
+                    file: crate::archiving::WalFile::segment(
+                        oldest.timeline,
+                        from,
+                        oldest.segment_size,
+                    )
+                    .to_string(),
                     segment_size: oldest.segment_size,
                 })
             }
@@ -243,9 +247,9 @@ impl LogArchive {
                 let oldest = kept
                     .iter()
                     .filter_map(|m| m.binlog.as_ref())
-                    .min_by_key(|b| crate::wal::binlog::sequence(&b.file))?;
+                    .min_by_key(|b| crate::archiving::binlog::sequence(&b.file))?;
                 Some(ArchiveStart {
-                    from: crate::wal::binlog::sequence(&oldest.file).unwrap_or(0),
+                    from: crate::archiving::binlog::sequence(&oldest.file).unwrap_or(0),
                     file: oldest.file.clone(),
                     segment_size: 0,
                 })
@@ -387,10 +391,10 @@ pub(crate) async fn prune_export(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archiving::binlog::{BinlogFacts, BinlogStart};
+    use crate::archiving::{Lsn, WalFile, WalRange};
     use crate::backend::TargetConfig;
     use crate::backend::local::LocalConfig;
-    use crate::wal::binlog::{BinlogFacts, BinlogStart};
-    use crate::wal::{Lsn, WalFile, WalRange};
 
     const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     const SIZE: u64 = 16 * 1024 * 1024;

@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 
 pub use sequence::{Planned, Restore};
 
+use crate::archiving::archive::Inventory;
 use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::repository::Repository;
 use crate::repository::binlog::BinlogObject;
 use crate::source::{Committed, Destination, Source};
-use crate::wal::archive::Inventory;
 use crate::{Error, Result};
 
 /// Which recovery point to restore.
@@ -231,7 +231,7 @@ async fn restorable(
                 "target `{}`: base backup {} is not restorable yet: its WAL from {} is not all archived",
                 repo.name(),
                 m.id,
-                crate::wal::WalFile::segment(w.timeline, w.first_segment(), w.segment_size)
+                crate::archiving::WalFile::segment(w.timeline, w.first_segment(), w.segment_size)
             )),
             _ => out.push(m),
         }
@@ -248,7 +248,7 @@ async fn replay_plan(
 ) -> Result<Option<ReplayPlan>> {
     if let Some(start) = &manifest.binlog {
         let objects = repo.binlog_list(&manifest.host, &manifest.export).await?;
-        let reach = crate::wal::ship::reach(&objects, start);
+        let reach = crate::archiving::ship::reach(&objects, start);
         let until = reach.until.map(|u| u.max(manifest.consistency_time));
         let (target, inclusive) = replay_target(selector, until, repo, &reach.next_missing)?;
         // Files closed after the target hold nothing to replay but their start.

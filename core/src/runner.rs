@@ -293,7 +293,7 @@ pub async fn daemon(
     let server = tokio::spawn(metrics::serve(listener, policy.clone()));
     tracing::info!(%listen, "serving /metrics");
     // WAL is archived beside the schedule, never behind a running backup.
-    let archiver = tokio::spawn(crate::wal::run::archiver(policy.clone()));
+    let archiver = tokio::spawn(crate::archiving::run::archiver(policy.clone()));
     let _archiver = AbortOnDrop(archiver);
     loop {
         let current = policy.read().await.clone();

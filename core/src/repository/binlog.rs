@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Repository, layout};
 use crate::Result;
-use crate::wal::binlog::BinlogFacts;
+use crate::archiving::binlog::BinlogFacts;
 
 /// One shipped binary log, as its key describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl BinlogObject {
 
     /// The file's sequence number.
     pub fn sequence(&self) -> u64 {
-        crate::wal::binlog::sequence(&self.name).unwrap_or(0)
+        crate::archiving::binlog::sequence(&self.name).unwrap_or(0)
     }
 }
 

@@ -23,7 +23,7 @@
 //! .drp-tmp/                                    partial writes (local targets)
 //! ```
 
-use crate::wal::WalFile;
+use crate::archiving::WalFile;
 
 /// The format marker, written by `init`.
 pub const MARKER: &str = "drp-repository.json";
@@ -155,7 +155,7 @@ pub(crate) fn binlog_object_parts(file_name: &str) -> Option<(&str, &str, i64)> 
     let closed = parts.next()?.parse().ok()?;
     let sha = parts.next()?;
     let name = parts.next()?;
-    (crate::wal::binlog::valid_name(name)
+    (crate::archiving::binlog::valid_name(name)
         && sha.len() == 64
         && sha.bytes().all(|b| b.is_ascii_hexdigit()))
     .then_some((name, sha, closed))

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::{Repository, layout};
-use crate::wal::{ClusterIdentity, WalFile};
+use crate::archiving::{ClusterIdentity, WalFile};
 use crate::{Error, Result};
 
 /// One archived WAL file, as its key describes it.

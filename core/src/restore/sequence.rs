@@ -198,7 +198,7 @@ impl Planned<'_> {
                 &self.plan.destination,
                 &restore.source.default_destination(),
             );
-        crate::wal::run::replay_commands(policy, restore.export, in_place, restore.identities)
+        crate::archiving::run::replay_commands(policy, restore.export, in_place, restore.identities)
     }
 }
 

@@ -76,9 +76,9 @@ pub struct ExportInfo {
     /// Tool and server versions, e.g. `pg_dump` → `pg_dump (PostgreSQL) 15.18`.
     pub tools: BTreeMap<String, String>,
     /// For a physical base backup: the WAL it needs from the archive.
-    pub wal: Option<crate::wal::WalRange>,
+    pub wal: Option<crate::archiving::WalRange>,
     /// For a MariaDB export with binary logs shipped: where a replay starts.
-    pub binlog: Option<crate::wal::binlog::BinlogStart>,
+    pub binlog: Option<crate::archiving::binlog::BinlogStart>,
 }
 
 /// The raw byte stream of one export. Reading it to the end and calling

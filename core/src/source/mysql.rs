@@ -267,7 +267,7 @@ impl ExportStream for WithCoordinates {
     fn finish(self: Box<Self>) -> Result<ExportInfo, SourceError> {
         let this = *self;
         let mut info = Box::new(this.child).finish()?;
-        let start = crate::wal::binlog::start_in_dump(&String::from_utf8_lossy(&this.head))
+        let start = crate::archiving::binlog::start_in_dump(&String::from_utf8_lossy(&this.head))
             .ok_or_else(|| {
                 SourceError::Invalid(
                     "the dump gives no binary-log position (is `log_bin` on?): it could not be replayed forward"

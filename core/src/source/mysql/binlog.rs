@@ -28,7 +28,7 @@ impl Mysql {
                 let mut f = l.split('\t');
                 let name = f.next()?;
                 let size = f.next()?.trim().parse().ok()?;
-                crate::wal::binlog::valid_name(name).then(|| (name.to_string(), size))
+                crate::archiving::binlog::valid_name(name).then(|| (name.to_string(), size))
             })
             .collect())
     }
@@ -51,7 +51,7 @@ impl Mysql {
     /// Fetches the closed binary log `name` from the server (replication
     /// protocol, so it works from another host) into `dir`.
     pub fn fetch_binary_log(&self, name: &str, dir: &Path) -> Result<Vec<u8>, SourceError> {
-        if !crate::wal::binlog::valid_name(name) {
+        if !crate::archiving::binlog::valid_name(name) {
             return Err(SourceError::Invalid(format!(
                 "`{name}` is not a binary log's name"
             )));
@@ -145,5 +145,5 @@ pub(super) fn replayed_until(r: &BinlogReplay) -> Option<chrono::DateTime<Utc>> 
             Some((bytes, if i == 0 { r.start_position } else { 0 }))
         })
         .collect();
-    crate::wal::binlog::last_event_before(&files, r.stop)
+    crate::archiving::binlog::last_event_before(&files, r.stop)
 }

@@ -162,7 +162,7 @@ impl Cluster {
         Ok(ServerFacts {
             version: version.to_string(),
             system_identifier: sysid.to_string(),
-            segment_size: parse_size(size).unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE),
+            segment_size: parse_size(size).unwrap_or(crate::archiving::DEFAULT_SEGMENT_SIZE),
         })
     }
 

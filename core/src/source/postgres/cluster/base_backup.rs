@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::ServerFacts;
 use super::tar_watch::TarWatch;
+use crate::archiving::{Lsn, WalRange};
 use crate::source::process::ChildExport;
 use crate::source::{ExportInfo, ExportStream, SourceError};
-use crate::wal::{Lsn, WalRange};
 
 /// A base backup's stream, watched for its `backup_label` and
 /// `backup_manifest` on the way through.

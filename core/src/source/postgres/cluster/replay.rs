@@ -252,7 +252,7 @@ fn redo_done_at(log: &str) -> Option<String> {
     let lsn = log[at + "redo done at ".len()..]
         .split_whitespace()
         .next()?;
-    crate::wal::Lsn::parse(lsn).map(|l| l.to_string())
+    crate::archiving::Lsn::parse(lsn).map(|l| l.to_string())
 }
 
 /// The last errors the server logged (or its last lines).

@@ -125,11 +125,11 @@ fn check_replayed_to_the_end(
     size: u64,
 ) -> Result<(), SourceError> {
     let size = if size == 0 {
-        crate::wal::DEFAULT_SEGMENT_SIZE
+        crate::archiving::DEFAULT_SEGMENT_SIZE
     } else {
         size
     };
-    let segno = |name: &str| crate::wal::WalFile::parse(name).and_then(|f| f.segno(size));
+    let segno = |name: &str| crate::archiving::WalFile::parse(name).and_then(|f| f.segno(size));
     if let (Some(ended), Some(end)) = (segno(ended_in), archive_ends_at.and_then(segno))
         && ended + 1 < end
     {
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn a_replay_to_the_end_that_stops_before_the_planned_end_is_refused() {
         let end = Some("000000010000000000000009");
-        let size = crate::wal::DEFAULT_SEGMENT_SIZE;
+        let size = crate::archiving::DEFAULT_SEGMENT_SIZE;
         check_replayed_to_the_end("000000020000000000000008", end, size).unwrap();
         check_replayed_to_the_end("000000020000000000000009", end, size).unwrap();
         let early = check_replayed_to_the_end("000000020000000000000005", end, size).unwrap_err();
