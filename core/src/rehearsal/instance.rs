@@ -141,7 +141,7 @@ impl Instance {
                 at(SourceConfig::Directory(c), Some(&dir), None)
             }
             SourceConfig::Postgres(c) => {
-                let server = crate::source::postgres::scratch::ScratchServer::start(
+                let server = crate::source::postgres::scratch::ScratchPostgres::start(
                     c,
                     scratch.path(),
                     base_dir,

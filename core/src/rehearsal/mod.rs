@@ -300,7 +300,7 @@ impl Tester<'_> {
         pitr: bool,
         tested: &mut Tested,
     ) -> Result<()> {
-        use crate::source::postgres::scratch::ScratchServer;
+        use crate::source::postgres::scratch::ScratchPostgres;
         let policy = self.policy;
         let scratch = Scratch::new()?;
         // `data`, as every scratch server's: a test killed midway leaves
@@ -337,8 +337,8 @@ impl Tester<'_> {
         let report = planned.execute(false).await?;
         tested.timed(&report);
         let validating = Instant::now();
-        let bin = ScratchServer::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
-        let server = ScratchServer::adopt(bin, &data, scratch.path())?;
+        let bin = ScratchPostgres::bin_dir(cluster.bin_dir.as_deref(), &policy.base_dir)?;
+        let server = ScratchPostgres::adopt(bin, &data, scratch.path())?;
         let mut checked = restored;
         checked.url = None;
         checked.host = Some(server.socket_dir().display().to_string());

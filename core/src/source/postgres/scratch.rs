@@ -33,9 +33,6 @@ pub struct ScratchPostgres {
     _server: PrivateServer,
 }
 
-/// The name restore tests know it by.
-pub use ScratchPostgres as ScratchServer;
-
 impl ScratchPostgres {
     /// Starts a new empty server in `dir` with the binaries of `live`
     /// (its `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`).
