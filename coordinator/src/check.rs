@@ -91,6 +91,18 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                         ));
                     }
                     advice.extend(ttl_advice.iter().cloned());
+                    // A pass proves the version it ran.
+                    let last_pass = last_passed_drill(&rb).await;
+                    let changed = last_pass.as_ref().is_some_and(|r| {
+                        r.runbook_digest.as_ref().is_some_and(|d| *d != rb.digest)
+                    });
+                    if let (true, Some(r)) = (changed, &last_pass) {
+                        advice.push(format!(
+                            "{}: changed since its last drill ({}): that pass no longer counts; drill it again",
+                            file.display(),
+                            drp_core::time::shown_in(r.started_at, rb.policy.timezone)
+                        ));
+                    }
                     // The posture of the exports it restores, against the runbook's RPO.
                     for p in posture::assess(&rb.policy, now) {
                         let restores = rb.steps.iter().any(|s| matches!(&s.action, drp_coordinator::action::ActionConfig::RestoreBackup(r) if r.export == p.export));
@@ -111,6 +123,7 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                         "hosts": remote,
                         "worst_case_seconds": budget.as_secs(), "rto_seconds": rb.rto.as_secs(), "timeouts_fit_rto": fits,
                         "dns_ttl": ttl_advice,
+                        "changed_since_drill": changed,
                     }));
                     if !out.json {
                         println!(
@@ -278,6 +291,29 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
     } else {
         ExitCode::Ok
     })
+}
+
+/// The newest passed drill of `rb` stored on its policy's targets, if any
+/// is reachable.
+async fn last_passed_drill(
+    rb: &drp_coordinator::runbook::Runbook,
+) -> Option<drp_coordinator::report::Report> {
+    let store = drp_coordinator::report::Store::open(&rb.policy).await;
+    if store.repos.is_empty() {
+        return None;
+    }
+    store
+        .load_all()
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|r| {
+            r.kind == drp_coordinator::report::Kind::Drill
+                && r.runbook == rb.name
+                && r.host == rb.policy.host
+                && r.passed()
+        })
+        .max_by_key(|r| r.started_at)
 }
 
 /// For each S3 target: whether a stolen agent key could destroy its history,

@@ -253,11 +253,19 @@ fn a_changed_runbook_shows_changed_since_its_last_drill_and_an_undrilled_one_is_
         "{}",
         md.stdout
     );
+    let check = s.drp(&["check", &rb]);
+    assert!(
+        check.stdout.contains("changed since its last drill ("),
+        "{}",
+        check.stdout
+    );
     // A drill of the new version proves it again.
     s.agent(&["backup", "--policy", "policy.yaml", "--export", "app"])
         .ok();
     s.drp(&["drill", &rb, "--yes"]).ok();
     report().ok();
+    let check = s.drp(&["check", &rb]);
+    assert!(!check.stdout.contains("changed since"), "{}", check.stdout);
 
     // A runbook that must be drilled every 30 days and never was.
     s.write(
