@@ -16,7 +16,11 @@ fn repo() -> PathBuf {
 /// Examples `drp check`ed by a test that gives them what they describe:
 /// hosts in namespaces for the fleet's runbook, a running cluster whose
 /// archiving settings the check reads.
-const CHECKED_ELSEWHERE: [(&str, &str); 2] = [
+const CHECKED_ELSEWHERE: [(&str, &str); 3] = [
+    (
+        "policies/erp/failover.yaml",
+        "fencing::the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back",
+    ),
     (
         "policies/fleet/db-lost.yaml",
         "fleet::tests::a_runbook_restores_postgres_on_host_b_from_s3_and_checks_it_from_host_c",
@@ -31,7 +35,7 @@ const CHECKED_ELSEWHERE: [(&str, &str); 2] = [
 /// repository (an inventory is neither).
 fn example_files() -> Vec<String> {
     let mut files = Vec::new();
-    for dir in ["policies", "policies/fleet", "runbooks"] {
+    for dir in ["policies", "policies/fleet", "policies/erp", "runbooks"] {
         for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();

@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 
 use crate::harness::{Run, Scratch, files_containing, psql, rand_u32, scratch, services};
 
-fn port() -> &'static str {
+pub(crate) fn port() -> &'static str {
     services().get("DRP_TEST_DNS_PORT")
 }
 
 /// A name of this test's own under shop.example. (BIND refuses `_` in
 /// host names).
-fn label(tag: &str) -> String {
+pub(crate) fn label(tag: &str) -> String {
     format!("{tag}-{:08x}", rand_u32())
 }
 
@@ -48,7 +48,7 @@ fn nsupdate(zone: &str, updates: &[String]) {
 }
 
 /// `name` in shop.example. set to exactly `ip`, behind drp's back.
-fn set(name: &str, ip: &str) {
+pub(crate) fn set(name: &str, ip: &str) {
     let fqdn = format!("{name}.shop.example.");
     nsupdate(
         "shop.example.",
@@ -60,7 +60,7 @@ fn set(name: &str, ip: &str) {
 }
 
 /// What the server answers for `fqdn` and `rtype`, sorted.
-fn dig(fqdn: &str, rtype: &str) -> Vec<String> {
+pub(crate) fn dig(fqdn: &str, rtype: &str) -> Vec<String> {
     let out = Command::new("dig")
         .args([
             "@127.0.0.1",
@@ -443,10 +443,10 @@ fn the_tsig_secret_never_appears_in_output_or_reports() {
 /// A site on `ip`:`port` (a loopback address of its own) that answers
 /// `site=WHO orders=N` from database `db` on the suite's PostgreSQL, or 503
 /// when it cannot read the orders.
-struct Site(std::process::Child);
+pub(crate) struct Site(std::process::Child);
 
 impl Site {
-    fn start(who: &str, ip: &str, port: u16, db: &str) -> Site {
+    pub(crate) fn start(who: &str, ip: &str, port: u16, db: &str) -> Site {
         let v = services();
         let script = r#"
 import http.server, subprocess, sys
@@ -484,7 +484,7 @@ http.server.ThreadingHTTPServer((ip, int(port)), H).serve_forever()
         Site(child)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -497,7 +497,7 @@ impl Drop for Site {
 }
 
 /// What `url` answers when its host is `ip` (curl's `--resolve`).
-fn get(url_host: &str, port: u16, ip: &str) -> String {
+pub(crate) fn get(url_host: &str, port: u16, ip: &str) -> String {
     let out = Command::new("curl")
         .args([
             "-s",

@@ -294,3 +294,158 @@ fn a_host_cut_from_the_coordinator_only_is_not_fenced_and_a_fenced_host_stays_do
     assert_eq!(records.len(), before + 1);
     assert_eq!(records.last().unwrap()["forced"], true);
 }
+
+/// The ERP publisher's plan, as `policies/erp/` ships it: two providers,
+/// erp-a serving and erp-b standing by (fleet hosts whose agents fence and
+/// witness), the database restored from Garage onto erp-b, erp-a fenced
+/// (its agent stops its web front), the name moved on BIND 9, the team
+/// told by webhook, the ERP checked through its name; then `drp failback`
+/// brings erp-b's data home, lifts the fence and moves the name back.
+#[test]
+fn the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back() {
+    use crate::failover::{Site, dig, get, label, set};
+    use crate::harness::psql;
+    let mut s = scratch("erp");
+    s.shop_env();
+    let v = services();
+    let (a, b) = (host(&s, 11, "erp-a"), host(&s, 12, "erp-b"));
+    let (a_db, b_db) = (format!("{}_a", s.id), format!("{}_b", s.id));
+    psql("postgres", &format!("create database {a_db}"));
+    psql("postgres", &format!("create database {b_db}"));
+    psql(
+        &a_db,
+        "create table orders (id serial primary key, item text not null); \
+         insert into orders (item) values ('facture 1'), ('facture 2'), ('facture 3');",
+    );
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (who_a, who_b) = (format!("erp-a-{}", s.id), format!("erp-b-{}", s.id));
+    let _stop = StopAtEnd(who_a.clone());
+    let site_a = Site::start(&who_a, "127.0.0.2", http_port, &a_db);
+    let _site_b = Site::start(&who_b, "127.0.0.3", http_port, &b_db);
+    let name = label("erp");
+    let fqdn = format!("{name}.shop.example");
+    set(&name, "127.0.0.2");
+    // erp-a's agent stops its web front when fenced; erp-b's stands by.
+    let agent_policy = |h: &Host, fencing: &str| {
+        h.serve(&format!(
+            "objectives: {{rto: 15m, rpo: 30m}}\ntargets:\n  nas: {{kind: local, path: {}}}\nexports:\n  app: {{source: {{kind: sqlite, path: app.db}}, targets: [nas]}}\n{fencing}",
+            s.path(&format!("nas-{}", h.name)).display()
+        ))
+    };
+    agent_policy(
+        &a,
+        &format!(
+            "fencing:\n  services:\n    - {{name: erp-web, stop: [pkill, -f, {who_a}], running: [pgrep, -f, {who_a}]}}\n"
+        ),
+    );
+    agent_policy(&b, "");
+    let inventory = inventory(&s, "fleet.yaml", &[&a, &b], None, None);
+    let alerts = http_sink(false);
+    for (k, val) in [
+        ("ERP_HOST", format!("erp-{}", s.id)),
+        ("ERP_INVENTORY", inventory.display().to_string()),
+        ("ERP_PG_PORT", v.get("DRP_TEST_PG_PORT").to_string()),
+        ("ERP_PG_USER", "postgres".into()),
+        ("ERP_A_PG_HOST", "127.0.0.1".into()),
+        ("ERP_A_PG_DB", a_db.clone()),
+        ("ERP_B_PG_HOST", "127.0.0.1".into()),
+        ("ERP_B_PG_DB", b_db.clone()),
+        ("ERP_PG_PASSWORD", v.get("DRP_TEST_PG_PASSWORD").to_string()),
+        ("ERP_ALERT_URL", alerts.url.clone()),
+        ("ERP_BREAK_A", format!("kill {}", site_a.pid())),
+        ("ERP_NAME", name.clone()),
+        ("ERP_ZONE", "shop.example".into()),
+        ("ERP_HTTP_PORT", http_port.to_string()),
+        ("ERP_DNS", format!("127.0.0.1:{}", crate::failover::port())),
+        ("ERP_A_IP", "127.0.0.2".into()),
+        ("ERP_B_IP", "127.0.0.3".into()),
+        ("ERP_TSIG_NAME", v.get("DRP_TEST_DNS_TSIG_NAME").to_string()),
+        ("ERP_TSIG_FILE", v.get("DRP_TEST_DNS_TSIG_FILE").to_string()),
+    ] {
+        s.set_env(k, &val);
+    }
+    let rb = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/erp/failover.yaml");
+    let rb = rb.to_str().unwrap();
+    s.drp(&["check", rb]).ok();
+
+    let drill = s.drp(&["--json", "drill", rb, "--yes", "--out", "reports"]);
+    drill.ok();
+    let report = drill.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    assert_eq!(dig(&format!("{fqdn}."), "A"), ["127.0.0.3"]);
+    assert_eq!(
+        get(&fqdn, http_port, "127.0.0.3"),
+        format!("site={who_b} orders=3")
+    );
+    let step = |name: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {name}: {report:#}"))
+    };
+    assert!(
+        step("fence erp-a")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("erp-a: fenced"),
+        "{report:#}"
+    );
+    let fence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.dir.join("state/erp-a/fence.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (fence["fenced"].clone(), fence["successor"].clone()),
+        (true.into(), "erp-b".into())
+    );
+    assert!(
+        report["rpo"]["heartbeat_seconds"].as_f64().is_some(),
+        "{report:#}"
+    );
+    let told = |text: &str| {
+        eventually(Duration::from_secs(5), || {
+            alerts
+                .bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.contains(text))
+        })
+    };
+    assert!(
+        told("the ERP moved to provider B"),
+        "{:?}",
+        alerts.bodies.lock().unwrap()
+    );
+
+    // Provider A is back; erp-b took an invoice meanwhile.
+    psql(
+        &b_db,
+        "insert into orders (item) values ('facture pendant la panne')",
+    );
+    drop(site_a);
+    let _site_a = Site::start(&who_a, "127.0.0.2", http_port, &a_db);
+    let back = s.drp(&["--json", "failback", rb, "--yes", "--out", "reports"]);
+    back.ok();
+    assert_eq!(back.json()["status"], "passed", "{:#}", back.json());
+    assert_eq!(dig(&format!("{fqdn}."), "A"), ["127.0.0.2"]);
+    assert_eq!(
+        get(&fqdn, http_port, "127.0.0.2"),
+        format!("site={who_a} orders=4")
+    );
+    let fence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.dir.join("state/erp-a/fence.json")).unwrap())
+            .unwrap();
+    assert_eq!(fence["fenced"], false);
+    assert!(
+        told("the ERP is back at provider A"),
+        "{:?}",
+        alerts.bodies.lock().unwrap()
+    );
+}

@@ -1,5 +1,6 @@
-//! Reading a runbook's YAML: the root mapping with `${VAR}` expanded, its
-//! keys checked, and typed fields taken from it with located diagnostics.
+//! Reading a runbook's YAML: the root mapping with `<<` merge keys applied
+//! and `${VAR}` expanded, its keys checked, and typed fields taken from it
+//! with located diagnostics.
 
 use std::path::Path;
 
@@ -17,6 +18,9 @@ pub(super) fn read_root(
         let line = e.location().map(|l| l.line()).unwrap_or(1);
         unlocated(path, line, format!("not valid YAML: {e}"))
     })?;
+    // `<<: *anchor` merges a mapping written once (a switch and its way back).
+    root.apply_merge()
+        .map_err(|e| unlocated(path, 1, format!("a `<<` merge key cannot be applied: {e}")))?;
     let mut d = Diagnostics::new(path, text);
     // `${VAR}` on parsed values: a variable's content is one value, never YAML.
     d.expand_env(&mut root);
