@@ -59,10 +59,7 @@ impl Enforced {
                 .unwrap_or_default()
         );
         if !self.stopped.is_empty() {
-            s += &format!(
-                "; stopped {}, which ran despite the fence",
-                self.stopped.join(", ")
-            );
+            s += &format!("; stopped {}", self.stopped.join(", "));
         }
         for e in &self.errors {
             s += &format!("; {e}");
