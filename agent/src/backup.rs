@@ -160,9 +160,7 @@ pub async fn due(
     let policy = Policy::load(policy_path)?;
     let now = now_or(now)?;
     // A fenced host keeps its fenced services down at every turn.
-    if policy.fencing.is_some() {
-        crate::fence::enforce_quietly(&policy).await;
-    }
+    drp_core::fence::turn(&policy).await;
     // Continuous archiving has its turn on every call, before any backup;
     // the metrics say what it saw even when nothing else is due.
     drp_core::archiving::run::archive_turn(&policy).await;

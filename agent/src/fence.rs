@@ -38,12 +38,3 @@ pub async fn check(policy_path: &Path, out: &Output) -> Result<ExitCode> {
     }
     Ok(ExitCode::Ok)
 }
-
-/// Before a scheduled pass: the fence enforced, and why nothing else
-/// is held back (a fenced host still backs up and archives what it has).
-pub async fn enforce_quietly(policy: &Policy) {
-    let done = drp_core::fence::enforce(policy).await;
-    if done.fenced() {
-        tracing::warn!("{}", done.summary());
-    }
-}

@@ -93,9 +93,9 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                     advice.extend(ttl_advice.iter().cloned());
                     // A pass proves the version it ran.
                     let last_pass = last_passed_drill(&rb).await;
-                    let changed = last_pass.as_ref().is_some_and(|r| {
-                        r.runbook_digest.as_ref().is_some_and(|d| *d != rb.digest)
-                    });
+                    let changed = last_pass
+                        .as_ref()
+                        .is_some_and(|r| r.ran_another_version(&rb.digest));
                     if let (true, Some(r)) = (changed, &last_pass) {
                         advice.push(format!(
                             "{}: changed since its last drill ({}): that pass no longer counts; drill it again",
@@ -302,18 +302,14 @@ async fn last_passed_drill(
     if store.repos.is_empty() {
         return None;
     }
-    store
-        .load_all()
-        .await
-        .ok()?
-        .into_iter()
-        .filter(|r| {
-            r.kind == drp_coordinator::report::Kind::Drill
-                && r.runbook == rb.name
-                && r.host == rb.policy.host
-                && r.passed()
-        })
-        .max_by_key(|r| r.started_at)
+    let reports = store.load_all().await.ok()?;
+    drp_coordinator::report::last_passed_drill(
+        &reports,
+        &rb.name,
+        &rb.policy.host,
+        chrono::Utc::now(),
+    )
+    .cloned()
 }
 
 /// For each S3 target: whether a stolen agent key could destroy its history,

@@ -74,7 +74,8 @@ pub async fn newest(policy: &Policy) -> (Option<Fence>, Vec<String>) {
     let names: Vec<String> = policy.targets.keys().cloned().collect();
     let (repos, unreachable) = crate::repository::open_reachable(policy, &names).await;
     let mut unread: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();
-    let mut newest = state::load_fence(policy);
+    let kept = state::load_fence(policy);
+    let mut newest = kept.clone();
     for repo in &repos {
         match repo.fences(&policy.host).await {
             Ok(found) => {
@@ -88,7 +89,7 @@ pub async fn newest(policy: &Policy) -> (Option<Fence>, Vec<String>) {
         }
     }
     if let Some(f) = &newest
-        && state::load_fence(policy).as_ref() != Some(f)
+        && kept.as_ref() != Some(f)
         && let Err(e) = state::save_fence(policy, f)
     {
         tracing::warn!(error = %e, "the fence record was not kept in the host's state");
@@ -122,6 +123,19 @@ pub async fn enforce(policy: &Policy) -> Enforced {
         crate::notify::alert(policy, "fencing", &[], title, &out.summary()).await;
     }
     out
+}
+
+/// A scheduled turn (`run --due`, the daemon): when the policy declares
+/// `fencing`, the fence enforced and, while it holds, logged. A fenced host
+/// still backs up and archives what it has.
+pub async fn turn(policy: &Policy) {
+    if policy.fencing.is_none() {
+        return;
+    }
+    let done = enforce(policy).await;
+    if done.fenced() {
+        tracing::warn!("{}", done.summary());
+    }
 }
 
 /// Records `fence` (about this host) in its state and its repositories,

@@ -298,12 +298,7 @@ pub async fn daemon(
     loop {
         let current = policy.read().await.clone();
         // A fenced host keeps its fenced services down at every turn.
-        if current.fencing.is_some() {
-            let done = crate::fence::enforce(&current).await;
-            if done.fenced() {
-                tracing::warn!("{}", done.summary());
-            }
-        }
+        crate::fence::turn(&current).await;
         for (export, slot) in due_exports(&current, Utc::now()) {
             tracing::info!(export, %slot, "running due export");
             let run = run_export(

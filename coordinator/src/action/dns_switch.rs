@@ -104,25 +104,29 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
         if ttl.subsec_nanos() != 0 || ttl.as_secs() > i32::MAX as u64 {
             return Err("`ttl` is a whole number of seconds".into());
         }
-        let other = match raw.provider {
-            ProviderKind::Rfc2136 => [
-                ("hosted_zone_id", raw.hosted_zone_id.is_some()),
-                ("region", raw.region.is_some()),
-                ("endpoint", raw.endpoint.is_some()),
-            ],
-            ProviderKind::Route53 => [
-                ("server", raw.server.is_some()),
-                ("tsig", raw.tsig.is_some()),
-                ("", false),
-            ],
+        // Each provider's own keys, refused under the other.
+        let (provider_name, foreign) = match raw.provider {
+            ProviderKind::Rfc2136 => (
+                "rfc2136",
+                [
+                    ("hosted_zone_id", raw.hosted_zone_id.is_some()),
+                    ("region", raw.region.is_some()),
+                    ("endpoint", raw.endpoint.is_some()),
+                ]
+                .to_vec(),
+            ),
+            ProviderKind::Route53 => (
+                "route53",
+                [
+                    ("server", raw.server.is_some()),
+                    ("tsig", raw.tsig.is_some()),
+                ]
+                .to_vec(),
+            ),
         };
-        if let Some((key, _)) = other.iter().find(|(_, given)| *given) {
+        if let Some((key, _)) = foreign.iter().find(|(_, given)| *given) {
             return Err(format!(
-                "`{key}` is not a setting of provider {}",
-                match raw.provider {
-                    ProviderKind::Rfc2136 => "rfc2136",
-                    ProviderKind::Route53 => "route53",
-                }
+                "`{key}` is not a setting of provider {provider_name}"
             ));
         }
         let provider = match raw.provider {

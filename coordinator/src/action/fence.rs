@@ -52,8 +52,7 @@ impl FenceHost {
                 }),
             };
             let done = fleet.run(&self.host, step, ctx).await?;
-            let mut record = self.record(ctx, by, reason);
-            record.at = chrono::Utc::now();
+            let record = self.record(ctx, by, reason);
             let kept = self.keep(ctx, &record).await;
             return Ok(format!("{done}{kept}"));
         }

@@ -178,13 +178,9 @@ pub async fn build(
             if !by_runbook.contains_key(&rb.name) {
                 not_drilled.push(rb.name.clone());
             }
-            let last_pass = every_drill
-                .iter()
-                .filter(|r| r.runbook == rb.name && r.passed() && r.started_at < to)
-                .max_by_key(|r| r.started_at);
-            if let Some(r) = last_pass
-                && r.runbook_digest.as_ref().is_some_and(|d| *d != rb.digest)
-            {
+            let last_pass =
+                crate::report::last_passed_drill(&every_drill, &rb.name, &policy.host, to);
+            if last_pass.is_some_and(|r| r.ran_another_version(&rb.digest)) {
                 changed_since_drill.push(rb.name.clone());
             }
             if let Some(every) = rb.drill.as_ref().and_then(|d| d.every) {

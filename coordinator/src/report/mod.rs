@@ -141,7 +141,35 @@ pub struct Report {
     pub runbook_digest: Option<String>,
 }
 
+/// The newest passed drill of `runbook` on `host` among `reports`,
+/// started before `before`: what proves the runbook, if its version is the
+/// one that ran (see [`Report::ran_another_version`]).
+pub fn last_passed_drill<'a>(
+    reports: impl IntoIterator<Item = &'a Report>,
+    runbook: &str,
+    host: &str,
+    before: DateTime<Utc>,
+) -> Option<&'a Report> {
+    reports
+        .into_iter()
+        .filter(|r| {
+            r.kind == Kind::Drill
+                && r.runbook == runbook
+                && r.host == host
+                && r.passed()
+                && r.started_at < before
+        })
+        .max_by_key(|r| r.started_at)
+}
+
 impl Report {
+    /// Whether it ran another version of the runbook than the one whose
+    /// digest is `digest` (a record kept before digests were stored cannot
+    /// say, and counts as the same).
+    pub fn ran_another_version(&self, digest: &str) -> bool {
+        self.runbook_digest.as_deref().is_some_and(|d| d != digest)
+    }
+
     pub fn passed(&self) -> bool {
         self.status == Status::Passed
     }
