@@ -496,6 +496,24 @@ impl Drop for Site {
     }
 }
 
+/// A primary's and a standby's database on the suite's PostgreSQL, the
+/// primary's holding `orders` with `items`, the standby's empty.
+pub(crate) fn primary_and_standby(s: &Scratch, items: &[&str]) -> (String, String) {
+    let (primary, standby) = (format!("{}_p", s.id), format!("{}_s", s.id));
+    psql("postgres", &format!("create database {primary}"));
+    psql("postgres", &format!("create database {standby}"));
+    let values: Vec<String> = items.iter().map(|i| format!("('{i}')")).collect();
+    psql(
+        &primary,
+        &format!(
+            "create table orders (id serial primary key, item text not null); \
+             insert into orders (item) values {};",
+            values.join(", ")
+        ),
+    );
+    (primary, standby)
+}
+
 /// What `url` answers when its host is `ip` (curl's `--resolve`).
 pub(crate) fn get(url_host: &str, port: u16, ip: &str) -> String {
     let out = Command::new("curl")
@@ -527,19 +545,8 @@ fn the_agency_failover_drill_restores_onto_the_standby_and_moves_the_name() {
     let v = services();
     let name = label("sites");
     let fqdn = format!("{name}.shop.example");
-    let (primary_db, standby_db) = (format!("{}_p", s.id), format!("{}_s", s.id));
-    psql("postgres", &format!("create database {primary_db}"));
-    psql("postgres", &format!("create database {standby_db}"));
-    psql(
-        &primary_db,
-        "create table orders (id serial primary key, item text not null); \
-         insert into orders (item) values ('chaise'), ('Ωmega'), ('桌子');",
-    );
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (primary_db, standby_db) = primary_and_standby(&s, &["chaise", "Ωmega", "桌子"]);
+    let http_port = crate::harness::free_port();
     let primary = Site::start("primary", "127.0.0.2", http_port, &primary_db);
     let _standby = Site::start("standby", "127.0.0.3", http_port, &standby_db);
     set(&name, "127.0.0.2");
@@ -841,5 +848,127 @@ fn drp_check_says_when_a_switched_names_ttl_is_too_long_for_the_rto() {
             .contains("a TTL of 1h, not less than the RTO 5m"),
         "{}",
         too_long.stdout
+    );
+}
+
+/// `restore_backup` with `into:` replaces a standby's data only as every
+/// restore does, against the real PostgreSQL: before anything runs the
+/// plan says where the point goes; a load that fails halfway and a corrupt
+/// point leave the standby's data exactly as it was, with no copy left.
+#[test]
+fn a_restore_into_the_standby_shows_its_plan_and_a_failed_load_or_a_corrupt_point_changes_nothing()
+{
+    use crate::harness::pg_table_digest;
+    let s = scratch("into_standby");
+    let (primary, standby) = (format!("{}_p", s.id), format!("{}_s", s.id));
+    psql("postgres", &format!("create database {primary}"));
+    psql("postgres", &format!("create database {standby}"));
+    // An index over a function reading a table by its unqualified name:
+    // fine live, it fails in pg_restore (empty search_path), late in the load.
+    psql(
+        &primary,
+        "create table buckets (n int); insert into buckets values (1), (2), (3);
+         create function bucket(i int) returns int language sql immutable
+           as 'select i % (select count(*)::int from buckets)';
+         create table items (id int primary key, name text);
+         insert into items select i, 'item ' || i from generate_series(1, 1001) i;
+         create index items_bucket on items (bucket(id));",
+    );
+    psql(
+        &standby,
+        "create table notes (id serial primary key, body text);
+         insert into notes (body) values ('the standby''s own'), ('données ☕');",
+    );
+    s.write(
+        "policy.yaml",
+        &format!(
+            "host: into-{}\nobjectives: {{rto: 5m, rpo: 30m}}\n{}exports:\n  site:\n    source: {}\n    targets: [nas]\n  standby:\n    source: {}\n    targets: [nas]\n",
+            s.id,
+            s.targets_yaml(),
+            s.pg_source_yaml(&primary),
+            s.pg_source_yaml(&standby)
+        ),
+    );
+    let rb = s.write(
+        "runbook.yaml",
+        "name: onto-standby\npolicy: policy.yaml\nsteps:\n  - name: restore onto the standby\n    phase: restore\n    action: {kind: restore_backup, export: site, point: latest, into: standby}\n  - name: the standby answers\n    phase: verify\n    action: {kind: sql, export: standby, query: \"select count(*) from items\", expect: {min: 1}}\n",
+    );
+    let rb = rb.to_str().unwrap();
+    s.agent(&["backup", "--policy", "policy.yaml", "--export", "site"])
+        .ok();
+    let before = pg_table_digest(&standby, "notes");
+    let untouched = |what: &str| {
+        assert_eq!(
+            pg_table_digest(&standby, "notes"),
+            before,
+            "{what}: the standby changed"
+        );
+        assert_eq!(
+            psql(
+                "postgres",
+                &format!("select count(*) from pg_database where datname like '{standby}_drp_%'")
+            ),
+            "0",
+            "{what}: a partial copy was left behind"
+        );
+    };
+
+    // The plan, before anything changes: not confirmed without a terminal.
+    let unconfirmed = s.drp(&["run", rb]);
+    unconfirmed.code(5);
+    assert!(
+        unconfirmed.stderr.contains(
+            "Step `restore onto the standby` will restore `site` (latest) into the source of `standby`."
+        ),
+        "{}",
+        unconfirmed.stderr
+    );
+    untouched("not confirmed");
+
+    // The load fails halfway (the index): the standby is as it was.
+    let failed = s.drp(&["--json", "run", rb, "--yes"]);
+    failed.code(1);
+    let step = crate::harness::step_named(&failed.json(), "restore onto the standby");
+    assert_eq!(step["status"], "failed", "{step:#}");
+    assert!(
+        step["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("database `{standby}` was not touched")),
+        "{step:#}"
+    );
+    untouched("failed load");
+
+    // A corrupt point: refused before the standby is touched.
+    let data = crate::harness::walk(s.path(&format!("nas/into-{}/site/data", s.id)))
+        .pop()
+        .expect("the point's data object");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let corrupt = s.drp(&["--json", "run", rb, "--yes"]);
+    corrupt.code(1);
+    let step = crate::harness::step_named(&corrupt.json(), "restore onto the standby");
+    let message = step["message"].as_str().unwrap();
+    assert!(
+        message.contains("integrity check failed") && message.contains("was not loaded"),
+        "{step:#}"
+    );
+    untouched("corrupt point");
+    // `drp restore` of the same point says so with its own exit code.
+    s.drp(&[
+        "restore",
+        "--policy",
+        "policy.yaml",
+        "--export",
+        "site",
+        "--yes",
+    ])
+    .code(4);
+    assert_eq!(
+        psql(&primary, "select count(*) from items"),
+        "1001",
+        "the primary was replaced by a corrupt point"
     );
 }

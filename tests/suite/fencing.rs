@@ -101,13 +101,7 @@ fn fence_records(s: &Scratch, host: &str) -> Vec<serde_json::Value> {
 
 /// The failover's fence step from `drp --json run`'s report.
 fn fence_step(run: &crate::harness::Run) -> serde_json::Value {
-    run.json()["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == "fence the old primary")
-        .cloned()
-        .unwrap_or_else(|| panic!("no fence step: {}", run.all()))
+    crate::harness::step_named(&run.json(), "fence the old primary")
 }
 
 /// The split-brain test: the old primary's link is cut from the
@@ -303,25 +297,14 @@ fn a_host_cut_from_the_coordinator_only_is_not_fenced_and_a_fenced_host_stays_do
 /// brings erp-b's data home, lifts the fence and moves the name back.
 #[test]
 fn the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back() {
-    use crate::failover::{Site, dig, get, label, set};
+    use crate::failover::{Site, dig, get, label, primary_and_standby, set};
     use crate::harness::psql;
     let mut s = scratch("erp");
     s.shop_env();
     let v = services();
     let (a, b) = (host(&s, 11, "erp-a"), host(&s, 12, "erp-b"));
-    let (a_db, b_db) = (format!("{}_a", s.id), format!("{}_b", s.id));
-    psql("postgres", &format!("create database {a_db}"));
-    psql("postgres", &format!("create database {b_db}"));
-    psql(
-        &a_db,
-        "create table orders (id serial primary key, item text not null); \
-         insert into orders (item) values ('facture 1'), ('facture 2'), ('facture 3');",
-    );
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (a_db, b_db) = primary_and_standby(&s, &["facture 1", "facture 2", "facture 3"]);
+    let http_port = crate::harness::free_port();
     let (who_a, who_b) = (format!("erp-a-{}", s.id), format!("erp-b-{}", s.id));
     let _stop = StopAtEnd(who_a.clone());
     let site_a = Site::start(&who_a, "127.0.0.2", http_port, &a_db);
@@ -381,15 +364,7 @@ fn the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back() {
         get(&fqdn, http_port, "127.0.0.3"),
         format!("site={who_b} orders=3")
     );
-    let step = |name: &str| {
-        report["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|st| st["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no step {name}: {report:#}"))
-    };
+    let step = |name: &str| crate::harness::step_named(&report, name);
     assert!(
         step("fence erp-a")["message"]
             .as_str()

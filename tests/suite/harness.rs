@@ -555,3 +555,24 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// The step named `name` in a run's report (its JSON), or a panic showing
+/// the report.
+pub fn step_named(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps in {report:#}"))
+        .iter()
+        .find(|st| st["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no step `{name}` in {report:#}"))
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

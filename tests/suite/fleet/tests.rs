@@ -532,15 +532,7 @@ fn a_host_cut_off_mid_step_fails_within_its_timeout_and_the_others_go_on() {
         "the step failed within its timeout: {took:?}"
     );
     let report = r.json();
-    let step = |name: &str| {
-        report["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|st| st["name"] == name)
-            .unwrap_or_else(|| panic!("{}", r.all()))
-            .clone()
-    };
+    let step = |name: &str| crate::harness::step_named(&report, name);
     let far = step("far check");
     assert_eq!(
         (far["status"].as_str(), far["host"].as_str()),
