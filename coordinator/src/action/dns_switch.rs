@@ -15,8 +15,9 @@ use futures::future::BoxFuture;
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
-use super::dns::{self, Family, ProviderConfig, Record, Server, Swap, rfc2136, shown};
+use super::dns::{self, Family, ProviderConfig, Record, Server, Swap, cloudflare, rfc2136, shown};
 use super::{Action, ActionError, Context};
+use drp_core::config::SecretRef;
 
 /// `kind: dns_switch`.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,7 @@ pub struct DnsSwitch {
 enum ProviderKind {
     Rfc2136,
     Route53,
+    Cloudflare,
 }
 
 /// The step as written.
@@ -62,6 +64,12 @@ struct RawDnsSwitch {
     region: Option<String>,
     /// `route53`: another API endpoint.
     endpoint: Option<String>,
+    /// `cloudflare`: the zone's id (found by the zone's name otherwise).
+    zone_id: Option<String>,
+    /// `cloudflare`: the API's base URL.
+    api: Option<String>,
+    /// `cloudflare`: the API token.
+    token: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +120,9 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
                     ("hosted_zone_id", raw.hosted_zone_id.is_some()),
                     ("region", raw.region.is_some()),
                     ("endpoint", raw.endpoint.is_some()),
+                    ("zone_id", raw.zone_id.is_some()),
+                    ("api", raw.api.is_some()),
+                    ("token", raw.token.is_some()),
                 ]
                 .to_vec(),
             ),
@@ -120,6 +131,20 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
                 [
                     ("server", raw.server.is_some()),
                     ("tsig", raw.tsig.is_some()),
+                    ("zone_id", raw.zone_id.is_some()),
+                    ("api", raw.api.is_some()),
+                    ("token", raw.token.is_some()),
+                ]
+                .to_vec(),
+            ),
+            ProviderKind::Cloudflare => (
+                "cloudflare",
+                [
+                    ("server", raw.server.is_some()),
+                    ("tsig", raw.tsig.is_some()),
+                    ("hosted_zone_id", raw.hosted_zone_id.is_some()),
+                    ("region", raw.region.is_some()),
+                    ("endpoint", raw.endpoint.is_some()),
                 ]
                 .to_vec(),
             ),
@@ -145,6 +170,24 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
                 })
             }
             ProviderKind::Route53 => route53(&raw)?,
+            ProviderKind::Cloudflare => {
+                let token = raw.token.clone().ok_or(
+                    "`token`: provider cloudflare needs an API token with DNS Write on the zone: give `{env: CF_API_TOKEN}` or `{file: …}`",
+                )?;
+                let api = raw
+                    .api
+                    .clone()
+                    .unwrap_or_else(|| cloudflare::DEFAULT_API.to_string());
+                match reqwest::Url::parse(&api) {
+                    Ok(url) if matches!(url.scheme(), "https" | "http") => {}
+                    _ => return Err(format!("`api`: `{api}` is not an http(s) URL")),
+                }
+                ProviderConfig::Cloudflare(cloudflare::Config {
+                    zone_id: raw.zone_id.clone(),
+                    api,
+                    token,
+                })
+            }
         };
         let verify = raw.verify.unwrap_or(RawVerify {
             servers: None,
@@ -418,5 +461,67 @@ mod tests {
             ]
         );
         assert_eq!(s.verify_timeout, Duration::from_secs(10));
+    }
+
+    const CLOUDFLARE: &str =
+        "provider: cloudflare\nzone: shop.example.\nname: www\nfrom: 10.0.0.1\nto: 10.0.0.2\n";
+
+    #[test]
+    fn cloudflare_needs_its_token_and_takes_no_key_of_another_provider() {
+        let s = parse(&format!("{CLOUDFLARE}token: {{env: CF_API_TOKEN}}\n")).unwrap();
+        assert_eq!(
+            s.provider,
+            ProviderConfig::Cloudflare(cloudflare::Config {
+                zone_id: None,
+                api: "https://api.cloudflare.com/client/v4".into(),
+                token: SecretRef::Env("CF_API_TOKEN".into()),
+            })
+        );
+        assert_eq!(s.provider.describe(), "Cloudflare");
+        let s = parse(&format!(
+            "{CLOUDFLARE}token: {{file: cf}}\nzone_id: 023e105f4ecef8ad9ca31a8372d0c353\napi: http://127.0.0.1:8080/client/v4\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.provider.describe(),
+            "Cloudflare zone 023e105f4ecef8ad9ca31a8372d0c353"
+        );
+        let e = parse(CLOUDFLARE).unwrap_err();
+        assert!(
+            e.contains("`token`: provider cloudflare needs an API token"),
+            "{e}"
+        );
+        let e = parse(&format!("{CLOUDFLARE}token: s3cr3t-value\n")).unwrap_err();
+        assert!(!e.contains("s3cr3t-value"), "{e}");
+        let e = parse(&format!(
+            "{CLOUDFLARE}token: {{env: T}}\napi: api.cloudflare.com\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("`api`: `api.cloudflare.com` is not an http(s) URL"),
+            "{e}"
+        );
+        for key in [
+            "server: 127.0.0.1",
+            "tsig: {name: k, secret: {env: K}}",
+            "hosted_zone_id: Z1",
+            "region: eu-west-1",
+            "endpoint: http://127.0.0.1:5000",
+        ] {
+            let e = parse(&format!("{CLOUDFLARE}token: {{env: T}}\n{key}\n")).unwrap_err();
+            let name = key.split(':').next().unwrap();
+            assert!(
+                e.contains(&format!("`{name}` is not a setting of provider cloudflare")),
+                "{e}"
+            );
+        }
+        for key in ["zone_id: z1", "api: http://127.0.0.1:1", "token: {env: T}"] {
+            let e = parse(&format!("{BASE}name: www\n{key}\n")).unwrap_err();
+            let name = key.split(':').next().unwrap();
+            assert!(
+                e.contains(&format!("`{name}` is not a setting of provider rfc2136")),
+                "{e}"
+            );
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! DNS records a runbook moves: the [`DnsProvider`] trait, one file per
 //! provider (`rfc2136.rs`: a primary server updated by RFC 2136 with TSIG;
-//! `route53.rs`: an Amazon Route 53 hosted zone through its API),
-//! and the plain DNS queries (over TCP, recursion off, authoritative
-//! answers only) that read a record back from any server.
+//! `route53.rs`: an Amazon Route 53 hosted zone through its API;
+//! `cloudflare.rs`: a Cloudflare zone through its API), and the plain DNS
+//! queries (over TCP, recursion off, authoritative answers only) that read
+//! a record back from any server.
 
+pub mod cloudflare;
 pub mod rfc2136;
 #[cfg(feature = "aws")]
 pub mod route53;
@@ -196,17 +198,20 @@ pub enum ProviderConfig {
     Rfc2136(rfc2136::Config),
     #[cfg(feature = "aws")]
     Route53(route53::Config),
+    Cloudflare(cloudflare::Config),
 }
 
 impl ProviderConfig {
     /// The provider of `zone`, its secrets read (relative to `base`, the
     /// policy's folder).
     pub async fn open(&self, base: &Path, zone: &Name) -> Result<Box<dyn DnsProvider>, DnsError> {
-        let _ = zone;
         match self {
             ProviderConfig::Rfc2136(c) => Ok(Box::new(rfc2136::Rfc2136::open(c, base).await?)),
             #[cfg(feature = "aws")]
             ProviderConfig::Route53(c) => Ok(Box::new(route53::Route53::open(c, zone).await?)),
+            ProviderConfig::Cloudflare(c) => {
+                Ok(Box::new(cloudflare::Cloudflare::open(c, base, zone).await?))
+            }
         }
     }
 
@@ -219,6 +224,10 @@ impl ProviderConfig {
                 Some(id) => format!("Route 53 hosted zone {id}"),
                 None => "Route 53".into(),
             },
+            ProviderConfig::Cloudflare(c) => match &c.zone_id {
+                Some(id) => format!("Cloudflare zone {id}"),
+                None => "Cloudflare".into(),
+            },
         }
     }
 }
@@ -228,6 +237,9 @@ impl ProviderConfig {
 pub enum DnsError {
     #[error("TSIG secret ({at}): {why}")]
     Secret { at: String, why: String },
+
+    #[error("Cloudflare API token ({at}): {why}")]
+    ApiToken { at: String, why: String },
 
     #[error("{server}: {source}")]
     Io {
