@@ -68,10 +68,44 @@ pub enum Command {
         run: RunArgs,
     },
     /// Run a runbook as a drill: preflight, inject the failure, recover, judge.
+    /// With --due, each runbook whose `drill.every` says a drill is due, in turn.
     Drill {
-        runbook: PathBuf,
+        /// The runbook (with --due: any number of runbooks).
+        #[arg(required_unless_present = "due")]
+        runbooks: Vec<PathBuf>,
+        /// Only the runbooks due for a drill (never passed one, changed since
+        /// their last passed drill, or `drill.every` gone by), one after the
+        /// other; never prompts: without --yes, a step asking for confirmation
+        /// is refused.
+        #[arg(long)]
+        due: bool,
+        /// With --due: the runbooks of this folder too.
+        #[arg(long = "runbooks", requires = "due", value_name = "DIR")]
+        runbooks_dir: Option<PathBuf>,
+        /// With --due: only the runbooks of this policy's host.
+        #[arg(long, short, requires = "due")]
+        policy: Option<PathBuf>,
+        /// With --due: say what is due and run nothing.
+        #[arg(long, requires = "due")]
+        dry_run: bool,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Write a systemd service and timer that run `drill --due` daily, and
+    /// print the crontab line.
+    Units {
+        /// Folder of runbooks the drills are read from.
+        #[arg(long, required = true)]
+        runbooks: PathBuf,
+        /// Only the runbooks of this policy's host (its timezone sets the timer's).
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Folder to write the unit files into (default: print them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Path of drp in the units (default: this binary).
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// Lift the fence a failover put on a host: a record on the targets of
     /// the runbook's policy, and the host's agent told when it answers. Its
@@ -228,6 +262,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 drp_coordinator::report::Kind::Incident,
                 failed_at.as_deref(),
                 run,
+                false,
                 &out,
             )
             .await
@@ -246,20 +281,53 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 drp_coordinator::report::Kind::Incident,
                 None,
                 run,
+                false,
                 &out,
             )
             .await
         }
-        Command::Drill { runbook, run } => {
+        Command::Drill {
+            runbooks,
+            due: false,
+            run,
+            ..
+        } => {
+            let [runbook] = runbooks.as_slice() else {
+                return Err(drp_core::Error::Usage(
+                    "one runbook at a time; several only with --due".into(),
+                ));
+            };
             run_runbook(
                 drp_coordinator::runbook::Runbook::load(runbook)?,
                 drp_coordinator::report::Kind::Drill,
                 None,
                 run,
+                false,
                 &out,
             )
             .await
         }
+        Command::Drill {
+            runbooks,
+            due: true,
+            runbooks_dir,
+            policy,
+            dry_run,
+            run,
+        } => {
+            let which = crate::due::Which {
+                files: runbooks,
+                dir: runbooks_dir.as_deref(),
+                policy: policy.as_deref(),
+            };
+            crate::due::run(&which, *dry_run, run, &out).await
+        }
+        Command::Units {
+            runbooks,
+            policy,
+            out: dir,
+            bin,
+        } => crate::units::run(runbooks, policy, dir.as_deref(), bin.as_deref(), &out),
         Command::Report {
             policy,
             since,
@@ -288,7 +356,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                     .map_err(|e| drp_core::Error::io_path("cannot write", path, e))?;
             }
             if let Some(path) = pdf {
-                print_pdf(&drp_coordinator::compliance::html(&c), path)?;
+                crate::pdf::print_pdf(&drp_coordinator::compliance::html(&c), path)?;
             }
             if out.json {
                 out.print_json(&serde_json::to_value(&c).expect("serialises"));
@@ -319,11 +387,15 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_runbook(
+/// Runs one runbook and prints its outcome; `batch`: one of several
+/// (`drill --due`): never prompts, and with --json prints nothing (the batch
+/// prints its summary).
+pub(crate) async fn run_runbook(
     runbook: drp_coordinator::runbook::Runbook,
     kind: drp_coordinator::report::Kind,
     failed_at: Option<&str>,
     args: &RunArgs,
+    batch: bool,
     out: &Output,
 ) -> Result<ExitCode> {
     use std::io::IsTerminal;
@@ -331,7 +403,7 @@ async fn run_runbook(
         .map(|t| drp_core::time::parse_time_in(t, Some(runbook.policy.timezone)))
         .transpose()?;
     let yes = args.yes;
-    let interactive = !out.json && std::io::stdin().is_terminal();
+    let interactive = !batch && !out.json && std::io::stdin().is_terminal();
     let prompting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asking = prompting.clone();
     let confirm = Box::new(move |what: &str| {
@@ -400,7 +472,7 @@ async fn run_runbook(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| drp_core::Error::io("cannot watch SIGTERM", e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let watch = tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -412,12 +484,23 @@ async fn run_runbook(
         let _ = stop.send(());
     });
     let (report, not_stored) = tokio::select! {
-        r = drp_coordinator::drill::execute(&runbook, options, &observe) => r?,
+        r = drp_coordinator::drill::execute(&runbook, options, &observe) => match r {
+            Ok(r) => r,
+            // One drill of a batch stopping short is its outcome, not the batch's.
+            Err(e) if batch => {
+                watch.abort();
+                eprintln!("error: {e}");
+                return Ok(e.exit_code());
+            }
+            Err(e) => return Err(e),
+        },
         _ = stopped => return Err(drp_core::Error::Failed(format!(
             "`{}` was interrupted: its running steps were stopped, and its report stays as it was when they started (interrupted)",
             runbook.name
         ))),
     };
+    // The next run of a batch watches the signals itself.
+    watch.abort();
     // Kept locally when asked, and always when a store could not take it.
     let local_dir = match (&args.out, not_stored.is_empty()) {
         (Some(d), _) => Some(d.clone()),
@@ -429,10 +512,12 @@ async fn run_runbook(
         None => None,
     };
     if out.json {
-        let mut v = serde_json::to_value(&report).expect("serialises");
-        v["not_stored"] = serde_json::json!(not_stored);
-        v["html"] = serde_json::json!(html);
-        out.print_json(&v);
+        if !batch {
+            let mut v = serde_json::to_value(&report).expect("serialises");
+            v["not_stored"] = serde_json::json!(not_stored);
+            v["html"] = serde_json::json!(html);
+            out.print_json(&v);
+        }
     } else {
         let f = drp_coordinator::report::markdown::fmt_secs;
         println!(
@@ -490,62 +575,4 @@ async fn run_runbook(
         }
     }
     Ok(report.exit_code(not_stored.is_empty()))
-}
-
-/// Prints `html` to the PDF file `out` with headless Chromium (no network:
-/// the page is self-contained).
-fn print_pdf(html: &str, out: &std::path::Path) -> Result<()> {
-    let dir = tempfile_dir()?;
-    let page = dir.join("report.html");
-    std::fs::write(&page, html).map_err(|e| drp_core::Error::io_path("cannot write", &page, e))?;
-    let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .ok_or_else(|| {
-            drp_core::Error::Failed("printing a PDF needs Chromium (apt install chromium)".into())
-        })?;
-    let status = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-pdf-header-footer",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--print-to-pdf={}", out_abs.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .map_err(|e| drp_core::Error::Failed(format!("cannot start {browser}: {e}")))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if !status.status.success() || !out_abs.is_file() {
-        return Err(drp_core::Error::Failed(format!(
-            "{browser} did not print {}: {}",
-            out.display(),
-            String::from_utf8_lossy(&status.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        )));
-    }
-    Ok(())
-}
-
-/// A private folder for the browser's profile and the page.
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("drp-pdf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| drp_core::Error::io_path("cannot create", &dir, e))?;
-    Ok(dir)
 }

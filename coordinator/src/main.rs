@@ -4,7 +4,10 @@
 mod check;
 mod cli;
 mod demo;
+mod due;
 mod fleet_status;
+mod pdf;
+mod units;
 
 use clap::Parser;
 use cli::Cli;

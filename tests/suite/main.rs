@@ -12,6 +12,7 @@ mod archiving;
 mod binlog;
 mod cli;
 mod docs;
+mod drill_schedule;
 mod drills;
 mod examples;
 mod failover;

@@ -183,23 +183,17 @@ pub async fn build(
             if last_pass.is_some_and(|r| r.ran_another_version(&rb.digest)) {
                 changed_since_drill.push(rb.name.clone());
             }
-            if let Some(every) = rb.drill.as_ref().and_then(|d| d.every) {
-                let due = last_pass
-                    .map(|r| {
-                        r.started_at
-                            + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
-                    })
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                if due < to {
-                    overdue.push(format!(
-                        "{} (every {}; last passed {})",
-                        rb.name,
-                        drp_core::config::units::format_duration(every),
-                        last_pass
-                            .map(|r| r.started_at.format("%Y-%m-%d").to_string())
-                            .unwrap_or_else(|| "never".into())
-                    ));
-                }
+            if let Some(every) = rb.drill.as_ref().and_then(|d| d.every)
+                && crate::report::next_drill(last_pass, every).is_none_or(|due| due < to)
+            {
+                overdue.push(format!(
+                    "{} (every {}; last passed {})",
+                    rb.name,
+                    drp_core::config::units::format_duration(every),
+                    last_pass
+                        .map(|r| r.started_at.format("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| "never".into())
+                ));
             }
         }
     }

@@ -162,6 +162,78 @@ pub fn last_passed_drill<'a>(
         .max_by_key(|r| r.started_at)
 }
 
+/// When a runbook drilled every `every` falls due: `every` after its last
+/// passed drill; `None` when it never passed one (due at once). What
+/// `drp report` calls overdue and what `drp drill --due` runs.
+pub fn next_drill(last_pass: Option<&Report>, every: std::time::Duration) -> Option<DateTime<Utc>> {
+    last_pass.map(|r| {
+        chrono::Duration::from_std(every)
+            .ok()
+            .and_then(|d| r.started_at.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    })
+}
+
+/// Whether a drill of a runbook is due at some instant, by its
+/// `drill.every` (see [`drill_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DrillDue {
+    /// No `drill.every`: drilled only when someone runs it.
+    Unscheduled,
+    /// It never passed a drill.
+    NeverPassed,
+    /// Its last passed drill ran another version of it: that pass proves
+    /// nothing of the runbook as it is.
+    Changed { last_passed: DateTime<Utc> },
+    /// `every` has gone by since its last passed drill.
+    Overdue {
+        last_passed: DateTime<Utc>,
+        since: DateTime<Utc>,
+    },
+    /// Its last passed drill still counts until `next`.
+    NotDue {
+        last_passed: DateTime<Utc>,
+        next: DateTime<Utc>,
+    },
+}
+
+impl DrillDue {
+    pub fn is_due(self) -> bool {
+        matches!(
+            self,
+            DrillDue::NeverPassed | DrillDue::Changed { .. } | DrillDue::Overdue { .. }
+        )
+    }
+}
+
+/// Whether `runbook` is due for a drill at `now`, from `reports` (its
+/// policy's stored reports): never passed, changed since its last passed
+/// drill, or `drill.every` gone by since; never when it has no `every`.
+pub fn drill_due(
+    reports: &[Report],
+    runbook: &crate::runbook::Runbook,
+    now: DateTime<Utc>,
+) -> DrillDue {
+    let Some(every) = runbook.drill.as_ref().and_then(|d| d.every) else {
+        return DrillDue::Unscheduled;
+    };
+    let Some(last) = last_passed_drill(reports, &runbook.name, &runbook.policy.host, now) else {
+        return DrillDue::NeverPassed;
+    };
+    let last_passed = last.started_at;
+    if last.ran_another_version(&runbook.digest) {
+        return DrillDue::Changed { last_passed };
+    }
+    match next_drill(Some(last), every) {
+        Some(next) if next >= now => DrillDue::NotDue { last_passed, next },
+        since => DrillDue::Overdue {
+            last_passed,
+            since: since.unwrap_or(last_passed),
+        },
+    }
+}
+
 impl Report {
     /// Whether it ran another version of the runbook than the one whose
     /// digest is `digest` (a record kept before digests were stored cannot
