@@ -184,6 +184,28 @@ fn due_drills_run_what_is_due_and_say_when_the_rest_is() {
         "{}",
         batch.stdout
     );
+
+    // Once `every` has gone by since its last passed drill, it is due again.
+    s.write(
+        "often.yaml",
+        &runbook("often", "  every: 1s\n", 3).replace("../policy.yaml", "policy.yaml"),
+    );
+    s.drp(&["drill", "--due", "--yes", "often.yaml"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let overdue = s.drp(&["drill", "--due", "--dry-run", "often.yaml"]);
+    assert!(
+        overdue
+            .ok()
+            .stdout
+            .contains("due: often (every 1s; last passed "),
+        "{}",
+        overdue.stdout
+    );
+    assert!(
+        overdue.stdout.contains(", due since "),
+        "{}",
+        overdue.stdout
+    );
 }
 
 /// `drp units`: a service and a daily timer systemd accepts, and a crontab
