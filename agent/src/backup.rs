@@ -161,6 +161,7 @@ pub async fn due(
     let now = now_or(now)?;
     // A fenced host keeps its fenced services down at every turn.
     drp_core::fence::turn(&policy).await;
+    drp_core::standby::turn(&policy).await;
     // Continuous archiving has its turn on every call, before any backup;
     // the metrics say what it saw even when nothing else is due.
     drp_core::archiving::run::archive_turn(&policy).await;

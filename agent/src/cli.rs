@@ -187,6 +187,10 @@ pub enum Command {
     /// archive_command and restore_command, and the archive's inventory.
     #[command(subcommand)]
     Wal(crate::wal::WalCommand),
+    /// Warm standbys of another host's postgres-cluster export: set up,
+    /// replay lag, promotion.
+    #[command(subcommand)]
+    Standby(crate::standby::StandbyCommand),
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -259,5 +263,6 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Restore(args) => drp_cli::restore::run(args, &out).await,
         Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::Wal(cmd) => crate::wal::run(cmd, &out).await,
+        Command::Standby(cmd) => crate::standby::run(cmd, &out).await,
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod fence;
 mod prune;
 mod serve;
+mod standby;
 mod status;
 mod systemd;
 mod test_restore;

@@ -28,12 +28,17 @@ pub enum WalCommand {
     },
     /// restore_command: fetch one WAL file (`restore_command = 'drp-agent wal
     /// get --policy FILE %f %p'`). Exits 1 only when no target holds it, and
-    /// 126 (recovery stops) when a target fails or a copy is damaged.
+    /// 126 (recovery stops) when a target fails or a copy is damaged. For a
+    /// warm standby (`--standby NAME`), from the primary's archive, and 1 on
+    /// any failure: the standby waits and retries, its lag tells.
     Get {
         #[arg(long, short)]
         policy: PathBuf,
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "standby")]
         export: Option<String>,
+        /// A standby of this policy: read the primary's archive it replays.
+        #[arg(long)]
+        standby: Option<String>,
         /// An age identity file, to fetch from an encrypted archive.
         #[arg(long = "identity", value_name = "FILE")]
         identities: Vec<PathBuf>,
@@ -95,24 +100,34 @@ pub async fn run(cmd: &WalCommand, out: &Output) -> Result<ExitCode> {
         WalCommand::Get {
             policy,
             export,
+            standby,
             identities,
             name,
             path,
         } => {
             let result = async {
                 let policy = Policy::load(policy)?;
-                let archive = ExportArchive::open(&policy, export.as_deref())
-                    .await?
-                    .with_identities(identities)?;
-                archive.get(name, path).await
+                let archive = match standby {
+                    Some(s) => drp_core::standby::archive(&policy, s).await?,
+                    None => ExportArchive::open(&policy, export.as_deref()).await?,
+                };
+                archive.with_identities(identities)?.get(name, path).await
             }
             .await;
-            let status = get_status(&result);
+            // A standby's server stops at a fatal status; it waits instead,
+            // and its lag is watched.
+            let status = match (&result, standby) {
+                (Err(_), Some(_)) => 1,
+                _ => get_status(&result),
+            };
             match &result {
                 Ok(Got::Restored { target, size }) => {
                     tracing::info!("{name} restored from `{target}` ({size} bytes)")
                 }
                 Ok(Got::Absent) => tracing::info!("{name} is not in the archive"),
+                Err(e) if standby.is_some() => {
+                    eprintln!("error: {e} (exit 1: the standby tries again)")
+                }
                 Err(e) => eprintln!("error: {e} (exit {GET_FATAL}: recovery stops here)"),
             }
             std::process::exit(status as i32);

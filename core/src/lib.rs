@@ -53,6 +53,7 @@ pub mod scope;
 mod secret;
 pub mod snapshot;
 pub mod source;
+pub mod standby;
 pub mod state;
 pub mod time;
 pub mod verify;

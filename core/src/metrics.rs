@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::Result;
 use crate::config::Policy;
 use crate::export_status::ExportStatus;
-use crate::state::{self, ArchiveState, ExportState, Kept, LastTest};
+use crate::state::{self, ArchiveState, ExportState, Kept, LastTest, StandbyState};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -36,6 +36,7 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     let mut text = render_states(&policy.host, &states, &assessed);
     text += &render_archives(policy, now);
     text += &render_restore_tests(policy);
+    text += &render_standbys(policy);
     let newest = state::newest(policy);
     if !newest.failed.is_empty() {
         let host = escape(&policy.host);
@@ -79,36 +80,99 @@ fn render_restore_tests(policy: &Policy) -> String {
         })
         .filter(|(_, t)| t.at.is_some())
         .collect();
+    gauges(
+        &tests,
+        &[
+            (
+                "drp_export_last_restore_test_timestamp_seconds",
+                "Unix time of the export's last restore test.",
+                |t| t.at.map_or(0.0, |a| a.timestamp_millis() as f64 / 1000.0),
+            ),
+            (
+                "drp_export_last_restore_test_result",
+                "1 when the last restore test passed, 0 when it failed.",
+                |t| if t.passed { 1.0 } else { 0.0 },
+            ),
+            (
+                "drp_export_restore_seconds",
+                "Seconds the last restore test took to receive and load its point.",
+                |t| t.restore_seconds,
+            ),
+        ],
+    )
+}
+
+/// A gauge family's name, help and value of one row.
+type Family<T> = (&'static str, &'static str, fn(&T) -> f64);
+
+/// Each family over `rows` (labels, value), nothing when there is no row.
+fn gauges<T>(rows: &[(String, T)], families: &[Family<T>]) -> String {
     let mut out = String::new();
-    type Family = (&'static str, &'static str, fn(&LastTest) -> f64);
-    let families: [Family; 3] = [
-        (
-            "drp_export_last_restore_test_timestamp_seconds",
-            "Unix time of the export's last restore test.",
-            |t| t.at.map_or(0.0, |a| a.timestamp_millis() as f64 / 1000.0),
-        ),
-        (
-            "drp_export_last_restore_test_result",
-            "1 when the last restore test passed, 0 when it failed.",
-            |t| if t.passed { 1.0 } else { 0.0 },
-        ),
-        (
-            "drp_export_restore_seconds",
-            "Seconds the last restore test took to receive and load its point.",
-            |t| t.restore_seconds,
-        ),
-    ];
     for (name, help, f) in families {
-        if tests.is_empty() {
+        if rows.is_empty() {
             break;
         }
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
-        for (labels, t) in &tests {
+        for (labels, t) in rows {
             let _ = writeln!(out, "{name}{{{labels}}} {}", f(t));
         }
     }
     out
+}
+
+/// The warm standbys, from the state the daemon (or `standby status`) last saved.
+fn render_standbys(policy: &Policy) -> String {
+    let host = escape(&policy.host);
+    let rows: Vec<(String, StandbyState)> = policy
+        .standby
+        .iter()
+        .map(|(name, s)| {
+            (
+                format!(
+                    "host=\"{host}\",standby=\"{}\",primary=\"{}/{}\"",
+                    escape(name),
+                    escape(&s.of.host),
+                    escape(&s.of.export)
+                ),
+                StandbyState::load(policy, name),
+            )
+        })
+        .filter(|(_, s)| s.checked_at.is_some())
+        .collect();
+    gauges(
+        &rows,
+        &[
+            (
+                "drp_standby_replay_lag_seconds",
+                "How old the oldest archived change the standby has not replayed is (0: it has replayed all the archive holds; -1: unknown).",
+                |s| s.lag_seconds.unwrap_or(-1.0),
+            ),
+            (
+                "drp_standby_behind_segments",
+                "Archived WAL segments the standby has not replayed yet.",
+                |s| s.behind_segments as f64,
+            ),
+            (
+                "drp_standby_in_recovery",
+                "1 while the standby replays (0: promoted, or it did not answer).",
+                |s| if s.in_recovery { 1.0 } else { 0.0 },
+            ),
+            (
+                "drp_standby_up",
+                "1 when the standby answered at its last check.",
+                |s| if s.error.is_none() { 1.0 } else { 0.0 },
+            ),
+            (
+                "drp_standby_checked_timestamp_seconds",
+                "Unix time the standby was last checked.",
+                |s| {
+                    s.checked_at
+                        .map_or(0.0, |a| a.timestamp_millis() as f64 / 1000.0)
+                },
+            ),
+        ],
+    )
 }
 
 /// The WAL archiving of `postgres-cluster` exports, from the state the

@@ -299,6 +299,7 @@ pub async fn daemon(
         let current = policy.read().await.clone();
         // A fenced host keeps its fenced services down at every turn.
         crate::fence::turn(&current).await;
+        crate::standby::turn(&current).await;
         for (export, slot) in due_exports(&current, Utc::now()) {
             tracing::info!(export, %slot, "running due export");
             let run = run_export(
@@ -347,7 +348,12 @@ pub async fn daemon(
                     .as_ref()
                     .map(|f| f.check_every())
                     .unwrap_or(Duration::MAX),
-            );
+            )
+            .min(if current.standby.is_empty() {
+                Duration::MAX
+            } else {
+                crate::standby::CHECK_EVERY
+            });
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = hup.recv() => match Policy::load(&policy_path) {

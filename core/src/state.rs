@@ -176,6 +176,34 @@ impl LastTest {
     }
 }
 
+/// What the agent last saw of a standby, for `status` and the metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StandbyState {
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Still replaying (`false`: promoted, or not a standby at all).
+    pub in_recovery: bool,
+    /// Where its replay stands.
+    pub replay_lsn: Option<String>,
+    /// The commit time of the last transaction it replayed.
+    pub replayed_commit_at: Option<DateTime<Utc>>,
+    /// The newest WAL segment the archive holds.
+    pub newest_archived: Option<String>,
+    /// Archived segments not replayed yet.
+    pub behind_segments: usize,
+    /// How old the oldest archived change not yet replayed is (0 when it
+    /// has replayed everything the archive holds).
+    pub lag_seconds: Option<f64>,
+    /// Whether the last lag alert is still standing (alerted once per
+    /// crossing).
+    #[serde(default)]
+    pub alerted: bool,
+    pub error: Option<String>,
+}
+
+impl Kept for StandbyState {
+    const FOLDER: &'static str = "standby";
+}
+
 /// The newest fence record this host has read about itself
 /// (`<host>/fence.json`): kept so that a fenced host stays fenced when no
 /// repository answers.

@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 
 use crate::harness::{Run, Scratch, rand_u32, scratch, tree_digest};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub(crate) const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Every server here listens on a socket only, in a folder of its own, so
 /// the port only names the socket.
-const PORT: &str = "5432";
+pub(crate) const PORT: &str = "5432";
 
-fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_drp")).with_file_name("drp-agent");
     assert!(
         p.is_file(),
@@ -33,7 +33,7 @@ fn agent_bin() -> PathBuf {
     p
 }
 
-fn pg_tool(name: &str) -> PathBuf {
+pub(crate) fn pg_tool(name: &str) -> PathBuf {
     let p = Path::new(PG_BIN).join(name);
     assert!(
         p.is_file(),
@@ -44,7 +44,7 @@ fn pg_tool(name: &str) -> PathBuf {
 }
 
 /// `program` run as the `postgres` user, in `dir`.
-fn as_postgres(program: &Path, dir: &Path) -> Command {
+pub(crate) fn as_postgres(program: &Path, dir: &Path) -> Command {
     let mut c = Command::new("runuser");
     c.args(["-u", "postgres", "--"])
         .arg(program)
@@ -54,7 +54,7 @@ fn as_postgres(program: &Path, dir: &Path) -> Command {
     c
 }
 
-fn chown_postgres(path: &Path) {
+pub(crate) fn chown_postgres(path: &Path) {
     let st = Command::new("chown")
         .args(["-R", "postgres:postgres"])
         .arg(path)
@@ -64,7 +64,7 @@ fn chown_postgres(path: &Path) {
 }
 
 #[track_caller]
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(
@@ -93,30 +93,30 @@ fn json_time(v: &serde_json::Value) -> DateTime<Utc> {
 /// One test's host: its scratch folder, a NAS folder, a policy with one
 /// `postgres-cluster` export (`main`) of the cluster in `<scratch>/db`, and
 /// the repository created.
-struct Site {
-    s: Scratch,
-    policy: PathBuf,
-    nas: PathBuf,
-    state: PathBuf,
+pub(crate) struct Site {
+    pub(crate) s: Scratch,
+    pub(crate) policy: PathBuf,
+    pub(crate) nas: PathBuf,
+    pub(crate) state: PathBuf,
     /// The data directory the policy names.
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// The socket folder of the policy's cluster (short: sockets are < 108 bytes).
-    sock: tempfile::TempDir,
+    pub(crate) sock: tempfile::TempDir,
 }
 
 impl Site {
-    fn new(tag: &str) -> Site {
+    pub(crate) fn new(tag: &str) -> Site {
         Site::with(tag, "")
     }
 
     /// A site whose policy has `extra` (top-level keys) too.
-    fn with(tag: &str, extra: &str) -> Site {
+    pub(crate) fn with(tag: &str, extra: &str) -> Site {
         Site::with_exports(tag, extra, |_| String::new())
     }
 
     /// A site whose policy has `extra` top-level keys and the exports
     /// `more` writes (given the scratch) after its cluster's.
-    fn with_exports(tag: &str, extra: &str, more: impl Fn(&Scratch) -> String) -> Site {
+    pub(crate) fn with_exports(tag: &str, extra: &str, more: impl Fn(&Scratch) -> String) -> Site {
         let s = scratch(tag);
         let more = more(&s);
         let sock = socket_dir();
@@ -146,7 +146,7 @@ impl Site {
 
     /// `drp-agent <verb> --policy <policy> <rest>`, as postgres. A leading
     /// `--json` stays in front of the verb.
-    fn agent(&self, args: &[&str]) -> Run {
+    pub(crate) fn agent(&self, args: &[&str]) -> Run {
         let (global, rest): (Vec<&str>, Vec<&str>) = {
             let split = args.iter().take_while(|a| a.starts_with("--")).count();
             (args[..split].to_vec(), args[split..].to_vec())
@@ -163,7 +163,7 @@ impl Site {
     }
 
     /// The `archive_command` of every cluster archiving into this site.
-    fn archive_command(&self) -> String {
+    pub(crate) fn archive_command(&self) -> String {
         format!(
             "{} wal push --policy {} %p",
             agent_bin().display(),
@@ -172,7 +172,7 @@ impl Site {
     }
 
     /// The policy's cluster, created (not started).
-    fn primary(&self, settings: &str) -> PgCluster {
+    pub(crate) fn primary(&self, settings: &str) -> PgCluster {
         PgCluster::init(
             &self.data,
             Sock::Borrowed(self.sock.path().to_path_buf()),
@@ -184,19 +184,19 @@ impl Site {
     }
 
     /// A folder of the scratch, for postgres.
-    fn dir(&self, rel: &str) -> PathBuf {
+    pub(crate) fn dir(&self, rel: &str) -> PathBuf {
         let p = self.s.path(rel);
         std::fs::create_dir_all(&p).unwrap();
         chown_postgres(&p);
         p
     }
 
-    fn wal_root(&self) -> PathBuf {
+    pub(crate) fn wal_root(&self) -> PathBuf {
         self.nas.join("db1/main/wal")
     }
 
     /// The archived objects of one WAL file (normally one).
-    fn objects(&self, name: &str) -> Vec<PathBuf> {
+    pub(crate) fn objects(&self, name: &str) -> Vec<PathBuf> {
         let folder = if name.ends_with(".history") {
             self.wal_root().join("history")
         } else {
@@ -221,7 +221,7 @@ impl Site {
     }
 
     /// The entries of the scratch folder whose names start with `prefix`.
-    fn entries_like(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn entries_like(&self, prefix: &str) -> Vec<String> {
         let mut out: Vec<String> = std::fs::read_dir(self.s.dir.path())
             .unwrap()
             .flatten()
@@ -233,14 +233,14 @@ impl Site {
     }
 
     /// `wal status --json`.
-    fn wal_status(&self) -> serde_json::Value {
+    pub(crate) fn wal_status(&self) -> serde_json::Value {
         let r = self.agent(&["--json", "wal", "status"]);
         r.ok();
         r.json()
     }
 
     /// A physical restore, timed: `restore --export main <args> --yes --json`.
-    fn restore(&self, args: &[&str]) -> (Run, Duration) {
+    pub(crate) fn restore(&self, args: &[&str]) -> (Run, Duration) {
         let mut all = vec!["--json", "restore", "--export", "main", "--yes"];
         all.extend_from_slice(args);
         let started = Instant::now();
@@ -249,7 +249,7 @@ impl Site {
     }
 }
 
-fn socket_dir() -> tempfile::TempDir {
+pub(crate) fn socket_dir() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
         .prefix("drp-pg")
         .tempdir_in("/tmp")
@@ -259,7 +259,7 @@ fn socket_dir() -> tempfile::TempDir {
     d
 }
 
-enum Sock {
+pub(crate) enum Sock {
     /// The site's, which outlives the cluster.
     Borrowed(PathBuf),
     Own(tempfile::TempDir),
@@ -277,7 +277,7 @@ impl Sock {
 /// A real PostgreSQL 15 cluster of the test's own, run by `postgres` on a
 /// Unix socket only. Dropped, it is stopped (immediately: a test that
 /// panicked leaves no server behind).
-struct PgCluster {
+pub(crate) struct PgCluster {
     data: PathBuf,
     sock: Sock,
     log: PathBuf,
@@ -285,7 +285,7 @@ struct PgCluster {
 
 impl PgCluster {
     /// `initdb` in `data`, with `settings` appended to its postgresql.conf.
-    fn init(data: &Path, sock: Sock, settings: &str) -> PgCluster {
+    pub(crate) fn init(data: &Path, sock: Sock, settings: &str) -> PgCluster {
         let parent = data.parent().unwrap();
         let out = as_postgres(&pg_tool("initdb"), parent)
             .arg("-D")
@@ -304,7 +304,7 @@ impl PgCluster {
     }
 
     /// A data directory already there (a restored one), served on `sock`.
-    fn adopt(data: &Path, sock: Sock) -> PgCluster {
+    pub(crate) fn adopt(data: &Path, sock: Sock) -> PgCluster {
         let log = data.with_file_name(format!(
             "{}.log",
             data.file_name().unwrap().to_string_lossy()
@@ -322,7 +322,7 @@ impl PgCluster {
     }
 
     /// Appends to postgresql.conf (later lines win).
-    fn configure(&self, settings: &str) {
+    pub(crate) fn configure(&self, settings: &str) {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -331,7 +331,7 @@ impl PgCluster {
         writeln!(f, "\n# drp test suite\n{settings}").unwrap();
     }
 
-    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
         as_postgres(&pg_tool("pg_ctl"), self.data.parent().unwrap())
             .arg("-D")
             .arg(&self.data)
@@ -340,7 +340,7 @@ impl PgCluster {
             .expect("pg_ctl runs")
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         let log = self.log.display().to_string();
         let out = self.pg_ctl(&["-l", &log, "-w", "-t", "60", "start"]);
         assert!(
@@ -352,7 +352,7 @@ impl PgCluster {
         );
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let out = self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]);
         assert!(
             out.status.success(),
@@ -361,7 +361,7 @@ impl PgCluster {
         );
     }
 
-    fn postmaster_pid(&self) -> Option<u32> {
+    pub(crate) fn postmaster_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.data.join("postmaster.pid"))
             .ok()?
             .lines()
@@ -374,7 +374,7 @@ impl PgCluster {
     /// The host is lost: SIGKILL to the postmaster and every process of its
     /// group at once (pg_ctl starts it as a session leader), archiver and
     /// the archive_command it is running included.
-    fn kill_9(&self) {
+    pub(crate) fn kill_9(&self) {
         let pid = self.postmaster_pid().expect("a running server");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let pgid: u32 = stat
@@ -399,7 +399,7 @@ impl PgCluster {
         );
     }
 
-    fn try_psql(&self, sql: &str) -> Result<String, String> {
+    pub(crate) fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = as_postgres(&pg_tool("psql"), Path::new("/"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.sock.path())
@@ -414,13 +414,13 @@ impl PgCluster {
     }
 
     #[track_caller]
-    fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         self.try_psql(sql)
             .unwrap_or_else(|e| panic!("psql failed on {sql}: {e}"))
     }
 
     /// Inserts one row into `events`; returns its time (the commit follows it).
-    fn event(&self, note: &str) -> f64 {
+    pub(crate) fn event(&self, note: &str) -> f64 {
         self.psql(&format!(
             "insert into events (note) values ('{note}') returning extract(epoch from at)"
         ))
@@ -428,7 +428,7 @@ impl PgCluster {
         .unwrap()
     }
 
-    fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         self.psql("select note from events order by id")
             .lines()
             .map(str::to_string)
@@ -436,13 +436,13 @@ impl PgCluster {
     }
 
     /// Ends the current segment; returns its name.
-    fn switch_wal_nowait(&self) -> String {
+    pub(crate) fn switch_wal_nowait(&self) -> String {
         self.psql("select pg_walfile_name(pg_switch_wal())")
     }
 
     /// Ends the current segment and waits until PostgreSQL saw it archived.
     #[track_caller]
-    fn switch_wal(&self) -> String {
+    pub(crate) fn switch_wal(&self) -> String {
         let name = self.switch_wal_nowait();
         let done = self.status_file(&name, "done");
         let started = Instant::now();
@@ -457,19 +457,19 @@ impl PgCluster {
         name
     }
 
-    fn status_file(&self, name: &str, suffix: &str) -> PathBuf {
+    pub(crate) fn status_file(&self, name: &str, suffix: &str) -> PathBuf {
         self.data
             .join("pg_wal/archive_status")
             .join(format!("{name}.{suffix}"))
     }
 
-    fn failed_count(&self) -> u64 {
+    pub(crate) fn failed_count(&self) -> u64 {
         self.psql("select failed_count from pg_stat_archiver")
             .parse()
             .unwrap()
     }
 
-    fn system_identifier(&self) -> String {
+    pub(crate) fn system_identifier(&self) -> String {
         let out = as_postgres(&pg_tool("pg_controldata"), Path::new("/"))
             .arg("-D")
             .arg(&self.data)
@@ -483,11 +483,11 @@ impl PgCluster {
             .to_string()
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
@@ -526,7 +526,7 @@ impl Drop for PgCluster {
 }
 
 /// A table of events, each with the instant it was written.
-const EVENTS: &str = "create table events (id serial primary key, at timestamptz not null default clock_timestamp(), note text not null)";
+pub(crate) const EVENTS: &str = "create table events (id serial primary key, at timestamptz not null default clock_timestamp(), note text not null)";
 
 #[test]
 fn wal_push_and_get_keep_postgresql_s_archive_contract() {
@@ -1194,7 +1194,7 @@ fn a_restored_copy_started_as_it_is_never_archives_into_the_original_s_export() 
 }
 
 /// `drp <args>` as postgres, in the site's folder.
-fn drp_as_postgres(site: &Site, args: &[&str]) -> Run {
+pub(crate) fn drp_as_postgres(site: &Site, args: &[&str]) -> Run {
     let drp = PathBuf::from(env!("CARGO_BIN_EXE_drp"));
     Run::from(
         as_postgres(&drp, site.s.dir.path())

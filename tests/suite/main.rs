@@ -29,5 +29,6 @@ mod proving;
 mod roundtrip;
 mod sealed;
 mod snapshots;
+mod standby;
 mod trust;
 mod verdicts;

@@ -37,6 +37,13 @@ pub enum Invalid {
     #[error("`into: {into}` must name another export of the same kind as `{export}`")]
     NotInto { export: String, into: String },
 
+    #[error("the policy of host `{host}` declares no standby `{name}`; it declares: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownStandby {
+        name: String,
+        host: String,
+        known: Vec<String>,
+    },
+
     #[error("give exactly one of `unit` or `command`")]
     UnitOrCommand,
 

@@ -20,6 +20,7 @@ mod error;
 pub mod fence;
 pub mod http;
 pub mod notify;
+pub mod promote;
 pub mod restart;
 pub mod restore_backup;
 pub mod restore_snapshot;
@@ -159,6 +160,8 @@ actions! {
     StandDown(stand_down::StandDown),
     /// `kind: unfence`: a host's fence lifted (failback).
     Unfence(fence::Unfence),
+    /// `kind: promote`: a warm standby of this host made a primary.
+    Promote(promote::Promote),
 }
 
 impl ActionConfig {

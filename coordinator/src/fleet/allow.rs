@@ -6,8 +6,9 @@
 //! step (declared exports, targets, snapshots), and then against its
 //! `serve:` section: commands only by the names it declares, restarts only
 //! of the units it lists, and nothing that changes data or services unless
-//! it says `allow_destructive: true`. The one exception is standing down
-//! when fenced: a host that declares `fencing:` consents to that.
+//! it says `allow_destructive: true`. The exceptions are standing down
+//! when fenced and promoting a standby: a host that declares `fencing:`,
+//! or the standby under `standby:`, consents to that.
 
 use drp_core::config::Policy;
 
@@ -33,7 +34,10 @@ pub fn admit(policy: &Policy, action: &serde_json::Value) -> Result<Admitted, St
     if let Err(invalid) = action.validate(policy) {
         return Err(format!("host `{host}` refuses the step: {invalid}"));
     }
-    let consented = matches!(action, ActionConfig::StandDown(_));
+    let consented = matches!(
+        action,
+        ActionConfig::StandDown(_) | ActionConfig::Promote(_)
+    );
     if destructive && !consented && !policy.serve.allow_destructive {
         return Err(format!(
             "host `{host}` refuses `{}`: it changes data or services, and the host's policy does not set `serve: {{allow_destructive: true}}`",

@@ -24,12 +24,15 @@ use crate::{Error, Result};
 /// A `postgres-cluster` export of a policy and its opened targets.
 pub struct ExportArchive<'p> {
     pub policy: &'p Policy,
+    /// The host whose archive this is: the policy's own, or for a standby
+    /// the primary's.
+    pub host: String,
     pub export: String,
     pub cluster: ClusterConfig,
     pub repos: Vec<Repository>,
     /// Targets that could not be opened.
     pub unreachable: Vec<Error>,
-    level: i32,
+    pub(crate) level: i32,
 }
 
 /// The export `name` names when `fits` accepts its source, or the policy's
@@ -93,6 +96,7 @@ impl<'p> ExportArchive<'p> {
         let (repos, unreachable) = crate::repository::open_reachable(policy, &e.targets).await;
         Ok(ExportArchive {
             policy,
+            host: policy.host.clone(),
             export: name.to_string(),
             cluster: cluster.clone(),
             repos,
@@ -118,7 +122,7 @@ impl<'p> ExportArchive<'p> {
 
     fn archive(&self) -> Archive<'_> {
         Archive {
-            host: &self.policy.host,
+            host: &self.host,
             export: &self.export,
             repos: &self.repos,
             level: self.level,
@@ -308,7 +312,7 @@ impl<'p> ExportArchive<'p> {
         for repo in &self.repos {
             out.push((
                 repo.name().to_string(),
-                Inventory::read(repo, &self.policy.host, &self.export).await,
+                Inventory::read(repo, &self.host, &self.export).await,
             ));
         }
         out
@@ -319,9 +323,8 @@ impl<'p> ExportArchive<'p> {
     pub async fn reach(&self) -> ArchiveReach {
         let mut best = ArchiveReach::default();
         for repo in &self.repos {
-            if let Ok(listing) = repo.list(&self.policy.host, &self.export).await
-                && let Ok(r) =
-                    wal_reach(repo, &self.policy.host, &self.export, &listing.points).await
+            if let Ok(listing) = repo.list(&self.host, &self.export).await
+                && let Ok(r) = wal_reach(repo, &self.host, &self.export, &listing.points).await
             {
                 best.merge(r);
             }

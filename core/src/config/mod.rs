@@ -7,6 +7,7 @@ mod locate;
 mod policy;
 mod restore_test;
 mod schedule;
+pub mod standby;
 pub mod units;
 
 use std::fmt;

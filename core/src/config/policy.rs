@@ -58,6 +58,8 @@ pub struct Policy {
     pub serve: ServeSettings,
     /// What stops here when a coordinator fences this host.
     pub fencing: Option<super::fencing::Fencing>,
+    /// Clusters this host keeps warm for another host's export, by name.
+    pub standby: BTreeMap<String, super::standby::Standby>,
     /// What is accepted but unwise (a webhook URL written in the policy):
     /// located like errors, for `drp check` and the logs to show.
     pub warnings: Vec<Diagnostic>,
@@ -78,9 +80,10 @@ const EXPORT_KEYS: [&str; 8] = [
 ];
 
 /// The top-level keys; any other is refused with the nearest of these.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "serve",
     "fencing",
+    "standby",
     "keys",
     "snapshots",
     "snapshot_retention",
@@ -119,6 +122,7 @@ impl Policy {
             !s.snapshots.is_empty(),
             &mut warnings,
         );
+        check_exports::check_standby(&mut d, &s.standby, &declared, &exports);
         d.into_result()?;
 
         let base_dir = path
@@ -153,6 +157,7 @@ impl Policy {
             restore: s.restore,
             serve: s.serve,
             fencing: s.fencing,
+            standby: s.standby,
             keys: s.keys,
             target_options: targets.options,
             warnings,

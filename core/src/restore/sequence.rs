@@ -41,6 +41,8 @@ pub struct Restore<'a> {
     workdir: Option<PathBuf>,
     drop_replaced: bool,
     throwaway: bool,
+    /// Set up as a warm standby: `(restore_command, archive_command once promoted)`.
+    standby: Option<(String, Option<String>)>,
     progress: Reporter,
 }
 
@@ -65,6 +67,7 @@ impl<'a> Restore<'a> {
             workdir: None,
             drop_replaced: false,
             throwaway: false,
+            standby: None,
             progress: crate::progress::silent(),
         }
     }
@@ -108,6 +111,15 @@ impl<'a> Restore<'a> {
     /// keeping, and its replay never archives what it writes.
     pub fn throwaway(mut self) -> Self {
         self.throwaway = true;
+        self
+    }
+
+    /// A base backup put in place as a warm standby, replaying the archive
+    /// through `restore_command` once its server starts, and archiving with
+    /// `archive_command` once promoted (none: archiving off): nothing is
+    /// replayed before the swap.
+    pub fn standby(mut self, restore_command: String, archive_command: Option<String>) -> Self {
+        self.standby = Some((restore_command, archive_command));
         self
     }
 
@@ -170,6 +182,7 @@ impl Planned<'_> {
                 .map_or_else(std::env::temp_dir, |p| p.state_dir.clone()),
             restore_command,
             archive_command,
+            standby: restore.standby.is_some(),
         };
         run(
             plan,
@@ -187,6 +200,9 @@ impl Planned<'_> {
         let restore = self.restore;
         if self.plan.replay.is_none() {
             return Ok((None, None));
+        }
+        if let Some((restore_command, archive_command)) = &restore.standby {
+            return Ok((Some(restore_command.clone()), archive_command.clone()));
         }
         let Some(policy) = restore.policy else {
             return Err(Error::Usage(
@@ -212,6 +228,8 @@ struct Options {
     lock_dir: PathBuf,
     restore_command: Option<String>,
     archive_command: Option<String>,
+    /// The replay is the standby's own, after the swap.
+    standby: bool,
 }
 
 /// How long a restore waits for another restore of the same destination
@@ -367,16 +385,23 @@ async fn replay(
         Some(r) => Some(Replay {
             target: r.target,
             inclusive: r.inclusive,
-            from: ReplayFrom::Archive {
-                restore_command: options.restore_command.clone().ok_or_else(|| {
-                    Error::Usage(
+            from: match (&options.restore_command, options.standby) {
+                (None, _) => {
+                    return Err(Error::Usage(
                         "a physical restore needs the restore_command its replay runs".into(),
-                    )
-                })?,
-                archive_command: options.archive_command.clone(),
-                archive_ends_at: Some(r.next_missing.clone()),
-                segment_size: r.segment_size,
-                timeline: r.timeline,
+                    ));
+                }
+                (Some(restore_command), true) => ReplayFrom::Standby {
+                    restore_command: restore_command.clone(),
+                    archive_command: options.archive_command.clone(),
+                },
+                (Some(restore_command), false) => ReplayFrom::Archive {
+                    restore_command: restore_command.clone(),
+                    archive_command: options.archive_command.clone(),
+                    archive_ends_at: Some(r.next_missing.clone()),
+                    segment_size: r.segment_size,
+                    timeline: r.timeline,
+                },
             },
         }),
     })

@@ -151,6 +151,16 @@ pub enum ReplayFrom {
     },
     /// MariaDB binary logs, already fetched and verified.
     Binlogs(BinlogReplay),
+    /// A warm standby: nothing is replayed before the swap; the restored
+    /// data directory is set to replay the archive itself, continuously,
+    /// once its server starts.
+    Standby {
+        /// The `restore_command` written into its settings (drp's `wal
+        /// get --standby`).
+        restore_command: String,
+        /// Its `archive_command` once promoted; `None` turns archiving off.
+        archive_command: Option<String>,
+    },
 }
 
 /// Binary logs to replay into a loaded dump.

@@ -198,6 +198,53 @@ fn check_schedule(
     }
 }
 
+/// `standby`: each name safe, its targets declared, and the export a
+/// promoted standby archives into a `postgres-cluster` export of the same
+/// data directory.
+pub(super) fn check_standby(
+    d: &mut Diagnostics,
+    standby: &BTreeMap<String, crate::config::standby::Standby>,
+    declared: &[String],
+    exports: &BTreeMap<String, Export>,
+) {
+    for (name, s) in standby {
+        let key = format!("standby.{name}");
+        if !is_safe_name(name) {
+            d.push(
+                &key,
+                format!("standby name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                None,
+            );
+        }
+        if let Some(targets) = &s.targets {
+            check_export_targets(d, &key, targets, true, declared);
+        } else if declared.is_empty() {
+            d.push(
+                &key,
+                "a standby reads the primary's archive from this policy's targets, and it declares none",
+                None,
+            );
+        }
+        let Some(into) = &s.archive_into else {
+            continue;
+        };
+        let same_cluster = exports.get(into).is_some_and(|e| {
+            matches!(&e.source, crate::source::SourceConfig::PostgresCluster(c)
+                if c.data_directory == s.data_directory)
+        });
+        if !same_cluster {
+            d.push(
+                &format!("{key}.archive_into"),
+                format!(
+                    "`{into}` is not a postgres-cluster export of this policy whose data_directory is `{}`",
+                    s.data_directory.display()
+                ),
+                Some("a promoted standby archives into this host's own export of the same cluster".into()),
+            );
+        }
+    }
+}
+
 /// `targets`: at least one when written, each one declared.
 fn check_export_targets(
     d: &mut Diagnostics,

@@ -36,6 +36,7 @@ pub(super) struct Sections {
     pub restore: RestoreSettings,
     pub serve: ServeSettings,
     pub fencing: Option<crate::config::fencing::Fencing>,
+    pub standby: BTreeMap<String, crate::config::standby::Standby>,
     pub keys: KeysConfig,
 }
 
@@ -61,6 +62,7 @@ pub(super) fn check_sections(
         restore: RestoreSettings::default(),
         serve: ServeSettings::default(),
         fencing: None,
+        standby: BTreeMap::new(),
         keys: KeysConfig::default(),
     };
     for section in written {
@@ -118,6 +120,7 @@ pub(super) fn check_sections(
                 }
             }
             Section::Fencing(r) => s.fencing = report(d, r),
+            Section::Standby(r) => s.standby = report(d, r).unwrap_or_default(),
             Section::Keys(r) => {
                 if let Some(k) = report(d, r) {
                     check_keys(d, &k);

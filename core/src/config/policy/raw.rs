@@ -4,6 +4,7 @@
 //! mistake does not hide the next. A serde error is located here (file,
 //! line, column, key) and reported by the checks, in its place among theirs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ pub(super) enum Section {
     Restore(Read<RestoreSettings>),
     Serve(Read<ServeSettings>),
     Fencing(Read<crate::config::fencing::Fencing>),
+    Standby(Read<BTreeMap<String, crate::config::standby::Standby>>),
     Keys(Read<KeysConfig>),
     Prune(Read<PruneSettings>),
     SnapshotRetention(Read<Retention>),
@@ -151,6 +153,7 @@ fn section(d: &Diagnostics, key: &str, v: Value) -> Section {
         "restore" => Section::Restore(de(d, key, v)),
         "serve" => Section::Serve(de(d, key, v)),
         "fencing" => Section::Fencing(de(d, key, v)),
+        "standby" => Section::Standby(de(d, key, v)),
         "keys" => Section::Keys(de(d, key, v)),
         "prune" => Section::Prune(de(d, key, v)),
         "snapshot_retention" => Section::SnapshotRetention(de(d, key, v)),

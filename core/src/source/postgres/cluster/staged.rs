@@ -27,14 +27,7 @@ impl Staged for StagedCluster {
         let Some(Replay {
             target,
             inclusive,
-            from:
-                ReplayFrom::Archive {
-                    restore_command,
-                    archive_command,
-                    archive_ends_at,
-                    segment_size,
-                    timeline,
-                },
+            from,
         }) = &options.replay
         else {
             return Err(SourceError::Invalid(
@@ -50,6 +43,40 @@ impl Staged for StagedCluster {
                     "the base backup does not match its backup_manifest: {e}"
                 ))
             })?;
+        let (restore_command, archive_command, archive_ends_at, segment_size, timeline) = match from
+        {
+            ReplayFrom::Archive {
+                restore_command,
+                archive_command,
+                archive_ends_at,
+                segment_size,
+                timeline,
+            } => (
+                restore_command,
+                archive_command,
+                archive_ends_at,
+                segment_size,
+                timeline,
+            ),
+            ReplayFrom::Standby {
+                restore_command,
+                archive_command,
+            } => {
+                standby_settings(dir, restore_command, archive_command.as_deref())?;
+                options.cancel.check()?;
+                refuse_running(&self.dest)?;
+                return crate::source::directory::swap_in(
+                    &self.staging.keep(),
+                    &self.dest,
+                    options.drop_replaced,
+                );
+            }
+            ReplayFrom::Binlogs(_) => {
+                return Err(SourceError::Invalid(
+                    "a base backup replays WAL, not binary logs".into(),
+                ));
+            }
+        };
         std::fs::write(dir.join("recovery.signal"), b"")
             .map_err(|e| SourceError::io("cannot write recovery.signal", e))?;
         let replay = |stop: &Stop| {
@@ -113,6 +140,45 @@ impl Staged for StagedCluster {
         committed.replayed = Some(replayed);
         Ok(committed)
     }
+}
+
+/// Makes the staged data directory a standby of the archive: `standby.signal`,
+/// and drp's settings appended to `postgresql.auto.conf` (read after
+/// `postgresql.conf`, so they win over the primary's own): the archive
+/// read by `restore_command`, the newest timeline followed, no streaming
+/// from anywhere, and what a promoted server archives with.
+fn standby_settings(
+    dir: &std::path::Path,
+    restore_command: &str,
+    archive_command: Option<&str>,
+) -> Result<(), SourceError> {
+    use std::io::Write as _;
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut text =
+        String::from("\n# Set by drp: a warm standby replaying the primary's WAL archive.\n");
+    let mut set = |k: &str, v: &str| text += &format!("{k} = {}\n", quote(v));
+    set("restore_command", restore_command);
+    set("recovery_target_timeline", "latest");
+    set("primary_conninfo", "");
+    set("recovery_end_command", "");
+    set("archive_cleanup_command", "");
+    set("hot_standby", "on");
+    match archive_command {
+        Some(command) => {
+            set("archive_mode", "on");
+            set("archive_command", command);
+        }
+        None => set("archive_mode", "off"),
+    }
+    let auto = dir.join("postgresql.auto.conf");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&auto)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| SourceError::io("cannot write the standby's postgresql.auto.conf", e))?;
+    std::fs::write(dir.join("standby.signal"), b"")
+        .map_err(|e| SourceError::io("cannot write standby.signal", e))
 }
 
 /// A replay to the end of the archive must end in the last file of the

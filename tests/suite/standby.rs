@@ -1,0 +1,277 @@
+//! Warm standbys against real PostgreSQL 15 servers: a second host's
+//! cluster set up from the primary's newest base backup, replaying the
+//! primary's WAL archive as it grows, its lag watched, and promoted once it
+//! has replayed everything archived. Everything runs as `postgres`, as in
+//! production (see `archiving.rs`, whose clusters these are).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::archiving::{
+    EVENTS, PG_BIN, PORT, PgCluster, Site, Sock, agent_bin, as_postgres, chown_postgres,
+    socket_dir, wait_for,
+};
+use crate::harness::Run;
+
+/// The standby host (`db2`) beside a primary's site: the same NAS, a
+/// standby of `db1/main` in `<scratch>/standby`, and its own export of that
+/// cluster, which a promoted standby archives into.
+struct StandbyHost {
+    policy: PathBuf,
+    data: PathBuf,
+    metrics: PathBuf,
+    sock: Option<tempfile::TempDir>,
+    dir: PathBuf,
+}
+
+impl StandbyHost {
+    fn beside(site: &Site) -> StandbyHost {
+        let sock = socket_dir();
+        let data = site.s.path("standby");
+        let metrics = site.s.path("db2.prom");
+        let policy = site.s.write(
+            "standby.yaml",
+            &format!(
+                "host: db2\nstate_dir: {state}\nmetrics: {{textfile: {metrics}}}\ntargets:\n  nas: {{kind: local, path: {nas}}}\n\
+                 standby:\n  main:\n    of: {{host: db1, export: main}}\n    data_directory: {data}\n    host: {sock}\n    \
+                 port: {PORT}\n    user: postgres\n    bin_dir: {PG_BIN}\n    archive_into: main\n    lag_alert: 1m\n\
+                 exports:\n  main:\n    source: {{kind: postgres-cluster, host: {sock}, port: {PORT}, user: postgres, \
+                 bin_dir: {PG_BIN}, data_directory: {data}}}\n    targets: [nas]\n",
+                state = site.s.path("state-db2").display(),
+                metrics = metrics.display(),
+                nas = site.nas.display(),
+                data = data.display(),
+                sock = sock.path().display(),
+            ),
+        );
+        chown_postgres(site.s.dir.path());
+        StandbyHost {
+            policy,
+            data,
+            metrics,
+            sock: Some(sock),
+            dir: site.s.dir.path().to_path_buf(),
+        }
+    }
+
+    /// `drp-agent <verbs…> --policy standby.yaml <rest>`, as postgres; a
+    /// leading `--json` stays in front.
+    fn agent(&self, args: &[&str]) -> Run {
+        let json = args.first() == Some(&"--json");
+        let args = if json { &args[1..] } else { args };
+        let verbs = match args.first() {
+            Some(&"standby") | Some(&"wal") => 2,
+            _ => 1,
+        }
+        .min(args.len());
+        let mut c = as_postgres(&agent_bin(), &self.dir);
+        if json {
+            c.arg("--json");
+        }
+        c.args(&args[..verbs])
+            .arg("--policy")
+            .arg(&self.policy)
+            .args(&args[verbs..]);
+        Run::from(c.output().expect("drp-agent runs"))
+    }
+
+    /// The standby's server, on the policy's socket (started by the test,
+    /// as its service manager would).
+    fn server(&mut self) -> PgCluster {
+        PgCluster::adopt(&self.data, Sock::Own(self.sock.take().expect("one server")))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let r = self.agent(&["--json", "standby", "status"]);
+        r.ok();
+        r.json()["standbys"][0]["state"].clone()
+    }
+
+    fn caught_up(&self) -> bool {
+        let s = self.status();
+        s["in_recovery"] == true && s["behind_segments"] == 0 && s["lag_seconds"] == 0.0
+    }
+}
+
+/// A primary archiving every second, with one event before its base backup.
+fn primary(tag: &str) -> (Site, PgCluster) {
+    let site = Site::new(tag);
+    let pg = site.primary("archive_timeout = 1s\n");
+    pg.start();
+    pg.psql(EVENTS);
+    pg.event("before the base backup");
+    site.agent(&["backup"]).ok();
+    (site, pg)
+}
+
+/// The standby set up from the primary's newest base backup and started.
+fn standby_of(site: &Site) -> (StandbyHost, PgCluster) {
+    let mut host = StandbyHost::beside(site);
+    host.agent(&["standby", "init"]).ok();
+    let server = host.server();
+    server.start();
+    (host, server)
+}
+
+#[test]
+fn a_warm_standby_replays_the_primary_s_archive_and_its_promotion_keeps_every_archived_commit() {
+    let (site, pg) = primary("standby");
+    let host = StandbyHost::beside(&site);
+
+    // The plan first: nothing is created by a dry run.
+    let dry = host.agent(&["standby", "init", "--dry-run"]);
+    dry.ok();
+    assert!(
+        dry.stderr.contains("Standby plan") && dry.stderr.contains("db1/main"),
+        "{}",
+        dry.stderr
+    );
+    assert!(!host.data.exists(), "a dry run creates nothing");
+    drop(host);
+    let (host, standby) = standby_of(&site);
+    assert!(host.data.join("standby.signal").is_file());
+
+    // It follows the primary's archive, read-only.
+    pg.event("after the base backup");
+    pg.switch_wal();
+    wait_for(
+        "the standby to replay the archive",
+        Duration::from_secs(60),
+        || standby.try_psql("select count(*) from events").as_deref() == Ok("2"),
+    );
+    wait_for(
+        "the standby to report no lag",
+        Duration::from_secs(30),
+        || host.caught_up(),
+    );
+    let refused = standby
+        .try_psql("insert into events (note) values ('on the standby')")
+        .unwrap_err();
+    assert!(refused.contains("read-only"), "{refused}");
+    let metrics = std::fs::read_to_string(&host.metrics).expect("the metrics textfile");
+    assert!(
+        metrics.contains(
+            "drp_standby_replay_lag_seconds{host=\"db2\",standby=\"main\",primary=\"db1/main\"} 0"
+        ) && metrics.contains(
+            "drp_standby_in_recovery{host=\"db2\",standby=\"main\",primary=\"db1/main\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // The primary's last commit is archived, then the host is lost.
+    pg.event("the last commit before the crash");
+    pg.switch_wal();
+    pg.kill_9();
+    let started = Instant::now();
+    let promoted = host.agent(&["--json", "standby", "promote"]);
+    promoted.ok();
+    eprintln!(
+        "standby promoted in {:.1}s after the primary was lost",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(promoted.json()["already"], false);
+    assert_eq!(
+        standby.notes(),
+        [
+            "before the base backup",
+            "after the base backup",
+            "the last commit before the crash"
+        ]
+    );
+    assert_eq!(standby.psql("select pg_is_in_recovery()"), "f");
+
+    // The new primary takes writes and archives them into its own export.
+    standby.event("written on the new primary");
+    let archived = standby.switch_wal();
+    let db2_wal = site.nas.join("db2/main/wal");
+    let found = walk(&db2_wal)
+        .into_iter()
+        .any(|p| p.to_string_lossy().contains(&archived));
+    assert!(found, "{archived} is not under {}", db2_wal.display());
+    // A second promotion is a no-op, not an error (a retried step).
+    let again = host.agent(&["--json", "standby", "promote"]);
+    again.ok();
+    assert_eq!(again.json()["already"], true);
+}
+
+#[test]
+fn a_standby_that_cannot_replay_a_damaged_segment_keeps_waiting_shows_its_lag_and_is_not_promoted_over_it()
+ {
+    let (site, pg) = primary("standbybad");
+    let (host, standby) = standby_of(&site);
+    wait_for("the standby to catch up", Duration::from_secs(60), || {
+        host.caught_up()
+    });
+
+    // While the standby is stopped, a commit is archived and its copy on
+    // the NAS is damaged.
+    standby.stop();
+    pg.event("in the damaged segment");
+    let segment = pg.switch_wal();
+    let objects = site.objects(&segment);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let good = std::fs::read(&objects[0]).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    std::fs::write(&objects[0], &bad).unwrap();
+    standby.start();
+
+    // It stays up, waiting, and its lag shows.
+    wait_for(
+        "the standby to report the unreplayed segment",
+        Duration::from_secs(60),
+        || {
+            let s = host.status();
+            s["behind_segments"].as_u64() >= Some(1) && s["lag_seconds"].as_f64() > Some(0.0)
+        },
+    );
+    assert!(
+        standby.log_text().contains("the standby tries again"),
+        "{}",
+        standby.log_tail()
+    );
+    assert_eq!(standby.psql("select pg_is_in_recovery()"), "t");
+    let metrics = std::fs::read_to_string(&host.metrics).unwrap();
+    assert!(
+        metrics.contains(
+            "drp_standby_behind_segments{host=\"db2\",standby=\"main\",primary=\"db1/main\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // A promotion would lose the commit: refused, nothing changed.
+    let refused = host.agent(&["standby", "promote", "--catch-up", "3s"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("has not replayed 1 archived WAL segment")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(standby.psql("select pg_is_in_recovery()"), "t");
+
+    // Once the copy is whole again, it catches up and is promoted with it.
+    std::fs::write(&objects[0], &good).unwrap();
+    host.agent(&["standby", "promote", "--catch-up", "30s"])
+        .ok();
+    assert_eq!(
+        standby.notes(),
+        ["before the base backup", "in the damaged segment"]
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
