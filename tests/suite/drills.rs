@@ -707,3 +707,52 @@ fn an_incident_run_with_http_tcp_restart_and_notify_steps() {
         "{bodies:?}"
     );
 }
+
+/// A standby rebuilt from the primary's repository: the standby host's
+/// runbook restores the primary's export (`from_host:`) into its own, from
+/// the targets they share; the primary's data is not touched, and a
+/// `from_host:` without `into:` is refused before anything runs.
+#[test]
+fn a_runbook_restores_another_host_s_point_into_its_own_export_with_from_host() {
+    let s = scratch("from_host");
+    sqlite_app(&s);
+    s.write(
+        "primary.yaml",
+        "host: shop-a\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
+    );
+    s.agent(&["init", "--policy", "primary.yaml"]).ok();
+    s.agent(&["backup", "--policy", "primary.yaml"]).ok();
+    s.write(
+        "standby.yaml",
+        "host: shop-b\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: standby.db}\n    targets: [nas]\n",
+    );
+    let step = |extra: &str| {
+        format!(
+            "name: rebuild-standby\npolicy: standby.yaml\nsteps:\n  - name: shop-a's newest point onto shop-b\n    phase: restore\n    \
+             action: {{kind: restore_backup, export: app, from_host: shop-a, point: latest{extra}}}\n  \
+             - name: the orders are there\n    phase: verify\n    \
+             action: {{kind: sql, export: app, query: \"select count(*) from orders\", expect: {{value: \"1000\"}}}}\n"
+        )
+    };
+    let bad = s.write("bad.yaml", &step(""));
+    let refused = s.drp(&["check", bad.to_str().unwrap()]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stdout.contains("from_host: shop-a")
+            || refused.stderr.contains("from_host: shop-a"),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    let rb = s.write("rebuild.yaml", &step(", into: app"));
+    let r = s.drp(&["--json", "run", rb.to_str().unwrap(), "--yes"]);
+    r.ok();
+    let report = r.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    assert_eq!(report["rpo"]["restored"][0]["export"], "app");
+    let n: i64 = rusqlite::Connection::open(s.path("standby.db"))
+        .unwrap()
+        .query_row("select count(*) from orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1000);
+}

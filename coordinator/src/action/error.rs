@@ -44,6 +44,16 @@ pub enum Invalid {
         known: Vec<String>,
     },
 
+    #[error(
+        "`from_host: {0}` restores another host's point: name the export of this policy that receives it with `into:`"
+    )]
+    FromHostInto(String),
+
+    #[error(
+        "`from_host: {0}` cannot restore a whole PostgreSQL cluster: keep a warm standby of it (`standby:` in this host's policy) and `promote` it"
+    )]
+    FromHostCluster(String),
+
     #[error("give exactly one of `unit` or `command`")]
     UnitOrCommand,
 

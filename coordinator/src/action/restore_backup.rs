@@ -1,5 +1,9 @@
 //! Restore an export's recovery point through `drp_core`: the same
 //! path as `drp restore`, digests verified before anything is replaced.
+//!
+//! With `from_host:`, the point is another host's (a primary's export, read
+//! from this policy's targets), restored into this policy's `into:` export:
+//! how a standby is rebuilt from the primary's off-site repository.
 
 use std::sync::Arc;
 
@@ -25,6 +29,9 @@ pub struct RestoreBackup {
     pub into: Option<String>,
     /// Only this target.
     pub from: Option<String>,
+    /// Another host whose export `export` is restored (into `into`, from
+    /// this policy's targets).
+    pub from_host: Option<String>,
 }
 
 fn default_point() -> String {
@@ -43,7 +50,12 @@ impl Action for RestoreBackup {
             .as_deref()
             .map(|e| format!(" into the source of `{e}`"))
             .unwrap_or_default();
-        format!("restore `{}` ({}){into}{to}", self.export, self.point)
+        let of = self
+            .from_host
+            .as_deref()
+            .map(|h| format!("{h}'s "))
+            .unwrap_or_default();
+        format!("restore {of}`{}` ({}){into}{to}", self.export, self.point)
     }
 
     fn destructive(&self) -> bool {
@@ -51,6 +63,9 @@ impl Action for RestoreBackup {
     }
 
     fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
+        if let Some(host) = &self.from_host {
+            return self.validate_from_host(policy, host);
+        }
         let Some(e) = policy.exports.get(&self.export) else {
             return Err(Invalid::unknown_export(&self.export, policy));
         };
@@ -79,10 +94,16 @@ impl Action for RestoreBackup {
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             let policy = &ctx.policy;
-            let export = policy.export(&self.export)?;
-            let names = match &self.from {
-                Some(t) => vec![t.clone()],
-                None => export.targets.clone(),
+            // The point's own source, or another export's (a standby's).
+            let destination = match &self.into {
+                Some(into) => policy.export(into)?,
+                None => policy.export(&self.export)?,
+            };
+            // Another host's points are on the receiving export's targets.
+            let names = match (&self.from, &self.from_host) {
+                (Some(t), _) => vec![t.clone()],
+                (None, Some(_)) => destination.targets.clone(),
+                (None, None) => policy.export(&self.export)?.targets.clone(),
             };
             let repos: Vec<_> = drp_core::repository::open_targets(policy, &names)
                 .await
@@ -100,21 +121,26 @@ impl Action for RestoreBackup {
                 "latest" => Selector::Latest,
                 id => Selector::Id(id.to_string()),
             };
-            // The point's own source, or another export's (a standby's).
-            let destination = match &self.into {
-                Some(into) => policy.export(into)?,
-                None => export,
-            };
             let source: Arc<dyn drp_core::source::Source> = Arc::from(drp_core::source::build(
                 &destination.source,
                 &policy.base_dir,
             ));
-            let restore = Restore::new(&repos, &policy.host, &self.export, source)
+            let host = self.from_host.as_deref().unwrap_or(&policy.host);
+            let restore = Restore::new(&repos, host, &self.export, source)
                 .to(self.to.clone())
                 .policy(Some(policy))
                 .workdir(ctx.workdir.clone());
             let planned = restore.plan(&selector).await?;
             let plan = planned.plan();
+            if plan.manifest.kind != destination.source.kind().name() {
+                return Err(ActionError::failed(format!(
+                    "{host}'s point {} is a {} export; `{}` is {}: nothing was restored",
+                    plan.manifest.id,
+                    plan.manifest.kind,
+                    self.into.as_deref().unwrap_or(&self.export),
+                    destination.source.kind().name()
+                )));
+            }
             let report = planned.execute(true).await?;
             ctx.restored
                 .lock()
@@ -152,5 +178,32 @@ impl Action for RestoreBackup {
                 report.seconds
             ))
         })
+    }
+}
+
+impl RestoreBackup {
+    /// `from_host:` names another host; the point lands in `into:`, an
+    /// export of this policy whose targets (or `from:`) hold the other
+    /// host's points. A whole PostgreSQL cluster of another host is a
+    /// warm standby's job (`standby:` and `promote`).
+    fn validate_from_host(&self, policy: &Policy, host: &str) -> Result<(), Invalid> {
+        let Some(into) = &self.into else {
+            return Err(Invalid::FromHostInto(host.to_string()));
+        };
+        let Some(dest) = policy.exports.get(into) else {
+            return Err(Invalid::unknown_export(into, policy));
+        };
+        if dest.source.kind() == drp_core::source::SourceKind::PostgresCluster {
+            return Err(Invalid::FromHostCluster(host.to_string()));
+        }
+        if let Some(t) = &self.from
+            && !policy.targets.contains_key(t)
+        {
+            return Err(Invalid::NotOnTarget {
+                export: into.clone(),
+                target: t.clone(),
+            });
+        }
+        Ok(())
     }
 }
