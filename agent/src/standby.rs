@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use drp_cli::{Output, Table};
 use drp_core::config::Policy;
+use drp_core::config::standby::Keeps;
 use drp_core::config::units::{format_bytes, format_duration};
 use drp_core::state::{Kept, StandbyState};
 use drp_core::{ExitCode, Result};
@@ -93,6 +94,11 @@ pub async fn run(cmd: &StandbyCommand, out: &Output) -> Result<ExitCode> {
                     "data_directory": report.destination, "seconds": report.seconds,
                     "kept": report.replaced.kept,
                 }));
+            } else if let Keeps::Restored { into, .. } = standby.keeps() {
+                println!(
+                    "standby `{name}`: {}/{}'s point {} restored into `{into}` in {:.1}s",
+                    standby.of.host, standby.of.export, report.id, report.seconds
+                );
             } else {
                 println!(
                     "standby `{name}` set up from {} in {:.1}s: start its server; it replays {}/{}'s archive \
@@ -139,10 +145,11 @@ pub async fn run(cmd: &StandbyCommand, out: &Output) -> Result<ExitCode> {
                     t.row(vec![
                         n.clone(),
                         format!("{}/{}", of.host, of.export),
-                        match (&s.error, s.in_recovery) {
-                            (Some(e), _) => format!("down: {e}"),
-                            (None, true) => "replaying".into(),
-                            (None, false) => "promoted".into(),
+                        match (&s.error, s.in_recovery, &s.point) {
+                            (Some(e), ..) => format!("down: {e}"),
+                            (None, true, _) => "replaying".into(),
+                            (None, false, Some(point)) => format!("restored {point}"),
+                            (None, false, None) => "promoted".into(),
                         },
                         s.replayed_commit_at.map_or("-".into(), |t| t.to_rfc3339()),
                         s.lag_seconds

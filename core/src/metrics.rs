@@ -145,7 +145,7 @@ fn render_standbys(policy: &Policy) -> String {
         &[
             (
                 "drp_standby_replay_lag_seconds",
-                "How old the oldest archived change the standby has not replayed is (0: it has replayed all the archive holds; -1: unknown).",
+                "A warm standby: how old the oldest archived change it has not replayed is (0: it has replayed all the archive holds). A restored standby: how old the point it holds is. -1: unknown.",
                 |s| s.lag_seconds.unwrap_or(-1.0),
             ),
             (
@@ -155,7 +155,7 @@ fn render_standbys(policy: &Policy) -> String {
             ),
             (
                 "drp_standby_in_recovery",
-                "1 while the standby replays (0: promoted, or it did not answer).",
+                "1 while a warm standby replays (0: promoted, a restored standby, or it did not answer).",
                 |s| if s.in_recovery { 1.0 } else { 0.0 },
             ),
             (

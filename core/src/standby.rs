@@ -1,7 +1,9 @@
-//! Warm standbys (`standby:` of a host's policy): a PostgreSQL cluster kept
-//! a few seconds behind another host's `postgres-cluster` export by
-//! replaying that export's WAL archive as it grows, so that a failover is a
-//! promotion, not a restore.
+//! Standbys (`standby:` of a host's policy). A warm PostgreSQL standby is a
+//! cluster kept a few seconds behind another host's `postgres-cluster`
+//! export by replaying that export's WAL archive as it grows, so that a
+//! failover is a promotion, not a restore. A restored standby is one of
+//! this policy's exports brought to the primary's newest point (its logs
+//! replayed to the newest) every `every`, through the restore sequence.
 //!
 //! `init` puts the primary's newest base backup in place through the one
 //! restore sequence (received, both digests checked, `pg_verifybackup`,
@@ -20,7 +22,7 @@ use crate::archiving::archive::Inventory;
 use crate::archiving::run::ExportArchive;
 use crate::archiving::{Lsn, WalFile};
 use crate::config::Policy;
-use crate::config::standby::Standby;
+use crate::config::standby::{Keeps, Standby};
 use crate::source::Source;
 use crate::source::postgres::cluster::Cluster;
 use crate::state::{Kept, StandbyState};
@@ -70,9 +72,21 @@ pub fn named<'p>(policy: &'p Policy, name: Option<&str>) -> Result<(&'p str, &'p
     }
 }
 
-/// The standby's server, as drp connects to it and restores into it.
+/// The standby's server, as drp connects to it and restores into.
 fn server(policy: &Policy, standby: &Standby) -> Cluster {
     Cluster::new(standby.cluster(), &policy.base_dir)
+}
+
+/// The warm PostgreSQL standby `name`; an error for a restored one.
+fn warm<'p>(policy: &'p Policy, name: &str, what: &str) -> Result<&'p Standby> {
+    let standby = declared(policy, name)?;
+    match standby.keeps() {
+        Keeps::Cluster(_) => Ok(standby),
+        Keeps::Restored { into, .. } => Err(Error::Usage(format!(
+            "standby `{name}` is restored into export `{into}`, not a PostgreSQL cluster replaying the archive: \
+             {what}"
+        ))),
+    }
 }
 
 /// The commands the standby's server runs: its `restore_command` (this
@@ -80,7 +94,7 @@ fn server(policy: &Policy, standby: &Standby) -> Cluster {
 /// (`wal push` into `archive_into`, or none). Built here, never read from a
 /// repository.
 pub fn commands(policy: &Policy, name: &str) -> Result<(String, Option<String>)> {
-    let standby = declared(policy, name)?;
+    let standby = warm(policy, name, "it replays no WAL")?;
     let agent = crate::archiving::run::agent_path();
     let policy_path = std::path::absolute(&policy.path)
         .map_err(|e| Error::io_path("cannot resolve", &policy.path, e))?;
@@ -139,6 +153,9 @@ pub async fn init(
     show: impl FnOnce(&crate::restore::Plan),
 ) -> Result<Option<crate::restore::Report>> {
     let standby = declared(policy, name)?;
+    if let Keeps::Restored { into, .. } = standby.keeps() {
+        return refresh(policy, name, into, confirmed, dry_run, show).await;
+    }
     let archive = archive(policy, name).await?;
     let (restore_command, archive_command) = commands(policy, name)?;
     let source: Arc<dyn Source> = Arc::new(server(policy, standby));
@@ -154,9 +171,73 @@ pub async fn init(
     planned.execute(confirmed).await.map(Some)
 }
 
-/// Where a running standby stands against the archive it replays.
+/// Brings the restored standby `name` to the primary's newest point, its
+/// logs replayed to the newest (the newest consistent now), into the
+/// export `into`: staged, verified, swapped in, what it replaces kept.
+async fn refresh(
+    policy: &Policy,
+    name: &str,
+    into: &str,
+    confirmed: bool,
+    dry_run: bool,
+    show: impl FnOnce(&crate::restore::Plan),
+) -> Result<Option<crate::restore::Report>> {
+    let standby = declared(policy, name)?;
+    let export = policy.export(into)?;
+    let targets = standby
+        .targets
+        .clone()
+        .unwrap_or_else(|| export.targets.clone());
+    let (repos, unreachable) = crate::repository::open_reachable(policy, &targets).await;
+    if repos.is_empty() {
+        let why: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();
+        return Err(Error::Failed(format!(
+            "no target of standby `{name}` can be read: {}",
+            why.join("; ")
+        )));
+    }
+    let source: Arc<dyn Source> = Arc::from(crate::source::build(&export.source, &policy.base_dir));
+    let restore =
+        crate::restore::Restore::new(&repos, &standby.of.host, &standby.of.export, source)
+            .policy(Some(policy));
+    let planned = restore
+        .plan(&crate::restore::Selector::Before(Utc::now()))
+        .await?;
+    show(planned.plan());
+    if dry_run {
+        return Ok(None);
+    }
+    let consistent = planned.plan().reaches();
+    let report = planned.execute(confirmed).await?;
+    let mut state = StandbyState::load(policy, name);
+    state.refreshed_at = Some(Utc::now());
+    state.point = Some(report.id.clone());
+    state.point_consistent_at = Some(
+        report
+            .replaced
+            .replayed
+            .as_ref()
+            .and_then(|r| r.reached)
+            .unwrap_or(consistent),
+    );
+    state.error = None;
+    state.save(policy, name)?;
+    Ok(Some(report))
+}
+
+/// Where a standby stands: a warm one against the archive it replays, a
+/// restored one by the point it holds.
 pub async fn observe(policy: &Policy, name: &str) -> Result<StandbyState> {
     let standby = declared(policy, name)?;
+    if let Keeps::Restored { .. } = standby.keeps() {
+        let mut state = StandbyState::load(policy, name);
+        state.checked_at = Some(Utc::now());
+        state.in_recovery = false;
+        state.lag_seconds = state
+            .point_consistent_at
+            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        return Ok(state);
+    }
     let cluster = server(policy, standby);
     let rows = tokio::task::spawn_blocking(move || {
         cluster.run_sql(
@@ -243,7 +324,11 @@ pub async fn promote(
     behind_ok: bool,
 ) -> Result<Promoted> {
     let started = Instant::now();
-    let standby = declared(policy, name)?;
+    let standby = warm(
+        policy,
+        name,
+        "its database is live after each refresh, and there is nothing to promote",
+    )?;
     let mut state = observe(policy, name).await?;
     if !state.in_recovery {
         return Ok(Promoted {
@@ -294,6 +379,10 @@ pub async fn promote(
 pub async fn turn(policy: &Policy) {
     for (name, standby) in &policy.standby {
         let before = StandbyState::load(policy, name);
+        if let Keeps::Restored { into, every } = standby.keeps() {
+            refresh_turn(policy, name, into, every, &before).await;
+            continue;
+        }
         let mut now = match observe(policy, name).await {
             Ok(s) => s,
             Err(e) => StandbyState {
@@ -322,5 +411,40 @@ pub async fn turn(policy: &Policy) {
         if let Err(e) = now.save(policy, name) {
             tracing::warn!(standby = name, error = %e, "the standby's state is not saved");
         }
+    }
+}
+
+/// A restored standby's turn: refreshed when `every` has gone by since its
+/// last refresh (or attempt), alerting when it fails.
+async fn refresh_turn(
+    policy: &Policy,
+    name: &str,
+    into: &str,
+    every: Duration,
+    before: &StandbyState,
+) {
+    let now = Utc::now();
+    let due = before.checked_at.max(before.refreshed_at).is_none_or(|t| {
+        now - t >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
+    });
+    if !due {
+        return;
+    }
+    let mut state = match refresh(policy, name, into, true, false, |_| {}).await {
+        Ok(_) => StandbyState::load(policy, name),
+        Err(e) => {
+            let mut s = before.clone();
+            s.error = Some(e.to_string());
+            if !before.alerted {
+                let title = format!("drp: standby {name} not refreshed on {}", policy.host);
+                crate::notify::alert(policy, name, &[], title, &e.to_string()).await;
+            }
+            s
+        }
+    };
+    state.checked_at = Some(now);
+    state.alerted = state.error.is_some();
+    if let Err(e) = state.save(policy, name) {
+        tracing::warn!(standby = name, error = %e, "the standby's state is not saved");
     }
 }

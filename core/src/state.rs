@@ -190,13 +190,22 @@ pub struct StandbyState {
     pub newest_archived: Option<String>,
     /// Archived segments not replayed yet.
     pub behind_segments: usize,
-    /// How old the oldest archived change not yet replayed is (0 when it
-    /// has replayed everything the archive holds).
+    /// A warm standby: how old the oldest archived change not yet replayed
+    /// is (0 when it has replayed everything the archive holds). A restored
+    /// one: how old the point it holds is.
     pub lag_seconds: Option<f64>,
     /// Whether the last lag alert is still standing (alerted once per
     /// crossing).
     #[serde(default)]
     pub alerted: bool,
+    /// A restored standby: when it was last brought to the primary's
+    /// newest point, which point, and the instant it holds.
+    #[serde(default)]
+    pub refreshed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub point: Option<String>,
+    #[serde(default)]
+    pub point_consistent_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
 }
 

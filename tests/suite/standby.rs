@@ -16,7 +16,7 @@ use crate::harness::Run;
 /// The standby host (`db2`) beside a primary's site: the same NAS, a
 /// standby of `db1/main` in `<scratch>/standby`, and its own export of that
 /// cluster, which a promoted standby archives into.
-struct StandbyHost {
+pub(crate) struct StandbyHost {
     policy: PathBuf,
     data: PathBuf,
     metrics: PathBuf,
@@ -56,7 +56,7 @@ impl StandbyHost {
 
     /// `drp-agent <verbs…> --policy standby.yaml <rest>`, as postgres; a
     /// leading `--json` stays in front.
-    fn agent(&self, args: &[&str]) -> Run {
+    pub(crate) fn agent(&self, args: &[&str]) -> Run {
         let json = args.first() == Some(&"--json");
         let args = if json { &args[1..] } else { args };
         let verbs = match args.first() {
@@ -87,14 +87,14 @@ impl StandbyHost {
         r.json()["standbys"][0]["state"].clone()
     }
 
-    fn caught_up(&self) -> bool {
+    pub(crate) fn caught_up(&self) -> bool {
         let s = self.status();
         s["in_recovery"] == true && s["behind_segments"] == 0 && s["lag_seconds"] == 0.0
     }
 }
 
 /// A primary archiving every second, with one event before its base backup.
-fn primary(tag: &str) -> (Site, PgCluster) {
+pub(crate) fn primary(tag: &str) -> (Site, PgCluster) {
     let site = Site::new(tag);
     let pg = site.primary("archive_timeout = 1s\n");
     pg.start();
@@ -105,7 +105,7 @@ fn primary(tag: &str) -> (Site, PgCluster) {
 }
 
 /// The standby set up from the primary's newest base backup and started.
-fn standby_of(site: &Site) -> (StandbyHost, PgCluster) {
+pub(crate) fn standby_of(site: &Site) -> (StandbyHost, PgCluster) {
     let mut host = StandbyHost::beside(site);
     host.agent(&["standby", "init"]).ok();
     let server = host.server();
@@ -348,4 +348,71 @@ fn a_failover_drill_promotes_the_warm_standby_and_measures_rto_and_rpo_from_the_
     assert!(rto < 60.0, "RTO {rto:.1}s: {report:#}");
     assert_eq!(standby.psql("select pg_is_in_recovery()"), "f");
     let _ = (drill_policy, pg);
+}
+
+/// A restored standby (`into:`): one of the standby host's exports brought
+/// to the primary's newest point by `run --due` when `every` has gone by,
+/// not before; `standby init` refreshes it at once, keeping what it
+/// replaced; there is nothing to promote.
+#[test]
+fn a_restored_standby_is_brought_to_the_primary_s_newest_point_on_its_schedule() {
+    let s = crate::harness::scratch("standby_restored");
+    let orders = |db: &str| -> i64 {
+        rusqlite::Connection::open(s.path(db))
+            .unwrap()
+            .query_row("select count(*) from orders", [], |r| r.get(0))
+            .unwrap()
+    };
+    let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
+    c.execute_batch(
+        "create table orders (id integer primary key, item text);
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < 1000) insert into orders (item) select 'o' || i from n;",
+    )
+    .unwrap();
+    s.write(
+        "primary.yaml",
+        "host: shop-a\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
+    );
+    s.agent(&["init", "--policy", "primary.yaml"]).ok();
+    s.agent(&["backup", "--policy", "primary.yaml"]).ok();
+    s.write(
+        "standby.yaml",
+        "host: shop-b\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: standby.db}\n    targets: [nas]\n\
+         standby:\n  shop:\n    of: {host: shop-a, export: app}\n    into: app\n    every: 1h\n",
+    );
+    s.agent(&["run", "--due", "--policy", "standby.yaml"]).ok();
+    assert_eq!(orders("standby.db"), 1000);
+    let status = s.agent(&["--json", "standby", "status", "--policy", "standby.yaml"]);
+    status.ok();
+    let state = &status.json()["standbys"][0]["state"];
+    assert!(
+        state["point"].as_str().is_some_and(|p| !p.is_empty()),
+        "{state}"
+    );
+    assert!(state["lag_seconds"].as_f64().is_some(), "{state}");
+
+    // A new point on the primary: not taken before `every` has gone by.
+    c.execute("insert into orders (item) values ('late')", [])
+        .unwrap();
+    s.agent(&["backup", "--policy", "primary.yaml"]).ok();
+    s.agent(&["run", "--due", "--policy", "standby.yaml"]).ok();
+    assert_eq!(orders("standby.db"), 1000, "refreshed before its time");
+
+    // At once on demand, keeping the copy it replaced.
+    s.agent(&["standby", "init", "--policy", "standby.yaml", "--yes"])
+        .ok();
+    assert_eq!(orders("standby.db"), 1001);
+    let kept = std::fs::read_dir(s.dir.path()).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("standby.db.drp-replaced-")
+    });
+    assert!(kept, "the replaced standby database is kept");
+    let promote = s.agent(&["standby", "promote", "--policy", "standby.yaml"]);
+    assert_ne!(promote.code, 0);
+    assert!(
+        promote.stderr.contains("nothing to promote"),
+        "{}",
+        promote.stderr
+    );
 }

@@ -1,6 +1,9 @@
-//! `standby:` of a host's policy: PostgreSQL clusters this host keeps warm
-//! for another host's `postgres-cluster` export, replaying that export's
-//! WAL archive as it grows, so that a failover is a promotion.
+//! `standby:` of a host's policy: what this host keeps ready for another
+//! host's export. A PostgreSQL cluster (`data_directory`) follows a
+//! `postgres-cluster` export by replaying its WAL archive as it grows, so
+//! that a failover is a promotion; any other export is restored into one of
+//! this policy's exports (`into`) every `every`, its archived logs replayed
+//! up to the newest.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,8 +24,14 @@ pub struct Standby {
     /// The targets holding the primary's base backups and WAL archive (by
     /// this policy's names; default: every target of the policy).
     pub targets: Option<Vec<String>>,
-    /// The standby's data directory on this host.
-    pub data_directory: PathBuf,
+    /// A warm PostgreSQL standby: its data directory on this host.
+    pub data_directory: Option<PathBuf>,
+    /// A restored standby: the export of this policy whose source receives
+    /// the primary's newest point every `every`.
+    pub into: Option<String>,
+    /// How often a restored standby is brought to the primary's newest
+    /// point (default 1h).
+    pub every: Option<HumanDuration>,
     /// How drp reaches the standby server (for its lag and its promotion).
     pub url: Option<String>,
     pub host: Option<String>,
@@ -49,7 +58,34 @@ pub struct Primary {
     pub export: String,
 }
 
+/// How often a restored standby is refreshed when the policy does not say.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
+
+/// What kind of standby an entry is.
+pub enum Keeps<'a> {
+    /// A PostgreSQL cluster replaying the archive, in this data directory.
+    Cluster(&'a std::path::Path),
+    /// The primary's newest point restored into this export, this often.
+    Restored { into: &'a str, every: Duration },
+}
+
 impl Standby {
+    /// What this entry keeps (checked when the policy is read: exactly one
+    /// of `data_directory` and `into`).
+    pub fn keeps(&self) -> Keeps<'_> {
+        match (&self.data_directory, &self.into) {
+            (Some(dir), _) => Keeps::Cluster(dir),
+            (None, into) => Keeps::Restored {
+                into: into.as_deref().unwrap_or_default(),
+                every: self
+                    .every
+                    .as_ref()
+                    .map(|d| d.as_duration())
+                    .unwrap_or(DEFAULT_EVERY),
+            },
+        }
+    }
+
     /// The standby server as a cluster drp connects to and restores into.
     pub fn cluster(&self) -> ClusterConfig {
         ClusterConfig {
@@ -59,7 +95,13 @@ impl Standby {
             user: self.user.clone(),
             password: self.password.clone(),
             bin_dir: self.bin_dir.clone(),
-            ..ClusterConfig::bare(&self.data_directory.to_string_lossy())
+            ..ClusterConfig::bare(
+                &self
+                    .data_directory
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .to_string_lossy(),
+            )
         }
     }
 

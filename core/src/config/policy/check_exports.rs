@@ -198,9 +198,8 @@ fn check_schedule(
     }
 }
 
-/// `standby`: each name safe, its targets declared, and the export a
-/// promoted standby archives into a `postgres-cluster` export of the same
-/// data directory.
+/// `standby`: each name safe, its targets declared, and either a warm
+/// PostgreSQL standby or an export a point is restored into.
 pub(super) fn check_standby(
     d: &mut Diagnostics,
     standby: &BTreeMap<String, crate::config::standby::Standby>,
@@ -225,23 +224,53 @@ pub(super) fn check_standby(
                 None,
             );
         }
-        let Some(into) = &s.archive_into else {
-            continue;
-        };
-        let same_cluster = exports.get(into).is_some_and(|e| {
-            matches!(&e.source, crate::source::SourceConfig::PostgresCluster(c)
-                if c.data_directory == s.data_directory)
-        });
-        if !same_cluster {
-            d.push(
-                &format!("{key}.archive_into"),
-                format!(
-                    "`{into}` is not a postgres-cluster export of this policy whose data_directory is `{}`",
-                    s.data_directory.display()
-                ),
-                Some("a promoted standby archives into this host's own export of the same cluster".into()),
-            );
+        match (&s.data_directory, &s.into) {
+            (Some(dir), None) => check_warm_standby(d, &key, s, dir, exports),
+            (None, Some(into)) => {
+                let fits = exports.get(into).map(|e| e.source.kind());
+                if fits.is_none_or(|k| k == crate::source::SourceKind::PostgresCluster) {
+                    d.push(
+                        &format!("{key}.into"),
+                        format!("`{into}` is not an export of this policy that a point can be restored into"),
+                        Some("a whole PostgreSQL cluster is kept warm with `data_directory` instead".into()),
+                    );
+                }
+            }
+            _ => d.push(
+                &key,
+                "a standby is either a PostgreSQL cluster replaying the archive (`data_directory`) or an export \
+                 the newest point is restored into (`into`): give exactly one",
+                None,
+            ),
         }
+    }
+}
+
+/// A warm PostgreSQL standby: the export a promoted standby archives into
+/// is a `postgres-cluster` export of the same data directory.
+fn check_warm_standby(
+    d: &mut Diagnostics,
+    key: &str,
+    s: &crate::config::standby::Standby,
+    dir: &std::path::Path,
+    exports: &BTreeMap<String, Export>,
+) {
+    let Some(into) = &s.archive_into else {
+        return;
+    };
+    let same_cluster = exports.get(into).is_some_and(|e| {
+        matches!(&e.source, crate::source::SourceConfig::PostgresCluster(c)
+            if c.data_directory == dir)
+    });
+    if !same_cluster {
+        d.push(
+            &format!("{key}.archive_into"),
+            format!(
+                "`{into}` is not a postgres-cluster export of this policy whose data_directory is `{}`",
+                dir.display()
+            ),
+            Some("a promoted standby archives into this host's own export of the same cluster".into()),
+        );
     }
 }
 
