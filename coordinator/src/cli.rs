@@ -434,7 +434,17 @@ pub(crate) async fn run_runbook(
         if let (Some(t), Some(text)) = (&given_failed_at, failed_at) {
             eprintln!("  failure at {}", t.describe(text));
         }
-        for s in &runbook.steps {
+        // A drill's plan: its steps as it runs them, on its drill records.
+        let planned = match kind {
+            drp_coordinator::report::Kind::Drill => {
+                for line in drp_coordinator::drill::drill_record_lines(&runbook) {
+                    eprintln!("  {line}");
+                }
+                runbook.for_drill()
+            }
+            drp_coordinator::report::Kind::Incident => runbook.clone(),
+        };
+        for s in &planned.steps {
             eprintln!(
                 "  {:<8} {} — {}",
                 s.phase.map(|p| p.name()).unwrap_or("-"),

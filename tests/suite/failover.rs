@@ -119,16 +119,7 @@ fn serial(zone: &str) -> String {
 /// 10.0.0.1 to 10.0.0.2 with the key `key` whose secret is in `secret`;
 /// `extra` adds keys to the switch.
 fn runbook(s: &Scratch, zone: &str, name: &str, key: &str, secret: &Path, extra: &str) -> String {
-    if !s.path("app.db").exists() {
-        s.write(
-            "policy.yaml",
-            "host: f\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
-        );
-        let db = rusqlite::Connection::open(s.path("app.db")).unwrap();
-        db.execute_batch("create table orders (id integer primary key, item text); insert into orders (item) values ('a');")
-            .unwrap();
-        s.agent(&["backup", "--policy", "policy.yaml"]).ok();
-    }
+    app_policy(s);
     let port = port();
     s.write(
         "runbook.yaml",
@@ -162,6 +153,21 @@ steps:
     )
     .display()
     .to_string()
+}
+
+/// `policy.yaml`: the app's SQLite database, with one point to restore
+/// (taken once).
+fn app_policy(s: &Scratch) {
+    if !s.path("app.db").exists() {
+        s.write(
+            "policy.yaml",
+            "host: f\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n",
+        );
+        let db = rusqlite::Connection::open(s.path("app.db")).unwrap();
+        db.execute_batch("create table orders (id integer primary key, item text); insert into orders (item) values ('a');")
+            .unwrap();
+        s.agent(&["backup", "--policy", "policy.yaml"]).ok();
+    }
 }
 
 fn shop_runbook(s: &Scratch, name: &str, extra: &str) -> String {
@@ -970,5 +976,240 @@ fn a_restore_into_the_standby_shows_its_plan_and_a_failed_load_or_a_corrupt_poin
         psql(&primary, "select count(*) from items"),
         "1001",
         "the primary was replaced by a corrupt point"
+    );
+}
+
+/// A site on `ip`:`port` answering `site=WHO host=HOST`, HOST being the
+/// request's `Host` header.
+fn host_echo(who: &str, ip: &str, port: u16) -> Site {
+    let script = r#"
+import http.server, sys
+who, ip, port = sys.argv[1:]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(("site=%s host=%s" % (who, self.headers.get("Host"))).encode())
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer((ip, int(port)), H).serve_forever()
+"#;
+    let child = Command::new("python3")
+        .args(["-c", script, who, ip, &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let up = crate::harness::eventually(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect((ip, port)).is_ok()
+    });
+    assert!(up, "the {who} site listens on {ip}:{port}");
+    Site(child)
+}
+
+/// A failover runbook of the app whose drill moves `records` (YAML, the
+/// value of `drill.records`) instead of production's names: the app's
+/// database restored, `name` in shop.example. moved from 127.0.0.2 to
+/// 127.0.0.3, the site checked through its name on the zone's server,
+/// expecting the standby with the production name as its `Host`.
+fn drill_records_runbook(s: &Scratch, name: &str, records: &str, http_port: u16) -> String {
+    app_policy(s);
+    let port = port();
+    let secret = services().get("DRP_TEST_DNS_TSIG_FILE");
+    s.write(
+        "runbook.yaml",
+        &format!(
+            r#"name: failover
+policy: policy.yaml
+drill:
+  records: {records}
+  inject:
+    - name: the primary is declared down
+      action: {{kind: command, run: ["true"]}}
+steps:
+  - name: restore the app's database
+    phase: restore
+    action: {{kind: restore_backup, export: app, point: latest}}
+  - name: move {name}
+    phase: restart
+    timeout: 90s
+    action:
+      kind: dns_switch
+      provider: rfc2136
+      server: "127.0.0.1:{port}"
+      zone: shop.example.
+      name: {name}
+      from: 127.0.0.2
+      to: 127.0.0.3
+      ttl: 60s
+      tsig: {{name: drp-test, secret: {{file: {secret}}}}}
+  - name: the site answers through its name
+    phase: verify
+    action:
+      kind: http
+      url: "http://{name}.shop.example:{http_port}/"
+      resolve_with: "127.0.0.1:{port}"
+      body_contains: "site=standby host={name}.shop.example:{http_port}"
+"#
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+/// A drill with `drill.records` moves the drill record on the real BIND
+/// and checks the site through it (still asking for the production host),
+/// and leaves the production name on the primary; `drp run` of the same
+/// runbook, an incident, moves the production name and leaves the drill
+/// record alone.
+#[test]
+fn a_drill_moves_its_drill_record_and_leaves_the_production_name_alone() {
+    let s = scratch("drill_records");
+    let (www, drill) = (label("www"), label("drill"));
+    let (prod_fqdn, drill_fqdn) = (
+        format!("{www}.shop.example."),
+        format!("{drill}.shop.example."),
+    );
+    set(&www, "127.0.0.2");
+    set(&drill, "127.0.0.2");
+    let http_port = crate::harness::free_port();
+    let _primary = host_echo("primary", "127.0.0.2", http_port);
+    let _standby = host_echo("standby", "127.0.0.3", http_port);
+    let rb = drill_records_runbook(
+        &s,
+        &www,
+        &format!("{{{prod_fqdn}: {drill_fqdn}}}"),
+        http_port,
+    );
+    let replaced = format!("drill: {prod_fqdn} → {drill_fqdn}, production untouched");
+
+    // The plan says which name the drill moves instead (here refused at
+    // the prompt: no terminal, no --yes).
+    let asked = s.drp(&["drill", &rb]);
+    asked.code(5);
+    assert!(
+        asked.stderr.contains(&replaced)
+            && asked.stderr.contains(&format!(
+                "switch {drill_fqdn} A (drill record of {prod_fqdn}) from 127.0.0.2 to 127.0.0.3"
+            )),
+        "{}",
+        asked.stderr
+    );
+    assert_eq!(dig(&drill_fqdn, "A"), ["127.0.0.2"], "nothing moved yet");
+
+    let drilled = s.drp(&["--json", "drill", &rb, "--yes", "--out", "reports"]);
+    drilled.ok();
+    let report = drilled.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    // The drill record moved; production still answers the primary.
+    assert_eq!(dig(&drill_fqdn, "A"), ["127.0.0.3"]);
+    assert_eq!(dig(&prod_fqdn, "A"), ["127.0.0.2"], "production untouched");
+    assert_eq!(
+        get(&format!("{www}.shop.example"), http_port, "127.0.0.2"),
+        format!("site=primary host={www}.shop.example:{http_port}")
+    );
+    let switch = crate::harness::step_named(&report, &format!("move {www}"));
+    assert!(
+        switch["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{drill_fqdn} A 127.0.0.2 → 127.0.0.3 (ttl 60s)")),
+        "{switch:#}"
+    );
+    // The check went to the drill record's address, naming the production
+    // host (its body holds the Host header the standby saw).
+    let check = crate::harness::step_named(&report, "the site answers through its name");
+    assert_eq!(check["status"], "passed", "{check:#}");
+    assert!(
+        check["message"].as_str().unwrap().contains(&format!(
+            "(drill record {drill_fqdn} of {www}.shop.example is 127.0.0.3 on 127.0.0.1:{})",
+            port()
+        )),
+        "{check:#}"
+    );
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(notes.contains(&replaced.as_str()), "{notes:?}");
+    assert!(
+        !files_containing(&s.path("reports"), &replaced).is_empty(),
+        "the stored report says so too"
+    );
+
+    // An incident moves production, and only production.
+    set(&drill, "127.0.0.2");
+    let incident = s.drp(&["--json", "run", &rb, "--yes", "--out", "reports"]);
+    incident.ok();
+    let report = incident.json();
+    assert_eq!(report["status"], "passed", "{report:#}");
+    assert_eq!(dig(&prod_fqdn, "A"), ["127.0.0.3"]);
+    assert_eq!(
+        dig(&drill_fqdn, "A"),
+        ["127.0.0.2"],
+        "the drill record is a drill's only"
+    );
+    let check = crate::harness::step_named(&report, "the site answers through its name");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("({www}.shop.example is 127.0.0.3 on")),
+        "{check:#}"
+    );
+    assert!(!incident.all().contains("drill:"), "{}", incident.all());
+    assert!(
+        !report["notes"].to_string().contains("production untouched"),
+        "{report:#}"
+    );
+}
+
+/// `drp check` refuses a drill record outside the switch's zone, equal to
+/// its production name, or of a name no switch moves, each located.
+#[test]
+fn drp_check_refuses_a_drill_record_outside_the_zone_or_equal_to_production() {
+    let s = scratch("drill_records_check");
+    let records = "\n    www.shop.example.: drill.elsewhere.example.\n    api.shop.example.: api.shop.example.\n    db.shop.example.: drill-db.shop.example.\n    host.shop.example: drill-host.shop.example.";
+    let rb = drill_records_runbook(&s, "www", records, 8080);
+    let check = s.drp(&["check", &rb]);
+    check.code(2);
+    let err = &check.stderr;
+    for (line, key, message) in [
+        (
+            5,
+            "www.shop.example.",
+            "drill record drill.elsewhere.example. is not within zone shop.example. of `steps[1]` (`move www`), which moves www.shop.example.",
+        ),
+        (
+            6,
+            "api.shop.example.",
+            "the drill record of api.shop.example. is the production name itself: a drill would move production",
+        ),
+        (
+            7,
+            "db.shop.example.",
+            "no `dns_switch` step a drill runs moves db.shop.example.",
+        ),
+        (
+            8,
+            "host.shop.example",
+            "`host.shop.example` is not a fully qualified name",
+        ),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "runbook.yaml:{line}:5: `drill.records.{key}`: {message}"
+            )),
+            "{key}:\n{err}"
+        );
+    }
+    // A drill record of the zone, for a name a switch moves, is read.
+    let rb = drill_records_runbook(&s, "www", "{www.shop.example.: drill.shop.example.}", 8080);
+    let accepted = s.drp(&["check", &rb]);
+    assert!(
+        accepted.stdout.contains("runbook failover") && !accepted.all().contains("drill.records"),
+        "{}",
+        accepted.all()
     );
 }

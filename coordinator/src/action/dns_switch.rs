@@ -5,6 +5,9 @@
 //!
 //! A record already holding `to` is left alone (a retry of a switch that
 //! went through). Every refusal says what the record holds and why.
+//!
+//! In a drill with `drill.records`, the runbook hands the switch its drill
+//! record in place of the production name ([`DnsSwitch::stands_in_for`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -31,6 +34,10 @@ pub struct DnsSwitch {
     /// `None`: the zone's name servers.
     pub verify_servers: Option<Vec<Server>>,
     pub verify_timeout: Duration,
+    /// In a drill: the production name whose drill record `record` is
+    /// (the production name itself is left alone). Never written in a
+    /// runbook.
+    pub stands_in_for: Option<Name>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -220,6 +227,7 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
                 .map(|t| t.as_duration())
                 // Within a step's default timeout (60 s).
                 .unwrap_or(Duration::from_secs(45)),
+            stands_in_for: None,
         })
     }
 }
@@ -360,8 +368,13 @@ impl DnsSwitch {
 
 impl Action for DnsSwitch {
     fn describe(&self) -> String {
+        let drill = self
+            .stands_in_for
+            .as_ref()
+            .map(|p| format!(" (drill record of {p})"))
+            .unwrap_or_default();
         format!(
-            "switch {} from {} to {} on {}",
+            "switch {}{drill} from {} to {} on {}",
             self.record,
             self.from,
             self.to,

@@ -48,6 +48,13 @@ pub async fn execute(
     options: Options,
     observe: Observer<'_>,
 ) -> Result<(Report, Vec<String>)> {
+    // A drill runs the runbook with its drill records in place of
+    // production's names; an incident, as written.
+    let drilled = match options.kind {
+        Kind::Drill => Some(runbook.for_drill()),
+        Kind::Incident => None,
+    };
+    let runbook = drilled.as_ref().unwrap_or(runbook);
     let drill = drill_of(runbook, options.kind)?;
     let mut report = record::new_report(runbook, options.kind);
     let store = Store::open(&runbook.policy).await;
@@ -112,6 +119,16 @@ fn not_confirmed(runbook: &Runbook) -> drp_core::Error {
     drp_core::Error::NotConfirmed {
         destination: format!("the systems of runbook `{}`", runbook.name),
     }
+}
+
+/// What a drill says of its drill records, in its plan and its report:
+/// one line per name it moves instead of production's.
+pub fn drill_record_lines(runbook: &Runbook) -> Vec<String> {
+    runbook
+        .drill_records()
+        .iter()
+        .map(|r| format!("drill: {r}, production untouched"))
+        .collect()
 }
 
 /// Steps of a report, for callers that print them.

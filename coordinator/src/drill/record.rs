@@ -29,7 +29,10 @@ pub(super) fn new_report(runbook: &Runbook, kind: Kind) -> Report {
         steps: Vec::new(),
         failure: None,
         failure_kind: None,
-        notes: Vec::new(),
+        notes: match kind {
+            Kind::Drill => super::drill_record_lines(runbook),
+            Kind::Incident => Vec::new(),
+        },
         runbook_digest: Some(runbook.digest.clone()),
     }
 }

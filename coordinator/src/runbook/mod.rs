@@ -5,7 +5,9 @@
 //!
 //! Parsed like policies: every problem at once, located, with a hint.
 //! [`Runbook::parse`] reads the YAML (`yaml`), the step lists and the drill
-//! (`steps`), then checks them together and against the policy (`checks`).
+//! (`steps`), then checks them together and against the policy (`checks`);
+//! `drill_records` checks a drill's own names and gives a drill the runbook
+//! with them in place of production's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +21,11 @@ use crate::fleet::inventory::Inventory;
 use steps::Section;
 
 mod checks;
+mod drill_records;
 mod steps;
 mod yaml;
+
+pub use drill_records::DrillRecord;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash,
@@ -137,6 +142,9 @@ pub struct Drill {
     pub inject: Vec<Step>,
     /// How often it must be drilled: `drp report` flags it overdue after.
     pub every: Option<Duration>,
+    /// Names a drill moves instead of production's (`drp run` and
+    /// `drp failback` never read them).
+    pub records: Vec<DrillRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +248,9 @@ impl Runbook {
         let sections =
             checks::sections(&steps, &cleanup, &fallback_list, drill.as_ref(), &failback);
         checks::hosts(&mut d, inventory.as_ref(), &sections);
+        if let Some(drill) = &drill {
+            drill_records::check(&mut d, &drill.records, &sections);
+        }
         if let Some(policy) = &policy {
             checks::actions(&mut d, policy, sections);
             if let Some(hb) = &heartbeat {

@@ -1,7 +1,7 @@
 //! The step lists of a runbook (`steps`, `fallbacks`, `cleanup`,
 //! `drill.inject`, `failback`) and the `drill` section, from their YAML.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use drp_core::config::{Diagnostics, HumanDuration};
@@ -75,6 +75,9 @@ struct RawDrill {
     settle: Option<HumanDuration>,
     inject: Vec<Value>,
     every: Option<HumanDuration>,
+    /// Production name → the name a drill moves instead.
+    #[serde(default)]
+    records: BTreeMap<String, String>,
 }
 
 /// The main steps; they are required.
@@ -115,6 +118,7 @@ pub(super) fn drill(d: &mut Diagnostics, root: &Mapping) -> Option<Drill> {
                 .unwrap_or(Duration::from_secs(2)),
             inject: parse_steps(d, &Value::Sequence(raw.inject), Section::Inject),
             every: raw.every.map(|e| e.as_duration()),
+            records: super::drill_records::read(d, raw.records),
         }),
         Err(e) => {
             d.push_serde("drill", e);
