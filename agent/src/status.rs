@@ -1,12 +1,13 @@
 //! `status`: per export, the last and next run, the exposure against the
-//! RPO, upkeep, restore tests, target health and the newest snapshots.
-//! What it shows is [`HostStatus`], the one assessment every view reads.
+//! RPO, upkeep, restore tests, target health and the newest snapshots; per
+//! warm standby, its last look's replay lag. What it shows is
+//! [`HostStatus`], the one assessment every view reads.
 
 use chrono::{DateTime, Utc};
 use drp_cli::{Output, Table};
 use drp_core::config::Policy;
 use drp_core::config::units::{format_bytes, format_duration};
-use drp_core::export_status::{ExportRow, HostStatus};
+use drp_core::export_status::{ExportRow, HostStatus, StandbyCondition, StandbyRow};
 use drp_core::{ExitCode, Result};
 
 /// The status of the host as `status --json` prints it (and `serve` answers).
@@ -23,7 +24,7 @@ pub async fn run(policy_path: &std::path::Path, out: &Output) -> Result<ExitCode
     } else {
         print!("{}", render(&g, now));
     }
-    Ok(if g.over_objective() {
+    Ok(if g.over_objective() || g.standby_alerting() {
         ExitCode::ObjectivesMissed
     } else {
         ExitCode::Ok
@@ -98,7 +99,80 @@ fn render(g: &HostStatus, now: DateTime<Utc>) -> String {
             _ => out += &format!("snapshot `{}` ({}): none taken yet\n", v.snapshot, v.kind),
         }
     }
+    if !g.standbys.is_empty() {
+        out += "\n";
+        out += &standbys(&g.standbys, now);
+    }
     out
+}
+
+/// The warm standbys as their last look saw them, then a line for each
+/// one that is down, never looked at or not lately.
+fn standbys(rows: &[StandbyRow], now: DateTime<Utc>) -> String {
+    let mut table = Table::new(&[
+        "STANDBY",
+        "OF",
+        "STATE",
+        "REPLAYED TO",
+        "LAG",
+        "BEHIND",
+        "CHECKED",
+    ]);
+    let mut notes = String::new();
+    for s in rows {
+        table.row(vec![
+            s.name.clone(),
+            format!("{}/{}", s.of_host, s.of_export),
+            match (s.condition, &s.into) {
+                (StandbyCondition::Restored, Some(into)) => format!("restored into `{into}`"),
+                (StandbyCondition::Replaying, _) => "replaying".into(),
+                (StandbyCondition::Promoted | StandbyCondition::Restored, _) => "promoted".into(),
+                (StandbyCondition::Down, _) => "DOWN".into(),
+                (StandbyCondition::NeverChecked, _) => "unknown".into(),
+            },
+            s.replayed_commit_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "-".into()),
+            match (s.condition, s.lag_seconds) {
+                (StandbyCondition::Replaying, Some(l)) if s.alerting => {
+                    format!("{} OVER alert {}", secs(l), secs(s.lag_alert_seconds))
+                }
+                (StandbyCondition::Replaying, Some(l)) => {
+                    format!("{} (alert {})", secs(l), secs(s.lag_alert_seconds))
+                }
+                (StandbyCondition::Restored, Some(l)) => format!("{} (its point's age)", secs(l)),
+                _ => "-".into(),
+            },
+            match s.condition {
+                StandbyCondition::Replaying | StandbyCondition::Promoted => {
+                    format!("{} segment(s)", s.behind_segments)
+                }
+                StandbyCondition::Restored
+                | StandbyCondition::Down
+                | StandbyCondition::NeverChecked => "-".into(),
+            },
+            match s.checked_at {
+                None => "never".into(),
+                Some(t) if s.stale => format!("{} — STALE", ago(now, t)),
+                Some(t) => ago(now, t),
+            },
+        ]);
+        if let Some(e) = &s.error {
+            notes += &format!("standby `{}` is down: {e}\n", s.name);
+        }
+        if s.stale {
+            notes += &format!(
+                "standby `{}`: {} — nothing looks at it (the daemon and `run --due` do, \
+                 as does `drp-agent standby status`); what is shown may no longer hold\n",
+                s.name,
+                match s.checked_at {
+                    None => "never checked".to_string(),
+                    Some(t) => format!("last checked {}", ago(now, t)),
+                }
+            );
+        }
+    }
+    table.render() + "\n" + &notes
 }
 
 /// How far a continuously archived export reaches.

@@ -335,6 +335,103 @@ pub struct SnapshotRow {
     pub age_seconds: Option<i64>,
 }
 
+/// A saved standby state older than this is stale: the daemon looks every
+/// 30 s, `run --due` every minute.
+pub const STANDBY_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What a standby's last look found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyCondition {
+    Replaying,
+    /// It answered out of recovery.
+    Promoted,
+    /// A restored standby (`into`), holding the point it was last brought to.
+    Restored,
+    /// It did not answer (a restored standby: its last refresh failed).
+    Down,
+    /// No look was ever saved.
+    NeverChecked,
+}
+
+/// One declared standby (`standby:`), from the state its last look saved
+/// (the daemon, `run --due` or `standby status`); nothing is asked of its
+/// server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyRow {
+    pub name: String,
+    /// The primary's host and export it replays.
+    pub of_host: String,
+    pub of_export: String,
+    /// A restored standby: the export of this host it is restored into.
+    pub into: Option<String>,
+    pub condition: StandbyCondition,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Never checked, or not for [`STANDBY_STALE_AFTER`] (a restored
+    /// standby: past its `every` too).
+    pub stale: bool,
+    /// The commit time of the last transaction it replayed (a restored
+    /// standby: the instant its point holds).
+    pub replayed_commit_at: Option<DateTime<Utc>>,
+    /// As of `checked_at` (a restored standby: the age of its point now).
+    pub lag_seconds: Option<f64>,
+    pub behind_segments: usize,
+    pub newest_archived: Option<String>,
+    pub lag_alert_seconds: f64,
+    /// Down (its refresh failed), or replaying with its lag past
+    /// `lag_alert`: `status` exits as for an export over its RPO.
+    pub alerting: bool,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+impl StandbyRow {
+    fn of(policy: &Policy, name: &str, now: DateTime<Utc>) -> StandbyRow {
+        let standby = &policy.standby[name];
+        let s = crate::state::StandbyState::load(policy, name);
+        let (into, every) = match standby.keeps() {
+            crate::config::standby::Keeps::Cluster(_) => (None, std::time::Duration::ZERO),
+            crate::config::standby::Keeps::Restored { into, every } => {
+                (Some(into.to_string()), every)
+            }
+        };
+        let condition = match (s.checked_at, &s.error, s.in_recovery, &into) {
+            (None, ..) => StandbyCondition::NeverChecked,
+            (Some(_), Some(_), ..) => StandbyCondition::Down,
+            (Some(_), None, _, Some(_)) => StandbyCondition::Restored,
+            (Some(_), None, true, None) => StandbyCondition::Replaying,
+            (Some(_), None, false, None) => StandbyCondition::Promoted,
+        };
+        let restored_at = s.point_consistent_at.filter(|_| into.is_some());
+        let limit = standby.lag_alert().as_secs_f64();
+        StandbyRow {
+            name: name.to_string(),
+            of_host: standby.of.host.clone(),
+            of_export: standby.of.export.clone(),
+            into,
+            condition,
+            checked_at: s.checked_at,
+            stale: s.checked_at.is_none_or(|t| {
+                now - t
+                    > chrono::Duration::from_std(STANDBY_STALE_AFTER + every)
+                        .unwrap_or(chrono::Duration::MAX)
+            }),
+            replayed_commit_at: restored_at.or(s.replayed_commit_at),
+            lag_seconds: match restored_at {
+                Some(t) => Some((now - t).num_milliseconds().max(0) as f64 / 1000.0),
+                None => s.lag_seconds,
+            },
+            behind_segments: s.behind_segments,
+            newest_archived: s.newest_archived,
+            lag_alert_seconds: limit,
+            alerting: condition == StandbyCondition::Down
+                || (condition == StandbyCondition::Replaying
+                    && s.lag_seconds.is_some_and(|l| l > limit)),
+            error: s.error,
+        }
+    }
+}
+
 /// A host's status: what `drp-agent status --json` prints and what an
 /// agent answers the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,6 +440,9 @@ pub struct HostStatus {
     pub exports: Vec<ExportRow>,
     pub targets: Vec<TargetHealth>,
     pub snapshots: Vec<SnapshotRow>,
+    /// The warm standbys this host keeps (none from an agent that predates them).
+    #[serde(default)]
+    pub standbys: Vec<StandbyRow>,
 }
 
 impl HostStatus {
@@ -400,6 +500,11 @@ impl HostStatus {
             exports,
             targets,
             snapshots,
+            standbys: policy
+                .standby
+                .keys()
+                .map(|name| StandbyRow::of(policy, name, now))
+                .collect(),
         }
     }
 
@@ -408,5 +513,10 @@ impl HostStatus {
         self.exports
             .iter()
             .any(|e| e.status.within_rpo == Some(false))
+    }
+
+    /// Whether a standby is down or lags past its `lag_alert`.
+    pub fn standby_alerting(&self) -> bool {
+        self.standbys.iter().any(|s| s.alerting)
     }
 }

@@ -30,5 +30,6 @@ mod roundtrip;
 mod sealed;
 mod snapshots;
 mod standby;
+mod standby_status;
 mod trust;
 mod verdicts;

@@ -1,10 +1,11 @@
 //! `drp status --inventory`: every host's exports, one row each, as each
 //! agent assessed them (the one `ExportStatus`, typed over the protocol),
 //! asked at once, with the newest drill that restored each export from the
-//! coordinator's report store. A host that does not answer is listed with
-//! why; it does not stop the others. The binary renders the rows.
+//! coordinator's report store; and every warm standby, one row each, as its
+//! agent last saw it. A host that does not answer is listed with why; it
+//! does not stop the others. The binary renders the rows.
 
-use drp_core::export_status::{ExportStatus, LastDrill};
+use drp_core::export_status::{ExportStatus, LastDrill, StandbyRow};
 use serde::{Deserialize, Serialize};
 
 use super::inventory::Inventory;
@@ -110,4 +111,28 @@ pub fn rows(hosts: &[HostStatus], reports: &[Report]) -> Vec<FleetRow> {
         }
     }
     out
+}
+
+/// One warm standby of one host, as its agent last saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStandby {
+    pub host: String,
+    pub address: String,
+    #[serde(flatten)]
+    pub standby: StandbyRow,
+}
+
+/// One row per standby of every host that answered.
+pub fn standby_rows(hosts: &[HostStatus]) -> Vec<FleetStandby> {
+    hosts
+        .iter()
+        .filter_map(|h| Some((h, h.status.as_ref().ok()?)))
+        .flat_map(|(h, status)| {
+            status.standbys.iter().map(|s| FleetStandby {
+                host: h.host.clone(),
+                address: h.address.clone(),
+                standby: s.clone(),
+            })
+        })
+        .collect()
 }
