@@ -269,3 +269,119 @@ impl Runbook {
         drilled
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runbook switching www.shop.example. in its steps and in its
+    /// failback, checking it through a `restart`'s `until`, with `records`.
+    fn parse(records: &str) -> Result<Runbook, drp_core::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.yaml"),
+            "host: h\nobjectives: {rto: 5m, rpo: 30m}\ntargets:\n  t: {kind: local, path: repo}\nexports:\n  e:\n    source: {kind: sqlite, path: app.db}\n    targets: [t]\n",
+        )
+        .unwrap();
+        let switch = |from: &str, to: &str| {
+            format!(
+                "{{kind: dns_switch, provider: rfc2136, server: \"127.0.0.1:53\", zone: shop.example., name: www, from: {from}, to: {to}, tsig: {{name: k, secret: {{file: k}}}}}}"
+            )
+        };
+        let text = format!(
+            "name: rb\npolicy: policy.yaml\ndrill:\n  records: {records}\n  inject:\n    - {{name: down, action: {{kind: command, run: [\"true\"]}}}}\nsteps:\n  - {{name: move, phase: restart, action: {}}}\n  - {{name: up, phase: verify, action: {{kind: restart, command: [\"true\"], until: {{kind: http, url: \"https://WWW.shop.example/\"}}}}}}\nfailback:\n  - {{name: back, phase: restart, action: {}}}\n  - {{name: ok, phase: verify, action: {{kind: http, url: \"https://www.shop.example/\"}}}}\n",
+            switch("192.0.2.1", "192.0.2.2"),
+            switch("192.0.2.2", "192.0.2.1"),
+        );
+        let path = dir.path().join("rb.yaml");
+        Runbook::parse(&path, &text)
+    }
+
+    fn switched(step: &Step) -> (String, Option<String>) {
+        let ActionConfig::DnsSwitch(s) = &step.action else {
+            panic!("a switch")
+        };
+        (
+            s.record.name.to_ascii(),
+            step.action_value["name"].as_str().map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn a_drill_moves_its_records_and_the_failback_keeps_production() {
+        let rb = parse("{www.shop.example.: drill.shop.example.}").unwrap();
+        assert_eq!(
+            switched(&rb.steps[0]),
+            ("www.shop.example.".into(), Some("www".into())),
+            "as written"
+        );
+        let drilled = rb.for_drill();
+        assert_eq!(
+            switched(&drilled.steps[0]),
+            (
+                "drill.shop.example.".into(),
+                Some("drill.shop.example.".into())
+            ),
+            "what the step's host reads is the drill record too"
+        );
+        let ActionConfig::Restart(restart) = &drilled.steps[1].action else {
+            panic!("a restart")
+        };
+        let Some(ActionConfig::Http(check)) = restart.until.as_deref() else {
+            panic!("an http check")
+        };
+        assert_eq!(
+            check.resolve_as.as_ref().map(Name::to_ascii).as_deref(),
+            Some("drill.shop.example."),
+            "a check of the name, in any case, goes to the drill record"
+        );
+        assert_eq!(check.url, "https://WWW.shop.example/", "the URL is kept");
+        assert_eq!(switched(&drilled.failback[0]).0, "www.shop.example.");
+        let ActionConfig::Http(back) = &drilled.failback[1].action else {
+            panic!("an http check")
+        };
+        assert!(
+            back.resolve_as.is_none(),
+            "failback never uses drill records"
+        );
+        assert_eq!(
+            switched(&drilled.for_drill().steps[0]).0,
+            "drill.shop.example.",
+            "applied twice, the same"
+        );
+        assert!(rb.failback().unwrap().drill_records().is_empty());
+    }
+
+    #[test]
+    fn bad_drill_records_are_each_refused_at_their_key() {
+        let Err(drp_core::Error::Policy(e)) = parse(
+            "{www.shop.example.: www.shop.example., api.shop.example.: x.shop.example., db.example.: www.shop}",
+        ) else {
+            panic!("refused")
+        };
+        let found: Vec<(&str, &str)> = e
+            .diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "drill.records.db.example.",
+                    "`www.shop` is not a fully qualified name"
+                ),
+                (
+                    "drill.records.api.shop.example.",
+                    "no `dns_switch` step a drill runs moves api.shop.example."
+                ),
+                (
+                    "drill.records.www.shop.example.",
+                    "the drill record of www.shop.example. is the production name itself: a drill would move production"
+                ),
+            ],
+            "{e}"
+        );
+        assert!(e.diagnostics.iter().all(|d| d.line == 4), "{e}");
+    }
+}
