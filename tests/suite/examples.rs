@@ -211,7 +211,9 @@ fn tour_line(line: &str, policy: &str, point: &str, id: &str) -> Vec<String> {
             ("--before", _) => "now".to_string(),
             ("--to", name) => format!("{id}_{name}"),
             ("--out", name) => format!("tour-{name}"),
-            (_, a) if a.starts_with("policies/") => repo().join(a).display().to_string(),
+            (_, a) if a.starts_with("policies/") || a.starts_with("runbooks/") => {
+                repo().join(a).display().to_string()
+            }
             (_, a) => a.to_string(),
         };
         prev = a.clone();

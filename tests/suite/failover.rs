@@ -1100,9 +1100,19 @@ fn a_drill_moves_its_drill_record_and_leaves_the_production_name_alone() {
     drilled.ok();
     let report = drilled.json();
     assert_eq!(report["status"], "passed", "{report:#}");
-    // The drill record moved; production still answers the primary.
-    assert_eq!(dig(&drill_fqdn, "A"), ["127.0.0.3"]);
+    // Production still answers the primary; the drill record, moved for
+    // the check, is set back for the next drill.
     assert_eq!(dig(&prod_fqdn, "A"), ["127.0.0.2"], "production untouched");
+    assert_eq!(
+        dig(&drill_fqdn, "A"),
+        ["127.0.0.2"],
+        "set back after the drill"
+    );
+    let reset = crate::harness::step_named(
+        &report,
+        &format!("set drill record {drill_fqdn} back to 127.0.0.2"),
+    );
+    assert_eq!(reset["status"], "passed", "{reset:#}");
     assert_eq!(
         get(&format!("{www}.shop.example"), http_port, "127.0.0.2"),
         format!("site=primary host={www}.shop.example:{http_port}")
@@ -1139,7 +1149,6 @@ fn a_drill_moves_its_drill_record_and_leaves_the_production_name_alone() {
     );
 
     // An incident moves production, and only production.
-    set(&drill, "127.0.0.2");
     let incident = s.drp(&["--json", "run", &rb, "--yes", "--out", "reports"]);
     incident.ok();
     let report = incident.json();

@@ -241,6 +241,30 @@ fn point_at_drill_records(
     }
 }
 
+/// The step that sets a drill record back where `step` found it: the same
+/// switch, from its `to` back to its `from` (left alone when the drill
+/// never moved it).
+fn set_back(step: &Step) -> Option<Step> {
+    let ActionConfig::DnsSwitch(switch) = &step.action else {
+        return None;
+    };
+    switch.stands_in_for.as_ref()?;
+    let mut back = step.clone();
+    back.name = format!(
+        "set drill record {} back to {}",
+        switch.record.name, switch.from
+    );
+    back.phase = None;
+    if let ActionConfig::DnsSwitch(b) = &mut back.action {
+        (b.from, b.to) = (switch.to, switch.from);
+    }
+    if let serde_json::Value::Object(map) = &mut back.action_value {
+        map.insert("from".into(), switch.to.to_string().into());
+        map.insert("to".into(), switch.from.to_string().into());
+    }
+    Some(back)
+}
+
 impl Runbook {
     /// The names its drill moves instead of production's.
     pub fn drill_records(&self) -> &[DrillRecord] {
@@ -266,6 +290,16 @@ impl Runbook {
         drilled.steps.iter_mut().for_each(point);
         drilled.fallbacks.values_mut().for_each(point);
         drilled.cleanup.iter_mut().for_each(point);
+        // Every drill record a drill moves is set back after it, so that
+        // the next drill moves it again (a switch finding its record
+        // already moved would change, and prove, nothing).
+        let resets: Vec<Step> = drilled
+            .steps
+            .iter()
+            .chain(drilled.fallbacks.values())
+            .filter_map(set_back)
+            .collect();
+        drilled.cleanup.extend(resets);
         drilled
     }
 }
