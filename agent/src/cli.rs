@@ -191,6 +191,9 @@ pub enum Command {
     /// replay lag, promotion.
     #[command(subcommand)]
     Standby(crate::standby::StandbyCommand),
+    /// The host's watchdog: checks the services of the policy's `watch:`
+    /// and climbs their ladder when one stays down; `pause`, `resume`.
+    Watch(crate::watch::WatchArgs),
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -264,5 +267,6 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Keys(cmd) => drp_cli::keys::run(cmd, &out).await,
         Command::Wal(cmd) => crate::wal::run(cmd, &out).await,
         Command::Standby(cmd) => crate::standby::run(cmd, &out).await,
+        Command::Watch(args) => crate::watch::run(args, &out).await,
     }
 }

@@ -11,6 +11,7 @@ mod systemd;
 mod test_restore;
 mod verify;
 mod wal;
+mod watch;
 
 use clap::Parser as _;
 

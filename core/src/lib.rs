@@ -57,6 +57,7 @@ pub mod standby;
 pub mod state;
 pub mod time;
 pub mod verify;
+pub mod watch;
 
 pub use error::{Error, ExitCode, Result};
 

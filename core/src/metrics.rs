@@ -37,6 +37,7 @@ fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     text += &render_archives(policy, now);
     text += &render_restore_tests(policy);
     text += &render_standbys(policy);
+    text += &render_watch(policy, now);
     let newest = state::newest(policy);
     if !newest.failed.is_empty() {
         let host = escape(&policy.host);
@@ -116,6 +117,60 @@ fn gauges<T>(rows: &[(String, T)], families: &[Family<T>]) -> String {
         let _ = writeln!(out, "# TYPE {name} gauge");
         for (labels, t) in rows {
             let _ = writeln!(out, "{name}{{{labels}}} {}", f(t));
+        }
+    }
+    out
+}
+
+/// The watched services, from the state the watchdog last saved.
+pub fn render_watch(policy: &Policy, now: DateTime<Utc>) -> String {
+    let host = escape(&policy.host);
+    let rows: Vec<(String, state::WatchState)> = policy
+        .watch
+        .keys()
+        .map(|name| {
+            (
+                format!("host=\"{host}\",service=\"{}\"", escape(name)),
+                state::WatchState::load(policy, name),
+            )
+        })
+        .collect();
+    let mut out = gauges(
+        &rows,
+        &[
+            (
+                "drp_watch_check_up",
+                "1 when the watched service's last check passed (0: it failed; -1: not checked yet).",
+                |s| s.up.map_or(-1.0, |u| if u { 1.0 } else { 0.0 }),
+            ),
+            (
+                "drp_watch_stopped",
+                "1 when the watchdog stopped acting on the service (ladder exhausted or flap limit) until resumed.",
+                |s| if s.stopped.is_some() { 1.0 } else { 0.0 },
+            ),
+        ],
+    );
+    if !rows.is_empty() {
+        out += "# HELP drp_watch_paused 1 while the watchdog is paused for the service (watch pause).\n";
+        out += "# TYPE drp_watch_paused gauge\n";
+        for (labels, s) in &rows {
+            let _ = writeln!(
+                out,
+                "drp_watch_paused{{{labels}}} {}",
+                u8::from(s.paused(now))
+            );
+        }
+        out +=
+            "# HELP drp_watch_escalations_total Rungs of the ladder the watchdog tried, by rung.\n";
+        out += "# TYPE drp_watch_escalations_total counter\n";
+        for (labels, s) in &rows {
+            for (rung, n) in &s.escalations_total {
+                let _ = writeln!(
+                    out,
+                    "drp_watch_escalations_total{{{labels},rung=\"{}\"}} {n}",
+                    escape(rung)
+                );
+            }
         }
     }
     out

@@ -96,3 +96,96 @@ impl Fence {
         )
     }
 }
+
+/// What the host's watchdog did about one service that went down: stored in
+/// the repositories under `incidents/<host>/` (signed when the host signs)
+/// and kept in the host's state while it is open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub host: String,
+    /// The watched service (a name under the policy's `watch:`).
+    pub service: String,
+    /// The first failed check of the run of failures: where the RTO starts.
+    pub first_failed: DateTime<Utc>,
+    /// When `fall` consecutive failures were reached.
+    pub detected: DateTime<Utc>,
+    /// What the failing check said last.
+    pub failure: String,
+    /// Each rung tried, in order.
+    pub rungs: Vec<RungTried>,
+    /// When `rise` consecutive checks passed after a rung.
+    pub recovered_at: Option<DateTime<Utc>>,
+    /// From the first failed check to the recovery.
+    pub rto_seconds: Option<f64>,
+    /// The recovery point or snapshot set the service came back from.
+    pub restored: Option<RestoredFrom>,
+    /// From the restored data's consistency time to the first failed check.
+    pub rpo_seconds: Option<f64>,
+    /// The host asked its coordinator for help (the ladder's `handover`).
+    pub needs_coordinator: bool,
+    /// Why the watchdog stopped acting without a recovery, when it did.
+    pub stopped: Option<String>,
+}
+
+/// One rung of a watchdog's ladder, as tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RungTried {
+    /// Its place in the ladder, from 1.
+    pub number: usize,
+    /// `restart`, `rollback`, `restore` or `handover`.
+    pub rung: String,
+    pub started: DateTime<Utc>,
+    pub ended: Option<DateTime<Utc>>,
+    pub outcome: RungOutcome,
+    /// What the rung said (or would have done, in a dry run).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RungOutcome {
+    /// Done; the checks decide next.
+    Done,
+    /// The rung itself failed.
+    Failed,
+    /// The checks passed again after it.
+    Recovered,
+    /// The checks still failed after its grace.
+    NotRecovered,
+    /// The coordinator was asked for help.
+    HandedOver,
+}
+
+impl RungOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            RungOutcome::Done => "done",
+            RungOutcome::Failed => "failed",
+            RungOutcome::Recovered => "recovered",
+            RungOutcome::NotRecovered => "not recovered",
+            RungOutcome::HandedOver => "handed over",
+        }
+    }
+}
+
+/// The data a service came back from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoredFrom {
+    /// `point` (an export's recovery point) or `snapshot_set`.
+    pub kind: String,
+    /// The export, or the change of the set.
+    pub of: String,
+    pub id: String,
+    pub consistency_time: DateTime<Utc>,
+}
+
+impl Incident {
+    /// The key under `incidents/<host>/` (sortable by time).
+    pub fn id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.first_failed.format("%Y%m%dT%H%M%S%.6fZ"),
+            self.service
+        )
+    }
+}

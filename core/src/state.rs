@@ -213,6 +213,47 @@ impl Kept for StandbyState {
     const FOLDER: &'static str = "standby";
 }
 
+/// What the host's watchdog knows of one watched service
+/// (`<host>/watch/<service>.json`): its last check, where its counters
+/// stand, the incident being handled, and whether it is paused or stopped.
+/// The watchdog (`watch.rs`) moves it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WatchState {
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Whether the last check passed.
+    pub up: Option<bool>,
+    /// What the last check said.
+    pub detail: Option<String>,
+    /// Consecutive failed checks that counted.
+    #[serde(default)]
+    pub fails: u32,
+    /// Consecutive passed checks since the last rung.
+    #[serde(default)]
+    pub passes: u32,
+    /// The first failed check of the current run of failures.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Checks do not count before this (the grace after a rung).
+    pub grace_until: Option<DateTime<Utc>>,
+    /// The incident being handled.
+    pub incident: Option<crate::records::Incident>,
+    /// The last incident closed (recovered, or given up on).
+    pub last_incident: Option<crate::records::Incident>,
+    /// No action until then (`watch pause`).
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Why the watchdog stopped acting on the service, until `watch resume`.
+    pub stopped: Option<String>,
+    /// When rungs were tried, within the flap limit's window.
+    #[serde(default)]
+    pub escalations: Vec<DateTime<Utc>>,
+    /// Rungs tried since the state began, by rung.
+    #[serde(default)]
+    pub escalations_total: BTreeMap<String, u64>,
+}
+
+impl Kept for WatchState {
+    const FOLDER: &'static str = "watch";
+}
+
 /// The newest fence record this host has read about itself
 /// (`<host>/fence.json`): kept so that a fenced host stays fenced when no
 /// repository answers.

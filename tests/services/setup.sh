@@ -34,6 +34,7 @@ command -v named >/dev/null || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v tsig-keygen >/dev/null || [ -x /usr/sbin/tsig-keygen ] || need+=(bind9-utils)
 command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v supervisord >/dev/null || need+=(supervisor)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

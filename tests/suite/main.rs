@@ -33,3 +33,4 @@ mod standby;
 mod standby_status;
 mod trust;
 mod verdicts;
+mod watchdog;

@@ -9,6 +9,7 @@ mod restore_test;
 mod schedule;
 pub mod standby;
 pub mod units;
+pub mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

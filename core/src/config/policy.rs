@@ -60,6 +60,8 @@ pub struct Policy {
     pub fencing: Option<super::fencing::Fencing>,
     /// Clusters this host keeps warm for another host's export, by name.
     pub standby: BTreeMap<String, super::standby::Standby>,
+    /// The services this host's watchdog checks and repairs, by name.
+    pub watch: BTreeMap<String, super::watch::WatchedService>,
     /// What is accepted but unwise (a webhook URL written in the policy):
     /// located like errors, for `drp check` and the logs to show.
     pub warnings: Vec<Diagnostic>,
@@ -80,10 +82,11 @@ const EXPORT_KEYS: [&str; 8] = [
 ];
 
 /// The top-level keys; any other is refused with the nearest of these.
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "serve",
     "fencing",
     "standby",
+    "watch",
     "keys",
     "snapshots",
     "snapshot_retention",
@@ -123,6 +126,7 @@ impl Policy {
             &mut warnings,
         );
         check_exports::check_standby(&mut d, &s.standby, &declared, &exports);
+        check_settings::check_watch(&mut d, &s.watch, &exports);
         d.into_result()?;
 
         let base_dir = path
@@ -158,6 +162,7 @@ impl Policy {
             serve: s.serve,
             fencing: s.fencing,
             standby: s.standby,
+            watch: s.watch,
             keys: s.keys,
             target_options: targets.options,
             warnings,

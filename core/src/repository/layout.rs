@@ -20,6 +20,7 @@
 //! <host>/snapshot-sets/<set>.json              a snapshot set taken before a change
 //! reports/<runbook>/<id>.json, .html           a drill's or an incident's report
 //! fencing/<host>/<time>-<fenced|lifted>.json   a host fenced after a failover, or lifted
+//! incidents/<host>/<time>-<service>.json       what the host's watchdog did about a service
 //! .drp-tmp/                                    partial writes (local targets)
 //! ```
 
@@ -62,6 +63,15 @@ pub(crate) fn fence(host: &str, id: &str) -> String {
 
 pub(crate) fn fences_dir(host: &str) -> String {
     format!("fencing/{host}/")
+}
+
+/// An incident record of `host` (`records::Incident::id`).
+pub(crate) fn incident(host: &str, id: &str) -> String {
+    format!("incidents/{host}/{id}.json")
+}
+
+pub(crate) fn incidents_dir(host: &str) -> String {
+    format!("incidents/{host}/")
 }
 
 /// The detached signature of the record at `key`.

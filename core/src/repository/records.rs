@@ -139,6 +139,35 @@ impl Repository {
             .collect())
     }
 
+    /// Stores an incident record of the host's watchdog (signed when this
+    /// host signs); a later state of the same incident replaces it.
+    pub async fn save_incident(&self, incident: &crate::records::Incident) -> Result<()> {
+        let body = serde_json::to_vec_pretty(incident).expect("record serialises");
+        let key = layout::incident(&incident.host, &incident.id());
+        self.write(&key, body, "cannot store the incident record")
+            .await
+    }
+
+    /// Every incident record of `host`, oldest first, signed by the host's
+    /// key when the policy trusts keys; a record naming another host is
+    /// skipped.
+    pub async fn incidents(&self, host: &str) -> Result<Vec<crate::records::Incident>> {
+        let found = self
+            .records(
+                &layout::incidents_dir(host),
+                Owner::Host(host),
+                "cannot list incident records",
+            )
+            .await?;
+        let mut out: Vec<crate::records::Incident> = found
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<crate::records::Incident>(&r.bytes).ok())
+            .filter(|i| i.host == host)
+            .collect();
+        out.sort_by_key(|i| i.first_failed);
+        Ok(out)
+    }
+
     /// Every report record (the JSON ones), of every runbook.
     pub async fn report_records(&self) -> Result<Vec<Record>> {
         let what = "cannot list reports";

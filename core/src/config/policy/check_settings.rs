@@ -37,6 +37,7 @@ pub(super) struct Sections {
     pub serve: ServeSettings,
     pub fencing: Option<crate::config::fencing::Fencing>,
     pub standby: BTreeMap<String, crate::config::standby::Standby>,
+    pub watch: BTreeMap<String, crate::config::watch::WatchedService>,
     pub keys: KeysConfig,
 }
 
@@ -63,6 +64,7 @@ pub(super) fn check_sections(
         serve: ServeSettings::default(),
         fencing: None,
         standby: BTreeMap::new(),
+        watch: BTreeMap::new(),
         keys: KeysConfig::default(),
     };
     for section in written {
@@ -121,6 +123,7 @@ pub(super) fn check_sections(
             }
             Section::Fencing(r) => s.fencing = report(d, r),
             Section::Standby(r) => s.standby = report(d, r).unwrap_or_default(),
+            Section::Watch(r) => s.watch = report(d, r).unwrap_or_default(),
             Section::Keys(r) => {
                 if let Some(k) = report(d, r) {
                     check_keys(d, &k);
@@ -256,6 +259,29 @@ fn check_snapshots(
         }
     }
     out
+}
+
+/// The watched services: safe names, and ladders whose rungs name what the
+/// policy declares (the shape is serde's).
+pub(super) fn check_watch(
+    d: &mut Diagnostics,
+    watch: &BTreeMap<String, crate::config::watch::WatchedService>,
+    exports: &BTreeMap<String, crate::config::Export>,
+) {
+    let names: Vec<&str> = exports.keys().map(String::as_str).collect();
+    for (name, service) in watch {
+        let key = format!("watch.{name}");
+        if !is_safe_name(name) {
+            d.push(
+                &key,
+                format!("service name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                None,
+            );
+        }
+        for problem in crate::config::watch::problems(service, &names) {
+            d.push(&key, problem, None);
+        }
+    }
 }
 
 #[cfg(test)]
