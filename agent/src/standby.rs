@@ -124,7 +124,7 @@ pub async fn run(cmd: &StandbyCommand, out: &Output) -> Result<ExitCode> {
                         StandbyState {
                             checked_at: Some(Utc::now()),
                             error: Some(e.to_string()),
-                            ..StandbyState::default()
+                            ..StandbyState::load(&policy, n)
                         }
                     }
                 };

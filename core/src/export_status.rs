@@ -403,7 +403,7 @@ impl StandbyRow {
             (Some(_), None, false, None) => StandbyCondition::Promoted,
         };
         let restored_at = s.point_consistent_at.filter(|_| into.is_some());
-        let limit = standby.lag_alert().as_secs_f64();
+        let alerting = s.alerting(standby.lag_alert().as_secs_f64());
         StandbyRow {
             name: name.to_string(),
             of_host: standby.of.host.clone(),
@@ -423,10 +423,8 @@ impl StandbyRow {
             },
             behind_segments: s.behind_segments,
             newest_archived: s.newest_archived,
-            lag_alert_seconds: limit,
-            alerting: condition == StandbyCondition::Down
-                || (condition == StandbyCondition::Replaying
-                    && s.lag_seconds.is_some_and(|l| l > limit)),
+            lag_alert_seconds: standby.lag_alert().as_secs_f64(),
+            alerting,
             error: s.error,
         }
     }

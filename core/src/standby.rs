@@ -385,15 +385,15 @@ pub async fn turn(policy: &Policy) {
         }
         let mut now = match observe(policy, name).await {
             Ok(s) => s,
+            // What was last seen of it stays, beside why it is down.
             Err(e) => StandbyState {
                 checked_at: Some(Utc::now()),
                 error: Some(e.to_string()),
-                ..StandbyState::default()
+                ..before.clone()
             },
         };
         let limit = standby.lag_alert().as_secs_f64();
-        now.alerted =
-            now.error.is_some() || (now.in_recovery && now.lag_seconds.is_some_and(|l| l > limit));
+        now.alerted = now.alerting(limit);
         if now.alerted && !before.alerted {
             let text = match &now.error {
                 Some(e) => e.clone(),

@@ -209,6 +209,15 @@ pub struct StandbyState {
     pub error: Option<String>,
 }
 
+impl StandbyState {
+    /// Whether this look at a standby calls for an alert: it did not
+    /// answer, or it replays with its lag past `lag_alert` (seconds).
+    pub fn alerting(&self, lag_alert: f64) -> bool {
+        self.error.is_some()
+            || (self.in_recovery && self.lag_seconds.is_some_and(|l| l > lag_alert))
+    }
+}
+
 impl Kept for StandbyState {
     const FOLDER: &'static str = "standby";
 }
