@@ -25,7 +25,7 @@ pub enum Next {
     /// Try the ladder's rung at this index (from 0).
     Try(usize),
     /// The service is back: the incident closed, with its RTO.
-    Recovered(Incident),
+    Recovered(Box<Incident>),
     /// Stop acting on the service until `resume`, for this reason.
     Stop(String),
 }
@@ -79,7 +79,7 @@ impl WatchState {
             self.passes = 0;
             self.grace_until = None;
             self.last_incident = Some(incident.clone());
-            return Next::Recovered(incident);
+            return Next::Recovered(Box::new(incident));
         }
         self.passes = 0;
         self.fails += 1;
