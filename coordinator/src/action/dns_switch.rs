@@ -26,7 +26,7 @@ use drp_core::config::SecretRef;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawDnsSwitch")]
 pub struct DnsSwitch {
-    pub provider: ProviderConfig,
+    pub provider: Box<ProviderConfig>,
     pub record: Record,
     pub from: IpAddr,
     pub to: IpAddr,
@@ -212,7 +212,7 @@ impl TryFrom<RawDnsSwitch> for DnsSwitch {
             ),
         };
         Ok(DnsSwitch {
-            provider,
+            provider: Box::new(provider),
             record: Record {
                 zone,
                 name,
@@ -483,7 +483,7 @@ mod tests {
     fn cloudflare_needs_its_token_and_takes_no_key_of_another_provider() {
         let s = parse(&format!("{CLOUDFLARE}token: {{env: CF_API_TOKEN}}\n")).unwrap();
         assert_eq!(
-            s.provider,
+            *s.provider,
             ProviderConfig::Cloudflare(cloudflare::Config {
                 zone_id: None,
                 api: "https://api.cloudflare.com/client/v4".into(),
