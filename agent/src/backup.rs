@@ -1,5 +1,6 @@
 //! `init`, `backup` and `run`: creating repositories, exporting now, and
-//! keeping the schedule (once with `--due`, or as a daemon).
+//! keeping the schedule (once with `--due`, or as a daemon, which also runs
+//! the policy's watchdog).
 
 use std::time::Duration;
 
@@ -219,7 +220,7 @@ pub async fn daemon(
             }
         }
         Err(e) => eprintln!("{export}: {e}"),
-    })
+    }, crate::watch::beside)
     .await?;
     Ok(ExitCode::Ok)
 }

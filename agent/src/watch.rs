@@ -5,7 +5,8 @@
 //! runbook's `restart`, a restore the runbook's `restore_backup` (the one
 //! restore sequence), a rollback the newest complete snapshot set taken
 //! before the failure began. `pause` and `resume` write the service's
-//! state, which every turn reads.
+//! state, which every turn reads. The daemon (`drp-agent run`) runs the
+//! same watchdog beside its schedule ([`beside`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -161,6 +162,29 @@ async fn watch(path: &Path, dry_run: bool, once: bool) -> Result<ExitCode> {
         )));
     }
     let services = load(&policy)?;
+    watch_services(policy, services, dry_run, once).await;
+    Ok(ExitCode::Ok)
+}
+
+/// The watchdog the daemon (`drp-agent run`) keeps beside its schedule:
+/// `None` when the policy watches nothing, an error when a check or a rung
+/// cannot be read.
+pub(crate) fn beside(policy: &Policy) -> Result<Option<drp_core::runner::Beside>> {
+    if policy.watch.is_empty() {
+        return Ok(None);
+    }
+    let services = load(policy)?;
+    Ok(Some(Box::pin(watch_services(
+        policy.clone(),
+        services,
+        false,
+        false,
+    ))))
+}
+
+/// Every service in a task of its own, until each is done (`once`) or the
+/// future is dropped (which aborts them all).
+async fn watch_services(policy: Policy, services: Vec<Watched>, dry_run: bool, once: bool) {
     let mut tasks = tokio::task::JoinSet::new();
     for w in services {
         let policy = policy.clone();
@@ -197,7 +221,6 @@ async fn watch(path: &Path, dry_run: bool, once: bool) -> Result<ExitCode> {
     if !dry_run && let Err(e) = drp_core::metrics::write_textfile(&policy, Utc::now()) {
         tracing::warn!(error = %e, "metrics textfile not written");
     }
-    Ok(ExitCode::Ok)
 }
 
 /// One check of `w` and what it asks for.

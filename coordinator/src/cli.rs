@@ -364,6 +364,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 println!("{}", drp_coordinator::compliance::markdown(&c));
             }
             let bad = c.drills.iter().any(|d| !d.passed())
+                || c.incidents_missed()
                 || c.exposure.iter().any(|e| {
                     e.within_rpo == Some(false)
                         || e.restore_test_overdue

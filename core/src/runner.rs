@@ -255,15 +255,25 @@ pub struct DaemonOptions {
     pub lock_wait: Duration,
 }
 
+/// Work the daemon keeps running beside the schedule for as long as it
+/// keeps a policy (the agent's watchdog, whose checks and rungs are runbook
+/// actions the core does not know): `None` when the policy asks for none.
+pub type Beside = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Keeps the policy's schedule until SIGTERM/SIGINT. SIGHUP reloads the
 /// policy (an invalid one is reported and the old one kept). Each pass runs
 /// what is due; a backup running at SIGTERM gets `stop_timeout` to finish,
 /// then is abandoned cleanly (its tool stopped, nothing committed).
+///
+/// `beside` is started with the policy in a task of its own, started again
+/// with a reloaded policy (one it refuses is reported and the running one
+/// kept), and aborted at shutdown, as the archiver is.
 pub async fn daemon(
     policy_path: std::path::PathBuf,
     options: DaemonOptions,
     progress: Reporter,
     on_run: impl Fn(&std::result::Result<RunOutcome, Error>, &str) + Send + Sync,
+    beside: impl Fn(&Policy) -> Result<Option<Beside>>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let policy = Arc::new(tokio::sync::RwLock::new(Policy::load(&policy_path)?));
@@ -272,6 +282,7 @@ pub async fn daemon(
         (p.state_dir.clone(), p.host.clone())
     };
     let _daemon = ExportLock::daemon(&state_dir, &host)?;
+    let mut _beside = beside(&*policy.read().await)?.map(|f| AbortOnDrop(tokio::spawn(f)));
     let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot watch SIGHUP", e))?;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -359,6 +370,11 @@ pub async fn daemon(
             _ = hup.recv() => match Policy::load(&policy_path) {
                 Ok(p) => {
                     tracing::info!("policy reloaded");
+                    match beside(&p) {
+                        // The one running is aborted as the new one starts.
+                        Ok(b) => _beside = b.map(|f| AbortOnDrop(tokio::spawn(f))),
+                        Err(e) => tracing::error!(error = %e, "the reloaded policy's watch not started, keeping the previous one"),
+                    }
                     *policy.write().await = p;
                 }
                 Err(e) => tracing::error!(error = %e, "policy not reloaded, keeping the previous one"),

@@ -431,3 +431,104 @@ fn a_slow_starter_inside_its_grace_is_not_restarted_again() {
     assert_eq!(i["rungs"].as_array().unwrap().len(), 1, "{i:#}");
     assert_eq!(i["needs_coordinator"], false);
 }
+
+#[test]
+fn the_daemon_runs_the_watch_beside_its_schedule_and_stops_on_sigterm() {
+    let s = scratch("watch_daemon");
+    let sup = Supervised::start(&s, 0, None);
+    policy(
+        &s,
+        &sup,
+        "    fall: 2\n    rise: 1\n    grace: 3s\n",
+        &[sup.restart_rung(), "{handover: {}}".into()],
+        &format!("metrics: {{listen: \"127.0.0.1:{}\"}}\n", free_port()),
+    );
+    // `drp-agent run` without --due: the one unit a host needs.
+    let mut daemon = Watchdog(
+        s.agent_cmd(&["run", "--policy", "policy.yaml"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(s.path("watch.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || state(&s)["up"] == true),
+        "{}",
+        log(&s)
+    );
+    sup.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || sup.healthy()),
+        "not restarted by the daemon: {}",
+        log(&s)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || incidents(&s)
+            .last()
+            .is_some_and(|i| !i["recovered_at"].is_null())),
+        "{}",
+        log(&s)
+    );
+    assert_eq!(restarts(&s), 1);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &daemon.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = daemon.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the daemon did not stop on SIGTERM: {}",
+            log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}: {}", log(&s));
+    // Nothing acts once it stopped: a crash now stays down.
+    sup.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!sup.healthy());
+    assert_eq!(restarts(&s), 1);
+}
+
+#[test]
+fn drp_report_lists_the_periods_incidents_and_one_not_recovered_misses_the_objectives() {
+    let s = scratch("watch_report");
+    s.write(
+        "policy.yaml",
+        &format!(
+            "host: web-1\ntargets:\n  nas: {{kind: local, path: nas}}\nexports:\n  site:\n    source: {{kind: directory, path: .}}\n    targets: [nas]\nobjectives: {{rto: 1h}}\nwatch:\n  web:\n    check: {{kind: tcp, address: '127.0.0.1:{}'}}\n    interval: 1s\n    fall: 1\n    ladder: [{{restart: {{command: [sh, -c, 'exit 3']}}}}]\n",
+            free_port()
+        ),
+    );
+    s.agent(&["init", "--policy", "policy.yaml"]).ok();
+    // One check of a service that is down: the incident opens, its restart fails.
+    s.agent(&["watch", "--policy", "policy.yaml", "--once"])
+        .ok();
+    assert_eq!(incidents(&s).len(), 1);
+    let report = s.drp(&["--json", "report", "--policy", "policy.yaml"]);
+    report.code(8);
+    let json = report.json();
+    let i = &json["incidents"][0];
+    assert_eq!(i["service"], "web", "{json:#}");
+    assert_eq!(i["host"], "web-1");
+    assert_eq!(i["outcome"], "open");
+    assert_eq!(i["rungs"][0]["rung"], "restart");
+    assert_eq!(i["rungs"][0]["outcome"], "failed");
+    assert_eq!(i["rto_objective_seconds"], 3600.0);
+    let md = s.drp(&["report", "--policy", "policy.yaml"]);
+    assert!(md.stdout.contains("## Incidents"), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .contains("| web-1 | web | restart: failed | open | - | - | MISSED |"),
+        "{}",
+        md.stdout
+    );
+}

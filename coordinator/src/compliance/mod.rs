@@ -1,12 +1,15 @@
 //! `drp report`: compliance over a period, from the stored history — each
 //! drill with its verdict and margins, the trend, runbooks not drilled (or
 //! changed since their last drill, or overdue), and each export's live RPO
-//! exposure. This file gathers and measures; `render.rs` writes Markdown
-//! and the HTML page, `charts.rs` the drills' SVG charts.
+//! exposure, and the host watchdog's incidents. This file gathers and
+//! measures; `incidents.rs` reads and judges the incidents, `render.rs`
+//! writes Markdown and the HTML page, `charts.rs` the drills' SVG charts.
 
 mod charts;
+mod incidents;
 mod render;
 
+pub use incidents::{IncidentOutcome, IncidentSeen};
 pub use render::{html, markdown, page};
 
 use std::collections::BTreeMap;
@@ -92,6 +95,16 @@ pub struct Compliance {
     /// (`drp status --inventory` rows), unreachable hosts included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fleet: Vec<crate::fleet::status::FleetRow>,
+    /// The host watchdog's incidents of the period, oldest first.
+    pub incidents: Vec<IncidentSeen>,
+}
+
+impl Compliance {
+    /// An incident that did not recover or missed its RTO: the objectives
+    /// are missed, as with a failed drill.
+    pub fn incidents_missed(&self) -> bool {
+        self.incidents.iter().any(IncidentSeen::missed)
+    }
 }
 
 fn trend(rtos: &[f64]) -> String {
@@ -217,6 +230,7 @@ pub async fn build(
         overdue,
         exposure,
         fleet: Vec::new(),
+        incidents: incidents::gather(policy, from, to).await,
     })
 }
 

@@ -72,6 +72,9 @@ pub fn markdown(c: &Compliance) -> String {
             d.failure.clone().unwrap_or_default().replace('|', "\\|")
         );
     }
+    if !c.incidents.is_empty() {
+        s += &incidents(c);
+    }
     s += "\n## Per export\n\n| export | last drill | drill RTO | last restore test | result | measured restore | predicted restore of the newest point | RTO |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for e in &c.exposure {
         let test = e.last_restore_test.as_ref();
@@ -131,6 +134,37 @@ pub fn markdown(c: &Compliance) -> String {
                 (None, None) => format!("| {} | (no export) | | | | | |\n", r.host),
             };
         }
+    }
+    s
+}
+
+/// The watchdog's incidents, each against the objectives.
+fn incidents(c: &Compliance) -> String {
+    let mut s = String::from(
+        "\n## Incidents\n\n| detected | host | service | rungs tried | outcome | RTO (objective) | RPO (objective) | |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let against = |measured: Option<f64>, objective: Option<f64>| match (measured, objective) {
+        (Some(m), Some(o)) => format!("{} ({})", fmt_secs(m), fmt_secs(o)),
+        (Some(m), None) => fmt_secs(m),
+        (None, _) => "-".into(),
+    };
+    for i in &c.incidents {
+        let rungs = i.rungs();
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            drp_core::time::shown_in(i.incident.detected, c.timezone),
+            i.incident.host,
+            i.incident.service,
+            if rungs.is_empty() {
+                "none".into()
+            } else {
+                rungs.join(", ")
+            },
+            i.outcome.name(),
+            against(i.incident.rto_seconds, i.rto_objective_seconds),
+            against(i.incident.rpo_seconds, i.rpo_objective_seconds),
+            if i.missed() { "MISSED" } else { "met" },
+        );
     }
     s
 }
