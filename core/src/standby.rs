@@ -316,7 +316,7 @@ pub struct Promoted {
 
 /// Ends the standby's recovery, once it has replayed everything the
 /// archive holds; refused (nothing changed) when it cannot catch up within
-/// `catch_up`, unless `behind_ok` (the report then says what was left).
+/// `catch_up`, unless `behind_ok` (what it had not replayed is then lost).
 pub async fn promote(
     policy: &Policy,
     name: &str,

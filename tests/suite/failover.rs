@@ -981,7 +981,7 @@ fn a_restore_into_the_standby_shows_its_plan_and_a_failed_load_or_a_corrupt_poin
 
 /// A site on `ip`:`port` answering `site=WHO host=HOST`, HOST being the
 /// request's `Host` header.
-fn host_echo(who: &str, ip: &str, port: u16) -> Site {
+pub(crate) fn host_echo(who: &str, ip: &str, port: u16) -> Site {
     let script = r#"
 import http.server, sys
 who, ip, port = sys.argv[1:]

@@ -278,9 +278,9 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 
 /// A failover drill of the standby's own runbook: the primary's server
 /// killed while the drill's heartbeat writes into it, the standby promoted
-/// once it has replayed the archive, and the service checked on it; the
-/// RTO measured to that check, the RPO from the heartbeat read on the
-/// promoted standby.
+/// once it has replayed the archive, the service's name moved on the real
+/// BIND and the site checked through it; the RTO measured to that check,
+/// the RPO from the heartbeat read on the promoted standby.
 #[test]
 fn a_failover_drill_promotes_the_warm_standby_and_measures_rto_and_rpo_from_the_heartbeat() {
     let (site, pg) = primary("standbydrill");
@@ -289,6 +289,15 @@ fn a_failover_drill_promotes_the_warm_standby_and_measures_rto_and_rpo_from_the_
         host.caught_up()
     });
     let pg_ctl = crate::archiving::pg_tool("pg_ctl").display().to_string();
+    // The service's name, on the primary's address, and a site on each.
+    let name = crate::failover::label("db");
+    crate::failover::set(&name, "127.0.0.2");
+    let http_port = crate::harness::free_port();
+    let _primary_site = crate::failover::host_echo("primary", "127.0.0.2", http_port);
+    let _standby_site = crate::failover::host_echo("standby", "127.0.0.3", http_port);
+    let secret = std::fs::read(crate::harness::services().get("DRP_TEST_DNS_TSIG_FILE")).unwrap();
+    let tsig = site.s.path("tsig.key");
+    std::fs::write(&tsig, secret).unwrap();
     let connection = |sock: &std::path::Path, data: &std::path::Path| {
         format!(
             "{{kind: postgres-cluster, host: {}, port: {PORT}, user: postgres, bin_dir: {PG_BIN}, data_directory: {}}}",
@@ -317,9 +326,17 @@ fn a_failover_drill_promotes_the_warm_standby_and_measures_rto_and_rpo_from_the_
              action: {{kind: sql, export: primary, query: \"select 1\", until: fails, interval: 1s}}\n    timeout: 30s\n  \
              - name: promote the standby\n    phase: restore\n    timeout: 2m\n    \
              action: {{kind: promote, standby: main, catch_up: 30s}}\n  \
+             - name: move the name\n    phase: restart\n    timeout: 90s\n    \
+             action: {{kind: dns_switch, provider: rfc2136, server: \"127.0.0.1:{dns}\", zone: shop.example., name: {name}, \
+             from: 127.0.0.2, to: 127.0.0.3, ttl: 60s, tsig: {{name: drp-test, secret: {{file: {tsig}}}}}}}\n  \
              - name: the events are on the new primary\n    phase: verify\n    \
-             action: {{kind: sql, export: main, query: \"select count(*) from events\", expect: {{value: \"1\"}}}}\n    timeout: 30s\n",
+             action: {{kind: sql, export: main, query: \"select count(*) from events\", expect: {{value: \"1\"}}}}\n    timeout: 30s\n  \
+             - name: the site answers through its name\n    phase: verify\n    \
+             action: {{kind: http, url: \"http://{name}.shop.example:{http_port}/\", resolve_with: \"127.0.0.1:{dns}\", \
+             body_contains: \"site=standby\"}}\n",
             data = site.data.display(),
+            dns = crate::failover::port(),
+            tsig = tsig.display(),
         ),
     );
     chown_postgres(site.s.dir.path());
@@ -346,6 +363,10 @@ fn a_failover_drill_promotes_the_warm_standby_and_measures_rto_and_rpo_from_the_
     // at most the unarchived tail (archive_timeout 1s, a 1 s interval).
     assert!(rpo < 5.0, "heartbeat RPO {rpo:.1}s: {report:#}");
     assert!(rto < 60.0, "RTO {rto:.1}s: {report:#}");
+    assert_eq!(
+        crate::failover::dig(&format!("{name}.shop.example."), "A"),
+        ["127.0.0.3"]
+    );
     assert_eq!(standby.psql("select pg_is_in_recovery()"), "f");
     let _ = (drill_policy, pg);
 }
