@@ -1,13 +1,14 @@
 //! `status`: per export, the last and next run, the exposure against the
 //! RPO, upkeep, restore tests, target health and the newest snapshots; per
-//! warm standby, its last look's replay lag. What it shows is
+//! warm standby, its last look's replay lag; per watched service, how the
+//! watchdog left it. What it shows is
 //! [`HostStatus`], the one assessment every view reads.
 
 use chrono::{DateTime, Utc};
 use drp_cli::{Output, Table};
 use drp_core::config::Policy;
 use drp_core::config::units::{format_bytes, format_duration};
-use drp_core::export_status::{ExportRow, HostStatus, StandbyCondition, StandbyRow};
+use drp_core::export_status::{ExportRow, HostStatus, StandbyCondition, StandbyRow, WatchRow};
 use drp_core::{ExitCode, Result};
 
 /// The status of the host as `status --json` prints it (and `serve` answers).
@@ -103,7 +104,34 @@ fn render(g: &HostStatus, now: DateTime<Utc>) -> String {
         out += "\n";
         out += &standbys(&g.standbys, now);
     }
+    if !g.watched.is_empty() {
+        out += "\n";
+        out += &watched(&g.watched, now);
+    }
     out
+}
+
+/// The services the watchdog checks, as it last left them.
+fn watched(rows: &[WatchRow], now: DateTime<Utc>) -> String {
+    let mut table = Table::new(&["WATCHED", "CHECK", "CHECKED", "WATCHDOG"]);
+    for w in rows {
+        table.row(vec![
+            w.service.clone(),
+            match w.up {
+                Some(true) => "up".into(),
+                Some(false) => "DOWN".into(),
+                None => "-".into(),
+            },
+            w.checked_at.map_or("never".into(), |t| ago(now, t)),
+            match (&w.stopped, w.paused_until, w.incident_open) {
+                (Some(why), ..) => format!("stopped: {why} (`watch resume`)"),
+                (None, Some(until), _) => format!("paused until {}", until.to_rfc3339()),
+                (None, None, true) => "acting on an incident".into(),
+                (None, None, false) => "watching".into(),
+            },
+        ]);
+    }
+    table.render()
 }
 
 /// The warm standbys as their last look saw them, then a line for each

@@ -441,6 +441,24 @@ pub struct HostStatus {
     /// The warm standbys this host keeps (none from an agent that predates them).
     #[serde(default)]
     pub standbys: Vec<StandbyRow>,
+    /// The services its watchdog checks, as it last left them.
+    #[serde(default)]
+    pub watched: Vec<WatchRow>,
+}
+
+/// One watched service (`watch:`), from the watchdog's saved state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WatchRow {
+    pub service: String,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Whether its last check passed (`None`: never checked).
+    pub up: Option<bool>,
+    /// No action until then.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Why the watchdog stopped acting on it, until `watch resume`.
+    pub stopped: Option<String>,
+    /// An incident is being handled.
+    pub incident_open: bool,
 }
 
 impl HostStatus {
@@ -502,6 +520,21 @@ impl HostStatus {
                 .standby
                 .keys()
                 .map(|name| StandbyRow::of(policy, name, now))
+                .collect(),
+            watched: policy
+                .watch
+                .keys()
+                .map(|service| {
+                    let w = crate::state::WatchState::load(policy, service);
+                    WatchRow {
+                        service: service.clone(),
+                        checked_at: w.checked_at,
+                        up: w.up,
+                        paused_until: w.paused_until.filter(|t| *t > now),
+                        stopped: w.stopped,
+                        incident_open: w.incident.is_some(),
+                    }
+                })
                 .collect(),
         }
     }

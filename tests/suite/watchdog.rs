@@ -375,6 +375,13 @@ fn pause_stops_action_and_resume_brings_it_back() {
         metrics.contains("drp_watch_paused{host=\"web-1\",service=\"web\"} 1"),
         "{metrics}"
     );
+    let status = s.agent(&["status", "--policy", "policy.yaml"]);
+    assert!(status.stdout.contains("paused until"), "{}", status.stdout);
+    let json = s
+        .agent(&["--json", "status", "--policy", "policy.yaml"])
+        .json();
+    assert_eq!(json["watched"][0]["service"], "web", "{json:#}");
+    assert!(json["watched"][0]["paused_until"].is_string(), "{json:#}");
     let _watch = Watchdog::start(&s);
     sup.kill();
     assert!(eventually(Duration::from_secs(10), || state(&s)["up"] == false));
