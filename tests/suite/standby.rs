@@ -437,3 +437,61 @@ fn a_restored_standby_is_brought_to_the_primary_s_newest_point_on_its_schedule()
         promote.stderr
     );
 }
+
+/// Replacing a standby's data directory keeps the rules of every restore:
+/// the plan says what it replaces before anything runs (and nothing runs
+/// without --yes), a server still running on it stops the set-up with the
+/// standby untouched, and a corrupt base backup exits 4, nothing replaced.
+#[test]
+fn replacing_a_standby_shows_its_plan_and_a_running_server_or_a_corrupt_backup_change_nothing() {
+    let (site, _pg) = primary("standbyswap");
+    let (host, standby) = standby_of(&site);
+    wait_for("the standby to catch up", Duration::from_secs(60), || {
+        host.caught_up()
+    });
+
+    // Its server still runs: refused, the standby replays on.
+    let running = host.agent(&["standby", "init", "--yes"]);
+    assert_ne!(running.code, 0);
+    assert!(running.stderr.contains("is running"), "{}", running.stderr);
+    assert_eq!(standby.psql("select pg_is_in_recovery()"), "t");
+    assert!(site.entries_like("standby.drp-replaced-").is_empty());
+    assert!(site.entries_like(".drp-restore-").is_empty());
+
+    standby.stop();
+    let before = crate::harness::tree_digest(&host.data);
+    // The plan names what is replaced and where it is kept; without --yes
+    // nothing changes.
+    let asked = host.agent(&["standby", "init"]);
+    asked.code(5);
+    assert!(
+        asked
+            .stderr
+            .contains("replaces         PostgreSQL 15 data directory")
+            && asked.stderr.contains("standby.drp-replaced-"),
+        "{}",
+        asked.stderr
+    );
+    assert_eq!(crate::harness::tree_digest(&host.data), before);
+
+    // A corrupt base backup: exit 4, nothing replaced, nothing left behind.
+    let object = std::fs::read_dir(site.nas.join("db1/main/data"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&object, &bytes).unwrap();
+    let corrupt = host.agent(&["standby", "init", "--yes"]);
+    corrupt.code(4);
+    assert_eq!(
+        crate::harness::tree_digest(&host.data),
+        before,
+        "the standby changed"
+    );
+    assert!(site.entries_like("standby.drp-replaced-").is_empty());
+    assert!(site.entries_like(".drp-restore-").is_empty());
+}
