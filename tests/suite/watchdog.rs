@@ -213,6 +213,30 @@ fn log(s: &Scratch) -> String {
     std::fs::read_to_string(s.path("watch.log")).unwrap_or_default()
 }
 
+/// Once the watchdog (`by`) saw the service up, kills it and waits for it
+/// to be restarted and its incident closed as recovered.
+#[track_caller]
+fn kill_once_up_and_see_it_recovered(s: &Scratch, sup: &Supervised, by: &str) {
+    assert!(
+        eventually(Duration::from_secs(15), || state(s)["up"] == true),
+        "{}",
+        log(s)
+    );
+    sup.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || sup.healthy()),
+        "not restarted by {by}: {}",
+        log(s)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || incidents(s)
+            .last()
+            .is_some_and(|i| !i["recovered_at"].is_null())),
+        "{}",
+        log(s)
+    );
+}
+
 fn restarts(s: &Scratch) -> u64 {
     state(s)["escalations_total"]["restart"]
         .as_u64()
@@ -232,25 +256,8 @@ fn a_killed_service_is_restarted_within_interval_times_fall_and_the_incident_sho
         "",
     );
     let _watch = Watchdog::start(&s);
-    assert!(
-        eventually(Duration::from_secs(15), || state(&s)["up"] == true),
-        "{}",
-        log(&s)
-    );
-    sup.kill();
     // interval × fall (2 s), the restart, the server's start: well within 10 s.
-    assert!(
-        eventually(Duration::from_secs(10), || sup.healthy()),
-        "not restarted: {}",
-        log(&s)
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || incidents(&s)
-            .last()
-            .is_some_and(|i| !i["recovered_at"].is_null())),
-        "{}",
-        log(&s)
-    );
+    kill_once_up_and_see_it_recovered(&s, &sup, "the watchdog");
     let all = incidents(&s);
     assert_eq!(all.len(), 1, "{all:#?}");
     let i = &all[0];
@@ -459,24 +466,7 @@ fn the_daemon_runs_the_watch_beside_its_schedule_and_stops_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    assert!(
-        eventually(Duration::from_secs(15), || state(&s)["up"] == true),
-        "{}",
-        log(&s)
-    );
-    sup.kill();
-    assert!(
-        eventually(Duration::from_secs(10), || sup.healthy()),
-        "not restarted by the daemon: {}",
-        log(&s)
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || incidents(&s)
-            .last()
-            .is_some_and(|i| !i["recovered_at"].is_null())),
-        "{}",
-        log(&s)
-    );
+    kill_once_up_and_see_it_recovered(&s, &sup, "the daemon");
     assert_eq!(restarts(&s), 1);
     assert!(
         Command::new("kill")
