@@ -35,6 +35,7 @@ command -v tsig-keygen >/dev/null || [ -x /usr/sbin/tsig-keygen ] || need+=(bind
 command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v supervisord >/dev/null || need+=(supervisor)
+command -v restic >/dev/null || need+=(restic)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
