@@ -36,6 +36,8 @@ command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v supervisord >/dev/null || need+=(supervisor)
 command -v restic >/dev/null || need+=(restic)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
