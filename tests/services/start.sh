@@ -91,7 +91,7 @@ log "btrfs on $DIR/btrfs"
 # its sshd on port 22 there. Tests write each host's authorized_keys (the
 # line pinning `drp-agent serve --stdio`) and policy. Host 2 also runs a
 # PostgreSQL of its own, on its address.
-FLEET_HOSTS=${DRP_FLEET_HOSTS:-12}
+FLEET_HOSTS=${DRP_FLEET_HOSTS:-17}
 TAG=$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tail -c 6)
 FLEET_NS="drp$TAG-h"
 FLEET_LINK="vh$TAG"
