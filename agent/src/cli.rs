@@ -194,6 +194,10 @@ pub enum Command {
     /// The host's watchdog: checks the services of the policy's `watch:`
     /// and climbs their ladder when one stays down; `pause`, `resume`.
     Watch(crate::watch::WatchArgs),
+    /// The catalogue's index of each export: `rebuild` re-derives it from
+    /// the manifests.
+    #[command(subcommand)]
+    Index(crate::index::IndexCommand),
 }
 
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
@@ -268,5 +272,6 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Wal(cmd) => crate::wal::run(cmd, &out).await,
         Command::Standby(cmd) => crate::standby::run(cmd, &out).await,
         Command::Watch(args) => crate::watch::run(args, &out).await,
+        Command::Index(cmd) => crate::index::run(cmd, &out).await,
     }
 }

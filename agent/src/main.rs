@@ -3,6 +3,7 @@
 mod backup;
 mod cli;
 mod fence;
+mod index;
 mod prune;
 mod serve;
 mod standby;

@@ -83,25 +83,49 @@ pub(crate) async fn prune_target(
     let mut decisions = retention::apply(&export.retention, &points, policy.timezone);
     let by_id: std::collections::HashMap<&str, &Manifest> =
         listing.points.iter().map(|m| (m.id.as_str(), m)).collect();
-    let checked = repo.verified(&listing.points).await;
-    let verified: Vec<bool> = decisions.iter().map(|d| checked.contains(&d.id)).collect();
+    // Which points have a verification record: one listing. The records
+    // retention relies on (the newest verified points counted towards
+    // min_verified) are read and checked against their manifest; the
+    // others are counted by their presence.
+    let recorded = repo.verification_records(host, &export.name).await;
+    let mut verified: Vec<bool> = decisions.iter().map(|d| recorded.contains(&d.id)).collect();
+    let min = export.retention.min_verified.unwrap_or(1) as usize;
+    let mut checked = vec![false; decisions.len()];
+    let mut check = async |i: usize, verified: &mut Vec<bool>| {
+        if verified[i] && !checked[i] {
+            checked[i] = true;
+            let m = by_id[decisions[i].id.as_str()].clone();
+            verified[i] = !repo.verified(&[m]).await.is_empty();
+        }
+        verified[i]
+    };
     // Never fall below the minimum of verified points: keep the next
     // newest verified ones if the rules would not. When there are not
     // enough verified points at all, delete no point.
-    let min = export.retention.min_verified.unwrap_or(1) as usize;
-    let mut have = decisions
-        .iter()
-        .zip(&verified)
-        .filter(|(d, v)| d.keep() && **v)
-        .count();
-    for (d, v) in decisions.iter_mut().zip(&verified) {
+    let mut have = 0;
+    let mut more = Vec::new();
+    for i in 0..decisions.len() {
         if have >= min {
             break;
         }
-        if *v && !d.keep() {
-            d.reasons.push(format!("min_verified {min}"));
+        if decisions[i].keep() {
+            have += usize::from(check(i, &mut verified).await);
+        } else {
+            more.push(i);
+        }
+    }
+    let mut extra = Vec::new();
+    for i in more {
+        if have >= min {
+            break;
+        }
+        if check(i, &mut verified).await {
+            extra.push(i);
             have += 1;
         }
+    }
+    for i in extra {
+        decisions[i].reasons.push(format!("min_verified {min}"));
     }
     if have < min && decisions.iter().any(|d| !d.keep()) {
         let shortfall = format!("only {have} verified (min_verified {min})");
@@ -149,6 +173,19 @@ pub(crate) async fn prune_target(
         });
     }
 
+    if out.points.iter().any(|p| p.deleted) {
+        // The catalogue index follows (the manifests stay the truth).
+        let left: Vec<Manifest> = out
+            .points
+            .iter()
+            .filter(|p| !p.deleted)
+            .map(|p| by_id[p.decision.id.as_str()].clone())
+            .collect();
+        if let Err(e) = repo.replace_index(host, &export.name, &left).await {
+            tracing::warn!("the catalogue index of {host}/{} is behind: {e}", export.name);
+        }
+    }
+
     let kept: Vec<&Manifest> = out
         .points
         .iter()
@@ -175,6 +212,11 @@ pub(crate) async fn prune_target(
             _ => out.young_orphans.push(path),
         }
     }
+    // Index segments the index no longer names.
+    out.orphans.extend(
+        repo.stale_index_segments(host, &export.name, now - grace)
+            .await,
+    );
     for (path, modified) in repo.temporary_files().await {
         if modified.is_some_and(|t| now - t > grace) {
             out.orphans.push(path);

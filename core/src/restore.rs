@@ -187,7 +187,11 @@ pub async fn find(
         }
     }
     match best {
-        Some((repo, m)) => Ok((repo, m, notes)),
+        Some((repo, m)) => {
+            // Found through the index: trusted once its manifest is read.
+            let m = repo.confirm(&m).await?;
+            Ok((repo, m, notes))
+        }
         None if refused.is_some() => Err(refused.expect("checked")),
         None => {
             let what = match selector {

@@ -214,20 +214,19 @@ async fn maintain(
     done
 }
 
-/// Lists the export on each target to record point counts and the newest point.
+/// Records each target's point count and the newest point, from the
+/// catalogue index's head (a few reads, whatever the number of points).
 pub async fn refresh_points(policy: &Policy, export: &str, st: &mut state::ExportState) {
     let Ok(e) = policy.export(export) else { return };
     for (name, opened) in crate::repository::open_targets(policy, &e.targets).await {
         if let Ok(repo) = opened
-            && let Ok(listing) = repo.list(&policy.host, export).await
+            && let Ok(summary) = repo.summary(&policy.host, export).await
         {
-            st.points.insert(name, listing.points.len());
-            if let Some(newest) = listing.points.last()
-                && st
-                    .newest_consistency
-                    .is_none_or(|t| t < newest.consistency_time)
+            st.points.insert(name, summary.points);
+            if let Some(newest) = summary.newest
+                && st.newest_consistency.is_none_or(|t| t < newest)
             {
-                st.newest_consistency = Some(newest.consistency_time);
+                st.newest_consistency = Some(newest);
             }
         }
     }

@@ -6,6 +6,9 @@
 //! <host>/<export>/data/<id>.zst                data object (zstd stream)
 //! <host>/<export>/manifests/<id>.json          manifest, written last = commit
 //! <host>/<export>/verified/<id>.json           a full read-back matched both digests
+//! <host>/<export>/index/head.json              the catalogue's index: its segments and
+//!                                              their digests (a cache of the manifests)
+//! <host>/<export>/index/<time>-<rand>.zst      an index segment: manifests (zstd JSON)
 //! <host>/<export>/wal/cluster.json             the cluster the archive belongs to
 //! <host>/<export>/wal/<TTTTTTTTXXXXXXXX>/<file>-<sha256>-<end>.zst
 //!                                              an archived WAL file (zstd), named by
@@ -81,6 +84,29 @@ pub fn signature(key: &str) -> String {
 
 pub(crate) fn verified(host: &str, export: &str, id: &str) -> String {
     format!("{host}/{export}/verified/{id}.json")
+}
+
+/// The head of an export's catalogue index (`repository::index`).
+pub fn index_head(host: &str, export: &str) -> String {
+    format!("{host}/{export}/index/head.json")
+}
+
+pub(crate) fn index_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/index/")
+}
+
+/// A segment of the index, named by the time it was written.
+pub(crate) fn index_segment(host: &str, export: &str, name: &str) -> String {
+    format!("{host}/{export}/index/{name}.zst")
+}
+
+/// The id of a manifest's file name (`<id>.json`).
+pub(crate) fn manifest_id(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(".json")
+}
+
+pub(crate) fn verified_dir(host: &str, export: &str) -> String {
+    format!("{host}/{export}/verified/")
 }
 
 pub(crate) fn data_dir(host: &str, export: &str) -> String {

@@ -6,6 +6,7 @@
 //! bare machine with the target's address and credentials can restore.
 
 pub mod binlog;
+mod index;
 pub mod layout;
 mod records;
 pub mod wal;
@@ -26,6 +27,7 @@ use crate::keys::Keys;
 use crate::keys::sign::Owner;
 use crate::{Error, Result};
 
+pub use index::Summary;
 pub use layout::MARKER;
 pub use records::Record;
 
@@ -196,36 +198,6 @@ impl Repository {
         }
     }
 
-    /// Lists the committed points of one export, from manifests only.
-    pub async fn list(&self, host: &str, export: &str) -> Result<Listing> {
-        let dir = layout::manifests_dir(host, export);
-        let entries = match self.target.op.list(&dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Listing::default()),
-            Err(e) => return Err(self.target.error("cannot list recovery points", e)),
-        };
-        let mut listing = Listing::default();
-        for entry in entries {
-            let path = entry.path().to_string();
-            if !path.ends_with(".json") {
-                continue;
-            }
-            match self.read_manifest(&path).await {
-                Ok(m) => listing.points.push(m),
-                Err(Error::Manifest {
-                    object, message, ..
-                }) => listing.damaged.push(Damaged { object, message }),
-                Err(e) => return Err(e),
-            }
-        }
-        listing.points.sort_by(|a, b| {
-            a.consistency_time
-                .cmp(&b.consistency_time)
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(listing)
-    }
-
     /// Every `(host, export)` pair in the repository (for use without a policy).
     pub async fn exports(&self) -> Result<Vec<(String, String)>> {
         let op = &self.target.op;
@@ -360,6 +332,15 @@ impl Repository {
         self.target.protect(&path).await?;
         if self.keys.signer.is_some() {
             self.target.protect(&layout::signature(&path)).await?;
+        }
+        // The point exists from here; the index follows it.
+        if let Err(e) = self.index_commit(manifest).await {
+            tracing::warn!(
+                repository = self.name(),
+                "the catalogue index of {}/{} is behind: {e}",
+                manifest.host,
+                manifest.export
+            );
         }
         Ok(())
     }
