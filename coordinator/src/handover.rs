@@ -259,6 +259,15 @@ fn describe_source(source: &SourceConfig) -> String {
         SourceConfig::Mysql(c) => format!("MariaDB database `{}`", c.database),
         SourceConfig::Sqlite(c) => format!("SQLite file `{}`", c.path.display()),
         SourceConfig::Directory(c) => format!("folder `{}`", c.path.display()),
+        SourceConfig::Command(c) => format!("the output of `{}`", c.backup.join(" ")),
+        SourceConfig::Redis(c) => match (&c.socket, &c.host) {
+            (Some(s), _) => format!("Redis server at `{}`", s.display()),
+            (None, h) => format!(
+                "Redis server at `{}:{}`",
+                h.as_deref().unwrap_or("127.0.0.1"),
+                c.port.unwrap_or(6379)
+            ),
+        },
     }
 }
 
@@ -322,6 +331,9 @@ fn restore_from(
         SourceConfig::Directory(c) => drp_core::config::resolve_relative(&policy.base_dir, &c.path)
             .display()
             .to_string(),
+        // Without the policy: the point as a file, for its tool to load.
+        SourceConfig::Command(_) => format!("{}.point", e.name),
+        SourceConfig::Redis(_) => format!("{}.rdb", e.name),
     };
     let address = config.address(&policy.base_dir);
     let identity = if policy.recipients(target).is_empty() {
@@ -407,6 +419,7 @@ fn secrets_of(e: &drp_core::config::Export, target: &TargetConfig) -> Vec<Secret
     match &e.source {
         SourceConfig::Postgres(c) => out.extend(c.password.clone()),
         SourceConfig::Mysql(c) => out.extend(c.password.clone()),
+        SourceConfig::Redis(c) => out.extend(c.password.clone()),
         _ => {}
     }
     out

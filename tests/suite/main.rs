@@ -5,12 +5,14 @@
 mod handover;
 mod harness;
 mod receivers;
+mod redis;
 mod reliability;
 
 mod ansible;
 mod archiving;
 mod binlog;
 mod cli;
+mod command_source;
 mod docs;
 mod drill_schedule;
 mod drills;

@@ -72,7 +72,9 @@ fn create_table(kind: SourceKind, table: &str) -> String {
     let id = match kind {
         SourceKind::Postgres | SourceKind::PostgresCluster => "id bigserial primary key",
         SourceKind::Mysql => "id bigint auto_increment primary key",
-        SourceKind::Sqlite | SourceKind::Directory => "id integer primary key",
+        SourceKind::Sqlite | SourceKind::Directory | SourceKind::Command | SourceKind::Redis => {
+            "id integer primary key"
+        }
     };
     format!("create table if not exists {table} ({id}, beat_at varchar(40) not null)")
 }

@@ -71,6 +71,7 @@ fn stop_left_over(data: &Path) {
     for (file, first) in [
         ("postmaster.pid", libc::SIGQUIT),
         (crate::source::mysql_scratch::PID_FILE, libc::SIGKILL),
+        (crate::source::redis_scratch::PID_FILE, libc::SIGKILL),
     ] {
         let Some(pid) = std::fs::read_to_string(data.join(file))
             .ok()
@@ -163,6 +164,10 @@ impl Instance {
             }
             SourceConfig::PostgresCluster(_) => {
                 unreachable!("physical base backups are restored by Tester::restore_cluster")
+            }
+            SourceConfig::Redis(_) => unreachable!("RDBs are restored by Tester::restore_redis"),
+            SourceConfig::Command(_) => {
+                unreachable!("a command source's points are read by Tester::verify_command")
             }
         })
     }

@@ -241,6 +241,8 @@ impl Tester<'_> {
         };
         let result = match &self.export.source {
             SourceConfig::PostgresCluster(c) => self.restore_cluster(c, m, pitr, &mut tested).await,
+            SourceConfig::Redis(c) => self.restore_redis(c, m, &mut tested).await,
+            SourceConfig::Command(c) => self.verify_command(c, m, &mut tested).await,
             _ => self.restore_and_check(m, &mut tested).await,
         };
         match result {
@@ -349,6 +351,137 @@ impl Tester<'_> {
         tested.checks = check(src, Checked { kind, to: None }, &self.config.checks).await?;
         tested.validate_seconds = validating.elapsed().as_secs_f64();
         drop(server);
+        Ok(())
+    }
+
+    /// An RDB restored into a private folder as a file, then loaded by a
+    /// throwaway `redis-server` on a private socket, whose keys are checked
+    /// against those the point's manifest records.
+    async fn restore_redis(
+        &self,
+        live: &crate::source::redis::RedisConfig,
+        m: &Manifest,
+        tested: &mut Tested,
+    ) -> Result<()> {
+        use crate::records::CheckResult;
+        use crate::source::redis::{Redis, keys_match, recorded_keys};
+        use crate::source::redis_scratch::{DUMP, ScratchRedis};
+        let base_dir = &self.policy.base_dir;
+        let scratch = Scratch::new()?;
+        // `data`, as every scratch server's: a test killed midway leaves
+        // the server a later sweep stops.
+        let data = scratch.path().join("data");
+        std::fs::create_dir(&data)
+            .map_err(|e| Error::io_path("cannot create", &data, e))?;
+        let source: Arc<dyn Source> = Arc::from(source::build(
+            &SourceConfig::Redis(live.clone()),
+            base_dir,
+        ));
+        let to = data.join(DUMP).display().to_string();
+        let report = self
+            .restore(source, Some(to), &scratch)
+            .plan(&Selector::Id(m.id.clone()))
+            .await?
+            .execute(false)
+            .await?;
+        tested.timed(&report);
+        let validating = Instant::now();
+        let (live, base, dir) = (live.clone(), base_dir.clone(), data.clone());
+        let recorded = recorded_keys(&m.tools);
+        tested.checks = tokio::task::spawn_blocking(move || -> Result<Vec<CheckResult>> {
+            let server = ScratchRedis::start(&live, &base, &dir)?;
+            let found = Redis::new(server.config(), &base).keyspace();
+            let check = "the RDB loads in a throwaway redis-server with the point's keys";
+            Ok(vec![match (found, recorded) {
+                (Err(e), _) => CheckResult {
+                    check: check.into(),
+                    passed: false,
+                    detail: e.to_string(),
+                },
+                (Ok(found), Some(expected)) => match keys_match(&expected, &found) {
+                    Ok(detail) => CheckResult {
+                        check: check.into(),
+                        passed: true,
+                        detail,
+                    },
+                    Err(detail) => CheckResult {
+                        check: check.into(),
+                        passed: false,
+                        detail,
+                    },
+                },
+                (Ok(found), None) => CheckResult {
+                    check: check.into(),
+                    passed: true,
+                    detail: format!(
+                        "{} keys (the manifest records no key count to compare)",
+                        found.keys()
+                    ),
+                },
+            }])
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("the checks stopped: {e}")))??;
+        tested.validate_seconds = validating.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// A command source's point, received whole with both digests checked,
+    /// read by its `verify` command: nothing is restored anywhere.
+    async fn verify_command(
+        &self,
+        c: &crate::source::command::CommandConfig,
+        m: &Manifest,
+        tested: &mut Tested,
+    ) -> Result<()> {
+        use crate::records::CheckResult;
+        use crate::source::command::{CommandSource, shown};
+        let Some(verify) = &c.verify else {
+            return Err(Error::Usage(format!(
+                "export `{}` is a command source without a `verify` command: its restore test has nothing to run",
+                self.export.name
+            )));
+        };
+        let started = Instant::now();
+        let scratch = Scratch::new()?;
+        let (repo, _, _) =
+            restore::find(self.repos, &m.host, &m.export, &Selector::Id(m.id.clone())).await?;
+        let workdir = scratch.path().to_path_buf();
+        let staged = crate::pipeline::read_verified(
+            &repo.target,
+            m,
+            &repo.keys.identities,
+            self.progress.clone(),
+            move |raw| source::stage_to_file(raw, &workdir).map_err(Error::from),
+        )
+        .await?;
+        tested.target = repo.name().to_string();
+        tested.receive_seconds = started.elapsed().as_secs_f64();
+        if tested.receive_seconds > 0.0 {
+            tested.restore_bytes_per_second = m.raw.size as f64 / tested.receive_seconds;
+        }
+        let validating = Instant::now();
+        let src = CommandSource::new(c.clone(), &self.policy.base_dir);
+        let check = format!("`{}` accepts the point", shown(verify));
+        let result = tokio::task::spawn_blocking(move || {
+            src.verify_file(staged.path(), &source::Cancel::default())
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("the verify command stopped: {e}")))?;
+        tested.checks = vec![match result {
+            Ok(()) => CheckResult {
+                check,
+                passed: true,
+                detail: "exit code 0".into(),
+            },
+            Err(e) => CheckResult {
+                check,
+                passed: false,
+                detail: e.to_string(),
+            },
+        }];
+        tested.validate_seconds = validating.elapsed().as_secs_f64();
+        drop(scratch);
         Ok(())
     }
 }

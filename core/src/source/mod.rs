@@ -5,12 +5,15 @@
 //! backup API, tar), so their interface is blocking; callers run them on a
 //! blocking thread.
 
+pub mod command;
 pub mod directory;
 pub mod mysql;
 pub mod mysql_scratch;
 pub mod postgres;
 pub mod private_server;
 pub mod process;
+pub mod redis;
+pub mod redis_scratch;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -360,6 +363,9 @@ pub enum SourceConfig {
     Mysql(mysql::MysqlConfig),
     Sqlite(sqlite::SqliteConfig),
     Directory(directory::DirectoryConfig),
+    /// Any dump tool: its stdout is the point, a restore feeds its stdin.
+    Command(command::CommandConfig),
+    Redis(redis::RedisConfig),
 }
 
 impl SourceConfig {
@@ -370,7 +376,52 @@ impl SourceConfig {
             SourceConfig::Mysql(_) => SourceKind::Mysql,
             SourceConfig::Sqlite(_) => SourceKind::Sqlite,
             SourceConfig::Directory(_) => SourceKind::Directory,
+            SourceConfig::Command(_) => SourceKind::Command,
+            SourceConfig::Redis(_) => SourceKind::Redis,
         }
+    }
+
+    /// Problems `drp check` reports in place, each as (key under the
+    /// export, message): settings that parse but cannot work, and a
+    /// `restore_test:` the kind cannot run.
+    pub fn problems(
+        &self,
+        restore_test: Option<&crate::config::RestoreTestConfig>,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = match self {
+            SourceConfig::Command(c) => c.problems(),
+            SourceConfig::Redis(c) => c.problems(),
+            _ => Vec::new(),
+        }
+        .into_iter()
+        .map(|(k, m)| (format!("source.{k}"), m))
+        .collect();
+        let Some(test) = restore_test else {
+            return out;
+        };
+        match self {
+            SourceConfig::Command(c) if c.verify.is_none() => out.push((
+                "restore_test".into(),
+                "a command source is tested by its `verify` command, which it does not have: add `verify:` to the source"
+                    .into(),
+            )),
+            SourceConfig::Command(_) | SourceConfig::Redis(_) if !test.checks.is_empty() => {
+                out.push((
+                    "restore_test.checks".into(),
+                    format!(
+                        "a {} export's restore test has no SQL or files to check: {}",
+                        self.kind(),
+                        if let SourceConfig::Redis(_) = self {
+                            "it checks the restored server's keys against the point's"
+                        } else {
+                            "its `verify` command is the check"
+                        }
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        out
     }
 
     /// Whether drp archives this source's changes continuously (WAL, binary
@@ -420,6 +471,30 @@ impl SourceConfig {
                 path: to.into(),
                 allow_external_symlinks: false,
             }),
+            // Without a policy there is no restore command to run: the
+            // restore says so.
+            SourceKind::Command => SourceConfig::Command(command::CommandConfig {
+                backup: Vec::new(),
+                restore: Vec::new(),
+                verify: None,
+                env: BTreeMap::new(),
+                timeout: None,
+            }),
+            // The RDB written to the file `to`; no server is touched.
+            SourceKind::Redis => SourceConfig::Redis(redis::RedisConfig {
+                socket: None,
+                host: None,
+                port: None,
+                user: None,
+                password: None,
+                stop: None,
+                start: None,
+                unit: None,
+                dir: None,
+                dbfilename: None,
+                bin_dir: None,
+                timeout: None,
+            }),
         }
     }
 }
@@ -434,6 +509,8 @@ pub enum SourceKind {
     Mysql,
     Sqlite,
     Directory,
+    Command,
+    Redis,
 }
 
 impl SourceKind {
@@ -444,6 +521,8 @@ impl SourceKind {
             SourceKind::Mysql => "mysql",
             SourceKind::Sqlite => "sqlite",
             SourceKind::Directory => "directory",
+            SourceKind::Command => "command",
+            SourceKind::Redis => "redis",
         }
     }
 
@@ -463,7 +542,7 @@ impl SourceKind {
             | SourceKind::PostgresCluster
             | SourceKind::Mysql
             | SourceKind::Sqlite => true,
-            SourceKind::Directory => false,
+            SourceKind::Directory | SourceKind::Command | SourceKind::Redis => false,
         }
     }
 
@@ -478,6 +557,10 @@ impl SourceKind {
             }
             SourceKind::Sqlite => "continuous WAL replication (e.g. Litestream)",
             SourceKind::Directory => "a replicated or snapshotting filesystem",
+            SourceKind::Command => "the tool's own log shipping or replication, if it has any",
+            SourceKind::Redis => {
+                "a Redis replica (drp's points are RDB snapshots; the server's own AOF stays on the host)"
+            }
         }
     }
 }
@@ -498,6 +581,8 @@ pub fn build(config: &SourceConfig, base_dir: &Path) -> Box<dyn Source> {
         SourceConfig::Mysql(c) => Box::new(mysql::Mysql::new(c.clone(), base_dir)),
         SourceConfig::Sqlite(c) => Box::new(sqlite::Sqlite::new(c.clone(), base_dir)),
         SourceConfig::Directory(c) => Box::new(directory::Directory::new(c.clone(), base_dir)),
+        SourceConfig::Command(c) => Box::new(command::CommandSource::new(c.clone(), base_dir)),
+        SourceConfig::Redis(c) => Box::new(redis::Redis::new(c.clone(), base_dir)),
     }
 }
 
@@ -568,6 +653,8 @@ mod kind_tests {
                 SourceKind::Mysql,
                 SourceKind::Sqlite,
                 SourceKind::Directory,
+                SourceKind::Command,
+                SourceKind::Redis,
             ] {
                 assert_eq!(SourceKind::from_name(kind.name()), Some(kind));
                 assert_eq!(SourceConfig::bare(kind, to).kind(), kind);

@@ -69,6 +69,11 @@ fn check_export(
     let compression = field(d, f.compression, &key, "compression", false);
     let restore_test = field(d, f.restore_test, &key, "restore_test", false);
     let ping = field(d, f.ping, &key, "ping", false);
+    if let Some(s) = &source {
+        for (at, message) in s.problems(restore_test.as_ref()) {
+            d.push(&format!("{key}.{at}"), message, None);
+        }
+    }
     let objectives: Objectives =
         field(d, f.objectives, &key, "objectives", false).unwrap_or_default();
     if let Some(p) = &ping {
