@@ -136,12 +136,27 @@ pub enum Command {
         /// Also write the report as a self-contained HTML page.
         #[arg(long)]
         html: Option<PathBuf>,
-        /// Also ask every host of this inventory for its exports' exposure.
+        /// Also ask every host of this inventory for its exports' exposure,
+        /// and list each host's incidents.
         #[arg(long)]
         inventory: Option<PathBuf>,
         /// Also print the HTML page to PDF, through headless Chromium.
         #[arg(long)]
         pdf: Option<PathBuf>,
+    },
+    /// Watch the inventory's hosts from outside: each host with a failover
+    /// runbook (`drp_failover`) checked every interval; one down by its
+    /// witnesses' account too, or whose watchdog asks for help, failed over.
+    Watch {
+        /// An Ansible YAML inventory (`drp_failover`, `drp_witnesses`, `drp_watch`).
+        #[arg(long, short)]
+        inventory: PathBuf,
+        /// One check of every watched host (and what it asks for), then exit.
+        #[arg(long)]
+        once: bool,
+        /// Say what would be done; run, store and notify nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Every host of an inventory: exports, newest point, RPO exposure,
     /// archive lag and last drill, asking the agents at once over SSH.
@@ -252,6 +267,11 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Status { inventory, policy } => {
             crate::fleet_status::run(inventory, policy.as_deref(), &out).await
         }
+        Command::Watch {
+            inventory,
+            once,
+            dry_run,
+        } => crate::watch::run(inventory, *once, *dry_run, &out).await,
         Command::Run {
             runbook,
             failed_at,
@@ -350,6 +370,17 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
                 let inv = drp_coordinator::fleet::inventory::Inventory::load(inv)?;
                 let hosts = drp_coordinator::fleet::status::gather(&inv).await;
                 c.fleet = drp_coordinator::fleet::status::rows(&hosts, &c.drills);
+                let names: Vec<String> = inv
+                    .hosts
+                    .keys()
+                    .filter(|h| **h != policy.host)
+                    .cloned()
+                    .collect();
+                c.incidents.extend(
+                    drp_coordinator::compliance::host_incidents(&policy, &names, &hosts, from, to)
+                        .await,
+                );
+                c.incidents.sort_by_key(|i| i.incident.first_failed);
             }
             if let Some(path) = html {
                 std::fs::write(path, drp_coordinator::compliance::html(&c))

@@ -8,6 +8,7 @@ mod due;
 mod fleet_status;
 mod pdf;
 mod units;
+mod watch;
 
 use clap::Parser;
 use cli::Cli;

@@ -10,6 +10,10 @@
 //! to the repositories, where the old primary's agent reads it as soon as
 //! it runs again. With no witness answering, only `--force` fences, and
 //! the record says so.
+//!
+//! The witnesses' rule ([`ask_witnesses`], [`verdict`]) is shared with the
+//! coordinator's watch (`drp watch`), which decides by it whether a host it
+//! cannot reach is down or only cut from the coordinator.
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -56,14 +60,17 @@ impl FenceHost {
             let kept = self.keep(ctx, &record).await;
             return Ok(format!("{done}{kept}"));
         }
-        let seen = self.ask_witnesses(fleet, &ctx.runbook).await;
-        if let Some(w) = seen.iter().find(|w| w.reached) {
-            return Err(ActionError::failed(format!(
-                "`{}` does not answer this coordinator, but witness `{}` reaches it ({}): the link from here is cut, not the host; not fencing it",
-                self.host, w.witness, w.detail
-            )));
-        }
-        let answered = seen.iter().any(|w| w.detail != UNANSWERED);
+        let seen = ask_witnesses(fleet, &self.host, &self.witnesses, &ctx.runbook).await;
+        let answered = match verdict(&seen) {
+            Verdict::Reached(w) => {
+                return Err(ActionError::failed(format!(
+                    "`{}` does not answer this coordinator, but witness `{}` reaches it ({}): the link from here is cut, not the host; not fencing it",
+                    self.host, w.witness, w.detail
+                )));
+            }
+            Verdict::Unanswered => false,
+            Verdict::Down => true,
+        };
         if !answered && !ctx.force {
             let why = if self.witnesses.is_empty() {
                 "and the step names no witness to agree it is down".to_string()
@@ -120,44 +127,74 @@ impl FenceHost {
             format!(" (not recorded on: {})", failed.join("; "))
         }
     }
+}
 
-    /// Each witness's view: whether it opens a connection to the host's
-    /// SSH address, as the inventory gives it.
-    async fn ask_witnesses(&self, fleet: &Fleet, runbook: &str) -> Vec<Witnessed> {
-        let Some(entry) = fleet.inventory.host(&self.host) else {
-            return Vec::new();
-        };
-        let address = format!("{}:{}", entry.address, entry.port);
-        let asks = self.witnesses.iter().map(|w| {
-            let address = address.clone();
-            async move {
-                let probe = StepRequest {
-                    name: format!("can {w} reach {}", self.host),
-                    action: serde_json::json!({"kind": "tcp", "address": address}),
-                };
-                let (reached, detail) = match fleet.link(w).await {
-                    Err(_) => (false, UNANSWERED.to_string()),
-                    Ok(remote) => match remote.run(probe, chrono::Utc::now(), runbook).await {
-                        Ok(ran) => (true, ran.message),
-                        Err(crate::fleet::remote::RemoteError::Lost(_)) => {
-                            (false, UNANSWERED.to_string())
-                        }
-                        Err(e) => (false, e.to_string()),
-                    },
-                };
-                Witnessed {
-                    witness: w.clone(),
-                    reached,
-                    detail,
-                }
+/// Each witness's view of `host`: whether it opens a connection to the
+/// host's SSH address, as the inventory gives it (asked all at once).
+pub async fn ask_witnesses(
+    fleet: &Fleet,
+    host: &str,
+    witnesses: &[String],
+    runbook: &str,
+) -> Vec<Witnessed> {
+    let Some(entry) = fleet.inventory.host(host) else {
+        return Vec::new();
+    };
+    let address = format!("{}:{}", entry.address, entry.port);
+    let asks = witnesses.iter().map(|w| {
+        let address = address.clone();
+        async move {
+            let probe = StepRequest {
+                name: format!("can {w} reach {host}"),
+                action: serde_json::json!({"kind": "tcp", "address": address}),
+            };
+            let (reached, detail) = match fleet.link(w).await {
+                Err(_) => (false, UNANSWERED.to_string()),
+                Ok(remote) => match remote.run(probe, chrono::Utc::now(), runbook).await {
+                    Ok(ran) => (true, ran.message),
+                    Err(crate::fleet::remote::RemoteError::Lost(_)) => {
+                        (false, UNANSWERED.to_string())
+                    }
+                    Err(e) => (false, e.to_string()),
+                },
+            };
+            Witnessed {
+                witness: w.clone(),
+                reached,
+                detail,
             }
-        });
-        futures::future::join_all(asks).await
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// What the witnesses' views say of a host the coordinator cannot reach.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// This witness reaches it: the link from the coordinator is cut, not
+    /// the host. Nothing may act on it as if it were down.
+    Reached(Witnessed),
+    /// No witness answered (or none was named): no second vantage point.
+    Unanswered,
+    /// At least one witness answered and none reaches it: it is down.
+    Down,
+}
+
+/// The one rule: a witness that reaches the host vetoes; otherwise the
+/// host is down only when at least one witness answered.
+pub fn verdict(seen: &[Witnessed]) -> Verdict {
+    if let Some(w) = seen.iter().find(|w| w.reached) {
+        return Verdict::Reached(w.clone());
+    }
+    if seen.iter().any(|w| w.detail != UNANSWERED) {
+        Verdict::Down
+    } else {
+        Verdict::Unanswered
     }
 }
 
 /// A witness's detail when the coordinator could not reach the witness either.
-const UNANSWERED: &str = "the witness did not answer this coordinator";
+pub const UNANSWERED: &str = "the witness did not answer this coordinator";
 
 impl Action for FenceHost {
     fn describe(&self) -> String {
@@ -254,4 +291,38 @@ pub async fn lift(ctx: &Context, host: &str, reason: &str) -> drp_core::Result<S
             "{said}; the host was not told ({e}): its agent reads the record at its next turn"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(witness: &str, reached: bool, detail: &str) -> Witnessed {
+        Witnessed {
+            witness: witness.into(),
+            reached,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_witness_that_reaches_the_host_vetoes_and_silence_proves_nothing() {
+        let reaches = seen("w2", true, "connected");
+        assert_eq!(
+            verdict(&[seen("w1", false, "no route to host"), reaches.clone()]),
+            Verdict::Reached(reaches)
+        );
+        assert_eq!(
+            verdict(&[
+                seen("w1", false, "no route to host"),
+                seen("w2", false, UNANSWERED)
+            ]),
+            Verdict::Down
+        );
+        assert_eq!(
+            verdict(&[seen("w1", false, UNANSWERED)]),
+            Verdict::Unanswered
+        );
+        assert_eq!(verdict(&[]), Verdict::Unanswered);
+    }
 }

@@ -3,6 +3,13 @@
 //! and RPO against the objectives (those of the export a rung restored,
 //! else the host's). An incident that did not recover, or recovered past
 //! its RTO, misses the objectives as a failed drill does.
+//!
+//! The policy's host may be a coordinator: its own incidents are those of
+//! its watch (`drp watch`: a host failed over, or not, and why). With an
+//! inventory, each host's incidents are read too, from the same targets
+//! (`incidents/<host>/`, where the hosts that share them store theirs),
+//! judged against the objectives its agent reports for the export a rung
+//! restored, else the policy's.
 
 use chrono::{DateTime, Utc};
 use drp_core::config::Policy;
@@ -49,15 +56,6 @@ pub struct IncidentSeen {
 
 impl IncidentSeen {
     fn new(policy: &Policy, incident: Incident) -> IncidentSeen {
-        let outcome = if incident.recovered_at.is_some() {
-            IncidentOutcome::Recovered
-        } else if incident.needs_coordinator {
-            IncidentOutcome::HandedOver
-        } else if incident.stopped.is_some() {
-            IncidentOutcome::Stopped
-        } else {
-            IncidentOutcome::Open
-        };
         let objectives = incident
             .restored
             .as_ref()
@@ -67,6 +65,20 @@ impl IncidentSeen {
             .unwrap_or(policy.objectives);
         let rto = objectives.rto.map(|d| d.as_duration().as_secs_f64());
         let rpo = objectives.rpo.map(|d| d.as_duration().as_secs_f64());
+        IncidentSeen::judged(incident, rto, rpo)
+    }
+
+    /// An incident against these objectives (seconds).
+    fn judged(incident: Incident, rto: Option<f64>, rpo: Option<f64>) -> IncidentSeen {
+        let outcome = if incident.recovered_at.is_some() {
+            IncidentOutcome::Recovered
+        } else if incident.needs_coordinator {
+            IncidentOutcome::HandedOver
+        } else if incident.stopped.is_some() {
+            IncidentOutcome::Stopped
+        } else {
+            IncidentOutcome::Open
+        };
         let within = |measured: Option<f64>, objective: Option<f64>| {
             measured.zip(objective).map(|(m, o)| m <= o)
         };
@@ -104,4 +116,57 @@ pub async fn gather(policy: &Policy, from: DateTime<Utc>, to: DateTime<Utc>) -> 
         .filter(|i| i.first_failed >= from && i.first_failed < to)
         .map(|i| IncidentSeen::new(policy, i))
         .collect()
+}
+
+/// The incidents of each of `hosts` (an inventory's hosts) whose first
+/// failed check falls in the period, read from the policy's targets,
+/// oldest first; `statuses` are their agents' answers (`drp status
+/// --inventory`), for the objectives of the export a rung restored.
+pub async fn gather_hosts(
+    policy: &Policy,
+    hosts: &[String],
+    statuses: &[crate::fleet::status::HostStatus],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<IncidentSeen> {
+    let names: Vec<String> = policy.targets.keys().cloned().collect();
+    let (repos, _) = drp_core::repository::open_reachable(policy, &names).await;
+    let mut by_id = std::collections::BTreeMap::new();
+    for host in hosts {
+        for repo in &repos {
+            match repo.incidents(host).await {
+                Ok(found) => {
+                    for i in found {
+                        by_id.entry((host.clone(), i.id())).or_insert(i);
+                    }
+                }
+                Err(e) => tracing::warn!(host = %host, "incident records not read: {e}"),
+            }
+        }
+    }
+    let mut out: Vec<IncidentSeen> = by_id
+        .into_values()
+        .filter(|i| i.first_failed >= from && i.first_failed < to)
+        .map(|i| {
+            let reported = i.restored.as_ref().and_then(|r| {
+                statuses
+                    .iter()
+                    .find(|s| s.host == i.host)
+                    .and_then(|s| s.status.as_ref().ok())
+                    .and_then(|s| s.exports.iter().find(|e| e.status.export == r.of))
+                    .map(|e| {
+                        (
+                            e.status.rto_objective_seconds,
+                            e.status.rpo_objective_seconds,
+                        )
+                    })
+            });
+            match reported {
+                Some((rto, rpo)) => IncidentSeen::judged(i, rto, rpo),
+                None => IncidentSeen::new(policy, i),
+            }
+        })
+        .collect();
+    out.sort_by_key(|i| i.incident.first_failed);
+    out
 }

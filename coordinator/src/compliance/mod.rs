@@ -9,7 +9,7 @@ mod charts;
 mod incidents;
 mod render;
 
-pub use incidents::{IncidentOutcome, IncidentSeen};
+pub use incidents::{IncidentOutcome, IncidentSeen, gather_hosts as host_incidents};
 pub use render::{html, markdown, page};
 
 use std::collections::BTreeMap;
@@ -95,7 +95,9 @@ pub struct Compliance {
     /// (`drp status --inventory` rows), unreachable hosts included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fleet: Vec<crate::fleet::status::FleetRow>,
-    /// The host watchdog's incidents of the period, oldest first.
+    /// The incidents of the period, oldest first: the policy host's (its
+    /// watchdog's, or a coordinator's watch), and with an inventory every
+    /// host's.
     pub incidents: Vec<IncidentSeen>,
 }
 

@@ -138,7 +138,8 @@ pub fn markdown(c: &Compliance) -> String {
     s
 }
 
-/// The watchdog's incidents, each against the objectives.
+/// The incidents (the hosts' watchdogs', a coordinator's watch), each
+/// against the objectives.
 fn incidents(c: &Compliance) -> String {
     let mut s = String::from(
         "\n## Incidents\n\n| detected | host | service | rungs tried | outcome | RTO (objective) | RPO (objective) | |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
