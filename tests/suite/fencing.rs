@@ -58,10 +58,10 @@ fn fence_check(h: &Host) -> std::process::Output {
 /// Makes the coordinator's address unreachable from `h` (replies to it are
 /// dropped), while every other host still reaches `h`: a partition between
 /// the coordinator and one host only. Undone when dropped.
-struct CoordinatorCut(String);
+pub(crate) struct CoordinatorCut(String);
 
 impl CoordinatorCut {
-    fn new(h: &Host) -> CoordinatorCut {
+    pub(crate) fn new(h: &Host) -> CoordinatorCut {
         let route = format!("{}.1/32", services().get("DRP_TEST_FLEET_NET"));
         assert!(
             Command::new("ip")
