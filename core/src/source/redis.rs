@@ -77,10 +77,9 @@ impl RedisConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         match (&self.socket, &self.host) {
-            (Some(_), Some(_)) => out.push((
-                "host".into(),
-                "give `socket` or `host`, not both".into(),
-            )),
+            (Some(_), Some(_)) => {
+                out.push(("host".into(), "give `socket` or `host`, not both".into()))
+            }
             (Some(_), None) if self.port.is_some() => out.push((
                 "port".into(),
                 "`port` goes with `host`; a socket has none".into(),
@@ -103,8 +102,14 @@ impl RedisConfig {
             _ => {}
         }
         for (key, argv) in [("stop", &self.stop), ("start", &self.start)] {
-            if argv.as_ref().is_some_and(|a| a.first().is_none_or(|p| p.is_empty())) {
-                out.push((key.into(), "an empty command: give the program and its arguments as a list".into()));
+            if argv
+                .as_ref()
+                .is_some_and(|a| a.first().is_none_or(|p| p.is_empty()))
+            {
+                out.push((
+                    key.into(),
+                    "an empty command: give the program and its arguments as a list".into(),
+                ));
             }
         }
         if self
@@ -112,7 +117,10 @@ impl RedisConfig {
             .as_deref()
             .is_some_and(|f| f.is_empty() || f.contains('/'))
         {
-            out.push(("dbfilename".into(), "a file name in `dir`, without `/`".into()));
+            out.push((
+                "dbfilename".into(),
+                "a file name in `dir`, without `/`".into(),
+            ));
         }
         out
     }
@@ -205,7 +213,10 @@ impl Redis {
     pub fn keyspace(&self) -> Result<Keyspace, SourceError> {
         let text = self.query(&["INFO", "keyspace"])?;
         Keyspace::parse(&text).ok_or_else(|| {
-            SourceError::Invalid(format!("unreadable `INFO keyspace` from {}", self.address()))
+            SourceError::Invalid(format!(
+                "unreadable `INFO keyspace` from {}",
+                self.address()
+            ))
         })
     }
 
@@ -231,7 +242,8 @@ impl Redis {
     /// The commands that stop and start the server, as the policy declares them.
     fn lifecycle(&self) -> Option<(Vec<String>, Vec<String>)> {
         if let Some(unit) = &self.config.unit {
-            let systemctl = |verb: &str| vec!["systemctl".to_string(), verb.to_string(), unit.clone()];
+            let systemctl =
+                |verb: &str| vec!["systemctl".to_string(), verb.to_string(), unit.clone()];
             return Some((systemctl("stop"), systemctl("start")));
         }
         Some((self.config.stop.clone()?, self.config.start.clone()?))
@@ -245,16 +257,21 @@ impl Redis {
         };
         let mut cmd = Command::new(program);
         cmd.args(args).current_dir(&self.base_dir);
-        process::run_limited(&mut cmd, Input::Bytes(&[]), cancel, Some(self.step_timeout()))
-            .map(|_| ())
-            .map_err(|e| match e {
-                SourceError::ToolFailed { status, stderr, .. } => SourceError::ToolFailed {
-                    tool: argv.join(" "),
-                    status,
-                    stderr,
-                },
-                e => e,
-            })
+        process::run_limited(
+            &mut cmd,
+            Input::Bytes(&[]),
+            cancel,
+            Some(self.step_timeout()),
+        )
+        .map(|_| ())
+        .map_err(|e| match e {
+            SourceError::ToolFailed { status, stderr, .. } => SourceError::ToolFailed {
+                tool: argv.join(" "),
+                status,
+                stderr,
+            },
+            e => e,
+        })
     }
 
     /// Polls until the server answers (`up`) or stops answering, within the
@@ -267,7 +284,11 @@ impl Redis {
                 return Err(SourceError::Invalid(format!(
                     "the Redis server at {} {} within {}",
                     self.address(),
-                    if up { "did not answer" } else { "still answered" },
+                    if up {
+                        "did not answer"
+                    } else {
+                        "still answered"
+                    },
                     crate::config::units::format_duration(self.step_timeout())
                 )));
             }
@@ -435,7 +456,8 @@ impl ExportStream for RdbExport {
             (None, why) => format!("uncounted: {}", why.as_deref().unwrap_or("-")),
         };
         info.tools.insert(KEYS_TOOL.into(), keys);
-        info.tools.insert("rdb".into(), format!("RDB version {}", contents.version));
+        info.tools
+            .insert("rdb".into(), format!("RDB version {}", contents.version));
         Ok(info)
     }
 }
@@ -478,7 +500,10 @@ impl Source for Redis {
                 d.insert("socket".into(), s.display().to_string());
             }
             (None, h) => {
-                d.insert("host".into(), h.clone().unwrap_or_else(|| "127.0.0.1".into()));
+                d.insert(
+                    "host".into(),
+                    h.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                );
                 d.insert("port".into(), self.config.port.unwrap_or(6379).to_string());
             }
         }
@@ -542,14 +567,22 @@ impl Source for Redis {
                         files.dump.display()
                     )));
                 }
-                let version = self.info("server")?.get("redis_version").cloned().unwrap_or_default();
+                let version = self
+                    .info("server")?
+                    .get("redis_version")
+                    .cloned()
+                    .unwrap_or_default();
                 let keys = self.keyspace()?;
                 let files = self.files()?;
                 Ok(Some(format!(
                     "Redis {version} at {}: {} keys ({}), dump {}{}",
                     self.address(),
                     keys.keys(),
-                    if keys.0.is_empty() { "empty".to_string() } else { keys.to_string() },
+                    if keys.0.is_empty() {
+                        "empty".to_string()
+                    } else {
+                        keys.to_string()
+                    },
                     files.dump.display(),
                     if files.appendonly {
                         format!(", append-only files {}", files.aof.path().display())
@@ -563,12 +596,16 @@ impl Source for Redis {
 
     fn kept_as(&self, dest: &Destination) -> String {
         match dest {
-            Destination::Path(p) => format!("the replaced file is kept as `{}`", replaced_pattern(p)),
+            Destination::Path(p) => {
+                format!("the replaced file is kept as `{}`", replaced_pattern(p))
+            }
             Destination::Database(_) => {
                 let how = match (&self.config.unit, &self.config.stop) {
                     (Some(u), _) => format!("systemctl stop {u}"),
                     (None, Some(s)) => s.join(" "),
-                    (None, None) => "(no `stop` or `unit` declared: the restore will refuse)".into(),
+                    (None, None) => {
+                        "(no `stop` or `unit` declared: the restore will refuse)".into()
+                    }
                 };
                 format!(
                     "the server is stopped (`{how}`) and its dump file is kept beside it as `<dump>.drp-replaced-<time>-<id>` \
@@ -641,19 +678,27 @@ fn same_owner(path: &Path, like: &Path) -> Result<(), SourceError> {
     let Ok(m) = std::fs::metadata(like) else {
         return Ok(());
     };
-    let mode = if m.is_dir() { m.mode() & 0o7777 } else { m.mode() & 0o666 };
+    let mode = if m.is_dir() {
+        m.mode() & 0o7777
+    } else {
+        m.mode() & 0o666
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| SourceError::io(format!("cannot set the mode of {}", path.display()), e))?;
     if unsafe { libc::geteuid() } == 0 {
-        std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()))
-            .map_err(|e| SourceError::io(format!("cannot set the owner of {}", path.display()), e))?;
+        std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())).map_err(|e| {
+            SourceError::io(format!("cannot set the owner of {}", path.display()), e)
+        })?;
     }
     Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), SourceError> {
     std::fs::rename(from, to).map_err(|e| {
-        SourceError::io(format!("cannot move {} to {}", from.display(), to.display()), e)
+        SourceError::io(
+            format!("cannot move {} to {}", from.display(), to.display()),
+            e,
+        )
     })
 }
 
@@ -670,12 +715,19 @@ impl StagedRdb {
     fn swap_in(&self, files: &ServerFiles) -> Result<(Vec<Moved>, Vec<PathBuf>), SourceError> {
         let mut moved = Vec::new();
         let mut created = Vec::new();
-        let like = if files.dump.exists() { files.dump.clone() } else { files.dir.clone() };
+        let like = if files.dump.exists() {
+            files.dump.clone()
+        } else {
+            files.dir.clone()
+        };
         same_owner(self.file.path(), &like)?;
         if files.dump.exists() {
             let kept = replaced_path(&files.dump);
             rename(&files.dump, &kept)?;
-            moved.push(Moved { from: files.dump.clone(), to: kept });
+            moved.push(Moved {
+                from: files.dump.clone(),
+                to: kept,
+            });
         }
         if files.appendonly {
             let aof = files.aof.path();
@@ -686,30 +738,41 @@ impl StagedRdb {
                 let kept = replaced_path(aof);
                 rename(aof, &kept)?;
                 like = kept.clone();
-                moved.push(Moved { from: aof.to_path_buf(), to: kept });
+                moved.push(Moved {
+                    from: aof.to_path_buf(),
+                    to: kept,
+                });
             }
             // The server loads its append-only files and ignores the RDB:
             // they start again from the RDB (Redis 7: as the base of a new
             // folder; before: as the RDB preamble of a new file).
             match &files.aof {
                 Aof::Folder(dir) => {
-                    std::fs::create_dir(dir)
-                        .map_err(|e| SourceError::io(format!("cannot create {}", dir.display()), e))?;
+                    std::fs::create_dir(dir).map_err(|e| {
+                        SourceError::io(format!("cannot create {}", dir.display()), e)
+                    })?;
                     created.push(dir.clone());
                     same_owner(dir, &like)?;
                     let base = dir.join(format!("{}.1.base.rdb", files.appendfilename));
-                    std::fs::copy(self.file.path(), &base)
-                        .map_err(|e| SourceError::io(format!("cannot write {}", base.display()), e))?;
+                    std::fs::copy(self.file.path(), &base).map_err(|e| {
+                        SourceError::io(format!("cannot write {}", base.display()), e)
+                    })?;
                     same_owner(&base, self.file.path())?;
                     let manifest = dir.join(format!("{}.manifest", files.appendfilename));
-                    let name = base.file_name().expect("a file").to_string_lossy().into_owned();
-                    std::fs::write(&manifest, format!("file {name} seq 1 type b\n"))
-                        .map_err(|e| SourceError::io(format!("cannot write {}", manifest.display()), e))?;
+                    let name = base
+                        .file_name()
+                        .expect("a file")
+                        .to_string_lossy()
+                        .into_owned();
+                    std::fs::write(&manifest, format!("file {name} seq 1 type b\n")).map_err(
+                        |e| SourceError::io(format!("cannot write {}", manifest.display()), e),
+                    )?;
                     same_owner(&manifest, self.file.path())?;
                 }
                 Aof::File(file) => {
-                    std::fs::copy(self.file.path(), file)
-                        .map_err(|e| SourceError::io(format!("cannot write {}", file.display()), e))?;
+                    std::fs::copy(self.file.path(), file).map_err(|e| {
+                        SourceError::io(format!("cannot write {}", file.display()), e)
+                    })?;
                     created.push(file.clone());
                     same_owner(file, self.file.path())?;
                 }
@@ -725,7 +788,10 @@ impl StagedRdb {
     fn swap_out(moved: &[Moved], created: &[PathBuf]) -> Result<(), SourceError> {
         for path in created {
             if path.exists() {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let failed = path.with_file_name(format!(
                     "{name}.drp-failed-{}",
                     Utc::now().format("%Y%m%dT%H%M%SZ")
@@ -739,7 +805,11 @@ impl StagedRdb {
         Ok(())
     }
 
-    fn into_server(self, files: &ServerFiles, options: &CommitOptions) -> Result<Committed, SourceError> {
+    fn into_server(
+        self,
+        files: &ServerFiles,
+        options: &CommitOptions,
+    ) -> Result<Committed, SourceError> {
         let expected = self.check()?;
         let redis = &self.redis;
         let cancel = &options.cancel;
@@ -748,7 +818,10 @@ impl StagedRdb {
         if redis.answers() {
             redis.run_declared(&stop, cancel)?;
             redis.await_server(false, cancel).map_err(|e| {
-                SourceError::Invalid(format!("{e} after `{}`: nothing was replaced", stop.join(" ")))
+                SourceError::Invalid(format!(
+                    "{e} after `{}`: nothing was replaced",
+                    stop.join(" ")
+                ))
             })?;
         }
         let (moved, created) = match self.swap_in(files) {
@@ -757,7 +830,9 @@ impl StagedRdb {
                 let back = redis.run_declared(&start, &Cancel::default());
                 return Err(SourceError::Invalid(format!(
                     "the RDB could not be put in place ({e}); the server was started again on its own data{}",
-                    back.err().map(|e| format!(" — but its start failed: {e}")).unwrap_or_default()
+                    back.err()
+                        .map(|e| format!(" — but its start failed: {e}"))
+                        .unwrap_or_default()
                 )));
             }
         };
@@ -765,7 +840,9 @@ impl StagedRdb {
             .run_declared(&start, cancel)
             .and_then(|()| redis.await_server(true, cancel))
             .and_then(|()| match &expected {
-                Some(k) => keys_match(k, &redis.keyspace()?).map(|_| ()).map_err(SourceError::Invalid),
+                Some(k) => keys_match(k, &redis.keyspace()?)
+                    .map(|_| ())
+                    .map_err(SourceError::Invalid),
                 None => Ok(()),
             });
         if let Err(e) = checked {
@@ -780,7 +857,11 @@ impl StagedRdb {
                 ),
                 (Err(u), _) => format!(
                     "the restored server failed its check ({e}), and its data could not be put back ({u}): the replaced files are kept as {}",
-                    moved.iter().map(|m| m.to.display().to_string()).collect::<Vec<_>>().join(", ")
+                    moved
+                        .iter()
+                        .map(|m| m.to.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 (Ok(()), Err(s)) => format!(
                     "the restored server failed its check ({e}); the data it replaced was put back, but the server did not start: {s}"
@@ -795,11 +876,21 @@ impl StagedRdb {
                 } else {
                     std::fs::remove_file(&m.to)
                 };
-                gone.map_err(|e| SourceError::io(format!("restored, but cannot remove {}", m.to.display()), e))?;
+                gone.map_err(|e| {
+                    SourceError::io(format!("restored, but cannot remove {}", m.to.display()), e)
+                })?;
             }
-            return Ok(if kept.is_empty() { Committed::default() } else { Committed::dropped(kept.join(", ")) });
+            return Ok(if kept.is_empty() {
+                Committed::default()
+            } else {
+                Committed::dropped(kept.join(", "))
+            });
         }
-        Ok(if kept.is_empty() { Committed::default() } else { Committed::kept(kept.join(", ")) })
+        Ok(if kept.is_empty() {
+            Committed::default()
+        } else {
+            Committed::kept(kept.join(", "))
+        })
     }
 
     /// Reads the staged RDB whole: its checksum, and its keys when counted.
@@ -807,10 +898,24 @@ impl StagedRdb {
         let file = std::fs::File::open(self.file.path())
             .map_err(|e| SourceError::io("cannot read the staged RDB", e))?;
         let contents = rdb::read(std::io::BufReader::new(file)).map_err(|e| {
-            SourceError::Invalid(format!("the point is not a whole RDB ({e}): nothing was replaced"))
+            SourceError::Invalid(format!(
+                "the point is not a whole RDB ({e}): nothing was replaced"
+            ))
         })?;
+        // Only the RDB goes in place, without the end mark of its transfer.
+        let size = std::fs::metadata(self.file.path())
+            .map_err(|e| SourceError::io("cannot read the staged RDB", e))?
+            .len();
+        if size > contents.len {
+            self.file
+                .as_file()
+                .set_len(contents.len)
+                .map_err(|e| SourceError::io("cannot cut the staged RDB to its end", e))?;
+        }
         if let Some(why) = &contents.uncounted {
-            tracing::warn!("the RDB's keys are not counted ({why}): the restored server's keys are not checked");
+            tracing::warn!(
+                "the RDB's keys are not counted ({why}): the restored server's keys are not checked"
+            );
         }
         Ok(contents.keyspace)
     }
@@ -828,20 +933,21 @@ impl Staged for StagedRdb {
                 options.cancel.check()?;
                 let path = path.clone();
                 if !path.exists() {
-                    self.file
-                        .persist(&path)
-                        .map_err(|e| SourceError::io(format!("cannot write {}", path.display()), e.error))?;
+                    self.file.persist(&path).map_err(|e| {
+                        SourceError::io(format!("cannot write {}", path.display()), e.error)
+                    })?;
                     return Ok(Committed::default());
                 }
                 let kept = replaced_path(&path);
                 rename(&path, &kept)?;
-                self.file
-                    .persist(&path)
-                    .map_err(|e| SourceError::io(format!("cannot write {}", path.display()), e.error))?;
+                self.file.persist(&path).map_err(|e| {
+                    SourceError::io(format!("cannot write {}", path.display()), e.error)
+                })?;
                 let what = kept.display().to_string();
                 if options.drop_replaced {
-                    std::fs::remove_file(&kept)
-                        .map_err(|e| SourceError::io(format!("restored, but cannot remove {what}"), e))?;
+                    std::fs::remove_file(&kept).map_err(|e| {
+                        SourceError::io(format!("restored, but cannot remove {what}"), e)
+                    })?;
                     return Ok(Committed::dropped(what));
                 }
                 Ok(Committed::kept(what))
@@ -860,7 +966,13 @@ mod tests {
 
     #[test]
     fn conflicting_or_half_declared_settings_are_problems_at_their_keys() {
-        let keys = |yaml| config(yaml).problems().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let keys = |yaml| {
+            config(yaml)
+                .problems()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
         assert!(keys("socket: /run/redis.sock\nunit: redis-server").is_empty());
         assert!(keys("host: 10.0.0.5\nport: 6380\nstop: [a]\nstart: [b]").is_empty());
         assert_eq!(keys("socket: /s\nhost: h"), ["host"]);
@@ -880,10 +992,20 @@ mod tests {
         let expired = Keyspace::parse("db0:keys=8,expires=1;db1:keys=2,expires=0").unwrap();
         assert!(keys_match(&point, &expired).is_ok());
         let lost = Keyspace::parse("db0:keys=9,expires=3;db1:keys=2,expires=0").unwrap();
-        assert!(keys_match(&point, &lost).unwrap_err().contains("db0 holds 9 keys"));
+        assert!(
+            keys_match(&point, &lost)
+                .unwrap_err()
+                .contains("db0 holds 9 keys")
+        );
         let other_db = Keyspace::parse("db0:keys=10,expires=3").unwrap();
-        assert!(keys_match(&point, &other_db).unwrap_err().contains("db1 holds 0"));
-        let more = Keyspace::parse("db0:keys=10,expires=3;db1:keys=2,expires=0;db5:keys=1,expires=0").unwrap();
+        assert!(
+            keys_match(&point, &other_db)
+                .unwrap_err()
+                .contains("db1 holds 0")
+        );
+        let more =
+            Keyspace::parse("db0:keys=10,expires=3;db1:keys=2,expires=0;db5:keys=1,expires=0")
+                .unwrap();
         assert!(keys_match(&point, &more).is_err());
     }
 
@@ -898,10 +1020,26 @@ mod tests {
         let Ok(cmd) = r.cli() else {
             panic!("redis-cli is not installed (tests/services/setup.sh installs it)");
         };
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(!args.iter().any(|a| a.contains("s3cret")), "{args:?}");
-        assert_eq!(args, ["-e", "--no-auth-warning", "-s", "/run/redis.sock", "--user", "app"]);
-        let env: Vec<_> = cmd.get_envs().filter(|(k, _)| *k == "REDISCLI_AUTH").collect();
+        assert_eq!(
+            args,
+            [
+                "-e",
+                "--no-auth-warning",
+                "-s",
+                "/run/redis.sock",
+                "--user",
+                "app"
+            ]
+        );
+        let env: Vec<_> = cmd
+            .get_envs()
+            .filter(|(k, _)| *k == "REDISCLI_AUTH")
+            .collect();
         assert_eq!(env.len(), 1);
         assert_eq!(env[0].1.unwrap(), "s3cret-Pw");
     }

@@ -39,7 +39,11 @@ impl Keyspace {
     /// `INFO keyspace` prints, line by line): `db0:keys=2,expires=1;db2:…`.
     pub fn parse(text: &str) -> Option<Keyspace> {
         let mut out = BTreeMap::new();
-        for part in text.split([';', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+        for part in text
+            .split([';', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             if part.starts_with('#') {
                 continue;
             }
@@ -85,7 +89,15 @@ pub struct Contents {
     /// Whether its checksum was there to check (Redis writes zeros with
     /// `rdbchecksum no`).
     pub checksum_checked: bool,
+    /// Where the RDB ends (`u64::MAX` when the count stopped): what follows
+    /// is the 40-byte end mark of a diskless transfer, which `redis-cli
+    /// --rdb -` writes on its stdout after the RDB (Redis 7.0), and which a
+    /// restore cuts off.
+    pub len: u64,
 }
+
+/// The length of the mark that ends a diskless transfer.
+const EOF_MARK: usize = 40;
 
 /// Why an RDB is not one: truncated, damaged, or not an RDB at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +194,12 @@ impl<R: Read> Summed<R> {
                 self.exact(&mut x)?;
                 Len::Plain(u64::from_be_bytes(x))
             }
-            2 => return Err(Damaged(format!("unknown length encoding {b:#x} at byte {}", self.at))),
+            2 => {
+                return Err(Damaged(format!(
+                    "unknown length encoding {b:#x} at byte {}",
+                    self.at
+                )));
+            }
             _ => Len::Encoded(b & 0x3f),
         })
     }
@@ -190,7 +207,10 @@ impl<R: Read> Summed<R> {
     fn len(&mut self) -> Result<u64, Damaged> {
         match self.len_or_encoding()? {
             Len::Plain(n) => Ok(n),
-            Len::Encoded(_) => Err(Damaged(format!("a string where a length belongs, at byte {}", self.at))),
+            Len::Encoded(_) => Err(Damaged(format!(
+                "a string where a length belongs, at byte {}",
+                self.at
+            ))),
         }
     }
 
@@ -205,7 +225,10 @@ impl<R: Read> Summed<R> {
                 let _uncompressed = self.len()?;
                 self.skip(compressed)
             }
-            Len::Encoded(e) => Err(Damaged(format!("unknown string encoding {e} at byte {}", self.at))),
+            Len::Encoded(e) => Err(Damaged(format!(
+                "unknown string encoding {e} at byte {}",
+                self.at
+            ))),
         }
     }
 
@@ -221,7 +244,12 @@ impl<R: Read> Summed<R> {
                 3 => self.skip(4)?,
                 4 => self.skip(8)?,
                 5 => self.skip_string()?,
-                op => return Err(Damaged(format!("unknown module opcode {op} at byte {}", self.at))),
+                op => {
+                    return Err(Damaged(format!(
+                        "unknown module opcode {op} at byte {}",
+                        self.at
+                    )));
+                }
             }
         }
     }
@@ -327,7 +355,9 @@ pub fn read(input: impl Read) -> Result<Contents, Damaged> {
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|_| &magic[..5] == b"REDIS")
-        .ok_or_else(|| Damaged("not an RDB file (it does not start with `REDIS` and a version)".into()))?;
+        .ok_or_else(|| {
+            Damaged("not an RDB file (it does not start with `REDIS` and a version)".into())
+        })?;
     let mut dbs: BTreeMap<u64, DbKeys> = BTreeMap::new();
     let mut db = 0u64;
     let mut expiring = false;
@@ -382,6 +412,7 @@ pub fn read(input: impl Read) -> Result<Contents, Damaged> {
                         keyspace: None,
                         uncounted: Some(why),
                         checksum_checked: false,
+                        len: u64::MAX,
                     });
                 }
                 let d = dbs.entry(db).or_default();
@@ -405,8 +436,14 @@ pub fn read(input: impl Read) -> Result<Contents, Damaged> {
         }
         checksum_checked = stored != 0;
     }
-    let mut rest = [0u8; 1];
-    if r.inner.read(&mut rest).map_err(|e| Damaged(e.to_string()))? != 0 {
+    let len = r.at;
+    let mut rest = Vec::new();
+    (&mut r.inner)
+        .take(EOF_MARK as u64 + 1)
+        .read_to_end(&mut rest)
+        .map_err(|e| Damaged(format!("cannot read the RDB: {e}")))?;
+    let mark = rest.len() == EOF_MARK && rest.iter().all(u8::is_ascii_alphanumeric);
+    if !rest.is_empty() && !mark {
         return Err(Damaged("the RDB goes on after its end marker".into()));
     }
     dbs.retain(|_, d| d.keys > 0);
@@ -415,6 +452,7 @@ pub fn read(input: impl Read) -> Result<Contents, Damaged> {
         keyspace: Some(Keyspace(dbs)),
         uncounted: None,
         checksum_checked,
+        len,
     })
 }
 
@@ -480,11 +518,21 @@ mod tests {
         assert!(read(flipped.as_slice()).unwrap_err().0.contains("checksum"));
         for cut in [3, 30, good.len() - 3] {
             let err = read(&good[..cut]).unwrap_err().0;
-            assert!(err.contains("ends early") || err.contains("not an RDB"), "{cut}: {err}");
+            assert!(
+                err.contains("ends early") || err.contains("not an RDB"),
+                "{cut}: {err}"
+            );
         }
         let mut longer = good.clone();
         longer.push(0);
         assert!(read(longer.as_slice()).unwrap_err().0.contains("goes on"));
+        // The end mark of a diskless transfer is not part of the RDB.
+        let mut marked = good.clone();
+        marked.extend(b"2ce44ed8a126abc1859c9c67038e9274f7b7dadf");
+        let contents = read(marked.as_slice()).unwrap();
+        assert_eq!(contents.len, good.len() as u64);
+        marked.push(b'0');
+        assert!(read(marked.as_slice()).is_err());
     }
 
     #[test]
