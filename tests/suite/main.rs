@@ -12,6 +12,7 @@ mod ansible;
 mod archiving;
 mod binlog;
 mod cli;
+mod coordinator_watch;
 mod command_source;
 mod docs;
 mod drill_schedule;
