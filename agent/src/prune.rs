@@ -40,6 +40,7 @@ pub async fn run(
                     })).collect::<Vec<_>>(),
                     "orphans": t.orphans, "young_orphans": t.young_orphans, "errors": t.errors,
                     "wal_removed": t.wal_removed, "wal_kept_from": t.wal_kept_from,
+                    "snapshots_forgotten": t.snapshots_forgotten,
                 }));
                 continue;
             }
@@ -78,6 +79,13 @@ pub async fn run(
                     "{name} on `{}`: {} orphan {o}",
                     t.target,
                     if dry_run { "would remove" } else { "removed" }
+                );
+            }
+            for o in &t.snapshots_forgotten {
+                println!(
+                    "{name} on `{}`: {} {o}",
+                    t.target,
+                    if dry_run { "would forget" } else { "forgot and pruned" }
                 );
             }
             if let Some(from) = &t.wal_kept_from {

@@ -45,6 +45,10 @@ pub struct RestoreArgs {
     /// Where to restore: a database name or a path (default: the source itself).
     #[arg(long)]
     pub to: Option<String>,
+    /// An incremental tree export: restore only this path of the tree (a folder or file relative to
+    /// its root; repeatable), into --to or, by default, a new folder beside the tree.
+    #[arg(long = "path", value_name = "PATH", conflicts_with = "change")]
+    pub paths: Vec<String>,
     /// When the failure happened, to state the data-loss window (default: now); read as --before is.
     #[arg(long)]
     pub failed_at: Option<String>,
@@ -108,10 +112,30 @@ pub async fn run(args: &RestoreArgs, out: &Output) -> Result<ExitCode> {
     let failed_at = given_failed_at.map_or_else(Utc::now, |t| t.instant);
     let host = scope.host_for_restore()?;
     let source: Arc<dyn Source> = match &scope.policy {
-        Some(policy) => Arc::from(source::build(
-            &policy.export(&args.export)?.source,
-            &policy.base_dir,
-        )),
+        Some(policy) => {
+            let mut config = policy.export(&args.export)?.source.clone();
+            if !args.paths.is_empty() {
+                match &mut config {
+                    drp_core::config::SourceConfig::Directory(c)
+                        if c.mode == source::directory::Mode::Incremental =>
+                    {
+                        c.restore_paths = args.paths.clone()
+                    }
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "--path restores part of an incremental tree export; export `{}` is not one",
+                            args.export
+                        )));
+                    }
+                }
+            }
+            Arc::from(source::build(&config, &policy.base_dir))
+        }
+        None if !args.paths.is_empty() => {
+            return Err(Error::Usage(
+                "--path needs --policy: an incremental point is read with the export's repository key".into(),
+            ));
+        }
         None => {
             // Without a policy the manifest says what kind of source it was;
             // connection settings come from the environment and `--to`.

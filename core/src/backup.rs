@@ -92,7 +92,24 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
 
     let src = source::build(&export.source, &policy.base_dir);
     let describe = src.describe();
-    let stream = match tokio::task::spawn_blocking(move || src.export()).await {
+    let exported = match source::directory::incremental::settings(&export.source) {
+        // An incremental tree: a restic snapshot per target, then the
+        // point's descriptor as the stream.
+        Some(c) => Ok(source::directory::incremental::export(
+            c,
+            &policy.base_dir,
+            &policy.host,
+            &export.name,
+            &id,
+            live.iter()
+                .filter_map(|r| Some((r.name().to_string(), policy.targets.get(r.name())?.clone())))
+                .collect(),
+            progress.clone(),
+        )
+        .await),
+        None => tokio::task::spawn_blocking(move || src.export()).await,
+    };
+    let stream = match exported {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             report.source_error = Some(e.into());
@@ -136,6 +153,15 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
                 repo.name(),
                 "not committed: the export failed",
             )),
+            (Some(info), Ok(_)) if incremental_of(info, repo.name()).is_err() => {
+                Err(Error::target(
+                    repo.name(),
+                    format!(
+                        "not committed: its restic snapshot was not taken: {}",
+                        incremental_of(info, repo.name()).err().unwrap_or_default()
+                    ),
+                ))
+            }
             (Some(info), Ok(stored)) => {
                 let m = Manifest {
                     format: manifest::FORMAT,
@@ -163,6 +189,7 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
                     binlog: info.binlog.clone(),
                     encryption: Encryption::to(&repo.target.recipients),
                     signed_by: repo.keys.signer.as_ref().map(|s| s.key_id()),
+                    incremental: incremental_of(info, repo.name()).ok().flatten(),
                 };
                 repo.commit(&m).await.map(|_| m)
             }
@@ -175,4 +202,20 @@ pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Resu
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// An incremental run's snapshot on `target`: none for other exports, an
+/// error when the run took none there.
+fn incremental_of(
+    info: &source::ExportInfo,
+    target: &str,
+) -> std::result::Result<Option<manifest::Incremental>, String> {
+    if info.incremental.is_empty() {
+        return Ok(None);
+    }
+    match info.incremental.get(target) {
+        Some(Ok(i)) => Ok(Some(i.clone())),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("no snapshot was taken there".into()),
+    }
 }

@@ -46,6 +46,36 @@ pub struct Manifest {
     /// The fingerprint of the key that signed this manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// An incremental tree export's snapshot in the target's restic
+    /// repository: the data object is then only the point's descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// Where an incremental point's tree is: a snapshot of the restic repository
+/// beside the target's drp repository, and what the run stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    /// `restic`.
+    pub engine: String,
+    /// The repository, for people (no credential): `restic` under the target.
+    pub repository: String,
+    /// The snapshot's full id (64 hex digits).
+    pub snapshot: String,
+    /// Files read, and how many were new, changed or unchanged since the
+    /// previous snapshot of the tree.
+    pub files: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    /// Bytes of the tree read.
+    pub bytes_scanned: u64,
+    /// Bytes of data this run added to the repository (before compression):
+    /// what the previous points did not hold already.
+    pub bytes_added: u64,
+    /// The `exclude:` patterns the tree was read with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 /// The stored object is zstd encrypted in the age format to these recipients:

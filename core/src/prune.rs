@@ -39,6 +39,9 @@ pub struct TargetPrune {
     pub wal_removed: Vec<String>,
     /// The first WAL segment the oldest kept base backup needs.
     pub wal_kept_from: Option<String>,
+    /// An incremental export's restic snapshots that no point names any
+    /// more, forgotten and their unshared data pruned (or, in a dry run, to be).
+    pub snapshots_forgotten: Vec<String>,
 }
 
 impl TargetPrune {
@@ -52,6 +55,7 @@ impl TargetPrune {
             errors: Vec::new(),
             wal_removed: Vec::new(),
             wal_kept_from: None,
+            snapshots_forgotten: Vec::new(),
         }
     }
 }
@@ -171,6 +175,42 @@ pub(crate) async fn prune_target(
             verified,
             deleted,
         });
+    }
+
+    // An incremental export's snapshots no point names any more go too,
+    // and with them the data no other snapshot shares.
+    if let Some(c) = crate::source::directory::incremental::settings(&export.source)
+        && let Some(target) = policy.targets.get(repo.name())
+        && listing.damaged.is_empty()
+    {
+        let grace = chrono::Duration::from_std(policy.prune.grace.as_duration())
+            .unwrap_or(chrono::Duration::days(1));
+        let named = out
+            .points
+            .iter()
+            .filter(|p| p.decision.keep() || (!p.deleted && !dry_run))
+            .map(|p| p.decision.id.clone())
+            .collect();
+        let deleted = out
+            .points
+            .iter()
+            .filter(|p| p.deleted || (dry_run && !p.decision.keep()))
+            .map(|p| p.decision.id.clone())
+            .collect();
+        let (forgotten, errors) = crate::source::directory::incremental::prune(
+            c,
+            target,
+            &policy.base_dir,
+            host,
+            &export.name,
+            named,
+            deleted,
+            now - grace,
+            dry_run,
+        )
+        .await;
+        out.snapshots_forgotten = forgotten;
+        out.errors.extend(errors);
     }
 
     if out.points.iter().any(|p| p.deleted) {

@@ -90,8 +90,17 @@ pub async fn run_export(
         .collect();
     st.last_error = errors.first().cloned();
     if let Some(m) = report.committed().next() {
-        st.last_raw_bytes = Some(m.raw.size);
-        st.last_stored_bytes = Some(m.stored.size);
+        // An incremental point: the tree read, and the new bytes it stored.
+        st.last_raw_bytes = Some(
+            m.incremental
+                .as_ref()
+                .map_or(m.raw.size, |i| i.bytes_scanned),
+        );
+        st.last_stored_bytes = Some(
+            m.incremental
+                .as_ref()
+                .map_or(m.stored.size, |i| i.bytes_added),
+        );
         if result == state::RunResult::Ok {
             st.last_success = Some(m.finished_at);
         }

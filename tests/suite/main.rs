@@ -22,6 +22,7 @@ mod failover;
 mod faults;
 mod fencing;
 mod fleet;
+mod incremental;
 mod injection;
 mod mariadb_points;
 mod monitoring;

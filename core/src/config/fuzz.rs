@@ -178,6 +178,7 @@ fn a_mutated_manifest_reads_back_only_when_its_sizes_and_digests_match() {
         binlog: None,
         encryption: None,
         signed_by: Some("0123456789abcdef".into()),
+        incremental: None,
     };
     let text = serde_json::to_string_pretty(&truth).unwrap();
     let read = |m: &Manifest| {

@@ -126,6 +126,7 @@ impl Policy {
             &mut warnings,
         );
         check_exports::check_standby(&mut d, &s.standby, &declared, &exports);
+        check_exports::check_incremental(&mut d, &exports, &targets.configs, &mut warnings);
         check_settings::check_watch(&mut d, &s.watch, &exports);
         d.into_result()?;
 

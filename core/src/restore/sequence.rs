@@ -183,6 +183,9 @@ impl Planned<'_> {
             restore_command,
             archive_command,
             standby: restore.standby.is_some(),
+            targets: restore
+                .policy
+                .map(|p| (p.targets.clone(), p.base_dir.clone())),
         };
         run(
             plan,
@@ -230,6 +233,12 @@ struct Options {
     archive_command: Option<String>,
     /// The replay is the standby's own, after the swap.
     standby: bool,
+    /// The policy's targets and folder: where an incremental point's restic
+    /// repository is, on the target it is read from.
+    targets: Option<(
+        std::collections::BTreeMap<String, crate::backend::TargetConfig>,
+        PathBuf,
+    )>,
 }
 
 /// How long a restore waits for another restore of the same destination
@@ -268,7 +277,14 @@ async fn run(
     let started = Instant::now();
     let cancel = CancelOnDrop(Cancel::default());
     let lock = lock_destination(plan, &source, &options.lock_dir).await?;
-    let (staged, target) = receive_verified(plan, &source, &options.workdir, &progress).await?;
+    let (staged, target) = receive_verified(
+        plan,
+        &source,
+        &options.workdir,
+        options.targets.as_ref(),
+        &progress,
+    )
+    .await?;
     let received_seconds = started.elapsed().as_secs_f64();
     let binlog_dir = tempfile::Builder::new()
         .prefix(".drp-binlogs-")
@@ -315,6 +331,10 @@ async fn receive_verified(
     plan: &Plan,
     source: &Arc<dyn Source>,
     workdir: &Path,
+    targets: Option<&(
+        std::collections::BTreeMap<String, crate::backend::TargetConfig>,
+        PathBuf,
+    )>,
     progress: &Reporter,
 ) -> Result<(Box<dyn Staged>, String)> {
     let holders: Vec<(&Repository, &Manifest)> =
@@ -334,12 +354,36 @@ async fn receive_verified(
             total: Some(plan.manifest.stored.size),
         });
         let src = source.clone();
+        // An incremental point's tree is a snapshot in this target's restic repository.
+        let at = match &manifest.incremental {
+            None => None,
+            Some(point) => {
+                let Some((config, base_dir)) =
+                    targets.and_then(|(t, base)| Some((t.get(repo.name())?, base)))
+                else {
+                    return Err(Error::Usage(
+                        "an incremental point is restored through its policy (--policy): the restic repository's \
+                         key is a secret reference of the export"
+                            .into(),
+                    ));
+                };
+                Some(crate::source::directory::incremental::At::of(
+                    point, config, base_dir,
+                )?)
+            }
+        };
         let received = pipeline::read_verified(
             &repo.target,
             manifest,
             &repo.keys.identities,
             progress.clone(),
-            move |raw| src.stage(raw, &destination, &workdir).map_err(Error::from),
+            move |raw| {
+                match &at {
+                    Some(at) => src.stage_incremental(raw, &destination, at),
+                    None => src.stage(raw, &destination, &workdir),
+                }
+                .map_err(Error::from)
+            },
         )
         .await;
         progress.event(Event::Finished);

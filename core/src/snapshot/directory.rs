@@ -48,6 +48,7 @@ impl DirectorySnap {
                 source: SourceConfig::Directory(DirectoryConfig {
                     path: self.config.path.clone(),
                     allow_external_symlinks: true,
+                    ..DirectoryConfig::default()
                 }),
                 schedule: Schedule::parse("0 0 1 1 *", policy.timezone).expect("a valid schedule"),
                 targets,

@@ -23,10 +23,13 @@ use super::{
 use crate::chunk::{ChannelReader, ChunkWriter};
 use crate::config::resolve_relative;
 
+pub mod incremental;
+pub mod restic;
+
 /// Archive chunks queued between the archiver and the compressor.
 const CHUNKS_QUEUED: usize = 4;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// The tree to archive; relative to the policy's folder.
@@ -35,11 +38,43 @@ pub struct DirectoryConfig {
     /// climbing out with `..`), as trees like `/etc` have. Refused otherwise.
     #[serde(default)]
     pub allow_external_symlinks: bool,
+    /// `tar` (a whole archive per point, the default) or `incremental`
+    /// (deduplicated snapshots in a restic repository on each target).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Incremental mode: gitignore-style patterns of what is not read.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Incremental mode: stay on the tree's filesystem (mounts below it are
+    /// not read).
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// Incremental mode: the restic repository's key (password), a secret
+    /// reference. The host that backs up holds it.
+    #[serde(default)]
+    pub key: Option<crate::secret::SecretRef>,
+    /// Incremental mode, for a restore: only these paths of the tree
+    /// (`--path`), relative to its root. Never read from a policy.
+    #[serde(skip)]
+    pub restore_paths: Vec<String>,
+}
+
+/// How a directory export stores its points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A tar stream of the whole tree per point, through drp's pipeline.
+    #[default]
+    Tar,
+    /// Content-defined chunks shared between points, in restic's format.
+    Incremental,
 }
 
 pub struct Directory {
     path: PathBuf,
     allow_external_symlinks: bool,
+    config: DirectoryConfig,
+    base_dir: PathBuf,
 }
 
 impl Directory {
@@ -47,6 +82,8 @@ impl Directory {
         Directory {
             path: resolve_relative(base_dir, &config.path),
             allow_external_symlinks: config.allow_external_symlinks,
+            config,
+            base_dir: base_dir.to_path_buf(),
         }
     }
 }
@@ -83,13 +120,22 @@ impl ExportStream for TarExport {
 
 impl Source for Directory {
     fn describe(&self) -> BTreeMap<String, String> {
+        let format = match self.config.mode {
+            Mode::Tar => "tar",
+            Mode::Incremental => "restic",
+        };
         BTreeMap::from([
             ("path".to_string(), self.path.display().to_string()),
-            ("format".to_string(), "tar".to_string()),
+            ("format".to_string(), format.to_string()),
         ])
     }
 
     fn export(&self) -> Result<Box<dyn ExportStream>, SourceError> {
+        if self.config.mode == Mode::Incremental {
+            return Err(SourceError::Invalid(
+                "an incremental export is written by each target's restic repository (drp-agent backup)".into(),
+            ));
+        }
         if !self.path.is_dir() {
             return Err(SourceError::Invalid(format!(
                 "{} is not a directory",
@@ -125,7 +171,25 @@ impl Source for Directory {
     }
 
     fn default_destination(&self) -> Destination {
+        if !self.config.restore_paths.is_empty() {
+            // Some paths of the tree go to a folder of their own beside it.
+            return Destination::Path(incremental::paths_folder(&self.path));
+        }
         Destination::Path(self.path.clone())
+    }
+
+    fn stage_incremental(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        at: &incremental::At,
+    ) -> Result<Box<dyn Staged>, SourceError> {
+        let Destination::Path(path) = dest.clone() else {
+            return Err(SourceError::Invalid(
+                "a directory export restores into a directory".into(),
+            ));
+        };
+        incremental::stage(self, raw, &path, at)
     }
 
     fn destination(&self, text: &str) -> Destination {
@@ -553,12 +617,11 @@ mod tests {
 
     /// Archives `root` through the same path as an export, returning the bytes.
     fn archive(root: &Path) -> Vec<u8> {
-        let mut export = Directory {
+        let config = DirectoryConfig {
             path: root.to_path_buf(),
-            allow_external_symlinks: false,
-        }
-        .export()
-        .unwrap();
+            ..DirectoryConfig::default()
+        };
+        let mut export = Directory::new(config, Path::new("/")).export().unwrap();
         let mut bytes = Vec::new();
         export.read_to_end(&mut bytes).unwrap();
         export.finish().unwrap();

@@ -82,6 +82,9 @@ pub struct ExportInfo {
     pub wal: Option<crate::archiving::WalRange>,
     /// For a MariaDB export with binary logs shipped: where a replay starts.
     pub binlog: Option<crate::archiving::binlog::BinlogStart>,
+    /// For an incremental tree export: each target's snapshot, by target
+    /// name, or why that target has none (it then commits nothing).
+    pub incremental: BTreeMap<String, Result<crate::manifest::Incremental, String>>,
 }
 
 /// The raw byte stream of one export. Reading it to the end and calling
@@ -339,6 +342,21 @@ pub trait Source: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Receives an incremental point (`raw` is its descriptor) from the
+    /// restic snapshot `at` names, next to the destination, without
+    /// changing it. Only incremental directory exports have such points.
+    fn stage_incremental(
+        &self,
+        raw: &mut dyn Read,
+        dest: &Destination,
+        at: &directory::incremental::At,
+    ) -> Result<Box<dyn Staged>, SourceError> {
+        let _ = (raw, dest, at);
+        Err(SourceError::Invalid(
+            "this point is an incremental tree snapshot: restore it into a directory export".into(),
+        ))
+    }
+
     /// Receives the raw stream of a recovery point next to the destination,
     /// without changing it. `workdir` is private scratch space.
     fn stage(
@@ -469,7 +487,7 @@ impl SourceConfig {
             SourceKind::Sqlite => SourceConfig::Sqlite(sqlite::SqliteConfig { path: to.into() }),
             SourceKind::Directory => SourceConfig::Directory(directory::DirectoryConfig {
                 path: to.into(),
-                allow_external_symlinks: false,
+                ..directory::DirectoryConfig::default()
             }),
             // Without a policy there is no restore command to run: the
             // restore says so.
