@@ -117,6 +117,11 @@ fn policy_probes() -> Vec<Probe> {
         ),
         source("### `sqlite` source", "{kind: sqlite, zz_unknown: 1}"),
         source("### `directory` source", "{kind: directory, zz_unknown: 1}"),
+        source("### `redis` source", "{kind: redis, zz_unknown: 1}"),
+        source(
+            "### `command` source",
+            "{kind: command, backup: [a], restore: [b], zz_unknown: 1}",
+        ),
         export(
             "### Compression (`compression`)",
             "compression: {zz_unknown: 1}",
