@@ -11,6 +11,7 @@ mod reliability;
 mod ansible;
 mod archiving;
 mod binlog;
+mod catalogue;
 mod cli;
 mod coordinator_watch;
 mod command_source;

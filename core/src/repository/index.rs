@@ -25,9 +25,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{Error, Listing, Repository, Result, layout};
+use super::{layout, Error, Listing, Repository, Result};
 use crate::keys::sign::Owner;
-use crate::manifest::{FORMAT, Manifest};
+use crate::manifest::{Manifest, FORMAT};
 
 /// Reads issued at once when manifests are read one by one.
 const CONCURRENT_READS: usize = 32;
@@ -74,7 +74,10 @@ struct Cost {
 
 impl Head {
     fn max_id(&self) -> Option<&str> {
-        self.segments.iter().filter_map(|s| s.max_id.as_deref()).max()
+        self.segments
+            .iter()
+            .filter_map(|s| s.max_id.as_deref())
+            .max()
     }
 }
 
@@ -151,7 +154,7 @@ impl Repository {
             points: head.segments.iter().map(|s| s.count).sum(),
             newest: head.segments.iter().filter_map(|s| s.newest).max(),
         };
-        for (_, read) in self.newer_manifests(host, export, &head).await {
+        for (_, read) in self.newer_manifests(host, export, &head, None).await {
             if let Ok(m) = read {
                 summary.points += 1;
                 summary.newest = summary.newest.max(Some(m.consistency_time));
@@ -209,7 +212,7 @@ impl Repository {
             };
             let known: HashSet<&str> = points.iter().map(|m| m.id.as_str()).collect();
             let newer: Vec<Manifest> = self
-                .newer_manifests(host, export, &head)
+                .newer_manifests(host, export, &head, None)
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
@@ -231,10 +234,9 @@ impl Repository {
             return self.rebuild_index(host, export).await.map(|_| ());
         };
         let mut new = vec![manifest.clone()];
-        for (_, read) in self.newer_manifests(host, export, &head).await {
-            if let Ok(m) = read
-                && m.id != manifest.id
-            {
+        let own = layout::manifest(host, export, &manifest.id);
+        for (_, read) in self.newer_manifests(host, export, &head, Some(&own)).await {
+            if let Ok(m) = read {
                 new.push(m);
             }
         }
@@ -288,6 +290,7 @@ impl Repository {
         host: &str,
         export: &str,
         head: &Head,
+        except: Option<&str>,
     ) -> Vec<(String, Result<Manifest>)> {
         let op = &self.target.op;
         if !op.info().capability().list_with_start_after {
@@ -295,17 +298,18 @@ impl Repository {
         }
         let dir = layout::manifests_dir(host, export);
         let lister = match head.max_id() {
-            Some(id) => op
-                .list_with(&dir)
-                .start_after(&layout::manifest(host, export, id))
-                .await,
+            Some(id) => {
+                op.list_with(&dir)
+                    .start_after(&layout::manifest(host, export, id))
+                    .await
+            }
             None => op.list(&dir).await,
         };
         let keys = match lister {
             Ok(entries) => entries
                 .into_iter()
                 .map(|e| e.path().to_string())
-                .filter(|p| p.ends_with(".json"))
+                .filter(|p| p.ends_with(".json") && Some(p.as_str()) != except)
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -331,7 +335,10 @@ impl Repository {
             Ok(b) => b.to_vec(),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!(repository = self.name(), "index of {host}/{export} not read: {e}");
+                tracing::warn!(
+                    repository = self.name(),
+                    "index of {host}/{export} not read: {e}"
+                );
                 return None;
             }
         };
@@ -563,7 +570,9 @@ impl Repository {
             .await;
         let failed = made.iter().filter(|r| r.is_err()).count();
         match made.into_iter().find_map(|r| r.err()) {
-            Some(e) => Err(Error::Failed(format!("{failed} of {count} points not made: {e}"))),
+            Some(e) => Err(Error::Failed(format!(
+                "{failed} of {count} points not made: {e}"
+            ))),
             None => Ok(count),
         }
     }

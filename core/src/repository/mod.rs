@@ -227,6 +227,7 @@ impl Repository {
     }
 
     pub async fn read_manifest(&self, path: &str) -> Result<Manifest> {
+        tracing::debug!(target: "drp::catalogue", repository = self.name(), object = path, "manifest read");
         let buf = self
             .target
             .op
