@@ -371,12 +371,9 @@ impl Tester<'_> {
         // `data`, as every scratch server's: a test killed midway leaves
         // the server a later sweep stops.
         let data = scratch.path().join("data");
-        std::fs::create_dir(&data)
-            .map_err(|e| Error::io_path("cannot create", &data, e))?;
-        let source: Arc<dyn Source> = Arc::from(source::build(
-            &SourceConfig::Redis(live.clone()),
-            base_dir,
-        ));
+        std::fs::create_dir(&data).map_err(|e| Error::io_path("cannot create", &data, e))?;
+        let source: Arc<dyn Source> =
+            Arc::from(source::build(&SourceConfig::Redis(live.clone()), base_dir));
         let to = data.join(DUMP).display().to_string();
         let report = self
             .restore(source, Some(to), &scratch)

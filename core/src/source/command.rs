@@ -81,8 +81,13 @@ impl CommandConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut argv = |key: &str, argv: &[String]| match argv.first() {
-            None => out.push((key.to_string(), "an empty command: give the program and its arguments as a list".into())),
-            Some(p) if p.is_empty() => out.push((format!("{key}"), "the program's name is empty".into())),
+            None => out.push((
+                key.to_string(),
+                "an empty command: give the program and its arguments as a list".into(),
+            )),
+            Some(p) if p.is_empty() => {
+                out.push((key.to_string(), "the program's name is empty".into()))
+            }
             Some(_) => {}
         };
         argv("backup", &self.backup);
@@ -102,7 +107,10 @@ impl CommandConfig {
             }
         }
         if self.timeout.is_some_and(|t| t.0.is_zero()) {
-            out.push(("timeout".into(), "a timeout of zero stops every command at once".into()));
+            out.push((
+                "timeout".into(),
+                "a timeout of zero stops every command at once".into(),
+            ));
         }
         out
     }
@@ -254,13 +262,9 @@ impl Source for CommandSource {
             tools: BTreeMap::from([("command".to_string(), shown(argv))]),
             ..ExportInfo::default()
         };
-        let inner = ChildExport::start_limited(
-            &mut cmd,
-            shown(argv),
-            info,
-            Some(self.config.timeout()),
-        )
-        .map_err(|e| named(argv, e))?;
+        let inner =
+            ChildExport::start_limited(&mut cmd, shown(argv), info, Some(self.config.timeout()))
+                .map_err(|e| named(argv, e))?;
         Ok(Box::new(CommandExport {
             argv: argv.clone(),
             inner: Box::new(inner),
@@ -270,10 +274,7 @@ impl Source for CommandSource {
 
     /// What the restore command writes to: drp knows only its name.
     fn default_destination(&self) -> Destination {
-        Destination::Database(format!(
-            "whatever `{}` writes",
-            shown(&self.config.restore)
-        ))
+        Destination::Database(format!("whatever `{}` writes", shown(&self.config.restore)))
     }
 
     /// `--to`: passed to the restore command as `DRP_RESTORE_TO`; without
@@ -423,8 +424,9 @@ impl Staged for PointFile {
             None => Committed::default(),
             Some(k) if options.drop_replaced => {
                 let what = k.display().to_string();
-                std::fs::remove_file(&k)
-                    .map_err(|e| SourceError::io(format!("restored, but cannot remove {what}"), e))?;
+                std::fs::remove_file(&k).map_err(|e| {
+                    SourceError::io(format!("restored, but cannot remove {what}"), e)
+                })?;
                 Committed::dropped(what)
             }
             Some(k) => Committed::kept(k.display().to_string()),
@@ -460,7 +462,9 @@ mod tests {
 
     #[test]
     fn empty_commands_and_bad_variable_names_are_problems_at_their_keys() {
-        let c = config("backup: []\nrestore: [load]\nverify: ['']\nenv: {1A: x, 'A-B': y, OK_1: z}\ntimeout: 0s");
+        let c = config(
+            "backup: []\nrestore: [load]\nverify: ['']\nenv: {1A: x, 'A-B': y, OK_1: z}\ntimeout: 0s",
+        );
         let keys: Vec<String> = c.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["backup", "verify", "env.1A", "env.A-B", "timeout"]);
         assert!(config("backup: [a]\nrestore: [b]").problems().is_empty());
@@ -483,8 +487,14 @@ mod tests {
         stream.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"partial");
         let err = stream.finish().unwrap_err().to_string();
-        assert!(err.starts_with(&format!("`sh -c {script}` failed (exit code 3)")), "{err}");
-        assert!(err.contains("line 21\n") && err.ends_with("line 30"), "{err}");
+        assert!(
+            err.starts_with(&format!("`sh -c {script}` failed (exit code 3)")),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 21\n") && err.ends_with("line 30"),
+            "{err}"
+        );
         assert!(!err.contains("line 20\n"), "{err}");
     }
 
