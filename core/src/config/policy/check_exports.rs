@@ -322,6 +322,42 @@ fn check_compression(d: &mut Diagnostics, key: &str, compression: &Compression) 
     }
 }
 
+/// Incremental tree exports against their targets: refused on a target
+/// whose S3 Object Lock drp could not apply to what restic writes, and a
+/// warning that the host holds the repository key.
+pub(super) fn check_incremental(
+    d: &mut Diagnostics,
+    exports: &BTreeMap<String, Export>,
+    targets: &BTreeMap<String, crate::backend::TargetConfig>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    for (name, export) in exports {
+        if crate::source::directory::incremental::settings(&export.source).is_none() {
+            continue;
+        }
+        for t in &export.targets {
+            if let Some(why) = targets
+                .get(t)
+                .and_then(crate::source::directory::incremental::target_refused)
+            {
+                d.push(
+                    &format!("exports.{name}.targets"),
+                    format!("target `{t}`: {why}"),
+                    Some("send this export to a target without `lock:` (a NAS path, SFTP, or a bucket without Object Lock)".into()),
+                );
+            }
+        }
+        warnings.push(d.at(
+            &format!("exports.{name}.source.key"),
+            format!(
+                "export `{name}` is incremental: this host holds its restic repository key, which reads and deletes \
+                 every point of the repository, so it cannot be a write-only agent"
+            ),
+            Some("keep the key file readable by root only, and a copy of it off this host (without it no point restores)".into()),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{parse, problems, with_export};
@@ -375,41 +411,5 @@ mod tests {
             got[0].starts_with("8:31: exports.db.retention.min_verified:"),
             "{got:?}"
         );
-    }
-}
-
-/// Incremental tree exports against their targets: refused on a target
-/// whose S3 Object Lock drp could not apply to what restic writes, and a
-/// warning that the host holds the repository key.
-pub(super) fn check_incremental(
-    d: &mut Diagnostics,
-    exports: &BTreeMap<String, Export>,
-    targets: &BTreeMap<String, crate::backend::TargetConfig>,
-    warnings: &mut Vec<Diagnostic>,
-) {
-    for (name, export) in exports {
-        if crate::source::directory::incremental::settings(&export.source).is_none() {
-            continue;
-        }
-        for t in &export.targets {
-            if let Some(why) = targets
-                .get(t)
-                .and_then(crate::source::directory::incremental::target_refused)
-            {
-                d.push(
-                    &format!("exports.{name}.targets"),
-                    format!("target `{t}`: {why}"),
-                    Some("send this export to a target without `lock:` (a NAS path, SFTP, or a bucket without Object Lock)".into()),
-                );
-            }
-        }
-        warnings.push(d.at(
-            &format!("exports.{name}.source.key"),
-            format!(
-                "export `{name}` is incremental: this host holds its restic repository key, which reads and deletes \
-                 every point of the repository, so it cannot be a write-only agent"
-            ),
-            Some("keep the key file readable by root only, and a copy of it off this host (without it no point restores)".into()),
-        ));
     }
 }

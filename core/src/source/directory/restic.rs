@@ -320,6 +320,7 @@ impl Restic {
 
     /// Backs up the tree at `root` (read as `.`, so the snapshot holds the
     /// tree itself at its top) tagged with `tags`, reporting each status.
+    #[allow(clippy::too_many_arguments)]
     pub fn backup(
         &self,
         root: &Path,
