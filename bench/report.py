@@ -600,8 +600,9 @@ if "drp" in wal:
 p("- restic's `--stdin` and borg read the same dump as drp; both chunk it and deduplicate, which costs")
 p("  CPU on a first backup and saves it on later ones.")
 p("")
-# The sections of the other scripts (runs of their own): bench/fleet.sh, bench/build.sh, bench/failover.sh.
-for section in ("bench/fleet.md", "bench/build.md", "bench/failover.md"):
+# The sections of the other scripts (runs of their own): bench/fleet.sh, bench/build.sh, bench/failover.sh,
+# bench/catalogue.sh (also run by run.sh).
+for section in ("bench/fleet.md", "bench/build.md", "bench/failover.md", "bench/catalogue.md"):
     try:
         with open(section) as f:
             p(f.read().rstrip("\n"))

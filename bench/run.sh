@@ -580,6 +580,12 @@ else
     echo "perf is not installed: no profile" > "$PROFILE"
 fi
 
+# Catalogues of 10,000 points (NAS and Garage S3), on these services:
+# bench/catalogue.md, which the report includes.
+if full; then
+    DRP_BENCH_ENV=$ENV_FILE bash bench/catalogue.sh
+fi
+
 meta ""
 cp "$RESULTS" bench/last-run.tsv
 write_report
