@@ -60,28 +60,42 @@ fn a_command_source_around_redis_cli_restores_through_its_command_and_tests_thro
     backup.ok();
     let m = &backup.json()["backups"][0]["targets"][0]["manifest"];
     assert_eq!(m["kind"], "command");
-    assert!(m["source"]["backup"].as_str().unwrap().starts_with("redis-cli -s "));
+    assert!(
+        m["source"]["backup"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis-cli -s ")
+    );
     assert_eq!(points(&s, &p), 1);
 
     // The plan says, before asking, that nothing is staged or kept.
     let plan = s.agent(&["restore", "--policy", &p, "--export", "dump", "--dry-run"]);
     plan.ok();
     assert!(
-        plan.stderr.contains("drp cannot stage or keep what a command source's restore replaces"),
+        plan.stderr
+            .contains("drp cannot stage or keep what a command source's restore replaces"),
         "{}",
         plan.stderr
     );
-    assert!(plan.stderr.contains("`cp /dev/stdin restored.rdb`"), "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains("`cp /dev/stdin restored.rdb`"),
+        "{}",
+        plan.stderr
+    );
     // Without --yes it does not run.
     let refused = s.agent(&["--json", "restore", "--policy", &p, "--export", "dump"]);
     assert_ne!(refused.code, 0);
     assert!(!s.path("restored.rdb").exists());
 
-    s.agent(&["restore", "--policy", &p, "--export", "dump", "--yes"]).ok();
+    s.agent(&["restore", "--policy", &p, "--export", "dump", "--yes"])
+        .ok();
     // The file the restore command wrote is the server's data: a second
     // server loads it with every key.
     let restored = s.path("restored.rdb");
-    let check = Command::new("redis-check-rdb").arg(&restored).output().unwrap();
+    let check = Command::new("redis-check-rdb")
+        .arg(&restored)
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{check:?}");
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(text.contains("500 keys read"), "{text}");
@@ -128,7 +142,10 @@ fn a_tool_that_fails_halfway_commits_nothing_and_is_named_with_its_stderr() {
         said.contains(&format!("`{} --all` failed (exit code 3)", tool.display())),
         "{said}"
     );
-    assert!(said.contains("connection lost after 300000 bytes"), "{said}");
+    assert!(
+        said.contains("connection lost after 300000 bytes"),
+        "{said}"
+    );
     assert_eq!(points(&s, &p), 0);
     // A tool that exits 0 without a byte commits nothing either.
     let p = policy(
@@ -138,7 +155,11 @@ fn a_tool_that_fails_halfway_commits_nothing_and_is_named_with_its_stderr() {
     );
     let run = s.agent(&["backup", "--policy", &p]);
     assert_ne!(run.code, 0);
-    assert!(run.all().contains("wrote nothing on its stdout"), "{}", run.all());
+    assert!(
+        run.all().contains("wrote nothing on its stdout"),
+        "{}",
+        run.all()
+    );
     assert_eq!(points(&s, &p), 0);
 }
 
@@ -182,7 +203,10 @@ fn a_secret_passed_by_reference_stays_out_of_the_manifest_the_logs_and_argv() {
         "the dump was not seen running: {seen:?}"
     );
     assert!(seen.iter().all(|c| !c.contains(secret)), "{seen:?}");
-    assert!(!backup.all().contains(secret), "the secret is in drp's output");
+    assert!(
+        !backup.all().contains(secret),
+        "the secret is in drp's output"
+    );
     // Nowhere in the repository (manifests, records) or the state.
     assert!(files_containing(&s.path("nas"), secret).is_empty());
     assert!(files_containing(&s.path("state"), secret).is_empty());

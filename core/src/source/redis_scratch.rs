@@ -38,19 +38,28 @@ impl ScratchRedis {
         let sock = dir.join("redis.sock");
         let log = dir.join("server.log");
         let mut cmd = Command::new(server);
-        cmd.args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--unixsocket")
-            .arg(&sock)
-            .args(["--unixsocketperm", "700"])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--dbfilename", DUMP])
-            .arg("--pidfile")
-            .arg(dir.join(PID_FILE))
-            .arg("--logfile")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--unixsocket")
+        .arg(&sock)
+        .args(["--unixsocketperm", "700"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--dbfilename", DUMP])
+        .arg("--pidfile")
+        .arg(dir.join(PID_FILE))
+        .arg("--logfile")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let mut server = PrivateServer::start(
             &mut cmd,
             Spec {
