@@ -57,7 +57,7 @@ impl Btrfs {
 
     async fn check_subvolume(&self) -> Result<(), SnapshotError> {
         let p = self.subvolume.to_string_lossy();
-        run("btrfs", &["subvolume", "show", &p])
+        is_subvolume(&p)
             .await
             .map(|_| ())
             .map_err(|e| SnapshotError::NotASubvolume {
@@ -65,6 +65,14 @@ impl Btrfs {
                 source: Box::new(e),
             })
     }
+}
+
+/// Succeeds on a subvolume, fails on anything else. `property get -ts`
+/// needs no privilege (`subvolume show` needs CAP_SYS_ADMIN), so an agent
+/// running as the subvolume's owner (the `drp` or `postgres` user) can
+/// snapshot it and roll it back: btrfs lets the owner do both.
+async fn is_subvolume(path: &str) -> Result<String, SnapshotError> {
+    run("btrfs", &["property", "get", "-ts", path, "ro"]).await
 }
 
 impl SnapshotProvider for Btrfs {
@@ -109,12 +117,10 @@ impl SnapshotProvider for Btrfs {
     ) -> BoxFuture<'a, Result<String, SnapshotError>> {
         Box::pin(async move {
             let snap = member.snapshot_ref()?;
-            run("btrfs", &["subvolume", "show", snap])
-                .await
-                .map_err(|e| SnapshotError::Gone {
-                    snapshot: snap.to_string(),
-                    source: Box::new(e),
-                })?;
+            is_subvolume(snap).await.map_err(|e| SnapshotError::Gone {
+                snapshot: snap.to_string(),
+                source: Box::new(e),
+            })?;
             let sub = self.subvolume.to_string_lossy().into_owned();
             let fresh = format!("{sub}.drp-rollback-{}", ctx.set_id);
             let aside = format!(
