@@ -16,7 +16,7 @@ fn repo() -> PathBuf {
 /// Examples `drp check`ed by a test that gives them what they describe:
 /// hosts in namespaces for the fleet's runbook, a running cluster whose
 /// archiving settings the check reads.
-const CHECKED_ELSEWHERE: [(&str, &str); 3] = [
+const CHECKED_ELSEWHERE: [(&str, &str); 5] = [
     (
         "policies/erp/failover.yaml",
         "fencing::the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back",
@@ -28,6 +28,14 @@ const CHECKED_ELSEWHERE: [(&str, &str); 3] = [
     (
         "policies/db-cluster.yaml",
         "archiving::the_example_policy_meets_a_30_minute_rpo_with_archive_timeout_60s_and_says_what_to_set_without",
+    ),
+    (
+        "policies/streaming.yaml",
+        "streaming::the_streaming_plan_rolls_back_a_bad_update_then_restores_a_lost_database_on_its_own_and_reports_both",
+    ),
+    (
+        "runbooks/streaming-db-lost.yaml",
+        "streaming::the_streaming_plan_rolls_back_a_bad_update_then_restores_a_lost_database_on_its_own_and_reports_both",
     ),
 ];
 

@@ -36,6 +36,7 @@ mod sealed;
 mod snapshots;
 mod standby;
 mod standby_status;
+mod streaming;
 mod trust;
 mod verdicts;
 mod watchdog;

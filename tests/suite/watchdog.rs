@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use crate::harness::{Scratch, eventually, free_port, scratch};
 use crate::receivers::http_sink;
 
-/// A `supervisord` of the test's own, with one program, `web`, serving
-/// `data/` on `port`. Shut down (and its program with it) when dropped.
-struct Supervised {
-    conf: PathBuf,
-    port: u16,
-    data: PathBuf,
+/// A `supervisord` of the test's own, by default with one program, `web`,
+/// serving `data/` on `port`. Shut down (and its programs with it) when
+/// dropped.
+pub(crate) struct Supervised {
+    pub(crate) conf: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) data: PathBuf,
     daemon: Child,
 }
 
@@ -24,17 +25,7 @@ impl Supervised {
     /// `web` runs `python3 -m http.server`, after `delay` seconds; with
     /// `lives`, it exits by itself that many seconds after it starts.
     fn start(s: &Scratch, delay: u32, lives: Option<u32>) -> Supervised {
-        assert!(
-            Command::new("supervisord")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|st| st.success()),
-            "supervisord is missing: run tests/services/setup.sh"
-        );
-        let dir = s.path("supervisor");
         let data = s.path("data");
-        std::fs::create_dir_all(&dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("health"), "good v1\n").unwrap();
         let port = free_port();
@@ -46,15 +37,47 @@ impl Supervised {
             Some(n) => format!("timeout {n} {serve}"),
             None => format!("exec {serve}"),
         };
+        Supervised::launch(
+            s,
+            port,
+            data,
+            "",
+            &format!(
+                "[program:web]\ncommand=sh -c 'sleep {delay}; {serve}'\nautorestart=false\nstartsecs=0\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=3\n"
+            ),
+        )
+    }
+
+    /// A `supervisord` in `<scratch>/supervisor` running `programs` (its
+    /// `[program:…]` sections), whose service answers `GET /health` on
+    /// `port`; `socket` adds lines to its `[unix_http_server]` section (a
+    /// `chown=` for a watchdog that is not root). Returns once the service
+    /// answers.
+    pub(crate) fn launch(
+        s: &Scratch,
+        port: u16,
+        data: PathBuf,
+        socket: &str,
+        programs: &str,
+    ) -> Supervised {
+        assert!(
+            Command::new("supervisord")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|st| st.success()),
+            "supervisord is missing: run tests/services/setup.sh"
+        );
+        let dir = s.path("supervisor");
+        std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
         let conf = dir.join("supervisord.conf");
         std::fs::write(
             &conf,
             format!(
-                "[unix_http_server]\nfile={d}/supervisor.sock\n\n[supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
+                "[unix_http_server]\nfile={d}/supervisor.sock\n{socket}\n[supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
                  [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-                 [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
-                 [program:web]\ncommand=sh -c 'sleep {delay}; {serve}'\nautorestart=false\nstartsecs=0\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=3\n"
+                 [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n{programs}"
             ),
         )
         .unwrap();
@@ -72,14 +95,15 @@ impl Supervised {
             daemon,
         };
         assert!(
-            eventually(Duration::from_secs(20), || sup.healthy()),
-            "the service never started under supervisord"
+            eventually(Duration::from_secs(30), || sup.healthy()),
+            "the service never started under supervisord: {}",
+            std::fs::read_to_string(dir.join("supervisord.log")).unwrap_or_default()
         );
         sup
     }
 
     /// What `GET /health` answers (`None`: no answer, or not 200).
-    fn health(&self) -> Option<String> {
+    pub(crate) fn health(&self) -> Option<String> {
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -93,11 +117,11 @@ impl Supervised {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.health().is_some()
     }
 
-    fn ctl(&self, args: &[&str]) -> String {
+    pub(crate) fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new("supervisorctl")
             .arg("-c")
             .arg(&self.conf)
