@@ -80,14 +80,14 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
 fn the_dashboard_and_the_alerts_use_only_metrics_the_agent_exports() {
     let s = scratch("monitoring");
     // An export backed up and restore-tested, a snapshot taken and one that
-    // failed. (The WAL families need a live archiving cluster:
-    // `archiving::an_archiving_cluster_exports_every_wal_metric_the_monitoring_kit_uses`.)
+    // failed, a restored standby looked at. (The WAL families need a live
+    // archiving cluster: `archiving::an_archiving_cluster_exports_every_wal_metric_the_monitoring_kit_uses`.)
     std::fs::create_dir_all(s.path("site")).unwrap();
     std::fs::write(s.path("site/index.html"), "ok").unwrap();
     sqlite_db(&s.path("app.db"));
     let p = s.write(
         "policy.yaml",
-        "host: mon-1\nobjectives: {rpo: 30m}\nmetrics: {textfile: drp.prom}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n    restore_test: {random_within: 0s, checks: [{sql: \"select count(*) from t\", expect: \"1\"}]}\nsnapshots:\n  site: {kind: directory, path: site, targets: [nas]}\n  gone: {kind: directory, path: no-such-folder, targets: [nas]}\nwatch:\n  web:\n    check: {kind: tcp, address: '127.0.0.1:1'}\n    fall: 1\n    ladder: [{restart: {command: [sh, -c, 'exit 3']}}]\n",
+        "host: mon-1\nobjectives: {rpo: 30m}\nmetrics: {textfile: drp.prom}\ntargets:\n  nas: {kind: local, path: nas}\nexports:\n  app:\n    source: {kind: sqlite, path: app.db}\n    targets: [nas]\n    restore_test: {random_within: 0s, checks: [{sql: \"select count(*) from t\", expect: \"1\"}]}\n  copy:\n    source: {kind: sqlite, path: copy.db}\n    targets: [nas]\nstandby:\n  app-copy: {of: {host: mon-0, export: app}, into: copy}\nsnapshots:\n  site: {kind: directory, path: site, targets: [nas]}\n  gone: {kind: directory, path: no-such-folder, targets: [nas]}\nwatch:\n  web:\n    check: {kind: tcp, address: '127.0.0.1:1'}\n    fall: 1\n    ladder: [{restart: {command: [sh, -c, 'exit 3']}}]\n",
     );
     let p = p.to_str().unwrap();
     s.agent(&["backup", "--policy", p, "--export", "app"]).ok();
@@ -96,13 +96,17 @@ fn the_dashboard_and_the_alerts_use_only_metrics_the_agent_exports() {
     s.agent(&[
         "snapshot", "create", "--policy", p, "--change", "CHG-1", "--reason", "deploy",
     ]);
+    // The standby never refreshed yet: looked at, it says how old its point is.
+    s.agent(&["standby", "status", "--policy", p, "app-copy"]);
     // A watched service that is down: the watchdog tries its restart once.
     s.agent(&["watch", "--policy", p, "--once"]).ok();
     let exported = metric_names(&std::fs::read_to_string(s.path("drp.prom")).unwrap());
     for family in [
         "drp_watch_check_up",
         "drp_watch_stopped",
+        "drp_watch_paused",
         "drp_watch_escalations_total",
+        "drp_standby_",
         "drp_export_",
         "drp_snapshot_last_success",
         "drp_snapshot_last_failure",
