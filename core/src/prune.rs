@@ -108,11 +108,12 @@ pub(crate) async fn prune_target(
     // enough verified points at all, delete no point.
     let mut have = 0;
     let mut more = Vec::new();
-    for i in 0..decisions.len() {
+    let keeps: Vec<bool> = decisions.iter().map(|d| d.keep()).collect();
+    for (i, keep) in keeps.into_iter().enumerate() {
         if have >= min {
             break;
         }
-        if decisions[i].keep() {
+        if keep {
             have += usize::from(check(i, &mut verified).await);
         } else {
             more.push(i);
