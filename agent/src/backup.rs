@@ -131,6 +131,9 @@ async fn run_exports(
                     Err(e) => eprintln!("{}: target `{}` failed: {e}", report.export, t.target),
                 }
             }
+            for e in report.hook_errors() {
+                eprintln!("{}: {e}", report.export);
+            }
             for e in &outcome.notify_errors {
                 eprintln!("{}: {e}", report.export);
             }
@@ -144,6 +147,7 @@ async fn run_exports(
                 Err(e) => serde_json::json!({"target": t.target, "committed": false, "error": e.to_string()}),
             }).collect::<Vec<_>>(),
             "notify_errors": outcome.notify_errors,
+            "hooks": report.hooks,
         }));
     }
     if out.json {

@@ -65,6 +65,11 @@ fn print_set(set: &SnapshotSet) {
             (None, None) => println!("  {} ({})", m.name, m.kind),
         }
     }
+    for h in &set.hooks {
+        if let Some(e) = &h.error {
+            println!("  FAILED: {e}");
+        }
+    }
 }
 
 pub async fn run(cmd: &SnapshotCommand, out: &Output) -> Result<ExitCode> {

@@ -234,6 +234,18 @@ pub async fn run(files: &[PathBuf], out: &Output) -> Result<ExitCode> {
                 names.join(", ")
             );
         }
+        if !out.json {
+            for e in policy.exports.values() {
+                if let Some(h) = &e.hooks {
+                    let plan = drp_core::hooks::plan(h, "the backup");
+                    println!("{}: {}: hooks: {plan}", file.display(), e.name);
+                }
+            }
+            if let Some(h) = &policy.snapshot_hooks {
+                let plan = drp_core::hooks::plan(h, "the set");
+                println!("{}: snapshot sets: hooks: {plan}", file.display());
+            }
+        }
         for p in &assessed {
             let verdict = match p.meets_rpo {
                 Some(true) => "ok".to_string(),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use crate::config::Policy;
+use crate::hooks::{self, Around, HookRun};
 use crate::manifest::{self, CompressionInfo, Encryption, Manifest, StoredObject};
 use crate::pipeline;
 use crate::progress::{Event, Reporter};
@@ -29,6 +30,8 @@ pub struct BackupReport {
     pub source_error: Option<Error>,
     pub targets: Vec<TargetOutcome>,
     pub seconds: f64,
+    /// The export's hooks that ran around it, in order.
+    pub hooks: Vec<HookRun>,
 }
 
 impl BackupReport {
@@ -47,28 +50,95 @@ impl BackupReport {
             ExitCode::NotFound
         } else if self.source_error.is_some() || ok == 0 {
             ExitCode::Failed
-        } else if ok < self.targets.len() {
+        } else if ok < self.targets.len() || self.hook_errors().next().is_some() {
+            // Committed, but an `after` or `on_error` hook failed: what it
+            // was to bring back may not be running.
             ExitCode::Partial
         } else {
             ExitCode::Ok
         }
     }
+
+    /// What failed, as the report says it first: the export's error, or
+    /// the first target's.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.source_error {
+            return Some(e.to_string());
+        }
+        let failed = self.targets.iter().find_map(|t| t.result.as_ref().err());
+        match (failed, self.committed().next()) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, None) => Some("no target took the point".into()),
+            (None, Some(_)) => None,
+        }
+    }
+
+    /// The `after` and `on_error` hooks that failed, as their errors (a
+    /// failed `before` is the report's `source_error`).
+    pub fn hook_errors(&self) -> impl Iterator<Item = &str> {
+        self.hooks
+            .iter()
+            .filter(|h| h.hook != hooks::Hook::Before)
+            .filter_map(|h| h.error.as_deref())
+    }
 }
 
-/// Exports `export_name` once to all of its targets.
+/// Exports `export_name` once to all of its targets, between the export's
+/// hooks: a `before` that fails leaves the export undone (nothing
+/// committed, the report's error says why); `on_error` and `after` follow.
 pub async fn run(policy: &Policy, export_name: &str, progress: Reporter) -> Result<BackupReport> {
-    let export = policy.export(export_name)?.clone();
+    let export = policy.export(export_name)?;
     let started = Instant::now();
-    let started_at = Utc::now();
-    let id = manifest::new_id(started_at);
-    let mut report = BackupReport {
+    let hooked = hooks::around(
+        policy,
+        export.hooks.as_ref(),
+        Around::Export(&export.name),
+        export_once(policy, export_name, progress),
+        |r: &Result<BackupReport>| match r {
+            Ok(report) => report.failure(),
+            Err(e) => Some(e.to_string()),
+        },
+    )
+    .await;
+    let mut report = match hooked.outcome {
+        Some(r) => r?,
+        None => {
+            let mut skipped = new_report(policy, &export.name, Utc::now());
+            skipped.source_error = Some(Error::Failed(format!(
+                "{}; the backup was not taken and nothing was committed",
+                hooked.refused().unwrap_or("the `before` hook failed")
+            )));
+            skipped
+        }
+    };
+    report.hooks = hooked.runs;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn new_report(policy: &Policy, export: &str, started_at: chrono::DateTime<Utc>) -> BackupReport {
+    BackupReport {
         host: policy.host.clone(),
-        export: export.name.clone(),
-        id: id.clone(),
+        export: export.to_string(),
+        id: manifest::new_id(started_at),
         source_error: None,
         targets: Vec::new(),
         seconds: 0.0,
-    };
+        hooks: Vec::new(),
+    }
+}
+
+/// The export itself, to every target.
+async fn export_once(
+    policy: &Policy,
+    export_name: &str,
+    progress: Reporter,
+) -> Result<BackupReport> {
+    let export = policy.export(export_name)?.clone();
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let mut report = new_report(policy, &export.name, started_at);
+    let id = report.id.clone();
 
     let mut live = Vec::new();
     for (name, opened) in crate::repository::open_targets(policy, &export.targets).await {

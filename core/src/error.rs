@@ -14,7 +14,8 @@ pub enum ExitCode {
     Failed = 1,
     /// The command line, a policy or a runbook is invalid.
     Usage = 2,
-    /// Some targets committed the recovery point, others failed.
+    /// Some targets committed the recovery point, others failed (or it was
+    /// committed and an `after` or `on_error` hook failed).
     Partial = 3,
     /// A recovery point failed verification: corruption was detected.
     Integrity = 4,

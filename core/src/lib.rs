@@ -33,6 +33,7 @@ pub mod error;
 mod export_lock;
 pub mod export_status;
 pub mod fence;
+pub mod hooks;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

@@ -87,6 +87,7 @@ pub async fn run_export(
                 .iter()
                 .filter_map(|t| t.result.as_ref().err().map(|e| e.to_string())),
         )
+        .chain(report.hook_errors().map(str::to_string))
         .collect();
     st.last_error = errors.first().cloned();
     if let Some(m) = report.committed().next() {

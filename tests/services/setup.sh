@@ -35,6 +35,7 @@ command -v tsig-keygen >/dev/null || [ -x /usr/sbin/tsig-keygen ] || need+=(bind
 command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v supervisord >/dev/null || need+=(supervisor)
+command -v lvcreate >/dev/null || [ -x /usr/sbin/lvcreate ] || need+=(lvm2)
 command -v restic >/dev/null || need+=(restic)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)

@@ -140,6 +140,14 @@ fn policy_probes() -> Vec<Probe> {
         ),
         export("### Dead man's switch (`ping`)", "ping: {zz_unknown: 1}"),
         export(
+            "### Hooks (`hooks`, `snapshot_hooks`)",
+            "hooks: {zz_unknown: 1}",
+        ),
+        top(
+            "### Hooks (`hooks`, `snapshot_hooks`)",
+            "snapshot_hooks: {zz_unknown: 1}",
+        ),
+        export(
             "## Objectives (`objectives`)",
             "objectives: {zz_unknown: 1}",
         ),
@@ -158,6 +166,10 @@ fn policy_probes() -> Vec<Probe> {
         top(
             "### `qcow2` snapshot",
             "snapshots: {s: {kind: qcow2, zz_unknown: 1}}",
+        ),
+        top(
+            "### `lvm` snapshot",
+            "snapshots: {s: {kind: lvm, zz_unknown: 1}}",
         ),
         top(
             "### `directory` snapshot",

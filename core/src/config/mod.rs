@@ -3,6 +3,7 @@
 //! located by file, line, column and key, with a hint.
 
 pub mod fencing;
+pub mod hooks;
 mod locate;
 mod policy;
 mod restore_test;

@@ -48,6 +48,8 @@ pub struct Policy {
     pub snapshots: BTreeMap<String, crate::snapshot::SnapshotConfig>,
     /// How many snapshot sets to keep (same rules as exports).
     pub snapshot_retention: Retention,
+    /// Commands run around taking each snapshot set.
+    pub snapshot_hooks: Option<super::hooks::Hooks>,
     /// What a restore does with the data it replaced.
     pub restore: RestoreSettings,
     /// Encryption recipients, the signing key, trusted keys, identities.
@@ -70,7 +72,8 @@ pub struct Policy {
 /// The keys of an export; any other is refused with the nearest of these.
 /// `tests/suite/docs.rs` reads this list and the next from this file and
 /// holds `docs/policy.md` to them.
-const EXPORT_KEYS: [&str; 8] = [
+const EXPORT_KEYS: [&str; 9] = [
+    "hooks",
     "ping",
     "objectives",
     "source",
@@ -82,7 +85,8 @@ const EXPORT_KEYS: [&str; 8] = [
 ];
 
 /// The top-level keys; any other is refused with the nearest of these.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
+    "snapshot_hooks",
     "serve",
     "fencing",
     "standby",
@@ -159,6 +163,7 @@ impl Policy {
             prune: s.prune,
             snapshots: s.snapshots,
             snapshot_retention: s.snapshot_retention,
+            snapshot_hooks: s.snapshot_hooks,
             restore: s.restore,
             serve: s.serve,
             fencing: s.fencing,

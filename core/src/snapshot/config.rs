@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::{btrfs, directory, qcow2};
+use super::{btrfs, directory, lvm, qcow2};
 use crate::config::HumanDuration;
 
 /// What the policy declares under `snapshots:`. One variant per provider.
@@ -16,6 +16,8 @@ pub enum SnapshotConfig {
     Btrfs(btrfs::BtrfsConfig),
     /// A qcow2 disk image: internal snapshots with `qemu-img`.
     Qcow2(qcow2::Qcow2Config),
+    /// An LVM logical volume, thin or classic: a snapshot LV.
+    Lvm(lvm::LvmConfig),
     /// A directory archived to the policy's targets (any filesystem).
     Directory(directory::DirectorySnapConfig),
     /// An EBS volume (EC2 API).
@@ -30,6 +32,7 @@ impl SnapshotConfig {
         match self {
             SnapshotConfig::Btrfs(_) => "btrfs",
             SnapshotConfig::Qcow2(_) => "qcow2",
+            SnapshotConfig::Lvm(_) => "lvm",
             SnapshotConfig::Directory(_) => "directory",
             SnapshotConfig::Ebs(_) => "ebs",
             SnapshotConfig::Rds(_) => "rds",
@@ -129,6 +132,7 @@ mod tests {
         for (kind, keys) in [
             ("btrfs", "subvolume: /srv/data"),
             ("qcow2", "image: /var/lib/vm.qcow2"),
+            ("lvm", "volume: vg0/data"),
             ("directory", "path: /srv/www"),
             ("ebs", "volume_id: vol-1, region: eu-west-1"),
             ("rds", "instance: db-1, region: eu-west-1"),

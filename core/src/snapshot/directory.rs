@@ -57,6 +57,8 @@ impl DirectorySnap {
                 restore_test: None,
                 ping: None,
                 objectives: Default::default(),
+                // The set's own hooks run around the whole set.
+                hooks: None,
             },
         );
         (policy, name)

@@ -14,7 +14,7 @@
 //! - `store`: recording and listing sets on the targets;
 //! - `ops`: [`create`], [`find`], [`rollback`], [`expire`] and retention;
 //! - `aws`, `process`: what the cloud and the local providers share;
-//! - one file per kind: `btrfs`, `qcow2`, `directory`, `ebs`, `rds`.
+//! - one file per kind: `btrfs`, `qcow2`, `lvm`, `directory`, `ebs`, `rds`.
 //!
 //! The newest snapshot of each name is host state ([`crate::state::newest`]).
 //!
@@ -34,6 +34,7 @@ mod config;
 pub mod directory;
 #[cfg(feature = "aws")]
 pub mod ebs;
+pub mod lvm;
 mod error;
 mod ops;
 mod process;

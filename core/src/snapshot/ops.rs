@@ -16,7 +16,9 @@ use crate::state::{self, NewestSnapshot};
 use crate::{Error, Result};
 
 /// Takes a snapshot set for `change`: every declared snapshot (or `only`
-/// those), in parallel. A set with a failed member is recorded as failed.
+/// those), in parallel, between the policy's `snapshot_hooks`. A set with
+/// a failed member is recorded as failed; when the `before` hook fails, no
+/// snapshot is taken and every member says why.
 pub async fn create(
     policy: &Policy,
     change: &str,
@@ -76,7 +78,39 @@ pub async fn create(
             }
         }
     });
-    let members = futures::future::join_all(futures).await;
+    let hooked = crate::hooks::around(
+        policy,
+        policy.snapshot_hooks.as_ref(),
+        crate::hooks::Around::SnapshotSet { id: &id, change },
+        futures::future::join_all(futures),
+        |members: &Vec<Member>| {
+            let failed: Vec<String> = members
+                .iter()
+                .filter_map(|m| Some(format!("snapshot `{}`: {}", m.name, m.error.as_ref()?)))
+                .collect();
+            (!failed.is_empty()).then(|| failed.join("; "))
+        },
+    )
+    .await;
+    let refused = hooked.refused().map(str::to_string);
+    let members = match hooked.outcome {
+        Some(members) => members,
+        None => chosen
+            .iter()
+            .map(|(name, config)| Member {
+                name: name.to_string(),
+                kind: config.kind().to_string(),
+                reference: None,
+                created_at: Utc::now(),
+                ok: false,
+                error: Some(format!(
+                    "not taken: {}",
+                    refused.as_deref().unwrap_or("the `before` hook failed")
+                )),
+                details: BTreeMap::new(),
+            })
+            .collect(),
+    };
     let status = if members.iter().all(|m| m.ok) {
         SetStatus::Complete
     } else {
@@ -93,6 +127,7 @@ pub async fn create(
         members,
         guard: None,
         rollbacks: Vec::new(),
+        hooks: hooked.runs,
     };
     save(policy, &set).await?;
     state::record_newest(
@@ -294,6 +329,7 @@ mod tests {
             members: Vec::new(),
             guard: None,
             rollbacks: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 
-use super::{Member, SnapshotConfig, SnapshotError, btrfs, directory, qcow2};
+use super::{Member, SnapshotConfig, SnapshotError, btrfs, directory, lvm, qcow2};
 #[cfg(feature = "aws")]
 use super::{ebs, rds};
 use crate::config::Policy;
@@ -58,6 +58,7 @@ pub fn provider(config: &SnapshotConfig, base_dir: &Path) -> Box<dyn SnapshotPro
     match config {
         SnapshotConfig::Btrfs(c) => Box::new(btrfs::Btrfs::new(c, base_dir)),
         SnapshotConfig::Qcow2(c) => Box::new(qcow2::Qcow2::new(c, base_dir)),
+        SnapshotConfig::Lvm(c) => Box::new(lvm::Lvm::new(c)),
         SnapshotConfig::Directory(c) => Box::new(directory::DirectorySnap::new(c)),
         #[cfg(feature = "aws")]
         SnapshotConfig::Ebs(c) => Box::new(ebs::Ebs::new(c.clone())),

@@ -75,6 +75,9 @@ pub struct SnapshotSet {
     pub guard: Option<GuardOutcome>,
     #[serde(default)]
     pub rollbacks: Vec<Rollback>,
+    /// The `snapshot_hooks` that ran around taking the set, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookRun>,
 }
 
 /// A set id: sortable by time, naming the change.

@@ -79,6 +79,10 @@ fn check_export(
             d.push(&format!("{key}.{at}"), message, None);
         }
     }
+    let hooks = field(d, f.hooks, &key, "hooks", false);
+    if let Some(h) = &hooks {
+        crate::config::hooks::check(d, &format!("{key}.hooks"), h);
+    }
     let objectives: Objectives =
         field(d, f.objectives, &key, "objectives", false).unwrap_or_default();
     if let Some(p) = &ping {
@@ -102,6 +106,7 @@ fn check_export(
         restore_test,
         ping,
         objectives,
+        hooks,
     })
 }
 

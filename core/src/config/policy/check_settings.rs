@@ -33,6 +33,7 @@ pub(super) struct Sections {
     pub prune: PruneSettings,
     pub snapshots: BTreeMap<String, SnapshotConfig>,
     pub snapshot_retention: Retention,
+    pub snapshot_hooks: Option<crate::config::hooks::Hooks>,
     pub restore: RestoreSettings,
     pub serve: ServeSettings,
     pub fencing: Option<crate::config::fencing::Fencing>,
@@ -60,6 +61,7 @@ pub(super) fn check_sections(
         prune: PruneSettings::default(),
         snapshots: BTreeMap::new(),
         snapshot_retention: Retention::default(),
+        snapshot_hooks: None,
         restore: RestoreSettings::default(),
         serve: ServeSettings::default(),
         fencing: None,
@@ -138,6 +140,12 @@ pub(super) fn check_sections(
             Section::SnapshotRetention(r) => {
                 if let Some(r) = report(d, r) {
                     s.snapshot_retention = r;
+                }
+            }
+            Section::SnapshotHooks(r) => {
+                if let Some(h) = report(d, r) {
+                    crate::config::hooks::check(d, "snapshot_hooks", &h);
+                    s.snapshot_hooks = Some(h);
                 }
             }
             Section::Snapshots(r) => {

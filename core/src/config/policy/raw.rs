@@ -44,6 +44,7 @@ pub(super) enum Section {
     Keys(Read<KeysConfig>),
     Prune(Read<PruneSettings>),
     SnapshotRetention(Read<Retention>),
+    SnapshotHooks(Read<crate::config::hooks::Hooks>),
     /// Each snapshot by name, in the order written.
     Snapshots(Read<Vec<(String, Read<SnapshotConfig>)>>),
     /// A key no policy has.
@@ -85,6 +86,7 @@ pub(super) struct RawExportFields {
     pub ping: Option<Read<PingConfig>>,
     pub objectives: Option<Read<Objectives>>,
     pub retention: Option<Read<Retention>>,
+    pub hooks: Option<Read<crate::config::hooks::Hooks>>,
 }
 
 /// Records the problem `read` holds, if any, and gives its value otherwise:
@@ -159,6 +161,7 @@ fn section(d: &Diagnostics, key: &str, v: Value) -> Section {
         "keys" => Section::Keys(de(d, key, v)),
         "prune" => Section::Prune(de(d, key, v)),
         "snapshot_retention" => Section::SnapshotRetention(de(d, key, v)),
+        "snapshot_hooks" => Section::SnapshotHooks(de(d, key, v)),
         "snapshots" => Section::Snapshots(snapshots(d, v)),
         _ => Section::Unknown(key.to_string()),
     }
@@ -262,6 +265,7 @@ fn export_fields(d: &Diagnostics, base: &str, map: &Mapping) -> RawExportFields 
         ping: field(d, map, base, "ping"),
         objectives: field(d, map, base, "objectives"),
         retention: field(d, map, base, "retention"),
+        hooks: field(d, map, base, "hooks"),
     }
 }
 

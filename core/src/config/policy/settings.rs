@@ -152,6 +152,8 @@ pub struct Export {
     pub ping: Option<crate::notify::ping::PingConfig>,
     /// The export's own RTO and RPO, each one replacing the host's.
     pub objectives: Objectives,
+    /// Commands run before, after and on the failure of each backup.
+    pub hooks: Option<crate::config::hooks::Hooks>,
 }
 
 impl Export {
