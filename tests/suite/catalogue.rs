@@ -234,10 +234,14 @@ fn a_forged_index_entry_does_not_make_a_restore_trust_a_point() {
     }
     let older = entries
         .iter()
-        .find(|m| m["id"] == ids[0].as_str())
-        .unwrap()
+        .find(|e| e["manifest"]["id"] == ids[0].as_str())
+        .unwrap()["manifest"]
         .clone();
-    for m in entries.iter_mut().filter(|m| m["id"] == ids[1].as_str()) {
+    for e in entries
+        .iter_mut()
+        .filter(|e| e["manifest"]["id"] == ids[1].as_str())
+    {
+        let m = &mut e["manifest"];
         m["raw"] = older["raw"].clone();
         m["stored"]["sha256"] = older["stored"]["sha256"].clone();
         m["stored"]["size"] = older["stored"]["size"].clone();

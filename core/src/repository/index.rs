@@ -42,6 +42,23 @@ struct Head {
     segments: Vec<SegmentRef>,
 }
 
+/// A segment's entry: a manifest, and the size of its object as written
+/// (a listed manifest of another size is read, not taken from the index).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    manifest: Manifest,
+}
+
+impl Entry {
+    fn of(m: &Manifest) -> Entry {
+        Entry {
+            size: serde_json::to_vec_pretty(m).map_or(0, |b| b.len() as u64),
+            manifest: m.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SegmentRef {
     key: String,
@@ -99,12 +116,12 @@ impl Repository {
         let mut listing = Listing::default();
         let mut to_read = Vec::new();
         let mut indexed = indexed;
-        for key in keys {
+        for (key, size) in keys {
             match layout::manifest_id(key.rsplit('/').next().unwrap_or_default())
                 .and_then(|id| indexed.remove(id))
             {
-                Some(m) => listing.points.push(m),
-                None => to_read.push(key),
+                Some(e) if e.size == size => listing.points.push(e.manifest),
+                _ => to_read.push(key),
             }
         }
         cost.from_index = listing.points.len();
@@ -167,6 +184,7 @@ impl Repository {
     /// rebuild`, and a commit that finds none).
     pub async fn rebuild_index(&self, host: &str, export: &str) -> Result<Listing> {
         let keys = self.manifest_keys(host, export).await?;
+        let keys = keys.into_iter().map(|(k, _)| k).collect();
         let mut listing = Listing::default();
         for (_, read) in self.read_manifests(keys).await {
             match read {
@@ -261,14 +279,14 @@ impl Repository {
                 }
             }
             let mut seen = HashSet::new();
-            merged.retain(|m| seen.insert(m.id.clone()));
-            segments.push(self.write_segment(host, export, &merged).await?);
+            merged.retain(|e: &Entry| seen.insert(e.manifest.id.clone()));
+            segments.push(self.write_entries(host, export, &merged).await?);
         }
         self.write_head(host, export, segments).await
     }
 
-    /// The keys of every manifest of an export.
-    async fn manifest_keys(&self, host: &str, export: &str) -> Result<Vec<String>> {
+    /// The keys of every manifest of an export, with their sizes.
+    async fn manifest_keys(&self, host: &str, export: &str) -> Result<Vec<(String, u64)>> {
         let dir = layout::manifests_dir(host, export);
         let entries = match self.target.op.list(&dir).await {
             Ok(e) => e,
@@ -277,8 +295,8 @@ impl Repository {
         };
         Ok(entries
             .into_iter()
-            .map(|e| e.path().to_string())
-            .filter(|p| p.ends_with(".json"))
+            .filter(|e| e.path().ends_with(".json"))
+            .map(|e| (e.path().to_string(), e.metadata().content_length()))
             .collect())
     }
 
@@ -381,7 +399,7 @@ impl Repository {
         host: &str,
         export: &str,
         head: &Head,
-    ) -> (HashMap<String, Manifest>, bool) {
+    ) -> (HashMap<String, Entry>, bool) {
         let reads = futures::future::join_all(
             head.segments
                 .iter()
@@ -392,7 +410,7 @@ impl Repository {
         let mut whole = true;
         for read in reads {
             match read {
-                Ok(entries) => out.extend(entries.into_iter().map(|m| (m.id.clone(), m))),
+                Ok(entries) => out.extend(entries.into_iter().map(|e| (e.manifest.id.clone(), e))),
                 Err(why) => {
                     whole = false;
                     tracing::warn!(repository = self.name(), "index of {host}/{export}: {why}");
@@ -407,7 +425,7 @@ impl Repository {
         host: &str,
         export: &str,
         s: &SegmentRef,
-    ) -> std::result::Result<Vec<Manifest>, String> {
+    ) -> std::result::Result<Vec<Entry>, String> {
         let stored = self
             .target
             .op
@@ -420,11 +438,11 @@ impl Repository {
         }
         let json = zstd::decode_all(stored.as_slice())
             .map_err(|e| format!("segment {} is not zstd: {e}", s.key))?;
-        let entries: Vec<Manifest> = serde_json::from_slice(&json)
+        let entries: Vec<Entry> = serde_json::from_slice(&json)
             .map_err(|e| format!("segment {} is not a list of manifests: {e}", s.key))?;
         // The checks a manifest read passes, but its signature (the head's
         // signature covers the segment's digest).
-        let stray = entries.iter().find(|m| {
+        let stray = entries.iter().map(|e| &e.manifest).find(|m| {
             m.format > FORMAT
                 || m.host != host
                 || m.export != export
@@ -443,7 +461,17 @@ impl Repository {
         &self,
         host: &str,
         export: &str,
-        entries: &[Manifest],
+        manifests: &[Manifest],
+    ) -> Result<SegmentRef> {
+        let entries: Vec<Entry> = manifests.iter().map(Entry::of).collect();
+        self.write_entries(host, export, &entries).await
+    }
+
+    async fn write_entries(
+        &self,
+        host: &str,
+        export: &str,
+        entries: &[Entry],
     ) -> Result<SegmentRef> {
         let json = serde_json::to_vec(entries).expect("manifests serialise");
         let stored = zstd::encode_all(json.as_slice(), 3)
@@ -463,8 +491,8 @@ impl Repository {
             key,
             sha256,
             count: entries.len(),
-            max_id: entries.iter().map(|m| m.id.clone()).max(),
-            newest: entries.iter().map(|m| m.consistency_time).max(),
+            max_id: entries.iter().map(|e| e.manifest.id.clone()).max(),
+            newest: entries.iter().map(|e| e.manifest.consistency_time).max(),
         })
     }
 
