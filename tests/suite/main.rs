@@ -29,6 +29,7 @@ mod injection;
 mod lvm;
 mod mariadb_points;
 mod monitoring;
+mod music_library;
 mod packaging;
 mod policy;
 mod production;

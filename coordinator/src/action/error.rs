@@ -54,6 +54,9 @@ pub enum Invalid {
     )]
     FromHostCluster(String),
 
+    #[error("`paths:` cannot restore part of `{export}`: {why}")]
+    Paths { export: String, why: String },
+
     #[error("give exactly one of `unit` or `command`")]
     UnitOrCommand,
 

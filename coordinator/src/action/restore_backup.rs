@@ -4,15 +4,21 @@
 //! With `from_host:`, the point is another host's (a primary's export, read
 //! from this policy's targets), restored into this policy's `into:` export:
 //! how a standby is rebuilt from the primary's off-site repository.
+//!
+//! With `paths:`, only those folders or files of an incremental tree export
+//! come back (the same restore as `drp-agent restore --path`), into a folder
+//! beside the tree unless `to:` names one: an album, not the library.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{Action, ActionError, Context, Invalid, RestoredPoint};
-use drp_core::config::Policy;
+use drp_core::config::{Policy, SourceConfig};
 use drp_core::restore::{Restore, Selector};
+use drp_core::source::directory::{Mode, incremental};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +38,10 @@ pub struct RestoreBackup {
     /// Another host whose export `export` is restored (into `into`, from
     /// this policy's targets).
     pub from_host: Option<String>,
+    /// Only these folders or files of an incremental tree export, relative
+    /// to the tree's root.
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 fn default_point() -> String {
@@ -55,7 +65,14 @@ impl Action for RestoreBackup {
             .as_deref()
             .map(|h| format!("{h}'s "))
             .unwrap_or_default();
-        format!("restore {of}`{}` ({}){into}{to}", self.export, self.point)
+        let paths = match self.paths.as_slice() {
+            [] => String::new(),
+            paths => format!(", only {}", paths.join(", ")),
+        };
+        format!(
+            "restore {of}`{}` ({}){paths}{into}{to}",
+            self.export, self.point
+        )
     }
 
     fn destructive(&self) -> bool {
@@ -63,6 +80,7 @@ impl Action for RestoreBackup {
     }
 
     fn validate(&self, policy: &Policy) -> Result<(), Invalid> {
+        self.validate_paths(policy)?;
         if let Some(host) = &self.from_host {
             return self.validate_from_host(policy, host);
         }
@@ -121,10 +139,19 @@ impl Action for RestoreBackup {
                 "latest" => Selector::Latest,
                 id => Selector::Id(id.to_string()),
             };
-            let source: Arc<dyn drp_core::source::Source> = Arc::from(drp_core::source::build(
-                &destination.source,
-                &policy.base_dir,
-            ));
+            let mut config = destination.source.clone();
+            if !self.paths.is_empty() {
+                // Checked by `validate`, which the engine and a serving
+                // agent both run first.
+                let SourceConfig::Directory(c) = &mut config else {
+                    return Err(ActionError::failed(
+                        "`paths:` restores part of an incremental tree export only",
+                    ));
+                };
+                c.restore_paths = self.paths.clone();
+            }
+            let source: Arc<dyn drp_core::source::Source> =
+                Arc::from(drp_core::source::build(&config, &policy.base_dir));
             let host = self.from_host.as_deref().unwrap_or(&policy.host);
             let restore = Restore::new(&repos, host, &self.export, source)
                 .to(self.to.clone())
@@ -169,8 +196,12 @@ impl Action for RestoreBackup {
                 ),
                 None => String::new(),
             };
+            let only = match self.paths.as_slice() {
+                [] => String::new(),
+                paths => format!(" ({} only)", paths.join(", ")),
+            };
             Ok(format!(
-                "restored {} (consistent at {}{replayed}) from `{}` into {} in {:.1}s{replaced}",
+                "restored {}{only} (consistent at {}{replayed}) from `{}` into {} in {:.1}s{replaced}",
                 report.id,
                 plan.manifest.consistency_time.to_rfc3339(),
                 report.target,
@@ -182,6 +213,57 @@ impl Action for RestoreBackup {
 }
 
 impl RestoreBackup {
+    /// `paths:` restores part of an incremental tree export (the one that
+    /// receives the point: `into:` or `export`), each path inside the tree,
+    /// never over the whole tree itself (that would replace the tree with
+    /// those paths alone).
+    fn validate_paths(&self, policy: &Policy) -> Result<(), Invalid> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        let receiving = self.into.as_deref().unwrap_or(&self.export);
+        let invalid = |why: String| Invalid::Paths {
+            export: receiving.to_string(),
+            why,
+        };
+        let Some(e) = policy.exports.get(receiving) else {
+            // Named by the other checks.
+            return Ok(());
+        };
+        let tree = match &e.source {
+            SourceConfig::Directory(c) if c.mode == Mode::Incremental => {
+                drp_core::config::resolve_relative(&policy.base_dir, &c.path)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "it is a {} export; only an incremental tree export (`kind: directory, mode: incremental`) \
+                     restores some paths",
+                    match other {
+                        SourceConfig::Directory(_) => "tar directory".to_string(),
+                        other => other.kind().name().to_string(),
+                    }
+                )));
+            }
+        };
+        for p in &self.paths {
+            if incremental::restore_path(p).is_err() {
+                return Err(invalid(format!(
+                    "`{p}` is not a path inside the tree: give a folder or file relative to the tree's root, \
+                     without `..` or wildcards (for example `Artist/Album/`)"
+                )));
+            }
+        }
+        if let Some(to) = &self.to
+            && drp_core::config::resolve_relative(&policy.base_dir, Path::new(to)) == tree
+        {
+            return Err(invalid(format!(
+                "`to: {to}` is the tree itself, which would be replaced by these paths alone: \
+                 leave `to:` out (they go to a folder beside the tree) or name another folder"
+            )));
+        }
+        Ok(())
+    }
+
     /// `from_host:` names another host; the point lands in `into:`, an
     /// export of this policy whose targets (or `from:`) hold the other
     /// host's points. A whole PostgreSQL cluster of another host is a
