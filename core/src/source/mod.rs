@@ -401,11 +401,9 @@ impl SourceConfig {
 
     /// Problems `drp check` reports in place, each as (key under the
     /// export, message): settings that parse but cannot work, and a
-    /// `restore_test:` the kind cannot run.
-    pub fn problems(
-        &self,
-        restore_test: Option<&crate::config::RestoreTestConfig>,
-    ) -> Vec<(String, String)> {
+    /// `restore_test:` the kind cannot run (`restore_test_checks`: the
+    /// number of checks of the export's restore test, if it has one).
+    pub fn problems(&self, restore_test_checks: Option<usize>) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = match self {
             SourceConfig::Command(c) => c.problems(),
             SourceConfig::Redis(c) => c.problems(),
@@ -414,7 +412,7 @@ impl SourceConfig {
         .into_iter()
         .map(|(k, m)| (format!("source.{k}"), m))
         .collect();
-        let Some(test) = restore_test else {
+        let Some(checks) = restore_test_checks else {
             return out;
         };
         match self {
@@ -423,7 +421,7 @@ impl SourceConfig {
                 "a command source is tested by its `verify` command, which it does not have: add `verify:` to the source"
                     .into(),
             )),
-            SourceConfig::Command(_) | SourceConfig::Redis(_) if !test.checks.is_empty() => {
+            SourceConfig::Command(_) | SourceConfig::Redis(_) if checks > 0 => {
                 out.push((
                     "restore_test.checks".into(),
                     format!(

@@ -75,7 +75,7 @@ fn check_export(
     let restore_test = field(d, f.restore_test, &key, "restore_test", false);
     let ping = field(d, f.ping, &key, "ping", false);
     if let Some(s) = &source {
-        for (at, message) in s.problems(restore_test.as_ref()) {
+        for (at, message) in s.problems(restore_test.as_ref().map(|t| t.checks.len())) {
             d.push(&format!("{key}.{at}"), message, None);
         }
     }
