@@ -197,8 +197,8 @@ pub fn paths_folder(tree: &Path) -> PathBuf {
     ))
 }
 
-/// One path of the tree given to `--path`, checked: relative, inside the
-/// tree, not a pattern.
+/// One path of the tree given to `--path` (or a runbook's `paths:`),
+/// checked: relative, inside the tree, not a pattern.
 pub fn restore_path(text: &str) -> Result<String, SourceError> {
     let trimmed = text.trim_start_matches("./").trim_matches('/');
     let bad = trimmed.is_empty()
