@@ -341,14 +341,53 @@ fn restore_from(
     } else {
         " --identity ops.age".to_string()
     };
-    cmds.push(format!(
-        "drp list --target '{address}' --host {} --export {}",
-        policy.host, e.name
-    ));
-    cmds.push(format!(
-        "drp restore --target '{address}' --host {} --export {} --to '{to}'{identity} --yes",
-        policy.host, e.name
-    ));
+    let incremental = match &e.source {
+        SourceConfig::Directory(c) if c.mode == drp_core::source::directory::Mode::Incremental => {
+            Some(c)
+        }
+        _ => None,
+    };
+    if let Some(c) = incremental {
+        // Its tree is in the target's restic repository, which the restic
+        // CLI reads without drp (the repository key is the export's).
+        let (repo, options) = match drp_core::source::directory::restic::Repo::location(
+            config,
+            &policy.base_dir,
+        ) {
+            Ok(l) => l,
+            Err(err) => {
+                let _ = writeln!(s, " Its restic repository cannot be named: {err}.\n");
+                return;
+            }
+        };
+        if let TargetConfig::S3(c) = config {
+            cmds.push(format!(
+                "export AWS_DEFAULT_REGION={}",
+                c.region.as_deref().unwrap_or("us-east-1")
+            ));
+        }
+        if let Some(k) = &c.key {
+            cmds.push(format!("export RESTIC_PASSWORD={}", secret(k).0));
+        }
+        let restic = std::iter::once(format!("restic -r '{repo}'"))
+            .chain(options.iter().map(|o| format!("-o '{o}'")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let tags = format!("drp-host={},drp-export={}", policy.host, e.name);
+        cmds.push(format!("{restic} snapshots --tag {tags}"));
+        cmds.push(format!(
+            "{restic} restore latest --tag {tags} --target '{to}.restored'"
+        ));
+    } else {
+        cmds.push(format!(
+            "drp list --target '{address}' --host {} --export {}",
+            policy.host, e.name
+        ));
+        cmds.push(format!(
+            "drp restore --target '{address}' --host {} --export {} --to '{to}'{identity} --yes",
+            policy.host, e.name
+        ));
+    }
     let needed: Vec<String> = secrets_of(e, config)
         .into_iter()
         .map(|r| secret(&r).1)
@@ -369,7 +408,11 @@ fn restore_from(
     if !identity.is_empty() {
         s.push_str("`ops.age` stands for the identity file of any of the recipients above.\n\n");
     }
-    s.push_str("`restore` shows what it will replace and keeps it aside; without `--yes` it asks first.\n\n");
+    if incremental.is_some() {
+        s.push_str("The tree comes back beside the old one (`.restored`), as it was at the newest point; `restic snapshots` lists the others, each tagged with its drp point (`drp-point=`).\n\n");
+    } else {
+        s.push_str("`restore` shows what it will replace and keeps it aside; without `--yes` it asks first.\n\n");
+    }
 }
 
 /// Writes the page (`handover.md`, `handover.html`) into `out` and stores
@@ -420,6 +463,7 @@ fn secrets_of(e: &drp_core::config::Export, target: &TargetConfig) -> Vec<Secret
         SourceConfig::Postgres(c) => out.extend(c.password.clone()),
         SourceConfig::Mysql(c) => out.extend(c.password.clone()),
         SourceConfig::Redis(c) => out.extend(c.password.clone()),
+        SourceConfig::Directory(c) => out.extend(c.key.clone()),
         _ => {}
     }
     out

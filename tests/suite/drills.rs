@@ -98,7 +98,16 @@ fn every_example_runbook_parses_and_fits_its_objectives() {
     s.shop_env();
     let mut args: Vec<String> = vec!["check".into()];
     for f in std::fs::read_dir(repo_file("runbooks")).unwrap() {
-        args.push(f.unwrap().path().display().to_string());
+        let path = f.unwrap().path();
+        let name = format!("runbooks/{}", path.file_name().unwrap().to_str().unwrap());
+        // Checked by the test that gives them the cluster they read.
+        if crate::examples::CHECKED_ELSEWHERE
+            .iter()
+            .any(|(file, _)| *file == name)
+        {
+            continue;
+        }
+        args.push(path.display().to_string());
     }
     assert!(args.len() >= 5, "{args:?}");
     args.push(repo_file("policies/shop.yaml").display().to_string());

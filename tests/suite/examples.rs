@@ -16,7 +16,7 @@ fn repo() -> PathBuf {
 /// Examples `drp check`ed by a test that gives them what they describe:
 /// hosts in namespaces for the fleet's runbook, a running cluster whose
 /// archiving settings the check reads.
-const CHECKED_ELSEWHERE: [(&str, &str); 5] = [
+pub(crate) const CHECKED_ELSEWHERE: [(&str, &str); 5] = [
     (
         "policies/erp/failover.yaml",
         "fencing::the_erp_failover_drill_fences_provider_a_moves_the_name_and_fails_back",

@@ -161,3 +161,46 @@ fn the_handover_of_the_readme_example_policy_restores_its_postgres_database_from
     assert_eq!(pg_table_digest(&db, "orders"), before);
     psql("postgres", &format!("drop database {db} with (force)"));
 }
+
+/// An incremental tree's section gives the restic CLI's commands (drp's own
+/// restore reads such a point only through its policy), and they bring the
+/// tree back on a bare machine with nothing but restic and the key.
+#[test]
+fn the_handover_of_an_incremental_tree_restores_it_with_the_restic_cli_alone() {
+    let s = scratch("handinc");
+    let tree = s.path("site");
+    std::fs::create_dir_all(tree.join("uploads/2026")).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            tree.join(format!("uploads/2026/photo-{i}.jpg")),
+            format!("photo {i} ").repeat(200 + i),
+        )
+        .unwrap();
+    }
+    std::fs::write(tree.join("index.html"), "<h1>café</h1>").unwrap();
+    std::os::unix::fs::symlink("index.html", tree.join("home.html")).unwrap();
+    let key = s.write("restic.key", "correct horse battery staple\n");
+    let policy = s.write(
+        "policy.yaml",
+        &format!(
+            "host: web-1\ntargets:\n  nas: {{kind: local, path: {}}}\nexports:\n  site:\n    source:\n      kind: directory\n      path: {}\n      mode: incremental\n      key: {{file: restic.key}}\n    schedule: '0 3 * * *'\n    targets: [nas]\n",
+            s.path("nas").display(),
+            tree.display()
+        ),
+    );
+    let p = policy.to_str().unwrap();
+    s.agent(&["backup", "--policy", p, "--export", "site"]).ok();
+    let before = crate::harness::tree_digest(&tree);
+    let out = s.path("handover");
+    s.drp(&["handover", "--policy", p, "--out", out.to_str().unwrap()]);
+    let md = std::fs::read_to_string(out.join("handover.md")).unwrap();
+    let commands = commands_of(&md, "### Restoring `site` of `web-1` from `nas`");
+    assert!(commands.contains("restic -r"), "{commands}");
+    assert!(!commands.contains("drp restore"), "{commands}");
+    assert!(!md.contains("correct horse"), "the key's value is on the page");
+    std::fs::remove_dir_all(&tree).unwrap();
+    // The key file, as the page says: copied from where the host keeps it.
+    run_on_a_clean_folder(&commands, &[&key], &[]);
+    let restored = std::path::PathBuf::from(format!("{}.restored", tree.display()));
+    assert_eq!(crate::harness::tree_digest(&restored), before);
+}

@@ -36,9 +36,13 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-/// Formats a duration compactly for people: `4m 12s`, `1h 5m`, `850ms`.
+/// Formats a duration compactly for people: `4m 12s`, `1h 5m`, `850ms`;
+/// a century or more (what an unbounded loss is counted as) is `no bound`.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
+    if secs >= 100 * 365 * 86_400 {
+        return "no bound".into();
+    }
     if secs == 0 {
         return format!("{}ms", d.as_millis());
     }
@@ -145,6 +149,7 @@ mod tests {
     #[test]
     fn formatting() {
         assert_eq!(format_duration(Duration::from_secs(252)), "4m 12s");
+        assert_eq!(format_duration(Duration::MAX), "no bound");
         assert_eq!(format_bytes(3 << 29), "1.5 GiB");
     }
 }

@@ -40,17 +40,43 @@ impl std::fmt::Debug for Repo {
 }
 
 impl Repo {
-    /// The repository of `target` (as its policy writes it).
+    /// The repository of `target` (as its policy writes it), with the
+    /// target's credentials read for restic's environment.
     pub fn of(target: &TargetConfig, base_dir: &Path) -> Result<Repo, SourceError> {
+        let (arg, options) = Repo::location(target, base_dir)?;
+        let mut env = Vec::new();
+        if let TargetConfig::S3(c) = target {
+            env.push((
+                "AWS_DEFAULT_REGION".to_string(),
+                c.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            ));
+            for (var, secret) in [
+                ("AWS_ACCESS_KEY_ID", &c.access_key_id),
+                ("AWS_SECRET_ACCESS_KEY", &c.secret_access_key),
+            ] {
+                if let Some(r) = secret {
+                    let value = r.resolve(base_dir).map_err(|e| {
+                        SourceError::Invalid(format!("the S3 target's {var}: {e}"))
+                    })?;
+                    env.push((var.to_string(), value.expose().to_string()));
+                }
+            }
+        }
+        Ok(Repo { arg, options, env })
+    }
+
+    /// Where `target`'s repository is for restic: its `-r` argument and its
+    /// `-o` options, neither holding a credential (the handover page prints
+    /// them).
+    pub fn location(
+        target: &TargetConfig,
+        base_dir: &Path,
+    ) -> Result<(String, Vec<String>), SourceError> {
         match target {
             TargetConfig::Local(c) => {
                 let root = crate::paths::resolve_relative(base_dir, &c.path);
                 let root = std::path::absolute(&root).unwrap_or(root);
-                Ok(Repo {
-                    arg: root.join("restic").display().to_string(),
-                    options: Vec::new(),
-                    env: Vec::new(),
-                })
+                Ok((root.join("restic").display().to_string(), Vec::new()))
             }
             TargetConfig::Sftp(c) => {
                 let mut ssh = vec!["ssh".to_string()];
@@ -95,11 +121,10 @@ impl Repo {
                     )));
                 }
                 let path = format!("{}/restic", c.path.trim_end_matches('/'));
-                Ok(Repo {
-                    arg: format!("sftp:{}:{path}", c.host),
-                    options: vec![format!("sftp.command={}", ssh.join(" "))],
-                    env: Vec::new(),
-                })
+                Ok((
+                    format!("sftp:{}:{path}", c.host),
+                    vec![format!("sftp.command={}", ssh.join(" "))],
+                ))
             }
             TargetConfig::S3(c) => {
                 let endpoint = c
@@ -113,26 +138,7 @@ impl Repo {
                     arg += &format!("/{prefix}");
                 }
                 arg += "/restic";
-                let mut env = vec![(
-                    "AWS_DEFAULT_REGION".to_string(),
-                    c.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                )];
-                for (var, secret) in [
-                    ("AWS_ACCESS_KEY_ID", &c.access_key_id),
-                    ("AWS_SECRET_ACCESS_KEY", &c.secret_access_key),
-                ] {
-                    if let Some(r) = secret {
-                        let value = r.resolve(base_dir).map_err(|e| {
-                            SourceError::Invalid(format!("the S3 target's {var}: {e}"))
-                        })?;
-                        env.push((var.to_string(), value.expose().to_string()));
-                    }
-                }
-                Ok(Repo {
-                    arg,
-                    options: Vec::new(),
-                    env,
-                })
+                Ok((arg, Vec::new()))
             }
         }
     }
