@@ -85,7 +85,11 @@ pub async fn run(
                 println!(
                     "{name} on `{}`: {} {o}",
                     t.target,
-                    if dry_run { "would forget" } else { "forgot and pruned" }
+                    if dry_run {
+                        "would forget"
+                    } else {
+                        "forgot and pruned"
+                    }
                 );
             }
             if let Some(from) = &t.wal_kept_from {

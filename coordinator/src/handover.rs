@@ -350,16 +350,14 @@ fn restore_from(
     if let Some(c) = incremental {
         // Its tree is in the target's restic repository, which the restic
         // CLI reads without drp (the repository key is the export's).
-        let (repo, options) = match drp_core::source::directory::restic::Repo::location(
-            config,
-            &policy.base_dir,
-        ) {
-            Ok(l) => l,
-            Err(err) => {
-                let _ = writeln!(s, " Its restic repository cannot be named: {err}.\n");
-                return;
-            }
-        };
+        let (repo, options) =
+            match drp_core::source::directory::restic::Repo::location(config, &policy.base_dir) {
+                Ok(l) => l,
+                Err(err) => {
+                    let _ = writeln!(s, " Its restic repository cannot be named: {err}.\n");
+                    return;
+                }
+            };
         if let TargetConfig::S3(c) = config {
             cmds.push(format!(
                 "export AWS_DEFAULT_REGION={}",

@@ -223,7 +223,10 @@ pub(crate) async fn prune_target(
             .map(|p| by_id[p.decision.id.as_str()].clone())
             .collect();
         if let Err(e) = repo.replace_index(host, &export.name, &left).await {
-            tracing::warn!("the catalogue index of {host}/{} is behind: {e}", export.name);
+            tracing::warn!(
+                "the catalogue index of {host}/{} is behind: {e}",
+                export.name
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! and a forged entry never makes a restore trust a point. On a local path
 //! and on Garage S3; manifest reads counted from drp's own debug log.
 
-use crate::harness::{scratch, Run, Scratch};
+use crate::harness::{Run, Scratch, scratch};
 
 const POINTS: usize = 300;
 

@@ -197,7 +197,10 @@ fn the_handover_of_an_incremental_tree_restores_it_with_the_restic_cli_alone() {
     let commands = commands_of(&md, "### Restoring `site` of `web-1` from `nas`");
     assert!(commands.contains("restic -r"), "{commands}");
     assert!(!commands.contains("drp restore"), "{commands}");
-    assert!(!md.contains("correct horse"), "the key's value is on the page");
+    assert!(
+        !md.contains("correct horse"),
+        "the key's value is on the page"
+    );
     std::fs::remove_dir_all(&tree).unwrap();
     // The key file, as the page says: copied from where the host keeps it.
     run_on_a_clean_folder(&commands, &[&key], &[]);

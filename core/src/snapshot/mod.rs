@@ -34,8 +34,8 @@ mod config;
 pub mod directory;
 #[cfg(feature = "aws")]
 pub mod ebs;
-pub mod lvm;
 mod error;
+pub mod lvm;
 mod ops;
 mod process;
 mod provider;

@@ -55,9 +55,9 @@ impl Repo {
                 ("AWS_SECRET_ACCESS_KEY", &c.secret_access_key),
             ] {
                 if let Some(r) = secret {
-                    let value = r.resolve(base_dir).map_err(|e| {
-                        SourceError::Invalid(format!("the S3 target's {var}: {e}"))
-                    })?;
+                    let value = r
+                        .resolve(base_dir)
+                        .map_err(|e| SourceError::Invalid(format!("the S3 target's {var}: {e}")))?;
                     env.push((var.to_string(), value.expose().to_string()));
                 }
             }
