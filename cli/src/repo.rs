@@ -1,5 +1,6 @@
 //! Repository selection on the command line, and `list` (both binaries).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::Utc;
@@ -63,46 +64,62 @@ pub async fn list(args: &RepoArgs, export: Option<&str>, out: &Output) -> Result
         "TARGET",
         "ENCRYPTED TO",
     ]);
-    let mut json = Vec::new();
     let mut damaged = Vec::new();
     let (listings, failed) = listings(&scope, export).await;
-    for (repo, listing) in listings {
-        for m in &listing.points {
-            let keys = m.encryption.as_ref().map_or("-".to_string(), |e| {
-                e.recipients
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            });
-            table.row(vec![
-                if scope.policy.is_some() {
-                    m.export.clone()
-                } else {
-                    format!("{}/{}", m.host, m.export)
-                },
-                m.id.clone(),
-                m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
-                format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
-                format_bytes(m.raw.size),
-                format_bytes(m.stored.size),
-                repo.clone(),
-                keys,
-            ]);
-            json.push(serde_json::json!({"target": repo, "manifest": m}));
-        }
+    for (repo, listing) in &listings {
         damaged.extend(
             listing
                 .damaged
-                .into_iter()
+                .iter()
                 .map(|d| format!("target `{repo}`: {}: {}", d.object, d.message)),
         );
     }
     if out.json {
-        out.print_json(
-            &serde_json::json!({"points": json, "damaged": damaged, "unreachable": failed}),
-        );
+        // One JSON value per point, made only for --json (the table never
+        // needs them), and written through a buffer rather than one string.
+        let points: Vec<_> = listings
+            .iter()
+            .flat_map(|(repo, listing)| {
+                listing
+                    .points
+                    .iter()
+                    .map(move |m| serde_json::json!({"target": repo, "manifest": m}))
+            })
+            .collect();
+        let listed =
+            serde_json::json!({"points": points, "damaged": damaged, "unreachable": failed});
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        // A closed stdout (the listing piped into `head`) ends it quietly.
+        let _ = serde_json::to_writer_pretty(&mut stdout, &listed)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(stdout))
+            .and_then(|_| stdout.flush());
     } else {
+        for (repo, listing) in &listings {
+            for m in &listing.points {
+                let keys = m.encryption.as_ref().map_or("-".to_string(), |e| {
+                    e.recipients
+                        .iter()
+                        .map(|k| k.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                table.row(vec![
+                    if scope.policy.is_some() {
+                        m.export.clone()
+                    } else {
+                        format!("{}/{}", m.host, m.export)
+                    },
+                    m.id.clone(),
+                    m.consistency_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format_duration((now - m.consistency_time).to_std().unwrap_or_default()),
+                    format_bytes(m.raw.size),
+                    format_bytes(m.stored.size),
+                    repo.clone(),
+                    keys,
+                ]);
+            }
+        }
         if table.is_empty() {
             println!("no recovery points");
         } else {

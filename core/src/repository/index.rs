@@ -25,9 +25,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{layout, Error, Listing, Repository, Result};
+use super::{Error, Listing, Repository, Result, layout};
 use crate::keys::sign::Owner;
-use crate::manifest::{Manifest, FORMAT};
+use crate::manifest::{FORMAT, Manifest};
 
 /// Reads issued at once when manifests are read one by one.
 const CONCURRENT_READS: usize = 32;
@@ -288,15 +288,23 @@ impl Repository {
     /// The keys of every manifest of an export, with their sizes.
     async fn manifest_keys(&self, host: &str, export: &str) -> Result<Vec<(String, u64)>> {
         let dir = layout::manifests_dir(host, export);
-        let entries = match self.target.op.list(&dir).await {
+        let listed = match crate::backend::local::list_files(&self.target.op, &dir, true).await {
+            Some(files) => files,
+            None => self.target.op.list(&dir).await.map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|e| (e.path().to_string(), e.metadata().content_length()))
+                    .collect()
+            }),
+        };
+        let entries = match listed {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.target.error("cannot list recovery points", e)),
         };
         Ok(entries
             .into_iter()
-            .filter(|e| e.path().ends_with(".json"))
-            .map(|e| (e.path().to_string(), e.metadata().content_length()))
+            .filter(|(key, _)| key.ends_with(".json"))
             .collect())
     }
 

@@ -398,15 +398,28 @@ impl Repository {
 
     /// The data objects of one export, as `(id, key)`, committed or not.
     pub async fn data_objects(&self, host: &str, export: &str) -> Result<Vec<(String, String)>> {
-        let entries = match self.target.op.list(&layout::data_dir(host, export)).await {
-            Ok(entries) => entries,
+        let dir = layout::data_dir(host, export);
+        let listed = match crate::backend::local::list_files(&self.target.op, &dir, false).await {
+            Some(files) => files.map(|f| f.into_iter().map(|(key, _)| key).collect()),
+            None => self.target.op.list(&dir).await.map(|entries| {
+                entries
+                    .into_iter()
+                    .filter(|e| e.metadata().is_file())
+                    .map(|e| e.path().to_string())
+                    .collect::<Vec<_>>()
+            }),
+        };
+        let keys = match listed {
+            Ok(keys) => keys,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.target.error("cannot list data objects", e)),
         };
-        Ok(entries
-            .iter()
-            .filter(|e| e.metadata().is_file())
-            .filter_map(|e| Some((layout::data_id(e.name())?.to_string(), e.path().to_string())))
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let name = key.rsplit('/').next().unwrap_or_default();
+                Some((layout::data_id(name)?.to_string(), key))
+            })
             .collect())
     }
 
