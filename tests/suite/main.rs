@@ -6,6 +6,7 @@ mod handover;
 mod harness;
 mod receivers;
 mod redis;
+mod redis_drill;
 mod reliability;
 
 mod ansible;

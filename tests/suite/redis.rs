@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::harness::{Scratch, eventually, scratch};
 
-const PASSWORD: &str = "redis-Test-Pw-5b1e";
+pub(crate) const PASSWORD: &str = "redis-Test-Pw-5b1e";
 
 /// A test's own Redis server: `redis-server <conf>`, daemonised, on a
 /// socket in the scratch folder; killed through its pid file when dropped.
@@ -210,7 +210,7 @@ impl Writer {
 }
 
 /// `count` keys `k:<i>` with known values, a tenth of them with a day to live.
-fn fill(r: &TestRedis, count: u64) {
+pub(crate) fn fill(r: &TestRedis, count: u64) {
     let mut conn = UnixStream::connect(&r.sock).unwrap();
     let mut cmds = format!("AUTH {PASSWORD}\r\n");
     for i in 0..count {
