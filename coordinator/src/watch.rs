@@ -143,20 +143,8 @@ impl HostWatch {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> &mut Incident {
-        self.incident.get_or_insert_with(|| Incident {
-            host: coordinator.to_string(),
-            service: host.to_string(),
-            first_failed: since,
-            detected: now,
-            failure: String::new(),
-            rungs: Vec::new(),
-            recovered_at: None,
-            rto_seconds: None,
-            restored: None,
-            rpo_seconds: None,
-            needs_coordinator: false,
-            stopped: None,
-        })
+        self.incident
+            .get_or_insert_with(|| Incident::open(coordinator, host, since, now))
     }
 }
 
@@ -522,20 +510,10 @@ async fn failover(
 ) -> Said {
     let policy = &w.runbook.policy;
     let now = Utc::now();
-    let mut incident = state.incident.take().unwrap_or_else(|| Incident {
-        host: policy.host.clone(),
-        service: w.host.clone(),
-        first_failed,
-        detected: now,
-        failure: String::new(),
-        rungs: Vec::new(),
-        recovered_at: None,
-        rto_seconds: None,
-        restored: None,
-        rpo_seconds: None,
-        needs_coordinator: false,
-        stopped: None,
-    });
+    let mut incident = state
+        .incident
+        .take()
+        .unwrap_or_else(|| Incident::open(&policy.host, &w.host, first_failed, now));
     incident.failure = failure;
     incident.stopped = None;
     if let Some(seen) = &witnesses {

@@ -180,6 +180,30 @@ pub struct RestoredFrom {
 }
 
 impl Incident {
+    /// An incident just detected: `host` acting on `service`, whose run of
+    /// failed checks began at `first_failed`; nothing tried yet.
+    pub fn open(
+        host: &str,
+        service: &str,
+        first_failed: DateTime<Utc>,
+        detected: DateTime<Utc>,
+    ) -> Incident {
+        Incident {
+            host: host.to_string(),
+            service: service.to_string(),
+            first_failed,
+            detected,
+            failure: String::new(),
+            rungs: Vec::new(),
+            recovered_at: None,
+            rto_seconds: None,
+            restored: None,
+            rpo_seconds: None,
+            needs_coordinator: false,
+            stopped: None,
+        }
+    }
+
     /// The key under `incidents/<host>/` (sortable by time).
     pub fn id(&self) -> String {
         format!(

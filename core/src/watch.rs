@@ -88,20 +88,9 @@ impl WatchState {
             return Next::Wait;
         }
         self.fails = 0;
-        let incident = self.incident.get_or_insert_with(|| Incident {
-            host: host.to_string(),
-            service: name.to_string(),
-            first_failed: since,
-            detected: now,
-            failure: String::new(),
-            rungs: Vec::new(),
-            recovered_at: None,
-            rto_seconds: None,
-            restored: None,
-            rpo_seconds: None,
-            needs_coordinator: false,
-            stopped: None,
-        });
+        let incident = self
+            .incident
+            .get_or_insert_with(|| Incident::open(host, name, since, now));
         incident.failure = detail.to_string();
         if let Some(last) = incident.rungs.last_mut()
             && last.outcome == RungOutcome::Done

@@ -828,12 +828,15 @@ fn secrets_never_appear_in_outputs_and_files_are_private() {
         {
             manifests += 1;
         }
-        // The stored points, decompressed: the dumps and the globals they carry.
+        // The stored points, decompressed: the dumps and the globals they
+        // carry; and the catalogue's index segments (manifests, compressed).
         if f.extension().is_some_and(|e| e == "zst") {
             let raw = zstd::decode_all(&std::fs::read(&f).unwrap()[..]).unwrap();
             assert!(!raw.is_empty(), "{} holds an empty point", f.display());
-            points += 1;
-            raw_bytes += raw.len();
+            if !f.parent().is_some_and(|d| d.ends_with("index")) {
+                points += 1;
+                raw_bytes += raw.len();
+            }
             outputs.push(String::from_utf8_lossy(&raw).into_owned());
         }
         // Nothing drp wrote is readable or writable by other users.
