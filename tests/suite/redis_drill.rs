@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::harness::Scratch;
-use crate::redis::{fill, redis_scratch, TestRedis, PASSWORD};
+use crate::redis::{PASSWORD, TestRedis, fill, redis_scratch};
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
