@@ -12,14 +12,21 @@ use crate::harness::{Scratch, eventually, free_port, scratch};
 use crate::receivers;
 
 /// A small server: it answers on `port` and, while it runs, writes the time
-/// into `data/state.txt` and appends it to `beats.log` every 20 ms.
+/// into `data/state.txt` and appends it to `beats.log` every 20 ms; on
+/// SIGTERM it finishes the beat under way and exits, as a server shuts down
+/// cleanly.
 const SERVER: &str = r#"
-import os, socket, sys, time
+import os, signal, socket, sys, time
 port = int(sys.argv[1])
+stopping = False
+def stop(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, stop)
 open("server.pid", "w").write(str(os.getpid()))
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", port)); s.listen(8); s.settimeout(0.02)
-while True:
+while not stopping:
     now = time.time_ns()
     open("data/state.txt", "w").write(str(now))
     with open("beats.log", "a") as b: b.write(f"{now}\n")
