@@ -447,3 +447,68 @@ fn a_restore_test_loads_the_point_in_a_throwaway_server_and_leaves_the_live_one_
         .collect();
     assert!(servers.is_empty(), "{servers:?}");
 }
+
+/// The one stored data object of the export on the NAS (not the index's).
+fn stored_point(s: &Scratch) -> PathBuf {
+    crate::harness::walk(s.path("nas"))
+        .into_iter()
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "zst")
+                && !f.parent().is_some_and(|d| d.ends_with("index"))
+        })
+        .expect("a stored point on the NAS")
+}
+
+/// Before `yes`, the plan says what the restore replaces and nothing
+/// changes (exit 5); a point whose stored bytes were altered exits 4 with the
+/// live server untouched: the same process, every key, no replaced copy.
+#[test]
+fn a_redis_restore_shows_its_plan_before_yes_and_a_corrupt_point_replaces_nothing() {
+    let s = redis_scratch("redis_corrupt");
+    let r = TestRedis::start(&s, false);
+    fill(&r, 300);
+    let policy = policy(&s, &r, "");
+    let p = policy.to_str().unwrap();
+    backup(&s, p);
+    r.cli(&["SET", "written:after", "the point"]);
+    let run_id = r.run_id();
+    let untouched = |what: &str| {
+        assert_eq!(r.run_id(), run_id, "{what}: the server was restarted");
+        assert_eq!(r.dbsize(), 301, "{what}: the live keys changed");
+        let replaced: Vec<_> = crate::harness::walk(s.dir.path().to_path_buf())
+            .into_iter()
+            .filter(|f| f.display().to_string().contains("drp-replaced"))
+            .collect();
+        assert!(replaced.is_empty(), "{what}: {replaced:?}");
+    };
+
+    let plan = s.agent(&["restore", "--policy", p, "--export", "cache"]);
+    plan.code(5);
+    // What the user reads before saying yes: the live keys and dump it
+    // replaces, where that dump is kept, what is lost.
+    let said = &plan.stderr;
+    let dump = r.conf.parent().unwrap().join("redis/dump.rdb");
+    for expected in [
+        "replaces         Redis 7".to_string(),
+        "302 keys".to_string(),
+        format!("dump {}", dump.display()),
+        "kept beside it as `<dump>.drp-replaced-".to_string(),
+        "writes after the point are lost".to_string(),
+        "nothing was changed".to_string(),
+    ] {
+        assert!(
+            said.contains(&expected),
+            "`{expected}` not in the plan:\n{said}"
+        );
+    }
+    untouched("the plan");
+
+    let object = stored_point(&s);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let run = s.agent(&["restore", "--policy", p, "--export", "cache", "--yes"]);
+    run.code(4);
+    untouched("the corrupt point");
+}
